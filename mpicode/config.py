@@ -1,0 +1,363 @@
+"""Layered configuration: package defaults < TOML file (``--config``) < command line.
+
+Every option is declared once in :data:`OPTIONS`; the argparse parser, the TOML loader,
+validation and ``mpicode config show`` are all derived from that table, so an option can
+never exist in one place and not the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, never a traceback."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple | None = None
+    check: Callable[[Any], str | None] | None = None  # returns an error message or None
+    group: str = "run"
+    metavar: str | None = None
+    flag_only: bool = False  # store_true switches
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def positive(x):
+    return None if x > 0 else "must be > 0"
+
+
+def nonneg(x):
+    return None if x >= 0 else "must be >= 0"
+
+
+def unit_open_closed(x):
+    return None if 0 < x <= 1 else "must be in (0, 1]"
+
+
+def unit_closed(x):
+    return None if 0 <= x <= 1 else "must be in [0, 1]"
+
+
+def optional_positive(x):
+    return None if x is None or x > 0 else "must be > 0"
+
+
+def _finite_float(s):
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(s)
+    return v
+
+
+def _optional_float(s):
+    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "off")):
+        return None
+    return _finite_float(s)
+
+
+def _optional_int(s):
+    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "auto")):
+        return None
+    return int(s)
+
+
+def _bool(s):
+    if isinstance(s, bool):
+        return s
+    t = str(s).lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(s)
+
+
+def _is_pos_float(t):
+    try:
+        return float(t) > 0 and math.isfinite(float(t))
+    except ValueError:
+        return False
+
+
+MODELS = ("logistic", "softmax", "least-squares")
+CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
+SCHEDULERS = ("lyapunov", "fifo", "round-robin", "max-weight", "proportional-fair")
+SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage")
+STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
+# plus "trace:RUN.h5" (replay a recorded run), checked in validation
+
+OPTIONS: list[Option] = [
+    # --- run --------------------------------------------------------------------------
+    Option("scheme", str, "uncoded", "computing-phase scheme", choices=SCHEMES, group="scheme"),
+    Option("stragglers_tolerated", int, 1, "stragglers S the scheme tolerates", check=nonneg,
+           group="scheme", metavar="S"),
+    Option("dataset", str, "synthetic", "dataset NAME (data/NAME.h5 or a built-in) or PATH",
+           group="data"),
+    Option("samples", int, 4000, "rows of the built-in synthetic dataset", check=positive,
+           group="data"),
+    Option("features", int, 50, "columns of the built-in synthetic dataset", check=positive,
+           group="data"),
+    Option("model", str, "logistic", "model to train", choices=MODELS, group="model"),
+    Option("dtype", str, "float64", "floating-point type of data and kernels",
+           choices=("float64", "float32"), group="model"),
+    Option("partitioning", str, "iid",
+           "how rows go to partitions: iid | sorted (by label) | dirichlet:ALPHA (label skew)",
+           group="data", check=lambda x: None if x in ("iid", "sorted") or (
+               x.startswith("dirichlet:") and _is_pos_float(x[10:]))
+           else "must be iid, sorted or dirichlet:ALPHA with ALPHA > 0"),
+    Option("iterations", int, 50, "gradient-descent iterations T", check=positive, metavar="T"),
+    Option("lr", _finite_float, 0.5, "learning rate", check=positive, group="model"),
+    Option("l2", _finite_float, 1e-4, "L2 regularisation weight", check=nonneg, group="model"),
+    Option("partitions", _optional_int, None, "micro-partitions K (default 4N)",
+           check=optional_positive, metavar="K", group="data"),
+    Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
+    Option("out", str, "runs/run.h5", "HDF5 run log to write"),
+    Option("force", _bool, False, "overwrite an existing --out", flag_only=True),
+    Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
+    Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
+    Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
+    # --- stragglers (DESIGN section 6) -------------------------------------------------
+    Option("stragglers", str, "none",
+           "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5",
+           check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
+           else f"unknown straggler model (choose from {', '.join(STRAGGLERS)}, trace:RUN.h5)",
+           group="stragglers"),
+    Option("delay_unit", _finite_float, 0.01,
+           "emulated compute seconds for one worker's fair share (K/N partitions)",
+           check=nonneg, group="stragglers"),
+    Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
+           check=nonneg, group="stragglers"),
+    Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
+           check=positive, group="stragglers"),
+    Option("delay_mean", _finite_float, 2.0,
+           "exp-per-iteration: mean of the one Exp delay per worker and iteration, in units",
+           check=nonneg, group="stragglers"),
+    Option("slow_fraction", _finite_float, 0.25, "bimodal: fraction of persistently slow workers",
+           check=unit_closed, group="stragglers"),
+    Option("slowdown", _finite_float, 5.0, "bimodal/gilbert-elliott: slowdown factor",
+           check=lambda x: None if x >= 1 else "must be >= 1", group="stragglers"),
+    Option("pareto_shape", _finite_float, 2.5, "pareto: tail index", check=positive,
+           group="stragglers"),
+    Option("ge_p_bad", _finite_float, 0.1, "gilbert-elliott: P(good -> bad) per iteration",
+           check=unit_closed, group="stragglers"),
+    Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
+           check=unit_closed, group="stragglers"),
+    # --- two-stage (DESIGN section 3) --------------------------------------------------
+    Option("rho", _finite_float, 1.0, "two-stage: fraction of workers in stage 1",
+           check=unit_open_closed, group="two-stage"),
+    Option("trigger", str, "both", "two-stage: stage-2 trigger",
+           choices=("count", "deadline", "both"), group="two-stage"),
+    Option("trigger_k", _optional_int, None, "two-stage: count trigger k1 (default n1 - ceil(s n1/N))",
+           check=optional_positive, group="two-stage"),
+    Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
+           check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
+           check=nonneg, group="two-stage"),
+    Option("speed_alpha", _finite_float, 0.5, "weight of the newest sample in the speed estimate",
+           check=unit_open_closed, group="two-stage"),
+    Option("max_wait", _optional_float, None,
+           "two-stage: hard deadline (s) after which the covered part is decoded and scaled",
+           check=optional_positive, group="two-stage"),
+    Option("placement", str, "shared", "data placement: shared | replicated:R", group="two-stage",
+           check=lambda x: None if x == "shared" or (x.startswith("replicated:")
+                                                      and x[11:].isdigit() and int(x[11:]) >= 1)
+           else "must be 'shared' or 'replicated:R' with R >= 1"),
+]
+
+OPTIONS += [
+    # --- communication phase (DESIGN section 5) ----------------------------------------
+    Option("channel", str, "ideal", "uplink channel model", choices=CHANNELS, group="comm"),
+    Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
+           group="comm"),
+    Option("scheduler", str, "lyapunov", "uplink scheduler (when --channel is not ideal)",
+           choices=SCHEDULERS, group="comm"),
+    Option("slot_ms", _finite_float, 2.0, "slot length tau_s in ms", check=positive,
+           group="comm"),
+    Option("bandwidth", _finite_float, 5e6, "channel bandwidth B in bytes/s", check=positive,
+           group="comm"),
+    Option("snr_db", _finite_float, 10.0, "mean SNR (dB) of the middle worker", group="comm"),
+    Option("snr_spread_db", _finite_float, 20.0, "near/far spread of mean SNR across workers (dB)",
+           check=nonneg, group="comm"),
+    Option("theta", _finite_float, 0.0, "lyapunov: queue perturbation theta (bytes)",
+           check=nonneg, group="comm"),
+    Option("V", _finite_float, 64.0, "lyapunov: utility weight V", check=nonneg, group="comm"),
+    Option("utility", str, "alpha-fair", "lyapunov: utility of admitted messages",
+           choices=("alpha-fair", "log", "log1p"), group="comm"),
+    Option("alpha", _finite_float, 4.0, "alpha-fair utility exponent", check=positive,
+           group="comm"),
+    Option("access", str, "tdma", "one worker per slot (tdma) or split among the top m (ofdma)",
+           choices=("tdma", "ofdma"), group="comm"),
+    Option("min_participation", _finite_float, 0.85,
+           "coding-aware admission: long-run participation floor per worker", check=unit_closed,
+           group="comm"),
+    Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
+           flag_only=True, group="comm"),
+    # --- simulator (DESIGN section 2) ----------------------------------------------------
+    Option("workers", _optional_int, None, "simulate: number of virtual workers N",
+           check=optional_positive, group="simulate"),
+    Option("compute", str, "real", "simulate: real gradients or none (timing only)",
+           choices=("real", "none"), group="simulate"),
+    Option("partition_cost", _optional_float, None,
+           "simulate: compute seconds per partition (default: measured once from the kernel)",
+           check=optional_positive, group="simulate"),
+    Option("delay_mode", str, "sleep", "injected delays as real sleeps or virtual time",
+           choices=("sleep", "virtual"), group="stragglers"),
+    # --- reliability -----------------------------------------------------------------------
+    Option("checkpoint_every", int, 0, "store a checkpoint every K iterations (0: only at the end)",
+           check=nonneg, group="reliability"),
+    Option("resume", str, "", "continue the run stored in this HDF5 file", group="reliability"),
+    Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
+           check=nonneg, group="reliability"),
+]
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass
+class Config:
+    """The effective configuration: attribute access, JSON-serialisable values."""
+
+    values: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # name -> "default" | file | "cli"
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+    def to_json(self) -> str:
+        return json.dumps(self.values, sort_keys=True)
+
+    def replace(self, **kw) -> Config:
+        v = dict(self.values)
+        v.update(kw)
+        return Config(v, dict(self.source))
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add every option of the table, each defaulting to 'not given' (SUPPRESS)."""
+    parser.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS,
+                        help="TOML file with any of the options below (the command line wins)")
+    groups: dict[str, Any] = {}
+    for o in OPTIONS:
+        g = groups.setdefault(o.group, parser.add_argument_group(o.group))
+        if o.flag_only:
+            g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
+        else:
+            g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
+                           help=f"{o.help} (default: {o.default})"
+                           + (f"; one of {', '.join(o.choices)}" if o.choices else ""))
+
+
+def _coerce(o: Option, raw, where: str):
+    if raw is None and o.default is None:
+        return None
+    try:
+        if o.type in (int, _optional_int) and isinstance(raw, float) and raw != int(raw):
+            raise ValueError(raw)
+        if o.type is int and isinstance(raw, bool):
+            raise ValueError(raw)
+        v = o.type(raw) if not isinstance(raw, str) or o.type is not str else raw
+        if o.type is str and not isinstance(raw, str):
+            raise ValueError(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}{o.flag}: invalid value {raw!r}") from None
+    if o.choices and v not in o.choices:
+        raise UsageError(f"{where}{o.flag}: unknown value {v!r} (choose from {', '.join(o.choices)})")
+    if o.check and v is not None:
+        msg = o.check(v)
+        if msg:
+            raise UsageError(f"{where}{o.flag}: {v!r} {msg}")
+    return v
+
+
+def load_toml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path}: TOML syntax error: {e}") from None
+    flat = {}
+    for k, v in data.items():
+        # sections are allowed for readability ([stragglers], [two-stage]): keys stay global
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                flat[k2] = v2
+        else:
+            flat[k] = v
+    out = {}
+    for k, v in flat.items():
+        name = k.replace("-", "_")
+        if name not in BY_NAME:
+            raise UsageError(f"config file {path}: unknown key {k!r}")
+        out[name] = v
+    return out
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    """Build the effective configuration from parsed CLI args (defaults < file < CLI)."""
+    values = {o.name: o.default for o in OPTIONS}
+    source = {o.name: "default" for o in OPTIONS}
+    given = vars(args)
+    if "config" in given and given["config"]:
+        for name, raw in load_toml(given["config"]).items():
+            values[name] = _coerce(BY_NAME[name], raw, f"config file {given['config']}: ")
+            source[name] = given["config"]
+    for name, raw in given.items():
+        if name in BY_NAME:
+            values[name] = _coerce(BY_NAME[name], raw, "")
+            source[name] = "cli"
+    return Config(values, source)
+
+
+def validate_for_size(cfg: Config, n_workers: int) -> Config:
+    """Cross-option checks that need N; fills K = 4N when not given."""
+    if n_workers < 1:
+        raise UsageError("too few ranks: need at least 2 (1 coordinator + 1 worker); "
+                         "launch with mpiexec -n N+1")
+    K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
+    s = cfg.stragglers_tolerated
+    if cfg.scheme != "uncoded" and cfg.scheme != "speed-aware" and s >= n_workers:
+        raise UsageError(f"--stragglers-tolerated {s} must be < number of workers {n_workers}")
+    if K < n_workers:
+        raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
+    if cfg.scheme in ("uncoded", "ignore-stragglers", "frc", "cyclic") and K % n_workers:
+        raise UsageError(f"--partitions {K} must be a multiple of the number of workers "
+                         f"{n_workers} for scheme {cfg.scheme}")
+    if cfg.scheme == "frc" and n_workers % (s + 1):
+        raise UsageError(f"scheme frc needs N={n_workers} to be a multiple of s+1={s + 1}")
+    if cfg.placement.startswith("replicated:") and int(cfg.placement[11:]) > n_workers:
+        raise UsageError(f"--placement {cfg.placement}: R must be <= number of workers {n_workers}")
+    return cfg.replace(partitions=K, n_workers=n_workers)
+
+
+def show(cfg: Config) -> str:
+    """TOML text of the effective configuration, each value's source as a comment."""
+    lines = []
+    for o in OPTIONS:
+        v = cfg.values.get(o.name)
+        if v is None:
+            text = f"# {o.name} = (unset)"
+        else:
+            text = f"{o.name} = {json.dumps(v)}"
+        lines.append(f"{text:<48} # {cfg.source.get(o.name, 'default')}")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""The scheme interface: a pure, event-driven policy for the computing phase.
+
+A driver (the MPI coordinator, or the simulator) runs one iteration as::
+
+    acts = scheme.begin(iteration)                  # stage-1 plan
+    dispatch(acts.dispatch)
+    while not scheme.done():
+        event = next arrival or clock tick
+        acts = scheme.on_result(task_id, t, duration)   # or scheme.on_tick(t)
+        dispatch(acts.dispatch); cancel(acts.cancel)
+        (a driver calls on_tick(t) when t >= scheme.next_deadline())
+    dec = scheme.decode()          # {task_id: weight}, gradient = sum weight * message
+    cancel(scheme.outstanding())   # stragglers told to drop stale work
+    summary = scheme.end(t)        # load, coverage, ...; learns speeds from stage-1 tasks
+
+Times ``t`` are seconds since the iteration began, on the driver's clock. ``duration`` is the
+worker's own measure of a task (compute + injected delay), which feeds the speed estimates.
+Workers are numbered 0..N-1 here (MPI rank = worker + 1). Nothing here imports MPI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Task:
+    """A unit of work: the (weighted) sum of the gradients of ``partitions``."""
+
+    task_id: int
+    worker: int
+    stage: int
+    partitions: np.ndarray                # int64 micro-partition indices
+    coeffs: np.ndarray | None = None      # per-partition weights; None = plain sum
+    t_dispatch: float = math.nan
+    t_done: float = math.nan
+    duration: float = math.nan
+    state: str = "pending"                # pending | done | cancelled
+    used: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.partitions)
+
+
+@dataclass
+class Actions:
+    """What a driver must do after an event."""
+
+    dispatch: list[Task] = field(default_factory=list)
+    cancel: list[Task] = field(default_factory=list)
+
+    def __iadd__(self, other: Actions) -> Actions:
+        self.dispatch += other.dispatch
+        self.cancel += other.cancel
+        return self
+
+
+@dataclass
+class Decoding:
+    weights: dict[int, float]   # task_id -> coefficient of its message
+    coverage: float = 1.0       # fraction of the K partitions the gradient covers
+
+
+class Scheme:
+    """Base class: task bookkeeping, speed estimates, load accounting.
+
+    Subclasses implement :meth:`plan` (stage-1 tasks), :meth:`react` (new actions after a
+    result), :meth:`done` and :meth:`decode`; optionally :meth:`on_tick`/:meth:`next_deadline`.
+    """
+
+    name = "base"
+    exact = True
+
+    def __init__(self, n_workers: int, n_partitions: int, *, tolerance: int = 0, seed: int = 0,
+                 speed_alpha: float = 0.5, **params):
+        self.N = int(n_workers)
+        self.K = int(n_partitions)
+        self.s = int(tolerance)
+        self.seed = int(seed)
+        self.alpha = float(speed_alpha)
+        self.params = params
+        # tau[i]: estimated seconds per partition of worker i (NaN until first observed)
+        self.tau = np.full(self.N, np.nan)
+        self.active = np.ones(self.N, bool)   # workers planning may use (dead ones are not)
+        self.iteration = -1
+        self.tasks: dict[int, Task] = {}
+        self._next_id = 0
+        self.log_notes: list[str] = []
+
+    # ---- speed estimates --------------------------------------------------------------
+    def speeds(self) -> np.ndarray:
+        """Per-worker tau with unobserved workers set to the mean of the observed ones
+        (equal for everyone before any observation)."""
+        tau = self.tau.copy()
+        obs = np.isfinite(tau)
+        tau[~obs] = tau[obs].mean() if obs.any() else 1.0
+        return tau
+
+    def observe(self, worker: int, per_partition: float, lower_bound: bool = False) -> None:
+        old = self.tau[worker]
+        if not np.isfinite(old):
+            self.tau[worker] = per_partition
+        elif lower_bound:
+            if per_partition > old:  # a cut-short task only ever raises the estimate
+                self.tau[worker] = (1 - self.alpha) * old + self.alpha * per_partition
+        else:
+            self.tau[worker] = (1 - self.alpha) * old + self.alpha * per_partition
+
+    # ---- task bookkeeping ---------------------------------------------------------------
+    def new_task(self, worker: int, stage: int, partitions, coeffs=None, t: float = 0.0) -> Task:
+        task = Task(self._next_id, int(worker), stage, np.asarray(partitions, np.int64),
+                    None if coeffs is None else np.asarray(coeffs, np.float64), t_dispatch=t)
+        self._next_id += 1
+        self.tasks[task.task_id] = task
+        return task
+
+    def pending(self, stage: int | None = None) -> list[Task]:
+        return [t for t in self.tasks.values() if t.state == "pending"
+                and (stage is None or t.stage == stage)]
+
+    def arrived(self, stage: int | None = None) -> list[Task]:
+        return [t for t in self.tasks.values() if t.state == "done"
+                and (stage is None or t.stage == stage)]
+
+    def _cancel(self, tasks, t: float) -> list[Task]:
+        out = []
+        for task in tasks:
+            if task.state == "pending":
+                task.state = "cancelled"
+                task.t_done = t
+                out.append(task)
+        return out
+
+    # ---- the driver's interface -----------------------------------------------------------
+    def begin(self, iteration: int) -> Actions:
+        self.iteration = int(iteration)
+        self.tasks = {}
+        self._next_id = 0
+        self.log_notes = []
+        return Actions(dispatch=self.plan())
+
+    def on_result(self, task_id: int, t: float, duration: float = math.nan) -> Actions:
+        """A task's message arrived. Unknown or no-longer-pending tasks are ignored."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state != "pending":
+            return Actions()
+        task.state = "done"
+        task.t_done = t
+        task.duration = duration if np.isfinite(duration) else t - task.t_dispatch
+        return self.react(task, t)
+
+    def on_tick(self, t: float) -> Actions:
+        return Actions()
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def outstanding(self, t: float = math.nan) -> list[Task]:
+        """Cancel every task still pending (called once the iteration decoded)."""
+        return self._cancel(self.pending(), t)
+
+    def end(self, t: float) -> dict:
+        """Close the iteration: learn speeds from stage-1 tasks, return its summary."""
+        for task in self.tasks.values():
+            if task.stage != 1 or task.n == 0:
+                continue
+            if task.state == "done":
+                self.observe(task.worker, task.duration / task.n)
+            elif task.state == "cancelled" and np.isfinite(task.t_done):
+                self.observe(task.worker, (task.t_done - task.t_dispatch) / task.n,
+                             lower_bound=True)
+        started = sum(t.n for t in self.tasks.values())
+        stage2 = [t for t in self.tasks.values() if t.stage == 2]
+        return {
+            "load": started / self.K,
+            "stage2": int(bool(stage2)),
+            "n_stage2": len(stage2),
+        }
+
+    # ---- for subclasses ---------------------------------------------------------------------
+    def plan(self) -> list[Task]:
+        raise NotImplementedError
+
+    def react(self, task: Task, t: float) -> Actions:
+        return Actions()
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def decode(self) -> Decoding:
+        raise NotImplementedError
+
+
+def equal_blocks(N: int, K: int) -> list[np.ndarray]:
+    """Classic schemes' view of the data: N equal blocks of K/N micro-partitions."""
+    b = K // N
+    return [np.arange(i * b, (i + 1) * b, dtype=np.int64) for i in range(N)]

@@ -1,0 +1,36 @@
+"""``uncoded``: N equal blocks, one per worker, wait for all; and ``ignore-stragglers``:
+the same blocks, wait for the fastest N - s, rescale by N / (N - s)."""
+
+from __future__ import annotations
+
+from mpicode.schemes.base import Decoding, Scheme, equal_blocks
+
+
+class Uncoded(Scheme):
+    name = "uncoded"
+
+    def plan(self):
+        return [self.new_task(i, 1, blk) for i, blk in enumerate(equal_blocks(self.N, self.K))]
+
+    def done(self):
+        return not self.pending()
+
+    def decode(self):
+        for t in self.arrived():
+            t.used = True
+        return Decoding({t.task_id: 1.0 for t in self.arrived()}, 1.0)
+
+
+class IgnoreStragglers(Uncoded):
+    name = "ignore-stragglers"
+    exact = False
+
+    def done(self):
+        return len(self.arrived()) >= self.N - self.s
+
+    def decode(self):
+        got = sorted(self.arrived(), key=lambda t: t.t_done)[: self.N - self.s]
+        for t in got:
+            t.used = True
+        scale = self.N / len(got)
+        return Decoding({t.task_id: scale for t in got}, len(got) / self.N)

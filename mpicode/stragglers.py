@@ -1,0 +1,122 @@
+"""Straggler (delay) models of DESIGN section 6. Pure: no MPI, no clock.
+
+A delay is drawn per task from a generator keyed by (seed, iteration, worker, task index of
+that worker in the iteration), so a run is reproducible and the MPI runtime and the simulator
+draw the same delays. Delays are in seconds; the worker splits a task's delay evenly across
+its partitions so that a CANCEL cuts it short. ``load`` is the task's size in *shares*: a
+share is one worker's fair part, K/N partitions, so an uncoded task has load 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class StragglerModel:
+    name = "none"
+
+    def __init__(self, n_workers: int, n_partitions: int, seed: int, unit: float = 0.01,
+                 **params):
+        self.N = n_workers
+        self.K = n_partitions
+        self.seed = seed
+        self.unit = unit
+        self.p = params
+
+    def rng(self, iteration: int, worker: int, task_index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 0x5712, iteration, worker, task_index])
+
+    def load(self, n_partitions: int) -> float:
+        return n_partitions * self.N / self.K
+
+    def delay(self, iteration: int, worker: int, task_index: int, n_partitions: int) -> float:
+        """Seconds of injected delay for this task."""
+        return 0.0
+
+
+class ShiftedExp(StragglerModel):
+    """T = unit * (a * load + Exp(mean = load / mu)), drawn i.i.d. per task."""
+
+    name = "shifted-exp"
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        load = self.load(n_partitions)
+        r = self.rng(iteration, worker, task_index)
+        return self.unit * (self.p["shift"] * load + r.exponential(load / self.p["mu"]))
+
+
+class ExpPerIteration(StragglerModel):
+    """unit * load per task, plus one Exp(delay_mean) per worker and iteration on its first task."""
+
+    name = "exp-per-iteration"
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        d = self.unit * self.load(n_partitions)
+        if task_index == 0:
+            d += self.unit * self.rng(iteration, worker, 0).exponential(self.p["delay_mean"])
+        return d
+
+
+class Bimodal(StragglerModel):
+    """A persistent slow set (slow_fraction of the workers, chosen by the seed), slowed on
+    every task by ``slowdown``; everyone else takes unit * load."""
+
+    name = "bimodal"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        n_slow = int(round(self.p["slow_fraction"] * self.N))
+        perm = np.random.default_rng([self.seed, 0xB1]).permutation(self.N)
+        self.slow = np.zeros(self.N, bool)
+        self.slow[perm[:n_slow]] = True
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        f = self.p["slowdown"] if self.slow[worker] else 1.0
+        return self.unit * self.load(n_partitions) * f
+
+
+class Pareto(StragglerModel):
+    """unit * load * X with X classic Pareto(x_m = 1, shape), i.i.d. per task."""
+
+    name = "pareto"
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        x = 1.0 + self.rng(iteration, worker, task_index).pareto(self.p["pareto_shape"])
+        return self.unit * self.load(n_partitions) * x
+
+
+class GilbertElliott(StragglerModel):
+    """Per-worker good/bad Markov chain stepped once per iteration; bad tasks are slowed by
+    ``slowdown``. States are computed forward from iteration 0 and cached."""
+
+    name = "gilbert-elliott"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._states = [np.zeros(self.N, bool)]  # iteration 0: everybody good
+
+    def state(self, iteration: int) -> np.ndarray:
+        while len(self._states) <= iteration:
+            it = len(self._states)
+            prev = self._states[-1]
+            u = np.random.default_rng([self.seed, 0x6E, it]).random(self.N)
+            bad = np.where(prev, u >= self.p["ge_p_good"], u < self.p["ge_p_bad"])
+            self._states.append(bad)
+        return self._states[iteration]
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        f = self.p["slowdown"] if self.state(iteration)[worker] else 1.0
+        return self.unit * self.load(n_partitions) * f
+
+
+MODELS = {m.name: m for m in (StragglerModel, ShiftedExp, ExpPerIteration, Bimodal, Pareto,
+                              GilbertElliott)}
+
+PARAMS = ("shift", "mu", "delay_mean", "slow_fraction", "slowdown", "pareto_shape", "ge_p_bad",
+          "ge_p_good")
+
+
+def make_straggler_model(cfg, n_workers: int, n_partitions: int) -> StragglerModel:
+    cls = MODELS[cfg.stragglers]
+    return cls(n_workers, n_partitions, cfg.seed, unit=cfg.delay_unit,
+               **{k: getattr(cfg, k) for k in PARAMS})
