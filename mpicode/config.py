@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import tomllib
 
 
 class UsageError(Exception):
@@ -162,7 +164,8 @@ OPTIONS: list[Option] = [
            check=unit_open_closed, group="two-stage"),
     Option("trigger", str, "both", "two-stage: stage-2 trigger",
            choices=("count", "deadline", "both"), group="two-stage"),
-    Option("trigger_k", _optional_int, None, "two-stage: count trigger k1 (default n1 - ceil(s n1/N))",
+    Option("trigger_k", _optional_int, None,
+           "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
            check=optional_positive, group="two-stage"),
     Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
@@ -279,7 +282,8 @@ def _coerce(o: Option, raw, where: str):
     except (TypeError, ValueError):
         raise UsageError(f"{where}{o.flag}: invalid value {raw!r}") from None
     if o.choices and v not in o.choices:
-        raise UsageError(f"{where}{o.flag}: unknown value {v!r} (choose from {', '.join(o.choices)})")
+        raise UsageError(f"{where}{o.flag}: unknown value {v!r} "
+                         f"(choose from {', '.join(o.choices)})")
     if o.check and v is not None:
         msg = o.check(v)
         if msg:

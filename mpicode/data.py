@@ -81,7 +81,8 @@ def read_dataset(path: str | Path) -> Dataset:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise UsageError(f"dataset {path}: not a readable HDF5 file ({e.__class__.__name__})") from None
+        raise UsageError(f"dataset {path}: not a readable HDF5 file "
+                         f"({e.__class__.__name__})") from None
     with f:
         missing = [k for k in ("X", "y", "X_test", "y_test") if k not in f]
         if missing:

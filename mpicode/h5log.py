@@ -72,7 +72,8 @@ class RunLog:
         self.N = n_workers
         self.n_done = 0
         self.n_tasks = 0
-        self.f = h5py.File(self.part, "w", libver="latest")
+        # default libver: no superblock "open for write" flag, so a killed run stays readable
+        self.f = h5py.File(self.part, "w")
         a = self.f.attrs
         a["format_version"] = FORMAT_VERSION
         a["mpicode_version"] = __version__

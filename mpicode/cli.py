@@ -1,0 +1,111 @@
+"""Command line: ``mpicode train | report | data | config ...``.
+
+``train`` needs MPI ranks::
+
+    mpiexec -n 5 python -m mpi4py -m mpicode train --config jobs/configs/demo.toml
+
+The other commands are serial. Any usage error is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mpicode import __version__
+from mpicode.config import UsageError, add_options, resolve
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="mpicode", description="Straggler-tolerant distributed gradient descent "
+               "on MPI (coded computing phase, Lyapunov-scheduled communication phase).")
+    p.add_argument("--version", action="version", version=f"mpicode {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    tr = sub.add_parser("train", help="train under MPI: mpiexec -n N+1 python -m mpi4py -m "
+                        "mpicode train ...")
+    add_options(tr)
+
+    rp = sub.add_parser("report", help="comparison table of HDF5 runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN.h5")
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rp.add_argument("--target-loss", type=float, default=None)
+
+    dp = sub.add_parser("data", help="datasets: synth")
+    dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
+    sy.add_argument("--samples", type=int, default=4000)
+    sy.add_argument("--features", type=int, default=50)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--out", required=True)
+    sy.add_argument("--force", action="store_true")
+
+    cp = sub.add_parser("config", help="configuration: show")
+    csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
+    sh = csub.add_parser("show", help="print the effective configuration (TOML)")
+    add_options(sh)
+
+    sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
+    return p
+
+
+def dispatch(args) -> int:
+    if args.command == "train":
+        from mpicode import train
+        return train.run(resolve(args))
+    if args.command == "report":
+        from mpicode import report
+        print(report.render(args.runs, fmt=args.format, target_loss=args.target_loss))
+        return 0
+    if args.command == "data" and args.data_command == "synth":
+        from mpicode import data
+        if args.samples < 1 or args.features < 1:
+            raise UsageError("--samples and --features must be >= 1")
+        data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
+                           force=args.force)
+        print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
+        return 0
+    if args.command == "config" and args.config_command == "show":
+        from mpicode.config import show
+        print(show(resolve(args)))
+        return 0
+    if args.command == "warmup":
+        from mpicode import kernels
+        kernels.warmup()
+        print("numba kernels compiled and cached")
+        return 0
+    raise UsageError(f"unknown command {args.command}")
+
+
+def main(argv=None) -> None:
+    from mpicode.train import BadInput
+    try:
+        code = dispatch(build_parser().parse_args(argv))
+    except BadInput:
+        raise
+    except UsageError as e:
+        _usage_exit(str(e))
+    except KeyboardInterrupt:
+        print("mpicode: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _usage_exit(message: str) -> None:
+    """One line, exit 2. Under MPI every rank gets here with the same message (the
+    argument parsing is identical on every rank): rank 0 prints, all finalize."""
+    rank = 0
+    if "mpi4py.MPI" in sys.modules:
+        from mpicode import runtime
+        rank = runtime.world().rank
+        runtime.finalize()
+    if rank == 0:
+        print(f"mpicode: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)

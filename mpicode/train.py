@@ -1,0 +1,126 @@
+"""``mpicode train``: set up every rank, run the coordinator or a worker, log, shut down.
+
+Launch (1 coordinator + 4 workers)::
+
+    mpiexec -n 5 python -m mpi4py -m mpicode train --scheme uncoded --iterations 50 \\
+        --out runs/demo.h5
+
+Bad input is decided the same way on every rank (rank 0 checks what needs the file system
+and broadcasts its verdict), so every rank exits with code 2 after one line on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from mpicode import data, kernels, runtime
+from mpicode.config import Config, UsageError, validate_for_size
+from mpicode.h5log import RunLog, check_output
+from mpicode.problem import Problem
+from mpicode.schemes import make_scheme
+from mpicode.stragglers import make_straggler_model
+
+log = logging.getLogger("mpicode")
+
+
+def setup_logging(rank: int, size: int, cfg: Config) -> None:
+    level = logging.DEBUG if cfg.verbose else (
+        logging.WARNING if (rank != 0 or cfg.quiet) else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [{rank}/{size}] %(levelname)s "
+                                           "%(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+class BadInput(SystemExit):
+    """Raised after every rank agreed on a usage error and MPI was finalized."""
+
+
+def _agree(comm, error: str | None) -> None:
+    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2."""
+    verdict = comm.bcast(error, root=0)
+    if verdict:
+        if comm.rank == 0:
+            print(f"mpicode: error: {verdict}", file=sys.stderr, flush=True)
+        runtime.finalize()
+        raise BadInput(2)
+
+
+def prepare(cfg: Config, comm):
+    """Check the input (identically on every rank) and build the problem."""
+    error = None
+    try:
+        cfg = validate_for_size(cfg, comm.size - 1)
+        if comm.rank == 0:
+            check_output(cfg.out, cfg.force)
+        ds = data.load(cfg) if comm.rank == 0 else None
+    except UsageError as e:
+        error = str(e)
+    _agree(comm, error)
+    if comm.rank != 0:
+        ds = data.load(cfg)  # rank 0 already proved it loads
+    problem = Problem(ds, cfg.partitions, cfg.model, cfg.l2)
+    return cfg, problem
+
+
+def run(cfg: Config) -> int:
+    comm = runtime.world()
+    rank, size = comm.rank, comm.size
+    setup_logging(rank, size, cfg)
+    # Usage errors found before any communication are the same on every rank.
+    cfg, problem = prepare(cfg, comm)
+    N, K = size - 1, cfg.partitions
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    kernels.warmup()  # compile before any timing starts
+    compile_s = time.perf_counter() - t0
+    comm.Barrier()  # everybody compiled: the clock starts after this
+    if rank != 0:
+        execute(cfg, comm, problem)
+        return 0
+
+    attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+             "N": N, "K": K, "seed": cfg.seed, "mpi_library": runtime.mpi_library(),
+             "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
+             "compile_s": compile_s, "n_ranks": size}
+    runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
+                    mode="mpi", attrs=attrs, force=cfg.force)
+    progress = None
+    if not cfg.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        progress = tqdm(total=cfg.iterations, desc=f"{cfg.scheme} N={N}", unit="it",
+                        file=sys.stderr)
+    status = "failed"
+    try:
+        coord = execute(cfg, comm, problem, runlog, progress)
+        runlog.write_group("model", {"w": coord.w})
+        status = "complete"
+    finally:
+        if progress is not None:
+            progress.close()
+        runlog.close(status)
+    last = coord.history[-1]
+    log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
+             cfg.out, len(coord.history), last.get("loss", float("nan")),
+             last.get("accuracy", float("nan")), last["t_end"])
+    return 0
+
+
+def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None):
+    """Run the job on ``comm``: rank 0 coordinates and returns the Coordinator (with
+    ``w`` and ``history``), the other ranks work and return None. STOP/ACK on the way out."""
+    N, K = comm.size - 1, cfg.partitions
+    if comm.rank != 0:
+        runtime.Worker(comm, problem).loop()
+        return None
+    coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
+                                make_straggler_model(cfg, N, K), cfg, runlog, progress)
+    coord.run(cfg.iterations)
+    coord.stop()
+    return coord
