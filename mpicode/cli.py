@@ -33,6 +33,10 @@ def build_parser() -> Parser:
                         "mpicode train ...")
     add_options(tr)
 
+    si = sub.add_parser("simulate", help="the same run in virtual time (no MPI): "
+                        "discrete-event simulator")
+    add_options(si)
+
     rp = sub.add_parser("report", help="comparison table of HDF5 runs")
     rp.add_argument("runs", nargs="+", metavar="RUN.h5")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -60,6 +64,9 @@ def dispatch(args) -> int:
     if args.command == "train":
         from mpicode import train
         return train.run(resolve(args))
+    if args.command == "simulate":
+        from mpicode import simulator
+        return simulator.simulate(resolve(args))
     if args.command == "report":
         from mpicode import report
         print(report.render(args.runs, fmt=args.format, target_loss=args.target_loss))

@@ -109,6 +109,66 @@ class GilbertElliott(StragglerModel):
         return self.unit * self.load(n_partitions) * f
 
 
+class Trace(StragglerModel):
+    """Replay the delays recorded in a run file's ``/tasks`` (``--stragglers trace:RUN.h5``).
+
+    Recorded per (iteration, worker): the delay of each of its tasks, in dispatch order, and
+    their sizes. Task k of worker i in iteration t replays recorded task k's delay *rate*
+    (seconds per partition) times its own size, so a trace recorded under one scheme carries
+    the same slowness to any other scheme; a task with no recorded counterpart uses the
+    worker's rate in that iteration, and a worker with no record that iteration uses its mean
+    rate over the trace. Replaying with the recording's scheme reproduces its delays exactly.
+    """
+
+    name = "trace"
+
+    def __init__(self, n_workers, n_partitions, seed, path: str, iterations: int, **kw):
+        super().__init__(n_workers, n_partitions, seed, **kw)
+        import h5py
+
+        from mpicode.config import UsageError
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                n_rec = int(f.attrs["n_workers"])
+                n_done = int(f.attrs["n_done"])
+                nt = int(f.attrs.get("n_tasks", f["tasks/iteration"].shape[0]))
+                it = f["tasks/iteration"][:nt]
+                wk = f["tasks/worker"][:nt]
+                npart = f["tasks/n_partitions"][:nt].astype(float)
+                dl = f["tasks/delay_s"][:nt]
+                k_rec = int(f.attrs.get("n_partitions", n_partitions))
+        except (OSError, KeyError) as e:
+            raise UsageError(f"trace {path}: not a readable mpicode run ({e})") from None
+        if n_rec != n_workers:
+            raise UsageError(f"trace {path} was recorded with N={n_rec} workers; this run has "
+                             f"N={n_workers}")
+        if n_done < iterations:
+            raise UsageError(f"trace {path} holds {n_done} iterations; this run needs "
+                             f"{iterations}")
+        # recorded sizes in shares, so K may differ between recording and replay
+        share = npart * n_rec / k_rec
+        self.rec: dict[tuple[int, int], list[float]] = {}
+        for a, b, sh, d in zip(it.tolist(), wk.tolist(), share.tolist(), dl.tolist(),
+                               strict=True):
+            self.rec.setdefault((a, b), []).append(d / sh if sh > 0 else 0.0)
+        tot = np.zeros(n_workers)
+        cnt = np.zeros(n_workers)
+        for (_, b), rates in self.rec.items():
+            tot[b] += sum(rates)
+            cnt[b] += len(rates)
+        self.mean_rate = np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0)
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        rates = self.rec.get((iteration, worker))
+        if not rates:
+            rate = self.mean_rate[worker]
+        elif task_index < len(rates):
+            rate = rates[task_index]
+        else:
+            rate = float(np.mean(rates))
+        return rate * self.load(n_partitions)
+
+
 MODELS = {m.name: m for m in (StragglerModel, ShiftedExp, ExpPerIteration, Bimodal, Pareto,
                               GilbertElliott)}
 
@@ -117,6 +177,9 @@ PARAMS = ("shift", "mu", "delay_mean", "slow_fraction", "slowdown", "pareto_shap
 
 
 def make_straggler_model(cfg, n_workers: int, n_partitions: int) -> StragglerModel:
+    if cfg.stragglers.startswith("trace:"):
+        return Trace(n_workers, n_partitions, cfg.seed, path=cfg.stragglers[6:],
+                     iterations=cfg.iterations, unit=cfg.delay_unit)
     cls = MODELS[cfg.stragglers]
     return cls(n_workers, n_partitions, cfg.seed, unit=cfg.delay_unit,
                **{k: getattr(cfg, k) for k in PARAMS})
