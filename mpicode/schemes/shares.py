@@ -59,7 +59,7 @@ def largest_remainder(total: int, weights, minimum: int = 1) -> np.ndarray:
 def contiguous(counts, start: int = 0) -> list[np.ndarray]:
     """Consecutive index ranges of the given lengths, starting at ``start``."""
     edges = start + np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return [np.arange(a, b, dtype=np.int64) for a, b in zip(edges[:-1], edges[1:])]
+    return [np.arange(a, b, dtype=np.int64) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 class Placement:
@@ -114,7 +114,7 @@ def assign(parts, workers, quotas, tau, placement: Placement) -> dict[int, list[
         worker -> list of partitions (in the order of ``parts``); ``-1`` -> unassigned.
     """
     out: dict[int, list[int]] = {w: [] for w in workers}
-    left = {w: int(q) for w, q in zip(workers, quotas)}
+    left = {w: int(q) for w, q in zip(workers, quotas, strict=True)}
     if placement.shared:
         i = 0
         parts = list(parts)

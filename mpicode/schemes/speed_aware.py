@@ -22,7 +22,8 @@ class SpeedAware(Scheme):
             raise RuntimeError("speed-aware: no active worker")
         tau = self.speeds()
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
-        return [self.new_task(w, 1, blk) for w, blk in zip(workers, contiguous(counts)) if len(blk)]
+        blocks = contiguous(counts)
+        return [self.new_task(w, 1, b) for w, b in zip(workers, blocks, strict=True) if len(b)]
 
     def decodable_with(self, task_ids):
         return all(tid in task_ids for tid in self.tasks)

@@ -77,6 +77,7 @@ class TwoStage(Scheme):
         self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
         self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
         self.n1 = self.k1 = 0
+        self.n_done1 = 0          # stage-1 messages arrived
         self.deadline: float | None = None
         self.fired = ""          # "", "count" or "deadline": what triggered stage 2
         self.t_trigger = math.nan
@@ -140,11 +141,12 @@ class TwoStage(Scheme):
             self.expired = True
         if task.stage == 1:
             j = task.task_id
+            self.n_done1 += 1
             self.cover.setdefault(j, SELF)
             # its stage-2 blocks, in every group, are now redundant
             acts.cancel += self._cancel((b for g in self.tiles[j] for b in g), t)
-            if (not self.fired and self.trigger != "deadline"
-                    and sum(x.state == "done" for x in self.s1.values()) >= self.k1):
+            if (not self.fired and self.trigger != "deadline" and not self._complete()
+                    and self.n_done1 >= self.k1):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
             if self.armed and not self.issued and not self._complete() and not self.expired:
@@ -190,7 +192,8 @@ class TwoStage(Scheme):
         w2 = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
         u = np.concatenate([x.partitions for x in stragglers])
         if not self.placement.shared:
-            w2 = [w for w in w2 if any(self.placement.holds(w, k) for k in u)]
+            holders = {h for k in u.tolist() for h in self.placement.holders(k)}
+            w2 = [w for w in w2 if w in holders]
         if not w2:
             self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, waiting for one")
             return Actions()
