@@ -195,7 +195,9 @@ class TwoStage(Scheme):
             holders = {h for k in u.tolist() for h in self.placement.holders(k)}
             w2 = [w for w in w2 if w in holders]
         if not w2:
-            self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, waiting for one")
+            if not self.log_notes or not self.log_notes[-1].startswith("stage 2 at"):
+                self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, "
+                                      "waiting for one")
             return Actions()
         self.armed, self.issued = False, True
         w2.sort(key=lambda w: (tau[w], w))
