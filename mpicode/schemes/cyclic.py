@@ -112,6 +112,9 @@ class CyclicRepetition(Scheme):
             tasks.append(self.new_task(i, 1, parts, coeffs=self.B[i, self.block[parts]]))
         return tasks
 
+    def done(self):
+        return len(self._arrived) >= self.N - self.s  # one task per worker
+
     def decodable_with(self, task_ids):
         workers = {self.tasks[i].worker for i in task_ids if i in self.tasks}
         return len(workers) >= self.N - self.s

@@ -31,10 +31,18 @@ class FractionalRepetition(Scheme):
         return worker // self.group_size
 
     def plan(self):
+        self._groups_hit: set[int] = set()
         return [self.new_task(i, 1, self.group_parts[self.group(i)]) for i in range(self.N)]
 
     def _groups_with(self, task_ids) -> set[int]:
         return {self.group(self.tasks[i].worker) for i in task_ids if i in self.tasks}
+
+    def react(self, task, t):
+        self._groups_hit.add(self.group(task.worker))
+        return super().react(task, t)
+
+    def done(self):
+        return len(self._groups_hit) == len(self.group_parts)
 
     def decodable_with(self, task_ids):
         return len(self._groups_with(task_ids)) == len(self.group_parts)

@@ -28,6 +28,9 @@ class SpeedAware(Scheme):
     def decodable_with(self, task_ids):
         return all(tid in task_ids for tid in self.tasks)
 
+    def done(self):
+        return len(self._arrived) == len(self.tasks)
+
     def decode(self):
         got = self.arrived()
         for t in got:

@@ -15,6 +15,9 @@ class Uncoded(Scheme):
     def decodable_with(self, task_ids):
         return all(tid in task_ids for tid in self.tasks)
 
+    def done(self):
+        return len(self._arrived) == len(self.tasks)  # O(1): no cancels mid-iteration
+
     def decode(self):
         for t in self.arrived():
             t.used = True
@@ -30,7 +33,7 @@ class IgnoreStragglers(Uncoded):
         return sum(tid in self.tasks for tid in task_ids) >= self.N - self.s
 
     def done(self):
-        return len(self.arrived()) >= self.N - self.s
+        return len(self._arrived) >= self.N - self.s
 
     def decode(self):
         got = sorted(self.arrived(), key=lambda t: t.t_done)[: self.N - self.s]
