@@ -108,7 +108,8 @@ def read_dataset(path: str | Path) -> Dataset:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise UsageError(f"dataset {path}: not a readable HDF5 file ({e.__class__.__name__})") from None
+        raise UsageError(f"dataset {path}: not a readable HDF5 file "
+                         f"({e.__class__.__name__})") from None
     with f:
         missing = [k for k in ("X", "y", "X_test", "y_test") if k not in f]
         if missing:
@@ -154,8 +155,8 @@ def check_labels(ds: Dataset, model: str, where: str) -> None:
             bad = np.flatnonzero(~np.isfinite(y))
             need = "finite"
         if bad.size:
-            raise UsageError(f"dataset {where}: {k}[{bad[0]}] = {y[bad[0]]!r}: labels must be "
-                             f"{need} for model {model} ({bad.size} bad labels)")
+            raise UsageError(f"dataset {where}: {k}[{bad[0]}] = {float(y[bad[0]])!r}: labels "
+                             f"must be {need} for model {model} ({bad.size} bad labels)")
 
 
 def load(cfg) -> Dataset:

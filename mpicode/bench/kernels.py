@@ -106,8 +106,8 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                 "fused_over_floor": t_fused / t_floor, "numpy_over_floor": t_numpy / t_floor,
                 "speedup_vs_numpy": t_numpy / t_fused,
             })
-    res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats, "quick": quick, "threads": 1,
-           "rows": rows}
+    res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats,
+           "quick": quick, "threads": 1, "rows": rows}
     _print(res, as_json, out)
     return res
 
