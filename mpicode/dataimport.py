@@ -259,7 +259,9 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
         Share of rows held out for testing, in [0, 1).
     standardize : bool
         Scale every feature to zero mean, unit variance with the training statistics
-        (constant features are only centred).
+        (constant features are only centred); for regression also subtract the training
+        mean of the target (the models have no intercept), recorded as attribute
+        ``y_offset``.
     seed : int
         Seed of the shuffle.
     label_column : int or str
@@ -300,11 +302,16 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
         sd[sd == 0] = 1.0
         X = (X - mu) / sd
         Xt = (Xt - mu) / sd
+    y_offset = 0.0
+    if standardize and task == "regression":
+        # the models have no intercept: centre the target too (RMSE keeps the original units)
+        y_offset = float(y.mean())
+        y, yt = y - y_offset, yt - y_offset
     ds = Dataset(name or Path(source).stem, np.ascontiguousarray(X), y.copy(),
                  np.ascontiguousarray(Xt), yt.copy(), task, n_classes)
     write_dataset(ds, out, force=force, attrs={
         "source": str(source), "seed": int(seed), "test_fraction": float(test_fraction),
-        "standardized": bool(standardize)})
+        "standardized": bool(standardize), "y_offset": y_offset})
     return ds
 
 

@@ -68,6 +68,16 @@ def test_standardize_uses_train_statistics(tmp_path):
     np.testing.assert_allclose(ds.X.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(ds.X.std(0), 1, atol=1e-12)
     assert np.abs(ds.X_test.mean(0)).max() > 1e-6  # test rows are not re-fitted
+    Xr, yr = _xy(n=40, labels="regression")
+    np.savez(p, X=Xr, y=yr + 100)
+    ds = import_dataset(str(p), str(tmp_path / "r.h5"), standardize=True, test_fraction=0.25)
+    assert ds.task == "regression" and abs(ds.y.mean()) < 1e-9
+    import h5py
+
+    with h5py.File(tmp_path / "r.h5") as f:
+        off = f.attrs["y_offset"]
+    np.testing.assert_allclose(np.sort(np.concatenate([ds.y, ds.y_test]) + off),
+                               np.sort(yr + 100))
 
 
 def test_npz_round_trip(tmp_path):
