@@ -44,6 +44,11 @@ test-faults: install
 bench: install
 	$(PY) -m mpicode bench kernels
 
+# the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
+data: install
+	$(PY) -m pip install -q -e '.[data]'
+	$(PY) -m mpicode.dataimport bundled --out-dir data
+
 lint: install
 	$(VENV)/bin/ruff check mpicode tests
 
