@@ -15,6 +15,10 @@ import sys
 from mpicode import __version__
 from mpicode.config import UsageError, add_options, resolve
 
+BENCHES = {
+    "kernels": "fused kernels vs numpy vs the read-once floor",
+}
+
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
@@ -42,7 +46,7 @@ def build_parser() -> Parser:
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rp.add_argument("--target-loss", type=float, default=None)
 
-    dp = sub.add_parser("data", help="datasets: synth")
+    dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
     sy.add_argument("--samples", type=int, default=4000)
@@ -50,6 +54,21 @@ def build_parser() -> Parser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--out", required=True)
     sy.add_argument("--force", action="store_true")
+    from mpicode.dataimport import add_import_arguments
+    im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
+                         "bundled dataset into data/NAME.h5")
+    add_import_arguments(im)
+    bu = dsub.add_parser("bundled", help="build digits, breast_cancer, diabetes (scikit-learn)")
+    bu.add_argument("--out-dir", default="data")
+    bu.add_argument("--seed", type=int, default=0)
+    bu.add_argument("--force", action="store_true")
+
+    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
+    bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
+    for name, text in BENCHES.items():
+        b = bsub.add_parser(name, help=text)
+        b.add_argument("--json", action="store_true", help="print JSON")
+        b.add_argument("--quick", action="store_true", help="a smaller, faster version")
 
     cp = sub.add_parser("config", help="configuration: show")
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
@@ -78,6 +97,20 @@ def dispatch(args) -> int:
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
+        return 0
+    if args.command == "data" and args.data_command == "import":
+        from mpicode.dataimport import run_import
+        return run_import(args)
+    if args.command == "data" and args.data_command == "bundled":
+        from mpicode.dataimport import build_bundled
+        written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
+        print(f"wrote {', '.join(map(str, written))}" if written else
+              f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
+        return 0
+    if args.command == "bench":
+        import importlib
+        mod = importlib.import_module(f"mpicode.bench.{args.bench_command}")
+        mod.run(as_json=args.json, quick=args.quick)
         return 0
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show

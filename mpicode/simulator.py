@@ -141,7 +141,6 @@ def simulate(cfg) -> int:
     """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
     import sys
 
-    from mpicode import data
     from mpicode.config import validate_for_size
     from mpicode.h5log import RunLog, check_output
     from mpicode.problem import Problem
@@ -154,7 +153,7 @@ def simulate(cfg) -> int:
     check_output(cfg.out, cfg.force)
     problem = None
     if cfg.compute == "real":
-        problem = Problem(data.load(cfg), K, cfg.model, cfg.l2)
+        problem = Problem.from_config(cfg, K)
         rows, feats = problem.n / K, problem.dim
     else:
         rows, feats = max(1.0, cfg.samples / K), cfg.features

@@ -68,7 +68,7 @@ def prepare(cfg: Config, comm):
     _agree(comm, error)
     if comm.rank != 0:
         ds = data.load(cfg)  # rank 0 already proved it loads
-    problem = Problem(ds, cfg.partitions, cfg.model, cfg.l2)
+    problem = Problem.from_config(cfg, cfg.partitions, data=ds)
     return cfg, problem
 
 
