@@ -200,7 +200,8 @@ class TwoStage(Scheme):
                                       "waiting for one")
             return Actions()
         self.armed, self.issued = False, True
-        w2.sort(key=lambda w: (tau[w], w))
+        tl = tau.tolist()  # python floats: a numpy scalar per comparison is 10x slower
+        w2.sort(key=lambda w: (tl[w], w))
         r2 = self.s2 + 1
         if len(w2) < r2:
             self.log_notes.append(f"stage 2: r2 shrunk from {r2} to {len(w2)} "
