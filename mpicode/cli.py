@@ -17,6 +17,12 @@ from mpicode.config import UsageError, add_options, resolve
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
+    "schemes": "all schemes x three straggler scenarios: time to target loss, load",
+}
+BENCH_ARGS = {
+    "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
+                ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
+                            "help": "real MPI ranks (default) or the simulator"})],
 }
 
 
@@ -69,6 +75,8 @@ def build_parser() -> Parser:
         b = bsub.add_parser(name, help=text)
         b.add_argument("--json", action="store_true", help="print JSON")
         b.add_argument("--quick", action="store_true", help="a smaller, faster version")
+        for flag, kw in BENCH_ARGS.get(name, []):
+            b.add_argument(flag, **kw)
 
     cp = sub.add_parser("config", help="configuration: show")
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
@@ -109,8 +117,11 @@ def dispatch(args) -> int:
         return 0
     if args.command == "bench":
         import importlib
+        import inspect
         mod = importlib.import_module(f"mpicode.bench.{args.bench_command}")
-        mod.run(as_json=args.json, quick=args.quick)
+        params = inspect.signature(mod.run).parameters
+        given = {"as_json": args.json, **vars(args)}
+        mod.run(**{k: v for k, v in given.items() if k in params})
         return 0
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show
