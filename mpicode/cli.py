@@ -18,6 +18,7 @@ from mpicode.config import UsageError, add_options, resolve
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
     "schemes": "all schemes x three straggler scenarios: time to target loss, load",
+    "scale": "policy cost per iteration against N (16 .. 10,000): two-stage vs cyclic",
 }
 BENCH_ARGS = {
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
