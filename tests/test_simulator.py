@@ -3,8 +3,8 @@
 import h5py
 import numpy as np
 import pytest
-
 from conftest import mpicode, mpirun
+
 from mpicode.vclock import VirtualWorkers
 
 pytestmark = pytest.mark.timeout(300)
