@@ -109,12 +109,20 @@ def render(paths: list, fmt: str = "table", target_loss: float | None = None,
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue().rstrip()
-    cells = [[c for c, _ in cols]] + [[_cell(f, r[c]) for c, f in cols] for r in rows]
+    shown = [dict(r) for r in rows]
+    dirs = {str(Path(r["run"]).parent) for r in rows}
+    where = []
+    if len(dirs) == 1 and len(rows) > 1:  # a sweep: the names say enough, the notes say where
+        where = [f"note: runs in {dirs.pop()}/"]
+        for r in shown:
+            r["run"] = Path(r["run"]).name
+    cells = [[c for c, _ in cols]] + [[_cell(f, r[c]) for c, f in cols]
+                                      for r in shown]
     widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
     lines = ["  ".join(v.ljust(widths[j]) if cols[j][0] in LEFT else v.rjust(widths[j])
                        for j, v in enumerate(row)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + ([] if notes is not None else run_notes))
+    return "\n".join(lines + where + ([] if notes is not None else run_notes))
 
 
 def parse_range(text: str | None, n: int, default: int = 5) -> tuple[int, int]:
