@@ -181,12 +181,15 @@ def backlogs(run: dict, path: Path) -> str:
         ax = axes[-1]
         slot_ms = float(analysis.config(run).get("slot_ms", 1.0))
         x = sl["slot"] * slot_ms / 1000.0
-        for k in ("Q_sum", "Z_sum"):
-            if k in sl:
-                ax.plot(x, sl[k], lw=1, label=k)
-        ax.set_xlabel("slot time (s)")
-        ax.set_ylabel("per slot, all workers")
-        ax.legend(fontsize="small")
+        if "Q_sum" in sl:
+            ax.plot(x, sl["Q_sum"], lw=1, color="C0")
+            ax.set_ylabel("sum of Q per slot (bytes)", color="C0")
+        if "Z_sum" in sl:
+            az = ax.twinx() if "Q_sum" in sl else ax
+            az.plot(x, sl["Z_sum"], lw=1, color="C3")
+            az.set_ylabel("sum of Z per slot (messages)", color="C3")
+        ax.set_xlabel(f"slot x slot length ({slot_ms:g} ms), s")
+        ax.set_title("Per-slot scheduler records (/slots)", fontsize="medium")
         ax.grid(alpha=0.3)
     return _save(fig, path)
 
