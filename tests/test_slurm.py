@@ -213,7 +213,27 @@ class Cluster:
                 raise AssertionError(f"jobs not done in time: {states}\n" + self.logs())
             time.sleep(1.0)
 
+    def cancel_all(self) -> None:
+        """Cancel whatever is still queued or running on this test cluster (a failed test)."""
+        r = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+                           timeout=30, env=self.env)
+        ids = r.stdout.split()
+        if ids:
+            _say(f"cancelling leftover jobs {ids}")
+            subprocess.run(["scancel", "--full", *ids], capture_output=True, timeout=30,
+                           env=self.env)
+            deadline = time.time() + 30
+            while time.time() < deadline and subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30,
+                    env=self.env).stdout.strip():
+                time.sleep(0.5)
+
     def stop(self) -> None:
+        if any(n == "slurmctld" and p.poll() is None for n, p in self.procs):
+            try:
+                self.cancel_all()
+            except (OSError, subprocess.SubprocessError) as e:
+                _say(f"could not cancel leftover jobs: {e}")
         for name, p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
