@@ -35,8 +35,26 @@ DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMO
         "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
+_CONFIG = None  # pytest's config, to print timings past output capture
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remember_config(pytestconfig):
+    global _CONFIG
+    _CONFIG = pytestconfig
+    yield
+    _CONFIG = None
+
+
 def _say(msg: str) -> None:
-    print(f"[slurm-test {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """A progress/timing line on the terminal, even when pytest captures output."""
+    line = f"[slurm-test {time.strftime('%H:%M:%S')}] {msg}"
+    cap = _CONFIG.pluginmanager.getplugin("capturemanager") if _CONFIG else None
+    if cap is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with cap.global_and_fixture_disabled():
+        print("\n" + line, file=sys.stderr, flush=True)
 
 
 def _cannot(reason: str):
@@ -282,11 +300,17 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     runs = tmp_path / "runs"
     env = _sbatch_env(c, runs)
     t0 = time.time()
-    # one training run: 1 coordinator + 4 workers, a few iterations
+    # one training run: 1 coordinator + 4 workers, a few iterations; it finds python by
+    # activating the venv (MPICODE_VENV), the sweep by MPICODE_PYTHON
+    venv = Path(sys.prefix)
+    train_env = dict(env)
+    if (venv / "bin" / "activate").exists():
+        del train_env["MPICODE_PYTHON"]
+        train_env["MPICODE_VENV"] = str(venv)
     r = subprocess.run(["sbatch", "--parsable", "--ntasks=5", "--time=5",
                         str(ROOT / "jobs/train.sbatch"), "jobs/configs/demo.toml",
                         "--iterations", "4", *SMALL],
-                       capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path, env=train_env)
     assert r.returncode == 0, r.stderr
     train_id = r.stdout.strip().split(";")[0]
     # a two-cell sweep (1 coordinator + 2 workers each) chained to its report job
@@ -316,7 +340,9 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     assert run["attrs"]["status"] == "complete" and run["n"] == 4
     assert run["attrs"]["n_workers"] == 4 and run["attrs"]["n_ranks"] == 5
     assert "MPICH" in run["attrs"]["mpi_library"]
-    assert (tmp_path / f"mpicode-train-{train_id}.out").exists()  # log in the submit dir
+    log = (tmp_path / f"mpicode-train-{train_id}.out").read_text()  # log in the submit dir
+    assert f"python {venv}" in log and "numba kernels compiled" in log  # venv, warm-up
+    assert "complete" in log  # the job's closing report
     # the sweep: one complete file per cell, %A_%a logs, and the chained report
     cells = sorted((runs / f"sweep_{array_id}").glob("cell_*.h5"))
     assert [p.name for p in cells] == ["cell_000_uncoded_shifted-exp_3.h5",
