@@ -36,8 +36,9 @@ def build_parser() -> Parser:
     rp = sub.add_parser("report", help="comparison table (and plots) of HDF5 runs")
     rp.add_argument("runs", nargs="+", metavar="RUN.h5",
                     help="run logs (RUN.h5.part, a run in progress, is read too)")
-    rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    rp.add_argument("--target-loss", type=float, default=None,
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="output format (default: table; csv/json print notes on stderr)")
+    rp.add_argument("--target-loss", type=float, default=None, metavar="X",
                     help="also report the wall time at which the loss first reached X")
     rp.add_argument("--plots", metavar="DIR", default=None,
                     help="write PNG plots into DIR (needs matplotlib)")
