@@ -43,6 +43,15 @@ test-faults: install
 
 bench: install
 	$(PY) -m mpicode bench kernels
+	$(PY) -m mpicode bench schemes
+	$(PY) -m mpicode bench comm
+	$(PY) -m mpicode bench scale
+	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
+
+# the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
+data: install
+	$(PY) -m pip install -q -e '.[data]'
+	$(PY) -m mpicode data bundled --out-dir data
 
 lint: install
 	$(VENV)/bin/ruff check mpicode tests

@@ -15,6 +15,16 @@ import sys
 from mpicode import __version__
 from mpicode.config import UsageError, add_options, resolve
 
+BENCHES = {
+    "kernels": "fused kernels vs numpy vs the read-once floor",
+    "schemes": "all schemes x three straggler scenarios: time to target loss, load",
+}
+BENCH_ARGS = {
+    "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
+                ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
+                            "help": "real MPI ranks (default) or the simulator"})],
+}
+
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
@@ -33,6 +43,10 @@ def build_parser() -> Parser:
                         "mpicode train ...")
     add_options(tr)
 
+    si = sub.add_parser("simulate", help="the same run in virtual time (no MPI): "
+                        "discrete-event simulator")
+    add_options(si)
+
     rp = sub.add_parser("report", help="comparison table (and plots) of HDF5 runs")
     rp.add_argument("runs", nargs="+", metavar="RUN.h5",
                     help="run logs (RUN.h5.part, a run in progress, is read too)")
@@ -48,7 +62,7 @@ def build_parser() -> Parser:
     rp.add_argument("--gantt-iterations", metavar="A:B", default=None,
                     help="iterations A..B-1 of the Gantt timeline (default 0:5)")
 
-    dp = sub.add_parser("data", help="datasets: synth")
+    dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
     sy.add_argument("--samples", type=int, default=4000)
@@ -56,6 +70,23 @@ def build_parser() -> Parser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--out", required=True)
     sy.add_argument("--force", action="store_true")
+    from mpicode.dataimport import add_import_arguments
+    im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
+                         "bundled dataset into data/NAME.h5")
+    add_import_arguments(im)
+    bu = dsub.add_parser("bundled", help="build digits, breast_cancer, diabetes (scikit-learn)")
+    bu.add_argument("--out-dir", default="data")
+    bu.add_argument("--seed", type=int, default=0)
+    bu.add_argument("--force", action="store_true")
+
+    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
+    bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
+    for name, text in BENCHES.items():
+        b = bsub.add_parser(name, help=text)
+        b.add_argument("--json", action="store_true", help="print JSON")
+        b.add_argument("--quick", action="store_true", help="a smaller, faster version")
+        for flag, kw in BENCH_ARGS.get(name, []):
+            b.add_argument(flag, **kw)
 
     cp = sub.add_parser("config", help="configuration: show")
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
@@ -70,6 +101,9 @@ def dispatch(args) -> int:
     if args.command == "train":
         from mpicode import train
         return train.run(resolve(args))
+    if args.command == "simulate":
+        from mpicode import simulator
+        return simulator.simulate(resolve(args))
     if args.command == "report":
         from mpicode import report
         return report.main(args)
@@ -80,6 +114,23 @@ def dispatch(args) -> int:
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
+        return 0
+    if args.command == "data" and args.data_command == "import":
+        from mpicode.dataimport import run_import
+        return run_import(args)
+    if args.command == "data" and args.data_command == "bundled":
+        from mpicode.dataimport import build_bundled
+        written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
+        print(f"wrote {', '.join(map(str, written))}" if written else
+              f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
+        return 0
+    if args.command == "bench":
+        import importlib
+        import inspect
+        mod = importlib.import_module(f"mpicode.bench.{args.bench_command}")
+        params = inspect.signature(mod.run).parameters
+        given = {"as_json": args.json, **vars(args)}
+        mod.run(**{k: v for k, v in given.items() if k in params})
         return 0
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show

@@ -29,7 +29,9 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from mpicode.iteration import IterationInfo, collect_rows, combine
 from mpicode.schemes.base import Task
+from mpicode.vclock import VirtualWorkers
 
 TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
 RESULT_HEADER = 5
@@ -243,24 +245,57 @@ class Coordinator:
         self.w = np.zeros(self.dim)
         self.clock0 = time.perf_counter()
         self.history: list[dict] = []
+        self.vt = 0.0  # virtual clock (delay_mode virtual)
+        self.partition_cost = getattr(cfg, "partition_cost", None) or 0.0
+        self.vclock = VirtualWorkers(self.N) if getattr(cfg, "delay_mode", "sleep") == \
+            "virtual" else None
 
     def now(self) -> float:
         return time.perf_counter() - self.clock0
 
     # -- sending ----------------------------------------------------------------------------
-    def _dispatch(self, it: int, tasks: list[Task], t: float, info: dict) -> None:
+    def _dispatch(self, it: int, tasks: list[Task], t: float, info: IterationInfo) -> None:
         for task in tasks:
-            k = info["task_index"][task.worker]
-            info["task_index"][task.worker] += 1
-            delay = self.stragglers.delay(it, task.worker, k, task.n)
+            delay = self.stragglers.delay(it, task.worker, info.next_index(task.worker), task.n)
             task.t_dispatch = t
-            info["delay"][task.task_id] = delay
+            info.delay[task.task_id] = delay
+            if self.vclock is not None:
+                # virtual delays: the worker computes but does not sleep; the virtual clock
+                # says when the task finishes
+                self.vclock.add(task.worker, task.task_id, t,
+                                task.n * self.partition_cost + delay)
+                delay = 0.0
             self.sends.isend(self.comm, encode_task(it, task, delay), task.worker + 1, TAG_TASK)
 
-    def _cancel(self, it: int, tasks: list[Task]) -> None:
+    def _cancel(self, it: int, tasks: list[Task], t: float, info: IterationInfo) -> None:
         for task in tasks:
+            if self.vclock is not None:
+                self.vclock.cancel(task.task_id, t)
             self.sends.isend(self.comm, np.array([it, task.task_id], float), task.worker + 1,
                              TAG_CANCEL)
+        info.cancelled += len(tasks)
+
+    def _apply(self, it, acts, t, info) -> None:
+        self._dispatch(it, acts.dispatch, t, info)
+        self._cancel(it, acts.cancel, t, info)
+
+    def _receive(self, it: int, info: IterationInfo, status: MPI.Status) -> int | None:
+        """Receive one waiting result, if any; returns its task id (None: nothing, or a
+        stale message, which is dropped)."""
+        msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status)
+        if msg is None:
+            return None
+        buf = self.recv_buf
+        msg.Recv(buf)
+        tid = int(buf[1])
+        task = self.scheme.tasks.get(tid)
+        if int(buf[0]) != it or task is None or task.state != "pending" \
+                or task.worker != status.Get_source() - 1 or tid in info.msgs:
+            info.stale += 1
+            return -1
+        info.msgs[tid] = (buf[RESULT_HEADER:].copy(), float(buf[4]))
+        info.measured[tid] = (float(buf[2]), float(buf[3]))
+        return tid
 
     # -- one iteration ----------------------------------------------------------------------
     def iteration(self, it: int) -> dict:
@@ -271,101 +306,86 @@ class Coordinator:
         model[1:] = self.w
         for r in range(1, self.N + 1):
             self.sends.isend(comm, model, r, TAG_MODEL)
-        info = {"task_index": np.zeros(self.N, np.int64), "delay": {}, "msgs": {},
-                "compute": {}, "stale": 0, "cancelled": 0}
-
-        def clock():
-            return self.now() - t_start
-
-        acts = scheme.begin(it)
-        self._dispatch(it, acts.dispatch, 0.0, info)
-        backoff = Backoff()
-        status = MPI.Status()
-        while not scheme.done():
-            msg = comm.Improbe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status)
-            if msg is not None:
-                buf = self.recv_buf
-                msg.Recv(buf)
-                t = clock()
-                tid = int(buf[1])
-                task = scheme.tasks.get(tid)
-                if int(buf[0]) != it or task is None or task.state != "pending" \
-                        or task.worker != status.Get_source() - 1:
-                    info["stale"] += 1
-                    continue
-                info["msgs"][tid] = (buf[RESULT_HEADER:].copy(), float(buf[4]))
-                info["compute"][tid] = (float(buf[2]), float(buf[3]))
-                acts = scheme.on_result(tid, t, float(buf[2] + buf[3]))
-                self._dispatch(it, acts.dispatch, t, info)
-                self._cancel(it, acts.cancel)
-                info["cancelled"] += len(acts.cancel)
-                backoff.reset()
-                continue
-            t = clock()
-            deadline = scheme.next_deadline()
-            if deadline is not None and t >= deadline:
-                acts = scheme.on_tick(t)
-                self._dispatch(it, acts.dispatch, t, info)
-                self._cancel(it, acts.cancel)
-                info["cancelled"] += len(acts.cancel)
-                backoff.reset()
-            else:
-                backoff.sleep(None if deadline is None else deadline - t)
-        t_wait = clock()
+        info = IterationInfo(self.N, msg_bytes=8 * (RESULT_HEADER + self.dim))
+        if self.vclock is not None:
+            self.vclock.reset()
+            t_wait = self._loop_virtual(it, info)
+        else:
+            t_wait = self._loop_real(it, info, t_start)
         t0 = time.perf_counter()
         dec = scheme.decode()
-        gsum = np.zeros(self.dim)
-        lsum = 0.0
-        for tid, wgt in dec.weights.items():
-            g, loss = info["msgs"][tid]
-            gsum += wgt * g
-            lsum += wgt * loss
+        gsum, _ = combine(dec, info.msgs, self.dim)
         decode_s = time.perf_counter() - t0
-        late = scheme.outstanding(t_wait)
-        self._cancel(it, late)
-        info["cancelled"] += len(late)
+        self._cancel(it, scheme.outstanding(t_wait), t_wait, info)
         summary = scheme.end(t_wait)
         grad = self.problem.gradient(gsum, self.w)
         self.w = self.w - self.cfg.lr * grad
-        t_end = self.now()
         self.sends.prune()
-        return self._rows(it, t_start, t_end, t_wait, decode_s, dec, summary, info, grad)
+        if self.vclock is not None:  # virtual time: the iteration lasted t_wait
+            t_start = self.vt
+            self.vt += t_wait
+            t_end = self.vt
+        else:
+            t_end = self.now()
+        return collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
+                            decode_s=decode_s, dec=dec, summary=summary,
+                            grad_norm=float(np.linalg.norm(grad)))
 
-    def _rows(self, it, t_start, t_end, t_wait, decode_s, dec, summary, info, grad):
-        N = self.N
-        tasks = list(self.scheme.tasks.values())
-        row = {"iteration": it, "t_start": t_start, "t_end": t_end, "wait_s": t_wait,
-               "decode_s": decode_s, "coverage": dec.coverage, "load": summary["load"],
-               "stage2": summary.get("stage2", 0), "n_stage2": summary.get("n_stage2", 0),
-               "n_cancelled": info["cancelled"], "n_stale": info["stale"],
-               "bytes_up": 8 * (RESULT_HEADER + self.dim) * len(info["msgs"]),
-               "grad_norm": float(np.linalg.norm(grad))}
-        workers = {"stage": np.zeros(N, np.int8), "partitions": np.zeros(N, np.int32),
-                   "compute_s": np.zeros(N), "delay_s": np.zeros(N),
-                   "finish_s": np.full(N, np.nan), "used": np.zeros(N, np.int8)}
-        tk = {k: [] for k in ("iteration", "worker", "stage", "n_partitions", "first_partition",
-                              "t_dispatch", "t_done", "used", "cancelled", "compute_s",
-                              "delay_s")}
-        for task in tasks:
-            i = task.worker
-            if workers["stage"][i] == 0:
-                workers["stage"][i] = task.stage
-            workers["partitions"][i] += task.n
-            comp, dl = info["compute"].get(task.task_id, (math.nan, math.nan))
-            if task.state == "done":
-                workers["compute_s"][i] += comp
-                workers["delay_s"][i] += dl
-                workers["finish_s"][i] = np.fmax(workers["finish_s"][i], task.t_done)
-            workers["used"][i] |= task.used
-            for k, v in (("iteration", it), ("worker", i), ("stage", task.stage),
-                         ("n_partitions", task.n),
-                         ("first_partition", int(task.partitions[0]) if task.n else -1),
-                         ("t_dispatch", task.t_dispatch), ("t_done", task.t_done),
-                         ("used", int(task.used)), ("cancelled", int(task.state == "cancelled")),
-                         ("compute_s", comp), ("delay_s", info["delay"].get(task.task_id, 0.0))):
-                tk[k].append(v)
-        return {"row": row, "workers": workers,
-                "tasks": {k: np.asarray(v) for k, v in tk.items()}}
+    def _loop_real(self, it: int, info: IterationInfo, t_start: float) -> float:
+        """Events in wall-clock order: each arrival goes to the scheme at once."""
+        scheme = self.scheme
+        self._apply(it, scheme.begin(it), 0.0, info)
+        backoff = Backoff()
+        status = MPI.Status()
+        t = 0.0
+        while not scheme.done():
+            tid = self._receive(it, info, status)
+            t = self.now() - t_start
+            if tid is not None:
+                backoff.reset()
+                if tid >= 0:
+                    comp, dl = info.measured[tid]
+                    self._apply(it, scheme.on_result(tid, t, comp + dl), t, info)
+                continue
+            deadline = scheme.next_deadline()
+            if deadline is not None and t >= deadline:
+                self._apply(it, scheme.on_tick(t), t, info)
+                backoff.reset()
+            else:
+                backoff.sleep(None if deadline is None else deadline - t)
+        return t
+
+    def _loop_virtual(self, it: int, info: IterationInfo) -> float:
+        """Events in virtual-time order (``--delay-mode virtual``): the next event is the
+        earliest virtual completion or deadline; a completion is handed to the scheme once
+        its real result is here. Decisions are then independent of the machine's timing."""
+        scheme, vc = self.scheme, self.vclock
+        self._apply(it, scheme.begin(it), 0.0, info)
+        backoff = Backoff()
+        status = MPI.Status()
+        t = 0.0
+        while not scheme.done():
+            ev = vc.peek()
+            deadline = scheme.next_deadline()
+            if deadline is not None and (ev is None or deadline <= ev[0]):
+                t = max(t, deadline)
+                self._apply(it, scheme.on_tick(t), t, info)
+                continue
+            if ev is None:
+                raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
+                                   "no task is pending")
+            while ev[1] not in info.msgs:  # wait for the real result of the next event
+                if self._receive(it, info, status) is None:
+                    backoff.sleep()
+                else:
+                    backoff.reset()
+            t, tid = vc.pop()
+            comp, _ = info.measured[tid]
+            info.measured[tid] = (comp, info.delay[tid])
+            task = scheme.tasks[tid]
+            self._apply(it, scheme.on_result(tid, t, task.n * self.partition_cost
+                                             + info.delay[tid]), t, info)
+        return t
 
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
         self.clock0 = time.perf_counter()

@@ -58,13 +58,17 @@ def prepare(cfg: Config, comm):
         cfg = validate_for_size(cfg, comm.size - 1)
         if comm.rank == 0:
             check_output(cfg.out, cfg.force)
+            # build the policies once here: their own checks (trace files, code
+            # parameters) must fail before training, on every rank
+            make_scheme(cfg, comm.size - 1, cfg.partitions)
+            make_straggler_model(cfg, comm.size - 1, cfg.partitions)
         ds = data.load(cfg) if comm.rank == 0 else None
-    except UsageError as e:
+    except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
     if comm.rank != 0:
         ds = data.load(cfg)  # rank 0 already proved it loads
-    problem = Problem(ds, cfg.partitions, cfg.model, cfg.l2)
+    problem = Problem.from_config(cfg, cfg.partitions, data=ds)
     return cfg, problem
 
 

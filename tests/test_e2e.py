@@ -143,3 +143,15 @@ def test_output_exists_without_force_is_kept(tmp_path):
     r = mpirun(3, ["train", "--out", out, "--iterations", 2, "--force", *SMALL], timeout=60)
     assert r.returncode == 0, r.stderr
     assert read_run(str(out))["n"] == 2
+
+
+def test_coded_schemes_agree_at_9_ranks():
+    """The pytest-mpi agreement test, at 9 ranks (make test-mpi runs it at 5)."""
+    import os
+    env = dict(os.environ, MPIEXEC_TIMEOUT="200")
+    r = subprocess.run([MPIEXEC, "-n", "9", PY, "-m", "mpi4py", "-m", "pytest", "-q",
+                        "-p", "no:cacheprovider", "--with-mpi", "--only-mpi",
+                        "tests/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=230, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 passed" in r.stdout

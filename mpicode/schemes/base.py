@@ -21,6 +21,7 @@ Workers are numbered 0..N-1 here (MPI rank = worker + 1). Nothing here imports M
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,11 +66,13 @@ class Decoding:
     coverage: float = 1.0       # fraction of the K partitions the gradient covers
 
 
-class Scheme:
+class Scheme(ABC):
     """Base class: task bookkeeping, speed estimates, load accounting.
 
-    Subclasses implement :meth:`plan` (stage-1 tasks), :meth:`react` (new actions after a
-    result), :meth:`done` and :meth:`decode`; optionally :meth:`on_tick`/:meth:`next_deadline`.
+    Subclasses implement :meth:`plan` (stage-1 tasks), :meth:`decodable_with` (is a set of
+    messages enough?) and :meth:`decode`; optionally :meth:`react` (new actions after a
+    result), :meth:`done` (a faster equivalent of ``decodable_with(arrived ids)``) and
+    :meth:`on_tick`/:meth:`next_deadline`.
     """
 
     name = "base"
@@ -88,6 +91,7 @@ class Scheme:
         self.active = np.ones(self.N, bool)   # workers planning may use (dead ones are not)
         self.iteration = -1
         self.tasks: dict[int, Task] = {}
+        self._arrived: set[int] = set()
         self._next_id = 0
         self.log_notes: list[str] = []
 
@@ -139,6 +143,7 @@ class Scheme:
     def begin(self, iteration: int) -> Actions:
         self.iteration = int(iteration)
         self.tasks = {}
+        self._arrived: set[int] = set()
         self._next_id = 0
         self.log_notes = []
         return Actions(dispatch=self.plan())
@@ -149,6 +154,7 @@ class Scheme:
         if task is None or task.state != "pending":
             return Actions()
         task.state = "done"
+        self._arrived.add(task_id)
         task.t_done = t
         task.duration = duration if np.isfinite(duration) else t - task.t_dispatch
         return self.react(task, t)
@@ -181,18 +187,36 @@ class Scheme:
             "n_stage2": len(stage2),
         }
 
+    def arrived_ids(self) -> set[int]:
+        """Ids of the tasks of this iteration whose message arrived (kept incrementally:
+        O(1), so that ``done()`` after every event does not make an iteration O(N^2))."""
+        return self._arrived
+
     # ---- for subclasses ---------------------------------------------------------------------
+    @abstractmethod
     def plan(self) -> list[Task]:
-        raise NotImplementedError
+        """The stage-1 tasks of a new iteration."""
 
     def react(self, task: Task, t: float) -> Actions:
         return Actions()
 
-    def done(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def decodable_with(self, task_ids: set[int]) -> bool:
+        """Would the messages of these tasks (of the current iteration) suffice to decode?
 
+        Exact schemes answer for an exact decode; ``ignore-stragglers`` by its own rule
+        (any N - s messages). Ids that are not tasks of this iteration are ignored. A
+        communication scheduler calls this to find which offered messages are redundant.
+        """
+
+    def done(self) -> bool:
+        """Can the driver decode now? Equal to ``decodable_with(arrived ids)`` except where a
+        subclass documents a give-up rule (two-stage's ``max_wait``)."""
+        return self.decodable_with(self.arrived_ids())
+
+    @abstractmethod
     def decode(self) -> Decoding:
-        raise NotImplementedError
+        """Weights of the arrived messages that make the gradient; marks them ``used``."""
 
 
 def equal_blocks(N: int, K: int) -> list[np.ndarray]:

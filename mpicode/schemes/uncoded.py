@@ -12,8 +12,11 @@ class Uncoded(Scheme):
     def plan(self):
         return [self.new_task(i, 1, blk) for i, blk in enumerate(equal_blocks(self.N, self.K))]
 
+    def decodable_with(self, task_ids):
+        return all(tid in task_ids for tid in self.tasks)
+
     def done(self):
-        return not self.pending()
+        return len(self._arrived) == len(self.tasks)  # O(1): no cancels mid-iteration
 
     def decode(self):
         for t in self.arrived():
@@ -25,8 +28,12 @@ class IgnoreStragglers(Uncoded):
     name = "ignore-stragglers"
     exact = False
 
+    def decodable_with(self, task_ids):
+        # its rule, not exactness: any N - s messages make a (scaled) gradient
+        return sum(tid in self.tasks for tid in task_ids) >= self.N - self.s
+
     def done(self):
-        return len(self.arrived()) >= self.N - self.s
+        return len(self._arrived) >= self.N - self.s
 
     def decode(self):
         got = sorted(self.arrived(), key=lambda t: t.t_done)[: self.N - self.s]

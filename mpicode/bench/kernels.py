@@ -1,0 +1,164 @@
+"""Kernel benchmark: the fused logistic kernel against numpy's two passes and the read-once
+floor (``mpicode bench kernels``; also ``python -m mpicode.bench.kernels [--json] [--quick]``).
+
+For each shape and dtype: the fused kernel (loss + gradient in one pass), numpy's two passes
+(``z = X @ w``, then ``X.T @ r``), and the floor: one sequential numba pass that sums X (a
+kernel must read X at least once). Times are medians of repeats, one thread; numba compile
+time is measured once and reported apart. Run it on a quiet machine: other processes on the
+same cores or memory channels inflate every figure and the ratios less.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+SHAPES = ((20000, 500), (100000, 50), (2000, 5000))
+DTYPES = ("float64", "float32")
+
+
+def _median_time(f, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS")
+
+
+def _one_thread_here() -> bool:
+    """Limit numba and numpy's BLAS to one thread; False if BLAS cannot be limited in-process
+    (it was loaded with more threads and threadpoolctl is not installed)."""
+    import numba
+
+    numba.set_num_threads(1)
+    if all(os.environ.get(v) == "1" for v in _THREAD_VARS[:3]):
+        return True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(1)
+    return True
+
+
+def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
+    """Measure and print the table (or JSON); returns the results as a dict."""
+    out = sys.stdout if out is None else out
+    if not _one_thread_here():
+        # numpy's BLAS already runs several threads: measure in a fresh interpreter instead
+        import subprocess
+
+        env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
+        cmd = [sys.executable, "-m", "mpicode.bench.kernels", "--json"] + (
+            ["--quick"] if quick else [])
+        res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
+                                        text=True).stdout)
+        _print(res, as_json, out)
+        return res
+    from mpicode import kernels
+
+    t0 = time.perf_counter()
+    kernels.warmup()
+    compile_s = time.perf_counter() - t0
+    compile_cold_s = None if quick else _cold_compile_seconds()
+    repeats = 5 if quick else 21
+    rows = []
+    for n, d in SHAPES:
+        if quick:
+            n = max(8, n // 10)
+        for dt in DTYPES:
+            rng = np.random.default_rng(0)
+            X = rng.standard_normal((n, d)).astype(dt)
+            y = (rng.random(n) < 0.5).astype(dt)
+            w = (rng.standard_normal(d) * 0.05).astype(dt)
+            g = np.zeros(d)
+
+            def numpy_two_pass(X=X, y=y, w=w):
+                z = X @ w
+                r = 1.0 / (1.0 + np.exp(-z)) - y
+                return X.T @ r
+
+            def fused(X=X, y=y, w=w, g=g):
+                return kernels.logistic_grad(X, y, w, g, 1.0)
+
+            def floor(X=X):
+                return kernels.read_once(X)
+
+            for f in (fused, numpy_two_pass, floor):
+                f()
+            t_fused = _median_time(fused, repeats)
+            t_numpy = _median_time(numpy_two_pass, repeats)
+            t_floor = _median_time(floor, repeats)
+            gb = X.nbytes / 1e9
+            rows.append({
+                "n": n, "d": d, "dtype": dt, "bytes": int(X.nbytes),
+                "fused_s": t_fused, "numpy_s": t_numpy, "floor_s": t_floor,
+                "fused_GBps": gb / t_fused, "numpy_GBps": gb / t_numpy, "floor_GBps": gb / t_floor,
+                "fused_over_floor": t_fused / t_floor, "numpy_over_floor": t_numpy / t_floor,
+                "speedup_vs_numpy": t_numpy / t_fused,
+            })
+    res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats,
+           "quick": quick, "threads": 1, "rows": rows}
+    _print(res, as_json, out)
+    return res
+
+
+def _cold_compile_seconds() -> float | None:
+    """Seconds of ``kernels.warmup()`` in a fresh interpreter with an empty numba cache."""
+    import subprocess
+    import tempfile
+
+    code = ("import time; t = time.perf_counter(); from mpicode import kernels; "
+            "kernels.warmup(); print(time.perf_counter() - t)")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
+        try:
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True, timeout=600, check=True)
+            return float(r.stdout.split()[-1])
+        except (subprocess.SubprocessError, ValueError, IndexError):
+            return None
+
+
+def _print(res: dict, as_json: bool, out) -> None:
+    rows, repeats, compile_s = res["rows"], res["repeats"], res["compile_s"]
+    if as_json:
+        print(json.dumps(res, indent=1), file=out)
+    else:
+        cold = res.get("compile_cold_s")
+        print(f"numba warm-up (all kernels, float64+float32): {compile_s:.2f} s here"
+              + (f", {cold:.2f} s with an empty cache" if cold is not None else "")
+              + f" (excluded); medians of {repeats}; 1 thread", file=out)
+        print(f"{'shape':>13} {'dtype':>7} {'fused ms':>9} {'numpy ms':>9} {'floor ms':>9} "
+              f"{'GB/s f/n/fl':>16} {'fused/floor':>11} {'numpy/floor':>11} "
+              f"{'vs numpy':>8}", file=out)
+        for r in rows:
+            print(f"{r['n']:>6}x{r['d']:<6} {r['dtype']:>7} {r['fused_s'] * 1e3:9.2f} "
+                  f"{r['numpy_s'] * 1e3:9.2f} {r['floor_s'] * 1e3:9.2f} "
+                  f"{r['fused_GBps']:5.0f}/{r['numpy_GBps']:4.0f}/{r['floor_GBps']:4.0f} "
+                  f"{r['fused_over_floor']:10.2f}x {r['numpy_over_floor']:10.2f}x "
+                  f"{r['speedup_vs_numpy']:7.2f}x", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="mpicode bench kernels", description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quick", action="store_true", help="10x fewer rows, 5 repeats")
+    a = p.parse_args(argv)
+    run(as_json=a.json, quick=a.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

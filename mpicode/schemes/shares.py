@@ -1,0 +1,143 @@
+"""Integer shares and data placement, shared by ``speed-aware`` and ``two-stage``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def largest_remainder(total: int, weights, minimum: int = 1) -> np.ndarray:
+    """Split ``total`` units in proportion to ``weights``, every entry at least ``minimum``.
+
+    The floor is met by water-filling: entries whose proportional share would fall below
+    ``minimum`` are pinned to it and the rest is re-split among the others, so a very slow
+    worker does not steal rounding units from the fast ones. The integer parts then follow
+    the largest-remainder (Hamilton) rule, ties broken by index. When ``total`` is smaller
+    than ``minimum * len(weights)`` the floor cannot hold and is dropped (plain rounding).
+
+    Parameters
+    ----------
+    total : int
+        Units to split (partitions), >= 0.
+    weights : array_like
+        Positive weights (speeds 1/tau).
+    minimum : int
+        Floor of every share while ``total >= minimum * len(weights)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 shares summing exactly to ``total``.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(w)
+    if n == 0:
+        if total:
+            raise ValueError("cannot split a positive total among nobody")
+        return np.zeros(0, np.int64)
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError(f"weights must be finite and positive, got {w}")
+    if total < minimum * n:
+        minimum = 0
+    pinned = np.zeros(n, bool)
+    while True:
+        free = ~pinned
+        rest = total - minimum * pinned.sum()
+        quota = np.zeros(n)
+        quota[free] = rest * w[free] / w[free].sum()
+        low = free & (quota < minimum)
+        if not low.any():
+            break
+        pinned |= low
+    counts = np.where(pinned, minimum, np.floor(quota)).astype(np.int64)
+    left = total - int(counts.sum())
+    frac = np.where(pinned, -1.0, quota - np.floor(quota))
+    order = np.lexsort((np.arange(n), -frac))  # largest remainder first, then lowest index
+    counts[order[:left]] += 1
+    return counts
+
+
+def contiguous(counts, start: int = 0) -> list[np.ndarray]:
+    """Consecutive index ranges of the given lengths, starting at ``start``."""
+    edges = start + np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return [np.arange(a, b, dtype=np.int64) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+class Placement:
+    """Which workers hold which micro-partitions (DESIGN section 3, ``placement``).
+
+    ``shared``: every worker can read every partition. ``replicated:R``: partition k lives on
+    workers (b + j) mod N for j < R, with b = k*N // K its home block, as in Tandon's cyclic
+    layout. :meth:`holders` lists them in that order, nearest home first: that is the order in
+    which their windows of blocks end, which the greedy assignment below relies on.
+    """
+
+    def __init__(self, spec: str, n_workers: int, n_partitions: int):
+        self.spec = spec or "shared"
+        self.N, self.K = int(n_workers), int(n_partitions)
+        if self.spec == "shared":
+            self.R = self.N
+            self.shared = True
+        elif self.spec.startswith("replicated:") and self.spec[11:].isdigit():
+            self.R = int(self.spec[11:])
+            if not 1 <= self.R <= self.N:
+                raise ValueError(f"placement {spec!r}: R must be in 1..{self.N}")
+            self.shared = self.R == self.N
+        else:
+            raise ValueError(f"unknown placement {spec!r} (shared | replicated:R)")
+
+    def holders(self, k: int) -> list[int]:
+        if self.shared:
+            return list(range(self.N))
+        b = k * self.N // self.K
+        return [(b + j) % self.N for j in range(self.R)]
+
+    def holds(self, worker: int, k: int) -> bool:
+        if self.shared:
+            return True
+        b = k * self.N // self.K
+        return (worker - b) % self.N < self.R
+
+
+def assign(parts, workers, quotas, tau, placement: Placement) -> dict[int, list[int]]:
+    """Give each partition of ``parts`` to one worker of ``workers`` that holds it.
+
+    Shared placement: ``parts`` are cut in order into consecutive runs of ``quotas`` along
+    ``workers`` (contiguous ranges). Replicated placement: each partition goes to the first of
+    its holders, nearest home first, that still has quota (earliest-deadline-first, which is
+    optimal for interval-shaped holder sets); when every holder in ``workers`` has used its
+    quota, to the holder that would then finish first, ``(assigned + 1) * tau``. A partition
+    none of ``workers`` holds is left out (key ``-1``).
+
+    Returns
+    -------
+    dict
+        worker -> list of partitions (in the order of ``parts``); ``-1`` -> unassigned.
+    """
+    out: dict[int, list[int]] = {w: [] for w in workers}
+    left = {w: int(q) for w, q in zip(workers, quotas, strict=True)}
+    if placement.shared:
+        i = 0
+        parts = list(parts)
+        for w in workers:
+            out[w] = parts[i:i + left[w]]
+            i += left[w]
+        if i < len(parts):  # quotas short of the total: the rest by finish time
+            for k in parts[i:]:
+                w = min(workers, key=lambda v: ((len(out[v]) + 1) * tau[v], v))
+                out[w].append(k)
+        return out
+    member = set(workers)
+    for k in parts:
+        hs = [h for h in placement.holders(k) if h in member]
+        if not hs:
+            out.setdefault(-1, []).append(k)
+            continue
+        for h in hs:
+            if left[h] > 0:
+                left[h] -= 1
+                out[h].append(k)
+                break
+        else:
+            h = min(hs, key=lambda v: ((len(out[v]) + 1) * tau[v], v))
+            out[h].append(k)
+    return out

@@ -1,0 +1,292 @@
+"""``two-stage``: two-stage dynamic partial gradient coding (DESIGN section 3).
+
+Stage 1 is uncoded and heterogeneity-aware: the n1 = ceil(rho N) fastest workers split the K
+micro-partitions in proportion to their speeds. At the trigger (k1 arrivals, or beta times
+the predicted stage-1 time) the partitions of the stragglers, U, are re-issued to the reserve
+and the finished workers as a fractional-repetition code restricted to U, with r2 = s2 + 1
+groups. Decoding never solves anything: a coverage map records, for every stage-1 worker,
+whether its own message or one group's blocks (which tile its set exactly) arrived first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.shares import Placement, assign, largest_remainder
+
+SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
+
+TRIGGERS = ("count", "deadline", "both")
+
+
+class TwoStage(Scheme):
+    """Two-stage dynamic partial gradient coding.
+
+    Parameters (besides :class:`Scheme`'s)
+    ----------
+    rho : float in (0, 1]
+        Fraction of the workers in stage 1.
+    trigger : {"count", "deadline", "both"}
+        What starts stage 2.
+    trigger_k : int or None
+        Count trigger k1; default n1 - ceil(s n1 / N), at least 1.
+    beta : float
+        Deadline trigger at beta x the predicted stage-1 completion time.
+    stage2_tolerance : int
+        s2; stage 2 has redundancy r2 = s2 + 1 groups.
+    max_wait : float or None
+        Hard deadline (seconds since the iteration began) for a partial, scaled decode.
+    placement : str
+        ``shared`` or ``replicated:R``.
+    """
+
+    name = "two-stage"
+
+    def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", **kw):
+        super().__init__(n_workers, n_partitions, **kw)
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+        if trigger_k is not None and trigger_k < 1:
+            raise ValueError(f"trigger_k must be >= 1, got {trigger_k}")
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        if stage2_tolerance < 0:
+            raise ValueError(f"stage2_tolerance must be >= 0, got {stage2_tolerance}")
+        if max_wait is not None and not max_wait > 0:
+            raise ValueError(f"max_wait must be > 0, got {max_wait}")
+        self.rho = float(rho)
+        self.trigger = trigger
+        self.trigger_k = trigger_k
+        self.beta = float(beta)
+        self.s2 = int(stage2_tolerance)
+        self.max_wait = None if max_wait is None else float(max_wait)
+        self.placement = Placement(placement, self.N, self.K)
+        self.exact = self.max_wait is None
+        self._reset()
+
+    def _reset(self):
+        self.s1: dict[int, Task] = {}                # stage-1 task id -> task
+        self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
+        self.owner: dict[int, tuple[int, int]] = {}   # stage-2 id -> (group, stage-1 id)
+        self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
+        self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
+        self.n1 = self.k1 = 0
+        self.n_done1 = 0          # stage-1 messages arrived
+        self.deadline: float | None = None
+        self.fired = ""          # "", "count" or "deadline": what triggered stage 2
+        self.t_trigger = math.nan
+        self.armed = False       # triggered, but nobody was idle yet to take stage 2
+        self.issued = False      # stage 2 handed out (once per iteration)
+        self.expired = False     # max_wait passed
+        self.r2 = 0
+        self.n_u = 0
+        self.coverage = math.nan
+
+    # ---- stage 1 ---------------------------------------------------------------------------
+    def plan(self):
+        self._reset()
+        tau = self.speeds()
+        live = [int(w) for w in np.flatnonzero(self.active)]
+        if not live:
+            raise RuntimeError("two-stage: no active worker")
+        order = sorted(live, key=lambda w: (tau[w], w))
+        n1 = min(math.ceil(self.rho * self.N), len(live), self.K)
+        s1 = set(order[:n1])
+        if not self.placement.shared:
+            s1 = self._with_holders(s1, order)
+        workers = sorted(s1)  # contiguous ranges in worker order
+        counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
+        parts = assign(range(self.K), workers, counts, tau, self.placement)
+        tasks = [self.new_task(w, 1, parts[w]) for w in workers if parts[w]]
+        self.s1 = {t.task_id: t for t in tasks}
+        self.tiles = {t.task_id: [] for t in tasks}
+        self.n1 = len(tasks)
+        k1 = self.n1 - math.ceil(self.s * self.n1 / self.N)
+        if self.trigger_k is not None:
+            k1 = self.trigger_k
+        self.k1 = min(max(1, k1), self.n1)
+        # the deadline needs a prediction, which needs history: none in the first iteration
+        if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
+            predicted = max(t.n * tau[t.worker] for t in tasks)
+            self.deadline = float(self.beta * predicted)
+        return tasks
+
+    def _with_holders(self, s1: set[int], order: list[int]) -> set[int]:
+        """Under replicated placement, add the fastest live holder of any partition that no
+        stage-1 worker holds (else stage 1 could not cover it)."""
+        rank = {w: i for i, w in enumerate(order)}
+        for k in range(self.K):
+            hs = self.placement.holders(k)
+            if any(h in s1 for h in hs):
+                continue
+            live = [h for h in hs if h in rank]
+            if not live:
+                raise RuntimeError(f"two-stage: partition {k} has no live holder")
+            h = min(live, key=rank.__getitem__)
+            s1.add(h)
+            self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
+                                  f"partition {k}")
+        return s1
+
+    # ---- events ------------------------------------------------------------------------------
+    def react(self, task, t):
+        acts = Actions()
+        if self.max_wait is not None and t >= self.max_wait:
+            self.expired = True
+        if task.stage == 1:
+            j = task.task_id
+            self.n_done1 += 1
+            self.cover.setdefault(j, SELF)
+            # its stage-2 blocks, in every group, are now redundant
+            acts.cancel += self._cancel((b for g in self.tiles[j] for b in g), t)
+            if (not self.fired and self.trigger != "deadline" and not self._complete()
+                    and self.n_done1 >= self.k1):
+                self.fired, self.t_trigger = "count", t
+                self.armed = True
+            if self.armed and not self.issued and not self._complete() and not self.expired:
+                acts += self._stage2(t)
+        else:
+            g, j = self.owner[task.task_id]
+            self.missing[g, j] -= 1
+            if self.missing[g, j] == 0 and j not in self.cover:
+                self.cover[j] = g   # group g's blocks tile j's set: j and the rest are redundant
+                acts.cancel += self._cancel([self.s1[j]], t)
+                acts.cancel += self._cancel((b for h, blks in enumerate(self.tiles[j])
+                                             if h != g for b in blks), t)
+        return acts
+
+    def on_tick(self, t):
+        if self.max_wait is not None and t >= self.max_wait:
+            self.expired = True
+        if (self.fired or self.deadline is None or t < self.deadline or self._complete()
+                or self.expired):
+            return Actions()
+        self.fired, self.t_trigger = "deadline", t
+        self.armed = True
+        return self._stage2(t)
+
+    def next_deadline(self):
+        """The deadline trigger (until stage 2 fires), then ``max_wait``; None once done."""
+        if self.done():
+            return None
+        cands = [] if self.fired or self.deadline is None else [self.deadline]
+        if self.max_wait is not None:
+            cands.append(self.max_wait)
+        return min(cands) if cands else None
+
+    # ---- stage 2 ---------------------------------------------------------------------------
+    def _stage2(self, t: float) -> Actions:
+        """Cover the stragglers' partitions U with r2 groups of idle workers."""
+        stragglers = [x for x in self.s1.values()
+                      if x.state == "pending" and x.task_id not in self.cover]
+        if not stragglers:
+            return Actions()
+        tau = self.speeds()
+        busy = {x.worker for x in self.s1.values() if x.state != "done"}
+        w2 = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
+        u = np.concatenate([x.partitions for x in stragglers])
+        if not self.placement.shared:
+            holders = {h for k in u.tolist() for h in self.placement.holders(k)}
+            w2 = [w for w in w2 if w in holders]
+        if not w2:
+            if not self.log_notes or not self.log_notes[-1].startswith("stage 2 at"):
+                self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, "
+                                      "waiting for one")
+            return Actions()
+        self.armed, self.issued = False, True
+        tl = tau.tolist()  # python floats: a numpy scalar per comparison is 10x slower
+        w2.sort(key=lambda w: (tl[w], w))
+        r2 = self.s2 + 1
+        if len(w2) < r2:
+            self.log_notes.append(f"stage 2: r2 shrunk from {r2} to {len(w2)} "
+                                  f"(only {len(w2)} idle workers)")
+            r2 = len(w2)
+        self.r2, self.n_u = r2, len(u)
+        owner_of = {int(k): x.task_id for x in stragglers for k in x.partitions}
+        acts = Actions()
+        for g in range(r2):
+            members = w2[g::r2]  # fastest first, dealt round-robin: groups of equal speed
+            quotas = largest_remainder(len(u), 1.0 / tau[members], minimum=1)
+            got = assign(u, members, quotas, tau, self.placement)
+            lost = {owner_of[k] for k in got.get(-1, [])}
+            for j in lost:
+                self.log_notes.append(f"stage 2 group {g}: no holder for part of stage-1 task "
+                                      f"{j}; that group does not cover it")
+            for x in stragglers:
+                self.tiles[x.task_id].append([])
+            for w in members:
+                by_owner: dict[int, list[int]] = {}
+                for k in got[w]:
+                    by_owner.setdefault(owner_of[int(k)], []).append(int(k))
+                for j, ks in by_owner.items():  # one block per straggler: never crosses two
+                    if j in lost:
+                        continue
+                    b = self.new_task(w, 2, ks, t=t)
+                    self.owner[b.task_id] = (g, j)
+                    self.tiles[j][g].append(b)
+                    self.missing[g, j] = self.missing.get((g, j), 0) + 1
+                    acts.dispatch.append(b)
+        return acts
+
+    # ---- decoding ----------------------------------------------------------------------------
+    def _complete(self) -> bool:
+        return len(self.cover) == len(self.s1)
+
+    def done(self):
+        """Exactly decodable, or ``max_wait`` passed (then :meth:`decode` is partial)."""
+        return self._complete() or self.expired
+
+    def decodable_with(self, task_ids):
+        for j, blocks in self.tiles.items():
+            if j in task_ids:
+                continue
+            if not any(g and all(b.task_id in task_ids for b in g) for g in blocks):
+                return False
+        return True
+
+    def decode(self):
+        """Sum of the chosen messages, each partition once; O(n1 + |U|), no linear algebra.
+
+        After ``max_wait`` with coverage incomplete, an uncovered stage-1 set contributes the
+        arrived blocks of the one group that has most of it, and the sum is scaled by
+        K / |covered| (``coverage`` < 1). With nothing covered the weights are empty.
+        """
+        chosen: list[Task] = []
+        for j, x in self.s1.items():
+            c = self.cover.get(j)
+            if c == SELF:
+                chosen.append(x)
+            elif c is not None:
+                chosen += self.tiles[j][c]
+            elif self.expired:
+                best = max(([b for b in g if b.state == "done"] for g in self.tiles[j]),
+                           key=lambda bs: sum(b.n for b in bs), default=[])
+                chosen += best
+            else:
+                raise RuntimeError("two-stage: decode() before the gradient is covered")
+        covered = sum(b.n for b in chosen)
+        scale = self.K / covered if covered else 0.0
+        for b in chosen:
+            b.used = True
+        self.coverage = covered / self.K
+        return Decoding({b.task_id: scale for b in chosen}, self.coverage)
+
+    def end(self, t):
+        """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
+        ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
+        if none), ``expired`` (1 if max_wait forced a partial decode)."""
+        out = super().end(t)
+        if not np.isfinite(self.coverage):
+            covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
+            self.coverage = covered / self.K
+        out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
+                   trigger=self.fired, t_trigger=self.t_trigger,
+                   deadline=math.nan if self.deadline is None else self.deadline,
+                   expired=int(self.expired and not self._complete()))
+        return out

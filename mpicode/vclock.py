@@ -1,0 +1,107 @@
+"""Virtual-time model of N workers, each running its tasks one after another.
+
+Used by the simulator and by the MPI coordinator in ``--delay-mode virtual``: both learn
+*when* (in virtual seconds) each dispatched task finishes, so events reach the scheme in
+the same order and at the same times whatever the machine does. Pure: no MPI, no clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+
+class VirtualWorkers:
+    def __init__(self, n_workers: int):
+        self.N = n_workers
+        self.reset()
+
+    def reset(self) -> None:
+        """A new iteration: every worker idle at t = 0, nothing queued."""
+        self.queue: list[list[tuple[int, float]]] = [[] for _ in range(self.N)]  # (tid, dur)
+        self.start: list[float] = [0.0] * self.N      # start time of the head task
+        self.finish: dict[int, float] = {}            # tid -> current finish time
+        self.heap: list[tuple[float, int, int]] = []  # (finish, tid, version)
+        self.version: dict[int, int] = {}
+        self.worker_of: dict[int, int] = {}
+
+    def _reschedule(self, w: int, t_free: float) -> None:
+        """Recompute finish times of worker w's queue, its head starting at ``t_free``."""
+        t = t_free
+        for tid, dur in self.queue[w]:
+            t = t + dur
+            self.finish[tid] = t
+            v = self.version.get(tid, 0) + 1
+            self.version[tid] = v
+            heapq.heappush(self.heap, (t, tid, v))
+
+    def add(self, worker: int, tid: int, t: float, duration: float) -> float:
+        """Dispatch task ``tid`` to ``worker`` at ``t``; returns its finish time."""
+        q = self.queue[worker]
+        self.worker_of[tid] = worker
+        if not q:
+            self.start[worker] = t
+            q.append((tid, duration))
+            self._reschedule(worker, t)
+        else:
+            # queued behind the worker's current tasks
+            q.append((tid, duration))
+            prev_finish = self.finish[q[-2][0]]
+            self.finish[tid] = prev_finish + duration
+            self.version[tid] = self.version.get(tid, 0) + 1
+            heapq.heappush(self.heap, (self.finish[tid], tid, self.version[tid]))
+        return self.finish[tid]
+
+    def cancel(self, tid: int, t: float) -> None:
+        """Cancel ``tid`` at ``t``: a running task frees its worker at ``t``."""
+        w = self.worker_of.get(tid)
+        if w is None or tid not in self.finish:
+            return
+        q = self.queue[w]
+        idx = next((i for i, (x, _) in enumerate(q) if x == tid), None)
+        if idx is None:
+            return
+        running = idx == 0
+        del q[idx]
+        del self.finish[tid]
+        self.version[tid] = self.version.get(tid, 0) + 1  # invalidates its heap entry
+        if running:
+            self.start[w] = t
+            self._reschedule(w, t)
+        else:
+            # the tasks queued after it move up
+            tt = self.finish[q[idx - 1][0]]
+            for x, dur in q[idx:]:
+                tt += dur
+                self.finish[x] = tt
+                self.version[x] += 1
+                heapq.heappush(self.heap, (tt, x, self.version[x]))
+
+    def peek(self) -> tuple[float, int] | None:
+        """(finish time, tid) of the earliest pending completion, or None."""
+        h = self.heap
+        while h:
+            t, tid, v = h[0]
+            if self.version.get(tid) == v and tid in self.finish:
+                return t, tid
+            heapq.heappop(h)
+        return None
+
+    def pop(self) -> tuple[float, int]:
+        """Complete the earliest task; its worker moves on to the next in its queue."""
+        ev = self.peek()
+        if ev is None:
+            raise IndexError("no pending task")
+        t, tid = ev
+        heapq.heappop(self.heap)
+        w = self.worker_of[tid]
+        q = self.queue[w]
+        assert q and q[0][0] == tid, "tasks of a worker finish in order"
+        q.pop(0)
+        del self.finish[tid]
+        self.start[w] = t
+        return t, tid
+
+    def next_time(self) -> float:
+        ev = self.peek()
+        return math.inf if ev is None else ev[0]
