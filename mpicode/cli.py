@@ -48,10 +48,20 @@ def build_parser() -> Parser:
                         "discrete-event simulator")
     add_options(si)
 
-    rp = sub.add_parser("report", help="comparison table of HDF5 runs")
-    rp.add_argument("runs", nargs="+", metavar="RUN.h5")
-    rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    rp.add_argument("--target-loss", type=float, default=None)
+    rp = sub.add_parser("report", help="comparison table (and plots) of HDF5 runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN.h5",
+                    help="run logs (RUN.h5.part, a run in progress, is read too)")
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="output format (default: table; csv/json print notes on stderr)")
+    rp.add_argument("--target-loss", type=float, default=None, metavar="X",
+                    help="also report the wall time at which the loss first reached X")
+    rp.add_argument("--plots", metavar="DIR", default=None,
+                    help="write PNG plots into DIR (needs matplotlib)")
+    rp.add_argument("--gantt-run", metavar="RUN", default=None,
+                    help="run of the Gantt timeline: one of RUN.h5, or its 0-based index "
+                         "(default: the first)")
+    rp.add_argument("--gantt-iterations", metavar="A:B", default=None,
+                    help="iterations A..B-1 of the Gantt timeline (default 0:5)")
 
     dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
@@ -97,8 +107,7 @@ def dispatch(args) -> int:
         return simulator.simulate(resolve(args))
     if args.command == "report":
         from mpicode import report
-        print(report.render(args.runs, fmt=args.format, target_loss=args.target_loss))
-        return 0
+        return report.main(args)
     if args.command == "data" and args.data_command == "synth":
         from mpicode import data
         if args.samples < 1 or args.features < 1:

@@ -1,7 +1,11 @@
-"""``mpicode report RUN.h5 [RUN.h5 ...]``: one comparison row per run.
+"""``mpicode report RUN.h5 [RUN.h5 ...]``: one comparison row per run, and plots.
 
-Reads only rows below ``n_done``, so a run still in progress (or killed) can be read; its
-status is shown.
+::
+
+    mpicode report runs/*.h5 --target-loss 0.45 --plots plots/ --gantt-iterations 10:15
+
+Reads only rows below ``n_done`` (through :mod:`mpicode.analysis`), so a run still in progress
+(``RUN.h5.part``) or killed can be read; the table says so. Plots need matplotlib.
 """
 
 from __future__ import annotations
@@ -10,91 +14,178 @@ import csv
 import io
 import json
 import math
+import sys
+from pathlib import Path
 
-import h5py
-import numpy as np
-
+from mpicode import analysis
 from mpicode.config import UsageError
 
-
-def read_run(path: str) -> dict:
-    """Attributes and the valid rows (below n_done) of one run file."""
-    try:
-        f = h5py.File(path, "r", locking=False)  # the writer may still hold it
-    except (OSError, FileNotFoundError) as e:
-        raise UsageError(f"cannot read run {path}: {e.__class__.__name__}") from None
-    with f:
-        if "iterations" not in f:
-            raise UsageError(f"{path}: not an mpicode run (no /iterations)")
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        n = int(attrs.get("n_done", 0))
-        it = {k: f["iterations"][k][:n] for k in f["iterations"]}
-        wk = {k: f["workers"][k][:n] for k in f["workers"]} if "workers" in f else {}
-        nt = int(attrs.get("n_tasks", 0))
-        tasks = {k: f["tasks"][k][:nt] for k in f["tasks"]} if "tasks" in f else {}
-    return {"path": path, "attrs": attrs, "n": n, "iterations": it, "workers": wk,
-            "tasks": tasks}
-
-
-def time_to_loss(run: dict, target: float | None) -> float:
-    if target is None:
-        return math.nan
-    loss = run["iterations"].get("loss")
-    if loss is None:
-        return math.nan
-    hit = np.flatnonzero(loss <= target)
-    return float(run["iterations"]["t_end"][hit[0]]) if hit.size else math.inf
+# the readers live in mpicode.analysis; these names stay importable from here
+read_run = analysis.read_run
+time_to_loss = analysis.time_to_loss
 
 
 def summarize(run: dict, target_loss: float | None = None) -> dict:
-    a, it = run["attrs"], run["iterations"]
-    n = run["n"]
-    dur = it["t_end"] - it["t_start"] if n else np.array([])
-    loss = it.get("loss", np.array([]))
-    acc = it.get("accuracy", np.array([]))
-
-    def last_finite(x):
-        x = x[np.isfinite(x)] if len(x) else x
-        return float(x[-1]) if len(x) else math.nan
-
-    return {
-        "run": run["path"], "status": str(a.get("status", "?")),
-        "scheme": str(a.get("scheme", "?")), "stragglers": str(a.get("stragglers", "?")),
-        "N": int(a.get("n_workers", 0)), "iterations": n,
-        "final_loss": last_finite(loss), "test_accuracy": last_finite(acc),
-        "mean_iter_s": float(dur.mean()) if n else math.nan,
-        "p95_iter_s": float(np.percentile(dur, 95)) if n else math.nan,
-        "total_s": float(it["t_end"][-1]) if n else math.nan,
-        "mean_load": float(np.mean(it["load"])) if n else math.nan,
-        "stage2_frac": float(np.mean(it["stage2"] > 0)) if n and "stage2" in it else math.nan,
-        "mean_coverage": float(np.mean(it["coverage"])) if n else math.nan,
-        "time_to_target_s": time_to_loss(run, target_loss),
-    }
+    return analysis.summary(run, target_loss)
 
 
+def _bytes(v) -> str:
+    if v is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(v) < 1000 or unit == "GB":
+            return f"{v:.0f}{unit}" if unit == "B" else f"{v:.1f}{unit}"
+        v /= 1000
+    return str(v)
+
+
+# (key, table format). The first 15 are the original columns; new ones are only appended.
 COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}"), ("N", "{}"),
            ("iterations", "{}"), ("final_loss", "{:.6g}"), ("test_accuracy", "{:.4f}"),
            ("mean_iter_s", "{:.4f}"), ("p95_iter_s", "{:.4f}"), ("total_s", "{:.3f}"),
            ("mean_load", "{:.3f}"), ("stage2_frac", "{:.2f}"), ("mean_coverage", "{:.3f}"),
-           ("time_to_target_s", "{:.3f}")]
+           ("time_to_target_s", "{:.3f}"),
+           ("scheduler", "{}"), ("channel", "{}"), ("bytes_up", _bytes),
+           ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}")]
+LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of"}
 
 
-def render(paths: list[str], fmt: str = "table", target_loss: float | None = None) -> str:
-    rows = [summarize(read_run(p), target_loss) for p in paths]
+def _cell(fmt, v) -> str:
+    if callable(fmt):
+        return fmt(v)
+    if isinstance(v, float) and math.isinf(v):
+        return "never"
+    return fmt.format(v)
+
+
+def _json_value(v):
+    # strict JSON: NaN and inf become null (target_reached tells "never" from "no target")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], list[str]]:
+    """Summary rows of the runs (paths, or runs already read) and the notes that go with
+    them."""
+    runs = [read_run(p) for p in paths]
+    rows = [analysis.summary(r, target_loss) for r in runs]
+    notes = []
+    for r in runs:
+        if r["in_progress"]:
+            notes.append(f"note: {r['file']} is running (in progress, or killed before it "
+                         f"finished): showing its {r['n']} completed iterations")
+        elif r["status"] != "complete":
+            notes.append(f"note: {r['file']} is {r['status']}: showing its {r['n']} completed "
+                         "iterations")
+    bases = {row["jain_of"] for row in rows}
+    what = {"delivered": "per-worker delivered bytes (/workers/delivered)",
+            "used": "per-worker counts of results used in a decode (/workers/used; the log has "
+                    "no /workers/delivered)",
+            "none": "nothing (the log has neither /workers/delivered nor /workers/used)"}
+    for b in sorted(bases):
+        notes.append(f"note: jain{' (jain_of=' + b + ')' if len(bases) > 1 else ''} is Jain's "
+                     f"fairness index of {what[b]}")
+    return rows, notes
+
+
+def render(paths: list, fmt: str = "table", target_loss: float | None = None,
+           notes: list[str] | None = None) -> str:
+    """The comparison of ``paths`` as a text table (notes below it), CSV or JSON.
+
+    ``notes``, when a list, receives the notes instead of the table (for csv/json, whose
+    output stays machine-readable)."""
+    rows, run_notes = build(paths, target_loss)
     cols = [c for c in COLUMNS if c[0] != "time_to_target_s" or target_loss is not None]
+    if notes is not None:
+        notes.extend(run_notes)
     if fmt == "json":
-        return json.dumps(rows, indent=2, default=float)
+        return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows], indent=2)
     if fmt == "csv":
+        known = {c for c, _ in COLUMNS}
+        keys = [c for c, _ in cols] + [k for k in (rows[0] if rows else {}) if k not in known]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, [c for c, _ in cols], extrasaction="ignore")
+        w = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue().rstrip()
-    cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]
+    shown = [dict(r) for r in rows]
+    dirs = {str(Path(r["run"]).parent) for r in rows}
+    where = []
+    if len(dirs) == 1 and len(rows) > 1:  # a sweep: the names say enough, the notes say where
+        where = [f"note: runs in {dirs.pop()}/"]
+        for r in shown:
+            r["run"] = Path(r["run"]).name
+    cells = [[c for c, _ in cols]] + [[_cell(f, r[c]) for c, f in cols]
+                                      for r in shown]
     widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
-    lines = ["  ".join(v.rjust(widths[j]) if j > 1 else v.ljust(widths[j])
-                       for j, v in enumerate(row)) for row in cells]
+    lines = ["  ".join(v.ljust(widths[j]) if cols[j][0] in LEFT else v.rjust(widths[j])
+                       for j, v in enumerate(row)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = [f"note: {r['run']} is {r['status']}: showing its {r['iterations']} completed rows"
-             for r in rows if r["status"] not in ("complete",)]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + where + ([] if notes is not None else run_notes))
+
+
+def parse_range(text: str | None, n: int, default: int = 5) -> tuple[int, int]:
+    """``A:B`` (iterations A..B-1, as a Python slice; ``A:``, ``:B`` and ``A`` too) to a
+    range clipped to the ``n`` valid iterations."""
+    if text is None:
+        return 0, min(n, default)
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            lo = int(a) if a.strip() else 0
+            hi = int(b) if b.strip() else n
+        else:
+            lo = int(text)
+            hi = lo + 1
+    except ValueError:
+        raise UsageError(f"--gantt-iterations {text!r}: expected A:B (iterations A..B-1)") \
+            from None
+    if lo < 0 or hi <= lo:
+        raise UsageError(f"--gantt-iterations {text!r}: need 0 <= A < B")
+    if lo >= n:
+        raise UsageError(f"--gantt-iterations {text!r}: the run has only {n} valid iterations")
+    return lo, min(hi, n)
+
+
+def pick_run(spec: str | None, paths: list[str]) -> str:
+    """``--gantt-run``: one of the runs given, by path or by 0-based position."""
+    if spec is None:
+        return paths[0]
+    if spec in paths:
+        return spec
+    if spec.isdigit():
+        if int(spec) >= len(paths):
+            raise UsageError(f"--gantt-run {spec}: only {len(paths)} runs given (0-based)")
+        return paths[int(spec)]
+    same = [p for p in paths if Path(p).resolve() == Path(spec).resolve()]
+    if same:
+        return same[0]
+    raise UsageError(f"--gantt-run {spec}: not one of the runs given (a path or 0-based index)")
+
+
+def main(args) -> int:
+    """The ``report`` command (args from the CLI parser)."""
+    notes: list[str] = []
+    out_dir = getattr(args, "plots", None)
+    gantt_run = pick_run(getattr(args, "gantt_run", None), args.runs)
+    if out_dir is None and (getattr(args, "gantt_run", None) or
+                            getattr(args, "gantt_iterations", None)):
+        raise UsageError("--gantt-run and --gantt-iterations need --plots DIR")
+    runs = [read_run(p) for p in args.runs]
+    text = render(runs, fmt=args.format, target_loss=args.target_loss,
+                  notes=None if args.format == "table" else notes)
+    written = []
+    if out_dir is not None:
+        from mpicode import plots
+        g = runs[args.runs.index(gantt_run)]
+        span = parse_range(getattr(args, "gantt_iterations", None), g["n"]) if g["n"] else None
+        written, plot_notes = plots.write_all(runs, out_dir, gantt_run=g, gantt_span=span,
+                                              target_loss=args.target_loss)
+        notes.extend(plot_notes)
+    print(text)
+    for line in notes:
+        print(line, file=sys.stderr)
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
