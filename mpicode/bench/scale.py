@@ -91,7 +91,8 @@ def run(as_json: bool = False, quick: bool = False, budget_s: float = 2.0) -> di
             rows.append(r)
             if not as_json:
                 print(f"{name:>10} N={N:>6}: policy {r['policy_s_per_iteration'] * 1e3:9.2f} "
-                      f"ms/iteration, stage-2 partitions {r['stage2_partitions_per_iteration']:8.1f}"
+                      f"ms/iteration, stage-2 partitions "
+                      f"{r['stage2_partitions_per_iteration']:8.1f}"
                       f", set-up {r['setup_s']:.2f} s", flush=True)
             if r["policy_s_per_iteration"] + r["setup_s"] / its > budget_s:
                 notes.append(f"{name}: stopped after N={N}: {r['policy_s_per_iteration']:.2f} s "
