@@ -171,7 +171,7 @@ OPTIONS: list[Option] = [
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=nonneg, group="two-stage"),
-    Option("speed_alpha", _finite_float, 0.5, "weight of the newest sample in the speed estimate",
+    Option("speed_alpha", _finite_float, 0.2, "weight of the newest sample in the speed estimate",
            check=unit_open_closed, group="two-stage"),
     Option("max_wait", _optional_float, None,
            "two-stage: hard deadline (s) after which the covered part is decoded and scaled",

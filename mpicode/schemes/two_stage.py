@@ -146,7 +146,7 @@ class TwoStage(Scheme):
             # its stage-2 blocks, in every group, are now redundant
             acts.cancel += self._cancel((b for g in self.tiles[j] for b in g), t)
             if (not self.fired and self.trigger != "deadline" and not self._complete()
-                    and self.n_done1 >= self.k1):
+                    and self.n_done1 >= self.k1 and self._worth_it(t)):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
             if self.armed and not self.issued and not self._complete() and not self.expired:
@@ -160,6 +160,34 @@ class TwoStage(Scheme):
                 acts.cancel += self._cancel((b for h, blks in enumerate(self.tiles[j])
                                              if h != g for b in blks), t)
         return acts
+
+    def _worth_it(self, t: float) -> bool:
+        """Count trigger refinement: is some unfinished stage-1 worker *not* about to finish,
+        i.e. its predicted finish (from tau) is further from now, either way, than the time
+        idle workers need to cover its partitions? Without history (first iteration) or
+        with nobody idle, yes. When every straggler is about to finish on its own (balanced
+        shares, as with persistently slow workers once speeds are learnt), re-issuing its
+        partitions only adds load and messages; the deadline trigger stays as the safety
+        net."""
+        if not np.isfinite(self.tau).any():
+            return True
+        tau = self.speeds()
+        busy = {x.worker for x in self.s1.values() if x.state != "done"}
+        idle = [w for w in np.flatnonzero(self.active).tolist() if w not in busy]
+        if not idle:
+            return True
+        fastest = min(tau[w] for w in idle)
+        per_group = max(1, len(idle) // (self.s2 + 1))
+        for x in self.s1.values():
+            if x.state != "pending" or x.task_id in self.cover:
+                continue
+            predicted = x.t_dispatch + tau[x.worker] * x.n
+            cover = fastest * math.ceil(x.n / per_group)
+            # slower than a cover, or overdue by more than one: either way not "about to
+            # finish"; with exponential tails an overdue worker is no closer to done
+            if abs(predicted - t) > 0.5 * cover:
+                return True
+        return False
 
     def on_tick(self, t):
         if self.max_wait is not None and t >= self.max_wait:
