@@ -1,0 +1,38 @@
+"""Uplink schedulers of the communication phase (pure policies, DESIGN section 5)."""
+
+from __future__ import annotations
+
+from mpicode.schedulers.base import Grant, Message, Scheduler, SlotResult
+from mpicode.schedulers.baselines import Fifo, MaxWeight, ProportionalFair, RoundRobin
+from mpicode.schedulers.lyapunov import Lyapunov
+from mpicode.schedulers.utility import jain, make_utility
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    c.name: c for c in (Lyapunov, Fifo, RoundRobin, MaxWeight, ProportionalFair)
+}
+
+
+def scheduler_params(cfg) -> dict:
+    """Keyword arguments of the scheduler a configuration names."""
+    kw = {"access": cfg.access, "record": bool(getattr(cfg, "log_slots", False))}
+    if cfg.scheduler == "lyapunov":
+        kw.update(V=cfg.V, theta=cfg.theta, utility=cfg.utility, alpha=cfg.alpha,
+                  min_participation=cfg.min_participation)
+    return kw
+
+
+def make_scheduler(cfg, n_workers: int, channel, **overrides) -> Scheduler:
+    """The scheduler ``cfg.scheduler`` over ``channel`` (see :func:`mpicode.channels.make_channel`)."""
+    try:
+        cls = SCHEDULERS[cfg.scheduler]
+    except KeyError:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r} "
+                         f"(choose from {', '.join(SCHEDULERS)})") from None
+    kw = scheduler_params(cfg)
+    kw.update(overrides)
+    return cls(n_workers, channel, **kw)
+
+
+__all__ = ["Grant", "Message", "Scheduler", "SlotResult", "SCHEDULERS", "make_scheduler",
+           "scheduler_params", "jain", "make_utility", "Lyapunov", "Fifo", "RoundRobin",
+           "MaxWeight", "ProportionalFair"]
