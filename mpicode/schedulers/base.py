@@ -296,7 +296,8 @@ class Scheduler:
         slot each; shares left unused (a queue shorter than its share) are pooled and go to the
         next workers in order. A worker is eligible if it has data and a positive rate."""
         sent = np.zeros(self.N)
-        elig = [i for i in order if self.Q[i] > 0 and R[i] > 0]
+        Q = self.Q
+        elig = [i for i in order if Q[i] > 0 and R[i] > 0]
         if not elig:
             return sent
         rem = {i: self.Q[i] for i in elig}

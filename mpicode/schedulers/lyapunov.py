@@ -53,7 +53,7 @@ class Lyapunov(Scheduler):
     def __init__(self, n_workers, channel, *, V: float = 64.0, theta: float = 0.0,
                  utility: str = "alpha-fair", alpha: float = 4.0,
                  min_participation: float = 0.85, x_max: float | None = None,
-                 unit_bytes: float | None = None, **kw):
+                 unit_bytes: float | None = None, queue_weights: str = "bytes", **kw):
         super().__init__(n_workers, channel, **kw)
         if V < 0 or theta < 0:
             raise ValueError("V and theta must be >= 0")
@@ -64,6 +64,13 @@ class Lyapunov(Scheduler):
         self._x_cap = x_max
         if unit_bytes is not None:
             self.unit = float(unit_bytes)
+        if queue_weights not in ("bytes", "airtime"):
+            raise ValueError("queue_weights must be 'bytes' or 'airtime'")
+        self.queue_weights = queue_weights
+        # c_i of the Lyapunov function sum c_i Q_i^2 / 2: 1 (bytes), or mean(E[R]) / E[R_i]
+        # (airtime: a queue weighs by the slots it needs to drain)
+        self.c = (np.ones(self.N) if queue_weights == "bytes"
+                  else self.mean_rate.mean() / self.mean_rate)
         self.P = np.zeros(self.N)
         self.gamma = np.zeros(self.N)
         self.held: set = set()   # msg_ids held back as redundant (coding-aware admission)
@@ -84,6 +91,9 @@ class Lyapunov(Scheduler):
             m = self.msgs.get(mid)
             if m is not None:
                 xmax[m.worker] -= m.nbytes
+        if not (xmax > 0).any():
+            self.gamma = np.zeros(self.N)
+            return
         xmax /= unit
         np.minimum(xmax, self.x_cap, out=xmax)
         self.gamma = np.where(xmax > 0, self.U.gamma(self.Z, self.V, xmax), 0.0)
@@ -108,7 +118,7 @@ class Lyapunov(Scheduler):
                     msg.deferred = True
                     skipped.append(q.popleft())
                     continue
-                if self.Z[i] * unit < self.Q[i] - self.theta:
+                if self.Z[i] * unit < self.c[i] * (self.Q[i] - self.theta):
                     break
                 q.popleft()
                 self._admit_msg(msg, out)
@@ -147,18 +157,25 @@ class Lyapunov(Scheduler):
 
     # ---- item 3: transmission -----------------------------------------------------------------
     def weights(self, R) -> np.ndarray:
-        """Perturbed weights max(Q_i - theta, 0) * R_i(s)."""
+        """Perturbed weights c_i * max(Q_i - theta, 0) * R_i(s)."""
+        pos = self.Q > self.theta
         with np.errstate(invalid="ignore"):
-            w = np.maximum(self.Q - self.theta, 0.0) * R
-        return np.nan_to_num(w, nan=0.0)
+            return np.where(pos, self.c * (self.Q - self.theta) * R, 0.0)
 
     def _order(self, R):
+        has = self.Q > 0
+        if not has.any():
+            return [], 1
         w = self.weights(R)
-        idx = np.arange(self.N)
-        pos = [int(i) for i in np.lexsort((idx, -w)) if w[i] > 0]
-        with np.errstate(invalid="ignore"):
-            fb = np.nan_to_num(self.Q * R, nan=0.0)
-        rest = [int(i) for i in np.lexsort((idx, -fb)) if self.Q[i] > 0 and w[i] <= 0]
+        ip = np.flatnonzero(w > 0)
+        pos = ip[np.argsort(-w[ip], kind="stable")].tolist()
+        ir = np.flatnonzero(has & (w <= 0))
+        if len(ir):
+            with np.errstate(invalid="ignore"):
+                fb = self.c[ir] * self.Q[ir] * R[ir]
+            rest = ir[np.argsort(-fb, kind="stable")].tolist()
+        else:
+            rest = []
         if self.access == "tdma":
             k = 1
         else:
