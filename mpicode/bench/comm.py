@@ -197,7 +197,7 @@ def run(as_json: bool = False, quick: bool = False, sizes=(8, 32), seed: int = 0
                 rows[label] = {k: r[k] for k in ("mean", "p95", "part_jain", "part_min",
                                                   "dropped")}
             it_rows[rule] = rows
-        for rule, rows in it_rows.items():
+        for rows in it_rows.values():
             for r in rows.values():
                 for base in ("round-robin", "fifo"):
                     for k in ("mean", "p95"):

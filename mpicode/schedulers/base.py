@@ -247,9 +247,9 @@ class Scheduler:
         """Per-slot rows (when ``record``): slot, first worker served (-1: idle), bytes sent,
         workers served, sum of Q, sum of Z."""
         names = ("slot", "worker", "bytes", "n_served", "Q_sum", "Z_sum")
-        cols = list(zip(*self._rows)) if self._rows else [()] * len(names)
+        cols = list(zip(*self._rows, strict=True)) if self._rows else [()] * len(names)
         types = (np.int64, np.int64, np.int64, np.int64, np.float64, np.float64)
-        return {n: np.asarray(c, t) for n, c, t in zip(names, cols, types)}
+        return {n: np.asarray(c, t) for n, c, t in zip(names, cols, types, strict=True)}
 
     # ---- policy hooks ---------------------------------------------------------------------
     def _before(self, R: np.ndarray) -> None:

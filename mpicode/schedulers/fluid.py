@@ -58,7 +58,7 @@ def _newton(R, w, phi, tau_steps, equality=False, inner=30):
     for rel in tau_steps:
         tau = rel * _support(R, w)
 
-        def f(w):
+        def f(w, tau=tau):
             p, v = _softmax(R, w, tau)
             pv, pg, ph = phi(w)
             return v + pv, p, pg, ph
@@ -105,11 +105,11 @@ def max_equal_rate(R: np.ndarray, tol: float = 1e-4) -> FluidResult:
     w /= w.sum()
     best = FluidResult(np.zeros(N), 0.0, np.inf, w.copy())
     zero = (0.0, np.zeros(N), np.zeros(N))
-    for w, p in _newton(Rn, w, lambda w: zero, TAUS, equality=True):
+    for wk, p in _newton(Rn, w, lambda _: zero, TAUS, equality=True):
         x = (Rn * p).mean(axis=0) * scale
         if x.min() > best.lower:
-            best.x, best.lower, best.w = x, float(x.min()), w.copy()
-        best.upper = min(best.upper, _support(Rn, w) / w.sum() * scale)
+            best.x, best.lower, best.w = x, float(x.min()), wk.copy()
+        best.upper = min(best.upper, _support(Rn, wk) / wk.sum() * scale)
         if best.upper - best.lower <= tol * best.upper:
             break
     return best
@@ -141,13 +141,13 @@ def fluid_optimum(R: np.ndarray, utility, lam=None, tol: float = 1e-6) -> FluidR
     x0 = np.minimum(max_equal_rate(R, tol=1e-2).lower, c)
     w = utility.deriv(np.maximum(x0, 1e-12))
     best = FluidResult(np.zeros(N), -np.inf, np.inf, w.copy())
-    for w, p in _newton(R, w, phi, TAUS):
+    for wk, p in _newton(R, w, phi, TAUS):
         x = np.minimum((R * p).mean(axis=0), lam)
         with np.errstate(divide="ignore"):
             lo = float(np.sum(utility.value(x)))
         if lo > best.lower:
-            best.x, best.lower, best.w = x, lo, w.copy()
-        best.upper = min(best.upper, dual(w))
+            best.x, best.lower, best.w = x, lo, wk.copy()
+        best.upper = min(best.upper, dual(wk))
         if best.upper - best.lower <= tol * abs(best.upper):
             break
     return best

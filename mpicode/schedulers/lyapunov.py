@@ -182,7 +182,7 @@ class Lyapunov(Scheduler):
             k = min(self.m, len(pos)) if pos else self.m
         return pos + rest, k
 
-    # ---- item 4: virtual queue --------------------------------------------------------------------
+    # ---- item 4: virtual queue ----------------------------------------------------------------
     def _after(self, R, out, sent):
         self.Z = np.maximum(self.Z - self._r + self.gamma, 0.0)
 
