@@ -308,6 +308,8 @@ class Scheduler:
                 rem[i] = 0.0
                 return b, 0.0
             cap = math.floor(share * R[i] + 1e-9)
+            if cap < 1:  # not even one byte fits: leave the time to the others
+                return 0, 0.0
             b = min(rem[i], cap)
             rem[i] -= b
             return b, (b / R[i] if b < cap else share)
