@@ -1,1 +1,1 @@
-"""Benchmarks (commands, not tests): ``mpicode bench kernels``."""
+"""Benchmarks (commands, not tests): ``mpicode bench kernels|schemes|comm|scale|messaging``."""
