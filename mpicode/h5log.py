@@ -27,16 +27,20 @@ ITERATION_FIELDS: dict[str, str] = {
     "iteration": "i8", "t_start": "f8", "t_end": "f8", "loss": "f8", "test_loss": "f8",
     "accuracy": "f8", "train_accuracy": "f8", "coverage": "f8", "load": "f8", "stage2": "i1",
     "n_stage2": "i4", "wait_s": "f8", "decode_s": "f8", "bytes_up": "i8", "n_cancelled": "i4",
-    "n_stale": "i4", "grad_norm": "f8",
+    "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",
     "used": "i1",
+    # communication phase (channel not ideal): bytes of this iteration; Q, Z and the long-run
+    # participation as they stand at the iteration's end
+    "offered": "i8", "admitted": "i8", "delivered": "i8", "deferred": "i8", "dropped": "i8",
+    "Q": "f8", "Z": "f8", "participation": "f8",
 }
 TASK_FIELDS: dict[str, str] = {
     "iteration": "i8", "worker": "i4", "stage": "i1", "n_partitions": "i4",
     "first_partition": "i4", "t_dispatch": "f8", "t_done": "f8", "used": "i1",
-    "cancelled": "i1", "compute_s": "f8", "delay_s": "f8",
+    "cancelled": "i1", "compute_s": "f8", "delay_s": "f8", "t_ready": "f8",
 }
 CHUNK = 256
 
@@ -133,12 +137,15 @@ class RunLog:
         for k, v in kw.items():
             self.f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
 
-    def write_group(self, name: str, arrays: dict[str, np.ndarray]):
+    def write_group(self, name: str, arrays: dict[str, np.ndarray], compress: bool = False):
         g = self.f.require_group(name)
         for k, v in arrays.items():
             if k in g:
                 del g[k]
-            g.create_dataset(k, data=v)
+            v = np.asarray(v)
+            big = compress and v.size > 0
+            g.create_dataset(k, data=v, compression="gzip" if big else None,
+                             shuffle=big, chunks=True if big else None)
 
     def close(self, status: str = "complete") -> str:
         """Mark ``status``, close, and rename ``.part`` to the final name."""

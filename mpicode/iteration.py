@@ -20,6 +20,7 @@ class IterationInfo:
     delay: dict = field(default_factory=dict)      # tid -> injected delay drawn (s)
     measured: dict = field(default_factory=dict)   # tid -> (compute_s, delay_s) reported
     msgs: dict = field(default_factory=dict)       # tid -> (gradient sum, loss sum)
+    ready: dict = field(default_factory=dict)      # tid -> time its message was ready to go
     stale: int = 0
     cancelled: int = 0
     msg_bytes: int = 0
@@ -46,14 +47,18 @@ def combine(dec, msgs: dict, dim: int) -> tuple[np.ndarray, float]:
 
 
 TASK_KEYS = ("iteration", "worker", "stage", "n_partitions", "first_partition", "t_dispatch",
-             "t_done", "used", "cancelled", "compute_s", "delay_s")
+             "t_done", "used", "cancelled", "compute_s", "delay_s", "t_ready")
 
 
 def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end: float,
                  t_wait: float, decode_s: float, dec, summary: dict, grad_norm: float) -> dict:
     """The iteration's rows for the run log: ``row``, ``workers`` (N-vectors), ``tasks``."""
     N = info.n_workers
-    row = {"iteration": it, "t_start": t_start, "t_end": t_end, "wait_s": t_wait,
+    # communication time: from the moment every used message was ready to decodability
+    ready = [info.ready[t.task_id] for t in scheme.tasks.values()
+             if t.used and t.task_id in info.ready]
+    comm_s = t_wait - max(ready) if ready else math.nan
+    row = {"comm_s": comm_s, "iteration": it, "t_start": t_start, "t_end": t_end, "wait_s": t_wait,
            "decode_s": decode_s, "coverage": dec.coverage, "load": summary["load"],
            "stage2": summary.get("stage2", 0), "n_stage2": summary.get("n_stage2", 0),
            "n_cancelled": info.cancelled, "n_stale": info.stale,
@@ -77,7 +82,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
         workers["used"][i] |= task.used
         vals = (it, i, task.stage, task.n, int(task.partitions[0]) if task.n else -1,
                 task.t_dispatch, task.t_done, int(task.used), int(task.state == "cancelled"),
-                comp, info.delay.get(task.task_id, 0.0))
+                comp, info.delay.get(task.task_id, 0.0),
+                info.ready.get(task.task_id, math.nan))
         for k, v in zip(TASK_KEYS, vals, strict=True):
             tk[k].append(v)
     return {"row": row, "workers": workers, "tasks": {k: np.asarray(v) for k, v in tk.items()}}

@@ -22,73 +22,50 @@ import numpy as np
 
 from mpicode.iteration import IterationInfo, collect_rows, combine
 from mpicode.vclock import VirtualWorkers
+from mpicode.virtual import VirtualIteration
 
 log = logging.getLogger("mpicode")
 
 
 class Simulator:
-    """Virtual-time driver of a scheme. Every logged value is a function of the seed (the
-    decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal files."""
+    """Virtual-time driver of a scheme (and of an uplink scheduler). Every logged value is a
+    function of the seed (the decode takes no virtual time, ``decode_s`` is 0), so equal seeds
+    give equal files."""
 
     def __init__(self, scheme, stragglers, *, n_workers: int, partition_cost: float,
-                 problem=None, lr: float = 0.0, eval_every: int = 1):
+                 problem=None, lr: float = 0.0, eval_every: int = 1, uplink=None,
+                 msg_bytes: int | None = None):
         self.scheme = scheme
-        self.stragglers = stragglers
         self.N = n_workers
-        self.cost = float(partition_cost)
         self.problem = problem
         self.lr = lr
         self.eval_every = eval_every
-        self.vw = VirtualWorkers(n_workers)
         self.dim = problem.dim if problem is not None else 0
+        self.msg_bytes = msg_bytes or 8 * (5 + self.dim)
+        self.uplink = uplink
+        self.loop = VirtualIteration(scheme, stragglers, VirtualWorkers(n_workers),
+                                     partition_cost=partition_cost, uplink=uplink,
+                                     msg_bytes=self.msg_bytes, hooks=self)
         self.w = np.zeros(self.dim)
         self.vt = 0.0
         self.history: list[dict] = []
+        self._info: IterationInfo | None = None
 
-    def _dispatch(self, it, tasks, t, info):
-        for task in tasks:
-            delay = self.stragglers.delay(it, task.worker, info.next_index(task.worker), task.n)
-            task.t_dispatch = t
-            info.delay[task.task_id] = delay
-            self.vw.add(task.worker, task.task_id, t, task.n * self.cost + delay)
-
-    def _apply(self, it, acts, t, info):
-        self._dispatch(it, acts.dispatch, t, info)
-        for task in acts.cancel:
-            self.vw.cancel(task.task_id, t)
-        info.cancelled += len(acts.cancel)
-
-    def _message(self, task):
+    def computed(self, task) -> None:
+        """Hook: the task's compute finished: its real message (with ``--compute real``)."""
+        if self.problem is None:
+            return
         g = np.zeros(self.dim)
         loss = 0.0
         c = task.coeffs
         for j, p in enumerate(task.partitions):
             loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]))
-        return g, loss
+        self._info.msgs[task.task_id] = (g, loss)
 
     def iteration(self, it: int) -> dict:
-        scheme, vw = self.scheme, self.vw
-        vw.reset()
-        info = IterationInfo(self.N, msg_bytes=8 * (5 + self.dim))
-        self._apply(it, scheme.begin(it), 0.0, info)
-        t = 0.0
-        while not scheme.done():
-            ev = vw.peek()
-            deadline = scheme.next_deadline()
-            if deadline is not None and (ev is None or deadline <= ev[0]):
-                t = max(t, deadline)
-                self._apply(it, scheme.on_tick(t), t, info)
-                continue
-            if ev is None:
-                raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
-                                   "no task is pending")
-            t, tid = vw.pop()
-            task = scheme.tasks[tid]
-            info.measured[tid] = (task.n * self.cost, info.delay[tid])
-            if self.problem is not None:
-                info.msgs[tid] = self._message(task)
-            self._apply(it, scheme.on_result(tid, t, task.n * self.cost + info.delay[tid]),
-                        t, info)
+        scheme = self.scheme
+        info = self._info = IterationInfo(self.N, msg_bytes=self.msg_bytes)
+        t = self.loop.run(it, info, self.vt)
         dec = scheme.decode()
         grad_norm = math.nan
         if self.problem is not None:
@@ -98,13 +75,17 @@ class Simulator:
             grad_norm = float(np.linalg.norm(grad))
         late = scheme.outstanding(t)
         for task in late:
-            vw.cancel(task.task_id, t)
+            self.loop.vw.cancel(task.task_id, t)
         info.cancelled += len(late)
         summary = scheme.end(t)
         t_start = self.vt
         self.vt += t
-        return collect_rows(scheme, it, info, t_start=t_start, t_end=self.vt, t_wait=t,
-                            decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm)
+        out = collect_rows(scheme, it, info, t_start=t_start, t_end=self.vt, t_wait=t,
+                           decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm)
+        if self.uplink is not None:
+            self.uplink.drop_iteration(it)
+            out["workers"].update(self.uplink.worker_rows())
+        return out
 
     def run(self, iterations: int, start: int = 0, runlog=None, progress=None) -> list[dict]:
         for it in range(start, start + iterations):
@@ -171,8 +152,11 @@ def simulate(cfg) -> int:
         attrs.update(dataset=problem.data.name, dim=problem.dim)
     runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
                     mode="simulated", attrs=attrs, force=cfg.force)
+    from mpicode.uplink import make_uplink
+    uplink = make_uplink(cfg, N, scheme)
     sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
-                    lr=cfg.lr, eval_every=cfg.eval_every)
+                    lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
+                    msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)))
     progress = None
     if not cfg.quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -183,6 +167,8 @@ def simulate(cfg) -> int:
         sim.run(cfg.iterations, runlog=runlog, progress=progress)
         if problem is not None:
             runlog.write_group("model", {"w": sim.w})
+        if uplink is not None and cfg.log_slots:
+            runlog.write_group("slots", uplink.sched.slot_log(), compress=True)
         runlog.set_attrs(wall_s=time.perf_counter() - t0)
         status = "complete"
     finally:

@@ -104,6 +104,8 @@ def run(cfg: Config) -> int:
     try:
         coord = execute(cfg, comm, problem, runlog, progress)
         runlog.write_group("model", {"w": coord.w})
+        if coord.uplink is not None and cfg.log_slots:
+            runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
         status = "complete"
     finally:
         if progress is not None:
@@ -121,7 +123,7 @@ def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None):
     ``w`` and ``history``), the other ranks work and return None. STOP/ACK on the way out."""
     N, K = comm.size - 1, cfg.partitions
     if comm.rank != 0:
-        runtime.Worker(comm, problem).loop()
+        runtime.Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
         return None
     coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
                                 make_straggler_model(cfg, N, K), cfg, runlog, progress)
