@@ -19,8 +19,12 @@ BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
     "schemes": "all schemes x three straggler scenarios: time to target loss, load",
     "scale": "policy cost per iteration against N (16 .. 10,000): two-stage vs cyclic",
+    "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
+            "end training time in the MPI runtime",
 }
 BENCH_ARGS = {
+    "comm": [("--no-e2e", {"action": "store_true",
+                           "help": "skip the end-to-end MPI part"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],
@@ -132,6 +136,9 @@ def dispatch(args) -> int:
         params = inspect.signature(mod.run).parameters
         given = {"as_json": args.json, **vars(args)}
         mod.run(**{k: v for k, v in given.items() if k in params})
+        if args.bench_command == "comm" and not args.no_e2e:
+            from mpicode.bench import comm_e2e
+            comm_e2e.run(as_json=args.json, quick=args.quick)
         return 0
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show
