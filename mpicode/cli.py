@@ -153,11 +153,9 @@ def dispatch(args) -> int:
 
 
 def main(argv=None) -> None:
-    from mpicode.train import BadInput
+    # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
     try:
         code = dispatch(build_parser().parse_args(argv))
-    except BadInput:
-        raise
     except UsageError as e:
         _usage_exit(str(e))
     except KeyboardInterrupt:
@@ -166,10 +164,20 @@ def main(argv=None) -> None:
     sys.exit(code)
 
 
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher told it (0 when not launched by one): known
+    before MPI is initialised, so a usage error needs no MPI at all."""
+    import os
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def _usage_exit(message: str) -> None:
     """One line, exit 2. Under MPI every rank gets here with the same message (the
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
-    rank = 0
+    rank = launcher_rank()
     if "mpi4py.MPI" in sys.modules:
         from mpicode import runtime
         rank = runtime.world().rank

@@ -28,6 +28,7 @@ every arrival: MPICH's blocking calls spin, and a spinning rank steals a core fr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -35,7 +36,15 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpicode.iteration import IterationInfo, collect_rows, combine
+from mpicode import faults
+from mpicode.iteration import (
+    Interrupted,
+    IterationInfo,
+    IterationLoop,
+    collect_rows,
+    combine,
+    stop_requested,
+)
 from mpicode.schemes.base import Task
 from mpicode.uplink import make_uplink
 from mpicode.vclock import VirtualWorkers
@@ -132,6 +141,7 @@ class Worker:
         self.queue: list[dict] = []
         self.sends = SendPool()
         self.stopped = False
+        self.hung = False  # fault injection: stops answering (see mpicode.faults)
         self.cancel_current = False
         self.current: dict | None = None
         self.model_buf = np.empty(self.dim + 1)
@@ -141,6 +151,8 @@ class Worker:
         if tag == TAG_MODEL:
             msg.Recv(self.model_buf)
             it = int(self.model_buf[0])
+            if faults.worker_fault(self.comm.rank, it) == "hang":
+                self.hung = True
             self.w = self.model_buf[1:].copy()
             self.model_it = it
             # a new iteration makes every older task stale
@@ -253,6 +265,8 @@ class Worker:
                 backoff.reset()
             if self.stopped:
                 break
+            if self.hung:
+                self.queue = []
             ready = [t for t in self.queue if t["it"] == self.model_it]
             if ready:
                 task = ready[0]
@@ -269,7 +283,7 @@ class Worker:
 # ----------------------------------------------------------------------------------------
 # coordinator
 # ----------------------------------------------------------------------------------------
-class Coordinator:
+class Coordinator(IterationLoop):
     """Rank 0: drives the scheme (a pure policy) with real messages and a real clock; with an
     emulated uplink it also runs the slot clock and the scheduler."""
 
@@ -289,8 +303,12 @@ class Coordinator:
         self.recv_buf = np.empty(self.size)
         self.w = np.zeros(self.dim)
         self.clock0 = time.perf_counter()
+        self.t_offset = 0.0  # wall time of the run before a resume
         self.history: list[dict] = []
         self.vt = 0.0  # virtual clock (delay_mode virtual)
+        self.eval_every = cfg.eval_every
+        self.checkpoint_every = cfg.checkpoint_every
+        self.missed = np.zeros(self.N, np.int64)
         self.uplink = make_uplink(cfg, self.N, scheme)
         self.partial: dict[int, list] = {}  # task id -> [buffer, elements still to come]
         self.virtual = None
@@ -301,7 +319,7 @@ class Coordinator:
                 msg_bytes=8 * self.size, hooks=_MPIHooks(self))
 
     def now(self) -> float:
-        return time.perf_counter() - self.clock0
+        return time.perf_counter() - self.clock0 + self.t_offset
 
     # -- messages out -----------------------------------------------------------------------
     def send_task(self, it: int, task: Task, delay: float) -> None:
@@ -355,12 +373,14 @@ class Coordinator:
                 info.stale += 1
                 return "stale", -1
             info.msgs[tid] = (buf[RESULT_HEADER:].copy(), float(buf[4]))
-            info.measured.setdefault(tid, (float(buf[2]), float(buf[3])))
-            info.ready.setdefault(tid, now)
+            if self.virtual is None:  # in virtual time the models say when and how long
+                info.measured[tid] = (float(buf[2]), float(buf[3]))
+                info.ready[tid] = now
             return "result", tid
         if tag == TAG_READY:
-            info.measured.setdefault(tid, (float(buf[3]), float(buf[4])))
-            info.ready.setdefault(tid, now)
+            if self.virtual is None:
+                info.measured[tid] = (float(buf[3]), float(buf[4]))
+                info.ready[tid] = now
             self.partial[tid] = [np.empty(self.size), self.size, float(buf[5])]
             return "ready", tid
         if tag == TAG_CHUNK:
@@ -384,6 +404,8 @@ class Coordinator:
         backoff = Backoff()
         status = MPI.Status()
         while not done():
+            if stop_requested():
+                raise Interrupted
             if self.receive(it, info, status) is None:
                 backoff.sleep()
             else:
@@ -408,7 +430,9 @@ class Coordinator:
         t0 = time.perf_counter()
         dec = scheme.decode()
         gsum, _ = combine(dec, info.msgs, self.dim)
-        decode_s = time.perf_counter() - t0
+        # virtual time charges nothing for the decode: log 0 so the file is a function of
+        # the seed and the trace (bench scale measures the decode's real cost)
+        decode_s = time.perf_counter() - t0 if self.virtual is None else 0.0
         late = scheme.outstanding(t_wait)
         for task in late:
             self.send_cancel(it, task)
@@ -441,6 +465,8 @@ class Coordinator:
         deliveries: dict[int, float] = {}  # task id -> end of the slot that completed it
         t = 0.0
         while not scheme.done():
+            if stop_requested():
+                raise Interrupted
             got = self.receive(it, info, status)
             now = self.now()
             t = now - t_start
@@ -482,34 +508,57 @@ class Coordinator:
             backoff.sleep(None if nxt == math.inf else nxt - now)
         return t
 
-    def run(self, iterations: int, start: int = 0) -> np.ndarray:
-        self.clock0 = time.perf_counter()
-        for it in range(start, start + iterations):
-            out = self.iteration(it)
-            row = out["row"]
-            if (it + 1) % self.cfg.eval_every == 0 or it == start + iterations - 1:
-                row.update(self.problem.evaluate(self.w))
-            self.history.append(row)
-            if self.runlog is not None:
-                self.runlog.append(row, out["workers"], out["tasks"])
-            if self.progress is not None:
-                self.progress.update(1)
-                self.progress.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
-                                          cov=f"{row['coverage']:.2f}",
-                                          it_s=f"{row['t_end'] - row['t_start']:.3f}",
-                                          refresh=False)
-        return self.w
+    def elapsed(self) -> float:
+        return self.vt if self.virtual is not None else self.now()
 
-    def stop(self) -> None:
-        """STOP every worker; drain stale results until every worker ACKed."""
+    def runtime_state(self) -> dict:
+        return {"missed": self.missed}
+
+    def set_runtime_state(self, state: dict) -> None:
+        if "missed" in state:
+            self.missed = np.asarray(state["missed"], np.int64)
+
+    def after_iteration(self, it: int, out: dict) -> None:
+        """--dead-after M: a worker that had work but delivered nothing M iterations running
+        is left out of planning (``scheme.active``); coded schemes carry on without it."""
+        M = self.cfg.dead_after
+        if not M:
+            return
+        tk = out["tasks"]
+        had = np.zeros(self.N, bool)
+        got = np.zeros(self.N, bool)
+        had[tk["worker"]] = True
+        got[tk["worker"][tk["cancelled"] == 0]] = True
+        done = np.isfinite(out["workers"]["finish_s"])
+        self.missed = np.where(had & ~done, self.missed + 1, np.where(done, 0, self.missed))
+        for w in np.flatnonzero((self.missed >= M) & self.scheme.active):
+            if self.scheme.active.sum() <= 1:
+                break
+            self.scheme.active[w] = False
+            out["workers"]["active"][w] = 0
+            log.warning("iteration %d: worker %d (rank %d) missed %d iterations in a row: "
+                        "left out of planning", it, w, w + 1, int(self.missed[w]))
+            if self.runlog is not None:
+                left = json.loads(self.runlog.f.attrs.get("dead_workers", "[]"))
+                self.runlog.set_attrs(dead_workers=json.dumps(left + [
+                    {"worker": int(w), "rank": int(w) + 1, "iteration": it}]))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """STOP every worker; drain stale results until every worker ACKed. A worker that
+        does not answer within ``timeout`` seconds makes this raise (python -m mpi4py then
+        aborts the job: better than a hang)."""
         for r in range(1, self.N + 1):
             self.sends.isend(self.comm, np.array([-1.0]), r, TAG_STOP)
         acks = 0
         backoff = Backoff()
         status = MPI.Status()
+        t_end = time.perf_counter() + timeout
         while acks < self.N:
             msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
             if msg is None:
+                if time.perf_counter() > t_end:
+                    raise RuntimeError(f"{self.N - acks} worker(s) did not acknowledge STOP "
+                                       f"within {timeout:.0f} s")
                 backoff.sleep()
                 continue
             msg.Recv(np.empty(status.Get_count(MPI.DOUBLE)))

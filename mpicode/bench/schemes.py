@@ -143,7 +143,8 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
                                 make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
                                 partition_cost=cfg.delay_unit * N / cfg.partitions * 0.05,
                                 problem=problem, lr=cfg.lr)
-                hist = sim.run(cfg.iterations)
+                sim.run(cfg.iterations)
+                hist = sim.history
             if name == "uncoded":
                 targets[scen] = hist[int(0.8 * len(hist)) - 1]["loss"]
             res[scen][name] = summarize(hist, targets[scen])
