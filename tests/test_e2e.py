@@ -33,7 +33,7 @@ def test_demo_run_and_report(tmp_path):
     assert run["workers"]["finish_s"].shape == (8, 4)
     assert not (tmp_path / "demo.h5.part").exists()
     table = render([str(out)])
-    assert "complete" in table and "uncoded" in table
+    assert "complete" in table and "two-stage" in table
 
 
 def _bimodal(tmp_path, scheme):
