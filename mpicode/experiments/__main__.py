@@ -1,0 +1,5 @@
+import sys
+
+from mpicode.experiments import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""The scale sweep: a scheme's own cost per iteration as N grows, in the simulator.
+
+Times what the coordinator spends inside the policy (planning: ``begin``; events:
+``on_result``/``on_tick``, which hold two-stage's stage-2 plan; ``decode``; the end of the
+iteration) with :class:`mpicode.bench.scale.Timed`, in virtual time with no gradients
+(``--compute none``) and shifted-exponential stragglers. The per-iteration cost is the median
+over iterations 1.. (iteration 0 has no speed estimates), which is robust to a busy machine.
+A scheme stops growing N once an iteration exceeds the budget, or when it cannot be built or
+decode (cyclic's B is ill-conditioned at large N); the sweep records why.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def measure(label: str, options: dict, N: int, iterations: int) -> dict:
+    from mpicode.bench.scale import Timed
+    from mpicode.config import OPTIONS, Config, validate_for_size
+    from mpicode.schemes import make_scheme
+    from mpicode.simulator import Simulator
+    from mpicode.stragglers import make_straggler_model
+
+    v = {o.name: o.default for o in OPTIONS}
+    v.update(seed=7, stragglers="shifted-exp", samples=max(4000, 4 * N), compute="none",
+             delay_unit=0.02, iterations=iterations)
+    v.update(options)
+    cfg = validate_for_size(Config(v), N)
+    t0 = time.perf_counter()
+    scheme = Timed(make_scheme(cfg, N, cfg.partitions))
+    setup = time.perf_counter() - t0
+    sim = Simulator(scheme, make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
+                    partition_cost=1e-4)
+    per_it, u = [], []
+    for it in range(iterations):
+        before = scheme.seconds
+        out = sim.iteration(it)
+        per_it.append(scheme.seconds - before)
+        tk = out["tasks"]
+        u.append(int(tk["n_partitions"][tk["stage"] == 2].sum()))
+    skip = 1 if iterations > 1 else 0
+    return {"scheme": label, "N": N, "K": cfg.partitions, "setup_s": setup,
+            "policy_s": float(np.median(per_it[skip:])),
+            "uncovered": float(np.mean(u[skip:]))}
+
+
+def run(ns, schemes: dict[str, dict], iterations: int, budget_s: float,
+        log=print) -> dict:
+    """Rows (scheme, N, policy_s, uncovered, ...) and notes (where a scheme stopped, why)."""
+    rows, notes = [], []
+    for label, options in schemes.items():
+        for N in ns:
+            try:
+                r = measure(label, options, N, iterations)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
+                notes.append(f"{label}: stopped at N={N}: {str(e).splitlines()[0][:160]}")
+                log(f"  sweep {label:>18} N={N:>5}: {notes[-1]}")
+                break
+            rows.append(r)
+            log(f"  sweep {label:>18} N={N:>5}: {r['policy_s'] * 1e3:9.3f} ms/iteration, "
+                f"|U| {r['uncovered']:7.1f}")
+            if r["policy_s"] > budget_s:
+                notes.append(f"{label}: stopped after N={N}: {r['policy_s']:.2f} s per "
+                             f"iteration exceeds the {budget_s} s budget")
+                break
+    return {"rows": rows, "notes": notes}
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of log y against log x (positive pairs only); NaN if < 2."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
