@@ -123,8 +123,8 @@ def main(argv=None) -> int:
     res["sweep"] = sw
     claims = decide(res, suite.sweep_fit_min_n)
     first = read(suite.cells()[0].name)["attrs"]
-    meta = {"command": "make experiments (= python -m mpicode.experiments"
-            + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])) + ")",
+    meta = {"command": "python -m mpicode.experiments"
+            + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])),
             "date": started.isoformat(timespec="seconds"),
             "machine": dict(machine(str(first.get("mpi_library", "?"))), loadavg=load_at_start),
             "workers": suite.workers, "seed": SEED, "delay_unit": suite.delay_unit,

@@ -63,7 +63,7 @@ def accuracy(suite, read, scen: str, out: Path, tg: dict) -> str:
         ax[0, j].axhline(t["acc"], color="0.5", ls=":", lw=1)
         ax[1, j].axhline(t["loss"], color="0.5", ls=":", lw=1)
         ax[0, j].set_title(f"{ds.key} ({ds.options['model']})")
-        ax[1, j].set_xlabel("wall time since training began (s)")
+        ax[1, j].set_xlabel("training time: summed iteration wall times (s)")
         ax[1, j].set_yscale("log")
         for a in ax[:, j]:
             a.grid(alpha=0.3)
@@ -91,7 +91,8 @@ def load(suite, schemes: dict, out: Path) -> str:
     ax.set_ylabel("mean computation load (partitions started / K)")
     ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
     ax.set_title("Computation load per scheme (mean over datasets; bars: min-max)")
-    ax.legend(fontsize="x-small", ncol=4)
+    ax.set_ylim(0, 2.6)
+    ax.legend(fontsize="x-small", ncol=4, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out / "load.png")
 
@@ -149,12 +150,13 @@ def noniid(suite, read, out: Path) -> str:
                 a.plot(np.arange(1, len(s["acc"]) + 1), s["acc"], ls, color=COLORS[v],
                        lw=1.6 if part == "sorted" else 1.0,
                        label=v if part == "sorted" else None)
-        a.set_title(f"{key}: label-sorted (solid) vs IID (dotted) partitions")
+        a.set_title(f"{key} ({suite.dataset(key).options['model']})")
         a.set_xlabel("iteration")
         a.grid(alpha=0.3)
         a.legend(fontsize="x-small", loc="lower right")
     ax[0, 0].set_ylabel("test accuracy")
-    fig.suptitle("Persistent (bimodal) stragglers: ignoring them under non-IID partitions")
+    fig.suptitle("Persistent (bimodal) stragglers: label-sorted (solid) and IID (dotted) "
+                 "partitions")
     return _save(fig, out / "noniid.png")
 
 

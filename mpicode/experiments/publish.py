@@ -54,8 +54,9 @@ def claims_table(claims: list[dict]) -> list[str]:
 
 def header_lines(meta: dict) -> list[str]:
     m = meta["machine"]
-    return [f"Command: `{meta['command']}` (wall time {meta['wall_s'] / 60:.1f} min, "
-            f"of which the MPI job {meta['mpi_wall_s'] / 60:.1f} min); run {meta['date']}.",
+    return [f"Command: `{meta['command']}` (what `make experiments` runs; wall time "
+            f"{meta['wall_s'] / 60:.1f} min, of which the MPI job "
+            f"{meta['mpi_wall_s'] / 60:.1f} min); run {meta['date']}.",
             "",
             f"Machine: {m['platform']}, {m['cpu']}, {m['cpus']} CPUs (load average "
             f"{m['loadavg']} at the start; shared with other jobs), Python {m['python']}, "
@@ -66,7 +67,11 @@ def header_lines(meta: dict) -> list[str]:
             f"{meta['seed']}, injected delays as real sleeps (delay unit {meta['delay_unit']} s "
             f"per fair share; {meta['comm_delay_unit']} s in the scheduler comparison). Each "
             f"straggler scenario was recorded once (an `uncoded` run) and replayed with "
-            f"`--stragglers trace:FILE` by every cell of that scenario."]
+            f"`--stragglers trace:FILE` by every cell of that scenario: a replayed task sleeps the "
+            f"recorded delay *rate* of its worker and iteration (seconds per fair share) times "
+            f"its own size, so every scheme sees the same slow workers at the same iterations, "
+            f"and a scheme that gives a worker more data waits proportionally longer (which "
+            f"also scales exp-per-iteration's one-off delay by the task's size)."]
 
 
 def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
@@ -74,8 +79,9 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
          "by hand._", ""]
     L += header_lines(meta) + ["", "## Claims", ""] + claims_table(claims)
     L += ["", "## 1. Schemes: time to target and computation load", "",
-          f"Targets per (dataset, scenario): {TARGET_RULE}. Times are wall seconds since "
-          f"training began, with the iteration at which the target was met. Scenarios: "
+          f"Targets per (dataset, scenario): {TARGET_RULE}. Times are training seconds (the "
+          f"summed wall time of the iterations up to the one that met the target, evaluation and "
+          f"logging between iterations left out), with that iteration. Scenarios: "
           + "; ".join(f"`{k}` ({', '.join(f'{a}={b}' for a, b in v.items() if a != 'stragglers')})"
                       for k, v in SCENARIOS.items()) + f"; {suite.iterations} iterations.", ""]
     rows = []
@@ -129,7 +135,8 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
                  "final loss", "mean it s"], rows)
     sw = res["sweep"]
     L += ["", "## 4. Scale sweep (simulator)", "",
-          "Policy seconds per iteration (median over iterations 1..; planning, events incl. "
+          "Policy seconds per iteration (median over iterations 1.., smallest of 3 repeats; "
+          "planning, events incl. "
           "the stage-2 plan, decoding), `--compute none`, shifted-exponential stragglers, "
           "K = 4N.", ""]
     L += _table(["scheme", "N", "K", "policy ms / iteration", "uncovered |U| / iteration"],
