@@ -82,14 +82,18 @@ def test_claim4_rule():
     ns = [64, 128, 256, 512, 1024]
     lin = [{"scheme": "two-stage", "N": n, "policy_s": 1e-5 * n, "uncovered": n / 2}
            for n in ns]
-    cub = [{"scheme": "cyclic", "N": n, "policy_s": 1e-9 * n ** 3, "uncovered": 0}
-           for n in ns[:3]]
-    c = verdicts.claim4(lin + cub, [])
+    cub = [{"scheme": "cyclic", "N": n, "policy_s": 1e-9 * n ** 3, "decode_s": 1e-9 * n ** 3,
+            "uncovered": 0} for n in ns[:3]]
+    solve = [{"N": n, "lstsq_s": 1e-9 * n ** 3} for n in ns]
+    c = verdicts.claim4(lin + cub, [], solve)
     assert c["verdict"] == verdicts.HOLDS
     assert c["slopes"]["two-stage_vs_U"] == pytest.approx(1.0)
-    assert c["slopes"]["cyclic_vs_N"] == pytest.approx(3.0)
+    assert c["slopes"]["cyclic_solve_vs_N"] == pytest.approx(3.0)
+    assert c["slopes"]["cyclic_decode_vs_N"] == pytest.approx(3.0)
     quad = [dict(r, policy_s=1e-7 * r["N"] ** 2) for r in lin]
-    assert verdicts.claim4(quad + cub, [])["verdict"] == verdicts.MIXED
+    assert verdicts.claim4(quad + cub, [], solve)["verdict"] == verdicts.MIXED
+    flat = [dict(r, lstsq_s=1e-6 * r["N"]) for r in solve]
+    assert verdicts.claim4(quad + cub, [], flat)["verdict"] == verdicts.FAILS
 
 
 def test_readme_section_replaced_in_place(tmp_path):

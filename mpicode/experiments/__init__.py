@@ -79,7 +79,8 @@ def decide(res: dict, min_n: int) -> list[dict]:
     out = [dict(c1, id="1"), dict(c1b, id="1b"),
            dict(verdicts.claim2(res["schedulers"]), id="2"),
            dict(verdicts.claim3(sorted_cases), id="3"),
-           dict(verdicts.claim4(res["sweep"]["rows"], res["sweep"]["notes"], min_n), id="4")]
+           dict(verdicts.claim4(res["sweep"]["rows"], res["sweep"]["notes"],
+                                res["sweep"]["lstsq"], min_n), id="4")]
     return out
 
 

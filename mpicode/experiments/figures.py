@@ -160,8 +160,10 @@ def noniid(suite, read, out: Path) -> str:
     return _save(fig, out / "noniid.png")
 
 
-def scale(rows: list[dict], out: Path) -> str:
+def scale(rows: list[dict], lstsq: list[dict], out: Path) -> str:
     fig, ax = _figure(10, 4, cols=2)
+    ax[0, 0].loglog([r["N"] for r in lstsq], [1e3 * r["lstsq_s"] for r in lstsq], ":",
+                    color=COLORS["cyclic"], label="cyclic: decoding solve alone")
     for label in SWEEP_SCHEMES:
         rs = [r for r in rows if r["scheme"] == label]
         if not rs:
@@ -187,5 +189,5 @@ def write_all(suite, read, res: dict, out: Path) -> list[str]:
     names.append(comm(res["schedulers"], out))
     names.append(fairness(res["schedulers"], out))
     names.append(noniid(suite, read, out))
-    names.append(scale(res["sweep"]["rows"], out))
+    names.append(scale(res["sweep"]["rows"], res["sweep"]["lstsq"], out))
     return names

@@ -8,7 +8,9 @@ over iterations 1.. (iteration 0 has no speed estimates), which is robust to a b
 each point is measured ``repeats`` times and the smallest median kept (on a shared machine
 the other jobs only ever add time). A scheme stops growing N once an iteration exceeds the
 budget, or when it cannot be built or decode (cyclic's B is ill-conditioned at large N); the
-sweep records why.
+sweep records why. Because cyclic stops early, :func:`lstsq_times` also times its decode's
+least-squares solve alone (a^T B_F = 1, B from Tandon's Algorithm 2, F = all workers but
+one) up to the largest N, whatever the residual.
 """
 
 from __future__ import annotations
@@ -25,8 +27,33 @@ def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3
     return min(rs, key=lambda r: r["policy_s"])
 
 
+class Timed:
+    """Wraps a scheme; seconds spent in its driver-facing methods, in total and per method."""
+
+    METHODS = ("begin", "on_result", "on_tick", "decode", "outstanding", "end")
+
+    def __init__(self, scheme):
+        self._s = scheme
+        self.seconds = 0.0
+        self.by_method = dict.fromkeys(self.METHODS, 0.0)
+
+    def __getattr__(self, name):
+        f = getattr(self._s, name)
+        if name not in self.METHODS:
+            return f
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                dt = time.perf_counter() - t0
+                self.seconds += dt
+                self.by_method[name] += dt
+        return timed
+
+
 def _measure_once(label: str, options: dict, N: int, iterations: int) -> dict:
-    from mpicode.bench.scale import Timed
     from mpicode.config import OPTIONS, Config, validate_for_size
     from mpicode.schemes import make_scheme
     from mpicode.simulator import Simulator
@@ -42,16 +69,18 @@ def _measure_once(label: str, options: dict, N: int, iterations: int) -> dict:
     setup = time.perf_counter() - t0
     sim = Simulator(scheme, make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
                     partition_cost=1e-4)
-    per_it, u = [], []
+    per_it, dec, u = [], [], []
     for it in range(iterations):
-        before = scheme.seconds
+        before, d0 = scheme.seconds, scheme.by_method["decode"]
         out = sim.iteration(it)
         per_it.append(scheme.seconds - before)
+        dec.append(scheme.by_method["decode"] - d0)
         tk = out["tasks"]
         u.append(int(tk["n_partitions"][tk["stage"] == 2].sum()))
     skip = 1 if iterations > 1 else 0
     return {"scheme": label, "N": N, "K": cfg.partitions, "setup_s": setup,
             "policy_s": float(np.median(per_it[skip:])),
+            "decode_s": float(np.median(dec[skip:])),
             "uncovered": float(np.mean(u[skip:]))}
 
 
@@ -76,7 +105,26 @@ def run(ns, schemes: dict[str, dict], iterations: int, budget_s: float,
                 notes.append(f"{label}: stopped after N={N}: {r['policy_s']:.2f} s per "
                              f"iteration exceeds the {budget_s} s budget")
                 break
-    return {"rows": rows, "notes": notes}
+    return {"rows": rows, "notes": notes, "lstsq": lstsq_times(ns, log=log)}
+
+
+def lstsq_times(ns, repeats: int = 3, log=print) -> list[dict]:
+    """Seconds of cyclic's decoding solve alone (smallest of ``repeats``) for every N, with
+    s = 1: ``lstsq(B_F^T, 1)`` on B from Tandon's Algorithm 2 (seed N), F = workers 1..N-1."""
+    from mpicode.schemes.cyclic import tandon_cyclic_B
+    rows = []
+    for N in ns:
+        BF = tandon_cyclic_B(N, 1, np.random.default_rng(N))[1:]
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a, *_ = np.linalg.lstsq(BF.T, np.ones(N), rcond=None)
+            ts.append(time.perf_counter() - t0)
+        rows.append({"N": N, "lstsq_s": min(ts),
+                     "residual": float(np.abs(a @ BF - 1.0).max())})
+        log(f"  sweep  cyclic solve alone N={N:>5}: {1e3 * min(ts):9.3f} ms "
+            f"(residual {rows[-1]['residual']:.1e})")
+    return rows
 
 
 def slope(x, y) -> float:
