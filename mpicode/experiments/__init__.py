@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     meta = {"command": "python -m mpicode.experiments"
             + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])),
             "date": started.isoformat(timespec="seconds"),
-            "machine": dict(machine(str(first.get("mpi_library", "?"))), loadavg=load_at_start),
+            "machine": dict(machine(" ".join(str(first.get("mpi_library", "?")).split())),
+                            loadavg=load_at_start),
             "workers": suite.workers, "seed": SEED, "delay_unit": suite.delay_unit,
             "comm_delay_unit": suite.comm_delay_unit, "quick": suite.quick,
             "mpi_wall_s": mpi_s}

@@ -175,7 +175,7 @@ def scale(rows: list[dict], lstsq: list[dict], out: Path) -> str:
                             "o-", color=COLORS[label], label=label)
     for a, xl in ((ax[0, 0], "workers N"), (ax[0, 1], "uncovered partitions |U| per iteration")):
         a.set_xlabel(xl)
-        a.set_ylabel("policy ms per iteration")
+        a.set_ylabel("policy CPU ms per iteration")
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize="small")
     ax[0, 0].set_title("Planning + decoding cost against N (simulator)")

@@ -1,12 +1,12 @@
 """The scale sweep: a scheme's own cost per iteration as N grows, in the simulator.
 
-Times what the coordinator spends inside the policy (planning: ``begin``; events:
+Times the CPU the coordinator spends inside the policy (planning: ``begin``; events:
 ``on_result``/``on_tick``, which hold two-stage's stage-2 plan; ``decode``; the end of the
-iteration) with :class:`mpicode.bench.scale.Timed`, in virtual time with no gradients
-(``--compute none``) and shifted-exponential stragglers. The per-iteration cost is the median
-over iterations 1.. (iteration 0 has no speed estimates), which is robust to a busy machine;
-each point is measured ``repeats`` times and the smallest median kept (on a shared machine
-the other jobs only ever add time). A scheme stops growing N once an iteration exceeds the
+iteration) with :class:`Timed`, in virtual time with no gradients (``--compute none``) and
+shifted-exponential stragglers. CPU time of the thread, not wall time: on a shared machine
+the wall clock also counts the time other jobs held the core. The per-iteration cost is the
+median over iterations 1.. (iteration 0 has no speed estimates); each point is measured
+``repeats`` times and the smallest median kept. A scheme stops growing N once an iteration exceeds the
 budget, or when it cannot be built or decode (cyclic's B is ill-conditioned at large N); the
 sweep records why. Because cyclic stops early, :func:`lstsq_times` also times its decode's
 least-squares solve alone (a^T B_F = 1, B from Tandon's Algorithm 2, F = all workers but
@@ -28,7 +28,9 @@ def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3
 
 
 class Timed:
-    """Wraps a scheme; seconds spent in its driver-facing methods, in total and per method."""
+    """Wraps a scheme; CPU seconds of this thread spent in its driver-facing methods, in total
+    and per method. CPU time, not wall time: on a shared machine the wall clock also counts
+    the time other jobs held the core."""
 
     METHODS = ("begin", "on_result", "on_tick", "decode", "outstanding", "end")
 
@@ -43,11 +45,11 @@ class Timed:
             return f
 
         def timed(*a, **kw):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             try:
                 return f(*a, **kw)
             finally:
-                dt = time.perf_counter() - t0
+                dt = time.thread_time() - t0
                 self.seconds += dt
                 self.by_method[name] += dt
         return timed
@@ -109,7 +111,7 @@ def run(ns, schemes: dict[str, dict], iterations: int, budget_s: float,
 
 
 def lstsq_times(ns, repeats: int = 3, log=print) -> list[dict]:
-    """Seconds of cyclic's decoding solve alone (smallest of ``repeats``) for every N, with
+    """CPU seconds of cyclic's decoding solve alone (smallest of ``repeats``) for every N, with
     s = 1: ``lstsq(B_F^T, 1)`` on B from Tandon's Algorithm 2 (seed N), F = workers 1..N-1."""
     from mpicode.schemes.cyclic import tandon_cyclic_B
     rows = []
@@ -117,9 +119,9 @@ def lstsq_times(ns, repeats: int = 3, log=print) -> list[dict]:
         BF = tandon_cyclic_B(N, 1, np.random.default_rng(N))[1:]
         ts = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             a, *_ = np.linalg.lstsq(BF.T, np.ones(N), rcond=None)
-            ts.append(time.perf_counter() - t0)
+            ts.append(time.thread_time() - t0)
         rows.append({"N": N, "lstsq_s": min(ts),
                      "residual": float(np.abs(a @ BF - 1.0).max())})
         log(f"  sweep  cyclic solve alone N={N:>5}: {1e3 * min(ts):9.3f} ms "
