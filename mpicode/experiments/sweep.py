@@ -6,9 +6,9 @@ iteration) with :class:`Timed`, in virtual time with no gradients (``--compute n
 shifted-exponential stragglers. CPU time of the thread, not wall time: on a shared machine
 the wall clock also counts the time other jobs held the core. The per-iteration cost is the
 median over iterations 1.. (iteration 0 has no speed estimates); each point is measured
-``repeats`` times and the smallest median kept. A scheme stops growing N once an iteration exceeds the
-budget, or when it cannot be built or decode (cyclic's B is ill-conditioned at large N); the
-sweep records why. Because cyclic stops early, :func:`lstsq_times` also times its decode's
+``repeats`` times and the smallest median kept. A scheme stops growing N once an iteration
+exceeds the budget, or when it cannot be built or decode (cyclic's B is ill-conditioned at
+large N); the sweep records why. Because cyclic stops early, :func:`lstsq_times` also times its decode's
 least-squares solve alone (a^T B_F = 1, B from Tandon's Algorithm 2, F = all workers but
 one) up to the largest N, whatever the residual.
 """
