@@ -150,8 +150,8 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
     if sw["notes"]:
         L += [""] + [f"* {n}" for n in sw["notes"]]
     L += ["", "Cyclic's decoding solve alone (CPU time of `lstsq(B_F^T, 1)`, B from Tandon's "
-          "Algorithm 2 with s = 1, F = all workers but one; smallest of 3), timed where the scheme itself "
-          "can no longer decode exactly too:", ""]
+          "Algorithm 2 with s = 1, F = all workers but one; smallest of 3), timed where the "
+          "scheme itself can no longer decode exactly too:", ""]
     L += _table(["N", "solve ms", "residual max abs(a^T B_F - 1)"],
                 [[r["N"], _s(1e3 * r["lstsq_s"], 3), f"{r['residual']:.1e}"]
                  for r in sw["lstsq"]])

@@ -8,9 +8,9 @@ the wall clock also counts the time other jobs held the core. The per-iteration 
 median over iterations 1.. (iteration 0 has no speed estimates); each point is measured
 ``repeats`` times and the smallest median kept. A scheme stops growing N once an iteration
 exceeds the budget, or when it cannot be built or decode (cyclic's B is ill-conditioned at
-large N); the sweep records why. Because cyclic stops early, :func:`lstsq_times` also times its decode's
-least-squares solve alone (a^T B_F = 1, B from Tandon's Algorithm 2, F = all workers but
-one) up to the largest N, whatever the residual.
+large N); the sweep records why. Because cyclic stops early, :func:`lstsq_times` also times
+its decode's least-squares solve alone (a^T B_F = 1, B from Tandon's Algorithm 2, F = all
+workers but one) up to the largest N, whatever the residual.
 """
 
 from __future__ import annotations
