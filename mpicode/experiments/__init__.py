@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     if not a.no_readme:
         readme = Path(a.readme)
         rel = os.path.relpath(out.resolve(), readme.resolve().parent)
-        publish.write_readme(readme, publish.readme_section(meta, claims, rel))
+        publish.write_readme(readme, publish.readme_section(meta, claims, rel, res))
     for c in claims:
         print(f"claim {c['id']}: {c['verdict'].upper()}: {c['evidence']}")
     print(f"experiments: wrote {out}/results.md, summary.json, {len(meta['figures'])} figures "
