@@ -53,6 +53,11 @@ data: install
 	$(PY) -m pip install -q -e '.[data]'
 	$(PY) -m mpicode data bundled --out-dir data
 
+# the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
+experiments: install
+	$(PY) -m pip install -q -e '.[data]'
+	$(PY) -m mpicode.experiments
+
 lint: install
 	$(VENV)/bin/ruff check mpicode tests
 

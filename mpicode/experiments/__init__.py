@@ -1,0 +1,148 @@
+"""``make experiments``: the fixed, seeded experiment suite that tests the project's claims.
+
+::
+
+    python -m mpicode.experiments                 # full suite -> results/, README "Results"
+    python -m mpicode.experiments --quick --out /tmp/r --no-readme   # < 1 min, for tests
+
+Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
+``mpiexec -n N+1 python -m mpi4py -m mpicode.experiments.mpirun --inner`` job (straggler
+traces first, then the scheme, scheduler and non-IID comparisons replaying them; one HDF5 run
+per cell in ``OUT/``); the scale sweep in the simulator; then metrics, the verdict of each
+claim by the rules of :mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
+``OUT/summary.json`` and the README section between ``<!-- results:start -->`` and
+``<!-- results:end -->``. ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mpicode.experiments import analyse, figures, publish, sweep, verdicts
+from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
+
+
+def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
+    """The scikit-learn datasets, standardised (as ``mpicode data bundled``); kept if present."""
+    from mpicode.dataimport import import_dataset
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        p = data_dir / f"{name}.h5"
+        if not p.exists():
+            import_dataset(name, str(p), test_fraction=0.2, standardize=True, seed=0)
+
+
+def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
+    """The MPI job, bounded by the launcher's timeout; its progress lines pass through."""
+    py = sys.executable
+    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               MPIEXEC_TIMEOUT=str(suite.mpiexec_timeout_s))
+    cmd = [mpiexec, "-n", str(suite.ranks), py, "-m", "mpi4py", "-m",
+           "mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
+           str(data_dir)] + (["--quick"] if suite.quick else [])
+    r = subprocess.run(cmd, env=env, timeout=suite.mpiexec_timeout_s + 60)
+    if r.returncode:
+        raise SystemExit(f"experiments: the MPI job failed (exit code {r.returncode})")
+
+
+def machine(mpi_library: str) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "mpi": mpi_library, "loadavg": load,
+            "host": platform.node()}
+
+
+def decide(res: dict, min_n: int) -> list[dict]:
+    """Every claim's verdict (claim 1 also for two-stage in the paper's shape)."""
+    c1 = verdicts.claim1(res["schemes"], "two-stage")
+    c1b = verdicts.claim1(res["schemes"], "two-stage (paper)")
+    sorted_cases = {ds: rows for (ds, part), rows in res["noniid"].items() if part == "sorted"}
+    out = [dict(c1, id="1"), dict(c1b, id="1b"),
+           dict(verdicts.claim2(res["schedulers"]), id="2"),
+           dict(verdicts.claim3(sorted_cases), id="3"),
+           dict(verdicts.claim4(res["sweep"]["rows"], res["sweep"]["notes"],
+                                res["sweep"]["lstsq"], min_n), id="4")]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mpicode.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results", help="output directory (default results)")
+    p.add_argument("--quick", action="store_true", help="a tiny suite (4 workers), for tests")
+    p.add_argument("--readme", default="README.md", help="README to update (default README.md)")
+    p.add_argument("--no-readme", action="store_true", help="do not touch the README")
+    p.add_argument("--analyse-only", action="store_true",
+                   help="skip the runs: analyse the HDF5 runs already in --out")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    started = _dt.datetime.now().astimezone()
+    suite = Suite.make(a.quick)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "datasets"
+    load_at_start = machine("")["loadavg"]
+    mpi_s = 0.0
+    if not a.analyse_only:
+        build_datasets(data_dir)
+        print(f"experiments: {len(suite.cells())} MPI cells on {suite.ranks} ranks "
+              f"({'quick' if suite.quick else 'full'} suite) -> {out}/", flush=True)
+        t = time.perf_counter()
+        run_mpi(suite, out, data_dir)
+        mpi_s = time.perf_counter() - t
+    print("experiments: scale sweep in the simulator", flush=True)
+    sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
+
+    from mpicode.analysis import read_run
+    cache: dict = {}
+
+    def read(name: str) -> dict:
+        if name not in cache:
+            cache[name] = read_run(str(out / f"{name}.h5"))
+        return cache[name]
+
+    res = analyse.collect(suite, read)
+    res["sweep"] = sw
+    claims = decide(res, suite.sweep_fit_min_n)
+    first = read(suite.cells()[0].name)["attrs"]
+    meta = {"command": "python -m mpicode.experiments"
+            + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])),
+            "date": started.isoformat(timespec="seconds"),
+            "machine": dict(machine(" ".join(str(first.get("mpi_library", "?")).split())),
+                            loadavg=load_at_start),
+            "workers": suite.workers, "seed": SEED, "delay_unit": suite.delay_unit,
+            "comm_delay_unit": suite.comm_delay_unit, "quick": suite.quick,
+            "mpi_wall_s": mpi_s}
+    meta["figures"] = figures.write_all(suite, read, res, out)
+    meta["wall_s"] = time.perf_counter() - t0
+    (out / "results.md").write_text(publish.results_md(meta, claims, res, suite))
+    publish.write_json(out / "summary.json", {"meta": meta, "claims": claims,
+                                              "target_rule": analyse.TARGET_RULE, **res})
+    if not a.no_readme:
+        readme = Path(a.readme)
+        rel = os.path.relpath(out.resolve(), readme.resolve().parent)
+        publish.write_readme(readme, publish.readme_section(meta, claims, rel, res))
+    for c in claims:
+        print(f"claim {c['id']}: {c['verdict'].upper()}: {c['evidence']}")
+    print(f"experiments: wrote {out}/results.md, summary.json, {len(meta['figures'])} figures "
+          f"in {meta['wall_s']:.0f} s", flush=True)
+    return 0

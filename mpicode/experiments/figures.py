@@ -1,0 +1,193 @@
+"""The suite's PNG figures, on matplotlib's Agg canvas (no pyplot, no display).
+
+* ``accuracy_<scenario>.png``: test accuracy (top) and training loss (bottom) against wall
+  time, per scheme, one column per dataset;
+* ``load.png``: mean computation load per scheme and scenario;
+* ``comm.png``: communication time per iteration per scheduler (mean bar, p95 tick);
+* ``fairness.png``: long-run participation per worker and scheduler (Jain's index in the
+  legend);
+* ``noniid.png``: test accuracy per iteration under label-sorted (solid) and IID (dotted)
+  partitions: ignore-stragglers against the exact schemes and two-stage with fair admission;
+* ``scale.png``: the policy's own seconds per iteration against N and against |U|.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mpicode.experiments.analyse import series
+from mpicode.experiments.suite import (
+    NONIID,
+    SCHEDULER_SCHEMES,
+    SCHEDULERS,
+    SCHEMES,
+    SWEEP_SCHEMES,
+    slug,
+)
+
+COLORS = {
+    "uncoded": "#4c4c4c", "ignore-stragglers": "#c44e52", "speed-aware": "#8172b2",
+    "frc": "#937860", "cyclic": "#da8bc3", "two-stage": "#3b75af",
+    "two-stage (paper)": "#55a868",
+    "fifo": "#937860", "round-robin": "#da8bc3", "max-weight": "#8172b2", "lyapunov": "#3b75af",
+    "ignore-stragglers s=1": "#c44e52", "ignore-stragglers s=2": "#ef8636",
+    "two-stage + fair admission": "#55a868",
+}
+
+
+def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, format="png")
+    return path.name
+
+
+def accuracy(suite, read, scen: str, out: Path, tg: dict) -> str:
+    cols = len(suite.datasets)
+    fig, ax = _figure(4.2 * cols, 6.4, rows=2, cols=cols)
+    for j, ds in enumerate(suite.datasets):
+        for label in SCHEMES:
+            s = series(read(f"schemes-{ds.key}-{scen}-{slug(label)}"))
+            ls = "--" if label == "two-stage (paper)" else "-"
+            ax[0, j].plot(s["t"], s["acc"], ls, color=COLORS[label], label=label, lw=1.4)
+            ax[1, j].plot(s["t"], s["loss"], ls, color=COLORS[label], label=label, lw=1.4)
+        t = tg[(ds.key, scen)]
+        ax[0, j].axhline(t["acc"], color="0.5", ls=":", lw=1)
+        ax[1, j].axhline(t["loss"], color="0.5", ls=":", lw=1)
+        ax[0, j].set_title(f"{ds.key} ({ds.options['model']})")
+        ax[1, j].set_xlabel("training time: summed iteration wall times (s)")
+        ax[1, j].set_yscale("log")
+        for a in ax[:, j]:
+            a.grid(alpha=0.3)
+    ax[0, 0].set_ylabel("test accuracy")
+    ax[1, 0].set_ylabel("training loss")
+    ax[0, 0].legend(fontsize="x-small", loc="lower right")
+    fig.suptitle(f"Scenario {scen}: every scheme replays the same straggler trace "
+                 f"(dotted: targets)")
+    return _save(fig, out / f"accuracy_{scen}.png")
+
+
+def load(suite, schemes: dict, out: Path) -> str:
+    scens = list(suite.scenarios())
+    fig, ((ax,),) = _figure(9, 4)
+    width = 0.8 / len(SCHEMES)
+    for k, label in enumerate(SCHEMES):
+        vals = [[schemes[(ds.key, sc)][label]["mean_load"] for ds in suite.datasets]
+                for sc in scens]
+        mean = [float(np.mean(v)) for v in vals]
+        err = np.array([[m - min(v) for m, v in zip(mean, vals, strict=True)],
+                        [max(v) - m for m, v in zip(mean, vals, strict=True)]])
+        x = np.arange(len(scens)) + (k - (len(SCHEMES) - 1) / 2) * width
+        ax.bar(x, mean, width, yerr=err, color=COLORS[label], label=label, capsize=2)
+    ax.set_xticks(np.arange(len(scens)), scens)
+    ax.set_ylabel("mean computation load (partitions started / K)")
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    ax.set_title("Computation load per scheme (mean over datasets; bars: min-max)")
+    ax.set_ylim(0, 2.6)
+    ax.legend(fontsize="x-small", ncol=4, loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out / "load.png")
+
+
+def comm(scheds: dict, out: Path) -> str:
+    fig, ((ax,),) = _figure(8, 4)
+    width = 0.8 / len(SCHEDULERS)
+    for k, s in enumerate(SCHEDULERS):
+        x = np.arange(len(SCHEDULER_SCHEMES)) + (k - (len(SCHEDULERS) - 1) / 2) * width
+        mean = [1e3 * scheds[sc][s]["mean_comm_s"] for sc in SCHEDULER_SCHEMES]
+        p95 = [1e3 * scheds[sc][s]["p95_comm_s"] for sc in SCHEDULER_SCHEMES]
+        ax.bar(x, mean, width, color=COLORS[s], label=s)
+        ax.plot(x, p95, "_", color="k", ms=12, mew=1.5, label="p95" if k == 0 else None)
+    ax.set_xticks(np.arange(len(SCHEDULER_SCHEMES)), SCHEDULER_SCHEMES)
+    ax.set_ylabel("communication time per iteration (ms)")
+    ax.set_title("Uplink schedulers on a near/far Rayleigh channel (bars: mean, ticks: p95)")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out / "comm.png")
+
+
+def fairness(scheds: dict, out: Path) -> str:
+    n = len(SCHEDULER_SCHEMES)
+    fig, ax = _figure(4.2 * n, 3.8, cols=n)
+    for j, sc in enumerate(SCHEDULER_SCHEMES):
+        a = ax[0, j]
+        N = len(scheds[sc][SCHEDULERS[0]].get("participation", []))
+        width = 0.8 / len(SCHEDULERS)
+        for k, s in enumerate(SCHEDULERS):
+            m = scheds[sc][s]
+            p = m.get("participation", [np.nan] * N)
+            x = np.arange(N) + (k - (len(SCHEDULERS) - 1) / 2) * width
+            a.bar(x, p, width, color=COLORS[s],
+                  label=f"{s} (Jain {m.get('jain_participation', np.nan):.3f})")
+        a.set_ylim(0, 1.3)
+        a.set_xticks(np.arange(N), [str(i + 1) for i in range(N)])
+        a.set_xlabel("worker (rank)")
+        a.set_title(sc)
+        a.legend(fontsize="x-small", loc="upper center", ncol=2)
+        a.grid(axis="y", alpha=0.3)
+    ax[0, 0].set_ylabel("long-run participation (admitted / resolved offers)")
+    fig.suptitle("Participation fairness per scheduler (worker 1 nearest, highest mean SNR; "
+                 "worker N farthest)")
+    return _save(fig, out / "fairness.png")
+
+
+def noniid(suite, read, out: Path) -> str:
+    keys = suite.noniid_datasets
+    fig, ax = _figure(5.0 * len(keys), 4.2, cols=len(keys))
+    for j, key in enumerate(keys):
+        a = ax[0, j]
+        for part, ls in (("sorted", "-"), ("iid", ":")):
+            for v in NONIID:
+                s = series(read(f"noniid-{key}-{part}-{slug(v)}"))
+                a.plot(np.arange(1, len(s["acc"]) + 1), s["acc"], ls, color=COLORS[v],
+                       lw=1.6 if part == "sorted" else 1.0,
+                       label=v if part == "sorted" else None)
+        a.set_title(f"{key} ({suite.dataset(key).options['model']})")
+        a.set_xlabel("iteration")
+        a.grid(alpha=0.3)
+        a.legend(fontsize="x-small", loc="lower right")
+    ax[0, 0].set_ylabel("test accuracy")
+    fig.suptitle("Persistent (bimodal) stragglers: label-sorted (solid) and IID (dotted) "
+                 "partitions")
+    return _save(fig, out / "noniid.png")
+
+
+def scale(rows: list[dict], lstsq: list[dict], out: Path) -> str:
+    fig, ax = _figure(10, 4, cols=2)
+    ax[0, 0].loglog([r["N"] for r in lstsq], [1e3 * r["lstsq_s"] for r in lstsq], ":",
+                    color=COLORS["cyclic"], label="cyclic: decoding solve alone")
+    for label in SWEEP_SCHEMES:
+        rs = [r for r in rows if r["scheme"] == label]
+        if not rs:
+            continue
+        ax[0, 0].loglog([r["N"] for r in rs], [1e3 * r["policy_s"] for r in rs], "o-",
+                        color=COLORS[label], label=label)
+        if label.startswith("two-stage"):
+            ax[0, 1].loglog([r["uncovered"] for r in rs], [1e3 * r["policy_s"] for r in rs],
+                            "o-", color=COLORS[label], label=label)
+    for a, xl in ((ax[0, 0], "workers N"), (ax[0, 1], "uncovered partitions |U| per iteration")):
+        a.set_xlabel(xl)
+        a.set_ylabel("policy CPU ms per iteration")
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize="small")
+    ax[0, 0].set_title("Planning + decoding cost against N (simulator)")
+    ax[0, 1].set_title("Two-stage against the uncovered partitions")
+    return _save(fig, out / "scale.png")
+
+
+def write_all(suite, read, res: dict, out: Path) -> list[str]:
+    names = [accuracy(suite, read, sc, out, res["targets"]) for sc in suite.scenarios()]
+    names.append(load(suite, res["schemes"], out))
+    names.append(comm(res["schedulers"], out))
+    names.append(fairness(res["schedulers"], out))
+    names.append(noniid(suite, read, out))
+    names.append(scale(res["sweep"]["rows"], res["sweep"]["lstsq"], out))
+    return names

@@ -1,0 +1,110 @@
+"""The MPI part of the suite: every cell in ONE job, one after the other, on one communicator.
+
+Launched by ``python -m mpicode.experiments`` as::
+
+    mpiexec -n 9 python -m mpi4py -m mpicode.experiments.mpirun --inner --out results \\
+        --data-dir results/datasets [--quick]
+
+Rank 0 coordinates every cell and writes its HDF5 run (``OUT/<cell>.h5``, the same layout as
+``mpicode train``); ranks 1..N are the workers. Injected delays are real sleeps. A trace cell
+is written (and renamed from ``.part``) before any cell that replays it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mpicode.experiments.suite import Cell, Suite
+
+
+def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
+    """The validated configuration of a cell: package defaults < suite < cell."""
+    from mpicode.config import OPTIONS, Config, validate_for_size
+    v = {o.name: o.default for o in OPTIONS}
+    v.update(seed=7, quiet=True, force=True, delay_mode="sleep")
+    v.update(cell.options)
+    if v["dataset"] != "synthetic":
+        v["dataset"] = str(Path(data_dir) / f"{v['dataset']}.h5")
+    if cell.trace is not None:
+        v["stragglers"] = "trace:" + str(Path(out_dir) / f"{cell.trace}.h5")
+    v["out"] = str(Path(out_dir) / f"{cell.name}.h5")
+    return validate_for_size(Config(v), suite.workers)
+
+
+def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache: dict):
+    """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds)."""
+    from mpicode import runtime
+    from mpicode.data import load
+    from mpicode.h5log import RunLog
+    from mpicode.problem import Problem
+    from mpicode.train import execute
+
+    cfg = make_config(suite, cell, out_dir, data_dir)
+    key = (cfg.dataset, cfg.model, cfg.samples, cfg.features)
+    if key not in cache:
+        cache[key] = load(cfg)
+    problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
+    comm.Barrier()
+    if comm.rank != 0:
+        execute(cfg, comm, problem)
+        return None
+    attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+             "N": suite.workers, "K": cfg.partitions, "seed": cfg.seed,
+             "mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
+             "model": cfg.model, "dim": problem.dim, "n_ranks": comm.size,
+             "experiment_group": cell.group, "experiment_labels": cell.labels,
+             "experiment_cell": cell.name}
+    runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=suite.workers,
+                    n_partitions=cfg.partitions, mode="mpi", attrs=attrs, force=True)
+    status = "failed"
+    t0 = time.perf_counter()
+    try:
+        coord = execute(cfg, comm, problem, runlog)
+        runlog.write_group("model", {"w": coord.w})
+        if coord.uplink is not None and cfg.log_slots:
+            runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
+        runlog.set_attrs(wall_s=time.perf_counter() - t0)
+        status = "complete"
+    finally:
+        runlog.close(status)
+    return len(coord.history), time.perf_counter() - t0
+
+
+def _inner(argv) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    from mpi4py import MPI
+
+    from mpicode import kernels
+    suite = Suite.make(a.quick)
+    kernels.warmup()
+    comm = MPI.COMM_WORLD.Dup()
+    if comm.size != suite.ranks:
+        if comm.rank == 0:
+            print(f"experiments: need {suite.ranks} ranks, got {comm.size}", file=sys.stderr)
+        comm.Abort(2)
+    cells = suite.cells()
+    cache: dict = {}
+    t_all = time.perf_counter()
+    for k, cell in enumerate(cells):
+        out = run_cell(suite, cell, comm, a.out, a.data_dir, cache)
+        if out is not None:
+            n, dt = out
+            print(f"  [{k + 1:>3}/{len(cells)}] {cell.name}: {n} iterations, {dt:.1f} s "
+                  f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
+    comm.Barrier()
+    comm.Free()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
+        sys.exit(_inner(sys.argv[2:]))
+    sys.exit("run through python -m mpicode.experiments")
