@@ -16,10 +16,14 @@ import os
 import sys
 import time
 
-from mpicode import data, kernels, runtime
+import numpy as np
+
+from mpicode import kernels, runtime
+from mpicode.channels import make_channel
 from mpicode.config import Config, UsageError, validate_for_size
 from mpicode.h5log import RunLog, check_output
 from mpicode.problem import Problem
+from mpicode.schedulers import make_scheduler
 from mpicode.schemes import make_scheme
 from mpicode.stragglers import make_straggler_model
 
@@ -42,7 +46,10 @@ class BadInput(SystemExit):
 
 
 def _agree(comm, error: str | None) -> None:
-    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2."""
+    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2.
+
+    The one pickle-based (lowercase) mpi4py call of the package: a str or None, once, at
+    start-up, from rank 0."""
     verdict = comm.bcast(error, root=0)
     if verdict:
         if comm.rank == 0:
@@ -51,24 +58,52 @@ def _agree(comm, error: str | None) -> None:
         raise BadInput(2)
 
 
+def _agree_all(comm, error: str | None) -> None:
+    """Every rank's own verdict (after rank 0 agreed): if any rank failed, the lowest such
+    rank prints its one line, every rank finalizes and exits 2. A numpy buffer, no pickle."""
+    failed = np.zeros(comm.size, np.int32)
+    failed[comm.rank] = error is not None
+    total = np.zeros_like(failed)
+    comm.Allreduce(failed, total)  # default op: SUM
+    bad = np.flatnonzero(total)
+    if bad.size:
+        if comm.rank == bad[0]:
+            print(f"mpicode: error: rank {comm.rank}: {error}", file=sys.stderr, flush=True)
+        runtime.finalize()
+        raise BadInput(2)
+
+
 def prepare(cfg: Config, comm):
-    """Check the input (identically on every rank) and build the problem."""
+    """Check the input (identically on every rank) and build the problem.
+
+    Rank 0 checks everything that needs the file system (dataset, traces, output), in an
+    order that changes nothing on disk before the last check passed, and broadcasts its
+    verdict; then every rank loads its copy of the data, and any rank that cannot (a file
+    another node does not see) stops them all. No rank exits before all agreed."""
+    N = comm.size - 1
     error = None
+    problem = None
     try:
-        cfg = validate_for_size(cfg, comm.size - 1)
+        cfg = validate_for_size(cfg, N)
         if comm.rank == 0:
-            check_output(cfg.out, cfg.force)
-            # build the policies once here: their own checks (trace files, code
-            # parameters) must fail before training, on every rank
-            make_scheme(cfg, comm.size - 1, cfg.partitions)
-            make_straggler_model(cfg, comm.size - 1, cfg.partitions)
-        ds = data.load(cfg) if comm.rank == 0 else None
+            # the problem (dataset, labels, K <= rows) and the policies, built once here so
+            # their own checks (code parameters, trace files) fail before training
+            problem = Problem.from_config(cfg, cfg.partitions)
+            make_scheme(cfg, N, cfg.partitions)
+            make_straggler_model(cfg, N, cfg.partitions)
+            if cfg.channel != "ideal":  # the ideal channel needs no scheduler
+                make_scheduler(cfg, N, make_channel(cfg, N))
+            check_output(cfg.out, cfg.force)  # last: it creates the output's directory
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
     if comm.rank != 0:
-        ds = data.load(cfg)  # rank 0 already proved it loads
-    problem = Problem.from_config(cfg, cfg.partitions, data=ds)
+        error = None
+        try:
+            problem = Problem.from_config(cfg, cfg.partitions)
+        except (UsageError, ValueError) as e:
+            error = str(e)
+    _agree_all(comm, error)
     return cfg, problem
 
 
