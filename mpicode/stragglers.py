@@ -219,8 +219,10 @@ def _read_trace(path: str, n_partitions: int):
             n_rows = min(f[f"tasks/{k}"].shape[0] if f[f"tasks/{k}"].ndim == 1 else -1
                          for k in TRACE_FIELDS)
             nt = _attr_int(f.attrs.get("n_tasks", n_rows))
-            if n_rows < 0 or not 0 <= nt <= n_rows:
-                raise ValueError("shapes")
+            if n_rows < 0:
+                raise ValueError("/tasks columns must be 1-D")
+            if not 0 <= nt <= n_rows:
+                raise ValueError(f"n_tasks {nt} but /tasks holds {n_rows} rows")
             cols = [np.asarray(f[f"tasks/{k}"][:nt]) for k in TRACE_FIELDS]
             # integer columns stay integers; a float or string column is not a run's
             it, wk = (c.astype(np.int64, casting="same_kind") for c in cols[:2])

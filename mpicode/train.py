@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -76,34 +77,43 @@ def _agree_all(comm, error: str | None) -> None:
 def prepare(cfg: Config, comm):
     """Check the input (identically on every rank) and build the problem.
 
-    Rank 0 checks everything that needs the file system (dataset, traces, output), in an
-    order that changes nothing on disk before the last check passed, and broadcasts its
-    verdict; then every rank loads its copy of the data, and any rank that cannot (a file
-    another node does not see) stops them all. No rank exits before all agreed."""
+    1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
+       code parameters, an existing output) and broadcasts its verdict.
+    2. Every other rank loads its copy of the data; if one cannot (a file its node does not
+       see), the lowest such rank says so and all stop.
+    3. Only then does rank 0 prepare the output (which may create its directory), and
+       broadcasts that verdict: a refused run changes nothing on disk.
+    No rank exits before all agreed, and all exit 2 after one line on stderr."""
     N = comm.size - 1
     error = None
     problem = None
     try:
         cfg = validate_for_size(cfg, N)
         if comm.rank == 0:
-            # the problem (dataset, labels, K <= rows) and the policies, built once here so
-            # their own checks (code parameters, trace files) fail before training
+            if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
+                check_output(cfg.out, cfg.force)
+            # the problem and the policies, built once here so that their own checks fail
+            # before training
             problem = Problem.from_config(cfg, cfg.partitions)
             make_scheme(cfg, N, cfg.partitions)
             make_straggler_model(cfg, N, cfg.partitions)
             if cfg.channel != "ideal":  # the ideal channel needs no scheduler
                 make_scheduler(cfg, N, make_channel(cfg, N))
-            check_output(cfg.out, cfg.force)  # last: it creates the output's directory
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
     if comm.rank != 0:
-        error = None
         try:
             problem = Problem.from_config(cfg, cfg.partitions)
         except (UsageError, ValueError) as e:
             error = str(e)
     _agree_all(comm, error)
+    if comm.rank == 0:
+        try:
+            check_output(cfg.out, cfg.force)  # may create the output's directory
+        except UsageError as e:
+            error = str(e)
+    _agree(comm, error)
     return cfg, problem
 
 

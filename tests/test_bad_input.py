@@ -26,7 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpicode, mpirun
+from conftest import MPIEXEC, PY, ROOT, mpirun
 
 from mpicode.data import Dataset, synthetic, write_dataset
 
@@ -40,6 +40,9 @@ WRAPPER = """\
 import os, sys
 from mpicode.cli import main
 rank = os.environ.get("PMI_RANK", "x")
+if rank in os.environ.get("MPICODE_HIDE_DATA_ON_RANKS", "").split(","):
+    import mpicode.data  # this rank's node does not see the dataset file
+    mpicode.data.resolve_path = lambda spec: None
 code = "exception"
 try:
     main(sys.argv[1:])
@@ -312,14 +315,15 @@ def check_refused(r: subprocess.CompletedProcess, msg: str) -> str:
     return line
 
 
-def launch(n: int, args: list, codes: Path, cwd: Path) -> subprocess.CompletedProcess:
+def launch(n: int, args: list, codes: Path, cwd: Path, env: dict | None = None
+           ) -> subprocess.CompletedProcess:
     """``mpiexec -n n python -m mpi4py WRAPPER ARGS``: the ``-m mpicode`` launch, plus each
     rank's exit code written to ``codes/code.<rank>``."""
     codes.mkdir(exist_ok=True)
     wrapper = codes / "wrapper.py"
     wrapper.write_text(WRAPPER)
     env = dict(os.environ, MPICODE_CODES=str(codes), MPIEXEC_TIMEOUT=str(LIMIT),
-               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [MPIEXEC, "-n", str(n), PY, "-m", "mpi4py", str(wrapper), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT, cwd=cwd, env=env)
@@ -366,6 +370,23 @@ def test_simulate_refusal_creates_no_directory(tmp_path):
     run_case(case, tmp_path)
 
 
+def test_a_worker_that_cannot_load_stops_every_rank(tmp_path):
+    """Rank 0 loads the dataset, the others load it after rank 0's verdict; a rank whose
+    node does not see the file (simulated on rank 2) must not leave the others hanging in
+    the start-up barrier: every rank exits 2, the failing rank prints the one line."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _write(work, "d.h5")
+    before = snapshot(work)
+    codes = tmp_path / "codes"
+    r = launch(4, ["train", "--out", work / OUT, *SMALL, "--dataset", work / "d.h5"], codes,
+               cwd=work, env={"MPICODE_HIDE_DATA_ON_RANKS": "2,3"})
+    got = {p.name: p.read_text() for p in codes.glob("code.*")}
+    assert got == {f"code.{i}": "2" for i in range(4)}, (got, r.stderr)
+    check_refused(r, f"rank 2: dataset not found: {work / 'd.h5'}")
+    assert snapshot(work) == before
+
+
 def test_battery_is_big_enough():
     assert len(CASES) >= 24
     assert len({c.id for c in CASES}) == len(CASES)
@@ -391,10 +412,10 @@ def test_output_exists_then_force_overwrites(tmp_path):
     r = mpirun(3, ["train", "--out", out, *SMALL], timeout=LIMIT)
     check_refused(r, "output exists")
     assert out.read_bytes() == b"precious"
-    r = mpicode(["simulate", "--workers", 2, "--out", out, "--force", *SMALL], timeout=60)
+    r = mpirun(3, ["train", "--out", out, "--force", *SMALL], timeout=60)
     assert r.returncode == 0, r.stderr
     with h5py.File(out, "r") as f:
-        assert int(f.attrs["n_done"]) == 2
+        assert int(f.attrs["n_done"]) == 2 and f.attrs["status"] == "complete"
 
 
 # ---- safety audit -------------------------------------------------------------------------
@@ -458,3 +479,110 @@ def test_only_rank_0_writes_files():
     # train.py writes through RunLog only, created on rank 0 after the worker branch returned
     src = (PKG / "train.py").read_text()
     assert src.index("if rank != 0:") < src.index("RunLog(")
+
+
+# ---- the loaders' own checks, in process (cheap corner cases of the same refusals) -------
+
+def _fake_run(path: Path, **change) -> str:
+    """A minimal run file as the Trace loader reads it (N = 2, K = 8, 3 iterations)."""
+    cols = {"iteration": np.repeat(np.arange(3), 2), "worker": np.tile(np.arange(2), 3),
+            "n_partitions": np.full(6, 4, np.int32), "delay_s": np.full(6, 0.01)}
+    attrs = {"n_workers": 2, "n_done": 3, "n_partitions": 8, "n_tasks": 6}
+    for k, v in change.items():
+        if k.startswith("attr_"):
+            attrs[k[5:]] = v
+        else:
+            (cols if k in cols else attrs)[k] = v
+    with h5py.File(path, "w") as f:
+        for k, v in attrs.items():
+            if v is not None:
+                f.attrs[k] = v
+        for k, v in cols.items():
+            f[f"tasks/{k}"] = v
+    return str(path)
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({}, None),
+    ({"n_workers": "two"}, "not a valid mpicode run (bad /tasks or attributes"),
+    ({"n_done": None}, "not an mpicode run (no n_done)"),
+    ({"worker": np.array([0, 1, 0, 5, 0, 1])}, "task rows out of range"),
+    ({"iteration": np.linspace(0, 2, 6)}, "not a valid mpicode run"),
+    ({"delay_s": np.array([0.1, -1, 0, 0, 0, 0])}, "delays must be finite and >= 0"),
+    ({"delay_s": np.array([0.1, np.nan, 0, 0, 0, 0])}, "delays must be finite and >= 0"),
+    ({"attr_n_partitions": 0}, "not a valid mpicode run (n_workers=2, n_partitions=0"),
+    ({"n_tasks": 99}, "n_tasks 99 but /tasks holds 6 rows"),
+])
+def test_trace_loader_checks(tmp_path, change, msg):
+    from mpicode.config import UsageError
+    from mpicode.stragglers import Trace
+    path = _fake_run(tmp_path / "t.h5", **change)
+    if msg is None:
+        tr = Trace(2, 8, 0, path=path, iterations=3, unit=0.01)
+        assert tr.delay(1, 0, 0, 4) == pytest.approx(0.01)
+        return
+    with pytest.raises(UsageError) as e:
+        Trace(2, 8, 0, path=path, iterations=3, unit=0.01)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_trace_loader_files(tmp_path):
+    from mpicode.config import UsageError
+    from mpicode.stragglers import Trace
+    (tmp_path / "junk.h5").write_bytes(b"\x89HDF junk" * 50)
+    for path, msg in [(tmp_path, "not a file"), (tmp_path / "junk.h5", "not a readable HDF5"),
+                      (tmp_path / "none.h5", "file not found")]:
+        with pytest.raises(UsageError, match=msg):
+            Trace(2, 8, 0, path=str(path), iterations=1)
+
+
+@pytest.mark.parametrize("text,msg", [
+    (b"scheme = '\xff'\n", "TOML syntax error: not UTF-8 text"),
+    (b"iterations = 3\n[run]\niterations = 4\n", "key 'iterations' given twice"),
+    (b"lr = true\n", "--lr: invalid value True"),
+    (b"iterations = inf\n", "--iterations: invalid value inf"),
+    (b"delay_unit = nan\n", "--delay-unit: invalid value nan: must be a finite number"),
+    (b"[run.sub]\nx = 1\n", "unknown key 'sub' (in [run])"),
+    (b"scheme = 3\n", "--scheme: invalid value 3"),
+])
+def test_toml_corner_cases(tmp_path, text, msg):
+    from mpicode.cli import build_parser
+    from mpicode.config import UsageError, resolve
+    f = tmp_path / "c.toml"
+    f.write_bytes(text)
+    with pytest.raises(UsageError) as e:
+        resolve(build_parser().parse_args(["train", "--config", str(f)]))
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda ds: setattr(ds, "X", ds.X + 1j), "X has non-numeric dtype complex128"),
+    (lambda ds: setattr(ds, "y", ds.y > 0), "y has non-numeric dtype bool"),
+    (lambda ds: setattr(ds, "task", "ranking"), "task 'ranking' must be binary"),
+    (lambda ds: setattr(ds, "n_classes", "many"), "bad attributes"),
+    (lambda ds: (setattr(ds, "X", ds.X[:, :0]), setattr(ds, "X_test", ds.X_test[:, :0])),
+     "no features"),
+    (lambda ds: setattr(ds, "y_test", ds.y_test[:-1]), "y_test has 7 rows, X_test has 8"),
+    (lambda ds: setattr(ds, "y", ds.y[:, None]), "y must be 1-D (one label per row)"),
+])
+def test_dataset_corner_cases(tmp_path, make, msg):
+    from mpicode.config import UsageError
+    from mpicode.data import read_dataset
+    ds = _ds()
+    make(ds)
+    write_dataset(ds, str(tmp_path / "d.h5"))
+    with pytest.raises(UsageError) as e:
+        read_dataset(tmp_path / "d.h5")
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_float32_overflow_is_refused(tmp_path):
+    from mpicode.config import UsageError
+    from mpicode.data import load
+    ds = _ds()
+    ds.X[2, 1] = 1e300
+    write_dataset(ds, str(tmp_path / "big.h5"))
+    cfg = type("C", (), {"dataset": str(tmp_path / "big.h5"), "model": "logistic",
+                         "dtype": "float32"})()
+    with pytest.raises(UsageError, match=r"X\[2, 1\] is inf in float32 \(out of range"):
+        load(cfg)
