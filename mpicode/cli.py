@@ -10,6 +10,7 @@ The other commands are serial. Any usage error is one line on stderr and exit co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mpicode import __version__
@@ -146,11 +147,10 @@ def dispatch(args) -> int:
 
 
 def main(argv=None) -> None:
-    from mpicode.train import BadInput
+    # train.BadInput (every rank agreed and finalized) is a SystemExit: it passes through.
+    # Not imported here: that would load numba and h5py before a usage error is printed.
     try:
         code = dispatch(build_parser().parse_args(argv))
-    except BadInput:
-        raise
     except UsageError as e:
         _usage_exit(str(e))
     except KeyboardInterrupt:
@@ -163,10 +163,18 @@ def _usage_exit(message: str) -> None:
     """One line, exit 2. Under MPI every rank gets here with the same message (the
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
     rank = 0
-    if "mpi4py.MPI" in sys.modules:
-        from mpicode import runtime
+    if _under_mpi():
+        from mpicode import runtime  # initializes MPI if nothing did yet
         rank = runtime.world().rank
         runtime.finalize()
     if rank == 0:
         print(f"mpicode: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def _under_mpi() -> bool:
+    """Launched as an MPI job: by ``python -m mpi4py`` (which imports the package but leaves
+    MPI uninitialized until used), or by a launcher that set a process-manager rank. Each
+    rank must then know its rank, or every rank would print the error line."""
+    return "mpi4py" in sys.modules or any(
+        v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"))

@@ -109,6 +109,15 @@ def test_sigkill_leaves_readable_rows(tmp_path, kill_after):
         assert f["workers/finish_s"][:n].shape == (n, 2)
 
 
+def test_force_overwrites_an_existing_output(tmp_path):
+    """(The refusal without --force is in test_bad_input.py.)"""
+    out = tmp_path / "keep.h5"
+    out.write_bytes(b"precious")
+    r = mpirun(3, ["train", "--out", out, "--iterations", 2, "--force", *SMALL], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert read_run(str(out))["n"] == 2
+
+
 def test_coded_schemes_agree_at_9_ranks():
     """The pytest-mpi agreement test, at 9 ranks (make test-mpi runs it at 5)."""
     import os
