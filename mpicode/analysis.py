@@ -247,6 +247,8 @@ def per_worker_total(run, field: str) -> np.ndarray | None:
         return None
     if not len(v):
         return np.zeros(v.shape[1])
+    if v.dtype.kind == "i" and np.all(v < 0):
+        return None  # only the writer's fill value (-1): not recorded in this run (ideal)
     if run.get("cumulative", {}).get(field):
         return np.asarray(v[-1], float)
     return np.nansum(np.asarray(v, float), axis=0)

@@ -10,7 +10,6 @@ The other commands are serial. Any usage error is one line on stderr and exit co
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from mpicode import __version__
@@ -20,8 +19,12 @@ BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
     "schemes": "all schemes x three straggler scenarios: time to target loss, load",
     "scale": "policy cost per iteration against N (16 .. 10,000): two-stage vs cyclic",
+    "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
+            "end training time in the MPI runtime",
 }
 BENCH_ARGS = {
+    "comm": [("--no-e2e", {"action": "store_true",
+                           "help": "skip the end-to-end MPI part"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],
@@ -133,6 +136,9 @@ def dispatch(args) -> int:
         params = inspect.signature(mod.run).parameters
         given = {"as_json": args.json, **vars(args)}
         mod.run(**{k: v for k, v in given.items() if k in params})
+        if args.bench_command == "comm" and not args.no_e2e:
+            from mpicode.bench import comm_e2e
+            comm_e2e.run(as_json=args.json, quick=args.quick)
         return 0
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show
@@ -147,8 +153,7 @@ def dispatch(args) -> int:
 
 
 def main(argv=None) -> None:
-    # train.BadInput (every rank agreed and finalized) is a SystemExit: it passes through.
-    # Not imported here: that would load numba and h5py before a usage error is printed.
+    # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
     try:
         code = dispatch(build_parser().parse_args(argv))
     except UsageError as e:
@@ -159,22 +164,24 @@ def main(argv=None) -> None:
     sys.exit(code)
 
 
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher told it (0 when not launched by one): known
+    before MPI is initialised, so a usage error needs no MPI at all."""
+    import os
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def _usage_exit(message: str) -> None:
     """One line, exit 2. Under MPI every rank gets here with the same message (the
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
-    rank = 0
-    if _under_mpi():
-        from mpicode import runtime  # initializes MPI if nothing did yet
+    rank = launcher_rank()
+    if "mpi4py.MPI" in sys.modules:
+        from mpicode import runtime
         rank = runtime.world().rank
         runtime.finalize()
     if rank == 0:
         print(f"mpicode: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
-
-
-def _under_mpi() -> bool:
-    """Launched as an MPI job: by ``python -m mpi4py`` (which imports the package but leaves
-    MPI uninitialized until used), or by a launcher that set a process-manager rank. Each
-    rank must then know its rank, or every rank would print the error line."""
-    return "mpi4py" in sys.modules or any(
-        v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"))

@@ -367,6 +367,21 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 
+def merge_resumed(cfg: Config, stored: dict) -> Config:
+    """The configuration of a resumed run: the stored one, with what this command line (or
+    its --config file) gives on top, e.g. a larger ``--iterations`` to extend the run."""
+    values = {o.name: o.default for o in OPTIONS}
+    values.update({k: v for k, v in stored.items() if k in BY_NAME})
+    source = {k: "resumed" for k in values}
+    for name, src in cfg.source.items():
+        if src != "default" and name not in ("resume", "out", "force"):
+            values[name] = cfg.values[name]
+            source[name] = src
+    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
+    values.update(resume=cfg.resume, out=out, force=True)
+    return Config(values, source)
+
+
 def show(cfg: Config) -> str:
     """TOML text of the effective configuration, each value's source as a comment."""
     lines = []

@@ -20,6 +20,7 @@ class IterationInfo:
     delay: dict = field(default_factory=dict)      # tid -> injected delay drawn (s)
     measured: dict = field(default_factory=dict)   # tid -> (compute_s, delay_s) reported
     msgs: dict = field(default_factory=dict)       # tid -> (gradient sum, loss sum)
+    ready: dict = field(default_factory=dict)      # tid -> time its message was ready to go
     stale: int = 0
     cancelled: int = 0
     msg_bytes: int = 0
@@ -46,14 +47,18 @@ def combine(dec, msgs: dict, dim: int) -> tuple[np.ndarray, float]:
 
 
 TASK_KEYS = ("iteration", "worker", "stage", "n_partitions", "first_partition", "t_dispatch",
-             "t_done", "used", "cancelled", "compute_s", "delay_s")
+             "t_done", "used", "cancelled", "compute_s", "delay_s", "t_ready")
 
 
 def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end: float,
                  t_wait: float, decode_s: float, dec, summary: dict, grad_norm: float) -> dict:
     """The iteration's rows for the run log: ``row``, ``workers`` (N-vectors), ``tasks``."""
     N = info.n_workers
-    row = {"iteration": it, "t_start": t_start, "t_end": t_end, "wait_s": t_wait,
+    # communication time: from the moment every used message was ready to decodability
+    ready = [info.ready[t.task_id] for t in scheme.tasks.values()
+             if t.used and t.task_id in info.ready]
+    comm_s = t_wait - max(ready) if ready else math.nan
+    row = {"comm_s": comm_s, "iteration": it, "t_start": t_start, "t_end": t_end, "wait_s": t_wait,
            "decode_s": decode_s, "coverage": dec.coverage, "load": summary["load"],
            "stage2": summary.get("stage2", 0), "n_stage2": summary.get("n_stage2", 0),
            "n_cancelled": info.cancelled, "n_stale": info.stale,
@@ -62,7 +67,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "grad_norm": grad_norm}
     workers = {"stage": np.zeros(N, np.int8), "partitions": np.zeros(N, np.int32),
                "compute_s": np.zeros(N), "delay_s": np.zeros(N),
-               "finish_s": np.full(N, np.nan), "used": np.zeros(N, np.int8)}
+               "finish_s": np.full(N, np.nan), "used": np.zeros(N, np.int8),
+               "active": np.asarray(scheme.active, np.int8)}
     tk = {k: [] for k in TASK_KEYS}
     for task in scheme.tasks.values():
         i = task.worker
@@ -77,7 +83,143 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
         workers["used"][i] |= task.used
         vals = (it, i, task.stage, task.n, int(task.partitions[0]) if task.n else -1,
                 task.t_dispatch, task.t_done, int(task.used), int(task.state == "cancelled"),
-                comp, info.delay.get(task.task_id, 0.0))
+                comp, info.delay.get(task.task_id, 0.0),
+                info.ready.get(task.task_id, math.nan))
         for k, v in zip(TASK_KEYS, vals, strict=True):
             tk[k].append(v)
     return {"row": row, "workers": workers, "tasks": {k: np.asarray(v) for k, v in tk.items()}}
+
+
+# ----------------------------------------------------------------------------------------
+# the run loop shared by the MPI coordinator and the simulator
+# ----------------------------------------------------------------------------------------
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM or SIGUSR1) while an iteration was running."""
+
+
+STOP: dict = {"signal": None}  # set by the signal handlers that train/simulate install
+
+
+def stop_requested() -> bool:
+    return STOP["signal"] is not None
+
+
+class IterationLoop:
+    """``run()``: iterations with evaluation, logging, progress, checkpoints, and clean
+    interruption. The driver provides ``iteration(it)`` and the attributes ``w``, ``scheme``,
+    ``uplink``, ``problem`` (None: no model), ``runlog``, ``progress``, ``eval_every``,
+    ``checkpoint_every``, ``history``, ``vt`` and ``elapsed()``."""
+
+    status = "complete"
+    error: str | None = None
+    snap: dict | None = None
+    log_broken = False  # a write to the run log failed half-way: write nothing more
+
+    def runtime_state(self) -> dict:
+        return {}
+
+    def set_runtime_state(self, state: dict) -> None:
+        pass
+
+    def after_iteration(self, it: int, out: dict) -> None:
+        pass
+
+    def take_snapshot(self, next_iteration: int) -> dict:
+        from mpicode import checkpoint
+        return checkpoint.snapshot(
+            w=self.w, iteration=next_iteration,
+            n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
+            t_offset=self.elapsed(), scheme=self.scheme, uplink=self.uplink,
+            runtime=self.runtime_state())
+
+    def restore(self, snap: dict) -> int:
+        """Continue from a checkpoint; returns the iteration to start at."""
+        from mpicode import checkpoint
+        self.w = np.array(snap["w"], dtype=float)
+        self.vt = float(snap["vt"])
+        self.t_offset = float(snap["t_offset"])
+        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink)
+        self.set_runtime_state(snap.get("runtime", {}))
+        return int(snap["iteration"])
+
+    def run(self, iterations: int, start: int = 0) -> np.ndarray:
+        from mpicode import faults
+        from mpicode.h5log import DiskFull
+        self.snap = self.take_snapshot(start)
+        for it in range(start, start + iterations):
+            faults.kill_at(it)
+            if stop_requested():
+                self.status = "interrupted"
+                break
+            try:
+                out = self.iteration(it)
+            except Interrupted:
+                self.status = "interrupted"
+                break
+            row = out["row"]
+            if self.problem is not None and ((it + 1) % self.eval_every == 0
+                                             or it == start + iterations - 1):
+                row.update(self.problem.evaluate(self.w))
+            self.after_iteration(it, out)
+            self.history.append(row)
+            if self.runlog is not None:
+                try:
+                    self.runlog.append(row, out["workers"], out["tasks"])
+                except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
+                    self.status, self.error = "failed", write_error(e)
+                    self.log_broken = not isinstance(e, DiskFull)
+                    break
+            if self.progress is not None:
+                self.progress.update(1)
+                self.progress.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
+                                          cov=f"{row['coverage']:.2f}",
+                                          it_s=f"{row['t_end'] - row['t_start']:.3f}",
+                                          refresh=False)
+            self.snap = self.take_snapshot(it + 1)
+            if (self.runlog is not None and self.checkpoint_every
+                    and (it + 1) % self.checkpoint_every == 0):
+                self.write_checkpoint()
+        if not self.log_broken:  # after a clean stop (even a full disk) a checkpoint may fit
+            self.write_checkpoint()
+        return self.w
+
+    def write_checkpoint(self) -> None:
+        if self.runlog is None or self.snap is None:
+            return
+        try:
+            self.runlog.checkpoint(self.snap)
+        except (OSError, RuntimeError) as e:
+            self.status = "failed"
+            self.error = self.error or write_error(e)
+
+
+def write_error(e: Exception) -> str:
+    """One line for a failed write of the run log (HDF5 reports a full disk as OSError or
+    RuntimeError). Once a write failed, the HDF5 library complains again when each of its
+    objects is freed; those messages are silenced (sys.unraisablehook): the run ends now."""
+    import sys
+
+    from mpicode.h5log import DiskFull
+    if isinstance(e, DiskFull):
+        return f"stopped before the disk is full: {e}"
+    sys.unraisablehook = lambda unraisable: None
+    text = str(e).splitlines()[0]
+    cause = next((w for w in ("File too large", "No space left on device", "Disk quota")
+                  if w in str(e)), text)
+    return f"cannot write the run log ({cause})"
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGUSR1 (SLURM's warning before a time limit; MPICH's launcher forwards
+    both to every rank) ask for a clean stop: rank 0 ends the iteration, writes a final
+    checkpoint, marks the run "interrupted" and stops the workers; workers keep serving until
+    then. SIGXFSZ is ignored so that a file-size limit is a write error, not a kill."""
+    import signal
+
+    def handler(signum, frame):
+        STOP["signal"] = signum
+
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, handler)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

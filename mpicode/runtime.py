@@ -12,7 +12,13 @@ iteration number; nothing on the hot path is pickled.
 * ``MODEL``  0 -> i: ``[it, w...]`` at the start of iteration ``it``.
 * ``TASK``   0 -> i: ``[it, task_id, stage, n, has_coeffs, delay_s, p_1..p_n, c_1..c_n]``.
 * ``CANCEL`` 0 -> i: ``[it, task_id]`` (``task_id = -1``: every task of ``it``).
-* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]``.
+* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]`` (``ideal`` channel).
+* With an emulated uplink (``--channel`` not ideal) a finished task is announced instead:
+  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss]``; rank 0 runs the slot
+  clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
+  last]``; the worker sends exactly that byte range of its RESULT buffer as ``CHUNK`` i -> 0
+  ``[it, task_id, first_element, elements...]``. A result counts as arrived when its last
+  chunk is here and the slot that carried it has ended.
 * ``STOP``   0 -> i: ``[-1]``; the worker waits for its sends, answers ``ACK`` and returns.
 
 Both sides poll with matched probes (``Improbe``) and an exponential sleep backoff, reset on
@@ -22,6 +28,7 @@ every arrival: MPICH's blocking calls spin, and a spinning rank steals a core fr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -29,13 +36,33 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpicode.iteration import IterationInfo, collect_rows, combine
+from mpicode import faults
+from mpicode.iteration import (
+    Interrupted,
+    IterationInfo,
+    IterationLoop,
+    collect_rows,
+    combine,
+    stop_requested,
+)
 from mpicode.schemes.base import Task
+from mpicode.uplink import make_uplink
 from mpicode.vclock import VirtualWorkers
+from mpicode.virtual import VirtualIteration
 
 TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
+TAG_READY, TAG_GRANT, TAG_CHUNK = range(17, 20)
 RESULT_HEADER = 5
 TASK_HEADER = 6
+CHUNK_HEADER = 3
+
+
+def chunk_range(offset: int, nbytes: int, last: bool, n_elements: int) -> tuple[int, int]:
+    """Elements of a float64 buffer that the byte range [offset, offset + nbytes) carries:
+    floor at both ends, and the last chunk runs to the end, so chunks tile the buffer."""
+    e0 = offset // 8
+    e1 = n_elements if last else min(n_elements, (offset + nbytes) // 8)
+    return e0, e1
 
 log = logging.getLogger("mpicode")
 
@@ -103,15 +130,18 @@ class Worker:
     """Rank i >= 1: receive model and tasks, compute partition by partition, inject the
     task's delay between partitions (so CANCEL cuts it short), send results."""
 
-    def __init__(self, comm: MPI.Comm, problem):
+    def __init__(self, comm: MPI.Comm, problem, uplink: bool = False):
         self.comm = comm
         self.problem = problem
+        self.uplink = uplink                   # announce READY and send granted chunks
+        self.outbox: dict[tuple[int, int], np.ndarray] = {}  # results waiting for grants
         self.dim = problem.dim
         self.w = np.zeros(self.dim)
         self.model_it = -1
         self.queue: list[dict] = []
         self.sends = SendPool()
         self.stopped = False
+        self.hung = False  # fault injection: stops answering (see mpicode.faults)
         self.cancel_current = False
         self.current: dict | None = None
         self.model_buf = np.empty(self.dim + 1)
@@ -121,10 +151,13 @@ class Worker:
         if tag == TAG_MODEL:
             msg.Recv(self.model_buf)
             it = int(self.model_buf[0])
+            if faults.worker_fault(self.comm.rank, it) == "hang":
+                self.hung = True
             self.w = self.model_buf[1:].copy()
             self.model_it = it
             # a new iteration makes every older task stale
             self.queue = [t for t in self.queue if t["it"] >= it]
+            self.outbox = {k: v for k, v in self.outbox.items() if k[0] >= it}
             if self.current is not None and self.current["it"] < it:
                 self.cancel_current = True
         elif tag == TAG_TASK:
@@ -142,8 +175,25 @@ class Worker:
                 return t["it"] == it and (tid < 0 or t["task_id"] == tid)
 
             self.queue = [t for t in self.queue if not hit(t)]
+            self.outbox = {k: v for k, v in self.outbox.items()
+                           if not (k[0] == it and (tid < 0 or k[1] == tid))}
             if self.current is not None and hit(self.current):
                 self.cancel_current = True
+        elif tag == TAG_GRANT:
+            g = np.empty(5)
+            msg.Recv(g)
+            key = (int(g[0]), int(g[1]))
+            out = self.outbox.get(key)
+            if out is None:  # cancelled or stale: nothing to send
+                return
+            e0, e1 = chunk_range(int(g[2]), int(g[3]), bool(g[4]), out.size)
+            if bool(g[4]):
+                del self.outbox[key]
+            if e1 > e0 or bool(g[4]):
+                chunk = np.empty(CHUNK_HEADER + e1 - e0)
+                chunk[:CHUNK_HEADER] = (key[0], key[1], e0)
+                chunk[CHUNK_HEADER:] = out[e0:e1]
+                self.sends.isend(self.comm, chunk, 0, TAG_CHUNK)
         elif tag == TAG_STOP:
             msg.Recv(np.empty(1))
             self.stopped = True
@@ -201,7 +251,12 @@ class Worker:
         if self.cancel_current:
             return
         out[:RESULT_HEADER] = (task["it"], task["task_id"], compute, slept, loss)
-        self.sends.isend(self.comm, out, 0, TAG_RESULT)
+        if self.uplink:
+            self.outbox[(task["it"], task["task_id"])] = out
+            ready = np.array([task["it"], task["task_id"], out.nbytes, compute, slept, loss])
+            self.sends.isend(self.comm, ready, 0, TAG_READY)
+        else:
+            self.sends.isend(self.comm, out, 0, TAG_RESULT)
 
     def loop(self) -> None:
         backoff = Backoff()
@@ -210,6 +265,8 @@ class Worker:
                 backoff.reset()
             if self.stopped:
                 break
+            if self.hung:
+                self.queue = []
             ready = [t for t in self.queue if t["it"] == self.model_it]
             if ready:
                 task = ready[0]
@@ -226,8 +283,9 @@ class Worker:
 # ----------------------------------------------------------------------------------------
 # coordinator
 # ----------------------------------------------------------------------------------------
-class Coordinator:
-    """Rank 0: drives the scheme (a pure policy) with real messages and a real clock."""
+class Coordinator(IterationLoop):
+    """Rank 0: drives the scheme (a pure policy) with real messages and a real clock; with an
+    emulated uplink it also runs the slot clock and the scheduler."""
 
     def __init__(self, comm: MPI.Comm, problem, scheme, stragglers, cfg, runlog=None,
                  progress=None):
@@ -240,192 +298,303 @@ class Coordinator:
         self.runlog = runlog
         self.progress = progress
         self.dim = problem.dim
+        self.size = RESULT_HEADER + self.dim
         self.sends = SendPool()
-        self.recv_buf = np.empty(RESULT_HEADER + self.dim)
+        self.recv_buf = np.empty(self.size)
         self.w = np.zeros(self.dim)
         self.clock0 = time.perf_counter()
+        self.t_offset = 0.0  # wall time of the run before a resume
         self.history: list[dict] = []
         self.vt = 0.0  # virtual clock (delay_mode virtual)
-        self.partition_cost = getattr(cfg, "partition_cost", None) or 0.0
-        self.vclock = VirtualWorkers(self.N) if getattr(cfg, "delay_mode", "sleep") == \
-            "virtual" else None
+        self.eval_every = cfg.eval_every
+        self.checkpoint_every = cfg.checkpoint_every
+        self.missed = np.zeros(self.N, np.int64)
+        self.uplink = make_uplink(cfg, self.N, scheme)
+        self.partial: dict[int, list] = {}  # task id -> [buffer, elements still to come]
+        self.virtual = None
+        if cfg.delay_mode == "virtual":
+            self.virtual = VirtualIteration(
+                scheme, stragglers, VirtualWorkers(self.N),
+                partition_cost=cfg.partition_cost or 0.0, uplink=self.uplink,
+                msg_bytes=8 * self.size, hooks=_MPIHooks(self))
 
     def now(self) -> float:
-        return time.perf_counter() - self.clock0
+        return time.perf_counter() - self.clock0 + self.t_offset
 
-    # -- sending ----------------------------------------------------------------------------
-    def _dispatch(self, it: int, tasks: list[Task], t: float, info: IterationInfo) -> None:
-        for task in tasks:
+    # -- messages out -----------------------------------------------------------------------
+    def send_task(self, it: int, task: Task, delay: float) -> None:
+        self.sends.isend(self.comm, encode_task(it, task, delay), task.worker + 1, TAG_TASK)
+
+    def send_cancel(self, it: int, task: Task) -> None:
+        if self.uplink is not None and self.virtual is None:
+            self.uplink.sched.drop({(it, task.task_id)})  # its message is no longer needed
+        self.sends.isend(self.comm, np.array([it, task.task_id], float), task.worker + 1,
+                         TAG_CANCEL)
+
+    def send_grant(self, g) -> None:
+        it, tid = g.msg_id
+        buf = np.array([it, tid, g.offset, g.nbytes, float(g.last)])
+        self.sends.isend(self.comm, buf, g.worker + 1, TAG_GRANT)
+
+    def _apply(self, it, acts, t, info: IterationInfo) -> None:
+        """Real-time mode: dispatch with the delay drawn for each task, send cancels."""
+        for task in acts.dispatch:
             delay = self.stragglers.delay(it, task.worker, info.next_index(task.worker), task.n)
             task.t_dispatch = t
             info.delay[task.task_id] = delay
-            if self.vclock is not None:
-                # virtual delays: the worker computes but does not sleep; the virtual clock
-                # says when the task finishes
-                self.vclock.add(task.worker, task.task_id, t,
-                                task.n * self.partition_cost + delay)
-                delay = 0.0
-            self.sends.isend(self.comm, encode_task(it, task, delay), task.worker + 1, TAG_TASK)
+            self.send_task(it, task, delay)
+        for task in acts.cancel:
+            self.send_cancel(it, task)
+        info.cancelled += len(acts.cancel)
 
-    def _cancel(self, it: int, tasks: list[Task], t: float, info: IterationInfo) -> None:
-        for task in tasks:
-            if self.vclock is not None:
-                self.vclock.cancel(task.task_id, t)
-            self.sends.isend(self.comm, np.array([it, task.task_id], float), task.worker + 1,
-                             TAG_CANCEL)
-        info.cancelled += len(tasks)
-
-    def _apply(self, it, acts, t, info) -> None:
-        self._dispatch(it, acts.dispatch, t, info)
-        self._cancel(it, acts.cancel, t, info)
-
-    def _receive(self, it: int, info: IterationInfo, status: MPI.Status) -> int | None:
-        """Receive one waiting result, if any; returns its task id (None: nothing, or a
-        stale message, which is dropped)."""
-        msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status)
+    # -- messages in ------------------------------------------------------------------------
+    def receive(self, it: int, info: IterationInfo, status: MPI.Status):
+        """Handle one waiting message from a worker, if any. Returns (kind, task id) with kind
+        "result" (a whole result arrived), "ready" (announced), "chunk" (a chunk; tid >= 0 when
+        it completed its result), "stale" (dropped), or None when nothing waits."""
+        msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
         if msg is None:
             return None
-        buf = self.recv_buf
-        msg.Recv(buf)
+        tag, src, count = status.Get_tag(), status.Get_source(), status.Get_count(MPI.DOUBLE)
+        if tag == TAG_RESULT:
+            buf = self.recv_buf
+            msg.Recv(buf)
+        else:
+            buf = np.empty(count)
+            msg.Recv(buf)
         tid = int(buf[1])
         task = self.scheme.tasks.get(tid)
-        if int(buf[0]) != it or task is None or task.state != "pending" \
-                or task.worker != status.Get_source() - 1 or tid in info.msgs:
+        if int(buf[0]) != it or task is None or task.worker != src - 1:
             info.stale += 1
-            return -1
-        info.msgs[tid] = (buf[RESULT_HEADER:].copy(), float(buf[4]))
-        info.measured[tid] = (float(buf[2]), float(buf[3]))
-        return tid
+            return "stale", -1
+        now = self.now() - self._t_start
+        if tag == TAG_RESULT:
+            if task.state != "pending" or tid in info.msgs:
+                info.stale += 1
+                return "stale", -1
+            info.msgs[tid] = (buf[RESULT_HEADER:].copy(), float(buf[4]))
+            if self.virtual is None:  # in virtual time the models say when and how long
+                info.measured[tid] = (float(buf[2]), float(buf[3]))
+                info.ready[tid] = now
+            return "result", tid
+        if tag == TAG_READY:
+            if self.virtual is None:
+                info.measured[tid] = (float(buf[3]), float(buf[4]))
+                info.ready[tid] = now
+            self.partial[tid] = [np.empty(self.size), self.size, float(buf[5])]
+            return "ready", tid
+        if tag == TAG_CHUNK:
+            p = self.partial.get(tid)
+            if p is None:
+                info.stale += 1
+                return "stale", -1
+            e0 = int(buf[2])
+            n = count - CHUNK_HEADER
+            p[0][e0:e0 + n] = buf[CHUNK_HEADER:]
+            p[1] -= n
+            if p[1] == 0:
+                del self.partial[tid]
+                info.msgs[tid] = (p[0][RESULT_HEADER:], p[2])
+                return "chunk", tid
+            return "chunk", -1
+        raise RuntimeError(f"coordinator: unexpected tag {tag} from rank {src}")
+
+    def wait_for(self, it: int, info: IterationInfo, done) -> None:
+        """Virtual mode: receive (and file) messages until ``done()``; sleeps with backoff."""
+        backoff = Backoff()
+        status = MPI.Status()
+        while not done():
+            if stop_requested():
+                raise Interrupted
+            if self.receive(it, info, status) is None:
+                backoff.sleep()
+            else:
+                backoff.reset()
 
     # -- one iteration ----------------------------------------------------------------------
     def iteration(self, it: int) -> dict:
         comm, scheme = self.comm, self.scheme
-        t_start = self.now()
+        t_start = self._t_start = self.now()
         model = np.empty(self.dim + 1)
         model[0] = it
         model[1:] = self.w
         for r in range(1, self.N + 1):
             self.sends.isend(comm, model, r, TAG_MODEL)
-        info = IterationInfo(self.N, msg_bytes=8 * (RESULT_HEADER + self.dim))
-        if self.vclock is not None:
-            self.vclock.reset()
-            t_wait = self._loop_virtual(it, info)
+        info = IterationInfo(self.N, msg_bytes=8 * self.size)
+        self.partial = {}
+        if self.virtual is not None:
+            self._info = info
+            t_wait = self.virtual.run(it, info, self.vt)
         else:
             t_wait = self._loop_real(it, info, t_start)
         t0 = time.perf_counter()
         dec = scheme.decode()
         gsum, _ = combine(dec, info.msgs, self.dim)
-        decode_s = time.perf_counter() - t0
-        self._cancel(it, scheme.outstanding(t_wait), t_wait, info)
+        # virtual time charges nothing for the decode: log 0 so the file is a function of
+        # the seed and the trace (bench scale measures the decode's real cost)
+        decode_s = time.perf_counter() - t0 if self.virtual is None else 0.0
+        late = scheme.outstanding(t_wait)
+        for task in late:
+            self.send_cancel(it, task)
+        info.cancelled += len(late)
         summary = scheme.end(t_wait)
         grad = self.problem.gradient(gsum, self.w)
         self.w = self.w - self.cfg.lr * grad
         self.sends.prune()
-        if self.vclock is not None:  # virtual time: the iteration lasted t_wait
+        if self.virtual is not None:  # virtual time: the iteration lasted t_wait
             t_start = self.vt
             self.vt += t_wait
             t_end = self.vt
         else:
             t_end = self.now()
-        return collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
-                            decode_s=decode_s, dec=dec, summary=summary,
-                            grad_norm=float(np.linalg.norm(grad)))
+        out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
+                           decode_s=decode_s, dec=dec, summary=summary,
+                           grad_norm=float(np.linalg.norm(grad)))
+        if self.uplink is not None:
+            self.uplink.drop_iteration(it)
+            out["workers"].update(self.uplink.worker_rows())
+        return out
 
     def _loop_real(self, it: int, info: IterationInfo, t_start: float) -> float:
-        """Events in wall-clock order: each arrival goes to the scheme at once."""
-        scheme = self.scheme
+        """Events in wall-clock order: each arrival goes to the scheme at once; with an
+        uplink, the slot clock runs here too."""
+        scheme, up = self.scheme, self.uplink
         self._apply(it, scheme.begin(it), 0.0, info)
         backoff = Backoff()
         status = MPI.Status()
+        deliveries: dict[int, float] = {}  # task id -> end of the slot that completed it
         t = 0.0
         while not scheme.done():
-            tid = self._receive(it, info, status)
-            t = self.now() - t_start
-            if tid is not None:
+            if stop_requested():
+                raise Interrupted
+            got = self.receive(it, info, status)
+            now = self.now()
+            t = now - t_start
+            if got is not None:
                 backoff.reset()
-                if tid >= 0:
+                kind, tid = got
+                if kind == "result":
                     comp, dl = info.measured[tid]
                     self._apply(it, scheme.on_result(tid, t, comp + dl), t, info)
+                elif kind == "ready" and scheme.tasks[tid].state == "pending":
+                    up.offer(scheme.tasks[tid].worker, (it, tid), 8 * self.size, now)
                 continue
+            if up is not None:
+                while up.next_slot_time() <= now:
+                    grants, done = up.step()
+                    for g in grants:
+                        self.send_grant(g)
+                    for (i, tid), t_end in done:
+                        if i == it:
+                            deliveries[tid] = t_end
+                for tid, t_end in list(deliveries.items()):
+                    if t_end <= now and tid in info.msgs:
+                        del deliveries[tid]
+                        if scheme.tasks[tid].state == "pending":
+                            comp, dl = info.measured[tid]
+                            self._apply(it, scheme.on_result(tid, t, comp + dl), t, info)
+                if scheme.done():
+                    break
             deadline = scheme.next_deadline()
             if deadline is not None and t >= deadline:
                 self._apply(it, scheme.on_tick(t), t, info)
                 backoff.reset()
-            else:
-                backoff.sleep(None if deadline is None else deadline - t)
-        return t
-
-    def _loop_virtual(self, it: int, info: IterationInfo) -> float:
-        """Events in virtual-time order (``--delay-mode virtual``): the next event is the
-        earliest virtual completion or deadline; a completion is handed to the scheme once
-        its real result is here. Decisions are then independent of the machine's timing."""
-        scheme, vc = self.scheme, self.vclock
-        self._apply(it, scheme.begin(it), 0.0, info)
-        backoff = Backoff()
-        status = MPI.Status()
-        t = 0.0
-        while not scheme.done():
-            ev = vc.peek()
-            deadline = scheme.next_deadline()
-            if deadline is not None and (ev is None or deadline <= ev[0]):
-                t = max(t, deadline)
-                self._apply(it, scheme.on_tick(t), t, info)
                 continue
-            if ev is None:
-                raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
-                                   "no task is pending")
-            while ev[1] not in info.msgs:  # wait for the real result of the next event
-                if self._receive(it, info, status) is None:
-                    backoff.sleep()
-                else:
-                    backoff.reset()
-            t, tid = vc.pop()
-            comp, _ = info.measured[tid]
-            info.measured[tid] = (comp, info.delay[tid])
-            task = scheme.tasks[tid]
-            self._apply(it, scheme.on_result(tid, t, task.n * self.partition_cost
-                                             + info.delay[tid]), t, info)
+            wake = [] if deadline is None else [deadline + t_start]
+            if up is not None:
+                wake.append(up.next_slot_time())
+                wake += [te for tid, te in deliveries.items() if tid in info.msgs]
+            nxt = min(wake, default=math.inf)
+            backoff.sleep(None if nxt == math.inf else nxt - now)
         return t
 
-    def run(self, iterations: int, start: int = 0) -> np.ndarray:
-        self.clock0 = time.perf_counter()
-        for it in range(start, start + iterations):
-            out = self.iteration(it)
-            row = out["row"]
-            if (it + 1) % self.cfg.eval_every == 0 or it == start + iterations - 1:
-                row.update(self.problem.evaluate(self.w))
-            self.history.append(row)
-            if self.runlog is not None:
-                self.runlog.append(row, out["workers"], out["tasks"])
-            if self.progress is not None:
-                self.progress.update(1)
-                self.progress.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
-                                          cov=f"{row['coverage']:.2f}",
-                                          it_s=f"{row['t_end'] - row['t_start']:.3f}",
-                                          refresh=False)
-        return self.w
+    def elapsed(self) -> float:
+        return self.vt if self.virtual is not None else self.now()
 
-    def stop(self) -> None:
-        """STOP every worker; drain stale results until every worker ACKed."""
+    def runtime_state(self) -> dict:
+        return {"missed": self.missed}
+
+    def set_runtime_state(self, state: dict) -> None:
+        if "missed" in state:
+            self.missed = np.asarray(state["missed"], np.int64)
+
+    def after_iteration(self, it: int, out: dict) -> None:
+        """--dead-after M: a worker that had work but delivered nothing M iterations running
+        is left out of planning (``scheme.active``); coded schemes carry on without it."""
+        M = self.cfg.dead_after
+        if not M:
+            return
+        tk = out["tasks"]
+        had = np.zeros(self.N, bool)
+        got = np.zeros(self.N, bool)
+        had[tk["worker"]] = True
+        got[tk["worker"][tk["cancelled"] == 0]] = True
+        done = np.isfinite(out["workers"]["finish_s"])
+        self.missed = np.where(had & ~done, self.missed + 1, np.where(done, 0, self.missed))
+        for w in np.flatnonzero((self.missed >= M) & self.scheme.active):
+            if self.scheme.active.sum() <= 1:
+                break
+            self.scheme.active[w] = False
+            out["workers"]["active"][w] = 0
+            log.warning("iteration %d: worker %d (rank %d) missed %d iterations in a row: "
+                        "left out of planning", it, w, w + 1, int(self.missed[w]))
+            if self.runlog is not None:
+                left = json.loads(self.runlog.f.attrs.get("dead_workers", "[]"))
+                self.runlog.set_attrs(dead_workers=json.dumps(left + [
+                    {"worker": int(w), "rank": int(w) + 1, "iteration": it}]))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """STOP every worker; drain stale results until every worker ACKed. A worker that
+        does not answer within ``timeout`` seconds makes this raise (python -m mpi4py then
+        aborts the job: better than a hang)."""
         for r in range(1, self.N + 1):
             self.sends.isend(self.comm, np.array([-1.0]), r, TAG_STOP)
         acks = 0
         backoff = Backoff()
         status = MPI.Status()
-        sink = np.empty(RESULT_HEADER + self.dim)
+        t_end = time.perf_counter() + timeout
         while acks < self.N:
             msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
             if msg is None:
+                if time.perf_counter() > t_end:
+                    raise RuntimeError(f"{self.N - acks} worker(s) did not acknowledge STOP "
+                                       f"within {timeout:.0f} s")
                 backoff.sleep()
                 continue
+            msg.Recv(np.empty(status.Get_count(MPI.DOUBLE)))
             if status.Get_tag() == TAG_ACK:
-                msg.Recv(np.empty(1))
                 acks += 1
-            else:
-                msg.Recv(sink if status.Get_count(MPI.DOUBLE) == sink.size
-                         else np.empty(status.Get_count(MPI.DOUBLE)))
             backoff.reset()
         self.sends.waitall()
+
+
+class _MPIHooks:
+    """What is real in ``--delay-mode virtual``: tasks and cancels go to the workers with no
+    delay to sleep; an event waits for the worker's real message before the scheme sees it."""
+
+    def __init__(self, coord: Coordinator):
+        self.c = coord
+
+    def dispatch(self, task, delay):
+        self.c.send_task(self.c.scheme.iteration, task, 0.0)
+
+    def cancel(self, task):
+        self.c.send_cancel(self.c.scheme.iteration, task)
+
+    def computed(self, task):
+        c, info, tid = self.c, self.c._info, task.task_id
+        it = c.scheme.iteration
+        if c.uplink is None:
+            c.wait_for(it, info, lambda: tid in info.msgs)
+        else:
+            c.wait_for(it, info, lambda: tid in c.partial or tid in info.msgs)
+
+    def grant(self, g):
+        self.c.send_grant(g)
+
+    def delivered(self, task):
+        c, info, tid = self.c, self.c._info, task.task_id
+        c.wait_for(c.scheme.iteration, info, lambda: tid in info.msgs)
 
 
 def mpi_library() -> str:

@@ -20,75 +20,56 @@ import time
 
 import numpy as np
 
-from mpicode.iteration import IterationInfo, collect_rows, combine
+from mpicode.iteration import IterationInfo, IterationLoop, collect_rows, combine
 from mpicode.vclock import VirtualWorkers
+from mpicode.virtual import VirtualIteration
 
 log = logging.getLogger("mpicode")
 
 
-class Simulator:
-    """Virtual-time driver of a scheme. Every logged value is a function of the seed (the
-    decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal files."""
+class Simulator(IterationLoop):
+    """Virtual-time driver of a scheme (and of an uplink scheduler). Every logged value is a
+    function of the seed (the decode takes no virtual time, ``decode_s`` is 0), so equal seeds
+    give equal files."""
 
     def __init__(self, scheme, stragglers, *, n_workers: int, partition_cost: float,
-                 problem=None, lr: float = 0.0, eval_every: int = 1):
+                 problem=None, lr: float = 0.0, eval_every: int = 1, uplink=None,
+                 msg_bytes: int | None = None, runlog=None, progress=None,
+                 checkpoint_every: int = 0):
         self.scheme = scheme
-        self.stragglers = stragglers
+        self.runlog = runlog
+        self.progress = progress
+        self.checkpoint_every = checkpoint_every
         self.N = n_workers
-        self.cost = float(partition_cost)
         self.problem = problem
         self.lr = lr
         self.eval_every = eval_every
-        self.vw = VirtualWorkers(n_workers)
         self.dim = problem.dim if problem is not None else 0
+        self.msg_bytes = msg_bytes or 8 * (5 + self.dim)
+        self.uplink = uplink
+        self.loop = VirtualIteration(scheme, stragglers, VirtualWorkers(n_workers),
+                                     partition_cost=partition_cost, uplink=uplink,
+                                     msg_bytes=self.msg_bytes, hooks=self)
         self.w = np.zeros(self.dim)
         self.vt = 0.0
         self.history: list[dict] = []
+        self._info: IterationInfo | None = None
 
-    def _dispatch(self, it, tasks, t, info):
-        for task in tasks:
-            delay = self.stragglers.delay(it, task.worker, info.next_index(task.worker), task.n)
-            task.t_dispatch = t
-            info.delay[task.task_id] = delay
-            self.vw.add(task.worker, task.task_id, t, task.n * self.cost + delay)
-
-    def _apply(self, it, acts, t, info):
-        self._dispatch(it, acts.dispatch, t, info)
-        for task in acts.cancel:
-            self.vw.cancel(task.task_id, t)
-        info.cancelled += len(acts.cancel)
-
-    def _message(self, task):
+    def computed(self, task) -> None:
+        """Hook: the task's compute finished: its real message (with ``--compute real``)."""
+        if self.problem is None:
+            return
         g = np.zeros(self.dim)
         loss = 0.0
         c = task.coeffs
         for j, p in enumerate(task.partitions):
             loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]))
-        return g, loss
+        self._info.msgs[task.task_id] = (g, loss)
 
     def iteration(self, it: int) -> dict:
-        scheme, vw = self.scheme, self.vw
-        vw.reset()
-        info = IterationInfo(self.N, msg_bytes=8 * (5 + self.dim))
-        self._apply(it, scheme.begin(it), 0.0, info)
-        t = 0.0
-        while not scheme.done():
-            ev = vw.peek()
-            deadline = scheme.next_deadline()
-            if deadline is not None and (ev is None or deadline <= ev[0]):
-                t = max(t, deadline)
-                self._apply(it, scheme.on_tick(t), t, info)
-                continue
-            if ev is None:
-                raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
-                                   "no task is pending")
-            t, tid = vw.pop()
-            task = scheme.tasks[tid]
-            info.measured[tid] = (task.n * self.cost, info.delay[tid])
-            if self.problem is not None:
-                info.msgs[tid] = self._message(task)
-            self._apply(it, scheme.on_result(tid, t, task.n * self.cost + info.delay[tid]),
-                        t, info)
+        scheme = self.scheme
+        info = self._info = IterationInfo(self.N, msg_bytes=self.msg_bytes)
+        t = self.loop.run(it, info, self.vt)
         dec = scheme.decode()
         grad_norm = math.nan
         if self.problem is not None:
@@ -98,27 +79,20 @@ class Simulator:
             grad_norm = float(np.linalg.norm(grad))
         late = scheme.outstanding(t)
         for task in late:
-            vw.cancel(task.task_id, t)
+            self.loop.vw.cancel(task.task_id, t)
         info.cancelled += len(late)
         summary = scheme.end(t)
         t_start = self.vt
         self.vt += t
-        return collect_rows(scheme, it, info, t_start=t_start, t_end=self.vt, t_wait=t,
-                            decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm)
+        out = collect_rows(scheme, it, info, t_start=t_start, t_end=self.vt, t_wait=t,
+                           decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm)
+        if self.uplink is not None:
+            self.uplink.drop_iteration(it)
+            out["workers"].update(self.uplink.worker_rows())
+        return out
 
-    def run(self, iterations: int, start: int = 0, runlog=None, progress=None) -> list[dict]:
-        for it in range(start, start + iterations):
-            out = self.iteration(it)
-            row = out["row"]
-            if self.problem is not None and ((it + 1) % self.eval_every == 0
-                                             or it == start + iterations - 1):
-                row.update(self.problem.evaluate(self.w))
-            self.history.append(row)
-            if runlog is not None:
-                runlog.append(row, out["workers"], out["tasks"])
-            if progress is not None:
-                progress.update(1)
-        return self.history
+    def elapsed(self) -> float:
+        return self.vt
 
 
 def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
@@ -142,16 +116,23 @@ def simulate(cfg) -> int:
     """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
     import sys
 
-    from mpicode.config import validate_for_size
-    from mpicode.h5log import RunLog, check_output
+    from mpicode.config import UsageError, merge_resumed, validate_for_size
+    from mpicode.h5log import RunLog, check_output, read_checkpoint
+    from mpicode.iteration import install_stop_handlers, write_error
     from mpicode.problem import Problem
     from mpicode.schemes import make_scheme
     from mpicode.stragglers import make_straggler_model
+    from mpicode.uplink import make_uplink
 
+    snap = None
+    if cfg.resume:
+        stored, snap = read_checkpoint(cfg.resume)
+        cfg = merge_resumed(cfg, stored)
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
     K = cfg.partitions
-    check_output(cfg.out, cfg.force)
+    if snap is None:
+        check_output(cfg.out, cfg.force)
     problem = None
     if cfg.compute == "real":
         problem = Problem.from_config(cfg, K)
@@ -161,37 +142,64 @@ def simulate(cfg) -> int:
     cost = cfg.partition_cost
     if cost is None:
         cost = measure_partition_cost(int(round(rows)), feats)
-    scheme = make_scheme(cfg, N, K)
+        cfg = cfg.replace(partition_cost=cost)
+    try:
+        scheme = make_scheme(cfg, N, K)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
-    attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
-             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
-             "N": N, "K": K, "seed": cfg.seed, "mpi_library": "none (simulated)",
-             "model": cfg.model, "partition_cost": cost, "compute": cfg.compute}
-    if problem is not None:
-        attrs.update(dataset=problem.data.name, dim=problem.dim)
-    runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
-                    mode="simulated", attrs=attrs, force=cfg.force)
-    sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
-                    lr=cfg.lr, eval_every=cfg.eval_every)
+    uplink = make_uplink(cfg, N, scheme)
+    if snap is not None:
+        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+    else:
+        attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+                 else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+                 "N": N, "K": K, "seed": cfg.seed, "mpi_library": "none (simulated)",
+                 "model": cfg.model, "partition_cost": cost, "compute": cfg.compute}
+        if problem is not None:
+            attrs.update(dataset=problem.data.name, dim=problem.dim)
+        runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
+                        mode="simulated", attrs=attrs, force=cfg.force)
+    runlog.start_watchdog()
+    install_stop_handlers()
     progress = None
     if not cfg.quiet and sys.stderr.isatty():
         from tqdm import tqdm
         progress = tqdm(total=cfg.iterations, desc=f"simulate {cfg.scheme} N={N}", unit="it")
+    sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
+                    lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
+                    msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
+                    runlog=runlog, progress=progress, checkpoint_every=cfg.checkpoint_every)
+    start = sim.restore(snap) if snap is not None else 0
+    if progress is not None:
+        progress.update(start)
     status = "failed"
     t0 = time.perf_counter()
     try:
-        sim.run(cfg.iterations, runlog=runlog, progress=progress)
+        sim.run(max(0, cfg.iterations - start), start=start)
         if problem is not None:
             runlog.write_group("model", {"w": sim.w})
+        if uplink is not None and cfg.log_slots:
+            runlog.write_group("slots", uplink.sched.slot_log(), compress=True)
         runlog.set_attrs(wall_s=time.perf_counter() - t0)
-        status = "complete"
+        status = sim.status
+    except (OSError, RuntimeError) as e:
+        sim.error = write_error(e)
     finally:
         if progress is not None:
             progress.close()
         runlog.close(status)
-    last = sim.history[-1]
-    if not cfg.quiet:
-        print(f"wrote {cfg.out}: {len(sim.history)} simulated iterations, virtual time "
+    if sim.error:
+        print(f"mpicode: error: {sim.error}; kept {runlog.n_done} iterations in {cfg.out}",
+              file=sys.stderr)
+        return 1
+    if status == "interrupted":
+        print(f"mpicode: interrupted: {runlog.n_done} iterations and a checkpoint in {cfg.out}"
+              f" (continue with --resume {cfg.out})", file=sys.stderr)
+        return 3
+    if not cfg.quiet and sim.history:
+        last = sim.history[-1]
+        print(f"wrote {cfg.out}: {runlog.n_done} simulated iterations, virtual time "
               f"{last['t_end']:.3f} s, mean load {np.mean([r['load'] for r in sim.history]):.3f}"
               f", wall {time.perf_counter() - t0:.1f} s")
     return 0

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from mpicode import kernels, runtime
-from mpicode.channels import make_channel
-from mpicode.config import Config, UsageError, validate_for_size
-from mpicode.h5log import RunLog, check_output
+from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.h5log import RunLog, check_output, read_checkpoint
+from mpicode.iteration import STOP, install_stop_handlers, write_error
 from mpicode.problem import Problem
-from mpicode.schedulers import make_scheduler
 from mpicode.schemes import make_scheme
 from mpicode.stragglers import make_straggler_model
+from mpicode.uplink import make_uplink
 
 log = logging.getLogger("mpicode")
 
@@ -49,8 +49,8 @@ class BadInput(SystemExit):
 def _agree(comm, error: str | None) -> None:
     """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2.
 
-    The one pickle-based (lowercase) mpi4py call of the package: a str or None, once, at
-    start-up, from rank 0."""
+    A pickle-based (lowercase) mpi4py call, allowed at start-up only: a str or None from
+    rank 0, which the other ranks trust."""
     verdict = comm.bcast(error, root=0)
     if verdict:
         if comm.rank == 0:
@@ -97,8 +97,7 @@ def prepare(cfg: Config, comm):
             problem = Problem.from_config(cfg, cfg.partitions)
             make_scheme(cfg, N, cfg.partitions)
             make_straggler_model(cfg, N, cfg.partitions)
-            if cfg.channel != "ideal":  # the ideal channel needs no scheduler
-                make_scheduler(cfg, N, make_channel(cfg, N))
+            make_uplink(cfg, N)  # channel traces, scheduler parameters
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
@@ -117,10 +116,30 @@ def prepare(cfg: Config, comm):
     return cfg, problem
 
 
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 3
+
+
+def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
+    """With ``--resume RUN.h5``: rank 0 reads the stored configuration and checkpoint and
+    shares the configuration; every rank continues with it (the command line on top)."""
+    if not cfg.resume:
+        return cfg, None
+    error = stored = snap = None
+    if comm.rank == 0:
+        try:
+            stored, snap = read_checkpoint(cfg.resume)
+        except UsageError as e:
+            error = str(e)
+    _agree(comm, error)
+    stored = comm.bcast(stored, root=0)  # start-up only: a small dict (JSON-safe)
+    return merge_resumed(cfg, stored), snap
+
+
 def run(cfg: Config) -> int:
     comm = runtime.world()
     rank, size = comm.rank, comm.size
     setup_logging(rank, size, cfg)
+    cfg, snap = resumed(cfg, comm)
     # Usage errors found before any communication are the same on every rank.
     cfg, problem = prepare(cfg, comm)
     N, K = size - 1, cfg.partitions
@@ -128,48 +147,71 @@ def run(cfg: Config) -> int:
     t0 = time.perf_counter()
     kernels.warmup()  # compile before any timing starts
     compile_s = time.perf_counter() - t0
+    install_stop_handlers()
     comm.Barrier()  # everybody compiled: the clock starts after this
     if rank != 0:
         execute(cfg, comm, problem)
         return 0
 
-    attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
-             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
-             "N": N, "K": K, "seed": cfg.seed, "mpi_library": runtime.mpi_library(),
-             "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
-             "compile_s": compile_s, "n_ranks": size}
-    runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
-                    mode="mpi", attrs=attrs, force=cfg.force)
+    if snap is not None:
+        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+    else:
+        attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+                 else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+                 "N": N, "K": K, "seed": cfg.seed, "mpi_library": runtime.mpi_library(),
+                 "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
+                 "compile_s": compile_s, "n_ranks": size}
+        runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
+                        mode="mpi", attrs=attrs, force=cfg.force)
+    runlog.start_watchdog()
     progress = None
     if not cfg.quiet and sys.stderr.isatty():
         from tqdm import tqdm
         progress = tqdm(total=cfg.iterations, desc=f"{cfg.scheme} N={N}", unit="it",
-                        file=sys.stderr)
+                        file=sys.stderr, initial=int(snap["iteration"]) if snap else 0)
     status = "failed"
     try:
-        coord = execute(cfg, comm, problem, runlog, progress)
-        runlog.write_group("model", {"w": coord.w})
-        status = "complete"
+        coord = execute(cfg, comm, problem, runlog, progress, snap)
+        if coord.status != "failed":
+            runlog.write_group("model", {"w": coord.w})
+            if coord.uplink is not None and cfg.log_slots:
+                runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
+        status = coord.status
+    except (OSError, RuntimeError) as e:  # the final writes hit a full disk
+        coord.error = write_error(e)
     finally:
         if progress is not None:
             progress.close()
         runlog.close(status)
-    last = coord.history[-1]
+    if coord.error or status == "interrupted":
+        if coord.error:
+            print(f"mpicode: error: {coord.error}; kept {runlog.n_done} iterations in "
+                  f"{cfg.out}", file=sys.stderr, flush=True)
+        else:
+            print(f"mpicode: interrupted (signal {STOP['signal']}): {runlog.n_done} iterations "
+                  f"and a checkpoint in {cfg.out}; continue with --resume {cfg.out}",
+                  file=sys.stderr, flush=True)
+        runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
+        return EXIT_FAILED if coord.error else EXIT_INTERRUPTED
+    last = coord.history[-1] if coord.history else {}
     log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
-             cfg.out, len(coord.history), last.get("loss", float("nan")),
-             last.get("accuracy", float("nan")), last["t_end"])
+             cfg.out, runlog.n_done, last.get("loss", float("nan")),
+             last.get("accuracy", float("nan")), last.get("t_end", float("nan")))
     return 0
 
 
-def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None):
+def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None, snap=None):
     """Run the job on ``comm``: rank 0 coordinates and returns the Coordinator (with
-    ``w`` and ``history``), the other ranks work and return None. STOP/ACK on the way out."""
+    ``w``, ``history`` and ``status``), the other ranks work and return None; STOP/ACK on
+    the way out. With ``snap`` (a checkpoint), rank 0 continues from it."""
     N, K = comm.size - 1, cfg.partitions
     if comm.rank != 0:
-        runtime.Worker(comm, problem).loop()
+        runtime.Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
         return None
     coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
                                 make_straggler_model(cfg, N, K), cfg, runlog, progress)
-    coord.run(cfg.iterations)
+    start = coord.restore(snap) if snap is not None else 0
+    coord.clock0 = time.perf_counter()
+    coord.run(max(0, cfg.iterations - start), start=start)
     coord.stop()
     return coord

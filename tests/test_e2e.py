@@ -97,7 +97,8 @@ def test_sigkill_leaves_readable_rows(tmp_path, kill_after):
     with h5py.File(part, "r", locking=False) as f:
         n = int(f.attrs["n_done"])
         assert n >= 1
-        assert f.attrs["status"] == "running"
+        # "failed" once the watchdog noticed the writer died
+        assert f.attrs["status"] in ("running", "failed")
         for k in f["iterations"]:
             d = f["iterations"][k]
             assert d.shape[0] >= n

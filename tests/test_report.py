@@ -58,6 +58,9 @@ def add_comm_fields(path, N=3, cumulative=False):
     with h5py.File(path, "a") as f:
         n = int(f.attrs["n_done"])
         g = f["workers"]
+        for k in ("offered", "admitted", "delivered", "deferred", "dropped", "Q", "Z"):
+            if k in g:  # the writer creates them (filled) up front: replace with real rows
+                del g[k]
         delivered = np.tile(np.array([100, 100, 400][:N], "i8"), (n, 1))
         if cumulative:
             delivered = np.cumsum(delivered, axis=0)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -145,7 +143,8 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
                                 make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
                                 partition_cost=cfg.delay_unit * N / cfg.partitions * 0.05,
                                 problem=problem, lr=cfg.lr)
-                hist = sim.run(cfg.iterations)
+                sim.run(cfg.iterations)
+                hist = sim.history
             if name == "uncoded":
                 targets[scen] = hist[int(0.8 * len(hist)) - 1]["loss"]
             res[scen][name] = summarize(hist, targets[scen])
@@ -180,15 +179,9 @@ def run(as_json: bool = False, quick: bool = False, workers: int = 8, mode: str 
         print(json.dumps({"meta": meta, "results": res, "verdicts": verdicts(res)})
               if as_json else render(res, meta))
         return {"meta": meta, "results": res}
-    py = sys.executable
-    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
-    cmd = [mpiexec, "-n", str(workers + 1), py, "-m", "mpi4py", "-m", "mpicode.bench.schemes",
-           "--inner"] + (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    env.setdefault("MPIEXEC_TIMEOUT", "1800")
-    r = subprocess.run(cmd, env=env)
-    if r.returncode:
-        raise SystemExit(r.returncode)
+    from mpicode.bench import launch_inner
+    launch_inner("mpicode.bench.schemes", workers + 1,
+                 (["--json"] if as_json else []) + (["--quick"] if quick else []))
     return None
 
 

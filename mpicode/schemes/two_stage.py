@@ -183,9 +183,10 @@ class TwoStage(Scheme):
                 continue
             predicted = x.t_dispatch + tau[x.worker] * x.n
             cover = fastest * math.ceil(x.n / per_group)
-            # slower than a cover, or overdue by more than one: either way not "about to
-            # finish"; with exponential tails an overdue worker is no closer to done
-            if abs(predicted - t) > 0.5 * cover:
+            # off its prediction by more than half a cover (and more than the 10% that
+            # timing noise makes on a real machine), late or overdue: not "about to finish";
+            # with exponential tails an overdue worker is no closer to done
+            if abs(predicted - t) > max(0.5 * cover, 0.1 * predicted):
                 return True
         return False
 
