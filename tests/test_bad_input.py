@@ -246,6 +246,10 @@ CASES = [
          trace=True),
     Case("trace-not-a-run", ["--stragglers", "trace:{tmp}/d.h5"],
          "trace {tmp}/d.h5: not an mpicode run", setup=[lambda t: _write(t, "d.h5")]),
+    # resuming
+    Case("resume-missing", ["--resume", "{tmp}/gone.h5"], "--resume {tmp}/gone.h5: not a"),
+    Case("resume-not-a-run", ["--resume", "{tmp}/d.h5"],
+         "--resume {tmp}/d.h5: not a readable mpicode run", setup=[lambda t: _write(t, "d.h5")]),
     # the serial twin: ``mpicode simulate`` refuses the same input the same way
     S("sim-frc-N-not-multiple-of-s+1",
       ["--workers", 3, "--scheme", "frc", "--stragglers-tolerated", 1],
@@ -362,12 +366,21 @@ def test_bad_input(case, tmp_path, request):
     run_case(case, tmp_path)
 
 
-@pytest.mark.xfail(reason="simulator.simulate calls h5log.check_output, which creates the "
-                   "output's directory, before it loads the dataset (needs a change in "
-                   "simulator.py or h5log.py)", strict=False)
-def test_simulate_refusal_creates_no_directory(tmp_path):
-    case = S("sim-dataset-nan-new-dir", ["--dataset", "{tmp}/nan.h5"],
-             "dataset {tmp}/nan.h5: X[3, 2] is NaN", setup=[_nan], out=OUT)
+# Known gaps of ``mpicode simulate`` (mpicode/simulator.py is not ours to change here): it
+# prepares the output (h5log.check_output creates the directory) before it loads the
+# dataset, and it lets make_uplink's ValueError out as a traceback.
+SIM_GAPS = [
+    S("sim-dataset-nan-new-dir", ["--dataset", "{tmp}/nan.h5"],
+      "dataset {tmp}/nan.h5: X[3, 2] is NaN", setup=[_nan], out=OUT),
+    S("sim-channel-trace-missing", ["--workers", 2, "--channel", "trace", "--channel-trace",
+                                    "{tmp}/rates.csv"],
+      "channel trace not found: {tmp}/rates.csv"),
+]
+
+
+@pytest.mark.xfail(reason="needs a change in simulator.py (see SIM_GAPS)", strict=False)
+@pytest.mark.parametrize("case", SIM_GAPS, ids=[c.id for c in SIM_GAPS])
+def test_simulate_known_gaps(case, tmp_path):
     run_case(case, tmp_path)
 
 
