@@ -291,8 +291,9 @@ CASES = [
 # ---- checks -----------------------------------------------------------------------------
 
 def snapshot(root: Path) -> dict:
-    """Every path under ``root``: kind, size, mtime and, for files, the bytes."""
-    snap = {}
+    """Every path under ``root``: kind, size, mtime and, for files, the bytes; and the mtime
+    of ``root`` itself (a file created and removed again changes it)."""
+    snap = {".": ("dir", root.stat().st_mtime_ns)}
     for p in sorted(root.rglob("*")):
         st = p.lstat()
         rel = str(p.relative_to(root))
