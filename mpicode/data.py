@@ -212,8 +212,9 @@ def check_labels(ds: Dataset, model: str, where: str) -> None:
             bad = np.flatnonzero(~np.isfinite(y))
             need = "finite"
         if bad.size:
+            n = f"{bad.size} bad label" + ("s" if bad.size > 1 else "")
             raise UsageError(f"dataset {where}: {k}[{bad[0]}] = {float(y[bad[0]])!r}: labels "
-                             f"must be {need} for model {model} ({bad.size} bad labels)")
+                             f"must be {need} for model {model} ({n})")
 
 
 def load(cfg) -> Dataset:
