@@ -8,5 +8,12 @@ The policies (schemes, schedulers) are pure objects; ``mpicode.runtime`` is the 
 module that talks MPI.
 """
 
+import os as _os
+
+# One thread per rank (ranks already share the cores): numba, BLAS and OpenMP read these when
+# they load, so they are set before any of them is imported. A user's own setting wins.
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
+
 __version__ = "0.1.0"
 FORMAT_VERSION = 1

@@ -292,6 +292,15 @@ def _mean(x) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
+def participation_jain(run) -> float:
+    """Jain index of the workers' long-run participation (fraction of their offered messages
+    that were admitted) at the end of the run, when a scheduler logged it."""
+    p = run["workers"].get("participation")
+    if p is None or not len(p) or not np.isfinite(p[-1]).all():
+        return math.nan
+    return float(jain(np.asarray(p[-1], float)))
+
+
 def summary(run, target_loss: float | None = None) -> dict:
     """One comparison row of a run (the keys of ``mpicode report --format json``)."""
     run = read_run(run)
@@ -323,6 +332,15 @@ def summary(run, target_loss: float | None = None) -> dict:
         "bytes_delivered": int(np.sum(delivered)) if delivered is not None else None,
         "jain": jf, "jain_of": basis,
         "file": run["file"],
+        # communication phase (runs with a scheduler): delivered bytes per second of
+        # training, communication time per iteration, Jain index of participation
+        "throughput_Bps": (float(np.sum(delivered)) / _last_finite(t1)
+                           if delivered is not None and _last_finite(t1) > 0 else math.nan),
+        "mean_comm_s": _mean(it.get("comm_s", nan)) if delivered is not None else math.nan,
+        "p95_comm_s": (float(np.nanpercentile(it["comm_s"], 95))
+                       if delivered is not None and "comm_s" in it
+                       and np.isfinite(it["comm_s"]).any() else math.nan),
+        "participation_jain": participation_jain(run),
     }
     if target_loss is not None:
         row["target_loss"] = float(target_loss)

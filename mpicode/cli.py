@@ -21,6 +21,7 @@ BENCHES = {
     "scale": "policy cost per iteration against N (16 .. 10,000): two-stage vs cyclic",
     "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
             "end training time in the MPI runtime",
+    "messaging": "gradient delivery bandwidth in the runtime vs an mpi4py ping-pong (2 ranks)",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",

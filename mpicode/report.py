@@ -46,7 +46,9 @@ COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}
            ("mean_load", "{:.3f}"), ("stage2_frac", "{:.2f}"), ("mean_coverage", "{:.3f}"),
            ("time_to_target_s", "{:.3f}"),
            ("scheduler", "{}"), ("channel", "{}"), ("bytes_up", _bytes),
-           ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}")]
+           ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}"),
+           ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
+           ("participation_jain", "{:.3f}")]
 LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of"}
 
 
