@@ -274,13 +274,19 @@ def _coerce(o: Option, raw, where: str):
     try:
         if o.type in (int, _optional_int) and isinstance(raw, float) and raw != int(raw):
             raise ValueError(raw)
-        if o.type is int and isinstance(raw, bool):
+        if o.type is not _bool and isinstance(raw, bool):  # TOML true/false for a number
             raise ValueError(raw)
         v = o.type(raw) if not isinstance(raw, str) or o.type is not str else raw
         if o.type is str and not isinstance(raw, str):
             raise ValueError(raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}{o.flag}: invalid value {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        why = ""
+        if o.type in (_finite_float, _optional_float):
+            try:
+                why = "" if math.isfinite(float(raw)) else ": must be a finite number"
+            except (TypeError, ValueError):
+                pass
+        raise UsageError(f"{where}{o.flag}: invalid value {raw!r}{why}") from None
     if o.choices and v not in o.choices:
         raise UsageError(f"{where}{o.flag}: unknown value {v!r} "
                          f"(choose from {', '.join(o.choices)})")
@@ -300,19 +306,24 @@ def load_toml(path: str) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path}: TOML syntax error: {e}") from None
-    flat = {}
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path}: TOML syntax error: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"config file {path}: cannot read: {e.strerror}") from None
+    items = []
     for k, v in data.items():
         # sections are allowed for readability ([stragglers], [two-stage]): keys stay global
         if isinstance(v, dict):
-            for k2, v2 in v.items():
-                flat[k2] = v2
+            items += [(k2, v2, f" (in [{k}])") for k2, v2 in v.items()]
         else:
-            flat[k] = v
+            items.append((k, v, ""))
     out = {}
-    for k, v in flat.items():
+    for k, v, section in items:
         name = k.replace("-", "_")
-        if name not in BY_NAME:
-            raise UsageError(f"config file {path}: unknown key {k!r}")
+        if name not in BY_NAME or isinstance(v, dict):
+            raise UsageError(f"config file {path}: unknown key {k!r}{section}")
+        if name in out:
+            raise UsageError(f"config file {path}: key {k!r} given twice")
         out[name] = v
     return out
 
@@ -351,6 +362,8 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
         raise UsageError(f"scheme frc needs N={n_workers} to be a multiple of s+1={s + 1}")
     if cfg.placement.startswith("replicated:") and int(cfg.placement[11:]) > n_workers:
         raise UsageError(f"--placement {cfg.placement}: R must be <= number of workers {n_workers}")
+    if cfg.trigger_k is not None and cfg.trigger_k > n_workers:
+        raise UsageError(f"--trigger-k {cfg.trigger_k} must be <= number of workers {n_workers}")
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 

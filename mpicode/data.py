@@ -102,40 +102,97 @@ def resolve_path(spec: str) -> Path | None:
     return None
 
 
+def _h5_reason(e: Exception) -> str:
+    """The useful part of an h5py error: 'Unable to ... (truncated file: eof = ...)' gives
+    'truncated file: eof = ...'; one line, whatever the exception."""
+    text = " ".join(str(e).split())
+    if text.endswith(")") and "(" in text:
+        text = text[text.index("(") + 1:-1]
+    return text or e.__class__.__name__
+
+
+def _first_bad(a: np.ndarray) -> str:
+    """Where the first NaN or inf of ``a`` is and what it is: ``[3, 2] is NaN``."""
+    bad = np.argwhere(~np.isfinite(a))
+    idx = tuple(int(i) for i in bad[0])
+    v = float(a[idx])
+    what = "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf")
+    more = f" ({len(bad)} NaN or inf values)" if len(bad) > 1 else ""
+    return f"[{', '.join(map(str, idx))}] is {what}{more}"
+
+
 def read_dataset(path: str | Path) -> Dataset:
-    """Read and check a dataset file; any problem is a one-line UsageError naming the file."""
+    """Read and check a dataset file; any problem is a one-line UsageError naming the file.
+
+    Checked: readable HDF5; ``X``, ``y``, ``X_test``, ``y_test`` present, real numbers, all
+    finite; ``X``/``X_test`` 2-D with the same columns (at least one), ``y``/``y_test`` 1-D
+    with one label per row; at least one training row; attributes of the expected kinds.
+    """
     path = str(path)
+    where = f"dataset {path}"
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UsageError(f"dataset {path}: not a readable HDF5 file "
-                         f"({e.__class__.__name__})") from None
+        f = h5py.File(path, "r", locking=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{where}: not a readable HDF5 file ({_h5_reason(e)})") from None
     with f:
-        missing = [k for k in ("X", "y", "X_test", "y_test") if k not in f]
+        try:
+            missing = [k for k in ("X", "y", "X_test", "y_test")
+                       if not isinstance(f.get(k), h5py.Dataset)]
+        except Exception as e:  # a corrupt object header or a dangling link
+            raise UsageError(f"{where}: cannot read data ({_h5_reason(e)})") from None
         if missing:
-            raise UsageError(f"dataset {path}: missing {', '.join(missing)}")
+            raise UsageError(f"{where}: missing {', '.join(missing)} (not an mpicode dataset? "
+                             "mpicode data import converts CSV, LIBSVM and NPZ)")
         try:
             arrs = {k: np.asarray(f[k][...]) for k in ("X", "y", "X_test", "y_test")}
-        except Exception as e:  # truncated or corrupt chunks
-            raise UsageError(f"dataset {path}: cannot read data ({e})") from None
-        task = str(f.attrs.get("task", "binary"))
-        n_classes = int(f.attrs.get("n_classes", 2))
-        name = str(f.attrs.get("name", Path(path).stem))
-    X, y, Xt, yt = arrs["X"], arrs["y"], arrs["X_test"], arrs["y_test"]
+        except Exception as e:  # truncated or corrupt chunks; h5py raises several kinds
+            raise UsageError(f"{where}: cannot read data ({_h5_reason(e)})") from None
+        try:
+            task = _attr_str(f.attrs.get("task", "binary"))
+            n_classes = int(f.attrs.get("n_classes", 2))
+            name = _attr_str(f.attrs.get("name", Path(path).stem))
+        except (TypeError, ValueError, OSError):
+            raise UsageError(f"{where}: bad attributes (task, n_classes, name)") from None
+    if task not in ("binary", "multiclass", "regression"):
+        raise UsageError(f"{where}: task {task!r} must be binary, multiclass or regression")
+    if n_classes < 0:
+        raise UsageError(f"{where}: n_classes {n_classes} must be >= 0")
     for k, a in arrs.items():
-        if not np.issubdtype(a.dtype, np.number):
-            raise UsageError(f"dataset {path}: {k} has non-numeric dtype {a.dtype}")
-        if not np.all(np.isfinite(a)):
-            raise UsageError(f"dataset {path}: {k} contains NaN or inf")
-    if X.ndim != 2 or Xt.ndim != 2 or y.ndim != 1 or yt.ndim != 1:
-        raise UsageError(f"dataset {path}: X, X_test must be 2-D and y, y_test 1-D")
-    if X.shape[0] != y.shape[0] or Xt.shape[0] != yt.shape[0] or X.shape[1] != Xt.shape[1]:
-        raise UsageError(f"dataset {path}: shapes do not match: X {X.shape}, y {y.shape}, "
-                         f"X_test {Xt.shape}, y_test {yt.shape}")
+        if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer)
+                                   or np.issubdtype(a.dtype, np.floating)):
+            raise UsageError(f"{where}: {k} has non-numeric dtype {a.dtype} "
+                             "(need integers or floats)")
+    X, y, Xt, yt = arrs["X"], arrs["y"], arrs["X_test"], arrs["y_test"]
+    for k, a in (("X", X), ("X_test", Xt)):
+        if a.ndim != 2:
+            raise UsageError(f"{where}: {k} must be 2-D (rows x features), has shape {a.shape}")
+    for k, a in (("y", y), ("y_test", yt)):
+        if a.ndim != 1:
+            raise UsageError(f"{where}: {k} must be 1-D (one label per row), has shape "
+                             f"{a.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise UsageError(f"{where}: y has {y.shape[0]} rows, X has {X.shape[0]}")
+    if yt.shape[0] != Xt.shape[0]:
+        raise UsageError(f"{where}: y_test has {yt.shape[0]} rows, X_test has {Xt.shape[0]}")
+    if Xt.shape[1] != X.shape[1]:
+        raise UsageError(f"{where}: X_test has {Xt.shape[1]} columns, X has {X.shape[1]}")
     if X.shape[0] == 0:
-        raise UsageError(f"dataset {path}: no training rows")
+        raise UsageError(f"{where}: no training rows")
+    if X.shape[1] == 0:
+        raise UsageError(f"{where}: no features (X has 0 columns)")
+    for k, a in arrs.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise UsageError(f"{where}: {k}{_first_bad(a)}")
     return Dataset(name, np.ascontiguousarray(X, np.float64), y.astype(np.float64),
                    np.ascontiguousarray(Xt, np.float64), yt.astype(np.float64), task, n_classes)
+
+
+def _attr_str(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    raise TypeError(v)
 
 
 MODEL_TASK = {"logistic": "binary", "softmax": "multiclass", "least-squares": "regression"}
@@ -155,8 +212,9 @@ def check_labels(ds: Dataset, model: str, where: str) -> None:
             bad = np.flatnonzero(~np.isfinite(y))
             need = "finite"
         if bad.size:
+            n = f"{bad.size} bad label" + ("s" if bad.size > 1 else "")
             raise UsageError(f"dataset {where}: {k}[{bad[0]}] = {float(y[bad[0]])!r}: labels "
-                             f"must be {need} for model {model} ({bad.size} bad labels)")
+                             f"must be {need} for model {model} ({n})")
 
 
 def load(cfg) -> Dataset:
@@ -180,8 +238,14 @@ def load(cfg) -> Dataset:
     check_labels(ds, cfg.model, where)
     dtype = np.dtype(getattr(cfg, "dtype", "float64"))
     if dtype != np.float64:
-        ds.X, ds.y = ds.X.astype(dtype), ds.y.astype(dtype)
-        ds.X_test, ds.y_test = ds.X_test.astype(dtype), ds.y_test.astype(dtype)
+        with np.errstate(over="ignore"):
+            ds.X, ds.y = ds.X.astype(dtype), ds.y.astype(dtype)
+            ds.X_test, ds.y_test = ds.X_test.astype(dtype), ds.y_test.astype(dtype)
+        for k in ("X", "y", "X_test", "y_test"):
+            a = getattr(ds, k)
+            if not np.all(np.isfinite(a)):
+                raise UsageError(f"dataset {where}: {k}{_first_bad(a)} in {dtype} "
+                                 f"(out of range: use --dtype float64)")
     return ds
 
 

@@ -148,21 +148,8 @@ class Trace(StragglerModel):
 
     def __init__(self, n_workers, n_partitions, seed, path: str, iterations: int, **kw):
         super().__init__(n_workers, n_partitions, seed, **kw)
-        import h5py
-
         from mpicode.config import UsageError
-        try:
-            with h5py.File(path, "r", locking=False) as f:
-                n_rec = int(f.attrs["n_workers"])
-                n_done = int(f.attrs["n_done"])
-                nt = int(f.attrs.get("n_tasks", f["tasks/iteration"].shape[0]))
-                it = f["tasks/iteration"][:nt]
-                wk = f["tasks/worker"][:nt]
-                npart = f["tasks/n_partitions"][:nt].astype(float)
-                dl = f["tasks/delay_s"][:nt]
-                k_rec = int(f.attrs.get("n_partitions", n_partitions))
-        except (OSError, KeyError) as e:
-            raise UsageError(f"trace {path}: not a readable mpicode run ({e})") from None
+        n_rec, n_done, k_rec, it, wk, npart, dl = _read_trace(path, n_partitions)
         if n_rec != n_workers:
             raise UsageError(f"trace {path} was recorded with N={n_rec} workers; this run has "
                              f"N={n_workers}")
@@ -191,6 +178,74 @@ class Trace(StragglerModel):
         else:
             rate = float(np.mean(rates))
         return rate * self.load(n_partitions)
+
+
+TRACE_FIELDS = ("iteration", "worker", "n_partitions", "delay_s")
+
+
+def _read_trace(path: str, n_partitions: int):
+    """The recorded tasks of a run file, checked: (N, n_done, K, iteration, worker,
+    n_partitions, delay_s). Any problem is a one-line UsageError naming the file."""
+    import os
+
+    import h5py
+
+    from mpicode.config import UsageError
+
+    where = f"trace {path}"
+    if not os.path.isfile(path):
+        raise UsageError(f"{where}: file not found" if not os.path.exists(path)
+                         else f"{where}: not a file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{where}: not a readable HDF5 file ({' '.join(str(e).split())})"
+                         ) from None
+    with f:
+        try:
+            attrs = {k: f.attrs[k] for k in ("n_workers", "n_done") if k in f.attrs}
+            have = [k for k in TRACE_FIELDS if isinstance(f.get(f"tasks/{k}"), h5py.Dataset)]
+        except Exception as e:  # a corrupt object header: h5py raises several kinds
+            raise UsageError(f"{where}: cannot read ({' '.join(str(e).split())})") from None
+        lacking = [k for k in ("n_workers", "n_done") if k not in attrs] + \
+            [f"/tasks/{k}" for k in TRACE_FIELDS if k not in have]
+        if lacking:
+            raise UsageError(f"{where}: not an mpicode run (no {', '.join(lacking)}); record "
+                             "one with mpicode train or simulate")
+        try:
+            n_rec = _attr_int(attrs["n_workers"])
+            n_done = _attr_int(attrs["n_done"])
+            k_rec = _attr_int(f.attrs.get("n_partitions", n_partitions))
+            n_rows = min(f[f"tasks/{k}"].shape[0] if f[f"tasks/{k}"].ndim == 1 else -1
+                         for k in TRACE_FIELDS)
+            nt = _attr_int(f.attrs.get("n_tasks", n_rows))
+            if n_rows < 0:
+                raise ValueError("/tasks columns must be 1-D")
+            if not 0 <= nt <= n_rows:
+                raise ValueError(f"n_tasks {nt} but /tasks holds {n_rows} rows")
+            cols = [np.asarray(f[f"tasks/{k}"][:nt]) for k in TRACE_FIELDS]
+            # integer columns stay integers; a float or string column is not a run's
+            it, wk = (c.astype(np.int64, casting="same_kind") for c in cols[:2])
+            npart, dl = (c.astype(float, casting="same_kind") for c in cols[2:])
+        except Exception as e:  # wrong kinds, or corrupt chunks (h5py raises several kinds)
+            raise UsageError(f"{where}: not a valid mpicode run (bad /tasks or attributes: "
+                             f"{' '.join(str(e).split()) or e.__class__.__name__})") from None
+    if n_rec < 1 or k_rec < 1 or n_done < 0:
+        raise UsageError(f"{where}: not a valid mpicode run (n_workers={n_rec}, "
+                         f"n_partitions={k_rec}, n_done={n_done})")
+    if np.any((wk < 0) | (wk >= n_rec)) or np.any(it < 0) or np.any(npart < 0):
+        raise UsageError(f"{where}: not a valid mpicode run (task rows out of range)")
+    if not np.all(np.isfinite(dl) & (dl >= 0)):
+        raise UsageError(f"{where}: recorded delays must be finite and >= 0")
+    return n_rec, n_done, k_rec, it, wk, npart, dl
+
+
+def _attr_int(v) -> int:
+    a = np.asarray(v)
+    if a.shape != () or not (np.issubdtype(a.dtype, np.integer)
+                             or (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
+        raise ValueError(f"not an integer: {v!r}")
+    return int(a)
 
 
 MODELS = {m.name: m for m in (StragglerModel, ShiftedExp, ExpPerIteration, Bimodal, Pareto,

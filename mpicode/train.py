@@ -15,14 +15,18 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
-from mpicode import data, kernels, runtime
+import numpy as np
+
+from mpicode import kernels, runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
 from mpicode.h5log import RunLog, check_output, read_checkpoint
 from mpicode.iteration import STOP, install_stop_handlers, write_error
 from mpicode.problem import Problem
 from mpicode.schemes import make_scheme
 from mpicode.stragglers import make_straggler_model
+from mpicode.uplink import make_uplink
 
 log = logging.getLogger("mpicode")
 
@@ -43,7 +47,10 @@ class BadInput(SystemExit):
 
 
 def _agree(comm, error: str | None) -> None:
-    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2."""
+    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2.
+
+    A pickle-based (lowercase) mpi4py call, allowed at start-up only: a str or None from
+    rank 0, which the other ranks trust."""
     verdict = comm.bcast(error, root=0)
     if verdict:
         if comm.rank == 0:
@@ -52,24 +59,60 @@ def _agree(comm, error: str | None) -> None:
         raise BadInput(2)
 
 
+def _agree_all(comm, error: str | None) -> None:
+    """Every rank's own verdict (after rank 0 agreed): if any rank failed, the lowest such
+    rank prints its one line, every rank finalizes and exits 2. A numpy buffer, no pickle."""
+    failed = np.zeros(comm.size, np.int32)
+    failed[comm.rank] = error is not None
+    total = np.zeros_like(failed)
+    comm.Allreduce(failed, total)  # default op: SUM
+    bad = np.flatnonzero(total)
+    if bad.size:
+        if comm.rank == bad[0]:
+            print(f"mpicode: error: rank {comm.rank}: {error}", file=sys.stderr, flush=True)
+        runtime.finalize()
+        raise BadInput(2)
+
+
 def prepare(cfg: Config, comm):
-    """Check the input (identically on every rank) and build the problem."""
+    """Check the input (identically on every rank) and build the problem.
+
+    1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
+       code parameters, an existing output) and broadcasts its verdict.
+    2. Every other rank loads its copy of the data; if one cannot (a file its node does not
+       see), the lowest such rank says so and all stop.
+    3. Only then does rank 0 prepare the output (which may create its directory), and
+       broadcasts that verdict: a refused run changes nothing on disk.
+    No rank exits before all agreed, and all exit 2 after one line on stderr."""
+    N = comm.size - 1
     error = None
+    problem = None
     try:
-        cfg = validate_for_size(cfg, comm.size - 1)
+        cfg = validate_for_size(cfg, N)
         if comm.rank == 0:
-            check_output(cfg.out, cfg.force)
-            # build the policies once here: their own checks (trace files, code
-            # parameters) must fail before training, on every rank
-            make_scheme(cfg, comm.size - 1, cfg.partitions)
-            make_straggler_model(cfg, comm.size - 1, cfg.partitions)
-        ds = data.load(cfg) if comm.rank == 0 else None
+            if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
+                check_output(cfg.out, cfg.force)
+            # the problem and the policies, built once here so that their own checks fail
+            # before training
+            problem = Problem.from_config(cfg, cfg.partitions)
+            make_scheme(cfg, N, cfg.partitions)
+            make_straggler_model(cfg, N, cfg.partitions)
+            make_uplink(cfg, N)  # channel traces, scheduler parameters
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
     if comm.rank != 0:
-        ds = data.load(cfg)  # rank 0 already proved it loads
-    problem = Problem.from_config(cfg, cfg.partitions, data=ds)
+        try:
+            problem = Problem.from_config(cfg, cfg.partitions)
+        except (UsageError, ValueError) as e:
+            error = str(e)
+    _agree_all(comm, error)
+    if comm.rank == 0:
+        try:
+            check_output(cfg.out, cfg.force)  # may create the output's directory
+        except UsageError as e:
+            error = str(e)
+    _agree(comm, error)
     return cfg, problem
 
 
