@@ -131,8 +131,6 @@ def simulate(cfg) -> int:
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
     K = cfg.partitions
-    if snap is None:
-        check_output(cfg.out, cfg.force)
     problem = None
     if cfg.compute == "real":
         problem = Problem.from_config(cfg, K)
@@ -145,10 +143,12 @@ def simulate(cfg) -> int:
         cfg = cfg.replace(partition_cost=cost)
     try:
         scheme = make_scheme(cfg, N, K)
+        uplink = make_uplink(cfg, N, scheme)
     except ValueError as e:
         raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
-    uplink = make_uplink(cfg, N, scheme)
+    if snap is None:  # last: it may create the output's directory
+        check_output(cfg.out, cfg.force)
     if snap is not None:
         runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
     else:

@@ -367,9 +367,8 @@ def test_bad_input(case, tmp_path, request):
     run_case(case, tmp_path)
 
 
-# Known gaps of ``mpicode simulate`` (mpicode/simulator.py is not ours to change here): it
-# prepares the output (h5log.check_output creates the directory) before it loads the
-# dataset, and it lets make_uplink's ValueError out as a traceback.
+# ``mpicode simulate`` checks the output last (check_output may create its directory) and
+# turns the uplink's errors into usage errors (regression tests of two fixed gaps).
 SIM_GAPS = [
     S("sim-dataset-nan-new-dir", ["--dataset", "{tmp}/nan.h5"],
       "dataset {tmp}/nan.h5: X[3, 2] is NaN", setup=[_nan], out=OUT),
@@ -379,9 +378,8 @@ SIM_GAPS = [
 ]
 
 
-@pytest.mark.xfail(reason="needs a change in simulator.py (see SIM_GAPS)", strict=False)
 @pytest.mark.parametrize("case", SIM_GAPS, ids=[c.id for c in SIM_GAPS])
-def test_simulate_known_gaps(case, tmp_path):
+def test_simulate_checks_output_last_and_uplink(case, tmp_path):
     run_case(case, tmp_path)
 
 

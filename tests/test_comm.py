@@ -230,7 +230,8 @@ def test_lyapunov_never_idles_and_serves_positive_weights_first(seed, n, theta, 
         elig = (Q > 0) & (R > 0)
         if not elig.any():
             continue
-        assert sent.sum() > 0, "idle slot while data waits"
+        if (R[elig] >= 1).any():  # (a slot where no rate carries one byte is lost to all)
+            assert sent.sum() > 0, "idle slot while data waits"
         # work-conserving: airtime left (beyond what rounding each chunk down to whole bytes
         # loses) means every eligible worker sent all it had
         left = 1.0 - sum(sent[i] / R[i] for i in range(n))

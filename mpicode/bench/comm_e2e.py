@@ -36,14 +36,14 @@ def _inner(argv) -> int:
     a.add_argument("--json", action="store_true")
     a.add_argument("--quick", action="store_true")
     a = a.parse_args(argv)
-    from mpi4py import MPI
 
     from mpicode import kernels
     from mpicode.problem import Problem
     from mpicode.schedulers import jain
     from mpicode.train import execute
     kernels.warmup()
-    comm = MPI.COMM_WORLD.Dup()
+    from mpicode import runtime
+    comm = runtime.world().Dup()
     N = comm.size - 1
     res, target = {}, None
     for scheme in ("uncoded", "two-stage"):

@@ -46,8 +46,6 @@ def _pingpong(comm, n: int, reps: int) -> float:
 
 
 def _runtime(comm, n: int, reps: int) -> float:
-    from mpi4py import MPI
-
     from mpicode import runtime
     from mpicode.bench.schemes import base_config
     from mpicode.iteration import IterationInfo
@@ -74,7 +72,7 @@ def _runtime(comm, n: int, reps: int) -> float:
                                           for k in range(reps)})
     coord._t_start = 0.0
     info = IterationInfo(1)
-    status = MPI.Status()
+    status = runtime.MPI.Status()
     backoff = runtime.Backoff()
     t0 = time.perf_counter()
     got = 0
@@ -92,8 +90,8 @@ def _runtime(comm, n: int, reps: int) -> float:
 
 
 def _inner(argv) -> int:
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
+    from mpicode import runtime
+    comm = runtime.world()
     if comm.size != 2:
         if comm.rank == 0:
             print("mpicode: error: bench messaging needs exactly 2 ranks", file=sys.stderr)

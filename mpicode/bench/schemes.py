@@ -159,11 +159,11 @@ def _inner(argv) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from mpi4py import MPI
 
     from mpicode import kernels
     kernels.warmup()
-    comm = MPI.COMM_WORLD.Dup()
+    from mpicode import runtime
+    comm = runtime.world().Dup()
     out = run_grid(comm.size - 1, a.quick, "mpi", comm)
     if out is not None:
         res, meta = out

@@ -80,12 +80,11 @@ def _inner(argv) -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from mpi4py import MPI
 
-    from mpicode import kernels
+    from mpicode import kernels, runtime
     suite = Suite.make(a.quick)
     kernels.warmup()
-    comm = MPI.COMM_WORLD.Dup()
+    comm = runtime.world().Dup()
     if comm.size != suite.ranks:
         if comm.rank == 0:
             print(f"experiments: need {suite.ranks} ranks, got {comm.size}", file=sys.stderr)
