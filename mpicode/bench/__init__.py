@@ -7,6 +7,20 @@ import subprocess
 import sys
 
 
+def inner_setup(argv):
+    """The MPI side of a benchmark: its ``--json``/``--quick`` flags, numba compiled on
+    every rank, and a communicator of its own."""
+    import argparse
+
+    from mpicode import kernels, runtime
+    p = argparse.ArgumentParser()
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    kernels.warmup()
+    return a, runtime.world().Dup()
+
+
 def launch_inner(module: str, ranks: int, args: list[str], timeout_s: int = 1800) -> None:
     """Run ``mpiexec -n RANKS python -m mpi4py -m MODULE --inner ARGS`` (the MPI part of a
     benchmark) with one thread per rank and a launcher timeout; its output passes through."""

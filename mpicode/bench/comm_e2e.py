@@ -15,7 +15,6 @@ participation Jain index.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -32,18 +31,11 @@ def _config(N, quick, **kw):
 
 
 def _inner(argv) -> int:
-    a = argparse.ArgumentParser()
-    a.add_argument("--json", action="store_true")
-    a.add_argument("--quick", action="store_true")
-    a = a.parse_args(argv)
-
-    from mpicode import kernels
+    from mpicode.bench import inner_setup
     from mpicode.problem import Problem
     from mpicode.schedulers import jain
     from mpicode.train import execute
-    kernels.warmup()
-    from mpicode import runtime
-    comm = runtime.world().Dup()
+    a, comm = inner_setup(argv)
     N = comm.size - 1
     res, target = {}, None
     for scheme in ("uncoded", "two-stage"):

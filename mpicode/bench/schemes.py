@@ -14,7 +14,6 @@ time is compared with anything measured elsewhere.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -155,15 +154,8 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
 
 
 def _inner(argv) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args(argv)
-
-    from mpicode import kernels
-    kernels.warmup()
-    from mpicode import runtime
-    comm = runtime.world().Dup()
+    from mpicode.bench import inner_setup
+    a, comm = inner_setup(argv)
     out = run_grid(comm.size - 1, a.quick, "mpi", comm)
     if out is not None:
         res, meta = out

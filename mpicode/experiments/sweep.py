@@ -20,39 +20,13 @@ import time
 
 import numpy as np
 
+from mpicode.bench.scale import Timed
+
 
 def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3) -> dict:
     """The policy's cost per iteration at N: the smallest of ``repeats`` medians."""
     rs = [_measure_once(label, options, N, iterations) for _ in range(repeats)]
     return min(rs, key=lambda r: r["policy_s"])
-
-
-class Timed:
-    """Wraps a scheme; CPU seconds of this thread spent in its driver-facing methods, in total
-    and per method. CPU time, not wall time: on a shared machine the wall clock also counts
-    the time other jobs held the core."""
-
-    METHODS = ("begin", "on_result", "on_tick", "decode", "outstanding", "end")
-
-    def __init__(self, scheme):
-        self._s = scheme
-        self.seconds = 0.0
-        self.by_method = dict.fromkeys(self.METHODS, 0.0)
-
-    def __getattr__(self, name):
-        f = getattr(self._s, name)
-        if name not in self.METHODS:
-            return f
-
-        def timed(*a, **kw):
-            t0 = time.thread_time()
-            try:
-                return f(*a, **kw)
-            finally:
-                dt = time.thread_time() - t0
-                self.seconds += dt
-                self.by_method[name] += dt
-        return timed
 
 
 def _measure_once(label: str, options: dict, N: int, iterations: int) -> dict:
