@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpich,test,plot]'
+	$(PY) -m pip install -q -e '.[mpich,test,plot,data]'
 	touch $@
 
 run: install
@@ -50,12 +50,10 @@ bench: install
 
 # the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
 data: install
-	$(PY) -m pip install -q -e '.[data]'
 	$(PY) -m mpicode data bundled --out-dir data
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install
-	$(PY) -m pip install -q -e '.[data]'
 	$(PY) -m mpicode.experiments
 
 lint: install
