@@ -556,9 +556,7 @@ class Coordinator(IterationLoop):
             return
         tk = out["tasks"]
         had = np.zeros(self.N, bool)
-        got = np.zeros(self.N, bool)
         had[tk["worker"]] = True
-        got[tk["worker"][tk["cancelled"] == 0]] = True
         done = np.isfinite(out["workers"]["finish_s"])
         self.missed = np.where(had & ~done, self.missed + 1, np.where(done, 0, self.missed))
         for w in np.flatnonzero((self.missed >= M) & self.scheme.active):
