@@ -172,12 +172,11 @@ def test_hung_worker_is_left_out_and_coded_scheme_carries_on(tmp_path):
 
 def test_dying_worker_ends_the_job_fails_the_run_and_resume_works(tmp_path):
     out = tmp_path / "d.h5"
-    t0 = time.time()
+    # bounded: MPIEXEC_TIMEOUT=60 and the subprocess timeout; a hang fails, not a clock check
     r = mpirun(4, ["train", "--scheme", "two-stage", "--iterations", 10,
                    "--checkpoint-every", 2, "--out", out, *SMALL],
                env={"MPICODE_FAULT": "die:2:5"}, timeout=60)
-    assert r.returncode != 0
-    assert time.time() - t0 < 60
+    assert r.returncode != 0 and "BAD TERMINATION" in r.stdout + r.stderr
     part = tmp_path / "d.h5.part"
     wait_status(part, "failed")
     with h5py.File(part, "r", locking=False) as f:
