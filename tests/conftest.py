@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,28 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
 MPIEXEC = os.environ.get("MPIEXEC") or str(BIN / "mpiexec")
+
+
+def wait_until(ok, timeout: float, period: float = 0.1) -> bool:
+    """Poll ``ok()`` every ``period`` s for at most ``timeout`` s; True once it holds. (A bound
+    on a wait, never a timing assertion.)"""
+    end = time.monotonic() + timeout
+    while True:
+        if ok():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(period)
+
+
+def run_attr(path, key):
+    """Root attribute ``key`` of a run file that may still be written (None if unreadable)."""
+    import h5py
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return f.attrs[key]
+    except (OSError, KeyError):
+        return None
 
 
 def mpirun(n, args, timeout=120, cwd=None, env=None, **kw):

@@ -7,7 +7,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpirun
+from conftest import MPIEXEC, PY, ROOT, mpirun, wait_until
 
 from mpicode.report import read_run, render
 
@@ -71,12 +71,9 @@ def kill_session(p, sig=signal.SIGKILL):
     """Kill mpiexec and every rank (they share the session started for mpiexec)."""
     subprocess.run(["pkill", f"-{int(sig)}", "-s", str(p.pid)], check=False)
     p.wait(timeout=30)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if subprocess.run(["pgrep", "-s", str(p.pid)], capture_output=True).returncode != 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("ranks survived SIGKILL")
+    gone = wait_until(lambda: subprocess.run(["pgrep", "-s", str(p.pid)],
+                                             capture_output=True).returncode != 0, 30)
+    assert gone, "ranks survived SIGKILL"
 
 
 @pytest.mark.parametrize("kill_after", [1.5, 3.0])
@@ -88,9 +85,7 @@ def test_sigkill_leaves_readable_rows(tmp_path, kill_after):
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
     part = tmp_path / "killed.h5.part"
-    deadline = time.time() + 60
-    while not part.exists() and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(part.exists, 60)
     time.sleep(kill_after)
     kill_session(p)
     assert part.exists() and not out.exists()

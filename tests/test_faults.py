@@ -8,12 +8,11 @@ import os
 import resource
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpicode, mpirun
+from conftest import MPIEXEC, PY, ROOT, mpicode, mpirun, run_attr, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -43,16 +42,8 @@ def assert_bit_identical(a, b):
 
 
 def wait_status(path, want, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with h5py.File(path, "r", locking=False) as f:
-                if f.attrs["status"] == want:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{path}: status never became {want}")
+    assert wait_until(lambda: run_attr(path, "status") == want, timeout, 0.2), \
+        f"{path}: status never became {want}"
 
 
 # ---- resume: bit-identical in virtual time ---------------------------------------------
@@ -128,15 +119,7 @@ def test_signal_checkpoints_marks_interrupted_and_exits_cleanly(tmp_path, sig):
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     part = tmp_path / "s.h5.part"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with h5py.File(part, "r", locking=False) as f:
-                if int(f.attrs["n_done"]) >= 3:
-                    break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.2)
+    wait_until(lambda: int(run_attr(part, "n_done") or 0) >= 3, 60, 0.2)
     p.send_signal(sig)  # mpiexec forwards it to every rank
     _, err = p.communicate(timeout=60)
     assert p.returncode == 3, err

@@ -121,9 +121,13 @@ def test_speed_aware_shares_proportional():
 @pytest.mark.parametrize("N,s", [(2, 1), (4, 1), (6, 2), (8, 3), (9, 2), (12, 1), (12, 3),
                                  (12, 5)])
 def test_frc_exact_for_every_straggler_set(N, s):
-    K = 2 * N
-    sc, oracle, rng = FractionalRepetition(N, K, tolerance=s), GradientOracle(K), \
-        np.random.default_rng(N)
+    check_every_straggler_set(FractionalRepetition(N, 2 * N, tolerance=s), N, s, seed=N)
+
+
+def check_every_straggler_set(sc, N, s, seed):
+    """Exhaustive: every straggler set of size <= s decodes exactly, as soon as it can, at
+    load s + 1 (frc and cyclic)."""
+    oracle, rng = GradientOracle(sc.K), np.random.default_rng(seed)
     for it, strag in enumerate(all_subsets(N, s)):
         out = run_with_stragglers(sc, set(strag), rng, it)
         assert_exact(sc, out, oracle)
@@ -159,14 +163,7 @@ def test_cyclic_picks_a_well_conditioned_draw():
 @pytest.mark.parametrize("N,s", [(2, 1), (3, 1), (5, 2), (6, 0), (8, 3), (10, 4), (12, 2),
                                  (12, 5)])
 def test_cyclic_exact_for_every_straggler_set(N, s):
-    K = 2 * N
-    sc, oracle, rng = CyclicRepetition(N, K, tolerance=s, seed=N + s), GradientOracle(K), \
-        np.random.default_rng(s)
-    for it, strag in enumerate(all_subsets(N, s)):
-        out = run_with_stragglers(sc, set(strag), rng, it)
-        assert_exact(sc, out, oracle)
-        assert_stopped_at_first_decodable(sc, out)
-        assert out.summary["load"] == s + 1
+    check_every_straggler_set(CyclicRepetition(N, 2 * N, tolerance=s, seed=N + s), N, s, seed=s)
 
 
 def test_tandon_published_example_each_single_straggler():

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PY, ROOT
+from conftest import PY, ROOT, wait_until
 
 from mpicode.report import read_run
 
@@ -192,16 +192,16 @@ class Cluster:
                               env=self.env)
 
     def _wait(self, ok, timeout: float, what: str) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def alive_and_ok():
             for name, p in self.procs:
                 if p.poll() is not None:
                     raise AssertionError(f"{name} exited ({p.returncode}) waiting for {what}:\n"
                                          + self.logs())
-            if ok():
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n" + self.logs())
+            return ok()
+
+        if not wait_until(alive_and_ok, timeout, 0.3):
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n"
+                                 + self.logs())
 
     def logs(self, tail: int = 25) -> str:
         out = []
@@ -219,17 +219,20 @@ class Cluster:
             states[f.get("JobId", "?")] = f.get("JobState", "?")
         return states
 
-    def wait_jobs(self, job_ids: list[str], deadline: float) -> dict[str, str]:
+    def wait_jobs(self, job_ids: list[str], timeout: float) -> dict[str, str]:
         """Poll ``scontrol show job`` (no accounting here) until every job, and every task of
-        an array job, has ended; bounded by ``deadline``."""
-        while True:
+        an array job, has ended; bounded by ``timeout`` seconds."""
+        states: dict[str, str] = {}
+
+        def ended():
             per_job = [self.job_states(j) for j in job_ids]
-            states = {k: v for s in per_job for k, v in s.items()}
-            if all(per_job) and all(v in DONE for v in states.values()):
-                return states
-            if time.time() > deadline:
-                raise AssertionError(f"jobs not done in time: {states}\n" + self.logs())
-            time.sleep(1.0)
+            states.clear()
+            states.update({k: v for s in per_job for k, v in s.items()})
+            return all(per_job) and all(v in DONE for v in states.values())
+
+        if not wait_until(ended, timeout, 1.0):
+            raise AssertionError(f"jobs not done in time: {states}\n" + self.logs())
+        return states
 
     def cancel_all(self) -> None:
         """Cancel whatever is still queued or running on this test cluster (a failed test)."""
@@ -240,11 +243,9 @@ class Cluster:
             _say(f"cancelling leftover jobs {ids}")
             subprocess.run(["scancel", "--full", *ids], capture_output=True, timeout=30,
                            env=self.env)
-            deadline = time.time() + 30
-            while time.time() < deadline and subprocess.run(
-                    ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30,
-                    env=self.env).stdout.strip():
-                time.sleep(0.5)
+            wait_until(lambda: not subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30,
+                env=self.env).stdout.strip(), 30, 0.5)
 
     def stop(self) -> None:
         if any(n == "slurmctld" and p.poll() is None for n, p in self.procs):
@@ -329,7 +330,7 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     array_id = r.stdout.split("sweep array job ")[1].split()[0]
     report_id = r.stdout.split("report job ")[1].split()[0]
 
-    states = c.wait_jobs([train_id, array_id, report_id], time.time() + JOB_TIMEOUT)
+    states = c.wait_jobs([train_id, array_id, report_id], JOB_TIMEOUT)
     _say(f"jobs done in {time.time() - t0:.1f} s: {states}")
     logs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
                      for f in sorted(tmp_path.glob("mpicode-*.out")))

@@ -108,17 +108,22 @@ class Suite:
     sweep_budget_s: float = 2.0       # stop growing N for a scheme past this per iteration
     mpiexec_timeout_s: int = 840
 
+    @staticmethod
+    def model_datasets(samples: int, features: int) -> list[Dataset]:
+        """logistic on breast_cancer and on synthetic data (of this size), softmax on digits."""
+        return [
+            Dataset("breast_cancer", {"dataset": "breast_cancer", "model": "logistic",
+                                      "lr": 0.05}),
+            Dataset("synthetic", {"dataset": "synthetic", "model": "logistic", "lr": 0.5,
+                                  "samples": samples, "features": features}),
+            Dataset("digits", {"dataset": "digits", "model": "softmax", "lr": 0.5}),
+        ]
+
     @classmethod
     def make(cls, quick: bool = False) -> Suite:
         if not quick:
             s = cls()
-            s.datasets = [
-                Dataset("breast_cancer", {"dataset": "breast_cancer", "model": "logistic",
-                                          "lr": 0.05}),
-                Dataset("synthetic", {"dataset": "synthetic", "model": "logistic", "lr": 0.5,
-                                      "samples": 4000, "features": 50}),
-                Dataset("digits", {"dataset": "digits", "model": "softmax", "lr": 0.5}),
-            ]
+            s.datasets = cls.model_datasets(samples=4000, features=50)
             s.noniid_datasets = ["digits", "breast_cancer"]
             # 16 kB gradients: sending one takes 3-16 slots of 2 ms
             s.comm_dataset = Dataset("synthetic-2000", {
@@ -128,13 +133,7 @@ class Suite:
         s = cls(quick=True, workers=4, delay_unit=0.002, comm_delay_unit=0.001, iterations=5,
                 comm_iterations=4, noniid_iterations=6, sweep_ns=(8, 16, 32),
                 sweep_iterations=3, sweep_fit_min_n=8, mpiexec_timeout_s=240)
-        s.datasets = [
-            Dataset("breast_cancer", {"dataset": "breast_cancer", "model": "logistic",
-                                      "lr": 0.05}),
-            Dataset("synthetic", {"dataset": "synthetic", "model": "logistic", "lr": 0.5,
-                                  "samples": 400, "features": 10}),
-            Dataset("digits", {"dataset": "digits", "model": "softmax", "lr": 0.5}),
-        ]
+        s.datasets = cls.model_datasets(samples=400, features=10)
         s.noniid_datasets = ["digits"]
         s.comm_dataset = Dataset("synthetic-200", {"dataset": "synthetic", "model": "logistic",
                                                    "lr": 0.5, "samples": 400, "features": 200})
