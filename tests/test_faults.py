@@ -159,7 +159,9 @@ def test_dying_worker_ends_the_job_fails_the_run_and_resume_works(tmp_path):
     r = mpirun(4, ["train", "--scheme", "two-stage", "--iterations", 10,
                    "--checkpoint-every", 2, "--out", out, *SMALL],
                env={"MPICODE_FAULT": "die:2:5"}, timeout=60)
-    assert r.returncode != 0 and "BAD TERMINATION" in r.stdout + r.stderr
+    # MPICH's launcher ends the job with the dead rank's code (17), usually, not always,
+    # with its "BAD TERMINATION" banner
+    assert r.returncode != 0
     part = tmp_path / "d.h5.part"
     wait_status(part, "failed")
     with h5py.File(part, "r", locking=False) as f:
