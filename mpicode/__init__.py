@@ -4,7 +4,7 @@ Rank 0 coordinates, ranks 1..N compute partial gradients. Launch a training job 
 
     mpiexec -n 5 python -m mpi4py -m mpicode train --iterations 50 --out runs/demo.h5
 
-The policies (schemes, schedulers) are pure objects; ``mpicode.runtime`` is the only
+The policies (schemes, schedulers) are pure objects; ``mpicode.mpi`` is the only
 module that talks MPI.
 """
 

@@ -76,7 +76,7 @@ def build_parser() -> Parser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--out", required=True)
     sy.add_argument("--force", action="store_true")
-    from mpicode.dataimport import add_import_arguments
+    from mpicode.io.dataimport import add_import_arguments
     im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
                          "bundled dataset into data/NAME.h5")
     add_import_arguments(im)
@@ -105,16 +105,16 @@ def build_parser() -> Parser:
 
 def dispatch(args) -> int:
     if args.command == "train":
-        from mpicode import train
+        from mpicode.mpi import launch as train
         return train.run(resolve(args))
     if args.command == "simulate":
         from mpicode import simulator
         return simulator.simulate(resolve(args))
     if args.command == "report":
-        from mpicode import report
+        from mpicode.analysis import report
         return report.main(args)
     if args.command == "data" and args.data_command == "synth":
-        from mpicode import data
+        from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
@@ -122,10 +122,10 @@ def dispatch(args) -> int:
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
         return 0
     if args.command == "data" and args.data_command == "import":
-        from mpicode.dataimport import run_import
+        from mpicode.io.dataimport import run_import
         return run_import(args)
     if args.command == "data" and args.data_command == "bundled":
-        from mpicode.dataimport import build_bundled
+        from mpicode.io.dataimport import build_bundled
         written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
         print(f"wrote {', '.join(map(str, written))}" if written else
               f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
@@ -146,7 +146,7 @@ def dispatch(args) -> int:
         print(show(resolve(args)))
         return 0
     if args.command == "warmup":
-        from mpicode import kernels
+        from mpicode.numerics import kernels
         kernels.warmup()
         print("numba kernels compiled and cached")
         return 0
@@ -180,7 +180,7 @@ def _usage_exit(message: str) -> None:
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
     rank = launcher_rank()
     if "mpi4py.MPI" in sys.modules:
-        from mpicode import runtime
+        from mpicode import mpi as runtime
         rank = runtime.world().rank
         runtime.finalize()
     if rank == 0:

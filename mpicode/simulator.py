@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 
-from mpicode.iteration import IterationInfo, IterationLoop, collect_rows, combine
-from mpicode.vclock import VirtualWorkers
-from mpicode.virtual import VirtualIteration
+from mpicode.engine.events import VirtualIteration
+from mpicode.engine.loop import IterationLoop
+from mpicode.engine.rows import IterationInfo, collect_rows, combine
+from mpicode.engine.vworkers import VirtualWorkers
 
 log = logging.getLogger("mpicode")
 
@@ -97,7 +98,7 @@ class Simulator(IterationLoop):
 
 def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
     """Seconds the fused kernel takes for one partition of this shape (median, warmed up)."""
-    from mpicode import kernels
+    from mpicode.numerics import kernels
     rng = np.random.default_rng(0)
     X = rng.standard_normal((max(1, rows), features))
     y = (rng.random(max(1, rows)) < 0.5).astype(float)
@@ -117,12 +118,12 @@ def simulate(cfg) -> int:
     import sys
 
     from mpicode.config import UsageError, merge_resumed, validate_for_size
-    from mpicode.h5log import RunLog, check_output, read_checkpoint
-    from mpicode.iteration import install_stop_handlers, write_error
-    from mpicode.problem import Problem
+    from mpicode.engine.loop import install_stop_handlers, write_error
+    from mpicode.engine.uplink import make_uplink
+    from mpicode.io.runlog import RunLog, check_output, read_checkpoint
+    from mpicode.models.stragglers import make_straggler_model
+    from mpicode.numerics.problem import Problem
     from mpicode.schemes import make_scheme
-    from mpicode.stragglers import make_straggler_model
-    from mpicode.uplink import make_uplink
 
     snap = None
     if cfg.resume:

@@ -12,7 +12,8 @@ def inner_setup(argv):
     every rank, and a communicator of its own."""
     import argparse
 
-    from mpicode import kernels, runtime
+    from mpicode import mpi as runtime
+    from mpicode.numerics import kernels
     p = argparse.ArgumentParser()
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")

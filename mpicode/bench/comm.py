@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from mpicode.channels import Rayleigh, snr_profile
+from mpicode.models.channels import Rayleigh, snr_profile
 from mpicode.schedulers import SCHEDULERS, jain, make_utility
 from mpicode.schedulers.fluid import fluid_optimum, max_equal_rate, time_sharing_equal_rate
 

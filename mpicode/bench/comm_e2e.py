@@ -32,9 +32,9 @@ def _config(N, quick, **kw):
 
 def _inner(argv) -> int:
     from mpicode.bench import inner_setup
-    from mpicode.problem import Problem
+    from mpicode.mpi.launch import execute
+    from mpicode.numerics.problem import Problem
     from mpicode.schedulers import jain
-    from mpicode.train import execute
     a, comm = inner_setup(argv)
     N = comm.size - 1
     res, target = {}, None

@@ -64,7 +64,7 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                                         text=True).stdout)
         _print(res, as_json, out)
         return res
-    from mpicode import kernels
+    from mpicode.numerics import kernels
 
     t0 = time.perf_counter()
     kernels.warmup()

@@ -46,9 +46,9 @@ def _pingpong(comm, n: int, reps: int) -> float:
 
 
 def _runtime(comm, n: int, reps: int) -> float:
-    from mpicode import runtime
+    from mpicode import mpi as runtime
     from mpicode.bench.schemes import base_config
-    from mpicode.iteration import IterationInfo
+    from mpicode.engine.rows import IterationInfo
     from mpicode.schemes.base import Task
 
     dim = n - runtime.RESULT_HEADER
@@ -90,7 +90,7 @@ def _runtime(comm, n: int, reps: int) -> float:
 
 
 def _inner(argv) -> int:
-    from mpicode import runtime
+    from mpicode import mpi as runtime
     comm = runtime.world()
     if comm.size != 2:
         if comm.rank == 0:

@@ -118,7 +118,7 @@ def render(res: dict, meta: dict) -> str:
 
 def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | None:
     """Run every (scenario, scheme) cell; rank 0 (or the simulator) returns the results."""
-    from mpicode.problem import Problem
+    from mpicode.numerics.problem import Problem
     res, targets = {}, {}
     meta = None
     for scen, sp in SCENARIOS.items():
@@ -129,15 +129,15 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
                     "mode": mode}
             problem = Problem.from_config(cfg, cfg.partitions)
             if mode == "mpi":
-                from mpicode.train import execute
+                from mpicode.mpi.launch import execute
                 coord = execute(cfg, comm, problem)
                 if comm.rank != 0:
                     continue
                 hist = coord.history
             else:
+                from mpicode.models.stragglers import make_straggler_model
                 from mpicode.schemes import make_scheme
                 from mpicode.simulator import Simulator
-                from mpicode.stragglers import make_straggler_model
                 sim = Simulator(make_scheme(cfg, N, cfg.partitions),
                                 make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
                                 partition_cost=cfg.delay_unit * N / cfg.partitions * 0.05,

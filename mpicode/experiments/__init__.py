@@ -31,7 +31,7 @@ from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
 
 def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
     """The scikit-learn datasets, standardised (as ``mpicode data bundled``); kept if present."""
-    from mpicode.dataimport import import_dataset
+    from mpicode.io.dataimport import import_dataset
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         p = data_dir / f"{name}.h5"
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
-    from mpicode.analysis import read_run
+    from mpicode.analysis.runs import read_run
     cache: dict = {}
 
     def read(name: str) -> dict:

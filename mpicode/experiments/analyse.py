@@ -1,6 +1,6 @@
 """From the cells' run logs to metrics, targets and the inputs of the verdict rules.
 
-Reads every run with :func:`mpicode.analysis.read_run` (only the valid rows) and computes:
+Reads every run with :func:`mpicode.analysis.runs.read_run` (only the valid rows) and computes:
 
 * per run: final test accuracy and training loss, mean/p95 iteration time, mean computation
   load (partitions started / K), stage-2 fraction, mean/p95 communication time per iteration,
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from mpicode import analysis
+import mpicode.analysis as analysis
 from mpicode.experiments.suite import EXACT, NONIID, SCHEDULER_SCHEMES, SCHEDULERS, SCHEMES, slug
 
 ACC_TARGET_FRACTION = 0.98

@@ -36,11 +36,11 @@ def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
 
 def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache: dict):
     """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds)."""
-    from mpicode import runtime
-    from mpicode.data import load
-    from mpicode.h5log import RunLog
-    from mpicode.problem import Problem
-    from mpicode.train import execute
+    from mpicode import mpi as runtime
+    from mpicode.io.datasets import load
+    from mpicode.io.runlog import RunLog
+    from mpicode.mpi.launch import execute
+    from mpicode.numerics.problem import Problem
 
     cfg = make_config(suite, cell, out_dir, data_dir)
     key = (cfg.dataset, cfg.model, cfg.samples, cfg.features)
@@ -81,7 +81,8 @@ def _inner(argv) -> int:
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
 
-    from mpicode import kernels, runtime
+    from mpicode import mpi as runtime
+    from mpicode.numerics import kernels
     suite = Suite.make(a.quick)
     kernels.warmup()
     comm = runtime.world().Dup()

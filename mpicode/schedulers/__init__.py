@@ -36,7 +36,7 @@ def scheduler_params(cfg) -> dict:
 
 
 def make_scheduler(cfg, n_workers: int, channel, **overrides) -> Scheduler:
-    """The scheduler ``cfg.scheduler`` over ``channel`` (:func:`mpicode.channels.make_channel`)."""
+    """The scheduler ``cfg.scheduler`` over ``channel`` (``models.channels.make_channel``)."""
     try:
         cls = SCHEDULERS[cfg.scheduler]
     except KeyError:

@@ -85,7 +85,7 @@ class Scheduler:
     Parameters
     ----------
     n_workers : int
-    channel : mpicode.channels.Channel
+    channel : mpicode.models.channels.Channel
         Gives ``rates(slot)`` (bytes/slot) and ``mean_rates()``.
     access : {"tdma", "ofdma"}
         ``tdma``: the slot goes to the first worker of the policy's order; time it cannot fill

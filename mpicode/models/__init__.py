@@ -1,0 +1,1 @@
+"""Models of the world the policies face: stragglers (compute delays) and uplink channels."""

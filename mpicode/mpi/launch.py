@@ -1,0 +1,224 @@
+"""``mpicode train``: set up every rank, run the coordinator or a worker, log, shut down.
+
+Launch (1 coordinator + 4 workers)::
+
+    mpiexec -n 5 python -m mpi4py -m mpicode train --scheme uncoded --iterations 50 \\
+        --out runs/demo.h5
+
+Bad input is decided the same way on every rank (rank 0 checks what needs the file system
+and broadcasts its verdict), so every rank exits with code 2 after one line on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpicode import mpi as runtime
+from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.engine.loop import STOP, install_stop_handlers, write_error
+from mpicode.engine.uplink import make_uplink
+from mpicode.io.runlog import RunLog, check_output, read_checkpoint
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.numerics import kernels
+from mpicode.numerics.problem import Problem
+from mpicode.schemes import make_scheme
+
+log = logging.getLogger("mpicode")
+
+
+def setup_logging(rank: int, size: int, cfg: Config) -> None:
+    level = logging.DEBUG if cfg.verbose else (
+        logging.WARNING if (rank != 0 or cfg.quiet) else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [{rank}/{size}] %(levelname)s "
+                                           "%(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+class BadInput(SystemExit):
+    """Raised after every rank agreed on a usage error and MPI was finalized."""
+
+
+def _agree(comm, error: str | None) -> None:
+    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2.
+
+    A pickle-based (lowercase) mpi4py call, allowed at start-up only: a str or None from
+    rank 0, which the other ranks trust."""
+    verdict = comm.bcast(error, root=0)
+    if verdict:
+        if comm.rank == 0:
+            print(f"mpicode: error: {verdict}", file=sys.stderr, flush=True)
+        runtime.finalize()
+        raise BadInput(2)
+
+
+def _agree_all(comm, error: str | None) -> None:
+    """Every rank's own verdict (after rank 0 agreed): if any rank failed, the lowest such
+    rank prints its one line, every rank finalizes and exits 2. A numpy buffer, no pickle."""
+    failed = np.zeros(comm.size, np.int32)
+    failed[comm.rank] = error is not None
+    total = np.zeros_like(failed)
+    comm.Allreduce(failed, total)  # default op: SUM
+    bad = np.flatnonzero(total)
+    if bad.size:
+        if comm.rank == bad[0]:
+            print(f"mpicode: error: rank {comm.rank}: {error}", file=sys.stderr, flush=True)
+        runtime.finalize()
+        raise BadInput(2)
+
+
+def prepare(cfg: Config, comm):
+    """Check the input (identically on every rank) and build the problem.
+
+    1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
+       code parameters, an existing output) and broadcasts its verdict.
+    2. Every other rank loads its copy of the data; if one cannot (a file its node does not
+       see), the lowest such rank says so and all stop.
+    3. Only then does rank 0 prepare the output (which may create its directory), and
+       broadcasts that verdict: a refused run changes nothing on disk.
+    No rank exits before all agreed, and all exit 2 after one line on stderr."""
+    N = comm.size - 1
+    error = None
+    problem = None
+    try:
+        cfg = validate_for_size(cfg, N)
+        if comm.rank == 0:
+            if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
+                check_output(cfg.out, cfg.force)
+            # the problem and the policies, built once here so that their own checks fail
+            # before training
+            problem = Problem.from_config(cfg, cfg.partitions)
+            make_scheme(cfg, N, cfg.partitions)
+            make_straggler_model(cfg, N, cfg.partitions)
+            make_uplink(cfg, N)  # channel traces, scheduler parameters
+    except (UsageError, ValueError) as e:
+        error = str(e)
+    _agree(comm, error)
+    if comm.rank != 0:
+        try:
+            problem = Problem.from_config(cfg, cfg.partitions)
+        except (UsageError, ValueError) as e:
+            error = str(e)
+    _agree_all(comm, error)
+    if comm.rank == 0:
+        try:
+            check_output(cfg.out, cfg.force)  # may create the output's directory
+        except UsageError as e:
+            error = str(e)
+    _agree(comm, error)
+    return cfg, problem
+
+
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 3
+
+
+def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
+    """With ``--resume RUN.h5``: rank 0 reads the stored configuration and checkpoint and
+    shares the configuration; every rank continues with it (the command line on top)."""
+    if not cfg.resume:
+        return cfg, None
+    error = stored = snap = None
+    if comm.rank == 0:
+        try:
+            stored, snap = read_checkpoint(cfg.resume)
+        except UsageError as e:
+            error = str(e)
+    _agree(comm, error)
+    stored = comm.bcast(stored, root=0)  # start-up only: a small dict (JSON-safe)
+    return merge_resumed(cfg, stored), snap
+
+
+def run(cfg: Config) -> int:
+    comm = runtime.world()
+    rank, size = comm.rank, comm.size
+    setup_logging(rank, size, cfg)
+    cfg, snap = resumed(cfg, comm)
+    # Usage errors found before any communication are the same on every rank.
+    cfg, problem = prepare(cfg, comm)
+    N, K = size - 1, cfg.partitions
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    # compile before any timing starts; rank 0 first, so that only one process writes
+    # numba's on-disk cache and the others load it
+    t0 = time.perf_counter()
+    if rank == 0:
+        kernels.warmup()
+    comm.Barrier()
+    if rank != 0:
+        kernels.warmup()
+    compile_s = time.perf_counter() - t0
+    install_stop_handlers()
+    comm.Barrier()  # everybody compiled: the clock starts after this
+    if rank != 0:
+        execute(cfg, comm, problem)
+        return 0
+
+    if snap is not None:
+        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+    else:
+        attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+                 else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+                 "N": N, "K": K, "seed": cfg.seed, "mpi_library": runtime.mpi_library(),
+                 "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
+                 "compile_s": compile_s, "n_ranks": size}
+        runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
+                        mode="mpi", attrs=attrs, force=cfg.force)
+    runlog.start_watchdog()
+    progress = None
+    if not cfg.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        progress = tqdm(total=cfg.iterations, desc=f"{cfg.scheme} N={N}", unit="it",
+                        file=sys.stderr, initial=int(snap["iteration"]) if snap else 0)
+    status = "failed"
+    try:
+        coord = execute(cfg, comm, problem, runlog, progress, snap)
+        if coord.status != "failed":
+            runlog.write_group("model", {"w": coord.w})
+            if coord.uplink is not None and cfg.log_slots:
+                runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
+        status = coord.status
+    except (OSError, RuntimeError) as e:  # the final writes hit a full disk
+        coord.error = write_error(e)
+    finally:
+        if progress is not None:
+            progress.close()
+        runlog.close(status)
+    if coord.error or status == "interrupted":
+        if coord.error:
+            print(f"mpicode: error: {coord.error}; kept {runlog.n_done} iterations in "
+                  f"{cfg.out}", file=sys.stderr, flush=True)
+        else:
+            print(f"mpicode: interrupted (signal {STOP['signal']}): {runlog.n_done} iterations "
+                  f"and a checkpoint in {cfg.out}; continue with --resume {cfg.out}",
+                  file=sys.stderr, flush=True)
+        runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
+        return EXIT_FAILED if coord.error else EXIT_INTERRUPTED
+    last = coord.history[-1] if coord.history else {}
+    log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
+             cfg.out, runlog.n_done, last.get("loss", float("nan")),
+             last.get("accuracy", float("nan")), last.get("t_end", float("nan")))
+    return 0
+
+
+def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None, snap=None):
+    """Run the job on ``comm``: rank 0 coordinates and returns the Coordinator (with
+    ``w``, ``history`` and ``status``), the other ranks work and return None; STOP/ACK on
+    the way out. With ``snap`` (a checkpoint), rank 0 continues from it."""
+    N, K = comm.size - 1, cfg.partitions
+    if comm.rank != 0:
+        runtime.Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
+        return None
+    coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
+                                make_straggler_model(cfg, N, K), cfg, runlog, progress)
+    start = coord.restore(snap) if snap is not None else 0
+    coord.clock0 = time.perf_counter()
+    coord.run(max(0, cfg.iterations - start), start=start)
+    coord.stop()
+    return coord

@@ -1,0 +1,185 @@
+"""Rank i >= 1: the worker loop.
+
+Launched by ``mpicode train`` on every rank but 0::
+
+    mpiexec -n 5 python -m mpi4py -m mpicode train --scheme two-stage --iterations 20
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from mpicode.engine import faults
+from mpicode.mpi.comm import Backoff, SendPool
+from mpicode.mpi.protocol import (
+    CHUNK_HEADER,
+    RESULT_HEADER,
+    TAG_ACK,
+    TAG_CANCEL,
+    TAG_CHUNK,
+    TAG_GRANT,
+    TAG_MODEL,
+    TAG_READY,
+    TAG_RESULT,
+    TAG_STOP,
+    TAG_TASK,
+    chunk_range,
+    decode_task,
+)
+
+
+class Worker:
+    """Rank i >= 1: receive model and tasks, compute partition by partition, inject the
+    task's delay between partitions (so CANCEL cuts it short), send results."""
+
+    def __init__(self, comm: MPI.Comm, problem, uplink: bool = False):
+        self.comm = comm
+        self.problem = problem
+        self.uplink = uplink                   # announce READY and send granted chunks
+        self.outbox: dict[tuple[int, int], np.ndarray] = {}  # results waiting for grants
+        self.dim = problem.dim
+        self.w = np.zeros(self.dim)
+        self.model_it = -1
+        self.queue: list[dict] = []
+        self.sends = SendPool()
+        self.stopped = False
+        self.hung = False  # fault injection: stops answering (see mpicode.faults)
+        self.cancel_current = False
+        self.current: dict | None = None
+        self.model_buf = np.empty(self.dim + 1)
+
+    def _handle(self, msg: MPI.Message, status: MPI.Status) -> None:
+        tag = status.Get_tag()
+        if tag == TAG_MODEL:
+            msg.Recv(self.model_buf)
+            it = int(self.model_buf[0])
+            if faults.worker_fault(self.comm.rank, it) == "hang":
+                self.hung = True
+            self.w = self.model_buf[1:].copy()
+            self.model_it = it
+            # a new iteration makes every older task stale
+            self.queue = [t for t in self.queue if t["it"] >= it]
+            self.outbox = {k: v for k, v in self.outbox.items() if k[0] >= it}
+            if self.current is not None and self.current["it"] < it:
+                self.cancel_current = True
+        elif tag == TAG_TASK:
+            buf = np.empty(status.Get_count(MPI.DOUBLE))
+            msg.Recv(buf)
+            task = decode_task(buf)
+            if task["it"] >= self.model_it:
+                self.queue.append(task)
+        elif tag == TAG_CANCEL:
+            buf = np.empty(2)
+            msg.Recv(buf)
+            it, tid = int(buf[0]), int(buf[1])
+
+            def hit(t):
+                return t["it"] == it and (tid < 0 or t["task_id"] == tid)
+
+            self.queue = [t for t in self.queue if not hit(t)]
+            self.outbox = {k: v for k, v in self.outbox.items()
+                           if not (k[0] == it and (tid < 0 or k[1] == tid))}
+            if self.current is not None and hit(self.current):
+                self.cancel_current = True
+        elif tag == TAG_GRANT:
+            g = np.empty(5)
+            msg.Recv(g)
+            key = (int(g[0]), int(g[1]))
+            out = self.outbox.get(key)
+            if out is None:  # cancelled or stale: nothing to send
+                return
+            e0, e1 = chunk_range(int(g[2]), int(g[3]), bool(g[4]), out.size)
+            if bool(g[4]):
+                del self.outbox[key]
+            if e1 > e0 or bool(g[4]):
+                chunk = np.empty(CHUNK_HEADER + e1 - e0)
+                chunk[:CHUNK_HEADER] = (key[0], key[1], e0)
+                chunk[CHUNK_HEADER:] = out[e0:e1]
+                self.sends.isend(self.comm, chunk, 0, TAG_CHUNK)
+        elif tag == TAG_STOP:
+            msg.Recv(np.empty(1))
+            self.stopped = True
+            self.cancel_current = True
+        else:  # pragma: no cover - protocol error
+            raise RuntimeError(f"worker {self.comm.rank}: unexpected tag {tag}")
+
+    def poll(self) -> bool:
+        """Handle every waiting message; True if there was one."""
+        got = False
+        status = MPI.Status()
+        while True:
+            msg = self.comm.Improbe(source=0, tag=MPI.ANY_TAG, status=status)
+            if msg is None:
+                return got
+            self._handle(msg, status)
+            got = True
+
+    def _sleep(self, seconds: float) -> None:
+        """Injected delay, interruptible by CANCEL/STOP (checked at least every ms)."""
+        end = time.perf_counter() + seconds
+        while not self.cancel_current:
+            left = end - time.perf_counter()
+            if left <= 0:
+                return
+            time.sleep(min(left, 1e-3))
+            self.poll()
+
+    def run_task(self, task: dict) -> None:
+        self.current = task
+        self.cancel_current = False
+        parts, coeffs = task["partitions"], task["coeffs"]
+        n = len(parts)
+        out = np.zeros(RESULT_HEADER + self.dim)
+        g = out[RESULT_HEADER:]
+        loss = 0.0
+        compute = 0.0
+        slept = 0.0
+        per_part = task["delay"] / max(1, n)
+        for j in range(n):
+            t0 = time.perf_counter()
+            loss += self.problem.accumulate(int(parts[j]), self.w, g,
+                                            1.0 if coeffs is None else float(coeffs[j]))
+            t1 = time.perf_counter()
+            compute += t1 - t0
+            self.poll()
+            if self.cancel_current:
+                break
+            if per_part > 0:
+                self._sleep(per_part)
+                slept += time.perf_counter() - t1
+            if self.cancel_current:
+                break
+        self.current = None
+        if self.cancel_current:
+            return
+        out[:RESULT_HEADER] = (task["it"], task["task_id"], compute, slept, loss)
+        if self.uplink:
+            self.outbox[(task["it"], task["task_id"])] = out
+            ready = np.array([task["it"], task["task_id"], out.nbytes, compute, slept, loss])
+            self.sends.isend(self.comm, ready, 0, TAG_READY)
+        else:
+            self.sends.isend(self.comm, out, 0, TAG_RESULT)
+
+    def loop(self) -> None:
+        backoff = Backoff()
+        while not self.stopped:
+            if self.poll():
+                backoff.reset()
+            if self.stopped:
+                break
+            if self.hung:
+                self.queue = []
+            ready = [t for t in self.queue if t["it"] == self.model_it]
+            if ready:
+                task = ready[0]
+                self.queue.remove(task)
+                self.run_task(task)
+                self.sends.prune()
+                backoff.reset()
+            else:
+                backoff.sleep()
+        self.sends.waitall()
+        self.comm.Send(np.zeros(1), dest=0, tag=TAG_ACK)

@@ -1,0 +1,1 @@
+"""Numerics: the fused numba kernels and the learning problem they serve."""

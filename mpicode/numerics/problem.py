@@ -1,0 +1,181 @@
+"""The learning problem: model + dataset + micro-partitions, shared by workers, the
+coordinator, the simulator and the serial reference.
+
+The objective is ``f(w) = (1/n) sum_i loss_i(w) + (l2/2) ||w||^2``. A partition's message is
+its *sum* of per-row gradients (and loss), so decoded messages add up to the full sum.
+
+Models: ``logistic`` (labels 0/1), ``softmax`` (labels 0..C-1; ``w`` is the (d x C) weight
+matrix flattened in C order, so ``dim = d*C``) and ``least-squares`` (loss ``0.5 (x.w - y)^2``).
+The metric is accuracy for the classifiers and RMSE for regression (:attr:`Problem.metric`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpicode.io.datasets import Dataset, partition_rows
+from mpicode.numerics import kernels
+
+CLASSIFIERS = ("logistic", "softmax")
+
+
+class Problem:
+    """Model, data and the K micro-partitions.
+
+    Parameters
+    ----------
+    data : Dataset
+        Training and test data (labels already checked against ``model``).
+    n_partitions : int
+        K, the number of micro-partitions.
+    model : {"logistic", "softmax", "least-squares"}
+    l2 : float
+        L2 regularisation weight.
+    dtype : {"float64", "float32"}
+        Dtype of the data and of the dot products; gradient sums are float64.
+    partitioning : str
+        ``iid``, ``sorted`` or ``dirichlet:ALPHA`` (see :func:`mpicode.io.datasets.partition_rows`).
+    seed : int
+        Seed of the Dirichlet partitioning.
+    """
+
+    def __init__(self, data: Dataset, n_partitions: int, model: str = "logistic",
+                 l2: float = 0.0, dtype: str = "float64", partitioning: str = "iid",
+                 seed: int = 0):
+        if model not in kernels.GRAD:
+            raise ValueError(f"unknown model {model!r}")
+        self.data = data
+        self.model = model
+        self.l2 = float(l2)
+        self.K = int(n_partitions)
+        self.dtype = np.dtype(dtype)
+        self.partitioning = partitioning
+        self.X = np.ascontiguousarray(data.X, self.dtype)
+        self.y = np.ascontiguousarray(data.y, self.dtype)
+        self.X_test = np.ascontiguousarray(data.X_test, self.dtype)
+        self.y_test = np.ascontiguousarray(data.y_test, self.dtype)
+        self.rows = partition_rows(data.y, self.K, partitioning, seed)
+        self.n = self.X.shape[0]
+        self.d = self.X.shape[1]
+        if model == "softmax":
+            self.n_classes = max(int(data.n_classes),
+                                 int(max(data.y.max(), data.y_test.max(initial=0))) + 1)
+        else:
+            self.n_classes = 2 if model == "logistic" else 0
+        self.dim = self.d * self.n_classes if model == "softmax" else self.d
+        self.metric = "accuracy" if model in CLASSIFIERS else "rmse"
+        self._grad = kernels.GRAD[model]
+        self._eval = kernels.EVAL[model]
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_config(cls, cfg, n_partitions: int, data: Dataset | None = None) -> Problem:
+        """The problem a configuration describes (loads the dataset unless given)."""
+        from mpicode.io.datasets import load
+
+        if data is None:
+            data = load(cfg)
+        return cls(data, n_partitions, model=cfg.model, l2=cfg.l2, dtype=cfg.dtype,
+                   partitioning=cfg.partitioning, seed=cfg.seed)
+
+    @property
+    def bounds(self) -> np.ndarray | None:
+        """Row ranges ``b[k]:b[k+1]`` when partitions are contiguous (``iid``), else None."""
+        if self.partitioning != "iid":
+            return None
+        return np.array([r[0] if r.size else 0 for r in self.rows] + [self.n], np.int64)
+
+    def part(self, k: int):
+        """(X, y) of partition k, gathered on first use and kept (contiguous, C order)."""
+        p = self._parts.get(k)
+        if p is None:
+            r = self.rows[k]
+            if r.size and r[-1] - r[0] + 1 == r.size:  # a range: slice, no fancy-index copy
+                sl = slice(int(r[0]), int(r[-1]) + 1)
+                p = (np.ascontiguousarray(self.X[sl]), np.ascontiguousarray(self.y[sl]))
+            else:
+                p = (np.ascontiguousarray(self.X[r]), np.ascontiguousarray(self.y[r]))
+            self._parts[k] = p
+        return p
+
+    def part_rows(self, k: int) -> int:
+        return int(self.rows[k].size)
+
+    def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0) -> float:
+        """``g += scale * grad-sum of partition k``; returns ``scale * loss-sum``.
+
+        ``g`` is float64 of length :attr:`dim`; ``w`` any float dtype (cast to the data's).
+        """
+        X, y = self.part(k)
+        return float(self._grad(X, y, w.astype(self.dtype, copy=False), g, scale))
+
+    def gradient(self, gsum: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Full gradient from the decoded sum over all partitions."""
+        return gsum / self.n + self.l2 * w
+
+    def evaluate(self, w: np.ndarray) -> dict:
+        """Train loss (objective), test loss and the metric at ``w``.
+
+        Keys: ``loss``, ``test_loss``, ``accuracy`` (test accuracy; test RMSE for
+        least-squares), ``train_accuracy`` (train accuracy or RMSE); least-squares adds
+        ``rmse`` (= ``accuracy``).
+        """
+        wd = w.astype(self.dtype, copy=False)
+        lsum, m = self._eval(self.X, self.y, wd)
+        tsum, tm = self._eval(self.X_test, self.y_test, wd)
+        n_test = max(1, self.X_test.shape[0])
+        reg = 0.5 * self.l2 * float(w @ w)
+        if self.metric == "accuracy":
+            train_m, test_m = m / self.n, tm / n_test
+        else:
+            train_m, test_m = float(np.sqrt(m / self.n)), float(np.sqrt(tm / n_test))
+        out = {
+            "loss": float(lsum) / self.n + reg,
+            "train_accuracy": float(train_m),
+            "test_loss": float(tsum) / n_test,
+            "accuracy": float(test_m),
+        }
+        if self.metric == "rmse":
+            out["rmse"] = float(test_m)
+        return out
+
+
+def full_gradient(problem: Problem, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """Objective and gradient at ``w`` in plain numpy (float64), for references and tests."""
+    X = problem.X.astype(np.float64, copy=False)
+    y = problem.y.astype(np.float64, copy=False)
+    n = problem.n
+    if problem.model == "logistic":
+        z = X @ w
+        loss = np.sum(np.logaddexp(0.0, z) - y * z)
+        g = X.T @ (0.5 * (1.0 + np.tanh(0.5 * z)) - y)
+    elif problem.model == "least-squares":
+        r = X @ w - y
+        loss = 0.5 * float(r @ r)
+        g = X.T @ r
+    else:
+        C = problem.n_classes
+        Z = X @ w.reshape(problem.d, C)
+        m = Z.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
+        idx = y.astype(np.int64)
+        loss = np.sum(lse - Z[np.arange(n), idx])
+        P = np.exp(Z - lse[:, None])
+        P[np.arange(n), idx] -= 1.0
+        g = (X.T @ P).ravel()
+    return (float(loss) / n + 0.5 * problem.l2 * float(w @ w),
+            g / n + problem.l2 * w)
+
+
+def reference_gd(problem: Problem, lr: float, iterations: int) -> np.ndarray:
+    """Serial numpy gradient descent (the reference the distributed runs must reproduce).
+
+    Returns the models w_0..w_T as rows.
+    """
+    w = np.zeros(problem.dim)
+    out = [w.copy()]
+    for _ in range(iterations):
+        _, g = full_gradient(problem, w)
+        w = w - lr * g
+        out.append(w.copy())
+    return np.array(out)

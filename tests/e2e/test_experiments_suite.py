@@ -1,0 +1,52 @@
+"""The experiment suite: the verdict rules on made-up numbers, and the quick suite end to end
+(one ``mpiexec`` job of 5 ranks, the simulator sweep, tables, figures, README section)."""
+
+import json
+import subprocess
+
+import h5py
+import pytest
+from conftest import PY, ROOT
+
+from mpicode.experiments import publish, verdicts
+from mpicode.experiments.suite import Suite
+
+pytestmark = pytest.mark.timeout(240)
+
+
+# -- rules ---------------------------------------------------------------------------------
+
+
+# -- the quick suite end to end ------------------------------------------------------------
+def test_quick_suite(tmp_path):
+    pytest.importorskip("sklearn", reason="the suite builds the scikit-learn datasets "
+                        "(pip install 'mpicode[data]')")
+    out = tmp_path / "results"
+    readme = tmp_path / "README.md"
+    readme.write_text("# project\n\nkept\n")
+    r = subprocess.run([PY, "-m", "mpicode.experiments", "--quick", "--out", str(out),
+                        "--readme", str(readme)], capture_output=True, text=True,
+                       timeout=200, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    suite = Suite.make(quick=True)
+    for cell in suite.cells():  # one complete HDF5 run per cell
+        with h5py.File(out / f"{cell.name}.h5", "r") as f:
+            assert f.attrs["status"] == "complete", cell.name
+            assert int(f.attrs["n_done"]) == cell.options["iterations"], cell.name
+            if cell.trace:  # every comparison replays its scenario's trace
+                cfg = json.loads(f.attrs["config"])
+                assert cfg["stragglers"] == f"trace:{out / cell.trace}.h5"
+    for name in ("results.md", "summary.json", "load.png", "comm.png", "fairness.png",
+                 "noniid.png", "scale.png", "accuracy_bimodal.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    ids = [c["id"] for c in summary["claims"]]
+    assert ids == ["1", "1b", "2", "3", "4"]
+    for c in summary["claims"]:
+        assert c["verdict"] in (verdicts.HOLDS, verdicts.FAILS, verdicts.MIXED)
+        assert c["rule"] and c["evidence"]
+    text = readme.read_text()
+    assert text.startswith("# project\n\nkept\n")
+    assert publish.START in text and publish.END in text and "results/results.md" in text
+    table = (out / "results.md").read_text()
+    assert "| 1 |" in table and "| 4 |" in table

@@ -1,0 +1,194 @@
+"""`mpicode report`, the plots and the `mpicode.analysis.runs` API, on synthetic run files written
+with the real writer (fast) and on one small real run under mpiexec."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import mpicode, mpirun
+
+import mpicode.analysis as analysis
+from mpicode.io.runlog import RunLog
+
+PNG = b"\x89PNG\r\n\x1a\n"
+OLD_KEYS = ["run", "status", "scheme", "stragglers", "N", "iterations", "final_loss",
+            "test_accuracy", "mean_iter_s", "p95_iter_s", "total_s", "mean_load", "stage2_frac",
+            "mean_coverage", "time_to_target_s"]
+
+
+def synth(path, n=6, N=3, scheme="two-stage", close=True, scheduler="none", **attrs):
+    """A run of ``n`` iterations of ``N`` workers: loss 1/(i+1) at t_end = i + 0.5; worker 2
+    straggles every iteration (its stage-1 task cancelled, covered by a stage-2 task of
+    worker 0). Returns the RunLog (closed unless ``close`` is False)."""
+    log = RunLog(str(path), config_json=json.dumps({"slot_ms": 2.0}), n_workers=N,
+                 n_partitions=4 * N,
+                 attrs={"scheme": scheme, "scheduler": scheduler, "channel": "ideal",
+                        "stragglers": "bimodal", **attrs})
+    for i in range(n):
+        row = {"iteration": i, "t_start": float(i), "t_end": i + 0.5, "loss": 1.0 / (i + 1),
+               "test_loss": 1.1 / (i + 1), "accuracy": 0.5 + 0.05 * i, "coverage": 1.0,
+               "load": 1.25, "stage2": 1, "n_stage2": 1, "wait_s": 0.4, "bytes_up": 800,
+               "n_cancelled": 1}
+        used = np.array([1] * (N - 1) + [0], np.int8)
+        workers = {"stage": np.ones(N, np.int8), "partitions": np.full(N, 4, np.int32),
+                   "finish_s": np.r_[np.linspace(0.1, 0.2, N - 1), np.nan], "used": used}
+        m = N + 1  # N stage-1 tasks + one stage-2 task
+        tasks = {"iteration": np.full(m, i), "worker": np.r_[np.arange(N), 0],
+                 "stage": np.r_[np.ones(N, np.int8), 2],
+                 "t_dispatch": np.r_[np.zeros(N), 0.2],
+                 "t_done": np.r_[np.linspace(0.1, 0.2, N - 1), 0.4, 0.35],
+                 "cancelled": np.r_[np.zeros(N - 1, np.int8), 1, 0],
+                 "used": np.r_[np.ones(N - 1, np.int8), 0, 1],
+                 "n_partitions": np.r_[np.full(N, 4), 4]}
+        log.append(row, workers, tasks)
+    if close:
+        log.close()
+    return log
+
+
+def add_comm_fields(path, N=3, cumulative=False):
+    """The fields a scheduler adds later (per-worker bytes, Q, Z) and a /slots group."""
+    with h5py.File(path, "a") as f:
+        n = int(f.attrs["n_done"])
+        g = f["workers"]
+        for k in ("offered", "admitted", "delivered", "deferred", "dropped", "Q", "Z"):
+            if k in g:  # the writer creates them (filled) up front: replace with real rows
+                del g[k]
+        delivered = np.tile(np.array([100, 100, 400][:N], "i8"), (n, 1))
+        if cumulative:
+            delivered = np.cumsum(delivered, axis=0)
+        for k in ("offered", "admitted", "deferred", "dropped"):
+            g.create_dataset(k, data=np.zeros((n, N), "i8"))
+        d = g.create_dataset("delivered", data=delivered)
+        if cumulative:
+            d.attrs["cumulative"] = True
+        rng = np.random.default_rng(0)
+        g.create_dataset("Q", data=rng.uniform(0, 1000, (n, N)))
+        g.create_dataset("Z", data=np.cumsum(rng.uniform(0, 1, (n, N)), axis=0))
+        s = f.create_group("slots")
+        ns = 50
+        s.create_dataset("slot", data=np.arange(ns))
+        s.create_dataset("worker", data=np.arange(ns) % N)
+        s.create_dataset("Q_sum", data=rng.uniform(0, 3000, ns))
+        s.create_dataset("Z_sum", data=np.linspace(0, 5, ns))
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    synth(a, scheme="two-stage")
+    synth(b, n=4, scheme="uncoded", scheduler="lyapunov")
+    add_comm_fields(b)
+    return str(a), str(b)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+# -- in progress -----------------------------------------------------------------------------
+def test_in_progress_part_file_is_read_and_flagged(tmp_path):
+    out = tmp_path / "live.h5"
+    log = synth(out, n=3, close=False)  # the writer still has it open
+    log.f["iterations/loss"].resize((4,))  # a field resized ahead of n_done: not yet valid
+    log.f.flush()
+    try:
+        r = mpicode(["report", out])  # another process, while the writer holds it
+        assert r.returncode == 0, r.stderr
+        assert "running" in r.stdout and "in progress" in r.stdout
+        assert "showing its 3 completed iterations" in r.stdout
+        r = mpicode(["report", log.part, "--format", "json"])
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)[0]["status"] == "running"
+        assert "in progress" in r.stderr  # the note, off the machine-readable output
+    finally:
+        log.f.close()  # as if killed: no status update, no rename
+    run = analysis.read_run(str(out))  # the final name falls back to .part
+    assert run["file"] == str(out) + ".part" and run["in_progress"] and run["n"] == 3
+    assert len(analysis.iterations(run)) == 3 and run["iterations"]["loss"].shape == (3,)
+
+
+# -- the analysis API ------------------------------------------------------------------------
+
+
+# -- plots -----------------------------------------------------------------------------------
+def _png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG, path
+    assert len(data) > 8000, (path, len(data))
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert w >= 600 and h >= 250, (path, w, h)
+
+
+def test_plots_written(two_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    d = tmp_path / "plots"
+    r = mpicode(["report", *two_runs, "--plots", d, "--gantt-run", "0", "--gantt-iterations",
+                 "2:5", "--target-loss", "0.3"])
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["backlog_b.png", "gantt_a_2-4.png", "load_coverage.png",
+                     "loss_vs_time.png"], names
+    for p in d.iterdir():
+        _png(p)
+        assert f"wrote {p}" in r.stderr
+    assert "two-stage" in r.stdout  # the table still goes to stdout
+
+
+def test_plots_without_backlogs_say_so(two_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [analysis.read_run(two_runs[0])]
+    from mpicode.analysis import plots
+    written, notes = plots.write_all(runs, str(tmp_path / "p"), gantt_run=runs[0],
+                                     gantt_span=(0, 6))
+    assert len(written) == 3 and any("no backlog plot" in n for n in notes)
+
+
+# -- bad input: one line, exit 2 -------------------------------------------------------------
+def _bad(tmp_path):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    (tmp_path / "dir.h5").mkdir()
+    return [("nope.h5", "no such file"), ("text.h5", "cannot read run"),
+            ("other.h5", "not an mpicode run"), ("dir.h5", "is a directory")]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_cli_bad_input_one_line_exit_2(two_runs, tmp_path, case):
+    bad = _bad(tmp_path)
+    (tmp_path / "afile").write_text("")
+    args = [[tmp_path / bad[0][0]], [tmp_path / bad[1][0]], [tmp_path / bad[2][0]],
+            [two_runs[0], tmp_path / bad[3][0]],
+            [two_runs[0], "--plots", tmp_path / "afile"],
+            [two_runs[0], "--plots", tmp_path / "p", "--gantt-iterations", "9:12"],
+            [two_runs[0], "--gantt-run", "5", "--plots", tmp_path / "p"]][case]
+    r = mpicode(["report", *args])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpicode: error:"), r.stderr
+    assert "Traceback" not in r.stderr and not r.stdout
+
+
+# -- a real run ------------------------------------------------------------------------------
+@pytest.mark.timeout(180)
+def test_real_run_report_and_gantt(tmp_path):
+    out = tmp_path / "ign.h5"
+    r = mpirun(3, ["train", "--scheme", "ignore-stragglers", "--stragglers", "shifted-exp",
+                   "--iterations", 4, "--samples", 600, "--features", 8, "--delay-unit", 0.005,
+                   "--out", out, "--quiet"], timeout=90)
+    assert r.returncode == 0, r.stderr
+    tk = analysis.tasks(str(out))
+    assert len(tk) == 4 * 2 and tk["cancelled"].sum() == 4  # one of 2 workers, every time
+    wk = analysis.workers(str(out))
+    assert len(wk) == 8 and wk["used"].sum() == 4
+    s = analysis.summary(str(out), target_loss=10.0)
+    assert s["status"] == "complete" and s["mean_coverage"] == 0.5
+    assert s["jain_of"] == "used" and 0.5 <= s["jain"] <= 1.0
+    assert s["time_to_target_s"] > 0 and s["target_reached"]
+    pytest.importorskip("matplotlib")
+    r = mpicode(["report", out, "--plots", tmp_path / "p", "--gantt-iterations", "1:3"])
+    assert r.returncode == 0, r.stderr
+    _png(tmp_path / "p" / "gantt_ign_1-2.png")
