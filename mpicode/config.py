@@ -216,8 +216,12 @@ OPTIONS += [
     Option("compute", str, "real", "simulate: real gradients or none (timing only)",
            choices=("real", "none"), group="simulate"),
     Option("partition_cost", _optional_float, None,
-           "simulate: compute seconds per partition (default: measured once from the kernel)",
+           "simulate: compute seconds per partition (default: the documented kernel model, "
+           "1 us + rows x features / 2e9 s; see --measure-partition-cost)",
            check=optional_positive, group="simulate"),
+    Option("measure_partition_cost", _bool, False,
+           "simulate: time the fused kernel on this machine for the default partition cost "
+           "(runs then differ between machines and loads)", flag_only=True, group="simulate"),
     Option("delay_mode", str, "sleep", "injected delays as real sleeps or virtual time",
            choices=("sleep", "virtual"), group="stragglers"),
     # --- reliability -----------------------------------------------------------------------
