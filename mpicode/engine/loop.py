@@ -79,9 +79,9 @@ class Trainer:
         scheme, wall = self.scheme, self.clock is not None
         info = IterationInfo(self.N, msg_bytes=self.events.msg_bytes)
         t_start = self._t_mark if wall else self.vt
-        log_s = self.now() - t_start if wall else 0.0
+        a = self.now()  # the previous row's bookkeeping ends here
         self._hook("begin", it, self.w, info)
-        t_wait = self.events.run(it, info, self.now())
+        t_wait = self.events.run(it, info, a)
         t0 = time.perf_counter()
         dec = scheme.decode()
         gsum = combine(dec, info.msgs, self.dim)[0] if self.problem is not None else None
@@ -93,13 +93,11 @@ class Trainer:
         self.events.cancel(it, late, t_wait)
         info.cancelled += len(late)
         summary = scheme.end(t_wait)
-        t1 = time.perf_counter()
         grad_norm = math.nan
         if gsum is not None:
             grad = self.problem.gradient(gsum, self.w)
             self.w = self.w - self.lr * grad
             grad_norm = float(np.linalg.norm(grad))
-        update_s = time.perf_counter() - t1 if wall else 0.0
         if wall:
             t_end = self.now()
         else:
@@ -107,21 +105,25 @@ class Trainer:
             t_end = self.vt
         out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
                            decode_s=decode_s, dec=dec, summary=summary, grad_norm=grad_norm)
-        out["row"].update(log_s=log_s, update_s=update_s)
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())
+        # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
+        # (cancels, the scheme's end, the gradient step, the rows)
+        log_s = a - t_start if wall else 0.0
+        update_s = (t_end - a) - t_wait - decode_s if wall else 0.0
+        out["row"].update(log_s=log_s, update_s=update_s)
         return out
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
         if self.problem is None or not ((it + 1) % self.eval_every == 0 or it == last):
             row["eval_s"] = 0.0
             return
-        t0 = time.perf_counter()
         row.update(self.problem.evaluate(self.w))
-        if self.clock is not None:
-            row["eval_s"] = time.perf_counter() - t0
-            row["t_end"] = self.now()
+        if self.clock is not None:  # evaluation is part of the row's time
+            t_end = self.now()
+            row["eval_s"] = t_end - row["t_end"]
+            row["t_end"] = t_end
         else:
             row["eval_s"] = 0.0
 
