@@ -17,9 +17,7 @@ from typing import Any
 
 import tomllib
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, never a traceback."""
+from mpicode.errors import UsageError  # noqa: F401  (also imported from here)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from __future__ import annotations
 from mpicode.schedulers.base import Grant, Message, Scheduler, SlotResult
 from mpicode.schedulers.baselines import Fifo, MaxWeight, ProportionalFair, RoundRobin
 from mpicode.schedulers.lyapunov import Lyapunov
-from mpicode.schedulers.utility import jain, make_utility
+from mpicode.schedulers.utility import make_utility
+from mpicode.stats import jain
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     c.name: c for c in (Lyapunov, Fifo, RoundRobin, MaxWeight, ProportionalFair)

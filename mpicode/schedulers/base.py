@@ -222,10 +222,6 @@ class Scheduler:
         """Bytes queued (admitted) per worker: Q."""
         return self.Q.copy()
 
-    def offered_backlog(self) -> np.ndarray:
-        """Bytes offered but not admitted, per worker."""
-        return self.offered_bytes.copy()
-
     def participation(self) -> np.ndarray:
         """Per worker: fraction of its resolved offers (admitted, or dropped before admission)
         that were admitted; 1 where nothing was resolved yet."""
