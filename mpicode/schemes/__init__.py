@@ -25,7 +25,8 @@ def make_scheme(cfg, n_workers: int, n_partitions: int) -> Scheme:
 def scheme_params(cfg) -> dict:
     """The scheme options of ``cfg``; only two-stage uses them, the others keep them in
     ``Scheme.params`` and ignore them."""
-    keys = ("rho", "trigger", "trigger_k", "beta", "stage2_tolerance", "max_wait", "placement")
+    keys = ("rho", "trigger", "trigger_k", "beta", "stage2_tolerance", "max_wait", "placement",
+            "replan")
     return {k: getattr(cfg, k) for k in keys}
 
 
