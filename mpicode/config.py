@@ -131,7 +131,7 @@ OPTIONS: list[Option] = [
     Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
-    # --- stragglers (DESIGN section 6) -------------------------------------------------
+    # --- stragglers (docs/design.md §5) ------------------------------------------------
     Option("stragglers", str, "none",
            "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5",
            check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
@@ -157,7 +157,7 @@ OPTIONS: list[Option] = [
            check=unit_closed, group="stragglers"),
     Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
            check=unit_closed, group="stragglers"),
-    # --- two-stage (DESIGN section 3) --------------------------------------------------
+    # --- two-stage (docs/design.md §3) -------------------------------------------------
     Option("rho", _finite_float, 1.0, "two-stage: fraction of workers in stage 1",
            check=unit_open_closed, group="two-stage"),
     Option("trigger", str, "both", "two-stage: stage-2 trigger",
@@ -183,7 +183,7 @@ OPTIONS: list[Option] = [
 ]
 
 OPTIONS += [
-    # --- communication phase (DESIGN section 5) ----------------------------------------
+    # --- communication phase (docs/design.md §4) ---------------------------------------
     Option("channel", str, "ideal", "uplink channel model", choices=CHANNELS, group="comm"),
     Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
            group="comm"),
@@ -210,7 +210,7 @@ OPTIONS += [
            group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
-    # --- simulator (DESIGN section 2) ----------------------------------------------------
+    # --- simulator (docs/design.md §8) ---------------------------------------------------
     Option("workers", _optional_int, None, "simulate: number of virtual workers N",
            check=optional_positive, group="simulate"),
     Option("compute", str, "real", "simulate: real gradients or none (timing only)",

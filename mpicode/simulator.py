@@ -1,4 +1,4 @@
-"""Discrete-event simulator: the MPI runtime's serial twin (DESIGN section 2).
+"""Discrete-event simulator: the MPI runtime's serial twin (docs/design.md §8).
 
 The same scheme objects as ``mpicode train``, driven by a virtual clock instead of messages::
 

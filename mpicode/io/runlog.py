@@ -1,4 +1,4 @@
-"""The HDF5 run log (DESIGN section 7). Only rank 0 (or the simulator) writes.
+"""The HDF5 run log (docs/design.md §7). Only rank 0 (or the simulator) writes.
 
 The whole structure is created up front: one resizable, chunked 1-D dataset per
 per-iteration field under ``/iterations``, one 2-D (iteration x worker) dataset per field

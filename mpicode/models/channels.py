@@ -1,4 +1,4 @@
-"""Uplink channel models of DESIGN section 5: per-slot rates R_i(s) in **bytes per slot**.
+"""Uplink channel models (docs/design.md §5): per-slot rates R_i(s) in **bytes per slot**.
 
 Pure and seeded: ``rates(s)`` depends only on (seed, s), whatever order slots are asked in, so
 the MPI runtime, the simulator and the tests see the same realisation. Rates are drawn in

@@ -1,6 +1,6 @@
-"""Uplink schedulers of the communication phase (pure policies, DESIGN section 5).
+"""Uplink schedulers of the communication phase (pure policies, docs/design.md §4).
 
-Where the code goes beyond DESIGN section 5 (and why):
+Where the code goes beyond the reference design (and why; docs/design.md §4):
 
 * the participation floor of coding-aware admission is a second virtual queue ``P`` (per
   offered message), beside the fairness queue ``Z`` of items 1-4 (per slot, messages): with one

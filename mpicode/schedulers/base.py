@@ -1,4 +1,4 @@
-"""The uplink scheduler interface: a pure, slotted, event-driven policy (DESIGN section 5).
+"""The uplink scheduler interface: a pure, slotted, event-driven policy (docs/design.md §4).
 
 A driver (the MPI coordinator, or the simulator) runs the communication phase as::
 

@@ -1,4 +1,4 @@
-"""Utilities of the communication phase (DESIGN section 5): concave U, the auxiliary argmax,
+"""Utilities of the communication phase (docs/design.md §4): concave U, the auxiliary argmax,
 Jain's fairness index.
 
 U is applied to rates **measured in messages** (per slot, or per offered message), never in

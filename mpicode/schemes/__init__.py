@@ -1,4 +1,4 @@
-"""Computing-phase schemes (pure policies, DESIGN sections 3 and 4)."""
+"""Computing-phase schemes (pure policies, docs/design.md §3)."""
 
 from __future__ import annotations
 

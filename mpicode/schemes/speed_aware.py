@@ -2,7 +2,7 @@
 
 Like two-stage's stage 1 with every worker in it and no stage 2: heterogeneity-aware but not
 straggler-tolerant (it waits for all). It isolates how much of two-stage's gain comes from
-speed-proportional shares alone (DESIGN sections 3 and 4).
+speed-proportional shares alone (docs/design.md §3).
 """
 
 from __future__ import annotations

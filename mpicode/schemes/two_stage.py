@@ -1,4 +1,4 @@
-"""``two-stage``: two-stage dynamic partial gradient coding (DESIGN section 3).
+"""``two-stage``: two-stage dynamic partial gradient coding (docs/design.md §3).
 
 Stage 1 is uncoded and heterogeneity-aware: the n1 = ceil(rho N) fastest workers split the K
 micro-partitions in proportion to their speeds. At the trigger (k1 arrivals, or beta times

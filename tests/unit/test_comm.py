@@ -1,4 +1,4 @@
-"""Communication phase: channel models, uplink schedulers, utilities (DESIGN section 5).
+"""Communication phase: channel models, uplink schedulers, utilities (docs/design.md §4).
 
 Serial and fast (well under a minute): short horizons, few workers.
 """
