@@ -143,6 +143,13 @@ OPTIONS: list[Option] = [
     Option("delay_unit", _finite_float, 0.01,
            "emulated compute seconds for one worker's fair share (K/N partitions)",
            check=nonneg, group="stragglers"),
+    Option("task_overhead", _finite_float, 0.0,
+           "seconds added to every task (dispatch, read, reply): splitting work has a price",
+           check=nonneg, group="stragglers", metavar="SECONDS"),
+    Option("delay_form", str, "worker",
+           "shifted-exp/pareto random rate: drawn once per worker and iteration (worker: a "
+           "slow machine is slow for all its tasks) or afresh per task (task)",
+           choices=("worker", "task"), group="stragglers"),
     Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
            check=nonneg, group="stragglers"),
     Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",

@@ -24,6 +24,7 @@ from mpicode.engine.events import VirtualIteration
 from mpicode.engine.loop import IterationLoop
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.models.oracle import oracle_row
 
 log = logging.getLogger("mpicode")
 
@@ -86,7 +87,8 @@ class Simulator(IterationLoop):
         t_start = self.vt
         self.vt += t
         out = collect_rows(scheme, it, info, t_start=t_start, t_end=self.vt, t_wait=t,
-                           decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm)
+                           decode_s=0.0, dec=dec, summary=summary, grad_norm=grad_norm,
+                           oracle=oracle_row(self.loop.stragglers, it, scheme, self.loop.cost))
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())

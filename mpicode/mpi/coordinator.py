@@ -20,6 +20,7 @@ from mpicode.engine.loop import Interrupted, IterationLoop, stop_requested
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.models.oracle import oracle_row
 from mpicode.mpi.comm import Backoff, SendPool
 from mpicode.mpi.protocol import (
     CHUNK_HEADER,
@@ -214,7 +215,9 @@ class Coordinator(IterationLoop):
             t_end = self.now()
         out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
                            decode_s=decode_s, dec=dec, summary=summary,
-                           grad_norm=float(np.linalg.norm(grad)))
+                           grad_norm=float(np.linalg.norm(grad)),
+                           oracle=oracle_row(self.stragglers, it, scheme, None if self.virtual
+                                             is None else self.virtual.cost, info))
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())

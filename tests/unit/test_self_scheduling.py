@@ -53,7 +53,7 @@ def cases(draw):
     return N, K, params, speeds, jitter, draw(st.booleans())
 
 
-def check_iteration(sc: SelfScheduling, out, oracle, speeds):
+def check_iteration(sc: SelfScheduling, out, oracle, speeds, first: bool):
     assert_exact(sc, out, oracle)
     # done == decodable_with(arrived): no shorter prefix of the arrivals decodes
     for i in range(len(out.arrivals)):
@@ -80,8 +80,9 @@ def check_iteration(sc: SelfScheduling, out, oracle, speeds):
     if sc.placement.shared:  # backups only once nothing is unassigned
         last_pull = max(t_d for t_d, task in out.dispatched if task.stage == 1)
         assert all(t_d >= last_pull for t_d, task in out.dispatched if task.stage == 2)
-    # with backups and shared data a straggler cannot hold the iteration
-    if sc.backup and sc.placement.shared and (np.asarray(speeds) < SLOW).any():
+    # with backups and shared data a straggler cannot hold the iteration (in the first one:
+    # later, a worker the history calls slow is expected to be slow, and waited for longer)
+    if first and sc.backup and sc.placement.shared and (np.asarray(speeds) < SLOW).any():
         assert out.t_end < SLOW
 
 
@@ -95,7 +96,7 @@ def test_self_scheduling_exact_under_any_completion_order(case):
         out = run_iteration(sc, it, lambda t, sp=sp: sp[t.worker] * t.n
                             + jitter[t.task_id % len(jitter)],
                             deliver_cancelled=deliver_cancelled)
-        check_iteration(sc, out, oracle, sp)
+        check_iteration(sc, out, oracle, sp, it == 0)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
