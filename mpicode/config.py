@@ -97,7 +97,8 @@ def _is_pos_float(t):
 MODELS = ("logistic", "softmax", "least-squares")
 CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
 SCHEDULERS = ("lyapunov", "fifo", "round-robin", "max-weight", "proportional-fair")
-SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage")
+SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage",
+           "self-scheduling")
 STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
 # plus "trace:RUN.h5" (replay a recorded run), checked in validation
 
@@ -140,6 +141,13 @@ OPTIONS: list[Option] = [
     Option("delay_unit", _finite_float, 0.01,
            "emulated compute seconds for one worker's fair share (K/N partitions)",
            check=nonneg, group="stragglers"),
+    Option("task_overhead", _finite_float, 0.0,
+           "seconds added to every task (dispatch, read, reply): splitting work has a price",
+           check=nonneg, group="stragglers", metavar="SECONDS"),
+    Option("delay_form", str, "worker",
+           "shifted-exp/pareto random rate: drawn once per worker and iteration (worker: a "
+           "slow machine is slow for all its tasks) or afresh per task (task)",
+           choices=("worker", "task"), group="stragglers"),
     Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
            check=nonneg, group="stragglers"),
     Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
@@ -180,6 +188,17 @@ OPTIONS: list[Option] = [
            check=lambda x: None if x == "shared" or (x.startswith("replicated:")
                                                       and x[11:].isdigit() and int(x[11:]) >= 1)
            else "must be 'shared' or 'replicated:R' with R >= 1"),
+    # --- self-scheduling (also SelfScheduling.options; the lead reconciles the two) -------
+    Option("chunk", str, "guided",
+           "self-scheduling: chunk size, guided (ceil(remaining/N)) or fixed:C",
+           check=lambda x: None if x == "guided" or (
+               x.startswith("fixed:") and x[6:].isdigit() and int(x[6:]) >= 1)
+           else "must be 'guided' or 'fixed:C' with an integer C >= 1",
+           group="self-scheduling"),
+    Option("backup", _bool, True,
+           "self-scheduling: speculative copy of the running chunk expected to finish last "
+           "once nothing is unassigned (--backup false or --no-backup: off)",
+           group="self-scheduling"),
 ]
 
 OPTIONS += [
@@ -266,6 +285,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
+        elif o.type is _bool:  # --NAME [BOOL] and --no-NAME
+            g.add_argument(o.flag, dest=o.name, nargs="?", const="true", metavar="BOOL",
+                           default=argparse.SUPPRESS, help=f"{o.help} (default: {o.default})")
+            g.add_argument("--no-" + o.flag[2:], dest=o.name, action="store_const",
+                           const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
                            help=f"{o.help} (default: {o.default})"
@@ -355,7 +379,7 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
                          "launch with mpiexec -n N+1")
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     s = cfg.stragglers_tolerated
-    if cfg.scheme != "uncoded" and cfg.scheme != "speed-aware" and s >= n_workers:
+    if cfg.scheme not in ("uncoded", "speed-aware", "self-scheduling") and s >= n_workers:
         raise UsageError(f"--stragglers-tolerated {s} must be < number of workers {n_workers}")
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")

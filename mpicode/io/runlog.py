@@ -30,6 +30,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
     # the phases of a row on the wall clock (0 in virtual time): they tile t_start..t_end
     "log_s": "f8", "update_s": "f8", "eval_s": "f8",
+    # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
+    "oracle_s": "f8", "oracle_part_s": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

@@ -399,7 +399,8 @@ class TwoStage(Scheme):
     def end(self, t):
         """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
-        if none), ``expired`` (1 if max_wait forced a partial decode), ``replans`` (re-planning rounds used)."""
+        if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
+        (re-planning rounds used)."""
         out = super().end(t)
         if not np.isfinite(self.coverage):
             covered = sum(x.n for j, x in self.s1.items() if j in self.cover)

@@ -498,4 +498,4 @@ def test_make_scheme_from_cli_namespace():
     assert isinstance(sc, TwoStage)
     assert (sc.rho, sc.trigger, sc.s2, sc.placement.R, sc.s) == (0.75, "count", 1, 2, 1)
     assert set(SCHEMES) == {"uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic",
-                            "two-stage"}
+                            "two-stage", "self-scheduling"}
