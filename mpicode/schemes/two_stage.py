@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import Placement, assign, largest_remainder
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
@@ -22,7 +23,7 @@ SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 TRIGGERS = ("count", "deadline", "both")
 
 
-class TwoStage(Scheme):
+class TwoStage(Replanning, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -275,82 +276,6 @@ class TwoStage(Scheme):
                     self.tiles[j][g].append(b)
                     self.missing[g, j] = self.missing.get((g, j), 0) + 1
                     acts.dispatch.append(b)
-        return acts
-
-    # ---- stage k: re-planning on idle workers -------------------------------------------------
-    def _finish(self, x: Task, t: float, tau) -> float:
-        """Predicted finish of a pending task: its speed estimate from dispatch, or, overdue,
-        as long again from now (with heavy tails an overdue worker is no closer to done)."""
-        f = x.t_dispatch + tau[x.worker] * x.n
-        return f if f > t else t + tau[x.worker] * x.n
-
-    def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
-        """(group, its pending blocks, predicted cover time) of the group of j that is
-        predicted to complete first."""
-        best = (-1, [], math.inf)
-        for g, blks in enumerate(self.tiles[j]):
-            pend = [b for b in blks if b.state == "pending"]
-            if any(b.state == "cancelled" for b in blks):
-                continue
-            f = max((self._finish(b, t, tau) for b in pend), default=t)
-            if f < best[2]:
-                best = (g, pend, f)
-        return best
-
-    def _replan(self, t: float) -> Actions:
-        """Give the idle workers the pending rest of the straggler predicted to be covered
-        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
-        tau = self.speeds()
-        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
-        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
-        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
-        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-        if not idle:
-            return Actions()
-        late = []
-        for j, x in self.s1.items():
-            if j in self.cover or x.state != "pending":
-                continue
-            g, pend, f = self._best_group(j, t, tau)
-            f = min(f, self._finish(x, t, tau))
-            if g >= 0 and pend:
-                late.append((f, j, g, pend))
-        if not late:
-            return Actions()
-        f, j, g, pend = max(late)
-        rest = np.concatenate([b.partitions for b in pend])
-        if not self.placement.shared:
-            hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
-            idle = [w for w in idle if w in hold]
-        if not idle:
-            return Actions()
-        tl = tau.tolist()
-        idle.sort(key=lambda w: (tl[w], w))
-        idle = idle[:len(rest)]
-        speed = sum(1.0 / tl[w] for w in idle)
-        if t + len(rest) / speed >= f:  # the idle workers would not be sooner
-            return Actions()
-        quotas = largest_remainder(len(rest), 1.0 / tau[idle], minimum=1)
-        got = assign(rest, idle, quotas, tau, self.placement)
-        if got.get(-1):
-            return Actions()
-        self.rounds += 1
-        g2 = len(self.tiles[j])
-        keep = [b for b in self.tiles[j][g] if b.state == "done"]
-        self.tiles[j].append(list(keep))
-        for b in keep:
-            self.owner[b.task_id].append((g2, j))
-        acts = Actions()
-        for w in idle:
-            if got[w]:
-                b = self.new_task(w, 2, got[w], t=t)
-                self.owner[b.task_id] = [(g2, j)]
-                self.tiles[j][g2].append(b)
-                acts.dispatch.append(b)
-        self.missing[g2, j] = len(acts.dispatch)
-        self.log_notes.append(f"stage {2 + self.rounds} at t={t:.6g}: {len(rest)} partitions "
-                              f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
-                              "workers")
         return acts
 
     # ---- decoding ----------------------------------------------------------------------------
