@@ -27,7 +27,7 @@ def scheme_params(cfg) -> dict:
     """The scheme options of ``cfg``; two-stage and self-scheduling use them, the others keep
     them in ``Scheme.params`` and ignore them."""
     keys = ("rho", "trigger", "trigger_k", "beta", "stage2_tolerance", "max_wait", "placement",
-            "replan", "chunk", "backup")
+            "replan", "stage1_chunks", "chunk", "backup")
     return {k: getattr(cfg, k) for k in keys}
 
 

@@ -17,13 +17,14 @@ import numpy as np
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import Placement, assign, largest_remainder
+from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
 TRIGGERS = ("count", "deadline", "both")
 
 
-class TwoStage(Replanning, Scheme):
+class TwoStage(Stealing, Replanning, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -42,6 +43,9 @@ class TwoStage(Replanning, Scheme):
         Hard deadline (seconds since the iteration began) for a partial, scaled decode.
     placement : str
         ``shared`` or ``replicated:R``.
+    stage1_chunks : int
+        Each stage-1 share goes out as this many queued tasks; an idle worker steals a
+        queued one from the worker predicted to finish last (1: one task per worker).
     replan : int
         Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
         Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
@@ -53,7 +57,7 @@ class TwoStage(Replanning, Scheme):
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
-                 **kw):
+                 stage1_chunks=2, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -77,6 +81,9 @@ class TwoStage(Replanning, Scheme):
         if int(replan) < 0:
             raise ValueError(f"replan must be >= 0, got {replan}")
         self.replan = int(replan)
+        if int(stage1_chunks) < 1:
+            raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
+        self.stage1_chunks = int(stage1_chunks)
         self.exact = self.max_wait is None
         self._reset()
 
@@ -97,6 +104,8 @@ class TwoStage(Replanning, Scheme):
         self.r2 = 0
         self.n_u = 0
         self.rounds = 0          # re-planning rounds used this iteration
+        self.steals = 0          # stage-1 tasks stolen by idle workers
+        self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
 
     # ---- stage 1 ---------------------------------------------------------------------------
@@ -114,7 +123,7 @@ class TwoStage(Replanning, Scheme):
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
-        tasks = [self.new_task(w, 1, parts[w]) for w in workers if parts[w]]
+        tasks = [x for w in workers if parts[w] for x in self._chunked(w, parts[w])]
         self.s1 = {t.task_id: t for t in tasks}
         self.tiles = {t.task_id: [] for t in tasks}
         self.n1 = len(tasks)
@@ -124,7 +133,10 @@ class TwoStage(Replanning, Scheme):
         self.k1 = min(max(1, k1), self.n1)
         # the deadline needs a prediction, which needs history: none in the first iteration
         if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
-            predicted = max(t.n * tau[t.worker] for t in tasks)
+            share: dict[int, int] = {}
+            for x in tasks:  # a worker's chunks run one after another
+                share[x.worker] = share.get(x.worker, 0) + x.n
+            predicted = max(n * tau[w] for w, n in share.items())
             self.deadline = float(self.beta * predicted)
         return tasks
 
@@ -160,6 +172,8 @@ class TwoStage(Replanning, Scheme):
                     and self.n_done1 >= self.k1 and self._worth_it(t)):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
+            if not self._complete() and not self.expired:
+                acts += self._steal(t)
             if self.armed and not self.issued and not self._complete() and not self.expired:
                 acts += self._stage2(t)
         else:
@@ -327,11 +341,13 @@ class TwoStage(Replanning, Scheme):
         if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
         (re-planning rounds used)."""
         out = super().end(t)
+        # a stolen task never ran on its first worker: only its thief's copy is load
+        out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
         if not np.isfinite(self.coverage):
             covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
             self.coverage = covered / self.K
         out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
-                   replans=self.rounds,
+                   replans=self.rounds, steals=self.steals,
                    trigger=self.fired, t_trigger=self.t_trigger,
                    deadline=math.nan if self.deadline is None else self.deadline,
                    expired=int(self.expired and not self._complete()))
