@@ -119,7 +119,9 @@ def simulate(cfg) -> int:
 
     from mpicode.config import UsageError, merge_resumed, validate_for_size
     from mpicode.engine.loop import install_stop_handlers, write_error
+    from mpicode.engine.progress import make_progress
     from mpicode.engine.uplink import make_uplink
+    from mpicode.io import checkpoint
     from mpicode.io.runlog import RunLog, check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
     from mpicode.numerics.problem import Problem
@@ -127,7 +129,7 @@ def simulate(cfg) -> int:
 
     snap = None
     if cfg.resume:
-        stored, snap = read_checkpoint(cfg.resume)
+        stored, snap = read_checkpoint(cfg.resume, mode="simulated")
         cfg = merge_resumed(cfg, stored)
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
@@ -148,10 +150,16 @@ def simulate(cfg) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
+    if snap is not None:  # a dry restore (into these fresh policies): nothing written yet
+        bad = checkpoint.check(snap, dim=problem.dim if problem is not None else 0,
+                               scheme=scheme, uplink=uplink)
+        if bad:
+            raise UsageError(f"--resume {cfg.resume}: {bad}")
     if snap is None:  # last: it may create the output's directory
         check_output(cfg.out, cfg.force)
     if snap is not None:
-        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]),
+                               config_json=cfg.to_json(), flush_every=cfg.flush_every)
     else:
         attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
                  else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
@@ -160,20 +168,18 @@ def simulate(cfg) -> int:
         if problem is not None:
             attrs.update(dataset=problem.data.name, dim=problem.dim)
         runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
-                        mode="simulated", attrs=attrs, force=cfg.force)
+                        mode="simulated", attrs=attrs, force=cfg.force,
+                        flush_every=cfg.flush_every)
     runlog.start_watchdog()
     install_stop_handlers()
-    progress = None
-    if not cfg.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-        progress = tqdm(total=cfg.iterations, desc=f"simulate {cfg.scheme} N={N}", unit="it")
+    progress = make_progress("none" if cfg.quiet else cfg.progress, cfg.iterations,
+                             f"simulate {cfg.scheme} N={N}",
+                             initial=int(snap["iteration"]) if snap else 0)
     sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
                     lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
                     msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
                     runlog=runlog, progress=progress, checkpoint_every=cfg.checkpoint_every)
     start = sim.restore(snap) if snap is not None else 0
-    if progress is not None:
-        progress.update(start)
     status = "failed"
     t0 = time.perf_counter()
     try:
@@ -187,8 +193,7 @@ def simulate(cfg) -> int:
     except (OSError, RuntimeError) as e:
         sim.error = write_error(e)
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
         runlog.close(status)
     if sim.error:
         print(f"mpicode: error: {sim.error}; kept {runlog.n_done} iterations in {cfg.out}",

@@ -3,8 +3,6 @@ evaluation, logging, progress, checkpoints and clean interruption (no MPI)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -85,11 +83,7 @@ class IterationLoop:
                     self.log_broken = not isinstance(e, DiskFull)
                     break
             if self.progress is not None:
-                self.progress.update(1)
-                self.progress.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
-                                          cov=f"{row['coverage']:.2f}",
-                                          it_s=f"{row['t_end'] - row['t_start']:.3f}",
-                                          refresh=False)
+                self.progress.update(row)
             self.snap = self.take_snapshot(it + 1)
             if (self.runlog is not None and self.checkpoint_every
                     and (it + 1) % self.checkpoint_every == 0):

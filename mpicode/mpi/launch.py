@@ -22,7 +22,9 @@ import numpy as np
 from mpicode import mpi as runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
 from mpicode.engine.loop import STOP, install_stop_handlers, write_error
+from mpicode.engine.progress import make_progress
 from mpicode.engine.uplink import make_uplink
+from mpicode.io import checkpoint
 from mpicode.io.runlog import RunLog, check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.numerics import kernels
@@ -75,7 +77,7 @@ def _agree_all(comm, error: str | None) -> None:
         raise BadInput(2)
 
 
-def prepare(cfg: Config, comm):
+def prepare(cfg: Config, comm, snap: dict | None = None):
     """Check the input (identically on every rank) and build the problem.
 
     1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
@@ -96,9 +98,13 @@ def prepare(cfg: Config, comm):
             # the problem and the policies, built once here so that their own checks fail
             # before training
             problem = Problem.from_config(cfg, cfg.partitions)
-            make_scheme(cfg, N, cfg.partitions)
+            scheme = make_scheme(cfg, N, cfg.partitions)
             make_straggler_model(cfg, N, cfg.partitions)
-            make_uplink(cfg, N)  # channel traces, scheduler parameters
+            uplink = make_uplink(cfg, N)  # channel traces, scheduler parameters
+            if snap is not None:  # a dry restore: a checkpoint that does not fit is refused
+                bad = checkpoint.check(snap, dim=problem.dim, scheme=scheme, uplink=uplink)
+                if bad:
+                    raise UsageError(f"--resume {cfg.resume}: {bad}")
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
@@ -128,7 +134,7 @@ def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
     error = stored = snap = None
     if comm.rank == 0:
         try:
-            stored, snap = read_checkpoint(cfg.resume)
+            stored, snap = read_checkpoint(cfg.resume, n_workers=comm.size - 1, mode="mpi")
         except UsageError as e:
             error = str(e)
     _agree(comm, error)
@@ -142,7 +148,7 @@ def run(cfg: Config) -> int:
     setup_logging(rank, size, cfg)
     cfg, snap = resumed(cfg, comm)
     # Usage errors found before any communication are the same on every rank.
-    cfg, problem = prepare(cfg, comm)
+    cfg, problem = prepare(cfg, comm, snap)
     N, K = size - 1, cfg.partitions
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     # compile before any timing starts; rank 0 first, so that only one process writes
@@ -161,7 +167,8 @@ def run(cfg: Config) -> int:
         return 0
 
     if snap is not None:
-        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]),
+                               config_json=cfg.to_json(), flush_every=cfg.flush_every)
     else:
         attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
                  else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
@@ -169,13 +176,10 @@ def run(cfg: Config) -> int:
                  "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
                  "compile_s": compile_s, "n_ranks": size}
         runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
-                        mode="mpi", attrs=attrs, force=cfg.force)
+                        mode="mpi", attrs=attrs, force=cfg.force, flush_every=cfg.flush_every)
     runlog.start_watchdog()
-    progress = None
-    if not cfg.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-        progress = tqdm(total=cfg.iterations, desc=f"{cfg.scheme} N={N}", unit="it",
-                        file=sys.stderr, initial=int(snap["iteration"]) if snap else 0)
+    progress = make_progress("none" if cfg.quiet else cfg.progress, cfg.iterations,
+                             f"{cfg.scheme} N={N}", initial=int(snap["iteration"]) if snap else 0)
     status = "failed"
     try:
         coord = execute(cfg, comm, problem, runlog, progress, snap)
@@ -187,8 +191,7 @@ def run(cfg: Config) -> int:
     except (OSError, RuntimeError) as e:  # the final writes hit a full disk
         coord.error = write_error(e)
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
         runlog.close(status)
     if coord.error or status == "interrupted":
         if coord.error:
