@@ -382,3 +382,5 @@ class RunLog:
                 self.f.close()
             except Exception:
                 pass
+        safefile.release(getattr(self, "_lock", None))
+        self._lock = None
