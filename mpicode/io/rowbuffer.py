@@ -24,6 +24,7 @@ class Columns:
         self.fills = {k: fill_value(dt) for k, dt in fields.items()}
         self.n = 0
         self.cols = self._alloc(max(1, capacity))
+        self.row_bytes = sum(c[:1].nbytes for c in self.cols.values())
 
     def _alloc(self, cap: int) -> dict[str, np.ndarray]:
         shape = (cap,) if self.width is None else (cap, self.width)
@@ -33,9 +34,6 @@ class Columns:
     def capacity(self) -> int:
         return len(next(iter(self.cols.values())))
 
-    @property
-    def row_bytes(self) -> int:
-        return sum(c[:1].nbytes for c in self.cols.values())
 
     def _reserve(self, m: int) -> None:
         cap = self.capacity

@@ -40,7 +40,8 @@ def stored_int(attrs, key: str, low: int = 0) -> int:
 
 
 def check_layout(f, layout: dict, n_done: int, n_tasks: int, N: int) -> None:
-    """The row datasets exist and hold the rows the attributes promise."""
+    """The row groups exist and their datasets hold the rows the attributes promise (a field
+    the file lacks is added, filled, when it is resumed)."""
     for g in layout:
         if not isinstance(f.get(g), h5py.Group):
             raise ValueError(f"missing /{g}")
@@ -48,9 +49,11 @@ def check_layout(f, layout: dict, n_done: int, n_tasks: int, N: int) -> None:
         rows = n_tasks if g == "tasks" else n_done
         for k in fields:
             d = f[g].get(k)
+            if d is None:
+                continue
             if not isinstance(d, h5py.Dataset) or d.shape[0] < rows or (
                     g == "workers" and d.shape[1:] != (N,)) or (g != "workers" and d.ndim != 1):
-                raise ValueError(f"/{g}/{k} missing or too short")
+                raise ValueError(f"/{g}/{k} has the wrong shape or too few rows")
 
 
 def check_snapshot(snap: dict, n_done: int, n_tasks: int, dim) -> str | None:

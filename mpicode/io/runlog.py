@@ -131,20 +131,22 @@ def read_checkpoint(path: str, *, n_workers: int | None = None, mode: str | None
     return cfg, snap
 
 
-def _create_layout(f, n_workers: int) -> None:
-    gi = f.create_group("iterations")
-    for k, dt in ITERATION_FIELDS.items():
-        gi.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(CHUNK,),
-                          fillvalue=_fill(dt))
-    gw = f.create_group("workers")
-    for k, dt in WORKER_FIELDS.items():
-        gw.create_dataset(k, shape=(0, n_workers), maxshape=(None, n_workers), dtype=dt,
-                          chunks=(max(1, min(CHUNK, 65536 // max(1, n_workers))), n_workers),
-                          fillvalue=_fill(dt))
-    gt = f.create_group("tasks")
-    for k, dt in TASK_FIELDS.items():
-        gt.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4 * CHUNK,),
-                          fillvalue=_fill(dt))
+def _create_layout(f, n_workers: int, rows: int = 0, tasks: int = 0) -> None:
+    """Every group and dataset of the schema that ``f`` lacks, ``rows`` (``tasks``) long and
+    filled (a resumed run from before a field was added gets it, missing for the old rows)."""
+    for g, fields in LAYOUT.items():
+        grp = f.require_group(g)
+        for k, dt in fields.items():
+            if k in grp:
+                continue
+            if g == "workers":
+                grp.create_dataset(k, shape=(rows, n_workers), maxshape=(None, n_workers),
+                                   dtype=dt, fillvalue=_fill(dt), chunks=(
+                                       max(1, min(CHUNK, 65536 // max(1, n_workers))), n_workers))
+            else:
+                n, chunk = (tasks, 4 * CHUNK) if g == "tasks" else (rows, CHUNK)
+                grp.create_dataset(k, shape=(n,), maxshape=(None,), dtype=dt, chunks=(chunk,),
+                                   fillvalue=_fill(dt))
 
 
 class RunLog:
@@ -227,6 +229,7 @@ class RunLog:
             safefile.release(self._lock)
             raise
         self.N = int(self.f.attrs["n_workers"])
+        _create_layout(self.f, self.N, n_rows, n_tasks)
         for k in self.f["iterations"]:
             self.f["iterations"][k].resize((n_rows,))
         for k in self.f["workers"]:
@@ -270,7 +273,7 @@ class RunLog:
                            f"about {need}")
 
     def _pending_bytes(self) -> int:
-        return (self._rows.n * self._rows.row_bytes + self._workers.n * self._workers.row_bytes
+        return ((self._rows.row_bytes + self._workers.row_bytes) * self._rows.n
                 + self._tasks.n * self._tasks.row_bytes)
 
     def flush(self) -> None:

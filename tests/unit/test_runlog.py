@@ -214,7 +214,7 @@ def _short_workers(f):
     (_corrupt_config, {}, {}, "not a readable mpicode run"),
     (_config_list, {}, {}, "not a readable mpicode run (config is not a JSON object)"),
     (_no_iterations, {}, {}, "missing /iterations"),
-    (_short_workers, {}, {}, "/workers/used missing or too short"),
+    (_short_workers, {}, {}, "/workers/used has the wrong shape or too few rows"),
     (None, {"w": np.zeros((5, 2))}, {}, "w has shape (5, 2)"),
     (None, {"w": np.zeros(7)}, {}, "the run's model has 5 parameters"),
     (None, {"iteration": -1, "n_tasks": 0}, {}, "checkpoint at iteration -1"),
@@ -259,6 +259,8 @@ def test_resume_refuses_a_symlink_and_a_live_run(tmp_path):
 def test_resume_reads_and_writes_one_file(tmp_path):
     run = tmp_path / "one.h5"
     make_run(run, rows=6, ckpt=4)
+    with h5py.File(run, "r+") as f:  # a run from before a field was added: it gets it, filled
+        del f["iterations/grad_norm"], f["workers/Q"]
     cfg, snap = read_checkpoint(str(run), n_workers=N, mode="simulated")
     assert cfg["scheme"] == "uncoded" and int(snap["iteration"]) == 4
     log = RunLog.resume(str(run), 4, 8, config_json=json.dumps({"scheme": "uncoded",
@@ -270,6 +272,7 @@ def test_resume_reads_and_writes_one_file(tmp_path):
         assert int(f.attrs["n_done"]) == 5 and f.attrs["status"] == "complete"
         np.testing.assert_array_equal(f["iterations/iteration"][:], np.arange(5))
         assert json.loads(f.attrs["config"])["iterations"] == 9 and "resumed" in f.attrs
+        assert np.isnan(f["iterations/grad_norm"][:]).all() and f["workers/Q"].shape == (5, N)
 
 
 def _cfg(argv):
