@@ -120,7 +120,7 @@ def test_coded_schemes_agree_at_9_ranks():
     env = dict(os.environ, MPIEXEC_TIMEOUT="200")
     r = subprocess.run([MPIEXEC, "-n", "9", PY, "-m", "mpi4py", "-m", "pytest", "-q",
                         "-p", "no:cacheprovider", "--with-mpi", "--only-mpi",
-                        "tests/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
+                        "tests/mpi/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
                        cwd=ROOT, capture_output=True, text=True, timeout=230, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 passed" in r.stdout
