@@ -91,6 +91,18 @@ def test_second_train_on_a_live_output_is_refused(tmp_path):
         p.kill() if p.poll() is None else None
 
 
+def test_a_stale_part_is_output_exists_without_force(tmp_path):
+    out = tmp_path / "o.h5"
+    (tmp_path / "o.h5.part").write_bytes(b"a failed run, resumable")
+    before = md5s(tmp_path)
+    one_line(mpicode([*SIM, "--iterations", 2, "--out", out]), f"output exists: {out}.part")
+    assert md5s(tmp_path) == before
+    r = mpicode([*SIM, "--iterations", 2, "--out", out, "--force"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]
+    assert _rows_valid(out) == (2, "complete")
+
+
 def test_part_symlink_and_both_files_are_refused_and_nothing_changes(tmp_path):
     victim = tmp_path / "victim.bin"
     victim.write_bytes(b"outside the requested output")
