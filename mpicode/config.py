@@ -129,7 +129,10 @@ OPTIONS: list[Option] = [
     Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
     Option("out", str, "runs/run.h5", "HDF5 run log to write"),
     Option("force", _bool, False, "overwrite an existing --out", flag_only=True),
-    Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
+    Option("quiet", _bool, False, "no progress bar, only warnings (implies --progress none)",
+           flag_only=True),
+    Option("progress", str, "auto", "stderr progress: auto (a bar on a terminal, else a line "
+           "every few seconds)", choices=("auto", "bar", "lines", "none")),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
     # --- stragglers (docs/design.md §5) ------------------------------------------------
@@ -248,7 +251,10 @@ OPTIONS += [
     # --- reliability -----------------------------------------------------------------------
     Option("checkpoint_every", int, 0, "store a checkpoint every K iterations (0: only at the end)",
            check=nonneg, group="reliability"),
-    Option("resume", str, "", "continue the run stored in this HDF5 file", group="reliability"),
+    Option("resume", str, "", "continue the run stored in this HDF5 file (in place)",
+           group="reliability"),
+    Option("flush_every", _finite_float, 1.0, "write log rows every SECONDS (0: every "
+           "iteration); a kill loses at most these", check=nonneg, group="reliability"),
     Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
            check=nonneg, group="reliability"),
 ]
@@ -398,18 +404,9 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
 
 
 def merge_resumed(cfg: Config, stored: dict) -> Config:
-    """The configuration of a resumed run: the stored one, with what this command line (or
-    its --config file) gives on top, e.g. a larger ``--iterations`` to extend the run."""
-    values = {o.name: o.default for o in OPTIONS}
-    values.update({k: v for k, v in stored.items() if k in BY_NAME})
-    source = {k: "resumed" for k in values}
-    for name, src in cfg.source.items():
-        if src != "default" and name not in ("resume", "out", "force"):
-            values[name] = cfg.values[name]
-            source[name] = src
-    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
-    values.update(resume=cfg.resume, out=out, force=True)
-    return Config(values, source)
+    """The configuration of a resumed run (see :func:`mpicode.io.runfile.merge_config`)."""
+    from mpicode.io.runfile import merge_config
+    return merge_config(cfg, stored)
 
 
 def show(cfg: Config) -> str:
