@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from mpicode.config import OPTIONS, Config
 from mpicode.models import oracle
 from mpicode.models.stragglers import MODELS, make_straggler_model
-from mpicode.schemes.cyclic import (CyclicRepetition, circulant_B, circulant_d,
-                                    worst_on_random_sets)
+from mpicode.schemes.cyclic import CyclicRepetition, circulant_B, circulant_d, worst_on_random_sets
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PARAMS = dict(shift=1.0, mu=1.0, delay_mean=2.0, slow_fraction=0.25, slowdown=5.0,
