@@ -2,7 +2,9 @@
 
 The baseline an HPC user reaches for under shared storage: idle workers pull the next chunk of
 unassigned micro-partitions (``--chunk fixed:C``, or ``guided``: guided self-scheduling's
-ceil(remaining / N) rule, large chunks first, small ones at the end). With ``--backup`` (the
+ceil(remaining / N) rule, large chunks first, small ones at the end; or ``weighted``: guided
+scaled by the worker's share of the total speed, ceil(remaining * v_w / sum v), so a worker
+known to be slow takes small chunks). With ``--backup`` (the
 default), once a worker finds nothing unassigned that it holds, it gets a speculative copy of
 the running chunk expected to finish last (MapReduce's backup tasks), provided its copy is
 expected to finish sooner, or the chunk is overdue (past its expected finish by 5%: then
@@ -35,13 +37,13 @@ GRACE = 0.05  # a copy is overdue 5% of its expected run time after its expected
 
 
 def chunk_error(spec) -> str | None:
-    """None if ``spec`` is ``guided`` or ``fixed:C`` with an integer C >= 1."""
-    if spec == "guided":
+    """None if ``spec`` is ``guided``, ``weighted`` or ``fixed:C`` with an integer C >= 1."""
+    if spec in ("guided", "weighted"):
         return None
     if isinstance(spec, str) and spec.startswith("fixed:") and spec[6:].isdigit() \
             and int(spec[6:]) >= 1:
         return None
-    return "must be 'guided' or 'fixed:C' with an integer C >= 1"
+    return "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1"
 
 
 class SelfScheduling(Scheme):
@@ -50,7 +52,7 @@ class SelfScheduling(Scheme):
     Parameters (besides :class:`Scheme`'s)
     ----------
     chunk : str
-        ``guided`` (default) or ``fixed:C``.
+        ``guided`` (default), ``weighted`` or ``fixed:C``.
     backup : bool
         Speculative copies of the running chunk expected to finish last (default on).
     placement : str
@@ -60,7 +62,8 @@ class SelfScheduling(Scheme):
     name = "self-scheduling"
     options = (
         Option("chunk", str, "guided",
-               "self-scheduling: chunk size, guided (ceil(remaining/N)) or fixed:C",
+               "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
+               "times the worker's share of the speed) or fixed:C",
                check=chunk_error, group="self-scheduling"),
         Option("backup", _bool, True,
                "self-scheduling: speculative copy of the running chunk expected to finish last "
@@ -74,7 +77,8 @@ class SelfScheduling(Scheme):
         err = chunk_error(chunk)
         if err:
             raise ValueError(f"chunk {chunk!r}: {err}")
-        self.fixed = None if chunk == "guided" else int(chunk[6:])
+        self.fixed = int(chunk[6:]) if chunk.startswith("fixed:") else None
+        self.weighted = chunk == "weighted"
         self.backup = _bool(backup)
         self.placement = Placement(placement, self.N, self.K)
         if self.placement.shared:
@@ -164,7 +168,14 @@ class SelfScheduling(Scheme):
 
     def _pull(self, w: int, t: float) -> Task | None:
         """A new chunk of unassigned partitions that ``w`` holds, or None."""
-        size = self.fixed or math.ceil(self.n_left / self.n_active)
+        if self.fixed:
+            size = self.fixed
+        elif self.weighted:
+            v = 1.0 / self.rates()
+            size = math.ceil(self.n_left * v[w] / v[self.active].sum() - 1e-9)
+        else:
+            size = math.ceil(self.n_left / self.n_active)
+        size = max(1, size)
         parts: list[np.ndarray] = []
         blocks: list[int] = []
         got = 0
