@@ -195,10 +195,11 @@ OPTIONS: list[Option] = [
            else "must be 'shared' or 'replicated:R' with R >= 1"),
     # --- self-scheduling (also SelfScheduling.options; the lead reconciles the two) -------
     Option("chunk", str, "guided",
-           "self-scheduling: chunk size, guided (ceil(remaining/N)) or fixed:C",
-           check=lambda x: None if x == "guided" or (
+           "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
+           "times the worker's share of the speed) or fixed:C",
+           check=lambda x: None if x in ("guided", "weighted") or (
                x.startswith("fixed:") and x[6:].isdigit() and int(x[6:]) >= 1)
-           else "must be 'guided' or 'fixed:C' with an integer C >= 1",
+           else "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1",
            group="self-scheduling"),
     Option("backup", _bool, True,
            "self-scheduling: speculative copy of the running chunk expected to finish last "
