@@ -56,9 +56,16 @@ bench: install  ## every benchmark (run on a quiet machine)
 	$(PY) -m mpicode bench scale
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
 
-# the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
-data: install  ## the bundled scikit-learn datasets into data/
+# data/README.md: the scikit-learn bundled datasets (data/digits.h5, data/breast_cancer.h5,
+# data/diabetes.h5) and the two shipped real straggler traces (data/trace-SE.h5, data/trace-AR.h5)
+TRACE_LICENSE := Apache-2.0 (data/traces/LICENSE-StragglerAnalysis.txt; ByteDance-Seed/StragglerAnalysis)
+data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
+	for t in SE AR; do \
+	  test -f data/trace-$$t.h5 || $(PY) -m mpicode traces import data/traces/bytedance-$$t.csv \
+	    --out data/trace-$$t.h5 --duration-col compute --license "$(TRACE_LICENSE)" \
+	    --description "see data/traces/README.md" || exit 1; \
+	done
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install  ## the seeded experiment suite: results/ and README Results

@@ -257,6 +257,11 @@ PARAMS = ("shift", "mu", "delay_mean", "slow_fraction", "slowdown", "pareto_shap
 
 def make_straggler_model(cfg, n_workers: int, n_partitions: int) -> StragglerModel:
     if cfg.stragglers.startswith("trace:"):
+        # an imported trace (mpicode traces import; models/trace_replay.py) or a run file
+        from mpicode.io.traces import is_trace_file
+        if is_trace_file(cfg.stragglers[6:]):
+            from mpicode.models.trace_replay import make_imported_trace
+            return make_imported_trace(cfg, n_workers, n_partitions)
         return Trace(n_workers, n_partitions, cfg.seed, path=cfg.stragglers[6:],
                      iterations=cfg.iterations, unit=cfg.delay_unit)
     cls = MODELS[cfg.stragglers]
