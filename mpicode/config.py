@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 
 class UsageError(Exception):

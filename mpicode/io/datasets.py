@@ -84,7 +84,7 @@ def write_dataset(ds: Dataset, path: str, force: bool = False, attrs: dict | Non
         for k in ("X", "y", "X_test", "y_test"):
             f.create_dataset(k, data=getattr(ds, k))
         f.attrs.update(name=ds.name, task=ds.task, n_classes=ds.n_classes, format=DATA_FORMAT,
-                       created=_dt.datetime.now(_dt.timezone.utc).isoformat())
+                       created=_dt.datetime.now(_dt.UTC).isoformat())
         if attrs:
             f.attrs.update(attrs)
     os.replace(tmp, p)

@@ -132,7 +132,7 @@ class RunLog:
         a = self.f.attrs
         a["format_version"] = FORMAT_VERSION
         a["mpicode_version"] = __version__
-        a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        a["created"] = _dt.datetime.now(_dt.UTC).isoformat()
         a["config"] = config_json
         a["n_workers"] = n_workers
         a["n_partitions"] = n_partitions
@@ -183,7 +183,7 @@ class RunLog:
         a = self.f.attrs
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
         a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [
-            {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(), "iteration": n_rows}])
+            {"at": _dt.datetime.now(_dt.UTC).isoformat(), "iteration": n_rows}])
         self.f.flush()
 
     def ensure_room(self, extra: int = 0) -> None:
@@ -262,7 +262,7 @@ class RunLog:
             return self.path
         try:
             self.f.attrs["status"] = status
-            self.f.attrs["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+            self.f.attrs["finished"] = _dt.datetime.now(_dt.UTC).isoformat()
             self.f.close()
         except (OSError, RuntimeError):  # disk full: the rows below n_done stay valid
             try:

@@ -239,7 +239,7 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
              "combine": combine if long else "none (one value per cell)",
              "normalisation": NORMALISATION, "median_s": med, "first_iteration": i0,
              "first_worker": w0, "n_iterations": m.shape[0], "n_workers": m.shape[1],
-             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if description:
         attrs["description"] = description
     _write(out, m, m / med, attrs)
