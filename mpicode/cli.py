@@ -132,10 +132,9 @@ def dispatch(args) -> int:
         from mpicode.io.dataimport import run_import
         return run_import(args)
     if args.command == "data" and args.data_command == "bundled":
-        from mpicode.io.dataimport import build_bundled
-        written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
-        print(f"wrote {', '.join(map(str, written))}" if written else
-              f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
+        from mpicode.io.dataimport import build_bundled, print_bundled
+        print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force,
+                                                  seed=args.seed))
         return 0
     if args.command == "traces":
         from mpicode.io.traces import run_import as import_trace

@@ -59,7 +59,9 @@ class IterationLoop:
 
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
         from mpicode.engine import faults
+        from mpicode.engine.divergence import DivergenceWatch
         from mpicode.io.runlog import DiskFull
+        self.divergence = DivergenceWatch(self.problem, self.w)  # warns once, explains why
         self.snap = self.take_snapshot(start)
         for it in range(start, start + iterations):
             faults.kill_at(it)
@@ -75,6 +77,7 @@ class IterationLoop:
             if self.problem is not None and ((it + 1) % self.eval_every == 0
                                              or it == start + iterations - 1):
                 row.update(self.problem.evaluate(self.w))
+                self.divergence.check(it, row)
             self.after_iteration(it, out)
             self.history.append(row)
             if self.runlog is not None:
