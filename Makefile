@@ -2,7 +2,19 @@
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+# MPI=pip (default): MPICH from PyPI, mpi4py's wheel, the venv's mpiexec. MPI=system: mpi4py
+# built from source against the MPI on PATH (a site module: `module load openmpi` first) and
+# that MPI's mpiexec; jobs/README.md "Which MPI".
+MPI         ?= pip
+ifeq ($(MPI),system)
+MPIEXEC     ?= mpiexec
+EXTRAS      := test,plot,data
+else ifeq ($(MPI),pip)
 MPIEXEC     ?= $(VENV)/bin/mpiexec
+EXTRAS      := mpich,test,plot,data
+else
+$(error MPI=$(MPI): use MPI=pip (MPICH from PyPI, the default) or MPI=system (the site's MPI))
+endif
 NP          ?= 5
 # Every MPI launch is bounded: a hung job is killed by the launcher (MPICH hydra).
 export MPIEXEC_TIMEOUT ?= 600
@@ -16,12 +28,27 @@ export MKL_NUM_THREADS ?= 1
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-install: $(VENV)/.installed  ## create .venv and install mpicode with every extra
+install: $(VENV)/.installed-$(MPI)  ## create .venv and install mpicode with every extra (MPI=system: the site's MPI)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-pip: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpich,test,plot,data]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-system
+	touch $@
+
+# mpi4py compiled with the mpicc on PATH (MPICC=... to choose another); no MPICH wheel, so no
+# .venv/bin/mpiexec to shadow the site's
+$(VENV)/.installed-system: pyproject.toml
+	@command -v mpicc >/dev/null || { echo "make install MPI=system: no mpicc on PATH" \
+	  "(load the site's MPI module first, or set MPICC)"; exit 2; }
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip uninstall -q -y mpich mpi4py
+	$(PY) -m pip install -q --no-binary mpi4py --no-cache-dir mpi4py
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -c "from mpi4py import MPI; print('mpi4py built against:', MPI.Get_library_version().splitlines()[0])"
+	rm -f $(VENV)/.installed-pip
 	touch $@
 
 run: install  ## demo: 4 workers + coordinator, then the report table
