@@ -23,10 +23,10 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
+.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
 
 help:  ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 install: $(VENV)/.installed-$(MPI)  ## create .venv and install mpicode with every extra (MPI=system: the site's MPI)
 
@@ -56,19 +56,26 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-fast test-e2e test-mpi  ## everything CI runs (~10 min on 2 quiet cores)
+test: install test-banner test-fast test-e2e test-mpi  ## everything CI runs (~10 min on 2 quiet cores, ~25 loaded)
+
+test-banner:
+	@echo "make test: unit (< 1 min), end-to-end (~6 min), MPI at 2, 3 and 5 ranks (~3 min): about"
+	@echo "  10 min on 2 quiet cores, 25 min or more on a loaded machine. As root, tests/e2e/test_slurm.py"
+	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
+	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
 
 test-fast: install  ## unit tests: serial, no subprocess (< 1 min)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
-	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
 
 test-serial: test-fast test-e2e
 
 # pytest-mpi: the same files under 2, 3 and 5 ranks; only tests marked mpi run there.
 test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 	for n in 2 3 5; do \
+	  echo "tests/mpi under $(MPIEXEC) -n $$n"; \
 	  $(MPIEXEC) -n $$n $(PY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi --only-mpi \
 	    --timeout=120 tests/mpi || exit 1; \
 	done
