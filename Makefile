@@ -98,6 +98,7 @@ data: install  ## the bundled scikit-learn datasets and the shipped straggler tr
 	for t in SE AR; do \
 	  test -f data/trace-$$t.h5 || $(PY) -m mpicode traces import data/traces/bytedance-$$t.csv \
 	    --out data/trace-$$t.h5 --duration-col compute --license "$(TRACE_LICENSE)" \
+	    --license-file data/traces/LICENSE-StragglerAnalysis.txt \
 	    --description "see data/traces/README.md" || exit 1; \
 	done
 

@@ -23,12 +23,14 @@ Trace file (HDF5), ``format = "mpicode-trace"``:
   step is kept). ``--stragglers trace:TRACE.h5`` replays ``relative`` times ``--delay-unit``;
 * attributes ``source``, ``license``, ``units`` ("s"), ``source_units``, ``layout``,
   ``combine``, ``normalisation``, ``median_s``, ``first_iteration``, ``first_worker``,
-  ``n_iterations``, ``n_workers``, ``created``, plus ``description`` if given.
+  ``n_iterations``, ``n_workers``, ``created``, ``source_format``, plus ``description`` and
+  (``--license-file``) ``license_file`` and ``license_text`` if given.
 
 Serial, no MPI::
 
     mpicode traces import data/traces/bytedance-AR.csv --out data/trace-AR.h5 \\
-        --duration-col compute --license "Apache-2.0 (data/traces/LICENSE-StragglerAnalysis.txt)"
+        --duration-col compute --license Apache-2.0 \\
+        --license-file data/traces/LICENSE-StragglerAnalysis.txt
 """
 
 from __future__ import annotations
@@ -208,13 +210,14 @@ def _wide_matrix(path, header, rows, nums, iteration_col: str):
 
 def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "auto",
                  cols=("iteration", "worker", "duration"), combine: str = "sum",
-                 units: str = "s", license: str = "", description: str = "",
-                 force: bool = False) -> dict:
+                 units: str = "s", license: str = "", license_file: str = "",
+                 description: str = "", force: bool = False) -> dict:
     """Read ``source``, write the trace file ``out``; returns its attributes."""
     if not Path(source).is_file():
         raise UsageError(f"trace source not found: {source}")
     if os.path.lexists(out) and not force:
         raise UsageError(f"output exists: {out} (--force to overwrite)")
+    license_text = _read_license(license_file) if license_file else ""
     if units not in UNITS:
         raise UsageError(f"--units {units!r}: choose from {', '.join(UNITS)}")
     if fmt == "auto":
@@ -235,15 +238,26 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
     if not med > 0:
         raise UsageError(f"{source}: the median duration is 0: nothing to normalise by")
     attrs = {"format": TRACE_FORMAT, "source": str(source), "license": license or "unknown",
-             "units": "s", "source_units": units, "layout": "long" if long else "wide",
+             "units": "s", "source_units": units, "source_format": fmt,
+             "layout": "long" if long else "wide",
              "combine": combine if long else "none (one value per cell)",
              "normalisation": NORMALISATION, "median_s": med, "first_iteration": i0,
              "first_worker": w0, "n_iterations": m.shape[0], "n_workers": m.shape[1],
              "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if description:
         attrs["description"] = description
+    if license_file:  # the license travels inside the trace file
+        attrs.update(license_file=Path(license_file).name, license_text=license_text)
     _write(out, m, m / med, attrs)
     return attrs
+
+
+def _read_license(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--license-file {path}: cannot read "
+                         f"({getattr(e, 'strerror', None) or e})") from None
 
 
 def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict) -> None:
@@ -318,6 +332,8 @@ def add_import_arguments(p) -> None:
     p.add_argument("--units", choices=tuple(UNITS), default="s",
                    help="unit of the durations in FILE (default s); stored in seconds")
     p.add_argument("--license", default="", help="license of the source data (recorded)")
+    p.add_argument("--license-file", default="", metavar="PATH",
+                   help="license text of the source data, stored in the trace file")
     p.add_argument("--description", default="", help="free text recorded with the trace")
     p.add_argument("--force", action="store_true", help="overwrite --out")
 
@@ -327,9 +343,9 @@ def run_import(args) -> int:
     a = import_trace(args.source, args.out, fmt=args.fmt, layout=args.layout,
                      cols=(args.iteration_col, args.worker_col, args.duration_col),
                      combine=args.combine, units=args.units, license=args.license,
-                     description=args.description, force=args.force)
-    rel = a["median_s"]
+                     license_file=args.license_file, description=args.description,
+                     force=args.force)
     print(f"wrote {args.out}: {a['n_iterations']} iterations x {a['n_workers']} workers "
-          f"({a['layout']} {args.fmt if args.fmt != 'auto' else 'table'}), median "
-          f"{rel:.4g} s; replay with --stragglers trace:{args.out}")
+          f"({a['layout']} {a['source_format']}), median {a['median_s']:.4g} s; replay with "
+          f"--stragglers trace:{args.out}")
     return 0

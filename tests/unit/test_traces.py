@@ -42,6 +42,20 @@ def test_long_csv_round_trip_and_attributes(tmp_path):
     assert attrs["license"] == "CC0" and attrs["source"] == src and attrs["layout"] == "long"
     assert "global median" in attrs["normalisation"] and attrs["combine"] == "sum"
     assert a["n_iterations"] == 3 and a["n_workers"] == 2 and is_trace_file(str(out))
+    assert attrs["source_format"] == "csv" and "license_text" not in attrs
+
+
+def test_license_file_travels_in_the_trace(tmp_path):
+    lic = Path(ROOT) / "data" / "traces" / "LICENSE-StragglerAnalysis.txt"
+    out = tmp_path / "t.h5"
+    import_trace(_long(tmp_path, _grid(2, 2)), str(out), license="Apache-2.0",
+                 license_file=str(lic))
+    with h5py.File(out, "r") as f:
+        assert f.attrs["license_text"] == lic.read_text()
+        assert f.attrs["license_file"] == "LICENSE-StragglerAnalysis.txt"
+    with pytest.raises(UsageError, match="--license-file .*nope: cannot read"):
+        import_trace(_long(tmp_path, _grid(2, 2)), str(tmp_path / "u.h5"),
+                     license_file=str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize("combine, want", [("sum", 5.0), ("max", 3.0), ("mean", 2.5)])
