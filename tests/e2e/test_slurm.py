@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PY, ROOT, wait_until
+from conftest import PY, ROOT, run_attr, wait_until
 
 from mpicode.analysis.report import read_run
 
@@ -363,3 +363,46 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     assert (rep / "report.csv").read_text().startswith("run,status,scheme")
     assert (rep / "plots" / "loss_vs_time.png").stat().st_size > 1000
     _say(f"SLURM jobs checked, {time.time() - t0:.1f} s after the first sbatch")
+
+
+def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
+    """What `#SBATCH --signal=B:USR1@120` does before a time limit, sent by hand (`scancel
+    --signal=USR1 --batch`: the batch shell only): the shell forwards it, rank 0 stops with a
+    checkpoint (exit 3), the job requeues itself, and the requeued job (same id, same output)
+    resumes the run to the end instead of stopping on "output exists"."""
+    c = cluster
+    runs = tmp_path / "runs"
+    env = _sbatch_env(c, runs)
+    r = subprocess.run(["sbatch", "--parsable", "--ntasks=3", "--time=5",
+                        str(ROOT / "jobs/train.sbatch"), "jobs/configs/demo.toml",
+                        "--iterations", "300", "--samples", "600", "--features", "8",
+                        "--delay-unit", "0.02"],
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    out = runs / f"train_{job}.h5"
+    part = runs / f"train_{job}.h5.part"
+
+    def started():
+        n = run_attr(part, "n_done")
+        return n is not None and n >= 3
+
+    assert wait_until(started, JOB_TIMEOUT, 0.5), c.logs()
+    s = subprocess.run(["scancel", "--signal=USR1", "--batch", job], capture_output=True,
+                       text=True, timeout=30, env=c.env)
+    assert s.returncode == 0, s.stderr
+    t0 = time.time()
+
+    def ended():
+        st = c.job_states(job).get(job, "?")
+        return st in DONE and out.exists() and run_attr(out, "status") == "complete"
+
+    ok = wait_until(ended, JOB_TIMEOUT, 1.0)
+    log = (tmp_path / f"mpicode-train-{job}.out").read_text(errors="replace")
+    assert ok, f"{c.job_states(job)}\n{log[-3000:]}\n{c.logs()}"
+    _say(f"interrupted, requeued and resumed in {time.time() - t0:.1f} s")
+    assert "SIGUSR1 (time limit near)" in log and f"requeueing job {job}" in log
+    assert "exists (restart 1): resuming it" in log  # --open-mode=append: both parts
+    run = read_run(str(out))
+    assert run["attrs"]["status"] == "complete" and run["n"] == 300
+    assert c.job_states(job)[job] == "COMPLETED"
