@@ -141,17 +141,9 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
     perm = np.random.default_rng([seed, 0x1A9]).permutation(n)
     X, y = X[perm], y[perm]
     Xt, yt, X, y = X[:n_test], y[:n_test], X[n_test:], y[n_test:]
-    if standardize:
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0)
-        sd[sd == 0] = 1.0
-        X = (X - mu) / sd
-        Xt = (Xt - mu) / sd
     y_offset = 0.0
-    if standardize and task == "regression":
-        # the models have no intercept: centre the target too (RMSE keeps the original units)
-        y_offset = float(y.mean())
-        y, yt = y - y_offset, yt - y_offset
+    if standardize:
+        X, Xt, y, yt, y_offset = _standardize(X, Xt, y, yt, task)
     ds = Dataset(name or Path(source).stem, np.ascontiguousarray(X), y.copy(),
                  np.ascontiguousarray(Xt), yt.copy(), task, n_classes)
     write_dataset(ds, out, force=force, attrs={
@@ -159,6 +151,17 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
         "standardized": bool(standardize), "y_offset": y_offset,
         "label_mapping": mapping_attr(mapping)})
     return ds
+
+
+def _standardize(X, Xt, y, yt, task):
+    """Features scaled with the training mean and std (constant ones only centred); for
+    regression the target centred too (the models have no intercept; RMSE keeps the original
+    units). Returns (X, Xt, y, yt, y_offset)."""
+    mu = X.mean(axis=0)
+    sd = X.std(axis=0)
+    sd[sd == 0] = 1.0
+    y_offset = float(y.mean()) if task == "regression" else 0.0
+    return (X - mu) / sd, (Xt - mu) / sd, y - y_offset, yt - y_offset, y_offset
 
 
 def _read_source(source, fmt, label_column, task):
