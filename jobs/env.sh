@@ -70,7 +70,7 @@ mpicode_launch() {
     local pid=$! rc=0
     # shellcheck disable=SC2064
     trap "echo 'mpicode job: SIGUSR1 (time limit near): stopping the run with a checkpoint' >&2;
-          kill -USR1 $pid 2>/dev/null || true" USR1
+          MPICODE_TIME_LIMIT=1; kill -USR1 $pid 2>/dev/null || true" USR1
     # shellcheck disable=SC2064
     trap "kill -TERM $pid 2>/dev/null || true" TERM
     while :; do  # a trapped signal ends wait early: wait again until the launcher exits
@@ -94,12 +94,14 @@ mpicode_run_args() {
     fi
 }
 
-# after a run: exit code 3 means interrupted with a checkpoint (SLURM's warning signal before
-# the time limit): requeue this job (it resumes) unless MPICODE_REQUEUE=0 or the restarts are
-# used up. Returns the run's exit code otherwise.
+# after a run: exit code 3 after SLURM's warning signal (SIGUSR1 before the time limit) means
+# interrupted with a checkpoint: requeue this job (it resumes) unless MPICODE_REQUEUE=0 or the
+# restarts are used up. A run stopped otherwise (scancel's SIGTERM) is not requeued. Returns
+# the run's exit code otherwise.
 mpicode_requeue_or() {
     local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
-    if [ "$rc" -eq 3 ] && [ "${MPICODE_REQUEUE:-1}" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ] \
+    if [ "$rc" -eq 3 ] && [ "${MPICODE_TIME_LIMIT:-0}" = 1 ] && [ "${MPICODE_REQUEUE:-1}" = 1 ] \
+            && [ -n "${SLURM_JOB_ID:-}" ] \
             && [ "$restarts" -lt "${MPICODE_MAX_RESTARTS:-5}" ]; then
         echo "mpicode job: interrupted with a checkpoint: requeueing job $SLURM_JOB_ID" \
              "(restart $((restarts + 1)) of at most ${MPICODE_MAX_RESTARTS:-5})"

@@ -17,6 +17,7 @@ FAKE_SRUN = """#!/bin/bash
 # stands in for srun: records its arguments, exits 3 on SIGUSR1 like an interrupted run
 echo "srun $*" >> "$LOG"
 trap 'echo "srun got USR1" >> "$LOG"; exit 3' USR1
+trap 'echo "srun got TERM" >> "$LOG"; exit 3' TERM
 echo started > "$LOG.started"
 for _ in $(seq 600); do sleep 0.1; done
 exit 0
@@ -60,9 +61,10 @@ def test_run_args_resume_when_the_run_file_exists(tmp_path):
         assert want in r.stdout and ("resuming it" in r.stdout) == (existing is not None)
 
 
-@pytest.mark.parametrize("requeue, restarts, want_requeue", [("1", "0", True), ("0", "0", False),
-                                                              ("1", "5", False)])
-def test_usr1_is_forwarded_and_an_interrupted_run_requeues(tmp_path, requeue, restarts,
+@pytest.mark.parametrize("sig, requeue, restarts, want_requeue", [
+    ("USR1", "1", "0", True), ("USR1", "0", "0", False), ("USR1", "1", "5", False),
+    ("TERM", "1", "0", False)])  # scancel: stopped with a checkpoint, not requeued
+def test_usr1_is_forwarded_and_an_interrupted_run_requeues(tmp_path, sig, requeue, restarts,
                                                            want_requeue):
     env = _env(tmp_path, MPICODE_REQUEUE=requeue, SLURM_RESTART_COUNT=restarts)
     script = ('rc=0; mpicode_launch python -m mpicode train --quiet || rc=$?\n'
@@ -72,7 +74,8 @@ def test_usr1_is_forwarded_and_an_interrupted_run_requeues(tmp_path, requeue, re
     try:
         assert wait_until(lambda: (tmp_path / "log.started").exists(), 30), "srun not started"
         time.sleep(0.2)
-        p.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@120 does: the batch shell only
+        # what --signal=B:USR1@120 does (the batch shell only), or scancel's SIGTERM
+        p.send_signal(getattr(signal, f"SIG{sig}"))
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
@@ -80,8 +83,8 @@ def test_usr1_is_forwarded_and_an_interrupted_run_requeues(tmp_path, requeue, re
             p.wait(timeout=10)
     log = (tmp_path / "log").read_text()
     assert "srun --kill-on-bad-exit=1 --mpi=pmi2 python -m mpicode train --quiet" in log
-    assert "srun got USR1" in log and "launch rc=3" in out
-    assert "SIGUSR1 (time limit near)" in err
+    assert f"srun got {sig}" in log and "launch rc=3" in out
+    assert ("SIGUSR1 (time limit near)" in err) == (sig == "USR1")
     if want_requeue:
         assert "scontrol requeue 4242" in log and p.returncode == 0 and "after" not in out
     else:
