@@ -86,7 +86,8 @@ def build_parser() -> Parser:
     bu.add_argument("--force", action="store_true")
 
     tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
-    tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser)
+    tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
+                             metavar="import")
     from mpicode.io.traces import add_import_arguments as add_trace_arguments
     add_trace_arguments(tsub.add_parser(
         "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
