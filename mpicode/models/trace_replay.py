@@ -13,6 +13,9 @@ shares, as for every other straggler model. ``(t', i')`` follow ``--trace-map``:
   of the trace's workers.
 
 A run with fewer workers or iterations than the trace replays its first N columns and T rows.
+
+    mpiexec -n 9 python -m mpi4py -m mpicode train --stragglers trace:data/trace-AR.h5 \
+        --trace-map tile --delay-unit 0.02
 """
 
 from __future__ import annotations
