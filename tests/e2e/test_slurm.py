@@ -135,6 +135,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=600
+FirstJobId={first_job_id}
 PlugStackConfig={d}/plugstack.conf
 NodeName={host} NodeAddr=127.0.0.1 CPUs=9 RealMemory=4000 State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=60 State=UP
@@ -159,8 +160,12 @@ class Cluster:
             (d / sub).mkdir(mode=0o700)
         (d / "plugstack.conf").write_text("")
         ctld_port, d_port = _free_ports(2)
+        # job ids of their own: MPICH under srun names its shared-memory segments after the
+        # job and step id, so a second test cluster starting at job 1 again could open a stale
+        # /dev/shm segment of an earlier, killed job 1.0 (a hang, or "Invalid GenQ flag")
+        first = 1000 + int.from_bytes(os.urandom(3), "big") % 1_000_000
         (d / "slurm.conf").write_text(SLURM_CONF.format(host=self.host, d=d, ctld_port=ctld_port,
-                                                        d_port=d_port))
+                                                        d_port=d_port, first_job_id=first))
         key = d / "munge.key"
         if not key.exists():  # a key of our own: never touch /etc/munge
             key.write_bytes(os.urandom(1024))
