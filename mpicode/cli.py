@@ -1,4 +1,4 @@
-"""Command line: ``mpicode train | report | data | config ...``.
+"""Command line: ``mpicode train | simulate | report | data | traces | config ...``.
 
 ``train`` needs MPI ranks::
 
@@ -86,6 +86,14 @@ def build_parser() -> Parser:
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
 
+    tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
+    tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
+                             metavar="import")
+    from mpicode.io.traces import add_import_arguments as add_trace_arguments
+    add_trace_arguments(tsub.add_parser(
+        "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
+        "--stragglers trace:TRACE.h5"))
+
     bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
     bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
     for name, text in BENCHES.items():
@@ -126,11 +134,13 @@ def dispatch(args) -> int:
         from mpicode.io.dataimport import run_import
         return run_import(args)
     if args.command == "data" and args.data_command == "bundled":
-        from mpicode.io.dataimport import build_bundled
-        written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
-        print(f"wrote {', '.join(map(str, written))}" if written else
-              f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
+        from mpicode.io.dataimport import build_bundled, print_bundled
+        print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force,
+                                                  seed=args.seed))
         return 0
+    if args.command == "traces":
+        from mpicode.io.traces import run_import as import_trace
+        return import_trace(args)
     if args.command == "bench":
         import importlib
         import inspect
