@@ -103,7 +103,8 @@ def _num(v) -> float:
 def _pm(col: str, g: dict) -> str:
     m, lo, hi = g.get(col), g.get(col + "_ci_low"), g.get(col + "_ci_high")
     text = cell(FORMATS.get(col, "{}") if isinstance(m, str) else "{:.4g}", m)
-    if text in (EMPTY, NEVER) or lo is None or not math.isfinite(lo) or hi == lo:
+    if text in (EMPTY, NEVER) or lo is None or not math.isfinite(lo) or \
+            hi - lo <= 1e-9 * max(1.0, abs(m)):  # equal values (up to rounding): no spread
         return text
     return f"{text}±{(hi - lo) / 2:.2g}"
 
