@@ -93,9 +93,9 @@ def _all_keys(rows: list[dict], first: list[str]) -> list[str]:
 
 
 def _short_names(rows: list[dict]) -> tuple[list[dict], list[str]]:
-    """A sweep (every run in one directory): the file names say enough, a note says where."""
+    """Runs in one directory (a sweep): the file names say enough, a note says where."""
     dirs = {str(Path(r["run"]).parent) for r in rows}
-    if len(dirs) != 1 or len(rows) < 2:
+    if len(dirs) != 1 or not rows:
         return rows, []
     where = [f"note: runs in {dirs.pop()}/"]
     return [{**r, "run": Path(r["run"]).name} for r in rows], where
@@ -160,7 +160,7 @@ def render(paths: list, fmt: str = "table", target_loss: float | None = None,
     if notes is not None:
         notes.extend(all_notes)
         return text
-    return "\n".join([text] + all_notes)
+    return "\n".join([text] + (all_notes if fmt == "table" else []))
 
 
 def parse_range(text: str | None, n: int, default: int = 5) -> tuple[int, int]:
