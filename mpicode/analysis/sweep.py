@@ -9,7 +9,8 @@
 The file is the one ``jobs/sweep.sbatch`` reads on SLURM: one line of ``mpicode train``
 options per cell (comments and blank lines skipped; cell numbers 0-based, as array task ids).
 Each cell runs as ``mpiexec -n NP python -m mpi4py -m mpicode train [--config C] LINE --out
-DIR/cell_NNN_<values>.h5 --quiet`` (the name ``sweep.sbatch`` gives it), under
+DIR/cell_NNN_<values>.h5 --quiet $MPICODE_TRAIN_ARGS`` (the name and the extra options
+of ``sweep.sbatch``), under
 ``MPIEXEC_TIMEOUT`` (default 3600 s per cell) and a subprocess timeout 60 s longer. A cell
 whose output exists with status ``complete`` is skipped; one with a ``.part`` file (or an
 unfinished output) that holds a checkpoint is resumed (``--resume``); one without a
@@ -99,7 +100,7 @@ def command(np_: int, line: str, out: Path, config: str | None, action: str,
     cmd = [mpiexec(), "-n", str(np_), sys.executable, "-m", "mpi4py", "-m", "mpicode", "train"]
     if config:
         cmd += ["--config", config]
-    cmd += shlex.split(line)
+    cmd += shlex.split(line) + shlex.split(os.environ.get("MPICODE_TRAIN_ARGS", ""))
     if action == "resume":
         cmd += ["--resume", str(found)]
     else:
