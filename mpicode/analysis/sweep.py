@@ -8,13 +8,14 @@
 
 The file is the one ``jobs/sweep.sbatch`` reads on SLURM: one line of ``mpicode train``
 options per cell (comments and blank lines skipped; cell numbers 0-based, as array task ids).
-Each cell runs as ``mpiexec -n NP python -m mpi4py -m mpicode train [--config C] LINE --out
-DIR/cell_NNN_<values>.h5 --quiet $MPICODE_TRAIN_ARGS`` (the name and the extra options
-of ``sweep.sbatch``), under
-``MPIEXEC_TIMEOUT`` (default 3600 s per cell) and a subprocess timeout 60 s longer. A cell
+Each cell runs as ``mpiexec -n NP python -m mpi4py -m mpicode train [--config C] LINE
+$MPICODE_TRAIN_ARGS --out DIR/cell_NNN_<values>.h5 --quiet`` (the file name and the extra
+options of ``sweep.sbatch``), under ``MPIEXEC_TIMEOUT`` (default 3600 s per cell) and a
+subprocess timeout 60 s longer, after one ``mpicode warmup`` (numba cache). A cell
 whose output exists with status ``complete`` is skipped; one with a ``.part`` file (or an
 unfinished output) that holds a checkpoint is resumed (``--resume``); one without a
-checkpoint is run again from the start (``--force``). Each cell's output goes to
+checkpoint is run again from the start (``--force``). A resumed cell continues with the
+configuration stored in its file, with the line's options on top. Each cell's output goes to
 ``DIR/cell_NNN_<values>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
 """
 
