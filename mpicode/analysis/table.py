@@ -45,9 +45,9 @@ COMPACT = [("run", "run"), ("status", "status"), ("scheme", "scheme"), ("N", "N"
            ("iterations", "iters"), ("final_loss", "loss"), ("test_accuracy", "acc"),
            ("mean_iter_s", "iter_s"), ("p95_iter_s", "p95_s"), ("total_s", "total_s"),
            ("mean_load", "load"), ("time_to_target_s", "target_s"), ("vs_oracle", "vs_oracle")]
-PRIORITY = ["run", "scheme", "N", "iterations", "final_loss", "mean_iter_s",
-            "time_to_target_s", "vs_oracle", "test_accuracy", "total_s", "status",
-            "mean_load", "p95_iter_s"]
+PRIORITY = ["run", "status", "scheme", "N", "iterations", "final_loss", "mean_iter_s",
+            "time_to_target_s", "vs_oracle", "test_accuracy", "mean_load", "total_s",
+            "p95_iter_s"]
 COMPACT_FORMATS = {"final_loss": "{:.4g}", "test_accuracy": "{:.3f}", "total_s": "{:.2f}",
                    "mean_load": "{:.2f}", "vs_oracle": "{:.2f}", "time_to_target_s": "{:.2f}"}
 
@@ -109,18 +109,16 @@ def render_rows(rows: list[dict], columns: list[str] | None = None, wide: bool =
         body = [[cell(FORMATS.get(k, "{}"), r.get(k)) for k in keys] for r in rows]
         return lay_out(keys, body, [k in LEFT for k in keys]), []
     keys = [k for k, _ in COMPACT if k != "time_to_target_s" or target]
-    if all(r.get("status") == "complete" for r in rows):
-        keys.remove("status")  # the notes name any run that is not complete
     labels = dict(COMPACT)
     fmt = {k: COMPACT_FORMATS.get(k, FORMATS.get(k, "{}")) for k in keys}
     text = [{k: cell(fmt[k], r.get(k)) for k in keys} for r in rows]
     for t in text:
-        t["run"] = _elide(t["run"], 32)
+        t["run"] = _elide(t["run"].removesuffix(".h5"), 24)
     dropped = []
     while True:
         lines = lay_out([labels[k] for k in keys], [[t[k] for k in keys] for t in text],
                         [k in LEFT for k in keys])
-        if max(map(len, lines)) <= width or len(keys) <= 4:
+        if max(map(len, lines)) <= width or len(keys) <= 5:  # run .. N always stay
             break
         gone = max(keys, key=PRIORITY.index)
         keys.remove(gone)

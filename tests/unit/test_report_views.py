@@ -49,7 +49,7 @@ def seeds(tmp_path):
 def test_compact_default_fits_and_marks_empty_values(tmp_path):
     paths = []
     for i, scheme in enumerate(["ignore-stragglers", "two-stage", "speed-aware"]):
-        p = tmp_path / f"cell_{i:03d}_{scheme}_shifted-exp_{i}_with_a_long_tail.h5"
+        p = tmp_path / f"cell_{i:03d}_{scheme}_{i}.h5"
         synth(p, scheme=scheme)
         paths.append(str(p))
     with h5py.File(paths[0], "a") as f:
@@ -61,10 +61,21 @@ def test_compact_default_fits_and_marks_empty_values(tmp_path):
         assert "nan" not in body.lower() and "None" not in body
     lines = report.render(paths, target_loss=1e-6).splitlines()
     head = lines[0].split()
-    assert head[:3] == ["run", "scheme", "N"] and "vs_oracle" in head and "target_s" in head
+    assert head[:4] == ["run", "status", "scheme", "N"]
+    assert "vs_oracle" in head and "target_s" in head
     row = dict(zip(head, lines[2].split(), strict=False))
     assert row["target_s"] == "never" and row["vs_oracle"] == table.EMPTY
-    assert "status" not in head  # every run complete: the notes would name one that is not
+    assert head[1] == "status" and lines[2].split()[1] == "complete"
+    # names too long for everything: still 100 columns, and a note says what was left out
+    long = tmp_path / "long"
+    long.mkdir()
+    names = [str(long / f"cell_{i:03d}_ignore-stragglers_shifted-exp_{i}_and_more.h5")
+             for i in range(2)]
+    for n in names:
+        synth(n, scheme="ignore-stragglers")
+    text = report.render(names, target_loss=0.3).splitlines()
+    assert max(map(len, text[:4])) <= 100 and "~" in text[2]  # the name elided
+    assert any(t.startswith("note: left out to fit 100 columns: p95_iter_s") for t in text)
 
 
 def test_wide_and_machine_outputs_stay_complete(two_runs):
