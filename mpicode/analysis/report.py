@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -235,7 +236,10 @@ def main(args) -> int:
                                               target_loss=args.target_loss, groups=sets,
                                               log_loss=getattr(args, "log_loss", False))
         notes.extend(plot_notes)
-    print(text)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `mpicode report ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in notes:
         print(line, file=sys.stderr)
     for p in written:
