@@ -224,6 +224,8 @@ def backlogs(run: dict, path: Path) -> str:
                     if np.isfinite(v).any() else f"{k} not recorded", ha="center",
                     va="center", transform=ax.transAxes)
             ax.set_yticks([])
+            if np.isfinite(t).any() and np.nanmax(t) > np.nanmin(t):
+                ax.set_xlim(np.nanmin(t), np.nanmax(t))  # the time axis of the other panels
             continue
         for w in range(v.shape[1]):
             ax.plot(t, v[:, w], lw=1, label=f"worker {w}")
