@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import mpicode.analysis.runs as runs
-from mpicode.analysis.table import EMPTY, FORMATS, LEFT, NEVER, WIDTH, cell, lay_out
+from mpicode.analysis.table import COMPACT, EMPTY, FORMATS, LEFT, NEVER, WIDTH, cell, lay_out
 from mpicode.config import UsageError
 from mpicode.stats import mean_ci
 
@@ -112,7 +112,8 @@ def _pm(col: str, g: dict) -> str:
 def render(groups: list[dict], keys: list[str], columns: list[str] | None, wide: bool,
            target: bool) -> tuple[list[str], list[str]]:
     """(lines, notes) of the grouped table: keys, n, then mean±half-width of the chosen (or
-    the default) numeric columns; left out from the end until it fits WIDTH (not ``wide``)."""
+    the default, under the compact table's short headers) numeric columns; left out from the
+    end until it fits WIDTH (not ``wide``)."""
     have = {k.removesuffix("_ci_low") for g in groups for k in g if k.endswith("_ci_low")}
     if columns:
         cols = [c for c in columns if c not in keys]
@@ -122,8 +123,10 @@ def render(groups: list[dict], keys: list[str], columns: list[str] | None, wide:
         cols = [c for c in DEFAULT if c in have and (c != "time_to_target_s" or target)]
     body = [[cell("{}", g[k]) for k in keys] + [str(g["n"])]
             + [_pm(c, g) if c in have else cell("{}", g.get(c)) for c in cols] for g in groups]
-    header = keys + ["n"] + cols
-    left = [k in LEFT for k in keys] + [False] * (1 + len(cols))
+    short = dict(COMPACT) if not (wide or columns) else {}
+    header = keys + ["n"] + [short.get(c, c) for c in cols]
+    left = [k in LEFT or any(isinstance(g[k], str) for g in groups) for k in keys] + \
+        [False] * (1 + len(cols))
     lines = lay_out(header, body, left)
     dropped = []
     while not wide and not columns and max(map(len, lines)) > WIDTH and cols:
