@@ -40,8 +40,11 @@ def _from_tasks(run, n: int, N: int) -> tuple[np.ndarray, np.ndarray]:
     spent, parts = np.zeros((n, N)), np.zeros((n, N))
     censored = np.zeros((n, N), bool)
     it = np.asarray(tk["iteration"], np.int64)
-    index = {int(v): r for r, v in enumerate(run["iterations"].get("iteration", range(n)))}
-    rows = np.array([index.get(int(i), -1) for i in it], np.int64)
+    iters = np.asarray(run["iterations"].get("iteration", np.arange(n)), np.int64)[:n]
+    order = np.argsort(iters, kind="stable")
+    pos = np.clip(np.searchsorted(iters[order], it), 0, max(n - 1, 0))
+    rows = np.where(iters[order][pos] == it, order[pos], -1) if n else \
+        np.full(len(it), -1, np.int64)  # task rows of iterations past n_done: left out
     w = np.asarray(tk["worker"], np.int64)
     nan = np.full(len(it), np.nan)
     comp = np.asarray(tk.get("compute_s", nan), float)
