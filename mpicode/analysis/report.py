@@ -115,6 +115,7 @@ def _workers(runs: list[dict], fmt: str, columns) -> tuple[str, list[str]]:
         return _machine(rows, keys, fmt), notes
     shown, where = _short_names(rows)
     f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}"}
+    shown = [{**r, "run": r["run"].removesuffix(".h5")} for r in shown]  # as the main table
     body = [[table.cell(f.get(k, "{}"), r[k]) for k in keys] for r in shown]
     return "\n".join(table.lay_out(keys, body, [k == "run" for k in keys])), where + notes
 
