@@ -14,7 +14,8 @@ options of ``sweep.sbatch``), under ``MPIEXEC_TIMEOUT`` (default 3600 s per cell
 subprocess timeout 60 s longer, after one ``mpicode warmup`` (numba cache). A cell
 whose output exists with status ``complete`` is skipped; one with a ``.part`` file (or an
 unfinished output) that holds a checkpoint is resumed (``--resume``); one without a
-checkpoint is run again from the start (``--force``). A resumed cell continues with the
+checkpoint is run again from the start (``--force``); one whose file a live process still
+writes (another sweep) is left alone and counted as failed. A resumed cell continues with the
 configuration stored in its file, with the line's options on top. Each cell's output goes to
 ``DIR/cell_NNN_<values>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
 """
@@ -71,11 +72,14 @@ def out_path(out_dir: Path, index: int, line: str) -> Path:
 
 def state(out: Path) -> tuple[str, Path | None]:
     """What to do with a cell: ('skip', out), ('resume', file with a checkpoint),
-    ('rerun', file without one) or ('new', None)."""
+    ('rerun', file without one), ('busy', file a live run writes) or ('new', None)."""
+    from mpicode.io import safefile
     part = Path(str(out) + ".part")
     for f in (out, part):
         if not f.exists():
             continue
+        if safefile.is_held(str(f)):
+            return "busy", f
         try:
             with h5py.File(f, "r", locking=False) as h:
                 status = str(h.attrs.get("status", ""))
@@ -168,6 +172,9 @@ def one_cell(args, i: int, line: str, out_dir: Path, timeout: int) -> str:
     if action == "skip":
         _progress(i, n, out.name, "skipped (complete)")
         return "skipped"
+    if action == "busy":  # another sweep or run writes it: not ours to touch
+        _progress(i, n, out.name, f"FAILED: not run, a live process is writing {found.name}")
+        return "failed"
     cmd = command(args.np, line, out, args.config, action, found)
     if args.dry_run:
         _progress(i, n, out.name, f"{_how(action, found, True)}: {shlex.join(cmd)}")

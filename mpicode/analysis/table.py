@@ -35,8 +35,9 @@ COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}
            ("scheduler", "{}"), ("channel", "{}"), ("bytes_up", _bytes),
            ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}"),
            ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
-           ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.3f}")]
-FORMATS = {**dict(COLUMNS), "final_test_loss": "{:.6g}", "target_loss": "{:g}"}
+           ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.2f}")]
+FORMATS = {**dict(COLUMNS), "final_test_loss": "{:.6g}", "target_loss": "{:g}",
+           "mean_oracle_s": "{:.4f}", "vs_oracle_part": "{:.2f}"}
 LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of", "file"}
 
 # the compact default: (key, short header), in the order shown; PRIORITY: the order in which

@@ -23,16 +23,14 @@ import mpicode.analysis.runs as runs
 
 
 def vs_oracle(run) -> float:
-    """Mean iteration time / mean ``oracle_s`` over the iterations that have both."""
+    """Mean iteration time / mean ``oracle_s``: the ``vs_oracle`` of ``analysis.summary``
+    (NaN without ``/iterations/oracle_s``)."""
     run = runs.read_run(run)
     it = run["iterations"]
-    o = it.get("oracle_s")
-    if o is None or "t_end" not in it or "t_start" not in it:
+    if "oracle_s" not in it or "t_end" not in it or "t_start" not in it:
         return math.nan
     dur = np.asarray(it["t_end"], float) - np.asarray(it["t_start"], float)
-    o = np.asarray(o, float)
-    ok = np.isfinite(dur) & np.isfinite(o) & (o > 0)
-    return float(dur[ok].mean() / o[ok].mean()) if ok.any() else math.nan
+    return runs._ratio(dur[np.isfinite(dur)], it["oracle_s"])
 
 
 def _from_tasks(run, n: int, N: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,9 +50,9 @@ SCHEMES: dict[str, dict] = {
     "self-scheduling": {"scheme": "self-scheduling"},
     "two-stage": {"scheme": "two-stage", "stragglers_tolerated": 1},
     "two-stage (paper)": {"scheme": "two-stage", "stragglers_tolerated": 1, "rho": 0.75,
-                          "stage2_tolerance": 1, "replan": 0},
+                          "stage2_tolerance": 1, "replan": 0, "stage1_chunks": 1},
     "two-stage (single stage 2)": {"scheme": "two-stage", "stragglers_tolerated": 1,
-                                   "replan": 0},
+                                   "replan": 0, "stage1_chunks": 1},
 }
 FIXED_PLACEMENT = ("uncoded", "frc", "cyclic")  # their layout is the code itself
 SUBJECT = "two-stage"

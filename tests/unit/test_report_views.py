@@ -17,6 +17,7 @@ from test_report import add_comm_fields, synth
 import mpicode.analysis as analysis
 from mpicode.analysis import groups, plots, report, sweep, table, whatif
 from mpicode.config import UsageError
+from mpicode.io import safefile
 from mpicode.stats import mean_ci
 
 
@@ -29,6 +30,8 @@ def scale_times(path, factor: float, seed: int | None = None, oracle: float | No
             f.attrs["config"] = json.dumps({"slot_ms": 2.0, "seed": seed})
         if oracle is not None:
             n = int(f.attrs["n_done"])
+            if "oracle_s" in f["iterations"]:  # the writer creates it (NaN) up front
+                del f["iterations/oracle_s"]
             f["iterations"].create_dataset("oracle_s", data=np.full(n, oracle))
 
 
@@ -306,10 +309,12 @@ def test_sweep_cells_and_names(tmp_path):
 def test_sweep_state_and_command(tmp_path):
     out = tmp_path / "c.h5"
     assert sweep.state(out) == ("new", None)
-    log = synth(out, n=2, close=False)  # a killed run: .part, no checkpoint
-    log.f.close()
+    log = synth(out, n=2, close=False)  # a live run: its writer holds the .part
+    assert sweep.state(out) == ("busy", tmp_path / "c.h5.part")
+    log.f.close()  # killed: no status update, no rename, the lock gone with the process
+    safefile.release(log._lock)
     assert sweep.state(out) == ("rerun", tmp_path / "c.h5.part")
-    with h5py.File(tmp_path / "c.h5.part", "a") as f:
+    with h5py.File(tmp_path / "c.h5.part", "a", locking=False) as f:
         f.create_group("checkpoint")
     assert sweep.state(out) == ("resume", tmp_path / "c.h5.part")
     cmd = sweep.command(3, "--scheme uncoded", out, None, "resume", tmp_path / "c.h5.part")
