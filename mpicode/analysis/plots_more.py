@@ -148,7 +148,7 @@ def _score_bars(ax, runs, scores) -> None:
                   [str(w) if w % max(1, N // 16) == 0 else "" for w in range(N)])
     ax.set_xlabel("worker (rank = worker + 1)")
     ax.set_ylabel("straggler score\n(time / iteration median)")
-    ax.legend(fontsize="x-small")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
 
 
 def _score_map(fig, ax, runs, scores) -> None:
