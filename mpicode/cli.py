@@ -1,4 +1,4 @@
-"""Command line: ``mpicode train | simulate | report | data | traces | config ...``.
+"""Command line: ``mpicode train | simulate | report | sweep | data | traces | config ...``.
 
 ``train`` needs MPI ranks::
 
@@ -40,6 +40,34 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_report_views(rp) -> None:
+    """``report`` options of the table views and plots added with issue 17."""
+    rp.add_argument("--wide", action="store_true",
+                    help="table: every column (default: a compact set that fits 100 columns)")
+    rp.add_argument("--columns", metavar="A,B,...", default=None,
+                    help="only these columns (any key of --format json)")
+    rp.add_argument("--group-by", metavar="KEY,...", default=None,
+                    help="aggregate runs by these summary columns or config keys (e.g. "
+                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars")
+    rp.add_argument("--workers", action="store_true",
+                    help="per-worker straggler scores (slowdown against the iteration median)")
+    rp.add_argument("--log-loss", action="store_true", help="plots: log-scale loss axes")
+
+
+def add_sweep(sub) -> None:
+    """``mpicode sweep FILE``: the local runner of jobs/make_sweep.py sweep files."""
+    sw = sub.add_parser("sweep", help="run a sweep file (jobs/make_sweep.py) locally, one cell "
+                        "after another")
+    sw.add_argument("file", metavar="FILE", help="sweep file: one line of train options a cell")
+    sw.add_argument("--np", type=int, default=5, metavar="N",
+                    help="MPI ranks per cell, 1 coordinator + N-1 workers (default 5)")
+    sw.add_argument("--config", default=None, metavar="CONFIG.toml",
+                    help="config every cell starts from (default: none)")
+    sw.add_argument("--out-dir", default=None, metavar="DIR",
+                    help="run files go here (default runs/sweep_<FILE stem>)")
+    sw.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="mpicode", description="Straggler-tolerant distributed gradient descent "
                "on MPI (coded computing phase, Lyapunov-scheduled communication phase).")
@@ -68,6 +96,8 @@ def build_parser() -> Parser:
                          "(default: the first)")
     rp.add_argument("--gantt-iterations", metavar="A:B", default=None,
                     help="iterations A..B-1 of the Gantt timeline (default 0:5)")
+    add_report_views(rp)
+    add_sweep(sub)
 
     dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
@@ -122,6 +152,9 @@ def dispatch(args) -> int:
     if args.command == "report":
         from mpicode.analysis import report
         return report.main(args)
+    if args.command == "sweep":
+        from mpicode.analysis import sweep
+        return sweep.main(args)
     if args.command == "data" and args.data_command == "synth":
         from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
