@@ -56,16 +56,9 @@ class Replanning:
                 best = (g, pend, f)
         return best
 
-    def _replan(self, t: float) -> Actions:
-        """Give the idle workers the pending rest of the straggler predicted to be covered
-        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
-        tau = self.speeds()
-        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
-        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
-        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
-        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-        if not idle:
-            return Actions()
+    def _latest_straggler(self, t: float, tau):
+        """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of the late
+        straggler predicted to be covered last, or None."""
         late = []
         running = self._running_stage1()
         for j, x in self.s1.items():
@@ -83,9 +76,22 @@ class Replanning:
             # is not worth the extra load)
             if pend and t > max(start or 0.0, x.t_dispatch) + tau[x.worker] * x.n:
                 late.append((f, j, g, pend))
-        if not late:
+        return max(late, key=lambda c: (c[0], c[1])) if late else None
+
+    def _replan(self, t: float) -> Actions:
+        """Give the idle workers the pending rest of the straggler predicted to be covered
+        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
+        tau = self.speeds()
+        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
+        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
+        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
+        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
+        if not idle:
             return Actions()
-        f, j, g, pend = max(late, key=lambda c: (c[0], c[1]))
+        pick = self._latest_straggler(t, tau)
+        if pick is None:
+            return Actions()
+        f, j, g, pend = pick
         rest = np.concatenate([b.partitions for b in pend])
         if not self.placement.shared:
             hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
