@@ -36,7 +36,7 @@ class Simulator(IterationLoop):
     def __init__(self, scheme, stragglers, *, n_workers: int, partition_cost: float,
                  problem=None, lr: float = 0.0, eval_every: int = 1, uplink=None,
                  msg_bytes: int | None = None, runlog=None, progress=None,
-                 checkpoint_every: int = 0):
+                 checkpoint_every: int = 0, optimizer=None):
         self.scheme = scheme
         self.runlog = runlog
         self.progress = progress
@@ -51,7 +51,11 @@ class Simulator(IterationLoop):
         self.loop = VirtualIteration(scheme, stragglers, VirtualWorkers(n_workers),
                                      partition_cost=partition_cost, uplink=uplink,
                                      msg_bytes=self.msg_bytes, hooks=self)
-        self.w = np.zeros(self.dim)
+        self.w = problem.initial_w() if problem is not None else np.zeros(0)
+        if optimizer is None:
+            from mpicode.numerics.optim import GD
+            optimizer = GD(lr)
+        self.optimizer = optimizer
         self.vt = 0.0
         self.history: list[dict] = []
         self._info: IterationInfo | None = None
@@ -64,7 +68,8 @@ class Simulator(IterationLoop):
         loss = 0.0
         c = task.coeffs
         for j, p in enumerate(task.partitions):
-            loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]))
+            loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]),
+                                            it=self.scheme.iteration)
         self._info.msgs[task.task_id] = (g, loss)
 
     def iteration(self, it: int) -> dict:
@@ -76,7 +81,7 @@ class Simulator(IterationLoop):
         if self.problem is not None:
             gsum, _ = combine(dec, info.msgs, self.dim)
             grad = self.problem.gradient(gsum, self.w)
-            self.w = self.w - self.lr * grad
+            self.w = self.optimizer.step(self.w, grad)
             grad_norm = float(np.linalg.norm(grad))
         late = scheme.outstanding(t)
         for task in late:
@@ -122,6 +127,8 @@ def simulate(cfg) -> int:
     from mpicode.engine.uplink import make_uplink
     from mpicode.io.runlog import RunLog, check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
+    from mpicode.numerics.batches import with_epochs
+    from mpicode.numerics.optim import make_optimizer
     from mpicode.numerics.problem import Problem
     from mpicode.schemes import make_scheme
 
@@ -135,10 +142,14 @@ def simulate(cfg) -> int:
     problem = None
     if cfg.compute == "real":
         problem = Problem.from_config(cfg, K)
+        cfg = with_epochs(cfg, problem.n)
         rows, feats = problem.n / K, problem.dim
     else:
+        cfg = with_epochs(cfg, cfg.samples)
         rows, feats = max(1.0, cfg.samples / K), cfg.features
     cost = cfg.partition_cost
+    if cost is None and problem is not None and problem.model == "mlp":
+        cost = problem.partition_cost()
     if cost is None:
         cost = measure_partition_cost(int(round(rows)), feats)
         cfg = cfg.replace(partition_cost=cost)
@@ -170,7 +181,8 @@ def simulate(cfg) -> int:
     sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
                     lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
                     msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
-                    runlog=runlog, progress=progress, checkpoint_every=cfg.checkpoint_every)
+                    runlog=runlog, progress=progress, checkpoint_every=cfg.checkpoint_every,
+                    optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None)
     start = sim.restore(snap) if snap is not None else 0
     if progress is not None:
         progress.update(start)

@@ -45,7 +45,7 @@ class IterationLoop:
             w=self.w, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.elapsed(), scheme=self.scheme, uplink=self.uplink,
-            runtime=self.runtime_state())
+            runtime=self.runtime_state(), optimizer=getattr(self, "optimizer", None))
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
@@ -53,7 +53,8 @@ class IterationLoop:
         self.w = np.array(snap["w"], dtype=float)
         self.vt = float(snap["vt"])
         self.t_offset = float(snap["t_offset"])
-        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink)
+        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink,
+                           optimizer=getattr(self, "optimizer", None))
         self.set_runtime_state(snap.get("runtime", {}))
         return int(snap["iteration"])
 

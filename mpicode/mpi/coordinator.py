@@ -35,6 +35,7 @@ from mpicode.mpi.protocol import (
     TAG_TASK,
     encode_task,
 )
+from mpicode.numerics.optim import make_optimizer
 from mpicode.schemes.base import Task
 
 log = logging.getLogger("mpicode")
@@ -58,7 +59,8 @@ class Coordinator(IterationLoop):
         self.size = RESULT_HEADER + self.dim
         self.sends = SendPool()
         self.free: list[np.ndarray] = []  # result buffers to reuse (no page faults)
-        self.w = np.zeros(self.dim)
+        self.w = problem.initial_w()
+        self.optimizer = make_optimizer(cfg, self.dim)
         self.clock0 = time.perf_counter()
         self.t_offset = 0.0  # wall time of the run before a resume
         self.history: list[dict] = []
@@ -204,7 +206,7 @@ class Coordinator(IterationLoop):
         info.cancelled += len(late)
         summary = scheme.end(t_wait)
         grad = self.problem.gradient(gsum, self.w)
-        self.w = self.w - self.cfg.lr * grad
+        self.w = self.optimizer.step(self.w, grad)
         self.sends.prune()
         if self.virtual is not None:  # virtual time: the iteration lasted t_wait
             t_start = self.vt

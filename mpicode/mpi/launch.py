@@ -25,7 +25,8 @@ from mpicode.engine.loop import STOP, install_stop_handlers, write_error
 from mpicode.engine.uplink import make_uplink
 from mpicode.io.runlog import RunLog, check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
-from mpicode.numerics import kernels
+from mpicode.numerics import kernels, mlp
+from mpicode.numerics.batches import with_epochs
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
 
@@ -108,6 +109,7 @@ def prepare(cfg: Config, comm):
         except (UsageError, ValueError) as e:
             error = str(e)
     _agree_all(comm, error)
+    cfg = with_epochs(cfg, problem.n)
     if comm.rank == 0:
         try:
             check_output(cfg.out, cfg.force)  # may create the output's directory
@@ -148,11 +150,14 @@ def run(cfg: Config) -> int:
     # compile before any timing starts; rank 0 first, so that only one process writes
     # numba's on-disk cache and the others load it
     t0 = time.perf_counter()
+    warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
     if rank == 0:
-        kernels.warmup()
+        for f in warm:
+            f()
     comm.Barrier()
     if rank != 0:
-        kernels.warmup()
+        for f in warm:
+            f()
     compile_s = time.perf_counter() - t0
     install_stop_handlers()
     comm.Barrier()  # everybody compiled: the clock starts after this
