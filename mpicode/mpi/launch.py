@@ -147,6 +147,7 @@ def run(cfg: Config) -> int:
     cfg, problem = prepare(cfg, comm)
     N, K = size - 1, cfg.partitions
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the BLAS of the MLP: one per rank
     # compile before any timing starts; rank 0 first, so that only one process writes
     # numba's on-disk cache and the others load it
     t0 = time.perf_counter()
