@@ -66,7 +66,6 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
     if not _one_thread_here():
         # numpy's BLAS already runs several threads: measure in a fresh interpreter instead
         import subprocess
-
         env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
         cmd = [sys.executable, "-m", "mpicode.bench.kernels", "--json"] + (
             ["--quick"] if quick else [])
@@ -75,10 +74,9 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
         _print(res, as_json, out)
         return res
     from mpicode.numerics import kernels, mlp
-
     t0 = time.perf_counter()
-    kernels.warmup()
-    mlp.warmup()
+    for warm in (kernels.warmup, mlp.warmup):
+        warm()
     compile_s = time.perf_counter() - t0
     compile_cold_s = None if quick else _cold_compile_seconds()
     repeats = 5 if quick else 21

@@ -216,16 +216,23 @@ def _linear_grad32(X, y, w, g, scale, kind):
             g[j] += gb[j]
             gb[j] = 0.0
         i0 += R
-    for i in range(i0, n):  # the n % R remaining rows
+    return scale * (loss + _rows_one_by_one(X, y, w, g, scale, kind, i0))
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _rows_one_by_one(X, y, w, g, scale, kind, i0):
+    """Rows ``i0:`` one at a time (the n % R32 last rows of the float32 kernel)."""
+    loss = 0.0
+    for i in range(i0, X.shape[0]):
         z = X[0, 0] - X[0, 0]
-        for j in range(d):
+        for j in range(X.shape[1]):
             z += X[i, j] * w[j]
         lo, s = _link(kind, float(z), float(y[i]))
         loss += lo
         r = scale * s
-        for j in range(d):
+        for j in range(X.shape[1]):
             g[j] += r * X[i, j]
-    return scale * loss
+    return loss
 
 
 @numba.njit(cache=True, fastmath=True)
