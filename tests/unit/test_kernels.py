@@ -175,4 +175,4 @@ def test_polynomial_link_of_the_float32_kernel_matches_libm():
         small = np.abs(z) < 100
         for k in (0, 1):
             rel = np.abs(a[:, k] - a[:, k + 2]) / np.maximum(np.abs(a[:, k + 2]), 1e-300)
-            assert rel[small].max() < 1e-12 and rel.max() < 4e-8
+            assert rel[small].max() < 2e-10 and rel.max() < 4e-8
