@@ -159,12 +159,13 @@ def run(cfg: Config) -> int:
     # numba's on-disk cache and the others load it
     t0 = time.perf_counter()
     warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
-    for r in (0, 1):  # rank 0 first, then the others
-        if (rank == 0) == (r == 0):
-            for f in warm:
-                f()
-        if r == 0:
-            comm.Barrier()
+    if rank == 0:
+        for f in warm:
+            f()
+    comm.Barrier()
+    if rank != 0:
+        for f in warm:
+            f()
     compile_s = time.perf_counter() - t0
     install_stop_handlers()
     comm.Barrier()  # everybody compiled: the clock starts after this

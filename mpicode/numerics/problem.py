@@ -160,6 +160,9 @@ class Problem:
             self._parts[k] = p
         return p
 
+    def part_rows(self, k: int) -> int:
+        return int(self.rows[k].size)
+
     def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0,
                    it: int | None = None) -> float:
         """``g += scale * grad-sum of partition k``; returns ``scale * loss-sum``.
