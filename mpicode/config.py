@@ -213,9 +213,9 @@ OPTIONS: list[Option] = [
            check=optional_positive, group="two-stage"),
     Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
-    Option("stage1_chunks", int, 2, "two-stage: queued tasks per stage-1 share (idle workers "
+    Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=positive, group="two-stage"),
-    Option("replan", int, 2, "two-stage: re-planning rounds per iteration after stage 2 "
+    Option("replan", int, 8, "two-stage: re-planning rounds per iteration after stage 2 "
            "(0: the paper's single stage 2)", check=nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=nonneg, group="two-stage"),

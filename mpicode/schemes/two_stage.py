@@ -56,8 +56,8 @@ class TwoStage(Stealing, Replanning, Scheme):
     name = "two-stage"
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
-                 stage1_chunks=2, **kw):
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,
+                 stage1_chunks=3, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
