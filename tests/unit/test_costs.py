@@ -1,0 +1,150 @@
+"""The simulator's cost model (dispatch latency, message cost, coordinator phases) and
+calibrated profiles (``--profile``): parsing, layering, errors.
+
+    PYTHONPATH=$PWD python -m pytest -q tests/unit/test_costs.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpicode.config import OPTIONS, Config, UsageError, add_options, resolve, validate_for_size
+from mpicode.engine.costs import CostModel
+from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.profile import load_profile, render_profile
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator
+
+
+def _cfg(N=4, **kw):
+    v = {o.name: o.default for o in OPTIONS}
+    v.update(kw)
+    return validate_for_size(Config(v), N)
+
+
+def _sim(cfg, N, costs=None, cost=1e-3, iterations=5):
+    K = cfg.partitions
+    sim = Simulator(make_scheme(cfg, N, K), make_straggler_model(cfg, N, K), n_workers=N,
+                    partition_cost=cost, msg_bytes=8000, costs=costs,
+                    eval_every=cfg.eval_every)
+    sim.run(iterations)
+    return sim
+
+
+def test_finish_time_is_dispatch_plus_compute_plus_message():
+    N, cost = 4, 1e-3
+    cm = CostModel(dispatch_s=2e-4, msg_latency_s=5e-5, msg_bandwidth=8e6)
+    sim = _sim(_cfg(N, scheme="uncoded"), N, cm, cost)
+    expect = 2e-4 + 4 * cost + 5e-5 + 8000 / 8e6  # K/N = 4 partitions a task
+    for row in sim.history:
+        assert row["wait_s"] == pytest.approx(expect, rel=1e-12)
+    tasks = sim.scheme.tasks.values()
+    assert all(t.t_done == pytest.approx(expect, rel=1e-12) for t in tasks)
+
+
+def test_a_queued_task_starts_when_it_reaches_its_worker():
+    vw = VirtualWorkers(1)
+    assert vw.add(0, 1, 0.5, 1.0) == 1.5
+    assert vw.add(0, 2, 2.0, 1.0) == 3.0     # arrives after task 1 finished: starts at 2.0
+    assert vw.add(0, 3, 0.0, 1.0) == 4.0     # queued behind task 2
+    vw.cancel(2, 1.8)                         # task 2 not started yet: task 3 moves up
+    assert vw.pop() == (1.5, 1)
+    assert vw.pop() == (2.5, 3)
+
+
+def test_coordinator_phases_are_logged_and_rows_tile():
+    N = 4
+    cm = CostModel(coord_log_s=1e-4, coord_decode_s=2e-4, coord_update_s=3e-4,
+                   coord_eval_s=4e-3)
+    sim = _sim(_cfg(N, scheme="two-stage", stragglers="shifted-exp", eval_every=2), N, cm)
+    prev = 0.0
+    for row in sim.history:
+        assert row["t_start"] == prev
+        assert (row["log_s"], row["decode_s"], row["update_s"]) == (1e-4, 2e-4, 3e-4)
+        due = (row["iteration"] + 1) % 2 == 0 or row["iteration"] == 4
+        assert row["eval_s"] == (4e-3 if due else 0.0)
+        phases = row["log_s"] + row["wait_s"] + row["decode_s"] + row["update_s"] + \
+            row["eval_s"]
+        assert row["t_end"] - row["t_start"] == pytest.approx(phases, rel=1e-12)
+        prev = row["t_end"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), scheme=st.sampled_from(["uncoded", "two-stage", "cyclic"]))
+def test_zero_cost_model_is_bit_identical_to_none(seed, scheme):
+    N = 4
+    cfg = _cfg(N, scheme=scheme, stragglers="pareto", seed=seed)
+    a = _sim(cfg, N, None)
+    b = _sim(cfg, N, CostModel.from_config(cfg))  # every cost option at its default
+    assert CostModel.from_config(cfg).is_zero
+    for ra, rb in zip(a.history, b.history, strict=True):
+        for k in ra:
+            assert np.asarray(ra[k]).tobytes() == np.asarray(rb[k]).tobytes(), k
+
+
+def test_costs_never_make_an_iteration_shorter():
+    N = 8
+    cfg = _cfg(N, scheme="two-stage", stragglers="bimodal")
+    a = _sim(cfg, N, None)
+    b = _sim(cfg, N, CostModel(dispatch_s=1e-3, msg_latency_s=1e-3))
+    assert b.history[-1]["t_end"] > a.history[-1]["t_end"]
+
+
+# ---- profiles ---------------------------------------------------------------------------------
+def _resolve(argv):
+    p = argparse.ArgumentParser()
+    add_options(p)
+    return resolve(p.parse_args(argv))
+
+
+def _profile(tmp_path, text, name="p.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_profile_values_are_options_the_command_line_overrides(tmp_path):
+    vals = {"dispatch_s": 1e-4, "msg_latency_s": 2e-5, "msg_bandwidth": 1e9,
+            "coord_log_s": 1e-3, "kernel_elements_per_s": 1.5e9}
+    path = _profile(tmp_path, render_profile(vals, {"workers": 4, "pingpong_bytes": [8, 80]},
+                                             ["machine x", "command y"]))
+    assert load_profile(path) == vals
+    cfg = _resolve(["--profile", path, "--dispatch-s", "3e-4"])
+    assert cfg.dispatch_s == 3e-4 and cfg.source["dispatch_s"] == "cli"
+    assert cfg.msg_latency_s == 2e-5 and cfg.source["msg_latency_s"] == path
+    assert cfg.kernel_elements_per_s == 1.5e9 and cfg.coord_decode_s == 0.0
+    conf = _profile(tmp_path, f'profile = "{path}"\ncoord_log_s = 0.5\n', "c.toml")
+    cfg = _resolve(["--config", conf])  # the job's file is above the profile too
+    assert cfg.coord_log_s == 0.5 and cfg.dispatch_s == 1e-4
+    cm = CostModel.from_config(cfg)
+    assert cm.message_s(1000) == pytest.approx(2e-5 + 1e-6) and not cm.is_zero
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("dispatch_s = ", "TOML syntax error"),
+    ("dispatch = 1.0\n", "unknown key 'dispatch'"),
+    ("dispatch_s = -1.0\n", "--dispatch-s: -1.0 must be >= 0"),
+    ("dispatch_s = 'fast'\n", "--dispatch-s: invalid value 'fast'"),
+    ("msg_bandwidth = 0.0\n", "--msg-bandwidth: 0.0 must be > 0"),
+    ("calibration = 3\n", "'calibration' must be a table"),
+    ("scheme = 'frc'\n", "unknown key 'scheme'"),
+])
+def test_bad_profiles_are_one_line_errors(tmp_path, text, msg):
+    path = _profile(tmp_path, text)
+    with pytest.raises(UsageError) as e:
+        _resolve(["--profile", path])
+    assert msg in str(e.value) and "\n" not in str(e.value)
+    assert f"profile {path}" in str(e.value)
+
+
+def test_missing_profile(tmp_path):
+    with pytest.raises(UsageError, match="file not found"):
+        _resolve(["--profile", str(tmp_path / "none.toml")])
+    with pytest.raises(UsageError, match="not a file"):
+        _resolve(["--profile", str(tmp_path)])
