@@ -100,7 +100,19 @@ def build_parser() -> Parser:
     add_options(sh)
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
+    add_calibrate(sub)
     return p
+
+
+def add_calibrate(sub) -> None:
+    ca = sub.add_parser("calibrate", help="measure this machine's cost model with MPI and "
+                        "write a profile: mpiexec -n N+1 python -m mpi4py -m mpicode "
+                        "calibrate --out PROFILE.toml")
+    ca.add_argument("--out", default="profile.toml", metavar="PROFILE.toml",
+                    help="profile to write (default: profile.toml)")
+    ca.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    ca.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    ca.add_argument("--quiet", action="store_true", help="do not print the profile")
 
 
 def dispatch(args) -> int:
@@ -145,6 +157,9 @@ def dispatch(args) -> int:
         from mpicode.config import show
         print(show(resolve(args)))
         return 0
+    if args.command == "calibrate":
+        from mpicode.mpi import calibrate
+        return calibrate.main(args)
     if args.command == "warmup":
         from mpicode.numerics import kernels
         kernels.warmup()
