@@ -22,6 +22,10 @@ BENCHES = {
     "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
             "end training time in the MPI runtime",
     "messaging": "gradient delivery bandwidth in the runtime vs an mpi4py ping-pong (2 ranks)",
+    "twin": "real MPI runs vs their calibrated simulation (same trace): iteration time, time "
+            "to target, stage-2 fraction, load",
+    "overhead": "rank 0's per-iteration cost by phase vs the floor (slowest worker's compute "
+                "+ Bcast/Reduce), N = 4, 8, 16, 10^3..10^6 parameters",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
@@ -85,7 +89,7 @@ def build_parser() -> Parser:
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
 
-    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
+    bp = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHES))
     bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
     for name, text in BENCHES.items():
         b = bsub.add_parser(name, help=text)
