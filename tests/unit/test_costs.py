@@ -148,3 +148,64 @@ def test_missing_profile(tmp_path):
         _resolve(["--profile", str(tmp_path / "none.toml")])
     with pytest.raises(UsageError, match="not a file"):
         _resolve(["--profile", str(tmp_path)])
+
+
+# ---- fitting a profile (mpicode calibrate) -----------------------------------------------------
+def test_fit_message_recovers_latency_and_bandwidth():
+    from mpicode.analysis.calibration import fit_message
+    sizes = [8, 800, 8000, 80000]
+    lat, bw = fit_message(sizes, [2e-5 + b / 4e9 for b in sizes])
+    assert lat == pytest.approx(2e-5, rel=1e-6) and bw == pytest.approx(4e9, rel=1e-6)
+    assert fit_message([8], [1e-5]) == (1e-5, None)
+
+
+def test_fit_profile_from_rows():
+    from mpicode import simulator
+    from mpicode.analysis import calibration
+    assert calibration.KERNEL_OVERHEAD_S == simulator.KERNEL_OVERHEAD_S
+    rows, feats, eps, N, T = 500.0, 100, 1e9, 4, 6
+    cost = calibration.KERNEL_OVERHEAD_S + rows * feats / eps
+    n = np.full(N * T, 4)
+    tasks = {"iteration": np.repeat(np.arange(T), N), "n_partitions": n,
+             "compute_s": n * cost, "t_dispatch": np.zeros(N * T)}
+    msg, disp = 1e-5 + 800 / 1e9, 3e-4
+    run = {"rows": {"wait_s": np.full(T, disp + 4 * cost + msg), "log_s": np.full(T, 1e-3),
+                    "decode_s": np.full(T, 2e-5), "update_s": np.full(T, 3e-5),
+                    "eval_s": np.array([0, 4e-4] * (T // 2))}, "tasks": tasks}
+    values, record = calibration.fit_profile(
+        [run], {"bytes": [8, 8000], "one_way_s": [1e-5 + 8 / 1e9, 1e-5 + 8000 / 1e9]},
+        rows=rows, features=feats, result_bytes=800)
+    assert values["kernel_elements_per_s"] == pytest.approx(eps, rel=1e-6)
+    assert values["dispatch_s"] == pytest.approx(disp, rel=1e-6)
+    assert values["msg_latency_s"] == pytest.approx(1e-5, rel=1e-6)
+    assert values["coord_log_s"] == pytest.approx(1e-3)
+    assert values["coord_eval_s"] == pytest.approx(4e-4)  # over evaluated rows only
+    assert record["result_bytes"] == 800
+    text = render_profile(values, record, ["h"])
+    assert load_profile_text(text) == {k: v for k, v in values.items() if v is not None}
+
+
+def load_profile_text(text):
+    import tomllib
+    d = tomllib.loads(text)
+    d.pop("calibration")
+    return d
+
+
+def test_bench_metrics_use_the_one_clock():
+    from mpicode.bench.overhead import figures
+    from mpicode.bench.twin import exact_schemes, metrics
+    assert "ignore-stragglers" not in exact_schemes() and "two-stage" in exact_schemes()
+    rows = {"t_start": np.array([0.0, 1.0, 3.0]), "t_end": np.array([1.0, 3.0, 4.0]),
+            "loss": np.array([0.9, 0.5, 0.4]), "stage2": np.array([0, 1, 1]),
+            "load": np.array([1.0, 1.5, 1.5])}
+    m = metrics(rows, 0.5)
+    assert m["time_to_target_s"] == 3.0 and m["mean_iter_s"] == pytest.approx(4 / 3)
+    assert m["stage2_frac"] == pytest.approx(2 / 3) and metrics(rows, 0.1)[
+        "time_to_target_s"] == float("inf")
+    c = {"rows": {k: np.ones(5) * v for k, v in (("t_start", 0), ("t_end", 10), ("wait_s", 6),
+                                                  ("log_s", 1), ("decode_s", 1),
+                                                  ("update_s", 1), ("eval_s", 1))},
+         "compute_max": np.full(5, 4.0)}
+    f = figures(c, 1.0)
+    assert f["comm_extra_s"] == 2.0 and f["floor_s"] == 5.0 and f["ratio"] == 2.0
