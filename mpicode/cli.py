@@ -30,6 +30,8 @@ BENCHES = {
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
                            "help": "skip the end-to-end MPI part"})],
+    "twin": [("--keep", {"metavar": "DIR", "default": None,
+                         "help": "keep the profiles and the real runs in DIR"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],

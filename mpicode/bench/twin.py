@@ -1,6 +1,6 @@
 """``mpicode bench twin``: real MPI runs against their calibrated simulation, same trace.
 
-    mpicode bench twin [--json] [--quick]
+    mpicode bench twin [--json] [--quick] [--keep DIR]
 
 For N = 4 and 8 (``--quick``: N = 4, fewer and shorter runs) it launches
 ``mpiexec -n N+1 python -m mpi4py -m mpicode.bench.twin --inner --dir DIR``; that one job
@@ -21,6 +21,7 @@ the repetitions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -106,7 +107,8 @@ def metrics(rows: list[dict] | dict, target: float) -> dict:
     dur = get("t_end") - get("t_start")
     loss = get("loss")
     hit = np.flatnonzero(loss <= target)
-    return {"mean_iter_s": float(np.mean(dur)),
+    return {"mean_iter_s": float(np.mean(dur)), "mean_wait_s": float(np.mean(get("wait_s"))),
+            "mean_log_s": float(np.mean(get("log_s"))),
             "time_to_target_s": float(get("t_end")[hit[0]]) if hit.size else math.inf,
             "stage2_frac": float(np.mean(get("stage2") > 0)),
             "mean_load": float(np.mean(get("load")))}
@@ -157,7 +159,7 @@ def _summarize(reps: list[dict]) -> dict:
     def med(f):
         return float(np.median([f(x) for x in reps]))
     res = {"reps": reps}
-    for k in ("mean_iter_s", "time_to_target_s"):
+    for k in ("mean_iter_s", "time_to_target_s", "mean_wait_s", "mean_log_s"):
         res[f"{k}_real"] = med(lambda x, k=k: x["real"][k])
         res[f"{k}_sim"] = med(lambda x, k=k: x["sim"][k])
         res[f"{k}_rel_err"] = med(lambda x, k=k: x["sim"][k] / x["real"][k] - 1)
@@ -186,26 +188,32 @@ def render(results: dict, plan: dict, profiles: dict) -> str:
                      + f" ms, kernel {p['kernel_elements_per_s'] / 1e9:.2f} Gelem/s")
         lines.append(f"  {'stragglers / scheme':<26}{'iter s real':>12}{'sim':>8}{'err':>7}"
                      f"{'to target real':>15}{'sim':>8}{'err':>7}{'stage2 r/s':>12}"
-                     f"{'load r/s':>12}  met")
+                     f"{'load r/s':>12}{'wait ms r/s':>14}{'log ms r/s':>13}  met")
         for name, r in rows.items():
             lines.append(
                 f"  {name:<26}{r['mean_iter_s_real']:>12.4f}{r['mean_iter_s_sim']:>8.4f}"
                 f"{100 * r['mean_iter_s_rel_err']:>6.1f}%{r['time_to_target_s_real']:>15.3f}"
                 f"{r['time_to_target_s_sim']:>8.3f}{100 * r['time_to_target_s_rel_err']:>6.1f}%"
                 f"{r['stage2_frac_real']:>6.2f}/{r['stage2_frac_sim']:.2f}"
-                f"{r['mean_load_real']:>7.2f}/{r['mean_load_sim']:.2f}  "
-                f"{'yes' if r['met'] else 'NO'}")
+                f"{r['mean_load_real']:>7.2f}/{r['mean_load_sim']:.2f}"
+                f"{1e3 * r['mean_wait_s_real']:>8.1f}/{1e3 * r['mean_wait_s_sim']:<5.1f}"
+                f"{1e3 * r['mean_log_s_real']:>7.1f}/{1e3 * r['mean_log_s_sim']:<5.1f}"
+                f"  {'yes' if r['met'] else 'NO'}")
     met = [r["met"] for rows in results.values() for r in rows.values()]
     lines.append(f"\n{sum(met)}/{len(met)} comparisons within all four targets")
     return "\n".join(lines)
 
 
-def run(as_json: bool = False, quick: bool = False) -> dict:
+def run(as_json: bool = False, quick: bool = False, keep: str | None = None) -> dict:
+    """``keep``: a directory to keep the profiles and the real runs in (default: none)."""
     from mpicode.bench import launch_inner
     from mpicode.profile import load_profile
     plan = _plan(quick)
     results, profiles = {}, {}
-    with tempfile.TemporaryDirectory(prefix="mpicode-twin-") as d:
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(keep) if keep else
+          tempfile.TemporaryDirectory(prefix="mpicode-twin-")) as d:
         for N in plan["Ns"]:
             launch_inner("mpicode.bench.twin", N + 1, ["--dir", d] + (["--quick"] if quick
                                                                        else []))

@@ -57,3 +57,31 @@ def test_simulate_with_a_bad_profile(tmp_path, text, msg):
     assert r.returncode == 2 and msg in r.stderr and "profile" in r.stderr
     assert r.stderr.startswith("mpicode: error: ") and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_train_virtual_and_simulate_agree_with_a_profile(tmp_path):
+    """With the same trace and profile, ``train --delay-mode virtual`` and ``simulate`` make
+    the same decisions at the same virtual times (the cost model is one, in the engine)."""
+    rec = tmp_path / "rec.h5"
+    r = mpirun(4, ["train", "--stragglers", "bimodal", "--slowdown", 4, "--delay-unit", 0.01,
+                   "--iterations", 5, "--samples", 600, "--features", 8, "--seed", 5,
+                   "--out", rec, "--quiet"])
+    assert r.returncode == 0, r.stderr
+    prof = tmp_path / "p.toml"
+    prof.write_text("dispatch_s = 4e-4\nmsg_latency_s = 1e-4\nmsg_bandwidth = 1e8\n"
+                    "coord_log_s = 2e-3\ncoord_decode_s = 1e-4\ncoord_update_s = 1e-4\n"
+                    "coord_eval_s = 5e-4\nkernel_elements_per_s = 1e8\n")
+    common = ["--scheme", "two-stage", "--stragglers", f"trace:{rec}", "--iterations", 5,
+              "--samples", 600, "--features", 8, "--seed", 5, "--delay-mode", "virtual",
+              "--quiet", "--profile", prof]
+    r = mpirun(4, ["train", *common, "--out", tmp_path / "mpi.h5"])
+    assert r.returncode == 0, r.stderr
+    r = mpicode(["simulate", "--workers", 3, *common, "--out", tmp_path / "sim.h5"])
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "mpi.h5", "r") as fm, h5py.File(tmp_path / "sim.h5", "r") as fs:
+        for k in ("iteration", "worker", "stage", "n_partitions", "used", "t_dispatch",
+                  "t_done"):
+            np.testing.assert_array_equal(fm["tasks"][k][:], fs["tasks"][k][:], err_msg=k)
+        for k in ("load", "t_end", "log_s", "decode_s", "eval_s"):
+            np.testing.assert_array_equal(fm["iterations"][k][:], fs["iterations"][k][:], k)
+        assert fm["iterations/log_s"][0] == 2e-3

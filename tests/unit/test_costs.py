@@ -198,7 +198,7 @@ def test_bench_metrics_use_the_one_clock():
     assert "ignore-stragglers" not in exact_schemes() and "two-stage" in exact_schemes()
     rows = {"t_start": np.array([0.0, 1.0, 3.0]), "t_end": np.array([1.0, 3.0, 4.0]),
             "loss": np.array([0.9, 0.5, 0.4]), "stage2": np.array([0, 1, 1]),
-            "load": np.array([1.0, 1.5, 1.5])}
+            "load": np.array([1.0, 1.5, 1.5]), "wait_s": np.ones(3), "log_s": np.zeros(3)}
     m = metrics(rows, 0.5)
     assert m["time_to_target_s"] == 3.0 and m["mean_iter_s"] == pytest.approx(4 / 3)
     assert m["stage2_frac"] == pytest.approx(2 / 3) and metrics(rows, 0.1)[
