@@ -36,6 +36,8 @@ COST_OPTIONS: list[Option] = [
            "(s)", check=nonneg, group=G),
     Option("msg_bandwidth", _optional_float, None, "cost model: bytes/s of result messages "
            "(default: infinite)", check=_optional_pos, group=G),
+    Option("poll_s", _finite_float, 0.0, "cost model: rank 0's longest polling interval (s; "
+           "0: messages are seen when they land)", check=nonneg, group=G),
     Option("coord_log_s", _finite_float, 0.0, "cost model: rank 0's bookkeeping per iteration "
            "(s, the rows' log_s)", check=nonneg, group=G),
     Option("coord_decode_s", _finite_float, 0.0, "cost model: rank 0's decode per iteration (s)",

@@ -16,7 +16,8 @@ sizes and short no-delay runs; this module turns those into the profile's option
 * ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: the mean of the
   rows' phases of the same names (``eval_s`` over evaluated rows only).
 
-The first ``skip`` iterations of each run (warm-up) are left out.
+(``poll_s``, rank 0's polling interval, is measured by ``calibrate`` itself.) The first
+``skip`` iterations of each run (warm-up) are left out.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ virtual``), so a calibrated simulation is the twin of a real run on this machine
 * ``msg_latency_s + bytes / msg_bandwidth``: each result message, with the ideal channel,
   reaches the coordinator this long after the task's compute finished (the worker is free at
   once: the send is asynchronous);
+* ``poll_s``: rank 0 notices a message only when it polls; waiting, it polls with the
+  runtime's backoff (:class:`mpicode.engine.clock.Backoff`: intervals doubling from 10 us to
+  ``poll_s``, restarted at every event), so results that land within one interval are seen
+  together, and one that lands just after an event is seen at once;
 * ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: rank 0's
   per-iteration work (the previous row's bookkeeping, the decode, the update, an
   evaluation when one is due), added to each iteration's virtual time and logged in the row's
@@ -28,6 +32,7 @@ class CostModel:
     dispatch_s: float = 0.0
     msg_latency_s: float = 0.0
     msg_bandwidth: float | None = None   # bytes/s; None: infinite
+    poll_s: float = 0.0                  # 0: a message is noticed the moment it lands
     coord_log_s: float = 0.0
     coord_decode_s: float = 0.0
     coord_update_s: float = 0.0
@@ -50,6 +55,19 @@ class CostModel:
             t += nbytes / self.msg_bandwidth
         return t
 
+    def noticed(self, t_event: float, t_arrival: float) -> float:
+        """When rank 0, whose last event (the backoff's restart) was at ``t_event``, notices
+        a message that landed at ``t_arrival``: its first poll at or after it."""
+        if self.poll_s <= 0 or t_arrival <= t_event:
+            return t_arrival
+        t, dt = t_event, BACKOFF_LO
+        while dt < self.poll_s:  # the ramp: a few doublings
+            t += dt
+            if t >= t_arrival:
+                return t
+            dt *= 2
+        return t + math.ceil((t_arrival - t) / self.poll_s) * self.poll_s
+
     @property
     def coordinator_s(self) -> float:
         """Rank 0's per-iteration cost without an evaluation."""
@@ -57,8 +75,9 @@ class CostModel:
 
     @property
     def is_zero(self) -> bool:
-        return (self.dispatch_s == 0.0 and self.message_s(1.0) == 0.0
+        return (self.dispatch_s == 0.0 and self.message_s(1.0) == 0.0 and self.poll_s == 0.0
                 and self.coordinator_s == 0.0 and self.coord_eval_s == 0.0)
 
 
 ZERO = CostModel()
+BACKOFF_LO = 1e-5  # the first sleep of mpicode.engine.clock.Backoff (kept in step by a test)

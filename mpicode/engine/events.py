@@ -13,8 +13,8 @@ in the order that breaks ties:
 
 In virtual time the cost model (:mod:`mpicode.engine.costs`) starts a task ``dispatch_s``
 after it was decided and, with the ``ideal`` channel, has its result arrive ``msg_latency_s +
-bytes / msg_bandwidth`` after its compute finished; with the zero model (the default) a
-finished task's result reaches the scheme at once. The clock
+bytes / msg_bandwidth`` after its compute finished, seen at rank 0's next poll (``poll_s``);
+with the zero model (the default) a finished task's result reaches the scheme at once. The clock
 (:mod:`mpicode.engine.clock`) decides how time passes: virtually (the next event's time), or
 on the wall clock, waiting for it while the MPI receiver files messages. In virtual time the
 order and the times come from the models only, so decisions do not depend on the machine and a
@@ -54,6 +54,7 @@ class EventLoop:
         self.clock = clock or VirtualClock()
         self.hooks = hooks
         self.costs = costs or ZERO
+        self.t_event = 0.0              # rank 0's last event (virtual time: its backoff)
         self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
         self._seq = itertools.count()   # ties: first come, first served
 
@@ -91,7 +92,11 @@ class EventLoop:
         up = self.uplink
         present = getattr(self.hooks, "present", None)
         t_del = up.next_delivery(present) - self.t0 if up is not None else INF
-        t_arr = self.arrivals[0][0] if self.arrivals else INF
+        t_arr = INF
+        if self.arrivals:
+            t_arr = self.arrivals[0][0]
+            if self.vw is not None:  # virtual time: seen at rank 0's next poll
+                t_arr = self.costs.noticed(self.t_event, t_arr)
         ev = self.vw.peek() if self.vw is not None else None
         t_comp = ev[0] if ev is not None else INF
         t_slot = up.next_slot_time() - self.t0 if up is not None else INF
@@ -111,7 +116,7 @@ class EventLoop:
             self.uplink.new_iteration(it)
         clock.start(t0)
         self.apply(it, scheme.begin(it), 0.0, info)
-        t = 0.0
+        t = self.t_event = 0.0
         while not scheme.done():
             t_next, kind = self._earliest()
             if t_next == INF and clock.virtual:
@@ -134,6 +139,8 @@ class EventLoop:
                     self._hook("grant", g)
             else:
                 self.apply(it, scheme.on_tick(t), t, info)
+            if kind != 2:  # rank 0's backoff restarts at what it sees (not a worker's compute)
+                self.t_event = t
         return t
 
     def _computed(self, it, t, info) -> None:
@@ -144,7 +151,7 @@ class EventLoop:
         self._hook("computed", task)
         if self.uplink is None:
             msg_s = self.costs.message_s(self.msg_bytes)
-            if msg_s > 0:  # on its way: the worker is free, the scheme waits
+            if msg_s > 0 or self.costs.poll_s > 0:  # on its way: the worker is free
                 heapq.heappush(self.arrivals, (t + msg_s, next(self._seq), tid))
             else:
                 self._deliver(it, tid, t, info)

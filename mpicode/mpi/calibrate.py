@@ -8,7 +8,8 @@ Measured, on the ranks of the job (N = ranks - 1 workers): a buffer ping-pong be
 and rank 1 over message sizes, then two short no-delay training runs at the demo size
 (``jobs/configs/demo.toml``: 8000 x 100 logistic; ``--quick``: 2000 x 20), ``uncoded`` and
 ``two-stage``, logged like ``train``; :mod:`mpicode.analysis.calibration` fits the profile's
-options from the ping-pong and the runs' rows. The profile is TOML with a header comment
+options from the ping-pong and the runs' rows; ``poll_s`` is rank 0's longest backoff sleep
+plus its measured overshoot. The profile is TOML with a header comment
 (machine, date, command, MPI library) and a ``[calibration]`` table of what was measured.
 """
 
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mpicode.mpi.comm import Backoff
 
 SIZES = (8, 800, 8_000, 80_000, 800_000)
 QUICK_SIZES = (8, 8_000, 80_000)
@@ -94,9 +97,24 @@ def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
     rows, dim = X.shape[0] / K, X.shape[1]
     values, record = fit_profile(runs, {"bytes": sizes, "one_way_s": one_way}, rows=rows,
                                  features=dim, result_bytes=8 * (5 + dim), skip=2)
+    over = sleep_overshoot()
+    values["poll_s"] = Backoff().hi + over
     record.update(workers=N, samples=size["samples"], iterations=iters, partitions=K,
-                  runs=["uncoded", "two-stage"])
+                  runs=["uncoded", "two-stage"], sleep_overshoot_s=over)
     return values, record
+
+
+def sleep_overshoot(reps: int = 50) -> float:
+    """Median seconds by which rank 0's longest backoff sleep overshoots (its poll interval
+    is the backoff's longest sleep plus this)."""
+    import numpy as np
+    hi = Backoff().hi
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        time.sleep(hi)
+        ts.append(time.perf_counter() - t0 - hi)
+    return max(0.0, float(np.median(ts)))
 
 
 def header(argv: list[str]) -> list[str]:

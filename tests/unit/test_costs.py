@@ -48,6 +48,31 @@ def test_finish_time_is_dispatch_plus_compute_plus_message():
     assert all(t.t_done == pytest.approx(expect, rel=1e-12) for t in tasks)
 
 
+def test_messages_are_seen_at_rank_0s_next_poll():
+    from mpicode.engine import costs
+    from mpicode.engine.clock import Backoff
+    assert costs.BACKOFF_LO == Backoff().lo
+    cm = CostModel(poll_s=1e-3)
+    assert cm.noticed(0.0, 0.0) == 0.0 and cm.noticed(5.0, 4.0) == 4.0
+    assert cm.noticed(0.0, 5e-6) == pytest.approx(1e-5)      # the ramp: 10 us, 20 us, ...
+    assert cm.noticed(0.0, 2.5e-5) == pytest.approx(3e-5)
+    ramp = sum(1e-5 * 2**k for k in range(7))                 # 10 us .. 640 us
+    assert cm.noticed(0.0, ramp + 1.5e-3) == pytest.approx(ramp + 2e-3)
+    assert CostModel().noticed(0.0, 0.123) == 0.123
+
+
+def test_results_are_seen_at_poll_times():
+    """Uncoded, equal tasks: every result lands at the same moment and rank 0 sees them at
+    its first poll after it."""
+    N = 4
+    cfg = _cfg(N, scheme="uncoded")
+    fine = _sim(cfg, N, CostModel(dispatch_s=1e-3), cost=1e-3)
+    cm = CostModel(dispatch_s=1e-3, poll_s=2e-3)
+    polled = _sim(cfg, N, cm, cost=1e-3)
+    for a, b in zip(fine.history, polled.history, strict=True):
+        assert b["wait_s"] == cm.noticed(0.0, a["wait_s"]) > a["wait_s"]
+
+
 def test_a_queued_task_starts_when_it_reaches_its_worker():
     vw = VirtualWorkers(1)
     assert vw.add(0, 1, 0.5, 1.0) == 1.5
