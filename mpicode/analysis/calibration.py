@@ -9,14 +9,15 @@ sizes and short no-delay runs; this module turns those into the profile's option
   model's fixed ``KERNEL_OVERHEAD_S``, against the partition's rows x features;
 * ``dispatch_s``: what the runs' waits hold beyond compute and the message: the mean
   ``wait_s`` of the runs minus the model's compute of the slowest stage-1 task and the
-  message cost. It takes in everything the model has no other term for (the model's
-  broadcast, the TASK message, the worker and rank 0 noticing their messages, the spread of
-  the workers' compute), so that a calibrated no-delay simulation waits as long as the real
-  run on average;
+  message cost, less the model's polling delay (``poll_s``). It takes in everything the
+  model has no other term for (the model's broadcast, the TASK message, the worker noticing
+  it, the spread of the workers' compute), so that a calibrated no-delay simulation waits
+  as long as the real run on average;
 * ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: the mean of the
   rows' phases of the same names (``eval_s`` over evaluated rows only).
 
-(``poll_s``, rank 0's polling interval, is measured by ``calibrate`` itself.) The first
+(``poll_s``, rank 0's polling interval, is measured by ``calibrate`` itself: its longest
+backoff sleep plus the sleep's overshoot.) The first
 ``skip`` iterations of each run (warm-up) are left out.
 """
 
@@ -51,8 +52,21 @@ def fit_kernel(tasks: dict, rows: float, features: int, skip: int = 2) -> float:
     return rows * features / t
 
 
+def fit_dispatch(extra: float, before: float, poll_s: float) -> float:
+    """The dispatch latency d that makes a modelled result, landing ``d + before`` after
+    the iteration began and seen at rank 0's next poll, arrive ``extra + before`` after it:
+    what the wait held beyond compute and message, less the model's own polling delay."""
+    from mpicode.engine.costs import CostModel
+    cm = CostModel(poll_s=poll_s)
+    d = max(0.0, extra)
+    for _ in range(4):  # a fixed point: the polling delay depends (a little) on d
+        t = d + before
+        d = max(0.0, extra - (cm.noticed(0.0, t) - t))
+    return d
+
+
 def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
-                result_bytes: int, skip: int = 2) -> tuple[dict, dict]:
+                result_bytes: int, skip: int = 2, poll_s: float = 0.0) -> tuple[dict, dict]:
     """(profile options, calibration record) from ``runs`` (each ``{"rows": {...},
     "tasks": {...}}``, column arrays as in the run log) and ``pingpong`` (``{"bytes":
     [...], "one_way_s": [...]}``)."""
@@ -66,11 +80,13 @@ def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
         rw = {k: np.asarray(v)[skip:] for k, v in r["rows"].items()}
         first = r["tasks"]["t_dispatch"] == 0  # stage 1: its largest task
         share = float(np.max(r["tasks"]["n_partitions"][first])) if first.any() else 0.0
-        extra.append(float(np.mean(rw["wait_s"])) - share * cost - msg)
+        extra.append(fit_dispatch(float(np.mean(rw["wait_s"])) - share * cost - msg,
+                                  share * cost + msg, poll_s))
         for k in phases:
             x = rw[k][rw[k] > 0] if k == "eval_s" else rw[k]
             phases[k].append(float(np.mean(x)) if x.size else 0.0)
     values = {"dispatch_s": max(0.0, float(np.mean(extra))), "msg_latency_s": lat,
+              "poll_s": poll_s,
               "msg_bandwidth": bw, "kernel_elements_per_s": eps,
               **{f"coord_{k}": float(np.mean(v)) for k, v in phases.items()}}
     record = {"pingpong_bytes": [int(b) for b in pingpong["bytes"]],

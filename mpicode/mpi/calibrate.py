@@ -95,10 +95,10 @@ def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
         return None
     X, K = next(iter(cache.values())).X, cfg.partitions  # logistic: dim = columns of X
     rows, dim = X.shape[0] / K, X.shape[1]
-    values, record = fit_profile(runs, {"bytes": sizes, "one_way_s": one_way}, rows=rows,
-                                 features=dim, result_bytes=8 * (5 + dim), skip=2)
     over = sleep_overshoot()
-    values["poll_s"] = Backoff().hi + over
+    values, record = fit_profile(runs, {"bytes": sizes, "one_way_s": one_way}, rows=rows,
+                                 features=dim, result_bytes=8 * (5 + dim), skip=2,
+                                 poll_s=Backoff().hi + over)
     record.update(workers=N, samples=size["samples"], iterations=iters, partitions=K,
                   runs=["uncoded", "two-stage"], sleep_overshoot_s=over)
     return values, record

@@ -205,7 +205,14 @@ def test_fit_profile_from_rows():
     assert values["msg_latency_s"] == pytest.approx(1e-5, rel=1e-6)
     assert values["coord_log_s"] == pytest.approx(1e-3)
     assert values["coord_eval_s"] == pytest.approx(4e-4)  # over evaluated rows only
-    assert record["result_bytes"] == 800
+    assert record["result_bytes"] == 800 and values["poll_s"] == 0.0
+    # with polling, the model's own polling delay is not counted twice
+    polled, _ = calibration.fit_profile(
+        [run], {"bytes": [8, 8000], "one_way_s": [1e-5 + 8 / 1e9, 1e-5 + 8000 / 1e9]},
+        rows=rows, features=feats, result_bytes=800, poll_s=1e-3)
+    t = polled["dispatch_s"] + 4 * cost + msg
+    assert polled["dispatch_s"] < disp  # (the poll times are coarse: within one ramp step)
+    assert abs(CostModel(poll_s=1e-3).noticed(0.0, t) - (disp + 4 * cost + msg)) <= 3.2e-4
     text = render_profile(values, record, ["h"])
     assert load_profile_text(text) == {k: v for k, v in values.items() if v is not None}
 
