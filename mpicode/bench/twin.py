@@ -15,7 +15,9 @@ compared with the real run: mean iteration time and time to the loss target (rel
 the target is the loss the real uncoded run reaches at 80% of its iterations; time is the
 one clock, ``t_end`` since training started), stage-2 fraction and mean load (absolute
 difference). Targets: times within 10%, stage-2 fraction and load within 0.05. Medians over
-the repetitions.
+the repetitions. Also shown: the wait and bookkeeping (``log_s``) phases, real and simulated,
+and the error of the iteration time less the bookkeeping (the part the model predicts; the
+bookkeeping is a measured constant that varies with the machine's I/O).
 """
 
 from __future__ import annotations
@@ -163,6 +165,10 @@ def _summarize(reps: list[dict]) -> dict:
         res[f"{k}_real"] = med(lambda x, k=k: x["real"][k])
         res[f"{k}_sim"] = med(lambda x, k=k: x["sim"][k])
         res[f"{k}_rel_err"] = med(lambda x, k=k: x["sim"][k] / x["real"][k] - 1)
+    # the part the cost model predicts beyond a measured constant: all but the bookkeeping
+    res["iter_minus_log_rel_err"] = med(
+        lambda x: (x["sim"]["mean_iter_s"] - x["sim"]["mean_log_s"])
+        / (x["real"]["mean_iter_s"] - x["real"]["mean_log_s"]) - 1)
     for k in ("stage2_frac", "mean_load"):
         res[f"{k}_real"] = med(lambda x, k=k: x["real"][k])
         res[f"{k}_sim"] = med(lambda x, k=k: x["sim"][k])
@@ -188,7 +194,8 @@ def render(results: dict, plan: dict, profiles: dict) -> str:
                      + f" ms, kernel {p['kernel_elements_per_s'] / 1e9:.2f} Gelem/s")
         lines.append(f"  {'stragglers / scheme':<26}{'iter s real':>12}{'sim':>8}{'err':>7}"
                      f"{'to target real':>15}{'sim':>8}{'err':>7}{'stage2 r/s':>12}"
-                     f"{'load r/s':>12}{'wait ms r/s':>14}{'log ms r/s':>13}  met")
+                     f"{'load r/s':>12}{'wait ms r/s':>14}{'log ms r/s':>13}"
+                     f"{'it-log err':>11}  met")
         for name, r in rows.items():
             lines.append(
                 f"  {name:<26}{r['mean_iter_s_real']:>12.4f}{r['mean_iter_s_sim']:>8.4f}"
@@ -198,9 +205,10 @@ def render(results: dict, plan: dict, profiles: dict) -> str:
                 f"{r['mean_load_real']:>7.2f}/{r['mean_load_sim']:.2f}"
                 f"{1e3 * r['mean_wait_s_real']:>8.1f}/{1e3 * r['mean_wait_s_sim']:<5.1f}"
                 f"{1e3 * r['mean_log_s_real']:>7.1f}/{1e3 * r['mean_log_s_sim']:<5.1f}"
-                f"  {'yes' if r['met'] else 'NO'}")
+                f"{100 * r['iter_minus_log_rel_err']:>10.1f}%  {'yes' if r['met'] else 'NO'}")
     met = [r["met"] for rows in results.values() for r in rows.values()]
-    lines.append(f"\n{sum(met)}/{len(met)} comparisons within all four targets")
+    lines.append(f"\n{sum(met)}/{len(met)} comparisons within all four targets; "
+                 "it-log err: the iteration time less the bookkeeping (log_s), sim vs real")
     return "\n".join(lines)
 
 
