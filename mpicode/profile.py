@@ -107,3 +107,8 @@ def render_profile(values: dict, calibration: dict, header: list[str]) -> str:
     lines += ["", "[calibration]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in calibration.items()]
     return "\n".join(lines) + "\n"
+
+
+def write_profile(path, text: str) -> None:
+    """Write a profile's text (rank 0 of ``mpicode calibrate``)."""
+    Path(path).write_text(text)

@@ -135,7 +135,7 @@ def main(args) -> int:
     from mpicode import mpi as runtime
     from mpicode.config import UsageError
     from mpicode.numerics import kernels
-    from mpicode.profile import render_profile
+    from mpicode.profile import render_profile, write_profile
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"{out} exists (use --force to overwrite)")
@@ -148,12 +148,12 @@ def main(args) -> int:
     kernels.warmup()
     comm = comm.Dup()
     with tempfile.TemporaryDirectory(prefix="mpicode-calibrate-") as tmp:
-        res = measure(comm, args.quick, comm.bcast(tmp if comm.rank == 0 else None, root=0))
+        res = measure(comm, args.quick, tmp)  # (only rank 0 logs its runs there)
     comm.Free()
     if res is not None:
         values, record = res
         text = render_profile(values, record, header(sys.argv[1:]))
-        out.write_text(text)
+        write_profile(out, text)
         if not args.quiet:
             print(text, end="")
             print(f"wrote {out}")
