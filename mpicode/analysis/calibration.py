@@ -3,8 +3,8 @@
 ``mpicode calibrate`` measures, on the MPI runtime of this machine, a ping-pong over message
 sizes and short no-delay runs; this module turns those into the profile's options:
 
-* ``msg_latency_s``, ``msg_bandwidth``: a least-squares line through the ping-pong's one-way
-  times against bytes (intercept, 1 / slope);
+* ``msg_latency_s``, ``msg_bandwidth``: a least-squares line (relative errors) through the
+  ping-pong's one-way times against bytes (intercept, 1 / slope);
 * ``kernel_elements_per_s``: the workers' measured compute per partition (median), less the
   model's fixed ``KERNEL_OVERHEAD_S``, against the partition's rows x features;
 * ``dispatch_s``: what the runs' waits hold beyond compute and the message: the mean
@@ -34,7 +34,9 @@ def fit_message(sizes, one_way_s) -> tuple[float, float | None]:
     y = np.asarray(one_way_s, float)
     if x.size < 2 or np.ptp(x) == 0:
         return float(max(0.0, np.median(y))), None
-    slope, icpt = np.polyfit(x, y, 1)
+    # relative errors (weights 1/t): the small messages set the latency, the large ones
+    # the bandwidth
+    slope, icpt = np.polyfit(x, y, 1, w=1.0 / np.maximum(y, 1e-9))
     bw = 1.0 / slope if slope > 0 else None
     return float(max(0.0, icpt)), (float(bw) if bw is not None else None)
 
