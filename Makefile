@@ -57,6 +57,7 @@ bench: install  ## every benchmark (run on a quiet machine)
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
 	$(PY) -m mpicode bench twin
 	$(PY) -m mpicode bench overhead
+	$(PY) -m mpicode bench runlog
 
 # the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
 data: install  ## the bundled scikit-learn datasets into data/

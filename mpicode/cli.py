@@ -26,6 +26,7 @@ BENCHES = {
             "to target, stage-2 fraction, load",
     "overhead": "rank 0's per-iteration cost by phase vs the floor (slowest worker's compute "
                 "+ Bcast/Reduce), N = 4, 8, 16, 10^3..10^6 parameters",
+    "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",

@@ -35,7 +35,8 @@ from mpicode.profile import COST_OPTIONS, load_profile
 MODELS = ("logistic", "softmax", "least-squares")
 CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
 SCHEDULERS = ("lyapunov", "fifo", "round-robin", "max-weight", "proportional-fair")
-SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage")
+SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage",
+           "self-scheduling")
 STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
 # plus "trace:RUN.h5" (replay a recorded run), checked in validation
 
@@ -66,10 +67,13 @@ OPTIONS: list[Option] = [
     Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
     Option("out", str, "runs/run.h5", "HDF5 run log to write"),
     Option("force", _bool, False, "overwrite an existing --out", flag_only=True),
-    Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
+    Option("quiet", _bool, False, "no progress bar, only warnings (implies --progress none)",
+           flag_only=True),
+    Option("progress", str, "auto", "stderr progress: auto (a bar on a terminal, else a line "
+           "every few seconds)", choices=("auto", "bar", "lines", "none")),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
-    # --- stragglers (DESIGN section 6) -------------------------------------------------
+    # --- stragglers (docs/design.md §5) ------------------------------------------------
     Option("stragglers", str, "none",
            "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5",
            check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
@@ -78,6 +82,13 @@ OPTIONS: list[Option] = [
     Option("delay_unit", _finite_float, 0.01,
            "emulated compute seconds for one worker's fair share (K/N partitions)",
            check=nonneg, group="stragglers"),
+    Option("task_overhead", _finite_float, 0.0,
+           "seconds added to every task (dispatch, read, reply): splitting work has a price",
+           check=nonneg, group="stragglers", metavar="SECONDS"),
+    Option("delay_form", str, "worker",
+           "shifted-exp/pareto random rate: drawn once per worker and iteration (worker: a "
+           "slow machine is slow for all its tasks) or afresh per task (task)",
+           choices=("worker", "task"), group="stragglers"),
     Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
            check=nonneg, group="stragglers"),
     Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
@@ -95,7 +106,7 @@ OPTIONS: list[Option] = [
            check=unit_closed, group="stragglers"),
     Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
            check=unit_closed, group="stragglers"),
-    # --- two-stage (DESIGN section 3) --------------------------------------------------
+    # --- two-stage (docs/design.md §3) -------------------------------------------------
     Option("rho", _finite_float, 1.0, "two-stage: fraction of workers in stage 1",
            check=unit_open_closed, group="two-stage"),
     Option("trigger", str, "both", "two-stage: stage-2 trigger",
@@ -105,6 +116,10 @@ OPTIONS: list[Option] = [
            check=optional_positive, group="two-stage"),
     Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("stage1_chunks", int, 2, "two-stage: queued tasks per stage-1 share (idle workers "
+           "steal queued ones; 1: one task per worker)", check=positive, group="two-stage"),
+    Option("replan", int, 2, "two-stage: re-planning rounds per iteration after stage 2 "
+           "(0: the paper's single stage 2)", check=nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=nonneg, group="two-stage"),
     Option("speed_alpha", _finite_float, 0.2, "weight of the newest sample in the speed estimate",
@@ -116,10 +131,22 @@ OPTIONS: list[Option] = [
            check=lambda x: None if x == "shared" or (x.startswith("replicated:")
                                                       and x[11:].isdigit() and int(x[11:]) >= 1)
            else "must be 'shared' or 'replicated:R' with R >= 1"),
+    # --- self-scheduling (also SelfScheduling.options; the lead reconciles the two) -------
+    Option("chunk", str, "guided",
+           "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
+           "times the worker's share of the speed) or fixed:C",
+           check=lambda x: None if x in ("guided", "weighted") or (
+               x.startswith("fixed:") and x[6:].isdigit() and int(x[6:]) >= 1)
+           else "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1",
+           group="self-scheduling"),
+    Option("backup", _bool, True,
+           "self-scheduling: speculative copy of the running chunk expected to finish last "
+           "once nothing is unassigned (--backup false or --no-backup: off)",
+           group="self-scheduling"),
 ]
 
 OPTIONS += [
-    # --- communication phase (DESIGN section 5) ----------------------------------------
+    # --- communication phase (docs/design.md §4) ---------------------------------------
     Option("channel", str, "ideal", "uplink channel model", choices=CHANNELS, group="comm"),
     Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
            group="comm"),
@@ -146,7 +173,7 @@ OPTIONS += [
            group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
-    # --- simulator (DESIGN section 2) ----------------------------------------------------
+    # --- simulator (docs/design.md §8) ---------------------------------------------------
     Option("workers", _optional_int, None, "simulate: number of virtual workers N",
            check=optional_positive, group="simulate"),
     Option("compute", str, "real", "simulate: real gradients or none (timing only)",
@@ -163,7 +190,10 @@ OPTIONS += [
     # --- reliability -----------------------------------------------------------------------
     Option("checkpoint_every", int, 0, "store a checkpoint every K iterations (0: only at the end)",
            check=nonneg, group="reliability"),
-    Option("resume", str, "", "continue the run stored in this HDF5 file", group="reliability"),
+    Option("resume", str, "", "continue the run stored in this HDF5 file (in place)",
+           group="reliability"),
+    Option("flush_every", _finite_float, 1.0, "write log rows every SECONDS (0: every "
+           "iteration); a kill loses at most these", check=nonneg, group="reliability"),
     Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
            check=nonneg, group="reliability"),
 ]
@@ -203,6 +233,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
+        elif o.type is _bool:  # --NAME [BOOL] and --no-NAME
+            g.add_argument(o.flag, dest=o.name, nargs="?", const="true", metavar="BOOL",
+                           default=argparse.SUPPRESS, help=f"{o.help} (default: {o.default})")
+            g.add_argument("--no-" + o.flag[2:], dest=o.name, action="store_const",
+                           const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
                            help=f"{o.help} (default: {o.default})"
@@ -298,7 +333,7 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
                          "launch with mpiexec -n N+1")
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     s = cfg.stragglers_tolerated
-    if cfg.scheme != "uncoded" and cfg.scheme != "speed-aware" and s >= n_workers:
+    if cfg.scheme not in ("uncoded", "speed-aware", "self-scheduling") and s >= n_workers:
         raise UsageError(f"--stragglers-tolerated {s} must be < number of workers {n_workers}")
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
@@ -315,18 +350,9 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
 
 
 def merge_resumed(cfg: Config, stored: dict) -> Config:
-    """The configuration of a resumed run: the stored one, with what this command line (or
-    its --config file) gives on top, e.g. a larger ``--iterations`` to extend the run."""
-    values = {o.name: o.default for o in OPTIONS}
-    values.update({k: v for k, v in stored.items() if k in BY_NAME})
-    source = {k: "resumed" for k in values}
-    for name, src in cfg.source.items():
-        if src != "default" and name not in ("resume", "out", "force"):
-            values[name] = cfg.values[name]
-            source[name] = src
-    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
-    values.update(resume=cfg.resume, out=out, force=True)
-    return Config(values, source)
+    """The configuration of a resumed run (see :func:`mpicode.io.runfile.merge_config`)."""
+    from mpicode.io.runfile import merge_config
+    return merge_config(cfg, stored)
 
 
 def show(cfg: Config) -> str:

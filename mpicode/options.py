@@ -9,9 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, never a traceback."""
+from mpicode.errors import UsageError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

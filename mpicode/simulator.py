@@ -1,4 +1,4 @@
-"""Discrete-event simulator: the MPI runtime's serial twin (DESIGN section 2).
+"""Discrete-event simulator: the MPI runtime's serial twin (docs/design.md §8).
 
 The same scheme objects as ``mpicode train``, driven by a virtual clock instead of messages::
 
@@ -110,6 +110,7 @@ def simulate(cfg) -> int:
     from mpicode.engine.session import Session
     from mpicode.engine.signals import install_stop_handlers
     from mpicode.engine.uplink import make_uplink
+    from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
     from mpicode.numerics.problem import Problem
@@ -117,7 +118,7 @@ def simulate(cfg) -> int:
 
     snap = None
     if cfg.resume:
-        stored, snap = read_checkpoint(cfg.resume)
+        stored, snap = read_checkpoint(cfg.resume, mode="simulated")
         cfg = merge_resumed(cfg, stored)
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
@@ -128,17 +129,19 @@ def simulate(cfg) -> int:
         rows, feats = problem.n / K, problem.dim
     else:
         rows, feats = max(1.0, cfg.samples / K), cfg.features
+    cfg = cfg.replace(partition_cost=default_partition_cost(cfg, rows, feats))
     cost = cfg.partition_cost
-    if cost is None:
-        cost = (measure_partition_cost(int(round(rows)), feats) if cfg.measure_partition_cost
-                else model_partition_cost(rows, feats, cfg.kernel_elements_per_s))
-        cfg = cfg.replace(partition_cost=cost)
     try:
         scheme = make_scheme(cfg, N, K)
         uplink = make_uplink(cfg, N, scheme)
     except ValueError as e:
         raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
+    if snap is not None:  # a dry restore (into these fresh policies): nothing written yet
+        bad = checkpoint.check(snap, dim=problem.dim if problem is not None else 0,
+                               scheme=scheme, uplink=uplink)
+        if bad:
+            raise UsageError(f"--resume {cfg.resume}: {bad}")
     if snap is None:  # last: it may create the output's directory
         check_output(cfg.out, cfg.force)
     attrs = {"mpi_library": "none (simulated)", "partition_cost": cost, "compute": cfg.compute}
@@ -156,8 +159,22 @@ def simulate(cfg) -> int:
     t0 = time.perf_counter()
     code = session.run(sim)
     if code == 0 and not cfg.quiet and sim.history:
-        last = sim.history[-1]
-        print(f"wrote {cfg.out}: {session.runlog.n_done} simulated iterations, virtual time "
-              f"{last['t_end']:.3f} s, mean load {np.mean([r['load'] for r in sim.history]):.3f}"
-              f", wall {time.perf_counter() - t0:.1f} s")
+        _summary(cfg, session, sim, time.perf_counter() - t0)
     return code
+
+
+def default_partition_cost(cfg, rows: float, feats: int) -> float:
+    """``--partition-cost``, else the kernel model (a profile's kernel speed, if any), else
+    (``--measure-partition-cost``) a timing of the kernel."""
+    if cfg.partition_cost is not None:
+        return cfg.partition_cost
+    if cfg.measure_partition_cost:
+        return measure_partition_cost(int(round(rows)), feats)
+    return model_partition_cost(rows, feats, cfg.kernel_elements_per_s)
+
+
+def _summary(cfg, session, sim, wall_s: float) -> None:
+    last = sim.history[-1]
+    print(f"wrote {cfg.out}: {session.runlog.n_done} simulated iterations, virtual time "
+          f"{last['t_end']:.3f} s, mean load {np.mean([r['load'] for r in sim.history]):.3f}"
+          f", wall {wall_s:.1f} s")

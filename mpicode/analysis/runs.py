@@ -27,6 +27,7 @@ import numpy as np
 
 from mpicode.config import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
+from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
            "fairness", "time_to_loss", "resolve_path", "per_worker_total",
@@ -229,15 +230,6 @@ def slots(run, as_frame: bool = False):
 
 
 # -- summaries -------------------------------------------------------------------------------
-def jain(x) -> float:
-    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when all equal, 1/n when one
-    worker has everything; NaN when there is nothing to share."""
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    s2 = float(np.sum(x * x))
-    return float(np.sum(x) ** 2 / (len(x) * s2)) if len(x) and s2 > 0 else math.nan
-
-
 def per_worker_total(run, field: str) -> np.ndarray | None:
     """Total of a ``/workers`` field per worker over the valid iterations, or None if the log
     has no such field. Counters are per-iteration amounts, except in a dataset that carries
@@ -302,6 +294,15 @@ def participation_jain(run) -> float:
     return float(jain(np.asarray(p[-1], float)))
 
 
+def _ratio(durations: np.ndarray, oracle: np.ndarray) -> float:
+    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs)."""
+    o = np.asarray(oracle, float)
+    o = o[np.isfinite(o)]
+    if not durations.size or not o.size or o.mean() <= 0:
+        return math.nan
+    return float(durations.mean() / o.mean())
+
+
 def summary(run, target_loss: float | None = None) -> dict:
     """One comparison row of a run (the keys of ``mpicode report --format json``)."""
     run = read_run(run)
@@ -342,6 +343,10 @@ def summary(run, target_loss: float | None = None) -> dict:
                        if delivered is not None and "comm_s" in it
                        and np.isfinite(it["comm_s"]).any() else math.nan),
         "participation_jain": participation_jain(run),
+        # clairvoyant oracle: mean iteration time over the mean perfect-split time
+        "mean_oracle_s": _mean(it.get("oracle_s", nan)),
+        "vs_oracle": _ratio(fin, it.get("oracle_s", nan)),
+        "vs_oracle_part": _ratio(fin, it.get("oracle_part_s", nan)),
     }
     if target_loss is not None:
         row["target_loss"] = float(target_loss)

@@ -88,10 +88,13 @@ class EventLoop:
         """The receiver's report (real time): the result of ``tid`` is here at ``t``."""
         heapq.heappush(self.arrivals, (t, next(self._seq), tid))
 
+    def _present(self):
+        """The hooks' ``present(tid)`` (MPI in real time: the last chunk is here), if any."""
+        return getattr(self.hooks, "present", None)
+
     def _earliest(self):
         up = self.uplink
-        present = getattr(self.hooks, "present", None)
-        t_del = up.next_delivery(present) - self.t0 if up is not None else INF
+        t_del = up.next_delivery(self._present()) - self.t0 if up is not None else INF
         t_arr = INF
         if self.arrivals:
             t_arr = self.arrivals[0][0]
@@ -127,7 +130,7 @@ class EventLoop:
                 continue  # (wall clock) a message came in first
             t = max(t, now)
             if kind == 0:
-                self._deliver(it, self.uplink.pop_delivery(), t, info)
+                self._deliver(it, self.uplink.pop_delivery(self._present()), t, info)
             elif kind == 1:
                 _, _, tid = heapq.heappop(self.arrivals)
                 self._deliver(it, tid, t, info, hook=False)  # (the message is here)

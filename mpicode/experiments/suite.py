@@ -61,7 +61,7 @@ EXACT = ("uncoded", "speed-aware", "frc", "cyclic", "two-stage", "two-stage (pap
 SCHEDULERS = ("fifo", "round-robin", "max-weight", "lyapunov")
 SCHEDULER_SCHEMES = ("uncoded", "cyclic", "two-stage")
 
-# near/far Rayleigh uplink (DESIGN section 5): mean SNR 0..20 dB across the workers, a
+# near/far Rayleigh uplink (docs/design.md §5): mean SNR 0..20 dB across the workers, a
 # bandwidth at which one gradient takes several 2 ms slots
 CHANNEL = {"channel": "rayleigh", "bandwidth": 5e5, "snr_db": 10.0, "snr_spread_db": 20.0,
            "slot_ms": 2.0}

@@ -72,13 +72,30 @@ def restore(snap: dict, *, scheme, uplink=None) -> None:
     if uplink is not None and "uplink" in snap:
         u = snap["uplink"]
         uplink.next_slot = int(u["next_slot"])
-        for k in uplink._last:
-            uplink._last[k] = np.asarray(u[f"last_{k}"], np.int64)
+        for k, cur in uplink._last.items():
+            v = np.asarray(u[f"last_{k}"], np.int64)
+            if v.shape != np.shape(cur):
+                raise ValueError(f"uplink/last_{k} has shape {v.shape}, not {np.shape(cur)}")
+            uplink._last[k] = v
         set_numeric_state(uplink.sched, snap.get("scheduler", {}))
         rows = snap.get("slot_rows")
         if rows is not None and len(rows):
             uplink.sched._rows = [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5])
                                   for r in np.asarray(rows)]
+
+
+def check(snap: dict, *, dim: int | None, scheme, uplink=None) -> str | None:
+    """Why ``snap`` cannot continue a run whose model has ``dim`` parameters and whose policies
+    are ``scheme`` / ``uplink`` (fresh objects, restored here as a dry run), or None."""
+    w = np.asarray(snap.get("w"))
+    if dim is not None and w.shape != (dim,):
+        return f"the checkpoint's model w has shape {w.shape}, this run's model has {dim} " \
+            "parameters"
+    try:
+        restore(snap, scheme=scheme, uplink=uplink)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        return f"the checkpoint does not fit this run's scheme or scheduler ({e})"
+    return None
 
 
 def write(f, snap: dict) -> None:

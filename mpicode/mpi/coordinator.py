@@ -23,6 +23,7 @@ from mpicode.engine.signals import Interrupted, stop_requested
 from mpicode.mpi.comm import SendPool
 from mpicode.mpi.protocol import (
     CHUNK_HEADER,
+    IT,
     RESULT_HEADER,
     TAG_ACK,
     TAG_CANCEL,
@@ -33,6 +34,14 @@ from mpicode.mpi.protocol import (
     TAG_RESULT,
     TAG_STOP,
     TAG_TASK,
+    TASK,
+    Chunk,
+    Grant,
+    Result,
+    decode_ready,
+    encode_cancel,
+    encode_grant,
+    encode_model,
     encode_task,
 )
 
@@ -69,9 +78,7 @@ class Coordinator:
     def begin(self, it: int, w: np.ndarray, info) -> None:
         """A new iteration: send the model to every worker."""
         self.it, self.info, self.partial = it, info, {}
-        model = np.empty(self.dim + 1)
-        model[0] = it
-        model[1:] = w
+        model = encode_model(it, w)  # a new buffer: the last one may still be in flight
         for r in range(1, self.N + 1):
             self.sends.isend(self.comm, model, r, TAG_MODEL)
 
@@ -85,13 +92,13 @@ class Coordinator:
         self.sends.isend(self.comm, encode_task(self.it, task, delay), task.worker + 1, TAG_TASK)
 
     def send_cancel(self, task) -> None:
-        self.sends.isend(self.comm, np.array([self.it, task.task_id], float), task.worker + 1,
+        self.sends.isend(self.comm, encode_cancel(self.it, task.task_id), task.worker + 1,
                          TAG_CANCEL)
 
     def send_grant(self, g) -> None:
         it, tid = g.msg_id
-        buf = np.array([it, tid, g.offset, g.nbytes, float(g.last)])
-        self.sends.isend(self.comm, buf, g.worker + 1, TAG_GRANT)
+        self.sends.isend(self.comm, encode_grant(Grant(it, tid, g.offset, g.nbytes, g.last)),
+                         g.worker + 1, TAG_GRANT)
 
     # ---- messages in --------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -113,19 +120,20 @@ class Coordinator:
         # is refilled after each decode, so steady state allocates nothing
         buf = self.free.pop() if count == self.size and self.free else np.empty(count)
         msg.Recv(buf)
-        tid = int(buf[1])
+        tid = int(buf[TASK])
         task = self.scheme.tasks.get(tid) if info is not None else None
-        if int(buf[0]) != self.it or task is None or task.worker != src - 1:
+        if int(buf[IT]) != self.it or task is None or task.worker != src - 1:
             self._stale(buf)
         elif tag == TAG_RESULT:
             if task.state != "pending" or tid in info.msgs:
                 self._stale(None)
             else:
-                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[4]))
+                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[Result.LOSS]))
                 self.mode.result(task, buf)
         elif tag == TAG_READY:
-            self.partial[tid] = Partial(np.empty(self.size), self.size, float(buf[5]))
-            self.mode.ready(task, buf)
+            ready = decode_ready(buf)
+            self.partial[tid] = Partial(np.empty(self.size), self.size, ready.loss)
+            self.mode.ready(task, ready)
         elif tag == TAG_CHUNK:
             self._chunk(tid, buf, count)
         else:
@@ -137,7 +145,7 @@ class Coordinator:
         if p is None:
             self._stale(buf)
             return
-        e0, n = int(buf[2]), count - CHUNK_HEADER
+        e0, n = int(buf[Chunk.FIRST]), count - CHUNK_HEADER
         p.buf[e0:e0 + n] = buf[CHUNK_HEADER:]
         p.missing -= n
         if p.missing == 0:
@@ -223,10 +231,11 @@ class RealTime:
         return t
 
     def result(self, task, buf):
-        self.events.arrived(task.task_id, self._measured(task, float(buf[2]), float(buf[3])))
+        t = self._measured(task, float(buf[Result.COMPUTE_S]), float(buf[Result.DELAY_S]))
+        self.events.arrived(task.task_id, t)
 
-    def ready(self, task, buf):
-        self._measured(task, float(buf[3]), float(buf[4]))
+    def ready(self, task, ready):
+        self._measured(task, ready.compute_s, ready.delay_s)
         if task.state == "pending":
             self.uplink.offer(task.worker, (self.c.it, task.task_id), 8 * self.c.size,
                               self.c.now())
@@ -256,5 +265,5 @@ class VirtualTime(RealTime):
     def result(self, task, buf):
         pass
 
-    def ready(self, task, buf):
+    def ready(self, task, ready):
         pass

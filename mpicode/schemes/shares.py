@@ -63,7 +63,7 @@ def contiguous(counts, start: int = 0) -> list[np.ndarray]:
 
 
 class Placement:
-    """Which workers hold which micro-partitions (DESIGN section 3, ``placement``).
+    """Which workers hold which micro-partitions (docs/design.md §3, ``placement``).
 
     ``shared``: every worker can read every partition. ``replicated:R``: partition k lives on
     workers (b + j) mod N for j < R, with b = k*N // K its home block, as in Tandon's cyclic

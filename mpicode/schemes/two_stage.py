@@ -1,4 +1,4 @@
-"""``two-stage``: two-stage dynamic partial gradient coding (DESIGN section 3).
+"""``two-stage``: two-stage dynamic partial gradient coding (docs/design.md §3).
 
 Stage 1 is uncoded and heterogeneity-aware: the n1 = ceil(rho N) fastest workers split the K
 micro-partitions in proportion to their speeds. At the trigger (k1 arrivals, or beta times
@@ -15,14 +15,16 @@ import math
 import numpy as np
 
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import Placement, assign, largest_remainder
+from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
 TRIGGERS = ("count", "deadline", "both")
 
 
-class TwoStage(Scheme):
+class TwoStage(Stealing, Replanning, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -41,12 +43,21 @@ class TwoStage(Scheme):
         Hard deadline (seconds since the iteration began) for a partial, scaled decode.
     placement : str
         ``shared`` or ``replicated:R``.
+    stage1_chunks : int
+        Each stage-1 share goes out as this many queued tasks; an idle worker steals a
+        queued one from the worker predicted to finish last (1: one task per worker).
+    replan : int
+        Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
+        Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
+        covered later than the idle workers could cover what is left of it, the pending rest
+        of its best group is re-split among the idle workers as a new group (stage k).
     """
 
     name = "two-stage"
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", **kw):
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
+                 stage1_chunks=2, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -67,13 +78,19 @@ class TwoStage(Scheme):
         self.s2 = int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
+        if int(replan) < 0:
+            raise ValueError(f"replan must be >= 0, got {replan}")
+        self.replan = int(replan)
+        if int(stage1_chunks) < 1:
+            raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
+        self.stage1_chunks = int(stage1_chunks)
         self.exact = self.max_wait is None
         self._reset()
 
     def _reset(self):
         self.s1: dict[int, Task] = {}                # stage-1 task id -> task
         self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
-        self.owner: dict[int, tuple[int, int]] = {}   # stage-2 id -> (group, stage-1 id)
+        self.owner: dict[int, list[tuple[int, int]]] = {}  # block id -> [(group, stage-1 id)]
         self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
         self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
         self.n1 = self.k1 = 0
@@ -86,6 +103,9 @@ class TwoStage(Scheme):
         self.expired = False     # max_wait passed
         self.r2 = 0
         self.n_u = 0
+        self.rounds = 0          # re-planning rounds used this iteration
+        self.steals = 0          # stage-1 tasks stolen by idle workers
+        self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
 
     # ---- stage 1 ---------------------------------------------------------------------------
@@ -103,7 +123,7 @@ class TwoStage(Scheme):
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
-        tasks = [self.new_task(w, 1, parts[w]) for w in workers if parts[w]]
+        tasks = [x for w in workers if parts[w] for x in self._chunked(w, parts[w])]
         self.s1 = {t.task_id: t for t in tasks}
         self.tiles = {t.task_id: [] for t in tasks}
         self.n1 = len(tasks)
@@ -113,7 +133,10 @@ class TwoStage(Scheme):
         self.k1 = min(max(1, k1), self.n1)
         # the deadline needs a prediction, which needs history: none in the first iteration
         if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
-            predicted = max(t.n * tau[t.worker] for t in tasks)
+            share: dict[int, int] = {}
+            for x in tasks:  # a worker's chunks run one after another
+                share[x.worker] = share.get(x.worker, 0) + x.n
+            predicted = max(n * tau[w] for w, n in share.items())
             self.deadline = float(self.beta * predicted)
         return tasks
 
@@ -149,16 +172,21 @@ class TwoStage(Scheme):
                     and self.n_done1 >= self.k1 and self._worth_it(t)):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
+            if not self._complete() and not self.expired:
+                acts += self._steal(t)
             if self.armed and not self.issued and not self._complete() and not self.expired:
                 acts += self._stage2(t)
         else:
-            g, j = self.owner[task.task_id]
-            self.missing[g, j] -= 1
-            if self.missing[g, j] == 0 and j not in self.cover:
-                self.cover[j] = g   # group g's blocks tile j's set: j and the rest are redundant
-                acts.cancel += self._cancel([self.s1[j]], t)
-                acts.cancel += self._cancel((b for h, blks in enumerate(self.tiles[j])
-                                             if h != g for b in blks), t)
+            for g, j in self.owner[task.task_id]:
+                self.missing[g, j] -= 1
+                if self.missing[g, j] == 0 and j not in self.cover:
+                    self.cover[j] = g  # group g's blocks tile j's set: the rest is redundant
+                    acts.cancel += self._cancel([self.s1[j]], t)
+                    mine = {b.task_id for b in self.tiles[j][g]}
+                    acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
+                                                 if b.task_id not in mine), t)
+        if self.rounds < self.replan and not self._complete() and not self.expired:
+            acts += self._replan(t)
         return acts
 
     def _worth_it(self, t: float) -> bool:
@@ -238,6 +266,8 @@ class TwoStage(Scheme):
             r2 = len(w2)
         self.r2, self.n_u = r2, len(u)
         owner_of = {int(k): x.task_id for x in stragglers for k in x.partitions}
+        # stage 2's groups come after any a re-planning round already made
+        base = {x.task_id: len(self.tiles[x.task_id]) for x in stragglers}
         acts = Actions()
         for g in range(r2):
             members = w2[g::r2]  # fastest first, dealt round-robin: groups of equal speed
@@ -257,9 +287,10 @@ class TwoStage(Scheme):
                     if j in lost:
                         continue
                     b = self.new_task(w, 2, ks, t=t)
-                    self.owner[b.task_id] = (g, j)
-                    self.tiles[j][g].append(b)
-                    self.missing[g, j] = self.missing.get((g, j), 0) + 1
+                    gj = base[j] + g
+                    self.owner[b.task_id] = [(gj, j)]
+                    self.tiles[j][gj].append(b)
+                    self.missing[gj, j] = self.missing.get((gj, j), 0) + 1
                     acts.dispatch.append(b)
         return acts
 
@@ -309,12 +340,16 @@ class TwoStage(Scheme):
     def end(self, t):
         """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
-        if none), ``expired`` (1 if max_wait forced a partial decode)."""
+        if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
+        (re-planning rounds used)."""
         out = super().end(t)
+        # a stolen task never ran on its first worker: only its thief's copy is load
+        out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
         if not np.isfinite(self.coverage):
             covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
             self.coverage = covered / self.K
         out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
+                   replans=self.rounds, steals=self.steals,
                    trigger=self.fired, t_trigger=self.t_trigger,
                    deadline=math.nan if self.deadline is None else self.deadline,
                    expired=int(self.expired and not self._complete()))
