@@ -10,9 +10,8 @@ them. Any problem is a one-line :class:`UsageError` naming the file.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from mpicode.options import Option, UsageError, _finite_float, _optional_float, nonneg
 
