@@ -192,13 +192,13 @@ def render(results: dict, plan: dict, profiles: dict) -> str:
                      + "/".join(f"{p[f'coord_{k}'] * 1e3:.2f}"
                                 for k in ("log_s", "decode_s", "update_s", "eval_s"))
                      + f" ms, kernel {p['kernel_elements_per_s'] / 1e9:.2f} Gelem/s")
-        lines.append(f"  {'stragglers / scheme':<26}{'iter s real':>12}{'sim':>8}{'err':>7}"
+        lines.append(f"  {'stragglers / scheme':<31}{'iter s real':>12}{'sim':>8}{'err':>7}"
                      f"{'to target real':>15}{'sim':>8}{'err':>7}{'stage2 r/s':>12}"
                      f"{'load r/s':>12}{'wait ms r/s':>14}{'log ms r/s':>13}"
                      f"{'it-log err':>11}  met")
         for name, r in rows.items():
             lines.append(
-                f"  {name:<26}{r['mean_iter_s_real']:>12.4f}{r['mean_iter_s_sim']:>8.4f}"
+                f"  {name:<31}{r['mean_iter_s_real']:>12.4f}{r['mean_iter_s_sim']:>8.4f}"
                 f"{100 * r['mean_iter_s_rel_err']:>6.1f}%{r['time_to_target_s_real']:>15.3f}"
                 f"{r['time_to_target_s_sim']:>8.3f}{100 * r['time_to_target_s_rel_err']:>6.1f}%"
                 f"{r['stage2_frac_real']:>6.2f}/{r['stage2_frac_sim']:.2f}"
