@@ -67,7 +67,8 @@ class IterationLoop:
                 self.status = "interrupted"
                 break
             try:
-                out = self.iteration(it)
+                with np.errstate(over="ignore", invalid="ignore"):  # see diverged() below
+                    out = self.iteration(it)
             except Interrupted:
                 self.status = "interrupted"
                 break
@@ -75,6 +76,9 @@ class IterationLoop:
             if self.problem is not None and ((it + 1) % self.eval_every == 0
                                              or it == start + iterations - 1):
                 row.update(self.problem.evaluate(self.w))
+            if self.problem is not None and diverged(self.w, row):
+                self.status, self.error = "failed", divergence_error(it, self)
+                break
             self.after_iteration(it, out)
             self.history.append(row)
             if self.runlog is not None:
@@ -106,6 +110,18 @@ class IterationLoop:
         except (OSError, RuntimeError) as e:
             self.status = "failed"
             self.error = self.error or write_error(e)
+
+
+def diverged(w: np.ndarray, row: dict) -> bool:
+    """The model or its loss is no longer finite (a too large learning rate)."""
+    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0)))
+
+
+def divergence_error(it: int, driver) -> str:
+    lr = getattr(driver, "lr", None)
+    lr = driver.cfg.lr if lr is None else lr
+    return (f"the model diverged at iteration {it} (its loss or weights are no longer "
+            f"finite): try a smaller --lr (now {lr:g})")
 
 
 def write_error(e: Exception) -> str:

@@ -28,6 +28,7 @@ ITERATION_FIELDS: dict[str, str] = {
     "accuracy": "f8", "train_accuracy": "f8", "coverage": "f8", "load": "f8", "stage2": "i1",
     "n_stage2": "i4", "wait_s": "f8", "decode_s": "f8", "bytes_up": "i8", "n_cancelled": "i4",
     "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
+    "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

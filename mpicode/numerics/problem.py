@@ -107,7 +107,11 @@ class Problem:
         ``g`` is float64 of length :attr:`dim`; ``w`` any float dtype (cast to the data's).
         """
         X, y = self.part(k)
-        return float(self._grad(X, y, w.astype(self.dtype, copy=False), g, scale))
+        try:
+            return float(self._grad(X, y, w.astype(self.dtype, copy=False), g, scale))
+        except ZeroDivisionError:  # fastmath kernels on a diverged model (inf - inf = NaN)
+            g[:] = np.nan
+            return float("nan")
 
     def gradient(self, gsum: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Full gradient from the decoded sum over all partitions."""
@@ -121,10 +125,14 @@ class Problem:
         ``rmse`` (= ``accuracy``).
         """
         wd = w.astype(self.dtype, copy=False)
-        lsum, m = self._eval(self.X, self.y, wd)
-        tsum, tm = self._eval(self.X_test, self.y_test, wd)
+        try:
+            lsum, m = self._eval(self.X, self.y, wd)
+            tsum, tm = self._eval(self.X_test, self.y_test, wd)
+        except ZeroDivisionError:  # a diverged model: the run loop stops on the NaN loss
+            lsum = m = tsum = tm = float("nan")
         n_test = max(1, self.X_test.shape[0])
-        reg = 0.5 * self.l2 * float(w @ w)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged w: NaN, no warning
+            reg = 0.5 * self.l2 * float(w @ w)
         if self.metric == "accuracy":
             train_m, test_m = m / self.n, tm / n_test
         else:
