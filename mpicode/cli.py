@@ -117,6 +117,9 @@ def dispatch(args) -> int:
         from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
+        from mpicode.engine import budget
+        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
+                     f"a {args.samples} x {args.features} dataset")
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")

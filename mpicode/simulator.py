@@ -131,6 +131,8 @@ def simulate(cfg) -> int:
         cfg = merge_resumed(cfg, stored)
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
+    from mpicode.engine import budget
+    budget.check_run(cfg, N)  # before any allocation: refuse what cannot fit in memory
     K = cfg.partitions
     problem = None
     if cfg.compute == "real":

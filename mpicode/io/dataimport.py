@@ -165,6 +165,9 @@ def read_libsvm(path: str, n_features: int | None = None) -> tuple[np.ndarray, n
     d = max(hi + 1 - base, 0) if n_features is None else int(n_features)
     if d == 0:
         raise UsageError(f"{path}: no features")
+    from mpicode.engine import budget
+    budget.check(budget.data_bytes(len(labels), d), f"{path}: {len(labels)} rows x {d} "
+                 f"features (largest index {hi})")
     X = np.zeros((len(labels), d))
     for r, (ia, va) in enumerate(entries):
         if ia.size and ia.max() - base >= d:
@@ -174,17 +177,25 @@ def read_libsvm(path: str, n_features: int | None = None) -> tuple[np.ndarray, n
 
 
 def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """NPZ with arrays ``X`` (n x d) and ``y`` (n,)."""
+    """NPZ with arrays ``X`` (n x d) and ``y`` (n,): a zip of .npy members whose headers
+    are checked (numeric dtype, a size that fits in memory) before anything is loaded."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a readable NPZ file (not a zip archive)")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a readable NPZ file ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UsageError(f"{path}: not a readable NPZ file ({_one_line(e)})") from None
     with z:
         missing = [k for k in ("X", "y") if k not in z.files]
         if missing:
             raise UsageError(f"{path}: missing array(s) {', '.join(missing)} "
                              f"(found: {', '.join(z.files) or 'none'})")
-        X, y = z["X"], z["y"]
+        _check_npz_headers(z, path)
+        try:
+            X, y = z["X"], z["y"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise UsageError(f"{path}: not a readable NPZ file ({_one_line(e)})") from None
     for k, a in (("X", X), ("y", y)):
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise UsageError(f"{path}: array {k} is not numeric (dtype {a.dtype})")
@@ -199,6 +210,33 @@ def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if bad.size:
         raise UsageError(f"{path}: y row {bad[0]}: NaN or inf")
     return X, y
+
+
+def _one_line(e: Exception) -> str:
+    return (str(e).splitlines() or [e.__class__.__name__])[0]
+
+
+def _check_npz_headers(z, path: str) -> None:
+    """Object (pickled) arrays and shapes too large for memory, from the .npy headers."""
+    import zipfile
+
+    from mpicode.engine import budget
+    total = 0
+    for k in ("X", "y"):
+        try:
+            with z.zip.open(f"{k}.npy") as f:
+                fmt = np.lib.format
+                read = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
+                        else fmt.read_array_header_2_0)
+                shape, _, dtype = read(f)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise UsageError(f"{path}: array {k}: not a readable .npy member "
+                             f"({_one_line(e)})") from None
+        if dtype.hasobject:
+            raise UsageError(f"{path}: array {k} holds Python objects (dtype {dtype}): "
+                             "refused, it would need unpickling")
+        total += int(np.prod(shape, dtype=object))
+    budget.check(8 * total * budget.DATA_COPIES, f"{path}: arrays X and y")
 
 
 def _sniff(path: str) -> str:

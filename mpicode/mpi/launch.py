@@ -21,6 +21,7 @@ import numpy as np
 
 from mpicode import mpi as runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.engine import budget
 from mpicode.engine.loop import STOP, install_stop_handlers, write_error
 from mpicode.engine.uplink import make_uplink
 from mpicode.io.runlog import RunLog, check_output, read_checkpoint
@@ -93,6 +94,7 @@ def prepare(cfg: Config, comm):
         if comm.rank == 0:
             if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
                 check_output(cfg.out, cfg.force)
+            budget.check_run(cfg, N, budget.local_ranks(comm.size))  # before any allocation
             # the problem and the policies, built once here so that their own checks fail
             # before training
             problem = Problem.from_config(cfg, cfg.partitions)
