@@ -158,6 +158,8 @@ def dispatch(args) -> int:
 
 def main(argv=None) -> None:
     # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
+    if (sys.argv[1:] if argv is None else list(argv))[:1] in (["train"], ["simulate"]):
+        _stop_handlers_first()
     try:
         code = dispatch(build_parser().parse_args(argv))
     except UsageError as e:
@@ -166,6 +168,20 @@ def main(argv=None) -> None:
         print("mpicode: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code)
+
+
+def _stop_handlers_first() -> None:
+    """train/simulate: from now on SIGTERM/SIGINT/SIGUSR1 are a clean stop (exit 3), even
+    while numpy is still being imported: a bare handler records the signal until the run
+    loop's own (mpicode.engine.loop.install_stop_handlers) takes over."""
+    import signal
+    early: list[int] = []
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(s, lambda signum, frame: early.append(signum))
+    from mpicode.engine.loop import STOP, install_stop_handlers
+    install_stop_handlers()
+    if early and STOP["signal"] is None:
+        STOP["signal"] = early[-1]
 
 
 def launcher_rank() -> int:

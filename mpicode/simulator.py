@@ -150,6 +150,11 @@ def simulate(cfg) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
+    from mpicode.engine.loop import STOP
+    if STOP["signal"]:  # SIGTERM/SIGINT while setting up: nothing written yet
+        print(f"mpicode: interrupted (signal {STOP['signal']}) during start-up: nothing "
+              "written", file=sys.stderr)
+        return 3
     if snap is None:  # last: it may create the output's directory
         check_output(cfg.out, cfg.force)
     if snap is not None:

@@ -20,18 +20,17 @@ from mpicode.engine.loop import Interrupted, IterationLoop, stop_requested
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.mpi import bounds
 from mpicode.mpi.comm import Backoff, SendPool
 from mpicode.mpi.protocol import (
     CHUNK_HEADER,
     RESULT_HEADER,
-    TAG_ACK,
     TAG_CANCEL,
     TAG_CHUNK,
     TAG_GRANT,
     TAG_MODEL,
     TAG_READY,
     TAG_RESULT,
-    TAG_STOP,
     TAG_TASK,
     encode_task,
 )
@@ -169,6 +168,7 @@ class Coordinator(IterationLoop):
         while not done():
             if stop_requested():
                 raise Interrupted
+            bounds.overdue(self, it, self.now() - self._t_start)  # --max-wait
             if self.receive(it, info, status) is None:
                 backoff.sleep()
             else:
@@ -235,6 +235,7 @@ class Coordinator(IterationLoop):
             got = self.receive(it, info, status)
             now = self.now()
             t = now - t_start
+            bounds.overdue(self, it, t)  # --max-wait: a worker that never answers
             if got is not None:
                 backoff.reset()
                 kind, tid = got
@@ -306,29 +307,10 @@ class Coordinator(IterationLoop):
                 self.runlog.set_attrs(dead_workers=json.dumps(left + [
                     {"worker": int(w), "rank": int(w) + 1, "iteration": it}]))
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """STOP every worker; drain stale results until every worker ACKed. A worker that
-        does not answer within ``timeout`` seconds makes this raise (python -m mpi4py then
-        aborts the job: better than a hang)."""
-        for r in range(1, self.N + 1):
-            self.sends.isend(self.comm, np.array([-1.0]), r, TAG_STOP)
-        acks = 0
-        backoff = Backoff()
-        status = MPI.Status()
-        t_end = time.perf_counter() + timeout
-        while acks < self.N:
-            msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-            if msg is None:
-                if time.perf_counter() > t_end:
-                    raise RuntimeError(f"{self.N - acks} worker(s) did not acknowledge STOP "
-                                       f"within {timeout:.0f} s")
-                backoff.sleep()
-                continue
-            msg.Recv(np.empty(status.Get_count(MPI.DOUBLE)))
-            if status.Get_tag() == TAG_ACK:
-                acks += 1
-            backoff.reset()
-        self.sends.waitall()
+    def stop(self, timeout: float = 60.0) -> list[int]:
+        """STOP every worker; drain stale results until every worker ACKed, for at most
+        ``timeout`` seconds. Returns the ranks that did not ACK (the caller aborts)."""
+        return bounds.stop_workers(self.comm, self.sends, self.N, timeout)
 
 
 class _MPIHooks:

@@ -26,6 +26,7 @@ from mpicode.engine.loop import STOP, install_stop_handlers, write_error
 from mpicode.engine.uplink import make_uplink
 from mpicode.io.runlog import RunLog, check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
+from mpicode.mpi import bounds
 from mpicode.numerics import kernels
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
@@ -157,7 +158,13 @@ def run(cfg: Config) -> int:
         kernels.warmup()
     compile_s = time.perf_counter() - t0
     install_stop_handlers()
-    comm.Barrier()  # everybody compiled: the clock starts after this
+    signum = bounds.agree_on_stop(comm)  # everybody compiled: the clock starts after this
+    if signum:  # SIGTERM/SIGINT during start-up, on any rank: nothing was written yet
+        if rank == 0:
+            print(f"mpicode: interrupted (signal {signum}) during start-up: nothing written",
+                  file=sys.stderr, flush=True)
+        runtime.finalize()
+        return EXIT_INTERRUPTED
     if rank != 0:
         execute(cfg, comm, problem)
         return 0
@@ -192,16 +199,15 @@ def run(cfg: Config) -> int:
         if progress is not None:
             progress.close()
         runlog.close(status)
-    if coord.error or status == "interrupted":
-        if coord.error:
-            print(f"mpicode: error: {coord.error}; kept {runlog.n_done} iterations in "
-                  f"{cfg.out}", file=sys.stderr, flush=True)
-        else:
-            print(f"mpicode: interrupted (signal {STOP['signal']}): {runlog.n_done} iterations "
-                  f"and a checkpoint in {cfg.out}; continue with --resume {cfg.out}",
-                  file=sys.stderr, flush=True)
+    code, line = bounds.ending(cfg, status, coord.error, runlog.n_done, STOP["signal"],
+                               coord.silent)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+    if coord.silent:  # a worker never ACKed: MPI_Finalize would hang
+        bounds.abort_quietly(comm, code)
+    if code:
         runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
-        return EXIT_FAILED if coord.error else EXIT_INTERRUPTED
+        return code
     last = coord.history[-1] if coord.history else {}
     log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
              cfg.out, runlog.n_done, last.get("loss", float("nan")),
@@ -222,5 +228,5 @@ def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None, sna
     start = coord.restore(snap) if snap is not None else 0
     coord.clock0 = time.perf_counter()
     coord.run(max(0, cfg.iterations - start), start=start)
-    coord.stop()
+    coord.silent = coord.stop(cfg.stop_timeout)  # ranks that never ACKed: abort, see run()
     return coord
