@@ -21,6 +21,7 @@ import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
 from mpicode.config import UsageError
+from mpicode.io.integrity import check_objects
 
 # name -> dtype. Later features add fields here; readers must tolerate missing ones.
 ITERATION_FIELDS: dict[str, str] = {
@@ -76,6 +77,7 @@ def read_checkpoint(path: str) -> tuple[dict, dict]:
     p = Path(path)
     if not p.exists() and Path(str(p) + ".part").exists():
         p = Path(str(p) + ".part")
+    check_objects(str(p), f"--resume {path}")  # corrupt internals: refused, file untouched
     try:
         with h5py.File(p, "r", locking=False) as f:
             cfg = json.loads(f.attrs["config"])
