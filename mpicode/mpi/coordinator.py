@@ -187,6 +187,7 @@ class Coordinator(IterationLoop):
         self.partial = {}
         if self.virtual is not None:
             self._info = info
+            info.n_msgs = 0  # counted by _MPIHooks.computed, in virtual time
             t_wait = self.virtual.run(it, info, self.vt)
         else:
             t_wait = self._loop_real(it, info, t_start)
@@ -329,6 +330,7 @@ class _MPIHooks:
     def computed(self, task):
         c, info, tid = self.c, self.c._info, task.task_id
         it = c.scheme.iteration
+        info.n_msgs += 1
         if c.uplink is None:
             c.wait_for(it, info, lambda: tid in info.msgs)
         else:
