@@ -113,6 +113,8 @@ class IterationLoop:
     def write_checkpoint(self) -> None:
         if self.runlog is None or self.snap is None:
             return
+        from mpicode.engine import faults
+        faults.pause("checkpoint")  # fault tests: a signal during a checkpoint
         try:
             self.runlog.checkpoint(self.snap)
         except (OSError, RuntimeError) as e:

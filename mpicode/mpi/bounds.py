@@ -37,12 +37,19 @@ def overdue(coord, it: int, waited: float) -> None:
                   f"{who}")
 
 
-def stop_workers(comm, sends, n_workers: int, timeout: float) -> list[int]:
-    """Send STOP to every worker and drain stale messages until each ACKed or ``timeout``
-    seconds passed. Returns the ranks that did not ACK (then the pending sends are left:
-    waiting for them could hang too)."""
+def exit_code(status: str, error: str | None) -> int:
+    """The job's exit code for a run that ended with ``status``: 1 failed, 3 interrupted."""
+    return 1 if error or status == "failed" else (3 if status == "interrupted" else 0)
+
+
+def stop_workers(comm, sends, n_workers: int, timeout: float, code: int = 0) -> list[int]:
+    """Send STOP (carrying the job's exit ``code``, which every worker exits with) to every
+    worker and drain stale messages until each ACKed or ``timeout`` seconds passed. Returns
+    the ranks that did not ACK (then the pending sends are left: waiting could hang too)."""
+    from mpicode.engine import faults
+    faults.pause("shutdown")  # fault tests: a signal at shutdown
     for r in range(1, n_workers + 1):
-        sends.isend(comm, np.array([-1.0]), r, TAG_STOP)
+        sends.isend(comm, np.array([float(code)]), r, TAG_STOP)
     waiting = set(range(1, n_workers + 1))
     backoff = Backoff()
     status = MPI.Status()

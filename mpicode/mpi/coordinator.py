@@ -311,7 +311,8 @@ class Coordinator(IterationLoop):
     def stop(self, timeout: float = 60.0) -> list[int]:
         """STOP every worker; drain stale results until every worker ACKed, for at most
         ``timeout`` seconds. Returns the ranks that did not ACK (the caller aborts)."""
-        return bounds.stop_workers(self.comm, self.sends, self.N, timeout)
+        return bounds.stop_workers(self.comm, self.sends, self.N, timeout,
+                                   bounds.exit_code(self.status, self.error))
 
 
 class _MPIHooks:

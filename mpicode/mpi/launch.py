@@ -166,8 +166,10 @@ def run(cfg: Config) -> int:
         runtime.finalize()
         return EXIT_INTERRUPTED
     if rank != 0:
-        execute(cfg, comm, problem)
-        return 0
+        code = execute(cfg, comm, problem)  # the job's exit code, sent with STOP
+        if code:
+            runtime.finalize()  # exit with the code, not an MPI_Abort
+        return code
 
     if snap is not None:
         runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
@@ -221,8 +223,9 @@ def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None, sna
     the way out. With ``snap`` (a checkpoint), rank 0 continues from it."""
     N, K = comm.size - 1, cfg.partitions
     if comm.rank != 0:
-        runtime.Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
-        return None
+        worker = runtime.Worker(comm, problem, uplink=cfg.channel != "ideal")
+        worker.loop()
+        return worker.exit_code
     coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
                                 make_straggler_model(cfg, N, K), cfg, runlog, progress)
     start = coord.restore(snap) if snap is not None else 0

@@ -46,6 +46,7 @@ class Worker:
         self.queue: list[dict] = []
         self.sends = SendPool()
         self.stopped = False
+        self.exit_code = 0
         self.hung = False  # fault injection: stops answering (see mpicode.faults)
         self.cancel_current = False
         self.current: dict | None = None
@@ -100,7 +101,9 @@ class Worker:
                 chunk[CHUNK_HEADER:] = out[e0:e1]
                 self.sends.isend(self.comm, chunk, 0, TAG_CHUNK)
         elif tag == TAG_STOP:
-            msg.Recv(np.empty(1))
+            buf = np.empty(1)
+            msg.Recv(buf)
+            self.exit_code = max(0, int(buf[0]))  # the job's exit code, as rank 0 decided
             self.stopped = True
             self.cancel_current = True
         else:  # pragma: no cover - protocol error
