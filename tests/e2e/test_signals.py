@@ -185,6 +185,18 @@ def test_clean_stop(tmp_path, case):
 
 # ---- stuck workers (SIGSTOP) ---------------------------------------------------------------
 
+def _alive(pid: int) -> bool:
+    """Still running or stopped (a zombie waiting to be reaped is gone); waits a little
+    for the launcher's kill to land."""
+    def gone():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
+    return not wait_until(gone, 30, 0.2)
+
+
 def _stop_worker(job: Job, rank: int = 2) -> int:
     pid = job.pid(rank)
     os.kill(pid, signal.SIGSTOP)
@@ -199,7 +211,9 @@ def test_stopped_worker_coded_scheme_completes_and_the_job_is_aborted(tmp_path):
     job.rows(2)
     _stop_worker(job)
     rc, lines, codes = job.finish()
-    assert rc == 1 and codes.get("0") == "1" and "2" not in codes, (rc, codes, lines)
+    # rank 0 aborts the job (no code of its own: MPI_Abort(1) is mpiexec's code), the stopped
+    # rank is killed, the others had finished their work and exited 0 after STOP
+    assert rc == 1 and set(codes.values()) <= {"0"} and set(codes) <= {"1", "3"}, (rc, codes)
     assert len(lines) == 2 and "left out of planning" in lines[0], lines  # --dead-after
     assert "worker rank 2 did not acknowledge STOP within --stop-timeout 5 s" in lines[1]
     assert "the run itself is complete" in lines[1]
@@ -218,41 +232,55 @@ def test_stopped_worker_max_wait_fails_with_a_checkpoint(tmp_path, scheme):
     job.rows(2)
     pid = _stop_worker(job)
     rc, lines, codes = job.finish()
-    assert rc == 1 and codes.get("0") == "1", (rc, codes, lines)
+    # rank 0 aborted (its code is mpiexec's), 2 killed, 1 may die in MPI_Finalize first
+    assert rc == 1 and set(codes.values()) <= {"1"} and set(codes) <= {"1"}, (rc, codes)
     assert len(lines) == 1 and "waited more than --max-wait 3 s" in lines[0], lines
     assert "worker 1 (rank 2)" in lines[0] and "did not acknowledge STOP" in lines[0]
     assert job.files() == {"out.h5.part"} or job.files() == {"out.h5"}
     out = job.work / "out.h5"
     st, done, ck, model = status(out)
     assert st == "failed" and ck == done and not model
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # the job's abort killed the stopped worker too
+    assert not _alive(pid), "the stopped worker outlived the job"
     resume_ok(job.work, 3)
 
 
 @pytest.mark.parametrize("state", ["mid-iteration", "checkpoint", "shutdown"])
 def test_stopped_worker_then_sigterm_ends_within_the_stop_timeout(tmp_path, state):
+    """STOP+TERM: a stuck worker, then SIGTERM mid-iteration (uncoded waits for it), during
+    a checkpoint, or at shutdown (two-stage finished without it): the job ends within
+    --stop-timeout, the run file is closed with its status, one line names the rank."""
     env = {"checkpoint": {"MPICODE_FAULT": "pause:checkpoint:3"},
            "shutdown": {"MPICODE_FAULT": "pause:shutdown:3"}}.get(state, {})
-    its = {"mid-iteration": 100000, "checkpoint": 100000, "shutdown": 30}[state]
-    job = Job(tmp_path, 4, ["train", "--out", "out.h5", *SMALL, *SLOW, "--scheme", "uncoded"
-                            if state != "shutdown" else "cyclic", "--iterations", its,
+    args = {"mid-iteration": ["--scheme", "uncoded", "--iterations", 100000],
+            "checkpoint": ["--scheme", "uncoded", "--iterations", 100000],
+            "shutdown": ["--scheme", "two-stage", "--iterations", 12, "--dead-after", 2]}[state]
+    job = Job(tmp_path, 4, ["train", "--out", "out.h5", *SMALL, *SLOW, *args,
                             "--checkpoint-every", 3, "--stop-timeout", 4], env)
-    job.rows(2)
-    _stop_worker(job)
-    if state == "mid-iteration":
-        time.sleep(1)  # rank 0 now waits for the stopped worker's result
+    if state == "checkpoint":
+        job.marked()  # rank 0 is in the checkpoint's pause: stop a worker, then TERM
+        _stop_worker(job)
     else:
-        job.marked()
+        job.rows(2)
+        _stop_worker(job)
+        if state == "shutdown":
+            job.marked()
+        else:
+            time.sleep(1)  # rank 0 now waits for the stopped worker's result
     job.p.send_signal(signal.SIGTERM)
     rc, lines, codes = job.finish()
-    assert len(lines) == 1 and "did not acknowledge STOP within --stop-timeout 4 s" in lines[0]
+    lines = [ln for ln in lines if "left out of planning" not in ln]  # --dead-after's warning
+    assert len(lines) == 1, (rc, lines, codes)
+    assert "did not acknowledge STOP within --stop-timeout 4 s" in lines[0]
     assert job.files() == {"out.h5"}
     st, done, ck, model = status(job.work / "out.h5")
+    # rank 0 aborts the job (MPI_Abort: its code is mpiexec's), the stopped rank is killed;
+    # a worker that got STOP may be killed in MPI_Finalize before it records its own code
     if state == "shutdown":  # the training had finished
         assert rc == 1 and st == "complete" and model and "run itself is complete" in lines[0]
+        assert set(codes.values()) <= {"0"} and "0" not in codes and "2" not in codes, codes
     else:
-        assert rc == 3 and codes.get("0") == "3" and st == "interrupted" and ck == done
+        assert rc == 3 and set(codes.values()) <= {"3"} and "2" not in codes, (rc, codes)
+        assert st == "interrupted" and ck == done
         assert lines[0].startswith("mpicode: interrupted")
 
 
