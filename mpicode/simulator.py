@@ -185,7 +185,7 @@ def simulate(cfg) -> int:
     t0 = time.perf_counter()
     try:
         sim.run(max(0, cfg.iterations - start), start=start)
-        if problem is not None:
+        if problem is not None and sim.status != "failed":  # as train: no diverged model
             runlog.write_group("model", {"w": sim.w})
         if uplink is not None and cfg.log_slots:
             runlog.write_group("slots", uplink.sched.slot_log(), compress=True)
