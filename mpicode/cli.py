@@ -184,6 +184,9 @@ def dispatch(args) -> int:
         from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
+        from mpicode.engine import budget
+        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
+                     f"a {args.samples} x {args.features} dataset")
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
@@ -227,6 +230,8 @@ def dispatch(args) -> int:
 
 def main(argv=None) -> None:
     # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
+    if (sys.argv[1:] if argv is None else list(argv))[:1] in (["train"], ["simulate"]):
+        _stop_handlers_first()
     try:
         code = dispatch(build_parser().parse_args(argv))
     except UsageError as e:
@@ -235,6 +240,20 @@ def main(argv=None) -> None:
         print("mpicode: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code)
+
+
+def _stop_handlers_first() -> None:
+    """train/simulate: from now on SIGTERM/SIGINT/SIGUSR1 are a clean stop (exit 3), even
+    while numpy is still being imported: a bare handler records the signal until the run
+    loop's own (mpicode.engine.loop.install_stop_handlers) takes over."""
+    import signal
+    early: list[int] = []
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(s, lambda signum, frame: early.append(signum))
+    from mpicode.engine.signals import STOP, install_stop_handlers
+    install_stop_handlers()
+    if early and STOP["signal"] is None:
+        STOP["signal"] = early[-1]
 
 
 def launcher_rank() -> int:

@@ -151,7 +151,8 @@ OPTIONS: list[Option] = [
     Option("speed_alpha", _finite_float, 0.2, "weight of the newest sample in the speed estimate",
            check=unit_open_closed, group="two-stage"),
     Option("max_wait", _optional_float, None,
-           "two-stage: hard deadline (s) after which the covered part is decoded and scaled",
+           "hard deadline (s) of an iteration: two-stage decodes the covered part and "
+           "scales it; with another scheme train fails the run, with a checkpoint",
            check=optional_positive, group="two-stage"),
     Option("placement", str, "shared", "data placement: shared | replicated:R", group="two-stage",
            check=lambda x: None if x == "shared" or (x.startswith("replicated:")
@@ -222,6 +223,9 @@ OPTIONS += [
            "iteration); a kill loses at most these", check=nonneg, group="reliability"),
     Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
            check=nonneg, group="reliability"),
+    Option("stop_timeout", _finite_float, 30.0,
+           "train: seconds to wait for every worker to acknowledge STOP; then the run log is "
+           "closed and the job aborted", check=positive, group="reliability"),
 ]
 
 OPTIONS += COST_OPTIONS

@@ -20,6 +20,7 @@ constant model (``model_partition_cost``), not a measurement, unless
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
@@ -124,6 +125,7 @@ def prepare(cfg):
     """Every check of a simulation, before anything is written: (cfg, problem, scheme,
     uplink, stragglers, snap). Usage errors raise :class:`UsageError`."""
     from mpicode.config import UsageError, merge_resumed, validate_for_size
+    from mpicode.engine import budget
     from mpicode.engine.uplink import make_uplink
     from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
@@ -139,6 +141,7 @@ def prepare(cfg):
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
     K = cfg.partitions
+    budget.check_run(cfg, N)  # before any allocation: refuse what cannot fit in memory
     problem = Problem.from_config(cfg, K) if cfg.compute == "real" else None
     cfg = with_epochs(cfg, problem.n if problem is not None else cfg.samples)
     cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
@@ -165,6 +168,11 @@ def simulate(cfg) -> int:
     from mpicode.numerics.optim import make_optimizer
 
     cfg, problem, scheme, uplink, stragglers, snap = prepare(cfg)
+    from mpicode.engine.signals import STOP
+    if STOP["signal"]:  # SIGTERM/SIGINT while setting up: nothing written yet
+        print(f"mpicode: interrupted (signal {STOP['signal']}) during start-up: nothing "
+              "written", file=sys.stderr)
+        return 3
     N, cost = scheme.N, cfg.partition_cost
     attrs = {"mpi_library": "none (simulated)", "partition_cost": cost, "compute": cfg.compute}
     if problem is not None:

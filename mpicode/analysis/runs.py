@@ -66,20 +66,37 @@ def _read_group(g, n: int | None) -> dict[str, np.ndarray]:
     return out
 
 
+def _count(attrs: dict, key: str, path: str) -> int:
+    """A row count attribute (``n_done``, ``n_tasks``): a whole number >= 0, else refused."""
+    v = attrs.get(key, 0)
+    try:
+        ok = not isinstance(v, (str, bytes, bool)) and float(v) == int(v) and int(v) >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: not a valid mpicode run ({key} = {v!r}: must be a whole "
+                         "number >= 0)")
+    return int(v)
+
+
 def _load(f, path: str, file: Path) -> dict:
     if "iterations" not in f:
         raise UsageError(f"{path}: not an mpicode run (no /iterations group)")
     attrs = {k: _attr(v) for k, v in f.attrs.items()}
-    n = int(attrs.get("n_done", 0))
+    n = _count(attrs, "n_done", path)
     it = _read_group(f["iterations"], n)
+    rows = min((len(v) for v in it.values()), default=n)
+    if n > rows and attrs.get("status") != "running":
+        raise UsageError(f"{path}: not a valid mpicode run (n_done {n} but /iterations holds "
+                         f"{rows} rows)")
     # a reader racing the writer can see a row count below n_done for a field already
     # resized but not yet flushed: trust the shortest
-    n = min([n] + [len(v) for v in it.values()])
+    n = min(n, rows)
     it = {k: v[:n] for k, v in it.items()}
     wk = _read_group(f["workers"], n) if "workers" in f else {}
     cumulative = {k: bool(d.attrs.get("cumulative", False))
                   for k, d in f["workers"].items()} if "workers" in f else {}
-    nt = int(attrs.get("n_tasks", 0))
+    nt = _count(attrs, "n_tasks", path)
     tk = _read_group(f["tasks"], nt) if "tasks" in f else {}
     if tk:
         nt = min([nt] + [len(v) for v in tk.values()])
@@ -129,11 +146,12 @@ def read_run(path: str | dict, retries: int = 3) -> dict:
                 return _load(f, path, file)
         except UsageError:
             raise
-        except (OSError, KeyError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - h5py raises many kinds on corrupt files
             if attempt + 1 < retries and file.suffix == ".part":
                 time.sleep(0.2)
                 continue
-            reason = str(e).split("(")[0].strip() or e.__class__.__name__
+            reason = (str(e).splitlines() or [""])[0].split("(")[0].strip() \
+                or e.__class__.__name__
             raise UsageError(f"cannot read run {path}: {reason}") from None
     raise AssertionError("unreachable")
 

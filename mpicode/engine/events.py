@@ -38,6 +38,7 @@ import math
 from mpicode.engine.clock import VirtualClock
 from mpicode.engine.costs import ZERO
 from mpicode.engine.rows import IterationInfo
+from mpicode.engine.signals import stalled
 
 INF = math.inf
 
@@ -54,6 +55,9 @@ class EventLoop:
         self.clock = clock or VirtualClock()
         self.hooks = hooks
         self.costs = costs or ZERO
+        # --max-wait (wall seconds) for a scheme that cannot give up by itself: an iteration
+        # that waits longer raises Stalled, naming the silent workers (real time only)
+        self.max_wait: float | None = None
         self.t_event = 0.0              # rank 0's last event (virtual time: its backoff)
         self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
         self._seq = itertools.count()   # ties: first come, first served
@@ -126,6 +130,8 @@ class EventLoop:
                 raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
                                    "nothing is pending")
             now = clock.wait_until(t_next)
+            if self.max_wait is not None and now > self.max_wait:
+                raise stalled(scheme, it, self.max_wait)
             if now < t_next:
                 continue  # (wall clock) a message came in first
             t = max(t, now)

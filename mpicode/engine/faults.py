@@ -4,7 +4,11 @@
 * ``kill:ITER``       rank 0 SIGKILLs itself at the start of iteration ITER (the whole job dies),
 * ``hang:RANK:ITER``  worker RANK stops answering from iteration ITER on: it drops every task
                       but still honours STOP, so the job can end,
-* ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins.
+* ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins,
+* ``pause:PLACE:SEC`` rank 0 sleeps SEC seconds when it reaches PLACE (``checkpoint``: before
+                      each checkpoint write; ``shutdown``: before it stops the workers),
+                      after creating the file named by ``MPICODE_FAULT_MARK`` (if set): the
+                      signal tests hit those states for sure.
 """
 
 from __future__ import annotations
@@ -35,3 +39,13 @@ def worker_fault(rank: int, iteration: int) -> str | None:
                 os._exit(17)
             return it[0]
     return None
+
+
+def pause(place: str) -> None:
+    import time
+    for it in _items():
+        if it[0] == "pause" and it[1] == place:
+            mark = os.environ.get("MPICODE_FAULT_MARK")
+            if mark:
+                open(mark, "a").close()
+            time.sleep(float(it[2]))

@@ -28,11 +28,12 @@ from mpicode.engine import faults
 from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
-from mpicode.engine.signals import Interrupted, stop_requested, write_error
+from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
 from mpicode.models.oracle import oracle_row
 
 # re-exported: drivers and tests import these from here
-__all__ = ["Trainer", "Interrupted", "stop_requested", "write_error"]
+__all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
+from mpicode.engine.signals import STOP  # noqa: E402  (re-exported)
 
 
 class Trainer:
@@ -169,12 +170,19 @@ class Trainer:
                 self.status = "interrupted"
                 break
             try:
-                out = self.iteration(it)
+                with np.errstate(over="ignore", invalid="ignore"):  # see diverged() below
+                    out = self.iteration(it)
             except Interrupted:
                 self.status = "interrupted"
                 break
+            except Stalled as e:
+                self.status, self.error = "failed", str(e)
+                break
             row = out["row"]
             self._evaluate(it, start + iterations - 1, row)
+            if self.problem is not None and diverged(self.w, row):
+                self.status, self.error = "failed", divergence_error(it, self.lr)
+                break
             self._t_mark = row["t_end"]
             self._mark_dead(it, out)
             self.history.append(row)
@@ -224,8 +232,19 @@ class Trainer:
     def write_checkpoint(self) -> None:
         if self.runlog is None or self.snap is None:
             return
+        faults.pause("checkpoint")  # fault tests: a signal during a checkpoint
         try:
             self.runlog.checkpoint(self.snap)
         except (OSError, RuntimeError) as e:
             self.status = "failed"
             self.error = self.error or write_error(e)
+
+
+def diverged(w: np.ndarray, row: dict) -> bool:
+    """The model or its loss is no longer finite (a too large learning rate)."""
+    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0)))
+
+
+def divergence_error(it: int, lr: float) -> str:
+    return (f"the model diverged at iteration {it} (its loss or weights are no longer "
+            f"finite): try a smaller --lr (now {lr:g})")

@@ -24,6 +24,7 @@ class IterationInfo:
     stale: int = 0
     cancelled: int = 0
     msg_bytes: int = 0
+    n_msgs: int | None = None  # messages counted in virtual time (train --delay-mode virtual)
 
     def __post_init__(self):
         if self.task_index is None:
@@ -46,6 +47,17 @@ def combine(dec, msgs: dict, dim: int) -> tuple[np.ndarray, float]:
     return gsum, lsum
 
 
+def _bytes_up(scheme, info: IterationInfo) -> int:
+    """Uplink bytes of the iteration: one message per computed task. In virtual time the
+    count is the virtual model's (``n_msgs``), not the messages that happened to arrive by
+    the wall clock, so that ``train --delay-mode virtual`` logs the simulator's value."""
+    if info.n_msgs is not None:
+        return info.msg_bytes * info.n_msgs
+    if info.msgs:
+        return info.msg_bytes * len(info.msgs)
+    return info.msg_bytes * sum(t.state == "done" for t in scheme.tasks.values())
+
+
 TASK_KEYS = ("iteration", "worker", "stage", "n_partitions", "first_partition", "t_dispatch",
              "t_done", "used", "cancelled", "compute_s", "delay_s", "t_ready")
 
@@ -65,8 +77,7 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "decode_s": decode_s, "coverage": dec.coverage, "load": summary["load"],
            "stage2": summary.get("stage2", 0), "n_stage2": summary.get("n_stage2", 0),
            "n_cancelled": info.cancelled, "n_stale": info.stale,
-           "bytes_up": info.msg_bytes * len(info.msgs) if info.msgs else
-           info.msg_bytes * sum(t.state == "done" for t in scheme.tasks.values()),
+           "bytes_up": _bytes_up(scheme, info),
            "grad_norm": grad_norm,
            "oracle_s": math.nan, "oracle_part_s": math.nan, **(oracle or {})}
     # one pass over the tasks into columns, then per-worker sums with numpy (10^4 tasks an

@@ -32,6 +32,7 @@ class Session:
         self.desc = desc or f"{cfg.scheme} N={n_workers}"
         self.runlog = None
         self.status = "failed"
+        self.shutdown: str | None = None  # what went wrong stopping the workers, if anything
 
     def open(self):
         from mpicode.io.runlog import RunLog
@@ -59,8 +60,8 @@ class Session:
         t0 = time.perf_counter()
         try:
             trainer.run(max(0, cfg.iterations - start), start=start)
-            if after_loop is not None:
-                after_loop()  # may raise (a worker that never answers): the log is closed
+            if after_loop is not None:  # MPI: stop the workers; a note if some never answered
+                self.shutdown = after_loop()
             self._final_writes(trainer, runlog, time.perf_counter() - t0)
         finally:
             progress.close()
@@ -79,16 +80,27 @@ class Session:
             trainer.error = write_error(e)
 
     def outcome(self) -> int:
-        """Print the one line of a failed or interrupted run; return the exit code."""
+        """Print the one line of a failed or interrupted run (or of a shutdown that failed:
+        the run itself is then complete in the file); return the exit code."""
         t, out, n = self.trainer, self.cfg.out, self.runlog.n_done
+        stuck = f"; {self.shutdown}" if self.shutdown else ""
         if t.error:
-            print(f"mpicode: error: {t.error}; kept {n} iterations in {out}", file=sys.stderr,
-                  flush=True)
-            return EXIT_FAILED
-        if self.status == "interrupted":
+            line, code = f"mpicode: error: {t.error}; kept {n} iterations in {out}", EXIT_FAILED
+        elif self.status == "interrupted":
             sig = f" (signal {STOP['signal']})" if STOP["signal"] is not None else ""
-            print(f"mpicode: interrupted{sig}: {n} iterations and a checkpoint in {out}; "
-                  f"continue with --resume {out}", file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
-        return EXIT_OK
+            line = (f"mpicode: interrupted{sig}: {n} iterations and a checkpoint in {out}; "
+                    f"continue with --resume {out}")
+            code = EXIT_INTERRUPTED
+        elif self.shutdown:
+            line = (f"mpicode: error: {self.shutdown}; the run itself is complete in {out} "
+                    f"({n} iterations)")
+            return self._say(line, EXIT_FAILED)
+        else:
+            return EXIT_OK
+        return self._say(line + stuck, code)
+
+    @staticmethod
+    def _say(line: str, code: int) -> int:
+        print(line, file=sys.stderr, flush=True)
+        return code
 

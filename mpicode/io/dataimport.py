@@ -28,6 +28,7 @@ from mpicode.io.labels import infer_task, mapping_attr, mapping_note
 from mpicode.io.textformats import _is_int, _lines, read_csv, read_libsvm
 
 __all__ = ["import_dataset", "build_bundled", "infer_task", "read_csv", "read_libsvm"]
+from mpicode.io.npzfile import read_npz  # noqa: F401 - part of this module's interface
 
 SKLEARN_SETS = {"digits": "multiclass", "breast_cancer": "binary", "diabetes": "regression"}
 TASKS = ("auto", "binary", "multiclass", "regression")
@@ -52,32 +53,6 @@ def read_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(X, np.float64), np.asarray(y, np.float64)
 
 
-def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """NPZ with arrays ``X`` (n x d) and ``y`` (n,)."""
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a readable NPZ file ({e})") from None
-    with z:
-        missing = [k for k in ("X", "y") if k not in z.files]
-        if missing:
-            raise UsageError(f"{path}: missing array(s) {', '.join(missing)} "
-                             f"(found: {', '.join(z.files) or 'none'})")
-        X, y = z["X"], z["y"]
-    for k, a in (("X", X), ("y", y)):
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise UsageError(f"{path}: array {k} is not numeric (dtype {a.dtype})")
-    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
-        raise UsageError(f"{path}: need X (n x d) and y (n,), got X {X.shape}, y {y.shape}")
-    X = X.astype(np.float64)
-    y = y.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(X))
-    if bad.size:
-        raise UsageError(f"{path}: X row {bad[0][0]}, column {bad[0][1]}: NaN or inf")
-    bad = np.flatnonzero(~np.isfinite(y))
-    if bad.size:
-        raise UsageError(f"{path}: y row {bad[0]}: NaN or inf")
-    return X, y
 
 
 def _sniff(path: str) -> str:

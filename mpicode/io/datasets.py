@@ -143,6 +143,7 @@ def read_dataset(path: str | Path) -> Dataset:
         if missing:
             raise UsageError(f"{where}: missing {', '.join(missing)} (not an mpicode dataset? "
                              "mpicode data import converts CSV, LIBSVM and NPZ)")
+        _check_size(f, where)
         try:
             arrs = {k: np.asarray(f[k][...]) for k in ("X", "y", "X_test", "y_test")}
         except Exception as e:  # truncated or corrupt chunks; h5py raises several kinds
@@ -185,6 +186,31 @@ def read_dataset(path: str | Path) -> Dataset:
             raise UsageError(f"{where}: {k}{_first_bad(a)}")
     return Dataset(name, np.ascontiguousarray(X, np.float64), y.astype(np.float64),
                    np.ascontiguousarray(Xt, np.float64), yt.astype(np.float64), task, n_classes)
+
+
+def _check_size(f: h5py.File, where: str) -> None:
+    """Refuse (before reading) arrays whose header shapes do not fit in memory."""
+    from mpicode.engine import budget
+    try:
+        cells = sum(int(np.prod(f[k].shape, dtype=object)) for k in ("X", "y", "X_test", "y_test"))
+    except Exception as e:  # a corrupt object header
+        raise UsageError(f"{where}: cannot read data ({_h5_reason(e)})") from None
+    budget.check(8 * cells * budget.DATA_COPIES, f"{where}: its arrays")
+
+
+def dataset_shape(spec: str) -> tuple[int, int, int, int] | None:
+    """(rows, columns, test rows, n_classes) from a dataset file's header, nothing read;
+    None when the file cannot tell (the loader then reports why)."""
+    p = resolve_path(spec)
+    if p is None:
+        return None
+    try:
+        with h5py.File(p, "r", locking=False) as f:
+            X, Xt = f["X"].shape, f["X_test"].shape
+            n_classes = int(f.attrs.get("n_classes", 2))
+            return int(X[0]), int(X[1]), int(Xt[0]), n_classes
+    except Exception:  # any unreadable or odd file: read_dataset gives the one line
+        return None
 
 
 def _attr_str(v) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 from mpicode import FORMAT_VERSION, __version__
 from mpicode.config import UsageError
 from mpicode.io import safefile
+from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value
 from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
 from mpicode.io.safefile import MIN_ROOM, DiskFull, room_for  # noqa: F401 (re-exported)
@@ -43,6 +44,7 @@ ITERATION_FIELDS: dict[str, str] = {
     "log_s": "f8", "update_s": "f8", "eval_s": "f8",
     # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
     "oracle_s": "f8", "oracle_part_s": "f8",
+    "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",
@@ -106,6 +108,7 @@ def read_checkpoint(path: str, *, n_workers: int | None = None, mode: str | None
     workers and the writer's ``mode`` (``mpi`` / ``simulated``)."""
     from mpicode.io import checkpoint
     p = resume_target(path)
+    check_objects(str(p), f"--resume {path}")  # corrupt internals: refused, file untouched
     try:
         with h5py.File(p, "r", locking=False) as f:
             cfg = json.loads(f.attrs["config"])

@@ -158,6 +158,9 @@ def read_libsvm(path: str, n_features: int | None = None) -> tuple[np.ndarray, n
     d = max(hi + 1 - base, 0) if n_features is None else int(n_features)
     if d == 0:
         raise UsageError(f"{path}: no features")
+    from mpicode.engine import budget
+    budget.check(budget.data_bytes(len(labels), d), f"{path}: {len(labels)} rows x {d} "
+                 f"features (largest index {hi})")
     X = np.zeros((len(labels), d))
     for r, (ia, va) in enumerate(entries):
         if ia.size and ia.max() - base >= d:

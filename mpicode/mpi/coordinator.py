@@ -19,20 +19,19 @@ import numpy as np
 from mpi4py import MPI
 
 from mpicode.engine.clock import Backoff
-from mpicode.engine.signals import Interrupted, stop_requested
+from mpicode.engine.signals import Interrupted, stalled, stop_requested
+from mpicode.mpi import bounds
 from mpicode.mpi.comm import SendPool
 from mpicode.mpi.protocol import (
     CHUNK_HEADER,
     IT,
     RESULT_HEADER,
-    TAG_ACK,
     TAG_CANCEL,
     TAG_CHUNK,
     TAG_GRANT,
     TAG_MODEL,
     TAG_READY,
     TAG_RESULT,
-    TAG_STOP,
     TAG_TASK,
     TASK,
     Chunk,
@@ -70,6 +69,9 @@ class Coordinator:
         self.it = -1
         self.info = None
         self.partial: dict[int, Partial] = {}
+        self.max_wait: float | None = None   # --max-wait of a scheme without its own
+        self.now_wall = time.perf_counter
+        self.t_begin = 0.0
 
     def attach(self, scheme, mode) -> None:
         self.scheme, self.mode = scheme, mode
@@ -78,6 +80,7 @@ class Coordinator:
     def begin(self, it: int, w: np.ndarray, info) -> None:
         """A new iteration: send the model to every worker."""
         self.it, self.info, self.partial = it, info, {}
+        self.t_begin = self.now_wall()
         model = encode_model(it, w)  # a new buffer: the last one may still be in flight
         for r in range(1, self.N + 1):
             self.sends.isend(self.comm, model, r, TAG_MODEL)
@@ -165,44 +168,27 @@ class Coordinator:
         if buf.size == self.size and len(self.free) < 4 * self.N + 8:
             self.free.append(buf)
 
-    def wait_for(self, done, timeout: float = 600.0) -> None:
-        """Receive (and file) messages until ``done()``; sleeps with backoff; bounded."""
+    def wait_for(self, done) -> None:
+        """Receive (and file) messages until ``done()``; sleeps with backoff. Bounded by
+        ``--max-wait`` (``max_wait`` wall seconds since the iteration began; then Stalled)
+        or, without it, by a signal."""
         backoff = Backoff()
-        t_end = time.perf_counter() + timeout
         while not done():
             if stop_requested():
                 raise Interrupted
             if self.receive():
                 backoff.reset()
-            elif time.perf_counter() > t_end:
-                raise RuntimeError(f"no message from the workers for {timeout:.0f} s")
+            elif self.max_wait is not None and self.now_wall() - self.t_begin > self.max_wait:
+                raise stalled(self.scheme, self.it, self.max_wait)
             else:
                 backoff.sleep()
 
     # ---- shutdown -----------------------------------------------------------------------------
-    def stop(self, timeout: float = 60.0) -> None:
-        """STOP every worker; drain stale results until every worker ACKed. A worker that
-        does not answer within ``timeout`` seconds makes this raise (python -m mpi4py then
-        aborts the job: better than a hang)."""
-        for r in range(1, self.N + 1):
-            self.sends.isend(self.comm, np.array([-1.0]), r, TAG_STOP)
-        acks = 0
-        backoff = Backoff()
-        status = MPI.Status()
-        t_end = time.perf_counter() + timeout
-        while acks < self.N:
-            msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-            if msg is None:
-                if time.perf_counter() > t_end:
-                    raise RuntimeError(f"{self.N - acks} worker(s) did not acknowledge STOP "
-                                       f"within {timeout:.0f} s")
-                backoff.sleep()
-                continue
-            msg.Recv(np.empty(status.Get_count(MPI.DOUBLE)))
-            if status.Get_tag() == TAG_ACK:
-                acks += 1
-            backoff.reset()
-        self.sends.waitall()
+    def stop(self, timeout: float = 60.0, code: int = 0) -> list[int]:
+        """STOP every worker (with the job's exit ``code``, which they exit with); drain
+        stale results until every worker ACKed, for at most ``timeout`` seconds. Returns the
+        ranks that did not ACK (the caller aborts the job: MPI_Finalize would hang)."""
+        return bounds.stop_workers(self.comm, self.sends, self.N, timeout, code)
 
 
 class RealTime:
@@ -254,6 +240,7 @@ class VirtualTime(RealTime):
 
     def computed(self, task):
         tid, c = task.task_id, self.c
+        c.info.n_msgs = (c.info.n_msgs or 0) + 1  # bytes_up in virtual time, as simulate
         if self.uplink is None:
             c.wait_for(lambda: tid in c.info.msgs)
         else:

@@ -20,17 +20,19 @@ import numpy as np
 
 from mpicode import mpi as runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.engine import budget
 from mpicode.engine.clock import WallClock
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
-from mpicode.engine.session import EXIT_OK, Session
+from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
 from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
+from mpicode.mpi import bounds
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
 from mpicode.mpi.worker import Worker
 from mpicode.numerics import kernels, mlp
@@ -103,6 +105,7 @@ def prepare(cfg: Config, comm, snap: dict | None = None):
         if comm.rank == 0:
             if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
                 check_output(cfg.out, cfg.force)
+            budget.check_run(cfg, N, budget.local_ranks(comm.size))  # before any allocation
             # the problem and the policies, built once here so that their own checks fail
             # before training
             problem = Problem.from_config(cfg, cfg.partitions)
@@ -148,6 +151,21 @@ def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
     return merge_resumed(cfg, stored), snap
 
 
+def _warmup(cfg: Config, comm) -> float:
+    """Compile before any timing starts; rank 0 first, so that only one process writes
+    numba's on-disk cache and the others load it. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
+    if comm.rank == 0:
+        for f in warm:
+            f()
+    comm.Barrier()
+    if comm.rank != 0:
+        for f in warm:
+            f()
+    return time.perf_counter() - t0
+
+
 def run(cfg: Config) -> int:
     comm = runtime.world()
     rank, size = comm.rank, comm.size
@@ -155,28 +173,26 @@ def run(cfg: Config) -> int:
     cfg, snap = resumed(cfg, comm)
     # Usage errors found before any communication are the same on every rank.
     cfg, problem = prepare(cfg, comm, snap)
-    N = size - 1
-    # compile before any timing starts; rank 0 first, so that only one process writes
-    # numba's on-disk cache and the others load it
-    t0 = time.perf_counter()
-    warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
-    if rank == 0:
-        for f in warm:
-            f()
-    comm.Barrier()
-    if rank != 0:
-        for f in warm:
-            f()
-    compile_s = time.perf_counter() - t0
+    compile_s = _warmup(cfg, comm)
     install_stop_handlers()
-    comm.Barrier()  # everybody compiled: the clock starts after this
+    signum = bounds.agree_on_stop(comm)  # everybody compiled: the clock starts after this
+    if signum:  # SIGTERM/SIGINT during start-up, on any rank: nothing was written yet
+        if rank == 0:
+            print(f"mpicode: interrupted (signal {signum}) during start-up: nothing written",
+                  file=sys.stderr, flush=True)
+        runtime.finalize()
+        return EXIT_INTERRUPTED
     if rank != 0:
-        execute(cfg, comm, problem)
-        return 0
+        code = execute(cfg, comm, problem)  # the job's exit code, sent with STOP
+        if code:
+            runtime.finalize()  # exit with the code, not an MPI_Abort
+        return code
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
              "dim": problem.dim, "compile_s": compile_s, "n_ranks": size}
-    session = Session(cfg, mode="mpi", n_workers=N, attrs=attrs, snap=snap)
+    session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
     code = execute(cfg, comm, problem, session)
+    if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
+        bounds.abort_quietly(comm, code)
     if code != EXIT_OK:
         runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
         return code
@@ -212,19 +228,32 @@ def build(cfg: Config, comm, problem):
     if not virtual:
         events.clock = WallClock(trainer.now, coord.poll, stop_requested)
     coord.attach(scheme, events.hooks)
+    # --max-wait for the schemes that cannot give up by themselves (two-stage's is its own)
+    limit = cfg.max_wait if getattr(scheme, "max_wait", None) is None else None
+    if virtual:
+        coord.max_wait = limit   # waiting for the real message of a virtual event
+    else:
+        events.max_wait = limit
     return trainer, coord
 
 
 def execute(cfg: Config, comm, problem: Problem, session: Session | None = None):
     """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
     returns the exit code, or the trainer when there is no session; the other ranks work and
-    return None. STOP/ACK on the way out."""
+    return their exit code (rank 0's decision, sent with STOP). STOP/ACK on the way out,
+    bounded by ``--stop-timeout``."""
     if comm.rank != 0:
-        Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
-        return None
+        worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
+        worker.loop()
+        return worker.exit_code
     trainer, coord = build(cfg, comm, problem)
+
+    def stop() -> str | None:
+        silent = coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
+        return bounds.silent_ranks_text(silent, cfg.stop_timeout) if silent else None
+
     if session is None:
         trainer.run(cfg.iterations)
-        coord.stop()
+        stop()
         return trainer
-    return session.run(trainer, after_loop=coord.stop)
+    return session.run(trainer, after_loop=stop)

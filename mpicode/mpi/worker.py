@@ -52,6 +52,7 @@ class Worker:
         self.queue: list[dict] = []
         self.sends = SendPool()
         self.stopped = False
+        self.exit_code = 0
         self.hung = False  # fault injection: stops answering (see mpicode.faults)
         self.cancel_current = False
         self.current: dict | None = None
@@ -116,7 +117,9 @@ class Worker:
                              TAG_CHUNK)
 
     def _on_stop(self, msg, status) -> None:
-        msg.Recv(np.empty(1))
+        buf = np.empty(1)
+        msg.Recv(buf)
+        self.exit_code = max(0, int(buf[0]))  # the job's exit code, as rank 0 decided
         self.stopped = True
         self.cancel_current = True
 

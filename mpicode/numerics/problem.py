@@ -180,7 +180,11 @@ class Problem:
         if w.dtype != self.dtype:
             np.copyto(self._wcast, w, casting="same_kind")
             w = self._wcast
-        return float(self._grad(X, y, w, g, scale))
+        try:
+            return float(self._grad(X, y, w, g, scale))
+        except ZeroDivisionError:  # fastmath kernels on a diverged model (inf - inf = NaN)
+            g[:] = np.nan
+            return float("nan")
 
     def partition_cost(self, repeats: int = 20) -> float:
         """Median seconds of :meth:`accumulate` on partition 0 (warmed up), at w_0."""
@@ -213,10 +217,14 @@ class Problem:
         ``rmse`` (= ``accuracy``).
         """
         wd = w.astype(self.dtype, copy=False)
-        lsum, m = self._eval(self.X, self.y, wd)
-        tsum, tm = self._eval(self.X_test, self.y_test, wd)
+        try:
+            lsum, m = self._eval(self.X, self.y, wd)
+            tsum, tm = self._eval(self.X_test, self.y_test, wd)
+        except ZeroDivisionError:  # a diverged model: the run loop stops on the NaN loss
+            lsum = m = tsum = tm = float("nan")
         n_test = max(1, self.X_test.shape[0])
-        reg = 0.5 * self.l2 * float(w @ w)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged w: NaN, no warning
+            reg = 0.5 * self.l2 * float(w @ w)
         if self.metric == "accuracy":
             train_m, test_m = m / self.n, tm / n_test
         else:

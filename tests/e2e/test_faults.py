@@ -32,11 +32,12 @@ def datasets(path):
         return out, dict(f.attrs)
 
 
-def assert_bit_identical(a, b):
+def assert_bit_identical(a, b, exclude=()):
+    """Every logged value equal, bit for bit, but the fields in ``exclude``."""
     da, _ = datasets(a)
     db, _ = datasets(b)
     assert set(da) == set(db)
-    for k in da:
+    for k in sorted(set(da) - set(exclude)):
         assert da[k].dtype == db[k].dtype and da[k].shape == db[k].shape, k
         assert da[k].tobytes() == db[k].tobytes(), k
 
@@ -106,7 +107,9 @@ def test_train_virtual_killed_and_resumed_is_bit_identical(tmp_path):
     wait_status(tmp_path / "cut.h5.part", "failed")
     r = mpirun(4, ["train", "--resume", out, "--quiet"])
     assert r.returncode == 0, r.stderr
-    assert_bit_identical(ref, out)
+    # n_stale counts real late MPI messages (wall clock): the one field outside the claim;
+    # bytes_up is counted in virtual time and is covered
+    assert_bit_identical(ref, out, exclude=("iterations/n_stale",))
 
 
 # ---- signals -----------------------------------------------------------------------------

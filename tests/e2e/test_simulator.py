@@ -71,7 +71,7 @@ def test_train_and_simulate_make_the_same_decisions_from_a_trace(tmp_path):
                   "cancelled", "t_dispatch", "t_done", "delay_s"):
             np.testing.assert_array_equal(fm["tasks"][k][:], fs["tasks"][k][:], err_msg=k)
         assert fm["tasks/stage"][:].max() == 2, "the trace should trigger stage 2"
-        for k in ("coverage", "load", "stage2", "n_stage2", "t_end"):
+        for k in ("coverage", "load", "stage2", "n_stage2", "t_end", "bytes_up"):
             np.testing.assert_array_equal(fm["iterations"][k][:], fs["iterations"][k][:], k)
         np.testing.assert_allclose(fm["iterations/loss"][:], fs["iterations/loss"][:],
                                    rtol=1e-12)
