@@ -1,8 +1,10 @@
 """Layered configuration: package defaults < TOML file (``--config``) < command line.
 
-Every option is declared once in :data:`OPTIONS`; the argparse parser, the TOML loader,
-validation and ``mpicode config show`` are all derived from that table, so an option can
-never exist in one place and not the other.
+Every option is declared once: in :data:`OPTIONS` (the core table), or on the scheme or
+scheduler class that owns it (``options = (Option(...), ...)``, see docs/extending.md).
+:func:`all_options` joins them; the argparse parser, the TOML loader, validation and
+``mpicode config show`` are all derived from it, so an option can never exist in one place
+and not the other.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def _bool(s):
     raise ValueError(s)
 
 
+# public names of the value types, for the options that schemes and schedulers declare
+finite_float, optional_float, optional_int, boolean = (_finite_float, _optional_float,
+                                                       _optional_int, _bool)
+
+
 def _is_pos_float(t):
     try:
         return float(t) > 0 and math.isfinite(float(t))
@@ -98,14 +105,12 @@ def _is_pos_float(t):
 
 MODELS = ("logistic", "softmax", "least-squares")
 CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
-SCHEDULERS = ("lyapunov", "fifo", "round-robin", "max-weight", "proportional-fair")
-SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage")
 STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
 # plus "trace:RUN.h5" (replay a recorded run), checked in validation
 
 OPTIONS: list[Option] = [
     # --- run --------------------------------------------------------------------------
-    Option("scheme", str, "uncoded", "computing-phase scheme", choices=SCHEMES, group="scheme"),
+    Option("scheme", str, "uncoded", "computing-phase scheme", group="scheme"),  # + registry
     Option("stragglers_tolerated", int, 1, "stragglers S the scheme tolerates", check=nonneg,
            group="scheme", metavar="S"),
     Option("dataset", str, "synthetic", "dataset NAME (data/NAME.h5 or a built-in) or PATH",
@@ -159,27 +164,6 @@ OPTIONS: list[Option] = [
            check=unit_closed, group="stragglers"),
     Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
            check=unit_closed, group="stragglers"),
-    # --- two-stage (DESIGN section 3) --------------------------------------------------
-    Option("rho", _finite_float, 1.0, "two-stage: fraction of workers in stage 1",
-           check=unit_open_closed, group="two-stage"),
-    Option("trigger", str, "both", "two-stage: stage-2 trigger",
-           choices=("count", "deadline", "both"), group="two-stage"),
-    Option("trigger_k", _optional_int, None,
-           "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
-           check=optional_positive, group="two-stage"),
-    Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
-           check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
-    Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
-           check=nonneg, group="two-stage"),
-    Option("speed_alpha", _finite_float, 0.2, "weight of the newest sample in the speed estimate",
-           check=unit_open_closed, group="two-stage"),
-    Option("max_wait", _optional_float, None,
-           "two-stage: hard deadline (s) after which the covered part is decoded and scaled",
-           check=optional_positive, group="two-stage"),
-    Option("placement", str, "shared", "data placement: shared | replicated:R", group="two-stage",
-           check=lambda x: None if x == "shared" or (x.startswith("replicated:")
-                                                      and x[11:].isdigit() and int(x[11:]) >= 1)
-           else "must be 'shared' or 'replicated:R' with R >= 1"),
 ]
 
 OPTIONS += [
@@ -188,7 +172,7 @@ OPTIONS += [
     Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
            group="comm"),
     Option("scheduler", str, "lyapunov", "uplink scheduler (when --channel is not ideal)",
-           choices=SCHEDULERS, group="comm"),
+           group="comm"),  # choices: the registry
     Option("slot_ms", _finite_float, 2.0, "slot length tau_s in ms", check=positive,
            group="comm"),
     Option("bandwidth", _finite_float, 5e6, "channel bandwidth B in bytes/s", check=positive,
@@ -196,18 +180,8 @@ OPTIONS += [
     Option("snr_db", _finite_float, 10.0, "mean SNR (dB) of the middle worker", group="comm"),
     Option("snr_spread_db", _finite_float, 20.0, "near/far spread of mean SNR across workers (dB)",
            check=nonneg, group="comm"),
-    Option("theta", _finite_float, 0.0, "lyapunov: queue perturbation theta (bytes)",
-           check=nonneg, group="comm"),
-    Option("V", _finite_float, 64.0, "lyapunov: utility weight V", check=nonneg, group="comm"),
-    Option("utility", str, "alpha-fair", "lyapunov: utility of admitted messages",
-           choices=("alpha-fair", "log", "log1p"), group="comm"),
-    Option("alpha", _finite_float, 4.0, "alpha-fair utility exponent", check=positive,
-           group="comm"),
     Option("access", str, "tdma", "one worker per slot (tdma) or split among the top m (ofdma)",
            choices=("tdma", "ofdma"), group="comm"),
-    Option("min_participation", _finite_float, 0.85,
-           "coding-aware admission: long-run participation floor per worker", check=unit_closed,
-           group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
     # --- simulator (DESIGN section 2) ----------------------------------------------------
@@ -228,7 +202,45 @@ OPTIONS += [
            check=nonneg, group="reliability"),
 ]
 
-BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def all_options() -> list[Option]:
+    """The core table (:data:`OPTIONS`) with the options every registered scheme and
+    scheduler declares (``options`` on the class): the schemes' before the core ``comm``
+    group, the schedulers' after it. ``--scheme``/``--scheduler`` choices are the
+    registered names. Everything below (flags, TOML keys, validation, ``config show``)
+    derives from this list."""
+    from dataclasses import replace
+
+    from mpicode import registry
+    names = {"scheme": tuple(registry.schemes()), "scheduler": tuple(registry.schedulers())}
+    core = [replace(o, choices=names[o.name]) if o.name in names else o for o in OPTIONS]
+    comm = [i for i, o in enumerate(core) if o.group == "comm"]
+    first, last = (comm[0], comm[-1] + 1) if comm else (len(core), len(core))
+    return (core[:first] + registry.plugin_options("scheme") + core[first:last]
+            + registry.plugin_options("scheduler") + core[last:])
+
+
+def by_name() -> dict[str, Option]:
+    return {o.name: o for o in all_options()}
+
+
+def __getattr__(name):
+    # old names: the full option table, and the registered names as tuples
+    from mpicode import registry
+    if name == "BY_NAME":
+        return by_name()
+    if name == "SCHEMES":
+        return tuple(registry.schemes())
+    if name == "SCHEDULERS":
+        return tuple(registry.schedulers())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def defaults() -> Config:
+    """Every option (core and registered) at its default."""
+    opts = all_options()
+    return Config({o.name: o.default for o in opts}, {o.name: "default" for o in opts})
 
 
 @dataclass
@@ -258,7 +270,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS,
                         help="TOML file with any of the options below (the command line wins)")
     groups: dict[str, Any] = {}
-    for o in OPTIONS:
+    for o in all_options():
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
@@ -318,9 +330,10 @@ def load_toml(path: str) -> dict:
         else:
             items.append((k, v, ""))
     out = {}
+    known = by_name()
     for k, v, section in items:
         name = k.replace("-", "_")
-        if name not in BY_NAME or isinstance(v, dict):
+        if name not in known or isinstance(v, dict):
             raise UsageError(f"config file {path}: unknown key {k!r}{section}")
         if name in out:
             raise UsageError(f"config file {path}: key {k!r} given twice")
@@ -330,16 +343,17 @@ def load_toml(path: str) -> dict:
 
 def resolve(args: argparse.Namespace) -> Config:
     """Build the effective configuration from parsed CLI args (defaults < file < CLI)."""
-    values = {o.name: o.default for o in OPTIONS}
-    source = {o.name: "default" for o in OPTIONS}
+    known = by_name()
+    values = {o.name: o.default for o in known.values()}
+    source = {o.name: "default" for o in known.values()}
     given = vars(args)
     if "config" in given and given["config"]:
         for name, raw in load_toml(given["config"]).items():
-            values[name] = _coerce(BY_NAME[name], raw, f"config file {given['config']}: ")
+            values[name] = _coerce(known[name], raw, f"config file {given['config']}: ")
             source[name] = given["config"]
     for name, raw in given.items():
-        if name in BY_NAME:
-            values[name] = _coerce(BY_NAME[name], raw, "")
+        if name in known:
+            values[name] = _coerce(known[name], raw, "")
             source[name] = "cli"
     return Config(values, source)
 
@@ -349,29 +363,24 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     if n_workers < 1:
         raise UsageError("too few ranks: need at least 2 (1 coordinator + 1 worker); "
                          "launch with mpiexec -n N+1")
+    from mpicode import registry
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
-    s = cfg.stragglers_tolerated
-    if cfg.scheme != "uncoded" and cfg.scheme != "speed-aware" and s >= n_workers:
-        raise UsageError(f"--stragglers-tolerated {s} must be < number of workers {n_workers}")
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    if cfg.scheme in ("uncoded", "ignore-stragglers", "frc", "cyclic") and K % n_workers:
-        raise UsageError(f"--partitions {K} must be a multiple of the number of workers "
-                         f"{n_workers} for scheme {cfg.scheme}")
-    if cfg.scheme == "frc" and n_workers % (s + 1):
-        raise UsageError(f"scheme frc needs N={n_workers} to be a multiple of s+1={s + 1}")
-    if cfg.placement.startswith("replicated:") and int(cfg.placement[11:]) > n_workers:
-        raise UsageError(f"--placement {cfg.placement}: R must be <= number of workers {n_workers}")
-    if cfg.trigger_k is not None and cfg.trigger_k > n_workers:
-        raise UsageError(f"--trigger-k {cfg.trigger_k} must be <= number of workers {n_workers}")
+    try:
+        cls = registry.scheme(cfg.scheme)
+    except ValueError as e:
+        raise UsageError(f"--scheme: {e}") from None
+    cls.validate_size(cfg, n_workers, K)  # the scheme's own checks (s, K, N, its options)
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 
 def merge_resumed(cfg: Config, stored: dict) -> Config:
     """The configuration of a resumed run: the stored one, with what this command line (or
     its --config file) gives on top, e.g. a larger ``--iterations`` to extend the run."""
-    values = {o.name: o.default for o in OPTIONS}
-    values.update({k: v for k, v in stored.items() if k in BY_NAME})
+    known = by_name()
+    values = {o.name: o.default for o in known.values()}
+    values.update({k: v for k, v in stored.items() if k in known})
     source = {k: "resumed" for k in values}
     for name, src in cfg.source.items():
         if src != "default" and name not in ("resume", "out", "force"):
@@ -385,7 +394,7 @@ def merge_resumed(cfg: Config, stored: dict) -> Config:
 def show(cfg: Config) -> str:
     """TOML text of the effective configuration, each value's source as a comment."""
     lines = []
-    for o in OPTIONS:
+    for o in all_options():
         v = cfg.values.get(o.name)
         if v is None:
             text = f"# {o.name} = (unset)"

@@ -79,6 +79,7 @@ class IterationLoop:
             self.history.append(row)
             if self.runlog is not None:
                 try:
+                    self.runlog.add_notes(it, out.get("notes", ()))
                     self.runlog.append(row, out["workers"], out["tasks"])
                 except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
                     self.status, self.error = "failed", write_error(e)

@@ -47,7 +47,36 @@ CHUNK = 256
 
 
 def _fill(dtype: str):
+    if dtype.startswith("S"):
+        return b""
     return np.nan if dtype.startswith("f") else (-1 if dtype.startswith("i") else 0)
+
+
+def scheme_log_fields(config_json: str) -> dict[str, str]:
+    """The extra ``/iterations`` fields (``log_fields``) of the scheme a run's configuration
+    names; {} if it names none or an unknown one."""
+    try:
+        name = json.loads(config_json).get("scheme") if config_json else None
+    except (ValueError, AttributeError):
+        return {}
+    if not name:
+        return {}
+    from mpicode import registry
+    cls = registry.schemes().get(name)
+    return dict(getattr(cls, "log_fields", {})) if cls is not None else {}
+
+
+def _iteration_fields(extra: dict[str, str]) -> dict[str, str]:
+    clash = sorted(set(extra) & set(ITERATION_FIELDS))
+    if clash:
+        raise ValueError(f"scheme log fields {clash} clash with core /iterations fields")
+    for k, dt in extra.items():
+        if np.dtype(dt).kind not in "biufS":
+            raise ValueError(f"scheme log field {k!r}: dtype {dt!r} is not a number or bytes")
+    return {**ITERATION_FIELDS, **extra}
+
+
+NOTES_CHUNK = 64
 
 
 def check_output(path: str, force: bool) -> None:
@@ -117,10 +146,15 @@ class RunLog:
 
     def __init__(self, path: str, *, config_json: str, n_workers: int, n_partitions: int,
                  mode: str = "mpi", attrs: dict | None = None, force: bool = False,
+                 extra_fields: dict[str, str] | None = None,
                  _resume: tuple[int, int] | None = None):
+        """``extra_fields``: the scheme's ``log_fields`` (name -> dtype), more
+        ``/iterations`` columns; default: those of the scheme ``config_json`` names."""
         if _resume is not None:
             self._reopen(path, *_resume)
             return
+        self.iteration_fields = _iteration_fields(
+            scheme_log_fields(config_json) if extra_fields is None else extra_fields)
         check_output(path, force)
         self.path = str(path)
         self.part = self.path + ".part"
@@ -143,7 +177,7 @@ class RunLog:
         for k, v in (attrs or {}).items():
             a[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
         gi = self.f.create_group("iterations")
-        for k, dt in ITERATION_FIELDS.items():
+        for k, dt in self.iteration_fields.items():
             gi.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(CHUNK,),
                               fillvalue=_fill(dt))
         gw = self.f.create_group("workers")
@@ -155,7 +189,17 @@ class RunLog:
         for k, dt in TASK_FIELDS.items():
             gt.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4 * CHUNK,),
                               fillvalue=_fill(dt))
+        self._create_notes()
         self.f.flush()
+
+    def _create_notes(self) -> None:
+        """``/notes``: the scheme's notes (``log_notes``), one row per note: ``iteration``
+        and ``text``."""
+        g = self.f.require_group("notes")
+        for k, dt in (("iteration", "i8"), ("text", h5py.string_dtype())):
+            if k not in g:
+                g.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt,
+                                 chunks=(NOTES_CHUNK,))
 
     @classmethod
     def resume(cls, path: str, n_rows: int, n_tasks: int) -> RunLog:
@@ -173,6 +217,12 @@ class RunLog:
             os.replace(self.path, self.part)
         self.f = h5py.File(self.part, "r+")
         self.N = int(self.f.attrs["n_workers"])
+        gi = self.f["iterations"]
+        self.iteration_fields = {k: gi[k].dtype.kind + str(gi[k].dtype.itemsize) for k in gi}
+        self._create_notes()  # (runs logged before /notes existed)
+        keep = int(np.searchsorted(self.f["notes/iteration"][:], n_rows))  # notes are sorted
+        for k in ("iteration", "text"):
+            self.f["notes"][k].resize((keep,))
         for k in self.f["iterations"]:
             self.f["iterations"][k].resize((n_rows,))
         for k in self.f["workers"]:
@@ -218,11 +268,11 @@ class RunLog:
         """Append one iteration (its row, its worker rows, its task rows), then flush."""
         n = self.n_done
         self.ensure_room()
-        unknown = set(row) - set(ITERATION_FIELDS) | set(workers) - set(WORKER_FIELDS) \
+        unknown = set(row) - set(self.iteration_fields) | set(workers) - set(WORKER_FIELDS) \
             | set(tasks) - set(TASK_FIELDS)
         if unknown:
             raise KeyError(f"fields not in the log schema: {sorted(unknown)}")
-        for k, dt in ITERATION_FIELDS.items():
+        for k, dt in self.iteration_fields.items():
             d = self.f["iterations"][k]
             d.resize((n + 1,))
             d[n] = row.get(k, _fill(dt))
@@ -241,6 +291,18 @@ class RunLog:
         self.f.attrs["n_done"] = self.n_done
         self.f.attrs["n_tasks"] = self.n_tasks
         self.f.flush()
+
+    def add_notes(self, iteration: int, texts) -> None:
+        """The scheme's notes of ``iteration``, appended to ``/notes`` (written before the
+        iteration's row, so every note below ``n_done`` is there when a reader sees it)."""
+        texts = list(texts)
+        if not texts:
+            return
+        g = self.f["notes"]
+        n = len(g["iteration"])
+        for k, v in (("iteration", [int(iteration)] * len(texts)), ("text", texts)):
+            g[k].resize((n + len(texts),))
+            g[k][n:] = v
 
     def set_attrs(self, **kw):
         for k, v in kw.items():

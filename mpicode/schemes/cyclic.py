@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from mpicode.schemes.base import Decoding, Scheme
+from mpicode.registry import register_scheme
+from mpicode.schemes.base import Decoding, Scheme, multiple_of_workers
 
 
 def tandon_cyclic_B(n: int, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,10 +74,16 @@ def conditioned_cyclic_B(n: int, s: int, seed: int, tries: int = 8,
     return best
 
 
+@register_scheme
 class CyclicRepetition(Scheme):
     """Cyclic repetition code; ``B`` may be given (e.g. Tandon's worked example)."""
 
     name = "cyclic"
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super().validate_size(cfg, n_workers, n_partitions)
+        multiple_of_workers(cls.name, n_workers, n_partitions)
 
     def __init__(self, n_workers, n_partitions, *, B=None, **kw):
         super().__init__(n_workers, n_partitions, **kw)

@@ -14,6 +14,17 @@ import math
 
 import numpy as np
 
+from mpicode.config import (
+    Option,
+    UsageError,
+    finite_float,
+    nonneg,
+    optional_float,
+    optional_int,
+    optional_positive,
+    unit_open_closed,
+)
+from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.shares import Placement, assign, largest_remainder
 
@@ -22,6 +33,33 @@ SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 TRIGGERS = ("count", "deadline", "both")
 
 
+def _placement_check(x):
+    return None if x == "shared" or (x.startswith("replicated:") and x[11:].isdigit()
+                                     and int(x[11:]) >= 1) \
+        else "must be 'shared' or 'replicated:R' with R >= 1"
+
+
+OPTIONS = (
+    Option("rho", finite_float, 1.0, "two-stage: fraction of workers in stage 1",
+           check=unit_open_closed, group="two-stage"),
+    Option("trigger", str, "both", "two-stage: stage-2 trigger", choices=TRIGGERS,
+           group="two-stage"),
+    Option("trigger_k", optional_int, None,
+           "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
+           check=optional_positive, group="two-stage"),
+    Option("beta", finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
+           check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
+           check=nonneg, group="two-stage"),
+    Option("max_wait", optional_float, None,
+           "two-stage: hard deadline (s) after which the covered part is decoded and scaled",
+           check=optional_positive, group="two-stage"),
+    Option("placement", str, "shared", "data placement: shared | replicated:R",
+           group="two-stage", check=_placement_check),
+)
+
+
+@register_scheme
 class TwoStage(Scheme):
     """Two-stage dynamic partial gradient coding.
 
@@ -44,6 +82,22 @@ class TwoStage(Scheme):
     """
 
     name = "two-stage"
+    options = Scheme.options + OPTIONS
+    # the per-iteration summary of end(), logged as /iterations columns
+    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "trigger": "S8",
+                  "t_trigger": "f8", "deadline": "f8", "expired": "i1"}
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super().validate_size(cfg, n_workers, n_partitions)
+        opts = cls.option_values(cfg)
+        placement, trigger_k = opts["placement"], opts["trigger_k"]
+        if placement.startswith("replicated:") and int(placement[11:]) > n_workers:
+            raise UsageError(f"--placement {placement}: R must be <= number of workers "
+                             f"{n_workers}")
+        if trigger_k is not None and trigger_k > n_workers:
+            raise UsageError(f"--trigger-k {trigger_k} must be <= number of workers "
+                             f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", **kw):
