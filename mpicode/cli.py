@@ -1,4 +1,4 @@
-"""Command line: ``mpicode train | report | data | config ...``.
+"""Command line: ``mpicode train | simulate | report | data | config | schemes ...``.
 
 ``train`` needs MPI ranks::
 
@@ -100,6 +100,9 @@ def build_parser() -> Parser:
     add_options(sh)
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
+    sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
+                        "plugins) with its options")
+    sc.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -144,6 +147,10 @@ def dispatch(args) -> int:
     if args.command == "config" and args.config_command == "show":
         from mpicode.config import show
         print(show(resolve(args)))
+        return 0
+    if args.command == "schemes":
+        from mpicode.registry import describe
+        print(describe(as_json=args.json))
         return 0
     if args.command == "warmup":
         from mpicode.numerics import kernels

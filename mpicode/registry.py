@@ -162,6 +162,39 @@ def plugin_options(kind: str) -> list:
     return out
 
 
+def _describe_option(o) -> dict:
+    return {"flag": o.flag, "name": o.name, "default": o.default, "help": o.help,
+            "choices": list(o.choices) if o.choices else None}
+
+
+def describe(as_json: bool = False) -> str:
+    """``mpicode schemes``: every registered scheme (exact or not, its options: flag,
+    default, help) and every scheduler, as text or JSON."""
+    import json
+    kinds = {"schemes": schemes(), "schedulers": schedulers()}
+    data = {kind: [{"name": n, "class": f"{c.__module__}.{c.__qualname__}",
+                    **({"exact": bool(c.exact)} if kind == "schemes" else {}),
+                    "options": [_describe_option(o) for o in getattr(c, "options", ())],
+                    "log_fields": dict(getattr(c, "log_fields", {}))}
+                   for n, c in table.items()] for kind, table in kinds.items()}
+    if as_json:
+        return json.dumps(data, indent=2, default=str)
+    lines = []
+    for kind, entries in data.items():
+        lines.append(f"{kind}:")
+        for e in entries:
+            tag = ("exact" if e["exact"] else "not exact") if "exact" in e else ""
+            lines.append(f"  {e['name']:<20} {tag:<10} {e['class']}")
+            for o in e["options"]:
+                extra = f"; one of {', '.join(o['choices'])}" if o["choices"] else ""
+                lines.append(f"      {o['flag']:<22} default {o['default']!s:<10} "
+                             f"{o['help']}{extra}")
+            if e["log_fields"]:
+                lines.append(f"      logs /iterations: {', '.join(e['log_fields'])}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 class View(Mapping):
     """``SCHEMES`` / ``SCHEDULERS`` of old code: a read-only, always current view."""
 

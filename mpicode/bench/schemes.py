@@ -49,8 +49,8 @@ def cells(N: int) -> list[tuple[str, dict]]:
 
 
 def base_config(N: int, quick: bool, **kw):
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)
     v.update(samples=4000, features=50, iterations=15 if quick else 40, lr=0.5, seed=7,
              delay_unit=0.01 if quick else 0.02, quiet=True)
     v.update(kw)

@@ -8,7 +8,7 @@ Each compares the distributed result on COMM_WORLD with a serial numpy reference
 import numpy as np
 import pytest
 
-from mpicode.config import OPTIONS, Config, validate_for_size
+from mpicode.config import Config, defaults, validate_for_size
 from mpicode.io.datasets import synthetic
 from mpicode.numerics.problem import Problem, reference_gd
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _cfg(n_workers, **kw):
-    v = {o.name: o.default for o in OPTIONS}
+    v = dict(defaults().values)
     v.update(samples=600, features=12, iterations=6, lr=0.5, seed=3, quiet=True)
     v.update(kw)
     return validate_for_size(Config(v), n_workers)
