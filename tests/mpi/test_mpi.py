@@ -71,9 +71,10 @@ def test_coded_schemes_agree_with_uncoded():
     """Same seed, same stragglers: every exact registered scheme (uncoded, speed-aware, frc,
     cyclic, two-stage, ... from the registry) and the paper's two-stage shape follow the same
     loss trajectory to 1e-9 over 20 iterations (every exact decode is the full sum)."""
+    from mpi4py import MPI
+
     from mpicode import registry
     from mpicode.config import UsageError
-    from mpi4py import MPI
     comm = MPI.COMM_WORLD.Dup()
     N = comm.size - 1
     s = 1 if N % 2 == 0 else 0  # frc needs (s+1) | N
