@@ -92,8 +92,8 @@ def _bool(s):
 
 
 # public names of the value types, for the options that schemes and schedulers declare
-finite_float, optional_float, optional_int, boolean = (_finite_float, _optional_float,
-                                                       _optional_int, _bool)
+finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
+    _optional_int, _bool
 
 
 def _is_pos_float(t):
@@ -203,13 +203,10 @@ OPTIONS += [
 ]
 
 
-
 def all_options() -> list[Option]:
-    """The core table (:data:`OPTIONS`) with the options every registered scheme and
-    scheduler declares (``options`` on the class): the schemes' before the core ``comm``
-    group, the schedulers' after it. ``--scheme``/``--scheduler`` choices are the
-    registered names. Everything below (flags, TOML keys, validation, ``config show``)
-    derives from this list."""
+    """:data:`OPTIONS` with the ``options`` of every registered scheme (before the ``comm``
+    group) and scheduler (after it); ``--scheme``/``--scheduler`` choices are the registered
+    names. Flags, TOML keys, validation and ``config show`` all derive from this list."""
     from dataclasses import replace
 
     from mpicode import registry
@@ -225,15 +222,12 @@ def by_name() -> dict[str, Option]:
     return {o.name: o for o in all_options()}
 
 
-def __getattr__(name):
-    # old names: the full option table, and the registered names as tuples
+def __getattr__(name):  # old names: every option by name, the registered names as tuples
     from mpicode import registry
-    if name == "BY_NAME":
-        return by_name()
-    if name == "SCHEMES":
-        return tuple(registry.schemes())
-    if name == "SCHEDULERS":
-        return tuple(registry.schedulers())
+    old = {"BY_NAME": by_name, "SCHEMES": lambda: tuple(registry.schemes()),
+           "SCHEDULERS": lambda: tuple(registry.schedulers())}
+    if name in old:
+        return old[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
