@@ -85,14 +85,7 @@ def build_parser() -> Parser:
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
 
-    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
-    bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
-    for name, text in BENCHES.items():
-        b = bsub.add_parser(name, help=text)
-        b.add_argument("--json", action="store_true", help="print JSON")
-        b.add_argument("--quick", action="store_true", help="a smaller, faster version")
-        for flag, kw in BENCH_ARGS.get(name, []):
-            b.add_argument(flag, **kw)
+    _add_bench(sub)
 
     cp = sub.add_parser("config", help="configuration: show")
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
@@ -104,6 +97,17 @@ def build_parser() -> Parser:
                         "plugins) with its options")
     sc.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _add_bench(sub) -> None:
+    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
+    bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
+    for name, text in BENCHES.items():
+        b = bsub.add_parser(name, help=text)
+        b.add_argument("--json", action="store_true", help="print JSON")
+        b.add_argument("--quick", action="store_true", help="a smaller, faster version")
+        for flag, kw in BENCH_ARGS.get(name, []):
+            b.add_argument(flag, **kw)
 
 
 def dispatch(args) -> int:
