@@ -33,8 +33,9 @@ import time
 
 import numpy as np
 
+from mpicode import registry
 from mpicode.models.channels import Rayleigh, snr_profile
-from mpicode.schedulers import SCHEDULERS, jain, make_utility
+from mpicode.schedulers import jain, make_utility
 from mpicode.schedulers.fluid import fluid_optimum, max_equal_rate, time_sharing_equal_rate
 
 
@@ -46,7 +47,7 @@ def near_far(N: int, seed: int = 0, snr_db: float = 10.0, spread_db: float = 20.
 
 def make(name: str, channel, **kw):
     import inspect
-    cls = SCHEDULERS[name]
+    cls = registry.scheduler(name)
     # the base keyword arguments, and those the class itself takes (lyapunov's V, ...)
     own = set(inspect.signature(cls.__init__).parameters)
     kw = {k: v for k, v in kw.items() if k in ("access", "m", "record") or k in own}
@@ -151,7 +152,7 @@ def iterations(name: str, channel, *, iters: int = 200, msg_bytes: int = 8 * 25_
 # label -> (scheduler, extra keyword arguments): every registered scheduler, and lyapunov
 # with airtime queue weights too
 VARIANTS = {}
-for _name in SCHEDULERS:
+for _name in registry.schedulers():
     VARIANTS[_name] = (_name, {})
     if _name == "lyapunov":
         VARIANTS["lyapunov-airtime"] = ("lyapunov", {"queue_weights": "airtime"})
