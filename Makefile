@@ -14,7 +14,7 @@ export MKL_NUM_THREADS ?= 1
 .PHONY: help install run test test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
 
 help:  ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 install: $(VENV)/.installed  ## create .venv and install mpicode with every extra
 

@@ -19,9 +19,7 @@ from typing import Any
 
 import tomllib
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, never a traceback."""
+from mpicode.errors import UsageError  # noqa: F401  (also imported from here)
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ OPTIONS: list[Option] = [
     Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
-    # --- stragglers (DESIGN section 6) -------------------------------------------------
+    # --- stragglers (docs/design.md §5) ------------------------------------------------
     Option("stragglers", str, "none",
            "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5",
            check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
@@ -167,7 +165,7 @@ OPTIONS: list[Option] = [
 ]
 
 OPTIONS += [
-    # --- communication phase (DESIGN section 5) ----------------------------------------
+    # --- communication phase (docs/design.md §4) ---------------------------------------
     Option("channel", str, "ideal", "uplink channel model", choices=CHANNELS, group="comm"),
     Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
            group="comm"),
@@ -184,14 +182,18 @@ OPTIONS += [
            choices=("tdma", "ofdma"), group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
-    # --- simulator (DESIGN section 2) ----------------------------------------------------
+    # --- simulator (docs/design.md §8) ---------------------------------------------------
     Option("workers", _optional_int, None, "simulate: number of virtual workers N",
            check=optional_positive, group="simulate"),
     Option("compute", str, "real", "simulate: real gradients or none (timing only)",
            choices=("real", "none"), group="simulate"),
     Option("partition_cost", _optional_float, None,
-           "simulate: compute seconds per partition (default: measured once from the kernel)",
+           "simulate: compute seconds per partition (default: the documented kernel model, "
+           "1 us + rows x features / 2e9 s; see --measure-partition-cost)",
            check=optional_positive, group="simulate"),
+    Option("measure_partition_cost", _bool, False,
+           "simulate: time the fused kernel on this machine for the default partition cost "
+           "(runs then differ between machines and loads)", flag_only=True, group="simulate"),
     Option("delay_mode", str, "sleep", "injected delays as real sleeps or virtual time",
            choices=("sleep", "virtual"), group="stragglers"),
     # --- reliability -----------------------------------------------------------------------
@@ -361,11 +363,8 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    try:
-        cls = registry.scheme(cfg.scheme)
-    except ValueError as e:
-        raise UsageError(f"--scheme: {e}") from None
-    cls.validate_size(cfg, n_workers, K)  # the scheme's own checks (s, K, N, its options)
+    # the scheme's own checks (s, K, N, its options); an unknown name is a UsageError too
+    registry.scheme(cfg.scheme).validate_size(cfg, n_workers, K)
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 

@@ -22,6 +22,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from mpicode.errors import UsageError
+
 _SCHEMES: dict[str, type] = {}
 _SCHEDULERS: dict[str, type] = {}
 _loaded = False
@@ -129,18 +131,23 @@ def schedulers() -> dict[str, type]:
     return dict(_SCHEDULERS)
 
 
+class UnknownName(UsageError, ValueError):
+    """A name nobody registered: a usage error (one line, exit 2), and a ValueError for
+    callers that catch those."""
+
+
 def scheme(name: str) -> type:
-    """The scheme class registered as ``name`` (ValueError naming the choices if none)."""
+    """The scheme class registered as ``name`` (an error naming the choices if none)."""
     table = schemes()
     if name not in table:
-        raise ValueError(f"unknown scheme {name!r} (choose from {', '.join(table)})")
+        raise UnknownName(f"unknown scheme {name!r} (choose from {', '.join(table)})")
     return table[name]
 
 
 def scheduler(name: str) -> type:
     table = schedulers()
     if name not in table:
-        raise ValueError(f"unknown scheduler {name!r} (choose from {', '.join(table)})")
+        raise UnknownName(f"unknown scheduler {name!r} (choose from {', '.join(table)})")
     return table[name]
 
 

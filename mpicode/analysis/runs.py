@@ -27,6 +27,7 @@ import numpy as np
 
 from mpicode.config import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
+from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
            "fairness", "time_to_loss", "resolve_path", "per_worker_total",
@@ -229,15 +230,6 @@ def slots(run, as_frame: bool = False):
 
 
 # -- summaries -------------------------------------------------------------------------------
-def jain(x) -> float:
-    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when all equal, 1/n when one
-    worker has everything; NaN when there is nothing to share."""
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    s2 = float(np.sum(x * x))
-    return float(np.sum(x) ** 2 / (len(x) * s2)) if len(x) and s2 > 0 else math.nan
-
-
 def per_worker_total(run, field: str) -> np.ndarray | None:
     """Total of a ``/workers`` field per worker over the valid iterations, or None if the log
     has no such field. Counters are per-iteration amounts, except in a dataset that carries

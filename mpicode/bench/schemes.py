@@ -1,5 +1,5 @@
 """``mpicode bench schemes``: every scheme side by side, same data and seed, under the three
-straggler scenarios of DESIGN section 6, in the MPI runtime (real ranks, injected delays).
+straggler scenarios of docs/design.md §5, in the MPI runtime (real ranks, injected delays).
 
     mpicode bench schemes [--json] [--quick] [--workers 8] [--mode mpi|sim]
 

@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
 
-def _items() -> list[list[str]]:
+@functools.cache
+def _items() -> tuple[tuple[str, ...], ...]:
+    """The injected faults, parsed once (the environment is read at the first call)."""
     spec = os.environ.get("MPICODE_FAULT", "")
-    return [x.split(":") for x in spec.split(",") if x]
+    return tuple(tuple(x.split(":")) for x in spec.split(",") if x)
 
 
 def kill_at(iteration: int) -> None:

@@ -1,66 +1,148 @@
-"""The run loop shared by the MPI coordinator and the simulator: iterations with
-evaluation, logging, progress, checkpoints and clean interruption (no MPI)."""
+"""The run loop of every driver (MPI coordinator, simulator): iterations with decoding, the
+model update, evaluation, logging, progress, checkpoints, ``--dead-after`` and clean
+interruption. Pure: what is real (MPI messages, computed gradients) comes in through the
+backend's hooks and the event loop's sources.
+
+One iteration::
+
+    backend.begin(it, w, info)          # MPI: broadcast the model
+    t_wait = events.run(it, info, t0)   # events until the scheme can decode
+    decode -> backend.after_decode(info) -> cancel the late tasks -> scheme.end(t_wait)
+    gradient step -> rows for the log
+
+In virtual time (simulator, ``--delay-mode virtual``) an iteration lasts ``t_wait``; on the
+wall clock every row's phases (``log_s`` for the previous row's bookkeeping, ``wait_s``,
+``decode_s``, ``update_s``, ``eval_s``) tile the time from its ``t_start`` to its ``t_end``,
+and consecutive rows tile training time with no gap.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
+from mpicode.engine import faults
+from mpicode.engine.liveness import DeadWorkers
+from mpicode.engine.rows import IterationInfo, collect_rows, combine
+from mpicode.engine.signals import Interrupted, stop_requested, write_error
 
-class Interrupted(Exception):
-    """A stop was requested (SIGTERM or SIGUSR1) while an iteration was running."""
-
-
-STOP: dict = {"signal": None}  # set by the signal handlers that train/simulate install
-
-
-def stop_requested() -> bool:
-    return STOP["signal"] is not None
+# re-exported: drivers and tests import these from here
+__all__ = ["Trainer", "Interrupted", "stop_requested", "write_error"]
 
 
-class IterationLoop:
-    """``run()``: iterations with evaluation, logging, progress, checkpoints, and clean
-    interruption. The driver provides ``iteration(it)`` and the attributes ``w``, ``scheme``,
-    ``uplink``, ``problem`` (None: no model), ``runlog``, ``progress``, ``eval_every``,
-    ``checkpoint_every``, ``history``, ``vt`` and ``elapsed()``."""
+class Trainer:
+    """Runs iterations of ``scheme`` through ``events`` (an :class:`EventLoop`).
+
+    ``now`` is the wall clock (seconds, a callable) or None for virtual time; ``problem`` may
+    be None (timing-only simulation: no model)."""
 
     status = "complete"
     error: str | None = None
-    snap: dict | None = None
     log_broken = False  # a write to the run log failed half-way: write nothing more
 
-    def runtime_state(self) -> dict:
-        return {}
+    def __init__(self, scheme, events, *, n_workers: int, problem=None, lr: float = 0.0,
+                 backend=None, now=None, runlog=None, progress=None, eval_every: int = 1,
+                 checkpoint_every: int = 0, dead_after: int = 0, log=None):
+        self.scheme, self.events, self.backend = scheme, events, backend
+        self.uplink = events.uplink
+        self.N = n_workers
+        self.problem = problem
+        self.dim = problem.dim if problem is not None else 0
+        self.lr = lr
+        self.clock = now
+        self.runlog, self.progress, self.log = runlog, progress, log
+        self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
+        self.dead = DeadWorkers(n_workers, dead_after)
+        self.w = np.zeros(self.dim)
+        self.vt = 0.0          # virtual clock
+        self.t_offset = 0.0    # wall time of the run before a resume
+        self.clock0 = time.perf_counter()
+        self.history: list[dict] = []
+        self.snap: dict | None = None
+        self._t_mark = 0.0     # wall clock: where the next row's interval begins
 
-    def set_runtime_state(self, state: dict) -> None:
-        pass
+    # ---- clocks -------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Seconds of training so far on the run's clock (virtual or wall)."""
+        if self.clock is None:
+            return self.vt
+        return self.clock() - self.clock0 + self.t_offset
 
-    def after_iteration(self, it: int, out: dict) -> None:
-        pass
+    def _hook(self, name, *a):
+        f = getattr(self.backend, name, None)
+        return None if f is None else f(*a)
 
-    def take_snapshot(self, next_iteration: int) -> dict:
-        from mpicode.io import checkpoint
-        return checkpoint.snapshot(
-            w=self.w, iteration=next_iteration,
-            n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
-            t_offset=self.elapsed(), scheme=self.scheme, uplink=self.uplink,
-            runtime=self.runtime_state())
+    # ---- one iteration ------------------------------------------------------------------------
+    def iteration(self, it: int) -> dict:
+        scheme, wall = self.scheme, self.clock is not None
+        info = IterationInfo(self.N, msg_bytes=self.events.msg_bytes)
+        t_start = self._t_mark if wall else self.vt
+        a = self.now()  # the previous row's bookkeeping ends here
+        self._hook("begin", it, self.w, info)
+        t_wait = self.events.run(it, info, a)
+        t0 = time.perf_counter()
+        dec = scheme.decode()
+        gsum = combine(dec, info.msgs, self.dim)[0] if self.problem is not None else None
+        # virtual time charges nothing for the decode: log 0 so the file is a function of
+        # the seed and the trace (bench scale measures the decode's real cost)
+        decode_s = time.perf_counter() - t0 if wall else 0.0
+        self._hook("after_decode", info)
+        late = scheme.outstanding(t_wait)
+        self.events.cancel(it, late, t_wait)
+        info.cancelled += len(late)
+        summary = scheme.end(t_wait)
+        grad_norm = math.nan
+        if gsum is not None:
+            grad = self.problem.gradient(gsum, self.w)
+            self.w = self.w - self.lr * grad
+            grad_norm = float(np.linalg.norm(grad))
+        if wall:
+            t_end = self.now()
+        else:
+            self.vt += t_wait
+            t_end = self.vt
+        out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
+                           decode_s=decode_s, dec=dec, summary=summary, grad_norm=grad_norm)
+        if self.uplink is not None:
+            self.uplink.drop_iteration(it)
+            out["workers"].update(self.uplink.worker_rows())
+        # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
+        # (cancels, the scheme's end, the gradient step, the rows)
+        log_s = a - t_start if wall else 0.0
+        update_s = (t_end - a) - t_wait - decode_s if wall else 0.0
+        out["row"].update(log_s=log_s, update_s=update_s)
+        return out
 
-    def restore(self, snap: dict) -> int:
-        """Continue from a checkpoint; returns the iteration to start at."""
-        from mpicode.io import checkpoint
-        self.w = np.array(snap["w"], dtype=float)
-        self.vt = float(snap["vt"])
-        self.t_offset = float(snap["t_offset"])
-        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink)
-        self.set_runtime_state(snap.get("runtime", {}))
-        return int(snap["iteration"])
+    def _evaluate(self, it: int, last: int, row: dict) -> None:
+        if self.problem is None or not ((it + 1) % self.eval_every == 0 or it == last):
+            row["eval_s"] = 0.0
+            return
+        row.update(self.problem.evaluate(self.w))
+        if self.clock is not None:  # evaluation is part of the row's time
+            t_end = self.now()
+            row["eval_s"] = t_end - row["t_end"]
+            row["t_end"] = t_end
+        else:
+            row["eval_s"] = 0.0
 
+    def _mark_dead(self, it: int, out: dict) -> None:
+        gone = self.dead.update(it, out, self.scheme.active)
+        for w in gone:
+            if self.log is not None:
+                self.log.warning("iteration %d: worker %d (rank %d) missed %d iterations in a "
+                                 "row: left out of planning", it, w, w + 1,
+                                 int(self.dead.missed[w]))
+        if gone and self.runlog is not None:
+            import json
+            self.runlog.set_attrs(dead_workers=json.dumps(self.dead.left))
+
+    # ---- the run ------------------------------------------------------------------------------
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
-        from mpicode.engine import faults
-        from mpicode.io.runlog import DiskFull
+        self.clock0 = time.perf_counter()
         self.snap = self.take_snapshot(start)
+        self._t_mark = self.now()
         for it in range(start, start + iterations):
             faults.kill_at(it)
             if stop_requested():
@@ -72,32 +154,53 @@ class IterationLoop:
                 self.status = "interrupted"
                 break
             row = out["row"]
-            if self.problem is not None and ((it + 1) % self.eval_every == 0
-                                             or it == start + iterations - 1):
-                row.update(self.problem.evaluate(self.w))
-            self.after_iteration(it, out)
+            self._evaluate(it, start + iterations - 1, row)
+            self._t_mark = row["t_end"]
+            self._mark_dead(it, out)
             self.history.append(row)
-            if self.runlog is not None:
-                try:
-                    self.runlog.add_notes(it, out.get("notes", ()))
-                    self.runlog.append(row, out["workers"], out["tasks"])
-                except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
-                    self.status, self.error = "failed", write_error(e)
-                    self.log_broken = not isinstance(e, DiskFull)
-                    break
-            if self.progress is not None:
-                self.progress.update(1)
-                self.progress.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
-                                          cov=f"{row['coverage']:.2f}",
-                                          it_s=f"{row['t_end'] - row['t_start']:.3f}",
-                                          refresh=False)
-            self.snap = self.take_snapshot(it + 1)
-            if (self.runlog is not None and self.checkpoint_every
-                    and (it + 1) % self.checkpoint_every == 0):
-                self.write_checkpoint()
+            if not self._bookkeeping(it, out):
+                break
         if not self.log_broken:  # after a clean stop (even a full disk) a checkpoint may fit
             self.write_checkpoint()
         return self.w
+
+    def _bookkeeping(self, it: int, out: dict) -> bool:
+        """Log the iteration, show progress, snapshot and checkpoint; False: stop now."""
+        if self.runlog is not None:
+            from mpicode.io.runlog import DiskFull
+            try:
+                self.runlog.add_notes(it, out.get("notes", ()))  # before the row: n_done rule
+                self.runlog.append(out["row"], out["workers"], out["tasks"])
+            except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
+                self.status, self.error = "failed", write_error(e)
+                self.log_broken = not isinstance(e, DiskFull)
+                return False
+        if self.progress is not None:
+            self.progress.update(out["row"])
+        self.snap = self.take_snapshot(it + 1)
+        if (self.runlog is not None and self.checkpoint_every
+                and (it + 1) % self.checkpoint_every == 0):
+            self.write_checkpoint()
+        return True
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def take_snapshot(self, next_iteration: int) -> dict:
+        from mpicode.io import checkpoint
+        return checkpoint.snapshot(
+            w=self.w, iteration=next_iteration,
+            n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
+            t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
+            runtime=self.dead.state_dict())
+
+    def restore(self, snap: dict) -> int:
+        """Continue from a checkpoint; returns the iteration to start at."""
+        from mpicode.io import checkpoint
+        self.w = np.array(snap["w"], dtype=float)
+        self.vt = float(snap["vt"])
+        self.t_offset = float(snap["t_offset"])
+        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink)
+        self.dead.load_state_dict(snap.get("runtime", {}))
+        return int(snap["iteration"])
 
     def write_checkpoint(self) -> None:
         if self.runlog is None or self.snap is None:
@@ -107,35 +210,3 @@ class IterationLoop:
         except (OSError, RuntimeError) as e:
             self.status = "failed"
             self.error = self.error or write_error(e)
-
-
-def write_error(e: Exception) -> str:
-    """One line for a failed write of the run log (HDF5 reports a full disk as OSError or
-    RuntimeError). Once a write failed, the HDF5 library complains again when each of its
-    objects is freed; those messages are silenced (sys.unraisablehook): the run ends now."""
-    import sys
-
-    from mpicode.io.runlog import DiskFull
-    if isinstance(e, DiskFull):
-        return f"stopped before the disk is full: {e}"
-    sys.unraisablehook = lambda unraisable: None
-    text = str(e).splitlines()[0]
-    cause = next((w for w in ("File too large", "No space left on device", "Disk quota")
-                  if w in str(e)), text)
-    return f"cannot write the run log ({cause})"
-
-
-def install_stop_handlers() -> None:
-    """SIGTERM and SIGUSR1 (SLURM's warning before a time limit; MPICH's launcher forwards
-    both to every rank) ask for a clean stop: rank 0 ends the iteration, writes a final
-    checkpoint, marks the run "interrupted" and stops the workers; workers keep serving until
-    then. SIGXFSZ is ignored so that a file-size limit is a write error, not a kill."""
-    import signal
-
-    def handler(signum, frame):
-        STOP["signal"] = signum
-
-    for s in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(s, handler)
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

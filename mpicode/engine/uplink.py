@@ -9,6 +9,7 @@ scheduler is told the real slot index, so channel samples stay aligned with time
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -22,6 +23,12 @@ class Uplink:
         self.slot_s = float(slot_s)
         self.next_slot = 0
         self._last = {k: np.zeros(scheduler.N, np.int64) for k in BYTE_COUNTERS}
+        self.iteration = -1
+        self.deliveries: list[tuple[float, int]] = []  # (delivery time, task id), this iteration
+
+    def new_iteration(self, it: int) -> None:
+        self.iteration = it
+        self.deliveries = []
 
     def state_dict(self) -> dict:
         """The slot clock and the counters already logged (the scheduler has its own)."""
@@ -45,12 +52,32 @@ class Uplink:
         return self.next_slot * self.slot_s if self.sched.waiting() else math.inf
 
     def step(self):
-        """Run the next slot; returns (grants, [(msg_id, delivery time)])."""
+        """Run the next slot; returns its grants. Messages of this iteration whose last
+        chunk it carried are delivered at the end of the slot (:meth:`next_delivery`)."""
         s = self.next_slot
         out = self.sched.step(s)
         self.next_slot = s + 1
         end = (s + 1) * self.slot_s
-        return out.grants, [(m, end) for m in out.completed]
+        for (i, tid) in out.completed:
+            if i == self.iteration:
+                heapq.heappush(self.deliveries, (end, tid))
+        return out.grants
+
+    def next_delivery(self, present=None) -> float:
+        """When the next delivery is due (inf if none); with ``present(tid)``, only those
+        whose message is really here count (MPI: the last chunk arrived)."""
+        if present is None:
+            return self.deliveries[0][0] if self.deliveries else math.inf
+        return min((t for t, tid in self.deliveries if present(tid)), default=math.inf)
+
+    def pop_delivery(self, present=None) -> int:
+        """The task id of the earliest (present) delivery, removed from the queue."""
+        if present is None:
+            return heapq.heappop(self.deliveries)[1]
+        t, tid = min((t, tid) for t, tid in self.deliveries if present(tid))
+        self.deliveries.remove((t, tid))
+        heapq.heapify(self.deliveries)
+        return tid
 
     def drop_iteration(self, it: int) -> int:
         """The iteration decoded: its offered and queued data is dropped (and counted)."""

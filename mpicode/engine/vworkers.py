@@ -8,7 +8,6 @@ the same order and at the same times whatever the machine does. Pure: no MPI, no
 from __future__ import annotations
 
 import heapq
-import math
 
 
 class VirtualWorkers:
@@ -101,7 +100,3 @@ class VirtualWorkers:
         del self.finish[tid]
         self.start[w] = t
         return t, tid
-
-    def next_time(self) -> float:
-        ev = self.peek()
-        return math.inf if ev is None else ev[0]

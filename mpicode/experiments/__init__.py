@@ -84,7 +84,7 @@ def decide(res: dict, min_n: int) -> list[dict]:
     return out
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mpicode.experiments", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results", help="output directory (default results)")
@@ -93,7 +93,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not touch the README")
     p.add_argument("--analyse-only", action="store_true",
                    help="skip the runs: analyse the HDF5 runs already in --out")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     t0 = time.perf_counter()
     started = _dt.datetime.now().astimezone()
     suite = Suite.make(a.quick)
@@ -134,6 +138,11 @@ def main(argv=None) -> int:
             "mpi_wall_s": mpi_s}
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
+    _publish(a, out, meta, claims, res, suite)
+    return 0
+
+
+def _publish(a, out: Path, meta: dict, claims: list, res: dict, suite) -> None:
     (out / "results.md").write_text(publish.results_md(meta, claims, res, suite))
     publish.write_json(out / "summary.json", {"meta": meta, "claims": claims,
                                               "target_rule": analyse.TARGET_RULE, **res})
@@ -145,4 +154,3 @@ def main(argv=None) -> int:
         print(f"claim {c['id']}: {c['verdict'].upper()}: {c['evidence']}")
     print(f"experiments: wrote {out}/results.md, summary.json, {len(meta['figures'])} figures "
           f"in {meta['wall_s']:.0f} s", flush=True)
-    return 0

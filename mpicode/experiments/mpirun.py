@@ -35,10 +35,11 @@ def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
 
 
 def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache: dict):
-    """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds)."""
+    """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds,
+    exit code)."""
     from mpicode import mpi as runtime
+    from mpicode.engine.session import Session
     from mpicode.io.datasets import load
-    from mpicode.io.runlog import RunLog
     from mpicode.mpi.launch import execute
     from mpicode.numerics.problem import Problem
 
@@ -51,27 +52,13 @@ def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache:
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None
-    attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
-             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
-             "N": suite.workers, "K": cfg.partitions, "seed": cfg.seed,
-             "mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
-             "model": cfg.model, "dim": problem.dim, "n_ranks": comm.size,
-             "experiment_group": cell.group, "experiment_labels": cell.labels,
-             "experiment_cell": cell.name}
-    runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=suite.workers,
-                    n_partitions=cfg.partitions, mode="mpi", attrs=attrs, force=True)
-    status = "failed"
+    attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
+             "dim": problem.dim, "n_ranks": comm.size, "experiment_group": cell.group,
+             "experiment_labels": cell.labels, "experiment_cell": cell.name}
+    session = Session(cfg, mode="mpi", n_workers=suite.workers, attrs=attrs)
     t0 = time.perf_counter()
-    try:
-        coord = execute(cfg, comm, problem, runlog)
-        runlog.write_group("model", {"w": coord.w})
-        if coord.uplink is not None and cfg.log_slots:
-            runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
-        runlog.set_attrs(wall_s=time.perf_counter() - t0)
-        status = "complete"
-    finally:
-        runlog.close(status)
-    return len(coord.history), time.perf_counter() - t0
+    code = execute(cfg, comm, problem, session)
+    return len(session.trainer.history), time.perf_counter() - t0, code
 
 
 def _inner(argv) -> int:
@@ -96,9 +83,10 @@ def _inner(argv) -> int:
     for k, cell in enumerate(cells):
         out = run_cell(suite, cell, comm, a.out, a.data_dir, cache)
         if out is not None:
-            n, dt = out
+            n, dt, code = out
+            bad = "" if code == 0 else f" (exit code {code}: see the cell's run log)"
             print(f"  [{k + 1:>3}/{len(cells)}] {cell.name}: {n} iterations, {dt:.1f} s "
-                  f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
+                  f"(total {time.perf_counter() - t_all:.0f} s){bad}", flush=True)
     comm.Barrier()
     comm.Free()
     return 0

@@ -81,7 +81,14 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
          "by hand._", ""]
     L += header_lines(meta) + ["", "## Claims", ""] + claims_table(claims)
     L += ["", "In words:", ""] + statements(claims)
-    L += ["", "## 1. Schemes: time to target and computation load", "",
+    L += _schemes_section(res, suite) + _schedulers_section(res, suite)
+    L += _noniid_section(res, suite) + _sweep_section(res["sweep"])
+    L += ["", "## Figures", ""] + [f"![{f}]({f})" for f in meta["figures"]]
+    return "\n".join(L) + "\n"
+
+
+def _schemes_section(res: dict, suite) -> list[str]:
+    L = ["", "## 1. Schemes: time to target and computation load", "",
           f"Targets per (dataset, scenario): {TARGET_RULE}. Times are training seconds (the "
           f"summed wall time of the iterations up to the one that met the target, evaluation and "
           f"logging between iterations left out), with that iteration. Scenarios: "
@@ -100,7 +107,11 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
     L += _table(["dataset", "scenario", "scheme", "load", "mean it s", "p95 it s",
                  "to acc target s", "to loss target s", "final acc", "final loss",
                  "targets acc / loss"], rows)
-    L += ["", "## 2. Uplink schedulers (near/far Rayleigh)", "",
+    return L
+
+
+def _schedulers_section(res: dict, suite) -> list[str]:
+    L = ["", "## 2. Uplink schedulers (near/far Rayleigh)", "",
           f"Channel: {', '.join(f'{k}={v}' for k, v in CHANNEL.items())}; dataset "
           f"{suite.comm_dataset.key} ({suite.comm_dataset.options['features']} features, "
           f"logistic), {suite.comm_iterations} iterations, light shifted-exponential compute "
@@ -121,7 +132,11 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
     L += _table(["scheme", "scheduler", "comm ms (mean)", "comm ms (p95)", "throughput kB/s",
                  "mean it s", "final loss", "participation Jain", "min participation",
                  "delivered-bytes Jain"], rows)
-    L += ["", "## 3. Non-IID partitions under persistent stragglers", "",
+    return L
+
+
+def _noniid_section(res: dict, suite) -> list[str]:
+    L = ["", "## 3. Non-IID partitions under persistent stragglers", "",
           f"Bimodal trace (a persistent slow quarter of the workers, 5x), {suite.noniid_iterations}"
           " iterations; `sorted` = partitions cut from rows ordered by label; `iid` for "
           "comparison. Fair admission = lyapunov scheduler on the Rayleigh uplink with its "
@@ -136,8 +151,11 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
                          _s(m["final_loss"], 5), _s(m["mean_iter_s"], 4)])
     L += _table(["dataset", "partitioning", "variant", "final acc", "pts vs uncoded",
                  "final loss", "mean it s"], rows)
-    sw = res["sweep"]
-    L += ["", "## 4. Scale sweep (simulator)", "",
+    return L
+
+
+def _sweep_section(sw: dict) -> list[str]:
+    L = ["", "## 4. Scale sweep (simulator)", "",
           "Policy CPU seconds per iteration (thread CPU time, so other jobs on the machine do "
           "not count; median over iterations 1.., smallest of 3 repeats; "
           "planning, events incl. "
@@ -155,8 +173,7 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
     L += _table(["N", "solve ms", "residual max abs(a^T B_F - 1)"],
                 [[r["N"], _s(1e3 * r["lstsq_s"], 3), f"{r['residual']:.1e}"]
                  for r in sw["lstsq"]])
-    L += ["", "## Figures", ""] + [f"![{f}]({f})" for f in meta["figures"]]
-    return "\n".join(L) + "\n"
+    return L
 
 
 def key_table(claims: list[dict], res: dict) -> list[str]:

@@ -60,7 +60,7 @@ EXACT = tuple(label for label, o in SCHEMES.items() if registry.scheme(o["scheme
 SCHEDULERS = tuple(sorted(registry.schedulers(), key=lambda n: n == "lyapunov"))
 SCHEDULER_SCHEMES = ("uncoded", "cyclic", "two-stage")  # one per family: enough for claim 2
 
-# near/far Rayleigh uplink (DESIGN section 5): mean SNR 0..20 dB across the workers, a
+# near/far Rayleigh uplink (docs/design.md §5): mean SNR 0..20 dB across the workers, a
 # bandwidth at which one gradient takes several 2 ms slots
 CHANNEL = {"channel": "rayleigh", "bandwidth": 5e5, "snr_db": 10.0, "snr_spread_db": 20.0,
            "slot_ms": 2.0}

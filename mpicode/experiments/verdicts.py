@@ -59,10 +59,6 @@ def combine(passed: list[bool]) -> str:
     return MIXED
 
 
-def _fmt_s(x: float) -> str:
-    return "never" if math.isinf(x) else ("n/a" if math.isnan(x) else f"{x:.2f}s")
-
-
 def _ratio(a: float, b: float) -> float:
     """a / b with inf/inf and 0/0 as NaN."""
     if b == 0 or (math.isinf(a) and math.isinf(b)):

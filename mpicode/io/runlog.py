@@ -1,4 +1,4 @@
-"""The HDF5 run log (DESIGN section 7). Only rank 0 (or the simulator) writes.
+"""The HDF5 run log (docs/design.md §7). Only rank 0 (or the simulator) writes.
 
 The whole structure is created up front: one resizable, chunked 1-D dataset per
 per-iteration field under ``/iterations``, one 2-D (iteration x worker) dataset per field
@@ -28,6 +28,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "accuracy": "f8", "train_accuracy": "f8", "coverage": "f8", "load": "f8", "stage2": "i1",
     "n_stage2": "i4", "wait_s": "f8", "decode_s": "f8", "bytes_up": "i8", "n_cancelled": "i4",
     "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
+    # the phases of a row on the wall clock (0 in virtual time): they tile t_start..t_end
+    "log_s": "f8", "update_s": "f8", "eval_s": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

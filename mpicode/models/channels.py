@@ -1,4 +1,4 @@
-"""Uplink channel models of DESIGN section 5: per-slot rates R_i(s) in **bytes per slot**.
+"""Uplink channel models (docs/design.md §5): per-slot rates R_i(s) in **bytes per slot**.
 
 Pure and seeded: ``rates(s)`` depends only on (seed, s), whatever order slots are asked in, so
 the MPI runtime, the simulator and the tests see the same realisation. Rates are drawn in
@@ -134,10 +134,6 @@ class Channel:
         """Expected rate of each worker (bytes/slot)."""
         raise NotImplementedError
 
-    def describe(self) -> str:
-        return self.name
-
-
 class Ideal(Channel):
     """No emulation: every rate is infinite (the runtime sends directly)."""
 
@@ -245,9 +241,6 @@ class Trace(Channel):
 
     def mean_rates(self):
         return self.data.mean(axis=0)
-
-    def describe(self):
-        return f"trace:{self.path} ({len(self.data)} slots)"
 
 
 def load_trace(path, n_workers: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Straggler (delay) models of DESIGN section 6. Pure: no MPI, no clock.
+"""Straggler (delay) models (docs/design.md §5). Pure: no MPI, no clock.
 
 A delay is drawn per task from a generator keyed by (seed, iteration, worker, task index of
 that worker in the iteration), so a run is reproducible and the MPI runtime and the simulator

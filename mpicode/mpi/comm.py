@@ -7,10 +7,10 @@ every arrival: MPICH's blocking calls spin, and a spinning rank steals a core fr
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from mpi4py import MPI
+
+from mpicode.engine.clock import Backoff  # noqa: F401  (re-exported: the worker's poll)
 
 
 def _fine_timer_slack() -> None:
@@ -25,30 +25,6 @@ def _fine_timer_slack() -> None:
 
 
 _fine_timer_slack()
-
-
-class Backoff:
-    """Exponential sleep backoff from ``lo`` to ``hi`` seconds (mpi4py.futures style), after
-    a few yields (``sleep(0)``): a message that is about to land costs no sleep, and an idle
-    rank still gives its core away within microseconds."""
-
-    def __init__(self, lo: float = 1e-5, hi: float = 1e-3, yields: int = 4):
-        self.lo, self.hi, self.yields = lo, hi, yields
-        self.dt = lo
-        self.n = 0
-
-    def reset(self) -> None:
-        self.dt = self.lo
-        self.n = 0
-
-    def sleep(self, limit: float | None = None) -> None:
-        if self.n < self.yields:
-            self.n += 1
-            time.sleep(0)
-            return
-        dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
-        time.sleep(dt)
-        self.dt = min(self.hi, self.dt * 2)
 
 
 class SendPool:

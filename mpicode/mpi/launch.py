@@ -12,7 +12,6 @@ and broadcasts its verdict), so every rank exits with code 2 after one line on s
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,10 +20,17 @@ import numpy as np
 
 from mpicode import mpi as runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
-from mpicode.engine.loop import STOP, install_stop_handlers, write_error
+from mpicode.engine.clock import WallClock
+from mpicode.engine.events import EventLoop
+from mpicode.engine.loop import Trainer
+from mpicode.engine.session import EXIT_OK, Session
+from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
-from mpicode.io.runlog import RunLog, check_output, read_checkpoint
+from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
+from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
+from mpicode.mpi.worker import Worker
 from mpicode.numerics import kernels
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
@@ -117,9 +123,6 @@ def prepare(cfg: Config, comm):
     return cfg, problem
 
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 3
-
-
 def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
     """With ``--resume RUN.h5``: rank 0 reads the stored configuration and checkpoint and
     shares the configuration; every rank continues with it (the command line on top)."""
@@ -143,8 +146,7 @@ def run(cfg: Config) -> int:
     cfg, snap = resumed(cfg, comm)
     # Usage errors found before any communication are the same on every rank.
     cfg, problem = prepare(cfg, comm)
-    N, K = size - 1, cfg.partitions
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    N = size - 1
     # compile before any timing starts; rank 0 first, so that only one process writes
     # numba's on-disk cache and the others load it
     t0 = time.perf_counter()
@@ -159,66 +161,51 @@ def run(cfg: Config) -> int:
     if rank != 0:
         execute(cfg, comm, problem)
         return 0
-
-    if snap is not None:
-        runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
-    else:
-        attrs = {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
-                 else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
-                 "N": N, "K": K, "seed": cfg.seed, "mpi_library": runtime.mpi_library(),
-                 "dataset": problem.data.name, "model": cfg.model, "dim": problem.dim,
-                 "compile_s": compile_s, "n_ranks": size}
-        runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=N, n_partitions=K,
-                        mode="mpi", attrs=attrs, force=cfg.force)
-    runlog.start_watchdog()
-    progress = None
-    if not cfg.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-        progress = tqdm(total=cfg.iterations, desc=f"{cfg.scheme} N={N}", unit="it",
-                        file=sys.stderr, initial=int(snap["iteration"]) if snap else 0)
-    status = "failed"
-    try:
-        coord = execute(cfg, comm, problem, runlog, progress, snap)
-        if coord.status != "failed":
-            runlog.write_group("model", {"w": coord.w})
-            if coord.uplink is not None and cfg.log_slots:
-                runlog.write_group("slots", coord.uplink.sched.slot_log(), compress=True)
-        status = coord.status
-    except (OSError, RuntimeError) as e:  # the final writes hit a full disk
-        coord.error = write_error(e)
-    finally:
-        if progress is not None:
-            progress.close()
-        runlog.close(status)
-    if coord.error or status == "interrupted":
-        if coord.error:
-            print(f"mpicode: error: {coord.error}; kept {runlog.n_done} iterations in "
-                  f"{cfg.out}", file=sys.stderr, flush=True)
-        else:
-            print(f"mpicode: interrupted (signal {STOP['signal']}): {runlog.n_done} iterations "
-                  f"and a checkpoint in {cfg.out}; continue with --resume {cfg.out}",
-                  file=sys.stderr, flush=True)
+    attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
+             "dim": problem.dim, "compile_s": compile_s, "n_ranks": size}
+    session = Session(cfg, mode="mpi", n_workers=N, attrs=attrs, snap=snap)
+    code = execute(cfg, comm, problem, session)
+    if code != EXIT_OK:
         runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
-        return EXIT_FAILED if coord.error else EXIT_INTERRUPTED
-    last = coord.history[-1] if coord.history else {}
+        return code
+    last = session.trainer.history[-1] if session.trainer.history else {}
     log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
-             cfg.out, runlog.n_done, last.get("loss", float("nan")),
+             cfg.out, session.runlog.n_done, last.get("loss", float("nan")),
              last.get("accuracy", float("nan")), last.get("t_end", float("nan")))
     return 0
 
 
-def execute(cfg: Config, comm, problem: Problem, runlog=None, progress=None, snap=None):
-    """Run the job on ``comm``: rank 0 coordinates and returns the Coordinator (with
-    ``w``, ``history`` and ``status``), the other ranks work and return None; STOP/ACK on
-    the way out. With ``snap`` (a checkpoint), rank 0 continues from it."""
+def build(cfg: Config, comm, problem):
+    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``."""
     N, K = comm.size - 1, cfg.partitions
+    scheme = make_scheme(cfg, N, K)
+    uplink = make_uplink(cfg, N, scheme)
+    coord = Coordinator(comm, problem.dim, now=None)
+    virtual = cfg.delay_mode == "virtual"
+    events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
+                       partition_cost=cfg.partition_cost or 0.0, msg_bytes=8 * coord.size,
+                       vworkers=VirtualWorkers(N) if virtual else None)
+    trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
+                      now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
+                      checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after, log=log)
+    coord.now = trainer.now
+    events.hooks = (VirtualTime if virtual else RealTime)(coord, events, uplink)
+    if not virtual:
+        events.clock = WallClock(trainer.now, coord.poll, stop_requested)
+    coord.attach(scheme, events.hooks)
+    return trainer, coord
+
+
+def execute(cfg: Config, comm, problem: Problem, session: Session | None = None):
+    """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
+    returns the exit code, or the trainer when there is no session; the other ranks work and
+    return None. STOP/ACK on the way out."""
     if comm.rank != 0:
-        runtime.Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
+        Worker(comm, problem, uplink=cfg.channel != "ideal").loop()
         return None
-    coord = runtime.Coordinator(comm, problem, make_scheme(cfg, N, K),
-                                make_straggler_model(cfg, N, K), cfg, runlog, progress)
-    start = coord.restore(snap) if snap is not None else 0
-    coord.clock0 = time.perf_counter()
-    coord.run(max(0, cfg.iterations - start), start=start)
-    coord.stop()
-    return coord
+    trainer, coord = build(cfg, comm, problem)
+    if session is None:
+        trainer.run(cfg.iterations)
+        coord.stop()
+        return trainer
+    return session.run(trainer, after_loop=coord.stop)

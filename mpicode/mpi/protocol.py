@@ -18,13 +18,97 @@ the iteration number; nothing on the hot path is pickled.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
 TAG_READY, TAG_GRANT, TAG_CHUNK = range(17, 20)
-RESULT_HEADER = 5
-TASK_HEADER = 6
-CHUNK_HEADER = 3
+
+# Header layouts: the index of every named field. Every message starts with the iteration
+# (``IT``) and, except MODEL and STOP, the task id (``TASK``).
+IT, TASK = 0, 1
+
+
+class Result:
+    IT, TASK, COMPUTE_S, DELAY_S, LOSS = range(5)
+    HEADER = 5        # the gradient follows
+
+
+class Task:
+    IT, TASK, STAGE, N, HAS_COEFFS, DELAY_S = range(6)
+    HEADER = 6        # then n partitions, then (if HAS_COEFFS) n coefficients
+
+
+class Ready(NamedTuple):
+    it: int
+    task_id: int
+    nbytes: int
+    compute_s: float
+    delay_s: float
+    loss: float
+
+
+class Grant(NamedTuple):
+    it: int
+    task_id: int
+    offset: int
+    nbytes: int
+    last: bool
+
+
+class Chunk:
+    IT, TASK, FIRST = range(3)
+    HEADER = 3        # then the elements from FIRST on
+
+
+RESULT_HEADER, TASK_HEADER, CHUNK_HEADER = Result.HEADER, Task.HEADER, Chunk.HEADER
+
+
+def result_header(out: np.ndarray, it: int, task_id: int, compute_s: float, delay_s: float,
+                  loss: float) -> None:
+    """Fill the header of a RESULT buffer (the gradient is already in ``out[HEADER:]``)."""
+    out[:Result.HEADER] = (it, task_id, compute_s, delay_s, loss)
+
+
+def encode_ready(r: Ready) -> np.ndarray:
+    return np.array(r, dtype=float)
+
+
+def decode_ready(buf: np.ndarray) -> Ready:
+    it, tid, nbytes, comp, dl, loss = buf[:6]
+    return Ready(int(it), int(tid), int(nbytes), float(comp), float(dl), float(loss))
+
+
+def encode_grant(g: Grant) -> np.ndarray:
+    return np.array([g.it, g.task_id, g.offset, g.nbytes, float(g.last)])
+
+
+def decode_grant(buf: np.ndarray) -> Grant:
+    return Grant(int(buf[0]), int(buf[1]), int(buf[2]), int(buf[3]), bool(buf[4]))
+
+
+def encode_cancel(it: int, task_id: int) -> np.ndarray:
+    """CANCEL ``[it, task_id]``; ``task_id = -1``: every task of ``it``."""
+    return np.array([it, task_id], dtype=float)
+
+
+def decode_cancel(buf: np.ndarray) -> tuple[int, int]:
+    return int(buf[0]), int(buf[1])
+
+
+def encode_chunk(it: int, task_id: int, first: int, elements: np.ndarray) -> np.ndarray:
+    chunk = np.empty(Chunk.HEADER + len(elements))
+    chunk[:Chunk.HEADER] = (it, task_id, first)
+    chunk[Chunk.HEADER:] = elements
+    return chunk
+
+
+def encode_model(it: int, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.empty(len(w) + 1) if out is None else out
+    out[0] = it
+    out[1:] = w
+    return out
 
 
 def chunk_range(offset: int, nbytes: int, last: bool, n_elements: int) -> tuple[int, int]:
@@ -34,23 +118,23 @@ def chunk_range(offset: int, nbytes: int, last: bool, n_elements: int) -> tuple[
     e1 = n_elements if last else min(n_elements, (offset + nbytes) // 8)
     return e0, e1
 
+
 def encode_task(iteration: int, task, delay: float) -> np.ndarray:
     n = task.n
     has_c = task.coeffs is not None
-    buf = np.empty(TASK_HEADER + n * (2 if has_c else 1))
-    buf[:TASK_HEADER] = (iteration, task.task_id, task.stage, n, float(has_c), delay)
-    buf[TASK_HEADER:TASK_HEADER + n] = task.partitions
+    buf = np.empty(Task.HEADER + n * (2 if has_c else 1))
+    buf[:Task.HEADER] = (iteration, task.task_id, task.stage, n, float(has_c), delay)
+    buf[Task.HEADER:Task.HEADER + n] = task.partitions
     if has_c:
-        buf[TASK_HEADER + n:] = task.coeffs
+        buf[Task.HEADER + n:] = task.coeffs
     return buf
 
 
 def decode_task(buf: np.ndarray) -> dict:
-    it, tid, stage, n, has_c, delay = buf[:TASK_HEADER]
+    it, tid, stage, n, has_c, delay = buf[:Task.HEADER]
     n = int(n)
-    parts = buf[TASK_HEADER:TASK_HEADER + n].astype(np.int64)
-    coeffs = buf[TASK_HEADER + n:TASK_HEADER + 2 * n] if has_c else None
+    h = Task.HEADER
+    parts = buf[h:h + n].astype(np.int64)
+    coeffs = buf[h + n:h + 2 * n] if has_c else None
     return {"it": int(it), "task_id": int(tid), "stage": int(stage), "partitions": parts,
             "coeffs": coeffs, "delay": float(delay)}
-
-

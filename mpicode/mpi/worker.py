@@ -15,7 +15,7 @@ from mpi4py import MPI
 from mpicode.engine import faults
 from mpicode.mpi.comm import Backoff, SendPool
 from mpicode.mpi.protocol import (
-    CHUNK_HEADER,
+    IT,
     RESULT_HEADER,
     TAG_ACK,
     TAG_CANCEL,
@@ -26,8 +26,14 @@ from mpicode.mpi.protocol import (
     TAG_RESULT,
     TAG_STOP,
     TAG_TASK,
+    Ready,
     chunk_range,
+    decode_cancel,
+    decode_grant,
     decode_task,
+    encode_chunk,
+    encode_ready,
+    result_header,
 )
 
 
@@ -50,61 +56,69 @@ class Worker:
         self.cancel_current = False
         self.current: dict | None = None
         self.model_buf = np.empty(self.dim + 1)
+        self._handlers = {TAG_MODEL: self._on_model, TAG_TASK: self._on_task,
+                          TAG_CANCEL: self._on_cancel, TAG_GRANT: self._on_grant,
+                          TAG_STOP: self._on_stop}
 
     def _handle(self, msg: MPI.Message, status: MPI.Status) -> None:
-        tag = status.Get_tag()
-        if tag == TAG_MODEL:
-            msg.Recv(self.model_buf)
-            it = int(self.model_buf[0])
-            if faults.worker_fault(self.comm.rank, it) == "hang":
-                self.hung = True
-            self.w = self.model_buf[1:].copy()
-            self.model_it = it
-            # a new iteration makes every older task stale
-            self.queue = [t for t in self.queue if t["it"] >= it]
-            self.outbox = {k: v for k, v in self.outbox.items() if k[0] >= it}
-            if self.current is not None and self.current["it"] < it:
-                self.cancel_current = True
-        elif tag == TAG_TASK:
-            buf = np.empty(status.Get_count(MPI.DOUBLE))
-            msg.Recv(buf)
-            task = decode_task(buf)
-            if task["it"] >= self.model_it:
-                self.queue.append(task)
-        elif tag == TAG_CANCEL:
-            buf = np.empty(2)
-            msg.Recv(buf)
-            it, tid = int(buf[0]), int(buf[1])
+        handler = self._handlers.get(status.Get_tag())
+        if handler is None:  # pragma: no cover - protocol error
+            raise RuntimeError(f"worker {self.comm.rank}: unexpected tag {status.Get_tag()}")
+        handler(msg, status)
 
-            def hit(t):
-                return t["it"] == it and (tid < 0 or t["task_id"] == tid)
-
-            self.queue = [t for t in self.queue if not hit(t)]
-            self.outbox = {k: v for k, v in self.outbox.items()
-                           if not (k[0] == it and (tid < 0 or k[1] == tid))}
-            if self.current is not None and hit(self.current):
-                self.cancel_current = True
-        elif tag == TAG_GRANT:
-            g = np.empty(5)
-            msg.Recv(g)
-            key = (int(g[0]), int(g[1]))
-            out = self.outbox.get(key)
-            if out is None:  # cancelled or stale: nothing to send
-                return
-            e0, e1 = chunk_range(int(g[2]), int(g[3]), bool(g[4]), out.size)
-            if bool(g[4]):
-                del self.outbox[key]
-            if e1 > e0 or bool(g[4]):
-                chunk = np.empty(CHUNK_HEADER + e1 - e0)
-                chunk[:CHUNK_HEADER] = (key[0], key[1], e0)
-                chunk[CHUNK_HEADER:] = out[e0:e1]
-                self.sends.isend(self.comm, chunk, 0, TAG_CHUNK)
-        elif tag == TAG_STOP:
-            msg.Recv(np.empty(1))
-            self.stopped = True
+    def _on_model(self, msg, status) -> None:
+        msg.Recv(self.model_buf)
+        it = int(self.model_buf[IT])
+        if faults.worker_fault(self.comm.rank, it) == "hang":
+            self.hung = True
+        self.w = self.model_buf[1:].copy()
+        self.model_it = it
+        # a new iteration makes every older task stale
+        self.queue = [t for t in self.queue if t["it"] >= it]
+        self.outbox = {k: v for k, v in self.outbox.items() if k[0] >= it}
+        if self.current is not None and self.current["it"] < it:
             self.cancel_current = True
-        else:  # pragma: no cover - protocol error
-            raise RuntimeError(f"worker {self.comm.rank}: unexpected tag {tag}")
+
+    def _on_task(self, msg, status) -> None:
+        buf = np.empty(status.Get_count(MPI.DOUBLE))
+        msg.Recv(buf)
+        task = decode_task(buf)
+        if task["it"] >= self.model_it:
+            self.queue.append(task)
+
+    def _on_cancel(self, msg, status) -> None:
+        buf = np.empty(2)
+        msg.Recv(buf)
+        it, tid = decode_cancel(buf)
+
+        def hit(t):
+            return t["it"] == it and (tid < 0 or t["task_id"] == tid)
+
+        self.queue = [t for t in self.queue if not hit(t)]
+        self.outbox = {k: v for k, v in self.outbox.items()
+                       if not (k[0] == it and (tid < 0 or k[1] == tid))}
+        if self.current is not None and hit(self.current):
+            self.cancel_current = True
+
+    def _on_grant(self, msg, status) -> None:
+        buf = np.empty(5)
+        msg.Recv(buf)
+        g = decode_grant(buf)
+        key = (g.it, g.task_id)
+        out = self.outbox.get(key)
+        if out is None:  # cancelled or stale: nothing to send
+            return
+        e0, e1 = chunk_range(g.offset, g.nbytes, g.last, out.size)
+        if g.last:
+            del self.outbox[key]
+        if e1 > e0 or g.last:
+            self.sends.isend(self.comm, encode_chunk(g.it, g.task_id, e0, out[e0:e1]), 0,
+                             TAG_CHUNK)
+
+    def _on_stop(self, msg, status) -> None:
+        msg.Recv(np.empty(1))
+        self.stopped = True
+        self.cancel_current = True
 
     def poll(self) -> bool:
         """Handle every waiting message; True if there was one."""
@@ -155,11 +169,11 @@ class Worker:
         self.current = None
         if self.cancel_current:
             return
-        out[:RESULT_HEADER] = (task["it"], task["task_id"], compute, slept, loss)
+        result_header(out, task["it"], task["task_id"], compute, slept, loss)
         if self.uplink:
             self.outbox[(task["it"], task["task_id"])] = out
-            ready = np.array([task["it"], task["task_id"], out.nbytes, compute, slept, loss])
-            self.sends.isend(self.comm, ready, 0, TAG_READY)
+            ready = Ready(task["it"], task["task_id"], out.nbytes, compute, slept, loss)
+            self.sends.isend(self.comm, encode_ready(ready), 0, TAG_READY)
         else:
             self.sends.isend(self.comm, out, 0, TAG_RESULT)
 

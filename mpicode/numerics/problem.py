@@ -78,13 +78,6 @@ class Problem:
         return cls(data, n_partitions, model=cfg.model, l2=cfg.l2, dtype=cfg.dtype,
                    partitioning=cfg.partitioning, seed=cfg.seed)
 
-    @property
-    def bounds(self) -> np.ndarray | None:
-        """Row ranges ``b[k]:b[k+1]`` when partitions are contiguous (``iid``), else None."""
-        if self.partitioning != "iid":
-            return None
-        return np.array([r[0] if r.size else 0 for r in self.rows] + [self.n], np.int64)
-
     def part(self, k: int):
         """(X, y) of partition k, gathered on first use and kept (contiguous, C order)."""
         p = self._parts.get(k)
@@ -97,9 +90,6 @@ class Problem:
                 p = (np.ascontiguousarray(self.X[r]), np.ascontiguousarray(self.y[r]))
             self._parts[k] = p
         return p
-
-    def part_rows(self, k: int) -> int:
-        return int(self.rows[k].size)
 
     def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0) -> float:
         """``g += scale * grad-sum of partition k``; returns ``scale * loss-sum``.

@@ -1,6 +1,6 @@
-"""Uplink schedulers of the communication phase (pure policies, DESIGN section 5).
+"""Uplink schedulers of the communication phase (pure policies, docs/design.md §4).
 
-Where the code goes beyond DESIGN section 5 (and why):
+Where the code goes beyond the reference design (and why; docs/design.md §4):
 
 * the participation floor of coding-aware admission is a second virtual queue ``P`` (per
   offered message), beside the fairness queue ``Z`` of items 1-4 (per slot, messages): with one
@@ -21,7 +21,8 @@ from __future__ import annotations
 from mpicode.schedulers.base import Grant, Message, Scheduler, SlotResult
 from mpicode.schedulers.lyapunov import Lyapunov
 from mpicode.schedulers.baselines import Fifo, MaxWeight, ProportionalFair, RoundRobin
-from mpicode.schedulers.utility import jain, make_utility
+from mpicode.schedulers.utility import make_utility
+from mpicode.stats import jain
 # isort: on
 from mpicode import registry
 

@@ -1,4 +1,4 @@
-"""The uplink scheduler interface: a pure, slotted, event-driven policy (DESIGN section 5).
+"""The uplink scheduler interface: a pure, slotted, event-driven policy (docs/design.md §4).
 
 A driver (the MPI coordinator, or the simulator) runs the communication phase as::
 
@@ -230,10 +230,6 @@ class Scheduler:
     def backlog(self) -> np.ndarray:
         """Bytes queued (admitted) per worker: Q."""
         return self.Q.copy()
-
-    def offered_backlog(self) -> np.ndarray:
-        """Bytes offered but not admitted, per worker."""
-        return self.offered_bytes.copy()
 
     def participation(self) -> np.ndarray:
         """Per worker: fraction of its resolved offers (admitted, or dropped before admission)

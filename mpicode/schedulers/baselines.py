@@ -1,4 +1,4 @@
-"""Baseline uplink schedulers (DESIGN section 5). None has admission control: every offered
+"""Baseline uplink schedulers (docs/design.md §4). None has admission control: every offered
 message enters its data queue at once.
 
 * ``fifo``: send at once; the slot is shared equally (in time) among all workers with data,

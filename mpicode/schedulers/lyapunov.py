@@ -1,5 +1,5 @@
 """``lyapunov``: perturbed-Lyapunov admission and transmission with coding-aware admission
-(DESIGN section 5, items 1-4).
+(docs/design.md §4, items 1-4).
 
 Units: Q_i and theta are bytes; Z_i, gamma_i and the utility's argument are **messages** (a
 message is ``unit`` bytes: the size of the first message offered, or ``unit_bytes``); so the

@@ -1,4 +1,4 @@
-"""Utilities of the communication phase (DESIGN section 5): concave U, the auxiliary argmax,
+"""Utilities of the communication phase (docs/design.md §4): concave U, the auxiliary argmax,
 Jain's fairness index.
 
 U is applied to rates **measured in messages** (per slot, or per offered message), never in
@@ -101,12 +101,3 @@ def make_utility(name: str = "alpha-fair", alpha: float = 4.0) -> Utility:
     if name == "log1p":
         return Log1p()
     raise ValueError(f"unknown utility {name!r} (alpha-fair, log, log1p)")
-
-
-def jain(x) -> float:
-    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 = equal, 1/n = one takes all."""
-    x = np.asarray(x, float).ravel()
-    s2 = float(np.sum(x * x))
-    if x.size == 0 or s2 == 0.0:
-        return 1.0
-    return float(np.sum(x)) ** 2 / (x.size * s2)

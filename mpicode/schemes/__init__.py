@@ -1,4 +1,4 @@
-"""Computing-phase schemes (pure policies, DESIGN sections 3 and 4).
+"""Computing-phase schemes (pure policies, docs/design.md §3).
 
 Every scheme registers itself (``@register_scheme``); the registry (:mod:`mpicode.registry`)
 is the one list of names, with the plugins of the entry-point group ``mpicode.schemes``.

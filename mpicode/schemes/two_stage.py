@@ -1,4 +1,4 @@
-"""``two-stage``: two-stage dynamic partial gradient coding (DESIGN section 3).
+"""``two-stage``: two-stage dynamic partial gradient coding (docs/design.md §3).
 
 Stage 1 is uncoded and heterogeneity-aware: the n1 = ceil(rho N) fastest workers split the K
 micro-partitions in proportion to their speeds. At the trigger (k1 arrivals, or beta times
@@ -14,48 +14,36 @@ import math
 
 import numpy as np
 
-from mpicode.config import (
-    Option,
-    UsageError,
-    finite_float,
-    nonneg,
-    optional_float,
-    optional_int,
-    optional_positive,
-    unit_open_closed,
-)
+from mpicode import config as cf
+from mpicode.config import Option, UsageError
 from mpicode.registry import register_scheme
+from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.shares import Placement, assign, largest_remainder
+from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
 TRIGGERS = ("count", "deadline", "both")
 
 
-def _placement_check(x):
-    return None if x == "shared" or (x.startswith("replicated:") and x[11:].isdigit()
-                                     and int(x[11:]) >= 1) \
-        else "must be 'shared' or 'replicated:R' with R >= 1"
-
-
 OPTIONS = (
-    Option("rho", finite_float, 1.0, "two-stage: fraction of workers in stage 1",
-           check=unit_open_closed, group="two-stage"),
+    Option("rho", cf.finite_float, 1.0, "two-stage: fraction of workers in stage 1",
+           check=cf.unit_open_closed, group="two-stage"),
     Option("trigger", str, "both", "two-stage: stage-2 trigger", choices=TRIGGERS,
            group="two-stage"),
-    Option("trigger_k", optional_int, None,
+    Option("trigger_k", cf.optional_int, None,
            "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
-           check=optional_positive, group="two-stage"),
-    Option("beta", finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
+           check=cf.optional_positive, group="two-stage"),
+    Option("beta", cf.finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("replan", int, 2, "two-stage: re-planning rounds per iteration after stage 2 "
+           "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
-           check=nonneg, group="two-stage"),
-    Option("max_wait", optional_float, None,
+           check=cf.nonneg, group="two-stage"),
+    Option("max_wait", cf.optional_float, None,
            "two-stage: hard deadline (s) after which the covered part is decoded and scaled",
-           check=optional_positive, group="two-stage"),
-    Option("placement", str, "shared", "data placement: shared | replicated:R",
-           group="two-stage", check=_placement_check),
+           check=cf.optional_positive, group="two-stage"),
+    PLACEMENT,
 )
 
 
@@ -79,28 +67,32 @@ class TwoStage(Scheme):
         Hard deadline (seconds since the iteration began) for a partial, scaled decode.
     placement : str
         ``shared`` or ``replicated:R``.
+    replan : int
+        Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
+        Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
+        covered later than the idle workers could cover what is left of it, the pending rest
+        of its best group is re-split among the idle workers as a new group (stage k).
     """
 
     name = "two-stage"
     options = Scheme.options + OPTIONS
     # the per-iteration summary of end(), logged as /iterations columns
-    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "trigger": "S8",
+    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "trigger": "S8",
                   "t_trigger": "f8", "deadline": "f8", "expired": "i1"}
 
     @classmethod
     def validate_size(cls, cfg, n_workers, n_partitions):
         super().validate_size(cfg, n_workers, n_partitions)
         opts = cls.option_values(cfg)
-        placement, trigger_k = opts["placement"], opts["trigger_k"]
-        if placement.startswith("replicated:") and int(placement[11:]) > n_workers:
-            raise UsageError(f"--placement {placement}: R must be <= number of workers "
-                             f"{n_workers}")
+        shares.check_placement_size(opts["placement"], n_workers)
+        trigger_k = opts["trigger_k"]
         if trigger_k is not None and trigger_k > n_workers:
             raise UsageError(f"--trigger-k {trigger_k} must be <= number of workers "
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", **kw):
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
+                 **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -121,13 +113,16 @@ class TwoStage(Scheme):
         self.s2 = int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
+        if int(replan) < 0:
+            raise ValueError(f"replan must be >= 0, got {replan}")
+        self.replan = int(replan)
         self.exact = self.max_wait is None
         self._reset()
 
     def _reset(self):
         self.s1: dict[int, Task] = {}                # stage-1 task id -> task
         self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
-        self.owner: dict[int, tuple[int, int]] = {}   # stage-2 id -> (group, stage-1 id)
+        self.owner: dict[int, list[tuple[int, int]]] = {}  # block id -> [(group, stage-1 id)]
         self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
         self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
         self.n1 = self.k1 = 0
@@ -140,6 +135,7 @@ class TwoStage(Scheme):
         self.expired = False     # max_wait passed
         self.r2 = 0
         self.n_u = 0
+        self.rounds = 0          # re-planning rounds used this iteration
         self.coverage = math.nan
 
     # ---- stage 1 ---------------------------------------------------------------------------
@@ -206,13 +202,17 @@ class TwoStage(Scheme):
             if self.armed and not self.issued and not self._complete() and not self.expired:
                 acts += self._stage2(t)
         else:
-            g, j = self.owner[task.task_id]
-            self.missing[g, j] -= 1
-            if self.missing[g, j] == 0 and j not in self.cover:
-                self.cover[j] = g   # group g's blocks tile j's set: j and the rest are redundant
-                acts.cancel += self._cancel([self.s1[j]], t)
-                acts.cancel += self._cancel((b for h, blks in enumerate(self.tiles[j])
-                                             if h != g for b in blks), t)
+            for g, j in self.owner[task.task_id]:
+                self.missing[g, j] -= 1
+                if self.missing[g, j] == 0 and j not in self.cover:
+                    self.cover[j] = g  # group g's blocks tile j's set: the rest is redundant
+                    acts.cancel += self._cancel([self.s1[j]], t)
+                    mine = {b.task_id for b in self.tiles[j][g]}
+                    acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
+                                                 if b.task_id not in mine), t)
+        if self.issued and self.rounds < self.replan and not self._complete() \
+                and not self.expired:
+            acts += self._replan(t)
         return acts
 
     def _worth_it(self, t: float) -> bool:
@@ -311,10 +311,86 @@ class TwoStage(Scheme):
                     if j in lost:
                         continue
                     b = self.new_task(w, 2, ks, t=t)
-                    self.owner[b.task_id] = (g, j)
+                    self.owner[b.task_id] = [(g, j)]
                     self.tiles[j][g].append(b)
                     self.missing[g, j] = self.missing.get((g, j), 0) + 1
                     acts.dispatch.append(b)
+        return acts
+
+    # ---- stage k: re-planning on idle workers -------------------------------------------------
+    def _finish(self, x: Task, t: float, tau) -> float:
+        """Predicted finish of a pending task: its speed estimate from dispatch, or, overdue,
+        as long again from now (with heavy tails an overdue worker is no closer to done)."""
+        f = x.t_dispatch + tau[x.worker] * x.n
+        return f if f > t else t + tau[x.worker] * x.n
+
+    def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
+        """(group, its pending blocks, predicted cover time) of the group of j that is
+        predicted to complete first."""
+        best = (-1, [], math.inf)
+        for g, blks in enumerate(self.tiles[j]):
+            pend = [b for b in blks if b.state == "pending"]
+            if any(b.state == "cancelled" for b in blks):
+                continue
+            f = max((self._finish(b, t, tau) for b in pend), default=t)
+            if f < best[2]:
+                best = (g, pend, f)
+        return best
+
+    def _replan(self, t: float) -> Actions:
+        """Give the idle workers the pending rest of the straggler predicted to be covered
+        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
+        tau = self.speeds()
+        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
+        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
+        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
+        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
+        if not idle:
+            return Actions()
+        late = []
+        for j, x in self.s1.items():
+            if j in self.cover or x.state != "pending":
+                continue
+            g, pend, f = self._best_group(j, t, tau)
+            f = min(f, self._finish(x, t, tau))
+            if g >= 0 and pend:
+                late.append((f, j, g, pend))
+        if not late:
+            return Actions()
+        f, j, g, pend = max(late)
+        rest = np.concatenate([b.partitions for b in pend])
+        if not self.placement.shared:
+            hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
+            idle = [w for w in idle if w in hold]
+        if not idle:
+            return Actions()
+        tl = tau.tolist()
+        idle.sort(key=lambda w: (tl[w], w))
+        idle = idle[:len(rest)]
+        speed = sum(1.0 / tl[w] for w in idle)
+        if t + len(rest) / speed >= f:  # the idle workers would not be sooner
+            return Actions()
+        quotas = largest_remainder(len(rest), 1.0 / tau[idle], minimum=1)
+        got = assign(rest, idle, quotas, tau, self.placement)
+        if got.get(-1):
+            return Actions()
+        self.rounds += 1
+        g2 = len(self.tiles[j])
+        keep = [b for b in self.tiles[j][g] if b.state == "done"]
+        self.tiles[j].append(list(keep))
+        for b in keep:
+            self.owner[b.task_id].append((g2, j))
+        acts = Actions()
+        for w in idle:
+            if got[w]:
+                b = self.new_task(w, 2, got[w], t=t)
+                self.owner[b.task_id] = [(g2, j)]
+                self.tiles[j][g2].append(b)
+                acts.dispatch.append(b)
+        self.missing[g2, j] = len(acts.dispatch)
+        self.log_notes.append(f"stage {2 + self.rounds} at t={t:.6g}: {len(rest)} partitions "
+                              f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
+                              "workers")
         return acts
 
     # ---- decoding ----------------------------------------------------------------------------
@@ -363,12 +439,14 @@ class TwoStage(Scheme):
     def end(self, t):
         """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
-        if none), ``expired`` (1 if max_wait forced a partial decode)."""
+        if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
+        (re-planning rounds used)."""
         out = super().end(t)
         if not np.isfinite(self.coverage):
             covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
             self.coverage = covered / self.K
         out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
+                   replans=self.rounds,
                    trigger=self.fired, t_trigger=self.t_trigger,
                    deadline=math.nan if self.deadline is None else self.deadline,
                    expired=int(self.expired and not self._complete()))

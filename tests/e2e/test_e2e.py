@@ -120,7 +120,21 @@ def test_coded_schemes_agree_at_9_ranks():
     env = dict(os.environ, MPIEXEC_TIMEOUT="200")
     r = subprocess.run([MPIEXEC, "-n", "9", PY, "-m", "mpi4py", "-m", "pytest", "-q",
                         "-p", "no:cacheprovider", "--with-mpi", "--only-mpi",
-                        "tests/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
+                        "tests/mpi/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
                        cwd=ROOT, capture_output=True, text=True, timeout=230, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 passed" in r.stdout
+
+
+def test_rows_tile_training_time(tmp_path):
+    """One clock: consecutive rows tile training time with no gap, and each row's phases add
+    up to its duration (an accounting identity, not a timing assertion)."""
+    out = tmp_path / "t.h5"
+    r = mpirun(3, ["train", "--out", out, "--iterations", 6, "--eval-every", 2, *SMALL],
+               timeout=90)
+    assert r.returncode == 0, r.stderr
+    it = read_run(str(out))["iterations"]
+    np.testing.assert_array_equal(it["t_start"][1:], it["t_end"][:-1])
+    phases = it["log_s"] + it["wait_s"] + it["decode_s"] + it["update_s"] + it["eval_s"]
+    np.testing.assert_allclose(phases, it["t_end"] - it["t_start"], rtol=0, atol=1e-9)
+    assert (it["eval_s"][[0, 2, 4]] == 0).all() and (it["eval_s"][[1, 3, 5]] > 0).all()

@@ -105,3 +105,20 @@ def test_trace_replays_recorded_delays_exactly(tmp_path):
     assert r.returncode == 0, r.stderr
     with h5py.File(rec, "r") as a, h5py.File(tmp_path / "rep.h5", "r") as b:
         np.testing.assert_allclose(a["tasks/delay_s"][:], b["tasks/delay_s"][:], rtol=1e-12)
+
+
+def test_default_partition_cost_is_not_measured(tmp_path):
+    """Without --partition-cost, two runs with the same options are bit-identical (the default
+    is the documented kernel model, not a timing of this machine)."""
+    from mpicode.simulator import model_partition_cost
+    args = ["simulate", "--workers", 16, "--compute", "none", "--iterations", 4, "--scheme",
+            "two-stage", "--stragglers", "shifted-exp", "--samples", 3200, "--features", 50,
+            "--quiet"]
+    for name in ("a", "b"):
+        r = mpicode([*args, "--out", tmp_path / f"{name}.h5"])
+        assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "a.h5", "r") as a, h5py.File(tmp_path / "b.h5", "r") as b:
+        assert a.attrs["partition_cost"] == model_partition_cost(3200 / 64, 50)
+        for g in ("iterations", "tasks", "workers"):
+            for k in a[g]:
+                np.testing.assert_array_equal(a[g][k][:], b[g][k][:], err_msg=f"{g}/{k}")

@@ -111,6 +111,6 @@ def test_only_rank_0_writes_files():
     assert not found, found
     src = (PKG / "mpi" / "launch.py").read_text()
     run = src[src.index("def run(cfg"):]
-    assert run.index("if rank != 0:") < run.index("RunLog(")
+    assert run.index("if rank != 0:") < run.index("Session(")
 
 

@@ -1,0 +1,85 @@
+"""How time passes in the event loop: virtual (jump to the next event) or wall (wait for it).
+
+Pure: the wall clock polls a callable (the MPI receiver) and sleeps with an exponential
+backoff, mpi4py.futures style, so a waiting rank 0 gives its core to the workers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+class Backoff:
+    """Exponential sleep backoff from ``lo`` to ``hi`` seconds (mpi4py.futures style), after
+    a few yields (``sleep(0)``): a message that is about to land costs no sleep, and an idle
+    rank still gives its core away within microseconds."""
+
+    def __init__(self, lo: float = 1e-5, hi: float = 1e-3, yields: int = 4):
+        self.lo, self.hi, self.yields = lo, hi, yields
+        self.dt = lo
+        self.n = 0
+
+    def reset(self) -> None:
+        self.dt = self.lo
+        self.n = 0
+
+    def sleep(self, limit: float | None = None) -> None:
+        if self.n < self.yields:
+            self.n += 1
+            time.sleep(0)
+            return
+        dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
+        time.sleep(dt)
+        self.dt = min(self.hi, self.dt * 2)
+
+
+class VirtualClock:
+    """Time is what the models say: the loop jumps to the next event at once."""
+
+    virtual = True
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+
+    def wait_until(self, t_next: float) -> float:
+        if t_next == math.inf:
+            raise RuntimeError("cannot decode and nothing is pending")
+        return t_next
+
+
+class WallClock:
+    """Seconds since the iteration began on the run's wall clock. ``poll()`` handles every
+    waiting message and returns True if there was one; ``stop()`` returns True when a stop
+    was requested (the loop then raises)."""
+
+    virtual = False
+
+    def __init__(self, now, poll, stop=lambda: False):
+        self.now_abs, self.poll, self.stop = now, poll, stop
+        self.backoff = Backoff()
+        self.t0 = 0.0
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self.backoff.reset()
+
+    def now(self) -> float:
+        return self.now_abs() - self.t0
+
+    def wait_until(self, t_next: float) -> float:
+        """Return the time now, once a message came in or ``t_next`` is reached (whichever
+        first); sleeps at most until ``t_next``."""
+        if self.stop():
+            from mpicode.engine.signals import Interrupted
+            raise Interrupted
+        if self.poll():
+            self.backoff.reset()
+            return self.now()
+        t = self.now()
+        if t < t_next:
+            self.backoff.sleep(None if t_next == math.inf else t_next - t)
+            t = self.now()
+        else:
+            self.backoff.reset()
+        return t

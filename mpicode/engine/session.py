@@ -1,0 +1,115 @@
+"""One run's lifecycle, the same for ``train`` (rank 0), ``simulate`` and the experiment cells:
+open the run log (new or resumed) with the run's attributes, run the trainer, write the final
+groups, close the log with the run's status, and turn the outcome into one line and an exit
+code (0 complete, 1 failed, 3 interrupted)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mpicode.engine.signals import STOP, write_error
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
+
+
+def run_attrs(cfg, n_workers: int) -> dict:
+    """The attributes every run carries (drivers add their own)."""
+    return {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
+            else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
+            "N": n_workers, "K": cfg.partitions, "seed": cfg.seed, "model": cfg.model}
+
+
+class _Bar:
+    """tqdm on a terminal: one ``update(row)`` per iteration."""
+
+    def __init__(self, total: int, desc: str, initial: int):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="it", file=sys.stderr, initial=initial)
+
+    def update(self, row: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}",
+                             cov=f"{row['coverage']:.2f}",
+                             it_s=f"{row['t_end'] - row['t_start']:.3f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def make_progress(cfg, total: int, desc: str, initial: int = 0):
+    if cfg.quiet or not sys.stderr.isatty():
+        return None
+    return _Bar(total, desc, initial)
+
+
+class Session:
+    """``Session(cfg, mode=..., n_workers=N, attrs={...}, snap=checkpoint or None)``, then
+    ``code = session.run(trainer, after_loop=...)``."""
+
+    def __init__(self, cfg, *, mode: str, n_workers: int, attrs: dict, snap=None,
+                 desc: str = ""):
+        self.cfg, self.mode, self.N, self.snap = cfg, mode, n_workers, snap
+        self.attrs = {**run_attrs(cfg, n_workers), **attrs}
+        self.desc = desc or f"{cfg.scheme} N={n_workers}"
+        self.runlog = None
+        self.status = "failed"
+
+    def open(self):
+        from mpicode.io.runlog import RunLog
+        cfg, snap = self.cfg, self.snap
+        if snap is not None:
+            self.runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+        else:
+            self.runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=self.N,
+                                 n_partitions=cfg.partitions, mode=self.mode, attrs=self.attrs,
+                                 force=cfg.force)
+        self.runlog.start_watchdog()
+        return self.runlog
+
+    def run(self, trainer, after_loop=None) -> int:
+        """Run ``trainer`` to ``cfg.iterations`` (from the checkpoint, if any), then
+        ``after_loop()`` (MPI: stop the workers), the final writes and the close."""
+        cfg = self.cfg
+        runlog = self.runlog or self.open()
+        start = trainer.restore(self.snap) if self.snap is not None else 0
+        trainer.runlog = runlog
+        trainer.progress = progress = make_progress(cfg, cfg.iterations, self.desc, start)
+        self.trainer = trainer
+        t0 = time.perf_counter()
+        try:
+            trainer.run(max(0, cfg.iterations - start), start=start)
+            if after_loop is not None:
+                after_loop()  # may raise (a worker that never answers): the log is closed
+            self._final_writes(trainer, runlog, time.perf_counter() - t0)
+        finally:
+            if progress is not None:
+                progress.close()
+            runlog.close(self.status)
+        return self.outcome()
+
+    def _final_writes(self, trainer, runlog, wall_s: float) -> None:
+        try:
+            if trainer.status != "failed" and trainer.problem is not None:
+                runlog.write_group("model", {"w": trainer.w})
+            if trainer.uplink is not None and self.cfg.log_slots:
+                runlog.write_group("slots", trainer.uplink.sched.slot_log(), compress=True)
+            runlog.set_attrs(wall_s=wall_s)
+            self.status = trainer.status
+        except (OSError, RuntimeError) as e:  # the final writes hit a full disk
+            trainer.error = write_error(e)
+
+    def outcome(self) -> int:
+        """Print the one line of a failed or interrupted run; return the exit code."""
+        t, out, n = self.trainer, self.cfg.out, self.runlog.n_done
+        if t.error:
+            print(f"mpicode: error: {t.error}; kept {n} iterations in {out}", file=sys.stderr,
+                  flush=True)
+            return EXIT_FAILED
+        if self.status == "interrupted":
+            sig = f" (signal {STOP['signal']})" if STOP["signal"] is not None else ""
+            print(f"mpicode: interrupted{sig}: {n} iterations and a checkpoint in {out}; "
+                  f"continue with --resume {out}", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+

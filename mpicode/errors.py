@@ -1,0 +1,6 @@
+"""Errors the user can cause. Each is printed as one line (``mpicode: error: ...``) and ends
+the command with exit code 2, on every rank, never with a traceback."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: a configuration, a data or run file, a command line."""
