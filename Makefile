@@ -55,6 +55,7 @@ bench: install  ## every benchmark (run on a quiet machine)
 	$(PY) -m mpicode bench comm
 	$(PY) -m mpicode bench scale
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
+	$(PY) -m mpicode bench runlog
 
 # the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
 data: install  ## the bundled scikit-learn datasets into data/

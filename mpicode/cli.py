@@ -22,6 +22,7 @@ BENCHES = {
     "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
             "end training time in the MPI runtime",
     "messaging": "gradient delivery bandwidth in the runtime vs an mpi4py ping-pong (2 ranks)",
+    "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",

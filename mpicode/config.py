@@ -89,7 +89,7 @@ def _bool(s):
     raise ValueError(s)
 
 
-# public names of the value types, for the options that schemes and schedulers declare
+# public names of the value types, for the options schemes and schedulers declare
 finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
     _optional_int, _bool
 
@@ -133,7 +133,10 @@ OPTIONS: list[Option] = [
     Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
     Option("out", str, "runs/run.h5", "HDF5 run log to write"),
     Option("force", _bool, False, "overwrite an existing --out", flag_only=True),
-    Option("quiet", _bool, False, "no progress bar, only warnings", flag_only=True),
+    Option("quiet", _bool, False, "no progress bar, only warnings (implies --progress none)",
+           flag_only=True),
+    Option("progress", str, "auto", "stderr progress: auto (a bar on a terminal, else a line "
+           "every few seconds)", choices=("auto", "bar", "lines", "none")),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
     # --- stragglers (docs/design.md §5) ------------------------------------------------
@@ -145,6 +148,13 @@ OPTIONS: list[Option] = [
     Option("delay_unit", _finite_float, 0.01,
            "emulated compute seconds for one worker's fair share (K/N partitions)",
            check=nonneg, group="stragglers"),
+    Option("task_overhead", _finite_float, 0.0,
+           "seconds added to every task (dispatch, read, reply): splitting work has a price",
+           check=nonneg, group="stragglers", metavar="SECONDS"),
+    Option("delay_form", str, "worker",
+           "shifted-exp/pareto random rate: drawn once per worker and iteration (worker: a "
+           "slow machine is slow for all its tasks) or afresh per task (task)",
+           choices=("worker", "task"), group="stragglers"),
     Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
            check=nonneg, group="stragglers"),
     Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
@@ -199,25 +209,21 @@ OPTIONS += [
     # --- reliability -----------------------------------------------------------------------
     Option("checkpoint_every", int, 0, "store a checkpoint every K iterations (0: only at the end)",
            check=nonneg, group="reliability"),
-    Option("resume", str, "", "continue the run stored in this HDF5 file", group="reliability"),
+    Option("resume", str, "", "continue the run stored in this HDF5 file (in place)",
+           group="reliability"),
+    Option("flush_every", _finite_float, 1.0, "write log rows every SECONDS (0: every "
+           "iteration); a kill loses at most these", check=nonneg, group="reliability"),
     Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
            check=nonneg, group="reliability"),
 ]
 
 
 def all_options() -> list[Option]:
-    """:data:`OPTIONS` with the ``options`` of every registered scheme (before the ``comm``
-    group) and scheduler (after it); ``--scheme``/``--scheduler`` choices are the registered
-    names. Flags, TOML keys, validation and ``config show`` all derive from this list."""
-    from dataclasses import replace
-
-    from mpicode import registry
-    names = {"scheme": tuple(registry.schemes()), "scheduler": tuple(registry.schedulers())}
-    core = [replace(o, choices=names[o.name]) if o.name in names else o for o in OPTIONS]
-    comm = [i for i, o in enumerate(core) if o.group == "comm"]
-    first, last = (comm[0], comm[-1] + 1) if comm else (len(core), len(core))
-    return (core[:first] + registry.plugin_options("scheme") + core[first:last]
-            + registry.plugin_options("scheduler") + core[last:])
+    """:data:`OPTIONS` and the ``options`` of every registered scheme and scheduler
+    (:func:`mpicode.registry.merged_options`): flags, TOML keys, validation and ``config
+    show`` all derive from this list."""
+    from mpicode.registry import merged_options
+    return merged_options(OPTIONS)
 
 
 def by_name() -> dict[str, Option]:
@@ -226,10 +232,9 @@ def by_name() -> dict[str, Option]:
 
 def __getattr__(name):  # old names: every option by name, the registered names as tuples
     from mpicode import registry
-    old = {"BY_NAME": by_name, "SCHEMES": lambda: tuple(registry.schemes()),
-           "SCHEDULERS": lambda: tuple(registry.schedulers())}
+    old = {"BY_NAME": by_name, "SCHEMES": registry.schemes, "SCHEDULERS": registry.schedulers}
     if name in old:
-        return old[name]()
+        return old[name]() if name == "BY_NAME" else tuple(old[name]())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -270,6 +275,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
+        elif o.type is _bool:  # --NAME [BOOL] and --no-NAME
+            g.add_argument(o.flag, dest=o.name, nargs="?", const="true", metavar="BOOL",
+                           default=argparse.SUPPRESS, help=f"{o.help} (default: {o.default})")
+            g.add_argument("--no-" + o.flag[2:], dest=o.name, action="store_const",
+                           const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
                            help=f"{o.help} (default: {o.default})"
@@ -355,33 +365,23 @@ def resolve(args: argparse.Namespace) -> Config:
 
 
 def validate_for_size(cfg: Config, n_workers: int) -> Config:
-    """Cross-option checks that need N; fills K = 4N when not given."""
+    """Cross-option checks that need N, then the scheme's own (its ``validate_size``; an
+    unknown name is a UsageError too); fills K = 4N when not given."""
     if n_workers < 1:
         raise UsageError("too few ranks: need at least 2 (1 coordinator + 1 worker); "
                          "launch with mpiexec -n N+1")
-    from mpicode import registry
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    # the scheme's own checks (s, K, N, its options); an unknown name is a UsageError too
-    registry.scheme(cfg.scheme).validate_size(cfg, n_workers, K)
+    from mpicode.registry import scheme
+    scheme(cfg.scheme).validate_size(cfg, n_workers, K)
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 
 def merge_resumed(cfg: Config, stored: dict) -> Config:
-    """The configuration of a resumed run: the stored one, with what this command line (or
-    its --config file) gives on top, e.g. a larger ``--iterations`` to extend the run."""
-    known = by_name()
-    values = {o.name: o.default for o in known.values()}
-    values.update({k: v for k, v in stored.items() if k in known})
-    source = {k: "resumed" for k in values}
-    for name, src in cfg.source.items():
-        if src != "default" and name not in ("resume", "out", "force"):
-            values[name] = cfg.values[name]
-            source[name] = src
-    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
-    values.update(resume=cfg.resume, out=out, force=True)
-    return Config(values, source)
+    """The configuration of a resumed run (see :func:`mpicode.io.runfile.merge_config`)."""
+    from mpicode.io.runfile import merge_config
+    return merge_config(cfg, stored)
 
 
 def show(cfg: Config) -> str:

@@ -169,6 +169,19 @@ def plugin_options(kind: str) -> list:
     return out
 
 
+def merged_options(core: list) -> list:
+    """The core option table with the ``options`` of every registered scheme (before the
+    core ``comm`` group) and scheduler (after it); ``--scheme``/``--scheduler`` choices are
+    the registered names."""
+    from dataclasses import replace
+    names = {"scheme": tuple(schemes()), "scheduler": tuple(schedulers())}
+    core = [replace(o, choices=names[o.name]) if o.name in names else o for o in core]
+    comm = [i for i, o in enumerate(core) if o.group == "comm"]
+    first, last = (comm[0], comm[-1] + 1) if comm else (len(core), len(core))
+    return (core[:first] + plugin_options("scheme") + core[first:last]
+            + plugin_options("scheduler") + core[last:])
+
+
 def _describe_option(o) -> dict:
     return {"flag": o.flag, "name": o.name, "default": o.default, "help": o.help,
             "choices": list(o.choices) if o.choices else None}

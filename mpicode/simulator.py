@@ -102,6 +102,7 @@ def simulate(cfg) -> int:
     from mpicode.engine.session import Session
     from mpicode.engine.signals import install_stop_handlers
     from mpicode.engine.uplink import make_uplink
+    from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
     from mpicode.numerics.problem import Problem
@@ -109,7 +110,7 @@ def simulate(cfg) -> int:
 
     snap = None
     if cfg.resume:
-        stored, snap = read_checkpoint(cfg.resume)
+        stored, snap = read_checkpoint(cfg.resume, mode="simulated")
         cfg = merge_resumed(cfg, stored)
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
@@ -131,6 +132,11 @@ def simulate(cfg) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     stragglers = make_straggler_model(cfg, N, K)
+    if snap is not None:  # a dry restore (into these fresh policies): nothing written yet
+        bad = checkpoint.check(snap, dim=problem.dim if problem is not None else 0,
+                               scheme=scheme, uplink=uplink)
+        if bad:
+            raise UsageError(f"--resume {cfg.resume}: {bad}")
     if snap is None:  # last: it may create the output's directory
         check_output(cfg.out, cfg.force)
     attrs = {"mpi_library": "none (simulated)", "partition_cost": cost, "compute": cfg.compute}

@@ -48,7 +48,7 @@ COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}
            ("scheduler", "{}"), ("channel", "{}"), ("bytes_up", _bytes),
            ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}"),
            ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
-           ("participation_jain", "{:.3f}")]
+           ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.2f}")]
 LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of"}
 
 

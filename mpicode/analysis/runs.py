@@ -294,6 +294,15 @@ def participation_jain(run) -> float:
     return float(jain(np.asarray(p[-1], float)))
 
 
+def _ratio(durations: np.ndarray, oracle: np.ndarray) -> float:
+    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs)."""
+    o = np.asarray(oracle, float)
+    o = o[np.isfinite(o)]
+    if not durations.size or not o.size or o.mean() <= 0:
+        return math.nan
+    return float(durations.mean() / o.mean())
+
+
 def summary(run, target_loss: float | None = None) -> dict:
     """One comparison row of a run (the keys of ``mpicode report --format json``)."""
     run = read_run(run)
@@ -334,6 +343,10 @@ def summary(run, target_loss: float | None = None) -> dict:
                        if delivered is not None and "comm_s" in it
                        and np.isfinite(it["comm_s"]).any() else math.nan),
         "participation_jain": participation_jain(run),
+        # clairvoyant oracle: mean iteration time over the mean perfect-split time
+        "mean_oracle_s": _mean(it.get("oracle_s", nan)),
+        "vs_oracle": _ratio(fin, it.get("oracle_s", nan)),
+        "vs_oracle_part": _ratio(fin, it.get("oracle_part_s", nan)),
     }
     if target_loss is not None:
         row["target_loss"] = float(target_loss)

@@ -27,6 +27,7 @@ from mpicode.engine import faults
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, stop_requested, write_error
+from mpicode.models.oracle import oracle_row
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "stop_requested", "write_error"]
@@ -103,8 +104,13 @@ class Trainer:
         else:
             self.vt += t_wait
             t_end = self.vt
+        # the clairvoyant oracle of this iteration's draws: the models' partition cost in
+        # virtual time, the measured one on the wall clock
+        oracle = oracle_row(self.events.stragglers, it, scheme,
+                            None if wall else self.events.cost, info)
         out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
-                           decode_s=decode_s, dec=dec, summary=summary, grad_norm=grad_norm)
+                           decode_s=decode_s, dec=dec, summary=summary, grad_norm=grad_norm,
+                           oracle=oracle)
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
+from mpicode.engine.progress import make_progress
 from mpicode.engine.signals import STOP, write_error
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
@@ -18,29 +19,6 @@ def run_attrs(cfg, n_workers: int) -> dict:
     return {"scheme": cfg.scheme, "scheduler": "none" if cfg.channel == "ideal"
             else cfg.scheduler, "channel": cfg.channel, "stragglers": cfg.stragglers,
             "N": n_workers, "K": cfg.partitions, "seed": cfg.seed, "model": cfg.model}
-
-
-class _Bar:
-    """tqdm on a terminal: one ``update(row)`` per iteration."""
-
-    def __init__(self, total: int, desc: str, initial: int):
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit="it", file=sys.stderr, initial=initial)
-
-    def update(self, row: dict) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}",
-                             cov=f"{row['coverage']:.2f}",
-                             it_s=f"{row['t_end'] - row['t_start']:.3f}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def make_progress(cfg, total: int, desc: str, initial: int = 0):
-    if cfg.quiet or not sys.stderr.isatty():
-        return None
-    return _Bar(total, desc, initial)
 
 
 class Session:
@@ -59,11 +37,12 @@ class Session:
         from mpicode.io.runlog import RunLog
         cfg, snap = self.cfg, self.snap
         if snap is not None:
-            self.runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]))
+            self.runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]),
+                                        config_json=cfg.to_json(), flush_every=cfg.flush_every)
         else:
             self.runlog = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=self.N,
                                  n_partitions=cfg.partitions, mode=self.mode, attrs=self.attrs,
-                                 force=cfg.force)
+                                 force=cfg.force, flush_every=cfg.flush_every)
         self.runlog.start_watchdog()
         return self.runlog
 
@@ -74,7 +53,8 @@ class Session:
         runlog = self.runlog or self.open()
         start = trainer.restore(self.snap) if self.snap is not None else 0
         trainer.runlog = runlog
-        trainer.progress = progress = make_progress(cfg, cfg.iterations, self.desc, start)
+        trainer.progress = progress = make_progress("none" if cfg.quiet else cfg.progress,
+                                                    cfg.iterations, self.desc, initial=start)
         self.trainer = trainer
         t0 = time.perf_counter()
         try:
@@ -83,8 +63,7 @@ class Session:
                 after_loop()  # may raise (a worker that never answers): the log is closed
             self._final_writes(trainer, runlog, time.perf_counter() - t0)
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
             runlog.close(self.status)
         return self.outcome()
 

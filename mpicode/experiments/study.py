@@ -50,9 +50,9 @@ SCHEMES: dict[str, dict] = {
     "self-scheduling": {"scheme": "self-scheduling"},
     "two-stage": {"scheme": "two-stage", "stragglers_tolerated": 1},
     "two-stage (paper)": {"scheme": "two-stage", "stragglers_tolerated": 1, "rho": 0.75,
-                          "stage2_tolerance": 1, "replan": 0},
+                          "stage2_tolerance": 1, "replan": 0, "stage1_chunks": 1},
     "two-stage (single stage 2)": {"scheme": "two-stage", "stragglers_tolerated": 1,
-                                   "replan": 0},
+                                   "replan": 0, "stage1_chunks": 1},
 }
 FIXED_PLACEMENT = ("uncoded", "frc", "cyclic")  # their layout is the code itself
 SUBJECT = "two-stage"
@@ -66,8 +66,8 @@ def available(schemes: dict[str, dict]) -> dict[str, dict]:
 
 
 def config(opts: dict, N: int):
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)
     v.update(samples=64 * N, features=50, compute="none", delay_unit=0.02, quiet=True)
     v.update(opts)
     return validate_for_size(Config(v), N)

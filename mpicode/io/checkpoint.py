@@ -48,6 +48,20 @@ def restore(snap: dict, *, scheme, uplink=None) -> None:
         uplink.sched.load_state_dict(state)
 
 
+def check(snap: dict, *, dim: int | None, scheme, uplink=None) -> str | None:
+    """Why ``snap`` cannot continue a run whose model has ``dim`` parameters and whose policies
+    are ``scheme`` / ``uplink`` (fresh objects, restored here as a dry run), or None."""
+    w = np.asarray(snap.get("w"))
+    if dim is not None and w.shape != (dim,):
+        return f"the checkpoint's model w has shape {w.shape}, this run's model has {dim} " \
+            "parameters"
+    try:
+        restore(snap, scheme=scheme, uplink=uplink)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        return f"the checkpoint does not fit this run's scheme or scheduler ({e})"
+    return None
+
+
 def write(f, snap: dict) -> None:
     """Write ``snap`` into the open h5py file ``f`` as ``/checkpoint``, replacing the old one
     only once the new one is complete (written as ``/checkpoint.new``, then moved)."""

@@ -2,10 +2,16 @@
 
 The whole structure is created up front: one resizable, chunked 1-D dataset per
 per-iteration field under ``/iterations``, one 2-D (iteration x worker) dataset per field
-under ``/workers``, one 1-D dataset per field under ``/tasks`` (one row per task). Every
-iteration appends a row to each, then bumps the root attribute ``n_done`` and flushes, so a
-killed run leaves a file whose rows below ``n_done`` are valid. The file is written as
-``PATH.part`` and renamed to ``PATH`` when it is closed.
+under ``/workers``, one 1-D dataset per field under ``/tasks`` (one row per task).
+
+Rows are kept in memory (:mod:`mpicode.io.rowbuffer`) and written as one block (one resize and
+one slice write per dataset) at the first iteration end that comes ``flush_every`` seconds
+(``--flush-every``, default 1) after the previous write, before every checkpoint, at the end
+and when the run is interrupted. Only after the block is written and flushed are the root
+attributes ``n_done`` / ``n_tasks`` raised (and flushed again), so a killed run leaves a file
+whose rows below ``n_done`` are valid and loses at most the rows of one ``flush_every``
+window. The file is written as ``PATH.part`` (created exclusively, never through a symlink,
+locked while written: :mod:`mpicode.io.safefile`) and renamed to ``PATH`` when it is closed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import h5py
@@ -21,6 +28,10 @@ import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
 from mpicode.config import UsageError
+from mpicode.io import safefile, schemelog
+from mpicode.io.rowbuffer import Columns, fill_value
+from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
+from mpicode.io.safefile import MIN_ROOM, DiskFull, room_for  # noqa: F401 (re-exported)
 
 # name -> dtype. Later features add fields here; readers must tolerate missing ones.
 ITERATION_FIELDS: dict[str, str] = {
@@ -30,6 +41,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
     # the phases of a row on the wall clock (0 in virtual time): they tile t_start..t_end
     "log_s": "f8", "update_s": "f8", "eval_s": "f8",
+    # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
+    "oracle_s": "f8", "oracle_part_s": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",
@@ -45,47 +58,32 @@ TASK_FIELDS: dict[str, str] = {
     "first_partition": "i4", "t_dispatch": "f8", "t_done": "f8", "used": "i1",
     "cancelled": "i1", "compute_s": "f8", "delay_s": "f8", "t_ready": "f8",
 }
+LAYOUT = {"iterations": ITERATION_FIELDS, "workers": WORKER_FIELDS, "tasks": TASK_FIELDS}
 CHUNK = 256
+BLOCK_BYTES = 8 << 20  # rows buffered before a write regardless of the clock
+_fill = fill_value
 
 
-def _fill(dtype: str):
-    if dtype.startswith("S"):
-        return b""
-    return np.nan if dtype.startswith("f") else (-1 if dtype.startswith("i") else 0)
-
-
-def scheme_log_fields(config_json: str) -> dict[str, str]:
-    """The extra ``/iterations`` fields (``log_fields``) of the scheme a run's configuration
-    names; {} if it names none or an unknown one."""
-    try:
-        name = json.loads(config_json).get("scheme") if config_json else None
-    except (ValueError, AttributeError):
-        return {}
-    if not name:
-        return {}
-    from mpicode import registry
-    cls = registry.schemes().get(name)
-    return dict(getattr(cls, "log_fields", {})) if cls is not None else {}
-
-
-def _iteration_fields(extra: dict[str, str]) -> dict[str, str]:
-    clash = sorted(set(extra) & set(ITERATION_FIELDS))
-    if clash:
-        raise ValueError(f"scheme log fields {clash} clash with core /iterations fields")
-    for k, dt in extra.items():
-        if np.dtype(dt).kind not in "biufS":
-            raise ValueError(f"scheme log field {k!r}: dtype {dt!r} is not a number or bytes")
-    return {**ITERATION_FIELDS, **extra}
-
-
-NOTES_CHUNK = 64
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
 def check_output(path: str, force: bool) -> None:
-    """Fail early (before any training) if ``path`` cannot be written."""
+    """Fail early (before any training) if ``path`` cannot be written. ``PATH`` or
+    ``PATH.part`` existing (whatever its status) is "output exists" without ``force``; a
+    ``PATH.part`` that is a symlink or that a live run holds is refused even with it."""
     p = Path(path)
-    if p.exists() and not force:
+    part = str(p) + ".part"
+    if os.path.islink(part):
+        raise UsageError(f"output {part} is a symbolic link: refusing to write through it")
+    for name in (str(p), part):
+        if os.path.lexists(name) and safefile.is_held(name):
+            raise UsageError(f"output {name} is in use by a running mpicode run")
+    if os.path.lexists(p) and not force:
         raise UsageError(f"output exists: {path} (use --force to overwrite)")
+    if os.path.lexists(part) and not force:
+        raise UsageError(f"output exists: {part}, an unfinished run (continue it with "
+                         f"--resume {path}, or use --force to overwrite)")
     if p.is_dir():
         raise UsageError(f"output is a directory: {path}")
     parent = p.parent if str(p.parent) else Path(".")
@@ -100,143 +98,171 @@ def check_output(path: str, force: bool) -> None:
                          f"{room_for(str(p))} bytes left")
 
 
-def read_checkpoint(path: str) -> tuple[dict, dict]:
-    """(stored configuration, checkpoint) of a run to resume (``RUN.h5`` or its ``.part``)."""
+def read_checkpoint(path: str, *, n_workers: int | None = None, mode: str | None = None
+                    ) -> tuple[dict, dict]:
+    """(stored configuration, checkpoint) of a run to resume (``RUN.h5`` or its ``.part``),
+    checked without changing a byte: the file (:func:`resume_target`), its ``config``, the
+    row datasets, the checkpoint's iteration and shapes, and (when given) the number of
+    workers and the writer's ``mode`` (``mpi`` / ``simulated``)."""
     from mpicode.io import checkpoint
-    p = Path(path)
-    if not p.exists() and Path(str(p) + ".part").exists():
-        p = Path(str(p) + ".part")
+    p = resume_target(path)
     try:
         with h5py.File(p, "r", locking=False) as f:
             cfg = json.loads(f.attrs["config"])
+            if not isinstance(cfg, dict):
+                raise ValueError("config is not a JSON object")
+            n_done, N = stored_int(f.attrs, "n_done"), stored_int(f.attrs, "n_workers", 1)
+            n_tasks = stored_int(f.attrs, "n_tasks") if "n_tasks" in f.attrs else 0
+            stored_mode, dim = f.attrs.get("mode"), f.attrs.get("dim")
+            check_layout(f, LAYOUT, n_done, n_tasks, N)
             snap = checkpoint.read(f)
-            n_done = int(f.attrs["n_done"])
-    except (OSError, KeyError, ValueError) as e:
-        raise UsageError(f"--resume {path}: not a readable mpicode run "
-                         f"({e.__class__.__name__})") from None
+    except UsageError:
+        raise
+    except Exception as e:  # any corrupt or hand-made file: one line, never a traceback
+        why = str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
+        raise UsageError(f"--resume {path}: not a readable mpicode run ({why})") from None
     if snap is None:
         raise UsageError(f"--resume {path}: the run has no checkpoint (use --checkpoint-every)")
-    if int(snap["iteration"]) > n_done:
-        raise UsageError(f"--resume {path}: checkpoint at iteration {int(snap['iteration'])} "
-                         f"is past the {n_done} logged rows")
+    bad = check_snapshot(snap, n_done, n_tasks, dim)
+    if bad:
+        raise UsageError(f"--resume {path}: {bad}")
+    if mode is not None and stored_mode != mode:
+        raise UsageError(f"--resume {path}: the run was written in mode {stored_mode!r}; "
+                         f"this command runs in mode {mode!r}")
+    if n_workers is not None and n_workers != N:
+        raise UsageError(f"--resume {path}: the run has {N} workers, this job has {n_workers} "
+                         f"(launch with mpiexec -n {N + 1})")
     return cfg, snap
 
 
-class DiskFull(OSError):
-    """Not enough room left for the next rows: the run stops before writing them."""
-
-
-MIN_ROOM = 1 << 20  # bytes a run needs before it starts, and the slack it keeps
-
-
-def room_for(path: str) -> int:
-    """Bytes that can still be written to ``path``: free space on its file system, and
-    the process's file-size limit (RLIMIT_FSIZE) minus the file's size."""
-    import resource
-    import shutil
-    p = Path(path)
-    d = p.parent if str(p.parent) else Path(".")
-    free = shutil.disk_usage(d).free
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if soft != resource.RLIM_INFINITY:
-        free = min(free, soft - (p.stat().st_size if p.exists() else 0))
-    return int(free)
+def _create_layout(f, n_workers: int, rows: int = 0, tasks: int = 0, layout=None) -> None:
+    """Every group and dataset of ``layout`` (LAYOUT + a scheme's fields) and ``/notes`` that
+    ``f`` lacks, ``rows`` (``tasks``) long and filled (missing for a resumed run's old rows)."""
+    schemelog.create_notes(f)
+    for g, fields in (layout or LAYOUT).items():
+        grp = f.require_group(g)
+        for k, dt in fields.items():
+            if k in grp:
+                continue
+            if g == "workers":
+                grp.create_dataset(k, shape=(rows, n_workers), maxshape=(None, n_workers),
+                                   dtype=dt, fillvalue=_fill(dt), chunks=(
+                                       max(1, min(CHUNK, 65536 // max(1, n_workers))), n_workers))
+            else:
+                n, chunk = (tasks, 4 * CHUNK) if g == "tasks" else (rows, CHUNK)
+                grp.create_dataset(k, shape=(n,), maxshape=(None,), dtype=dt, chunks=(chunk,),
+                                   fillvalue=_fill(dt))
 
 
 class RunLog:
-    """Append-only, crash-safe writer of one run."""
+    """Append-only, crash-safe writer of one run. ``n_done`` / ``n_tasks`` count the rows
+    appended (a checkpoint taken now matches them); the file's attributes of the same names
+    count the rows written, which every checkpoint, the end and ``flush()`` bring level."""
 
     def __init__(self, path: str, *, config_json: str, n_workers: int, n_partitions: int,
                  mode: str = "mpi", attrs: dict | None = None, force: bool = False,
-                 extra_fields: dict[str, str] | None = None,
+                 flush_every: float = 1.0, extra_fields: dict[str, str] | None = None,
                  _resume: tuple[int, int] | None = None):
-        """``extra_fields``: the scheme's ``log_fields`` (name -> dtype), more
-        ``/iterations`` columns; default: those of the scheme ``config_json`` names."""
+        self.flush_every = float(flush_every)
+        self.layout = schemelog.layout_for(LAYOUT, config_json, extra_fields)
+        self.f = None
+        self._lock = None
+        self._broken = False
         if _resume is not None:
-            self._reopen(path, *_resume)
-            return
-        self.iteration_fields = _iteration_fields(
-            scheme_log_fields(config_json) if extra_fields is None else extra_fields)
-        check_output(path, force)
-        self.path = str(path)
-        self.part = self.path + ".part"
-        self.N = n_workers
-        self.n_done = 0
-        self.n_tasks = 0
-        # default libver: no superblock "open for write" flag, so a killed run stays readable
-        self.f = h5py.File(self.part, "w")
-        a = self.f.attrs
-        a["format_version"] = FORMAT_VERSION
-        a["mpicode_version"] = __version__
-        a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-        a["config"] = config_json
-        a["n_workers"] = n_workers
-        a["n_partitions"] = n_partitions
-        a["host"] = socket.gethostname()
-        a["mode"] = mode
-        a["status"] = "running"
-        a["n_done"] = 0
-        for k, v in (attrs or {}).items():
-            a[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-        gi = self.f.create_group("iterations")
-        for k, dt in self.iteration_fields.items():
-            gi.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(CHUNK,),
-                              fillvalue=_fill(dt))
-        gw = self.f.create_group("workers")
-        for k, dt in WORKER_FIELDS.items():
-            gw.create_dataset(k, shape=(0, n_workers), maxshape=(None, n_workers), dtype=dt,
-                              chunks=(max(1, min(CHUNK, 65536 // max(1, n_workers))), n_workers),
-                              fillvalue=_fill(dt))
-        gt = self.f.create_group("tasks")
-        for k, dt in TASK_FIELDS.items():
-            gt.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4 * CHUNK,),
-                              fillvalue=_fill(dt))
-        self._create_notes()
-        self.f.flush()
+            self._reopen(path, *_resume, config_json=config_json)
+        else:
+            check_output(path, force)
+            self.path = str(path)
+            self.part = self.path + ".part"
+            self.N = n_workers
+            self.n_done = self.n_tasks = 0
+            self._create(force, {"config": config_json, "n_workers": n_workers,
+                                 "n_partitions": n_partitions, "mode": mode}, attrs or {})
+        self._start_buffers()
 
-    def _create_notes(self) -> None:
-        """``/notes``: the scheme's notes (``log_notes``), one row per note: ``iteration``
-        and ``text``."""
-        g = self.f.require_group("notes")
-        for k, dt in (("iteration", "i8"), ("text", h5py.string_dtype())):
-            if k not in g:
-                g.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt,
-                                 chunks=(NOTES_CHUNK,))
+    def _create(self, force: bool, base: dict, attrs: dict) -> None:
+        """Build the file under a temporary name, lock it, then link it to ``PATH.part``."""
+        tmp = safefile.temp_name(self.part)
+        # default libver: no superblock "open for write" flag, so a killed run stays readable
+        f = h5py.File(tmp, "x", locking=False)
+        try:
+            a = f.attrs
+            a["format_version"] = FORMAT_VERSION
+            a["mpicode_version"] = __version__
+            a["created"] = _now()
+            for k, v in base.items():
+                a[k] = v
+            a["host"] = socket.gethostname()
+            a["status"] = "running"
+            a["n_done"] = 0
+            for k, v in attrs.items():
+                a[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
+            _create_layout(f, self.N, layout=self.layout)
+            f.flush()
+            self._lock = safefile.hold(tmp)
+            safefile.link_into_place(tmp, self.part, replace=force)
+        except BaseException as e:
+            f.close()
+            safefile.release(self._lock)
+            self._lock = None
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, (FileExistsError, safefile.InUse)):
+                raise UsageError(f"output {self.part} appeared while this run started "
+                                 "(another run?)") from None
+            raise
+        self.f = f
 
     @classmethod
-    def resume(cls, path: str, n_rows: int, n_tasks: int) -> RunLog:
-        """Reopen a run (``RUN.h5`` or ``RUN.h5.part``) to continue it: rows past the
-        checkpoint (``n_rows`` iterations, ``n_tasks`` task rows) are cut, status is
-        ``running`` again, and the file is ``.part`` until closed."""
-        return cls(path, config_json="", n_workers=0, n_partitions=0,
-                   _resume=(n_rows, n_tasks))
+    def resume(cls, path: str, n_rows: int, n_tasks: int, *, config_json: str = "",
+               flush_every: float = 1.0) -> RunLog:
+        """Reopen a run (``RUN.h5`` or ``RUN.h5.part``, the one :func:`resume_target` finds)
+        to continue it: rows past the checkpoint (``n_rows`` iterations, ``n_tasks`` task
+        rows) are cut, status is ``running`` again, ``config`` becomes ``config_json`` (if
+        given: the resumed configuration), and the file is ``.part`` until closed."""
+        return cls(path, config_json=config_json, n_workers=0, n_partitions=0,
+                   flush_every=flush_every, _resume=(n_rows, n_tasks))
 
-    def _reopen(self, path: str, n_rows: int, n_tasks: int) -> None:
-        path = str(path)
-        self.path = path[:-5] if path.endswith(".part") else path
+    def _reopen(self, path: str, n_rows: int, n_tasks: int, config_json: str) -> None:
+        found = resume_target(str(path))
+        self.path = found[:-5] if found.endswith(".part") else found
         self.part = self.path + ".part"
-        if not os.path.exists(self.part):
-            os.replace(self.path, self.part)
-        self.f = h5py.File(self.part, "r+")
+        self._lock = safefile.hold(found)
+        try:
+            if found != self.part:
+                safefile.rename_noreplace(found, self.part)
+            self.f = h5py.File(self.part, "r+", locking=False)
+        except BaseException:
+            safefile.release(self._lock)
+            raise
         self.N = int(self.f.attrs["n_workers"])
-        gi = self.f["iterations"]
-        self.iteration_fields = {k: gi[k].dtype.kind + str(gi[k].dtype.itemsize) for k in gi}
-        self._create_notes()  # (runs logged before /notes existed)
-        keep = int(np.searchsorted(self.f["notes/iteration"][:], n_rows))  # notes are sorted
-        for k in ("iteration", "text"):
-            self.f["notes"][k].resize((keep,))
-        for k in self.f["iterations"]:
-            self.f["iterations"][k].resize((n_rows,))
-        for k in self.f["workers"]:
-            self.f["workers"][k].resize((n_rows, self.N))
-        for k in self.f["tasks"]:
-            self.f["tasks"][k].resize((n_tasks,))
+        self.layout = schemelog.reopen(self.f, LAYOUT, n_rows)
+        _create_layout(self.f, self.N, n_rows, n_tasks, self.layout)
+        for g, shape in (("iterations", (n_rows,)), ("workers", (n_rows, self.N)),
+                         ("tasks", (n_tasks,))):
+            for d in self.f[g].values():
+                d.resize(shape)
         self.n_done, self.n_tasks = n_rows, n_tasks
         a = self.f.attrs
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
+        if config_json:
+            a["config"] = config_json
         a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [
-            {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(), "iteration": n_rows}])
+            {"at": _now(), "iteration": n_rows}])
         self.f.flush()
+
+    def _start_buffers(self) -> None:
+        self._written, self._tasks_written = self.n_done, self.n_tasks
+        fields_i = self.layout["iterations"]
+        self._dsets = {g: {k: self.f[g][k] for k in fields} for g, fields in self.layout.items()}
+        per_row = 8 * len(fields_i) + 8 * len(WORKER_FIELDS) * self.N
+        cap = int(min(1024, max(8, BLOCK_BYTES // per_row)))
+        self._rows = Columns(fields_i, None, cap)
+        self._workers = Columns(WORKER_FIELDS, self.N, cap)
+        self._tasks = Columns(TASK_FIELDS, None, 4 * cap)
+        self._limit = BLOCK_BYTES
+        self._t_written = time.monotonic()
+        self._fields = (set(fields_i), set(WORKER_FIELDS), set(TASK_FIELDS))
 
     def ensure_room(self, extra: int = 0) -> None:
         """Raise DiskFull unless the next write (as large as the largest so far, plus
@@ -247,12 +273,55 @@ class RunLog:
         self._size = size
         need = self._growth + extra + MIN_ROOM // 4
         left = room_for(self.part)
+        # the next block may not outgrow a fraction of the room left
+        self._limit = max(1, min(BLOCK_BYTES, (left - need) // 8))
         if left < need:
             raise DiskFull(f"only {left} bytes left for the run log, the next rows need "
                            f"about {need}")
 
+    def _pending_bytes(self) -> int:
+        return ((self._rows.row_bytes + self._workers.row_bytes) * self._rows.n
+                + self._tasks.n * self._tasks.row_bytes)
+
+    def flush(self) -> None:
+        """Write the buffered rows as one block, flush, then raise ``n_done``/``n_tasks`` in
+        the file and flush again. On DiskFull the buffered rows are dropped (``n_done`` falls
+        back to the rows in the file) and nothing is written."""
+        self._t_written = time.monotonic()
+        if self.f is None or self._broken or (self._written == self.n_done
+                                              and self._tasks_written == self.n_tasks):
+            return
+        try:
+            self.ensure_room(2 * self._pending_bytes())
+        except DiskFull:
+            self.n_done, self.n_tasks = self._written, self._tasks_written
+            for c in (self._rows, self._workers, self._tasks):
+                c.clear()
+            raise
+        self._broken = True  # until the block is complete: a failed write is not retried
+        self._rows.write(self._dsets["iterations"], self._written)
+        self._workers.write(self._dsets["workers"], self._written)
+        self._tasks.write(self._dsets["tasks"], self._tasks_written)
+        self.f.flush()  # the rows are on disk before n_done says so
+        self.f.attrs["n_done"] = self.n_done
+        self.f.attrs["n_tasks"] = self.n_tasks
+        self.f.flush()
+        self._broken = False
+        self._written, self._tasks_written = self.n_done, self.n_tasks
+        for c in (self._rows, self._workers, self._tasks):
+            c.clear()
+
+    def add_notes(self, iteration: int, texts) -> None:
+        """The scheme's notes of ``iteration`` to ``/notes`` (valid once its row is)."""
+        schemelog.write_notes(self.f, [(int(iteration), str(t)) for t in texts])
+
     def checkpoint(self, snap: dict) -> None:
+        """Write the rows, then ``snap`` as ``/checkpoint`` (it must match the rows)."""
         from mpicode.io import checkpoint
+        self.flush()
+        if int(snap["iteration"]) != self.n_done or int(snap["n_tasks"]) != self.n_tasks:
+            raise DiskFull(f"checkpoint of iteration {int(snap['iteration'])} not written: "
+                           f"only {self.n_done} rows are in the run log")
         nbytes = sum(np.asarray(v).nbytes for v in snap.values() if not isinstance(v, dict))
         self.ensure_room(2 * nbytes)
         checkpoint.write(self.f, snap)
@@ -267,44 +336,21 @@ class RunLog:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def append(self, row: dict, workers: dict[str, np.ndarray], tasks: dict[str, np.ndarray]):
-        """Append one iteration (its row, its worker rows, its task rows), then flush."""
-        n = self.n_done
-        self.ensure_room()
-        unknown = set(row) - set(self.iteration_fields) | set(workers) - set(WORKER_FIELDS) \
-            | set(tasks) - set(TASK_FIELDS)
-        if unknown:
+        """Append one iteration (its row, its worker rows, its task rows) to the buffer;
+        write the buffer when ``flush_every`` seconds passed since the last write."""
+        fi, fw, ft = self._fields
+        if not (fi.issuperset(row) and fw.issuperset(workers) and ft.issuperset(tasks)):
+            unknown = set(row) - fi | set(workers) - fw | set(tasks) - ft
             raise KeyError(f"fields not in the log schema: {sorted(unknown)}")
-        for k, dt in self.iteration_fields.items():
-            d = self.f["iterations"][k]
-            d.resize((n + 1,))
-            d[n] = row.get(k, _fill(dt))
-        for k, dt in WORKER_FIELDS.items():
-            d = self.f["workers"][k]
-            d.resize((n + 1, self.N))
-            d[n] = workers[k] if k in workers else _fill(dt)
         m = len(next(iter(tasks.values()))) if tasks else 0
-        if m:
-            for k, dt in TASK_FIELDS.items():
-                d = self.f["tasks"][k]
-                d.resize((self.n_tasks + m,))
-                d[self.n_tasks:] = tasks[k] if k in tasks else _fill(dt)
-            self.n_tasks += m
-        self.n_done = n + 1
-        self.f.attrs["n_done"] = self.n_done
-        self.f.attrs["n_tasks"] = self.n_tasks
-        self.f.flush()
-
-    def add_notes(self, iteration: int, texts) -> None:
-        """The scheme's notes of ``iteration``, appended to ``/notes`` (written before the
-        iteration's row, so every note below ``n_done`` is there when a reader sees it)."""
-        texts = list(texts)
-        if not texts:
-            return
-        g = self.f["notes"]
-        n = len(g["iteration"])
-        for k, v in (("iteration", [int(iteration)] * len(texts)), ("text", texts)):
-            g[k].resize((n + len(texts),))
-            g[k][n:] = v
+        self._rows.put(row)
+        self._workers.put(workers)
+        self._tasks.put_many(tasks, m)
+        self.n_done += 1
+        self.n_tasks += m
+        if (self.flush_every <= 0 or time.monotonic() - self._t_written >= self.flush_every
+                or self._pending_bytes() >= self._limit):
+            self.flush()
 
     def set_attrs(self, **kw):
         for k, v in kw.items():
@@ -321,20 +367,27 @@ class RunLog:
                              shuffle=big, chunks=True if big else None)
 
     def close(self, status: str = "complete") -> str:
-        """Mark ``status``, close, and rename ``.part`` to the final name."""
+        """Write the buffered rows, mark ``status``, close, and rename ``.part`` to the final
+        name."""
         if self.f is None:
             return self.path
         try:
-            self.f.attrs["status"] = status
-            self.f.attrs["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-            self.f.close()
+            self.flush()
         except (OSError, RuntimeError):  # disk full: the rows below n_done stay valid
+            pass
+        try:
+            self.f.attrs["status"] = status
+            self.f.attrs["finished"] = _now()
+            self.f.close()
+        except (OSError, RuntimeError):
             try:
                 self.f.close()
             except Exception:
                 pass
         self.f = None
         os.replace(self.part, self.path)
+        safefile.release(self._lock)
+        self._lock = None
         return self.path
 
     def __del__(self):  # an abandoned log is closed as it stands (its rows stay valid)
@@ -343,3 +396,5 @@ class RunLog:
                 self.f.close()
             except Exception:
                 pass
+        safefile.release(getattr(self, "_lock", None))
+        self._lock = None

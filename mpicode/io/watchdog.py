@@ -5,7 +5,9 @@ When a rank dies, MPICH's launcher kills every other rank with SIGKILL, so rank 
 write anything; this process outlives it, and if ``PATH.part`` still says ``running`` it
 sets ``status = "failed"`` and a ``failure`` attribute. Rows below ``n_done`` are untouched;
 a run with a checkpoint can be continued with ``--resume``. It exits as soon as the writer
-closes the file (renames the .part) or is gone.
+closes the file (renames the .part) or is gone. It touches only the file it was started on
+(same inode) and only while no live run holds that file's lock (a run that took the name
+over, with ``--force`` or ``--resume``, is left alone).
 """
 
 from __future__ import annotations
@@ -27,14 +29,35 @@ def alive(pid: int) -> bool:
             return False
 
 
+def _inode(path: str):
+    try:
+        st = os.lstat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+
+
 def watch(pid: int, path: str, period: float = 0.2) -> None:
+    ino = _inode(path)
     while alive(pid):
-        if not os.path.exists(path):
+        if _inode(path) != ino:
             return
         time.sleep(period)
-    if not os.path.exists(path):
+    if ino is None or _inode(path) != ino:
         return
-    time.sleep(period)  # let the kernel release the writer's file lock
+    from mpicode.io import safefile
+    fd = None
+    for _ in range(25):  # the kernel releases a killed writer's lock when its files close
+        try:
+            fd = safefile.hold(path)
+            break
+        except safefile.InUse:
+            time.sleep(period)
+        except OSError:
+            return
+    if fd is None or _inode(path) != ino:
+        safefile.release(fd)
+        return
     import h5py
     try:
         with h5py.File(path, "r+", locking=False) as f:
@@ -44,6 +67,8 @@ def watch(pid: int, path: str, period: float = 0.2) -> None:
                                       "rows below n_done are valid")
     except OSError:
         pass
+    finally:
+        safefile.release(fd)
 
 
 if __name__ == "__main__":

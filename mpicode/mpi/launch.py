@@ -27,6 +27,7 @@ from mpicode.engine.session import EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
@@ -81,7 +82,7 @@ def _agree_all(comm, error: str | None) -> None:
         raise BadInput(2)
 
 
-def prepare(cfg: Config, comm):
+def prepare(cfg: Config, comm, snap: dict | None = None):
     """Check the input (identically on every rank) and build the problem.
 
     1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
@@ -102,9 +103,13 @@ def prepare(cfg: Config, comm):
             # the problem and the policies, built once here so that their own checks fail
             # before training
             problem = Problem.from_config(cfg, cfg.partitions)
-            make_scheme(cfg, N, cfg.partitions)
+            scheme = make_scheme(cfg, N, cfg.partitions)
             make_straggler_model(cfg, N, cfg.partitions)
-            make_uplink(cfg, N)  # channel traces, scheduler parameters
+            uplink = make_uplink(cfg, N)  # channel traces, scheduler parameters
+            if snap is not None:  # a dry restore: a checkpoint that does not fit is refused
+                bad = checkpoint.check(snap, dim=problem.dim, scheme=scheme, uplink=uplink)
+                if bad:
+                    raise UsageError(f"--resume {cfg.resume}: {bad}")
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(comm, error)
@@ -131,7 +136,7 @@ def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
     error = stored = snap = None
     if comm.rank == 0:
         try:
-            stored, snap = read_checkpoint(cfg.resume)
+            stored, snap = read_checkpoint(cfg.resume, n_workers=comm.size - 1, mode="mpi")
         except UsageError as e:
             error = str(e)
     _agree(comm, error)
@@ -145,7 +150,7 @@ def run(cfg: Config) -> int:
     setup_logging(rank, size, cfg)
     cfg, snap = resumed(cfg, comm)
     # Usage errors found before any communication are the same on every rank.
-    cfg, problem = prepare(cfg, comm)
+    cfg, problem = prepare(cfg, comm, snap)
     N = size - 1
     # compile before any timing starts; rank 0 first, so that only one process writes
     # numba's on-disk cache and the others load it

@@ -14,6 +14,7 @@ from mpicode.schemes.speed_aware import SpeedAware
 from mpicode.schemes.frc import FractionalRepetition
 from mpicode.schemes.cyclic import CyclicRepetition
 from mpicode.schemes.two_stage import TwoStage
+from mpicode.schemes.self_scheduling import SelfScheduling
 # isort: on
 from mpicode import registry
 
@@ -33,5 +34,6 @@ def scheme_params(cfg) -> dict:
 
 
 __all__ = ["Actions", "Decoding", "Scheme", "Task", "SCHEMES", "make_scheme", "scheme_params",
-           "CyclicRepetition", "FractionalRepetition", "IgnoreStragglers", "SpeedAware",
+           "CyclicRepetition", "FractionalRepetition", "IgnoreStragglers", "SelfScheduling",
+           "SpeedAware",
            "TwoStage", "Uncoded"]

@@ -19,7 +19,9 @@ from mpicode.config import Option, UsageError
 from mpicode.registry import register_scheme
 from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
+from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
@@ -36,6 +38,8 @@ OPTIONS = (
            check=cf.optional_positive, group="two-stage"),
     Option("beta", cf.finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("stage1_chunks", int, 2, "two-stage: queued tasks per stage-1 share (idle workers "
+           "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
     Option("replan", int, 2, "two-stage: re-planning rounds per iteration after stage 2 "
            "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
@@ -48,7 +52,7 @@ OPTIONS = (
 
 
 @register_scheme
-class TwoStage(Scheme):
+class TwoStage(Stealing, Replanning, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -67,6 +71,9 @@ class TwoStage(Scheme):
         Hard deadline (seconds since the iteration began) for a partial, scaled decode.
     placement : str
         ``shared`` or ``replicated:R``.
+    stage1_chunks : int
+        Each stage-1 share goes out as this many queued tasks; an idle worker steals a
+        queued one from the worker predicted to finish last (1: one task per worker).
     replan : int
         Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
         Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
@@ -77,8 +84,8 @@ class TwoStage(Scheme):
     name = "two-stage"
     options = Scheme.options + OPTIONS
     # the per-iteration summary of end(), logged as /iterations columns
-    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "trigger": "S8",
-                  "t_trigger": "f8", "deadline": "f8", "expired": "i1"}
+    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "steals": "i4",
+                  "trigger": "S8", "t_trigger": "f8", "deadline": "f8", "expired": "i1"}
 
     @classmethod
     def validate_size(cls, cfg, n_workers, n_partitions):
@@ -92,7 +99,7 @@ class TwoStage(Scheme):
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
-                 **kw):
+                 stage1_chunks=2, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -116,6 +123,9 @@ class TwoStage(Scheme):
         if int(replan) < 0:
             raise ValueError(f"replan must be >= 0, got {replan}")
         self.replan = int(replan)
+        if int(stage1_chunks) < 1:
+            raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
+        self.stage1_chunks = int(stage1_chunks)
         self.exact = self.max_wait is None
         self._reset()
 
@@ -136,6 +146,8 @@ class TwoStage(Scheme):
         self.r2 = 0
         self.n_u = 0
         self.rounds = 0          # re-planning rounds used this iteration
+        self.steals = 0          # stage-1 tasks stolen by idle workers
+        self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
 
     # ---- stage 1 ---------------------------------------------------------------------------
@@ -153,7 +165,7 @@ class TwoStage(Scheme):
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
-        tasks = [self.new_task(w, 1, parts[w]) for w in workers if parts[w]]
+        tasks = [x for w in workers if parts[w] for x in self._chunked(w, parts[w])]
         self.s1 = {t.task_id: t for t in tasks}
         self.tiles = {t.task_id: [] for t in tasks}
         self.n1 = len(tasks)
@@ -163,7 +175,10 @@ class TwoStage(Scheme):
         self.k1 = min(max(1, k1), self.n1)
         # the deadline needs a prediction, which needs history: none in the first iteration
         if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
-            predicted = max(t.n * tau[t.worker] for t in tasks)
+            share: dict[int, int] = {}
+            for x in tasks:  # a worker's chunks run one after another
+                share[x.worker] = share.get(x.worker, 0) + x.n
+            predicted = max(n * tau[w] for w, n in share.items())
             self.deadline = float(self.beta * predicted)
         return tasks
 
@@ -199,6 +214,8 @@ class TwoStage(Scheme):
                     and self.n_done1 >= self.k1 and self._worth_it(t)):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
+            if not self._complete() and not self.expired:
+                acts += self._steal(t)
             if self.armed and not self.issued and not self._complete() and not self.expired:
                 acts += self._stage2(t)
         else:
@@ -317,82 +334,6 @@ class TwoStage(Scheme):
                     acts.dispatch.append(b)
         return acts
 
-    # ---- stage k: re-planning on idle workers -------------------------------------------------
-    def _finish(self, x: Task, t: float, tau) -> float:
-        """Predicted finish of a pending task: its speed estimate from dispatch, or, overdue,
-        as long again from now (with heavy tails an overdue worker is no closer to done)."""
-        f = x.t_dispatch + tau[x.worker] * x.n
-        return f if f > t else t + tau[x.worker] * x.n
-
-    def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
-        """(group, its pending blocks, predicted cover time) of the group of j that is
-        predicted to complete first."""
-        best = (-1, [], math.inf)
-        for g, blks in enumerate(self.tiles[j]):
-            pend = [b for b in blks if b.state == "pending"]
-            if any(b.state == "cancelled" for b in blks):
-                continue
-            f = max((self._finish(b, t, tau) for b in pend), default=t)
-            if f < best[2]:
-                best = (g, pend, f)
-        return best
-
-    def _replan(self, t: float) -> Actions:
-        """Give the idle workers the pending rest of the straggler predicted to be covered
-        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
-        tau = self.speeds()
-        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
-        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
-        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
-        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-        if not idle:
-            return Actions()
-        late = []
-        for j, x in self.s1.items():
-            if j in self.cover or x.state != "pending":
-                continue
-            g, pend, f = self._best_group(j, t, tau)
-            f = min(f, self._finish(x, t, tau))
-            if g >= 0 and pend:
-                late.append((f, j, g, pend))
-        if not late:
-            return Actions()
-        f, j, g, pend = max(late)
-        rest = np.concatenate([b.partitions for b in pend])
-        if not self.placement.shared:
-            hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
-            idle = [w for w in idle if w in hold]
-        if not idle:
-            return Actions()
-        tl = tau.tolist()
-        idle.sort(key=lambda w: (tl[w], w))
-        idle = idle[:len(rest)]
-        speed = sum(1.0 / tl[w] for w in idle)
-        if t + len(rest) / speed >= f:  # the idle workers would not be sooner
-            return Actions()
-        quotas = largest_remainder(len(rest), 1.0 / tau[idle], minimum=1)
-        got = assign(rest, idle, quotas, tau, self.placement)
-        if got.get(-1):
-            return Actions()
-        self.rounds += 1
-        g2 = len(self.tiles[j])
-        keep = [b for b in self.tiles[j][g] if b.state == "done"]
-        self.tiles[j].append(list(keep))
-        for b in keep:
-            self.owner[b.task_id].append((g2, j))
-        acts = Actions()
-        for w in idle:
-            if got[w]:
-                b = self.new_task(w, 2, got[w], t=t)
-                self.owner[b.task_id] = [(g2, j)]
-                self.tiles[j][g2].append(b)
-                acts.dispatch.append(b)
-        self.missing[g2, j] = len(acts.dispatch)
-        self.log_notes.append(f"stage {2 + self.rounds} at t={t:.6g}: {len(rest)} partitions "
-                              f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
-                              "workers")
-        return acts
-
     # ---- decoding ----------------------------------------------------------------------------
     def _complete(self) -> bool:
         return len(self.cover) == len(self.s1)
@@ -442,11 +383,13 @@ class TwoStage(Scheme):
         if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
         (re-planning rounds used)."""
         out = super().end(t)
+        # a stolen task never ran on its first worker: only its thief's copy is load
+        out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
         if not np.isfinite(self.coverage):
             covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
             self.coverage = covered / self.K
         out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
-                   replans=self.rounds,
+                   replans=self.rounds, steals=self.steals,
                    trigger=self.fired, t_trigger=self.t_trigger,
                    deadline=math.nan if self.deadline is None else self.deadline,
                    expired=int(self.expired and not self._complete()))

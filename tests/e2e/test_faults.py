@@ -63,8 +63,9 @@ def test_simulate_killed_and_resumed_is_bit_identical(tmp_path):
     assert r.returncode == -signal.SIGKILL
     part = tmp_path / "cut.h5.part"
     wait_status(part, "failed")  # the watchdog saw the writer die
-    with h5py.File(part, "r", locking=False) as f:
-        assert int(f.attrs["n_done"]) == 11 and int(f["checkpoint/iteration"][()]) == 8
+    with h5py.File(part, "r", locking=False) as f:  # rows are written in blocks: those
+        # after the last write (here the checkpoint at 8) may be lost, never more
+        assert 8 <= int(f.attrs["n_done"]) <= 11 and int(f["checkpoint/iteration"][()]) == 8
     r = mpicode(["simulate", "--resume", out, "--quiet"])
     assert r.returncode == 0, r.stderr
     assert_bit_identical(ref, out)

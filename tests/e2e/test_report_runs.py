@@ -46,6 +46,8 @@ def synth(path, n=6, N=3, scheme="two-stage", close=True, scheduler="none", **at
         log.append(row, workers, tasks)
     if close:
         log.close()
+    else:
+        log.flush()  # rows on disk as a live writer's are after its next block write
     return log
 
 

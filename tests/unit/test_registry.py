@@ -251,7 +251,7 @@ def test_two_stage_summary_and_notes_reach_the_run_log(tmp_path):
     from mpicode.models.stragglers import make_straggler_model
     from mpicode.simulator import Simulator
     cfg = validate_for_size(defaults().replace(
-        scheme="two-stage", rho=0.75, stage2_tolerance=3, stragglers="shifted-exp",
+        scheme="two-stage", rho=0.75, stage2_tolerance=3, stage1_chunks=1, stragglers="shifted-exp",
         compute="none", partition_cost=1e-3, out=str(tmp_path / "r.h5")), 4)
     sc = make_scheme(cfg, 4, cfg.partitions)
     log = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=4, n_partitions=cfg.partitions,

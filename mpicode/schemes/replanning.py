@@ -1,0 +1,98 @@
+"""Two-stage's stage k: re-planning on idle workers (``--replan R``, pure).
+
+After stage 2 has been handed out, whenever a worker that finished its own work goes idle
+while a straggler's set is still uncovered, the pending rest of that set's best group (the
+group predicted to complete first) is re-split among the idle workers as a *new group*: the
+group's arrived blocks plus new blocks that tile the rest. Groups still tile the set exactly,
+so the coverage-map decode stays exact and O(|U|); the first group to complete covers the set
+and the others are cancelled. A round is spent only when the idle workers would cover the rest
+sooner than its predicted finish; at most R rounds an iteration bound the extra load and
+messages. Used as a mixin by :class:`mpicode.schemes.two_stage.TwoStage` (its ``s1``,
+``tiles``, ``owner``, ``missing``, ``cover``, ``rounds`` and ``placement``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpicode.schemes.base import Actions, Task
+from mpicode.schemes.shares import assign, largest_remainder
+
+
+class Replanning:
+    def _finish(self, x: Task, t: float, tau) -> float:
+        """Predicted finish of a pending task: its speed estimate from dispatch, or, overdue,
+        as long again from now (with heavy tails an overdue worker is no closer to done)."""
+        f = x.t_dispatch + tau[x.worker] * x.n
+        return f if f > t else t + tau[x.worker] * x.n
+
+    def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
+        """(group, its pending blocks, predicted cover time) of the group of j that is
+        predicted to complete first."""
+        best = (-1, [], math.inf)
+        for g, blks in enumerate(self.tiles[j]):
+            pend = [b for b in blks if b.state == "pending"]
+            if any(b.state == "cancelled" for b in blks):
+                continue
+            f = max((self._finish(b, t, tau) for b in pend), default=t)
+            if f < best[2]:
+                best = (g, pend, f)
+        return best
+
+    def _replan(self, t: float) -> Actions:
+        """Give the idle workers the pending rest of the straggler predicted to be covered
+        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
+        tau = self.speeds()
+        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
+        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
+        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
+        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
+        if not idle:
+            return Actions()
+        late = []
+        for j, x in self.s1.items():
+            if j in self.cover or x.state != "pending":
+                continue
+            g, pend, f = self._best_group(j, t, tau)
+            f = min(f, self._finish(x, t, tau))
+            if g >= 0 and pend:
+                late.append((f, j, g, pend))
+        if not late:
+            return Actions()
+        f, j, g, pend = max(late)
+        rest = np.concatenate([b.partitions for b in pend])
+        if not self.placement.shared:
+            hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
+            idle = [w for w in idle if w in hold]
+        if not idle:
+            return Actions()
+        tl = tau.tolist()
+        idle.sort(key=lambda w: (tl[w], w))
+        idle = idle[:len(rest)]
+        speed = sum(1.0 / tl[w] for w in idle)
+        if t + len(rest) / speed >= f:  # the idle workers would not be sooner
+            return Actions()
+        quotas = largest_remainder(len(rest), 1.0 / tau[idle], minimum=1)
+        got = assign(rest, idle, quotas, tau, self.placement)
+        if got.get(-1):
+            return Actions()
+        self.rounds += 1
+        g2 = len(self.tiles[j])
+        keep = [b for b in self.tiles[j][g] if b.state == "done"]
+        self.tiles[j].append(list(keep))
+        for b in keep:
+            self.owner[b.task_id].append((g2, j))
+        acts = Actions()
+        for w in idle:
+            if got[w]:
+                b = self.new_task(w, 2, got[w], t=t)
+                self.owner[b.task_id] = [(g2, j)]
+                self.tiles[j][g2].append(b)
+                acts.dispatch.append(b)
+        self.missing[g2, j] = len(acts.dispatch)
+        self.log_notes.append(f"stage {2 + self.rounds} at t={t:.6g}: {len(rest)} partitions "
+                              f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
+                              "workers")
+        return acts

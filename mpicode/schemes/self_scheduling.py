@@ -1,0 +1,297 @@
+"""``self-scheduling``: pull-based dynamic scheduling with speculative backup copies.
+
+The baseline an HPC user reaches for under shared storage: idle workers pull the next chunk of
+unassigned micro-partitions (``--chunk fixed:C``, or ``guided``: guided self-scheduling's
+ceil(remaining / N) rule, large chunks first, small ones at the end). With ``--backup`` (the
+default), once a worker finds nothing unassigned that it holds, it gets a speculative copy of
+the running chunk expected to finish last (MapReduce's backup tasks), provided its copy is
+expected to finish sooner, or the chunk is overdue (past its expected finish by 5%: then
+nobody knows when it ends and any copy can only help). The first copy to arrive wins; the
+others are cancelled. Decoding is the plain sum of the winning chunks: the chunks are disjoint
+and cover every partition, so each partition counts exactly once, with no linear algebra.
+
+Placement (``--placement shared | replicated:R``) limits who may take what: under
+``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
+:func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
+
+Expected finishes use this iteration's measured seconds per partition of a worker once one of
+its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
+
+    mpicode simulate --workers 64 --scheme self-scheduling --stragglers shifted-exp
+    mpiexec -n 9 python -m mpi4py -m mpicode train --scheme self-scheduling --chunk fixed:2
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpicode.config import Option, _bool
+from mpicode.registry import register_scheme
+from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
+
+GRACE = 0.05  # a copy is overdue 5% of its expected run time after its expected finish
+
+
+def chunk_error(spec) -> str | None:
+    """None if ``spec`` is ``guided`` or ``fixed:C`` with an integer C >= 1."""
+    if spec == "guided":
+        return None
+    if isinstance(spec, str) and spec.startswith("fixed:") and spec[6:].isdigit() \
+            and int(spec[6:]) >= 1:
+        return None
+    return "must be 'guided' or 'fixed:C' with an integer C >= 1"
+
+
+@register_scheme
+class SelfScheduling(Scheme):
+    """Self-scheduling with backup copies (exact).
+
+    Parameters (besides :class:`Scheme`'s)
+    ----------
+    chunk : str
+        ``guided`` (default) or ``fixed:C``.
+    backup : bool
+        Speculative copies of the running chunk expected to finish last (default on).
+    placement : str
+        ``shared`` or ``replicated:R``.
+    """
+
+    name = "self-scheduling"
+    options = Scheme.options + (
+        Option("chunk", str, "guided",
+               "self-scheduling: chunk size, guided (ceil(remaining/N)) or fixed:C",
+               check=chunk_error, group="self-scheduling"),
+        Option("backup", _bool, True,
+               "self-scheduling: speculative copy of the running chunk expected to finish last "
+               "once nothing is unassigned (--backup false or --no-backup: off)",
+               group="self-scheduling"),
+        PLACEMENT,
+    )
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        """Waits for every partition, from whoever has it: any s and any K >= N; R <= N."""
+        check_placement_size(cls.option_values(cfg)["placement"], n_workers)
+
+    def __init__(self, n_workers, n_partitions, *, chunk="guided", backup=True,
+                 placement="shared", **kw):
+        super().__init__(n_workers, n_partitions, **kw)
+        err = chunk_error(chunk)
+        if err:
+            raise ValueError(f"chunk {chunk!r}: {err}")
+        self.fixed = None if chunk == "guided" else int(chunk[6:])
+        self.backup = _bool(backup)
+        self.placement = Placement(placement, self.N, self.K)
+        if self.placement.shared:
+            self.lo0, self.hi = [0], [self.K]
+            self.order = [[0] for _ in range(self.N)]
+        else:  # home block b holds the k with k*N//K == b: [ceil(bK/N), ceil((b+1)K/N))
+            self.lo0 = [-(-b * self.K // self.N) for b in range(self.N)]
+            self.hi = self.lo0[1:] + [self.K]
+            R = self.placement.R
+            # worker w holds blocks w-R+1 .. w; it is the last holder of w-R+1: that first
+            self.order = [[(w - j) % self.N for j in range(R - 1, -1, -1)]
+                          for w in range(self.N)]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.next = list(self.lo0)                   # per block: first unassigned partition
+        self.n_left = self.K                          # partitions not yet in any chunk
+        self.chunks: list[np.ndarray] = []
+        self.blocks: list[list[int]] = []             # per chunk: the home blocks it spans
+        self.copies: list[list[Task]] = []
+        self.winner: list[Task | None] = []
+        self.n_won = 0
+        self.chunk_of: dict[int, int] = {}            # task id -> chunk
+        self.running: set[int] = set()                # chunks without a winner
+        self.idle: set[int] = set()                   # active workers with no pending task
+        self.rate_now = np.full(self.N, np.nan)       # s/partition measured this iteration
+        self.n_active = 1
+        self.t_last = 0.0
+
+    # ---- planning ------------------------------------------------------------------------
+    def plan(self):
+        self._reset()
+        live = [int(w) for w in np.flatnonzero(self.active)]
+        if not live:
+            raise RuntimeError("self-scheduling: no active worker")
+        if not self.placement.shared:
+            held = np.zeros(self.N, bool)
+            for w in live:
+                held[self.order[w]] = True
+            if not all(held[b] for b in range(self.N) if self.hi[b] > self.lo0[b]):
+                b = next(b for b in range(self.N) if not held[b] and self.hi[b] > self.lo0[b])
+                raise RuntimeError(f"self-scheduling: partition {self.lo0[b]} has no live "
+                                   "holder")
+        self.n_active = len(live)
+        self.idle = set(live)
+        return self._feed(0.0)
+
+    def rates(self) -> np.ndarray:
+        """Seconds per partition: this iteration's measure where there is one, else the
+        speed estimate; before any estimate, the mean of this iteration's measures."""
+        r = self.rate_now.copy()
+        obs = np.isfinite(r)
+        hist = self.tau
+        if np.isfinite(hist).any():
+            r[~obs] = self.speeds()[~obs]
+        else:
+            r[~obs] = r[obs].mean() if obs.any() else 1.0
+        return r
+
+    def _dispatch(self, w: int, x: int, stage: int, t: float) -> Task:
+        task = self.new_task(w, stage, self.chunks[x], t=t)
+        self.chunk_of[task.task_id] = x
+        self.copies[x].append(task)
+        self.idle.discard(w)
+        return task
+
+    def _pull(self, w: int, t: float) -> Task | None:
+        """A new chunk of unassigned partitions that ``w`` holds, or None."""
+        size = self.fixed or math.ceil(self.n_left / self.n_active)
+        parts: list[np.ndarray] = []
+        blocks: list[int] = []
+        got = 0
+        for b in self.order[w]:
+            take = min(size - got, self.hi[b] - self.next[b])
+            if take > 0:
+                parts.append(np.arange(self.next[b], self.next[b] + take, dtype=np.int64))
+                blocks.append(b)
+                self.next[b] += take
+                got += take
+            if got == size:
+                break
+        if not got:
+            return None
+        self.n_left -= got
+        self.chunks.append(np.concatenate(parts))
+        self.blocks.append(blocks)
+        self.copies.append([])
+        self.winner.append(None)
+        x = len(self.chunks) - 1
+        self.running.add(x)
+        return self._dispatch(w, x, 1, t)
+
+    def _expected(self, x: int, t: float, rate: np.ndarray) -> tuple[float, float]:
+        """(expected finish of chunk x, earliest start of its copies); inf if every copy is
+        overdue."""
+        e, start = math.inf, math.inf
+        n = len(self.chunks[x])
+        for c in self.copies[x]:
+            if c.state != "pending":
+                continue
+            run = n * rate[c.worker]
+            start = min(start, c.t_dispatch)
+            if t < c.t_dispatch + run * (1 + GRACE):
+                e = min(e, c.t_dispatch + run)
+        return e, start
+
+    def _copy(self, w: int, t: float, rate: np.ndarray) -> Task | None:
+        """A backup copy for ``w`` of the running chunk expected to finish last, if w's copy
+        would beat it; None if there is none."""
+        best, key = None, None
+        for x in self.running:
+            if any(c.worker == w for c in self.copies[x]):
+                continue
+            parts = self.chunks[x]
+            if not self.placement.shared and not all(
+                    (w - b) % self.N < self.placement.R for b in self.blocks[x]):
+                continue  # w must hold every partition of the chunk
+            e, start = self._expected(x, t, rate)
+            if t + len(parts) * rate[w] >= e:
+                continue
+            k = (e, -start)
+            if key is None or k > key:
+                best, key = x, k
+        return None if best is None else self._dispatch(w, best, 2, t)
+
+    def _feed(self, t: float) -> list[Task]:
+        """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
+        self.t_last = t
+        out: list[Task] = []
+        if self.done() or not self.idle:
+            return out
+        rate = self.rates()
+        rl = rate.tolist()
+        for w in sorted(self.idle, key=lambda v: (rl[v], v)):
+            task = self._pull(w, t) if self.n_left else None
+            if task is None and self.backup and (self.n_left == 0 or not self.placement.shared):
+                task = self._copy(w, t, rate)
+                if task is None and self.placement.shared and self.n_left == 0:
+                    break  # the fastest idle worker cannot help: nor can a slower one
+            if task is not None:
+                out.append(task)
+            elif self.placement.shared and self.n_left == 0 and not self.backup:
+                break
+        return out
+
+    # ---- events ----------------------------------------------------------------------------
+    def react(self, task, t):
+        acts = Actions()
+        w = task.worker
+        if task.n:
+            self.rate_now[w] = task.duration / task.n
+        if self.active[w]:
+            self.idle.add(w)
+        x = self.chunk_of[task.task_id]
+        if self.winner[x] is None:  # the first copy wins; the others are redundant
+            self.winner[x] = task
+            self.n_won += 1
+            self.running.discard(x)
+            lost = self._cancel([c for c in self.copies[x] if c is not task], t)
+            for c in lost:
+                if self.active[c.worker]:
+                    self.idle.add(c.worker)
+            acts.cancel += lost
+        acts.dispatch += self._feed(t)
+        return acts
+
+    def on_tick(self, t):
+        return Actions(dispatch=self._feed(t))
+
+    def next_deadline(self):
+        """When a running copy becomes overdue, while a worker idles with nothing to pull."""
+        if not self.backup or not self.idle or self.done() or (
+                self.placement.shared and self.n_left):
+            return None
+        rate = self.rates()
+        out = math.inf
+        for x in self.running:
+            n = len(self.chunks[x])
+            for c in self.copies[x]:
+                if c.state == "pending":
+                    due = c.t_dispatch + n * rate[c.worker] * (1 + GRACE)
+                    if due > self.t_last:
+                        out = min(out, due)
+        return None if out == math.inf else float(out)
+
+    # ---- decoding --------------------------------------------------------------------------
+    def done(self):
+        return self.n_left == 0 and self.n_won == len(self.chunks)
+
+    def decodable_with(self, task_ids):
+        if self.n_left:
+            return False
+        return all(any(c.task_id in task_ids for c in cs) for cs in self.copies)
+
+    def decode(self):
+        """The winning copy of every chunk, weight 1: each partition exactly once."""
+        if not self.done():
+            raise RuntimeError("self-scheduling: decode() before every chunk arrived")
+        for c in self.winner:
+            c.used = True
+        return Decoding({c.task_id: 1.0 for c in self.winner}, 1.0)
+
+    def end(self, t):
+        """Base summary (``n_stage2`` = backup copies) plus ``chunks`` and ``backups_won``;
+        speeds are also learnt from arrived backup copies."""
+        for task in self.tasks.values():
+            if task.stage == 2 and task.state == "done" and task.n:
+                self.observe(task.worker, task.duration / task.n)
+        out = super().end(t)
+        out.update(chunks=len(self.chunks),
+                   backups_won=sum(1 for c in self.winner if c is not None and c.stage == 2))
+        return out
