@@ -2,7 +2,19 @@
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+# MPI=pip (default): MPICH from PyPI, mpi4py's wheel, the venv's mpiexec. MPI=system: mpi4py
+# built from source against the MPI on PATH (a site module: `module load openmpi` first) and
+# that MPI's mpiexec; jobs/README.md "Which MPI".
+MPI         ?= pip
+ifeq ($(MPI),system)
+MPIEXEC     ?= mpiexec
+EXTRAS      := test,plot,data
+else ifeq ($(MPI),pip)
 MPIEXEC     ?= $(VENV)/bin/mpiexec
+EXTRAS      := mpich,test,plot,data
+else
+$(error MPI=$(MPI): use MPI=pip (MPICH from PyPI, the default) or MPI=system (the site's MPI))
+endif
 NP          ?= 5
 # Every MPI launch is bounded: a hung job is killed by the launcher (MPICH hydra).
 export MPIEXEC_TIMEOUT ?= 600
@@ -11,17 +23,32 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
+.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-install: $(VENV)/.installed  ## create .venv and install mpicode with every extra
+install: $(VENV)/.installed-$(MPI)  ## create .venv and install mpicode with every extra (MPI=system: the site's MPI)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-pip: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpich,test,plot,data]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-system
+	touch $@
+
+# mpi4py compiled with the mpicc on PATH (MPICC=... to choose another); no MPICH wheel, so no
+# .venv/bin/mpiexec to shadow the site's
+$(VENV)/.installed-system: pyproject.toml
+	@command -v mpicc >/dev/null || { echo "make install MPI=system: no mpicc on PATH" \
+	  "(load the site's MPI module first, or set MPICC)"; exit 2; }
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip uninstall -q -y mpich mpi4py
+	$(PY) -m pip install -q --no-binary mpi4py --no-cache-dir mpi4py
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -c "from mpi4py import MPI; print('mpi4py built against:', MPI.Get_library_version().splitlines()[0])"
+	rm -f $(VENV)/.installed-pip
 	touch $@
 
 run: install  ## demo: 4 workers + coordinator, then the report table
@@ -29,19 +56,26 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-fast test-e2e test-mpi  ## everything CI runs (~10 min on 2 quiet cores)
+test: install test-banner test-fast test-e2e test-mpi  ## everything CI runs (~10 min on 2 quiet cores, ~25 loaded)
+
+test-banner:
+	@echo "make test: unit (< 1 min), end-to-end (~6 min), MPI at 2, 3 and 5 ranks (~3 min): about"
+	@echo "  10 min on 2 quiet cores, 25 min or more on a loaded machine. As root, tests/e2e/test_slurm.py"
+	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
+	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
 
 test-fast: install  ## unit tests: serial, no subprocess (< 1 min)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
-	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
 
 test-serial: test-fast test-e2e
 
 # pytest-mpi: the same files under 2, 3 and 5 ranks; only tests marked mpi run there.
 test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 	for n in 2 3 5; do \
+	  echo "tests/mpi under $(MPIEXEC) -n $$n"; \
 	  $(MPIEXEC) -n $$n $(PY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi --only-mpi \
 	    --timeout=120 tests/mpi || exit 1; \
 	done
@@ -57,9 +91,17 @@ bench: install  ## every benchmark (run on a quiet machine)
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
 	$(PY) -m mpicode bench runlog
 
-# the scikit-learn bundled datasets: data/digits.h5, data/breast_cancer.h5, data/diabetes.h5
-data: install  ## the bundled scikit-learn datasets into data/
+# data/README.md: the scikit-learn bundled datasets (data/digits.h5, data/breast_cancer.h5,
+# data/diabetes.h5) and the two shipped real straggler traces (data/trace-SE.h5, data/trace-AR.h5)
+TRACE_LICENSE := Apache-2.0 (data/traces/LICENSE-StragglerAnalysis.txt; ByteDance-Seed/StragglerAnalysis)
+data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
+	for t in SE AR; do \
+	  test -f data/trace-$$t.h5 || $(PY) -m mpicode traces import data/traces/bytedance-$$t.csv \
+	    --out data/trace-$$t.h5 --duration-col compute --license "$(TRACE_LICENSE)" \
+	    --license-file data/traces/LICENSE-StragglerAnalysis.txt \
+	    --description "see data/traces/README.md" || exit 1; \
+	done
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install  ## the seeded experiment suite: results/ and README Results

@@ -10,9 +10,14 @@
 #   MPICODE_RUNS      directory of the run files (default: runs, inside MPICODE_HOME)
 #   NUMBA_CACHE_DIR   compiled-kernel cache; keep it on a filesystem every node sees
 #                     (default: $MPICODE_HOME/.numba_cache)
-#   MPICODE_LAUNCHER  srun (default) or mpiexec (MPICH's hydra inside the allocation)
+#   MPICODE_LAUNCHER  srun (default) or mpiexec (inside the allocation)
+#   MPICODE_MPIEXEC   the mpiexec of MPICODE_LAUNCHER=mpiexec (default: the venv's, from pip's
+#                     MPICH, if there is one; else the first mpiexec on PATH, e.g. a module's)
 #   MPICODE_SRUN_MPI  srun --mpi plugin (default pmi2, which pip's MPICH speaks; pmix for an
 #                     MPI built with PMIx; set it empty to use the site's MpiDefault)
+#   MPICODE_REQUEUE   1 (default): a run stopped by SLURM's warning signal (exit code 3, a
+#                     checkpoint written) requeues its job, which then resumes it; 0: do not
+#   MPICODE_MAX_RESTARTS  requeue at most this many times (default 5)
 
 set -euo pipefail
 MPICODE_HOME=${MPICODE_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
@@ -39,15 +44,71 @@ export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$MPICODE_HOME/.numba_cache}
 MPICODE_RUNS=${MPICODE_RUNS:-runs}
 mkdir -p "$NUMBA_CACHE_DIR" "$MPICODE_RUNS"
 
-# launch "$@" on every task of the allocation, aborting all ranks when one fails
+# the mpiexec of MPICODE_LAUNCHER=mpiexec: the venv's (pip's MPICH) or the one on PATH (a
+# module-provided MPI, with mpi4py built against it: make install MPI=system)
+mpicode_mpiexec() {
+    if [ -n "${MPICODE_MPIEXEC:-}" ]; then echo "$MPICODE_MPIEXEC"; return; fi
+    local venv_mpiexec
+    venv_mpiexec="$(dirname "$(command -v "$PY")")/mpiexec"
+    if [ -x "$venv_mpiexec" ]; then echo "$venv_mpiexec"; else command -v mpiexec; fi
+}
+
+# launch "$@" on every task of the allocation, aborting all ranks when one fails. The launcher
+# runs in the background so that this shell can forward SLURM's warning signal (#SBATCH
+# --signal=B:USR1@120 signals only the batch shell) and SIGTERM to it; srun and mpiexec
+# forward both to every rank, and rank 0 stops after the current iteration with a checkpoint.
 mpicode_launch() {
+    local cmd
     if [ "${MPICODE_LAUNCHER:-srun}" = mpiexec ]; then
-        "$(dirname "$(command -v "$PY")")/mpiexec" -n "${SLURM_NTASKS:?}" "$@"
+        cmd=("$(mpicode_mpiexec)" -n "${SLURM_NTASKS:?}" "$@")
     else
         local mpi=()
         if [ -n "${MPICODE_SRUN_MPI-pmi2}" ]; then mpi=(--mpi="${MPICODE_SRUN_MPI-pmi2}"); fi
-        srun --kill-on-bad-exit=1 "${mpi[@]}" "$@"
+        cmd=(srun --kill-on-bad-exit=1 "${mpi[@]}" "$@")
     fi
+    "${cmd[@]}" &
+    local pid=$! rc=0
+    # shellcheck disable=SC2064
+    trap "echo 'mpicode job: SIGUSR1 (time limit near): stopping the run with a checkpoint' >&2;
+          MPICODE_TIME_LIMIT=1; kill -USR1 $pid 2>/dev/null || true" USR1
+    # shellcheck disable=SC2064
+    trap "kill -TERM $pid 2>/dev/null || true" TERM
+    while :; do  # a trapped signal ends wait early: wait again until the launcher exits
+        rc=0
+        wait "$pid" || rc=$?
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    trap - USR1 TERM
+    return "$rc"
+}
+
+# MPICODE_RUN_ARGS: --out OUT for a new run; --resume OUT when OUT or OUT.part exists (a
+# requeued job, or a resubmitted one, continues its run instead of stopping on "output exists")
+mpicode_run_args() {
+    local out=${1:?}
+    if [ -e "$out" ] || [ -e "$out.part" ]; then
+        echo "mpicode job: $out exists (restart ${SLURM_RESTART_COUNT:-0}): resuming it"
+        MPICODE_RUN_ARGS=(--resume "$out")
+    else
+        MPICODE_RUN_ARGS=(--out "$out")
+    fi
+}
+
+# after a run: exit code 3 after SLURM's warning signal (SIGUSR1 before the time limit) means
+# interrupted with a checkpoint: requeue this job (it resumes) unless MPICODE_REQUEUE=0 or the
+# restarts are used up. A run stopped otherwise (scancel's SIGTERM) is not requeued. Returns
+# the run's exit code otherwise.
+mpicode_requeue_or() {
+    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
+    if [ "$rc" -eq 3 ] && [ "${MPICODE_TIME_LIMIT:-0}" = 1 ] && [ "${MPICODE_REQUEUE:-1}" = 1 ] \
+            && [ -n "${SLURM_JOB_ID:-}" ] \
+            && [ "$restarts" -lt "${MPICODE_MAX_RESTARTS:-5}" ]; then
+        echo "mpicode job: interrupted with a checkpoint: requeueing job $SLURM_JOB_ID" \
+             "(restart $((restarts + 1)) of at most ${MPICODE_MAX_RESTARTS:-5})"
+        scontrol requeue "$SLURM_JOB_ID"
+        exit 0
+    fi
+    return "$rc"
 }
 
 # compile every numba kernel once into the cache, before the ranks start (they would

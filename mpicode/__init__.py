@@ -15,7 +15,7 @@ import os as _os
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_var, "1")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # CHANGELOG.md: the version scheme and tags
 FORMAT_VERSION = 1
 
 

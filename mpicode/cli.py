@@ -1,4 +1,5 @@
-"""Command line: ``mpicode train | simulate | report | data | config | schemes ...``.
+"""Command line: ``mpicode train | simulate | report | sweep | data | traces | config |
+schemes ...``.
 
 ``train`` needs MPI ranks::
 
@@ -40,6 +41,34 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_report_views(rp) -> None:
+    """``report`` options of the table views and plots added with issue 17."""
+    rp.add_argument("--wide", action="store_true",
+                    help="table: every column (default: a compact set that fits 100 columns)")
+    rp.add_argument("--columns", metavar="A,B,...", default=None,
+                    help="only these columns (any key of --format json)")
+    rp.add_argument("--group-by", metavar="KEY,...", default=None,
+                    help="aggregate runs by these summary columns or config keys (e.g. "
+                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars")
+    rp.add_argument("--workers", action="store_true",
+                    help="per-worker straggler scores (slowdown against the iteration median)")
+    rp.add_argument("--log-loss", action="store_true", help="plots: log-scale loss axes")
+
+
+def add_sweep(sub) -> None:
+    """``mpicode sweep FILE``: the local runner of jobs/make_sweep.py sweep files."""
+    sw = sub.add_parser("sweep", help="run a sweep file (jobs/make_sweep.py) locally, one cell "
+                        "after another")
+    sw.add_argument("file", metavar="FILE", help="sweep file: one line of train options a cell")
+    sw.add_argument("--np", type=int, default=5, metavar="N",
+                    help="MPI ranks per cell, 1 coordinator + N-1 workers (default 5)")
+    sw.add_argument("--config", default=None, metavar="CONFIG.toml",
+                    help="config every cell starts from (default: none)")
+    sw.add_argument("--out-dir", default=None, metavar="DIR",
+                    help="run files go here (default runs/sweep_<FILE stem>)")
+    sw.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="mpicode", description="Straggler-tolerant distributed gradient descent "
                "on MPI (coded computing phase, Lyapunov-scheduled communication phase).")
@@ -68,6 +97,8 @@ def build_parser() -> Parser:
                          "(default: the first)")
     rp.add_argument("--gantt-iterations", metavar="A:B", default=None,
                     help="iterations A..B-1 of the Gantt timeline (default 0:5)")
+    add_report_views(rp)
+    add_sweep(sub)
 
     dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
@@ -85,6 +116,14 @@ def build_parser() -> Parser:
     bu.add_argument("--out-dir", default="data")
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
+
+    tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
+    tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
+                             metavar="import")
+    from mpicode.io.traces import add_import_arguments as add_trace_arguments
+    add_trace_arguments(tsub.add_parser(
+        "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
+        "--stragglers trace:TRACE.h5"))
 
     _add_bench(sub)
 
@@ -121,6 +160,9 @@ def dispatch(args) -> int:
     if args.command == "report":
         from mpicode.analysis import report
         return report.main(args)
+    if args.command == "sweep":
+        from mpicode.analysis import sweep
+        return sweep.main(args)
     if args.command == "data" and args.data_command == "synth":
         from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
@@ -133,11 +175,13 @@ def dispatch(args) -> int:
         from mpicode.io.dataimport import run_import
         return run_import(args)
     if args.command == "data" and args.data_command == "bundled":
-        from mpicode.io.dataimport import build_bundled
-        written = build_bundled(args.out_dir, force=args.force, seed=args.seed)
-        print(f"wrote {', '.join(map(str, written))}" if written else
-              f"{args.out_dir}: bundled datasets already present (--force to rebuild)")
+        from mpicode.io.dataimport import build_bundled, print_bundled
+        print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force,
+                                                  seed=args.seed))
         return 0
+    if args.command == "traces":
+        from mpicode.io.traces import run_import as import_trace
+        return import_trace(args)
     if args.command == "bench":
         import importlib
         import inspect

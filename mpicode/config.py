@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from mpicode.errors import UsageError  # noqa: F401  (also imported from here)
 
@@ -89,9 +88,8 @@ def _bool(s):
     raise ValueError(s)
 
 
-# public names of the value types, for the options schemes and schedulers declare
 finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
-    _optional_int, _bool
+    _optional_int, _bool  # public: for the options schemes and schedulers declare
 
 
 def _is_pos_float(t):
@@ -141,10 +139,15 @@ OPTIONS: list[Option] = [
     Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
     # --- stragglers (docs/design.md §5) ------------------------------------------------
     Option("stragglers", str, "none",
-           "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5",
+           "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5 (a recorded run)"
+           " | trace:TRACE.h5 (mpicode traces import)",
            check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
            else f"unknown straggler model (choose from {', '.join(STRAGGLERS)}, trace:RUN.h5)",
            group="stragglers"),
+    Option("trace_map", str, "refuse",
+           "trace:TRACE.h5 with more workers or iterations than the trace: refuse, cycle "
+           "(iterations wrap) or tile (workers and iterations wrap)",
+           choices=("refuse", "cycle", "tile"), group="stragglers"),
     Option("delay_unit", _finite_float, 0.01,
            "emulated compute seconds for one worker's fair share (K/N partitions)",
            check=nonneg, group="stragglers"),

@@ -95,12 +95,23 @@ def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float
     return float(np.median(ts))
 
 
-def simulate(cfg) -> int:
-    """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
+def _partition_cost(cfg, problem, K: int) -> float:
+    """``--partition-cost``, else the kernel model (or a measurement, if asked for)."""
+    if cfg.partition_cost is not None:
+        return cfg.partition_cost
+    if problem is not None:
+        rows, feats = problem.n / K, problem.dim
+    else:
+        rows, feats = max(1.0, cfg.samples / K), cfg.features
+    if cfg.measure_partition_cost:
+        return measure_partition_cost(int(round(rows)), feats)
+    return model_partition_cost(rows, feats)
 
+
+def prepare(cfg):
+    """Every check of a simulation, before anything is written: (cfg, problem, scheme,
+    uplink, stragglers, snap). Usage errors raise :class:`UsageError`."""
     from mpicode.config import UsageError, merge_resumed, validate_for_size
-    from mpicode.engine.session import Session
-    from mpicode.engine.signals import install_stop_handlers
     from mpicode.engine.uplink import make_uplink
     from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
@@ -115,17 +126,8 @@ def simulate(cfg) -> int:
     N = cfg.workers if cfg.workers is not None else 8
     cfg = validate_for_size(cfg, N)
     K = cfg.partitions
-    problem = None
-    if cfg.compute == "real":
-        problem = Problem.from_config(cfg, K)
-        rows, feats = problem.n / K, problem.dim
-    else:
-        rows, feats = max(1.0, cfg.samples / K), cfg.features
-    cost = cfg.partition_cost
-    if cost is None:
-        cost = (measure_partition_cost(int(round(rows)), feats) if cfg.measure_partition_cost
-                else model_partition_cost(rows, feats))
-        cfg = cfg.replace(partition_cost=cost)
+    problem = Problem.from_config(cfg, K) if cfg.compute == "real" else None
+    cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
     try:
         scheme = make_scheme(cfg, N, K)
         uplink = make_uplink(cfg, N, scheme)
@@ -139,6 +141,16 @@ def simulate(cfg) -> int:
             raise UsageError(f"--resume {cfg.resume}: {bad}")
     if snap is None:  # last: it may create the output's directory
         check_output(cfg.out, cfg.force)
+    return cfg, problem, scheme, uplink, stragglers, snap
+
+
+def simulate(cfg) -> int:
+    """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
+    from mpicode.engine.session import Session
+    from mpicode.engine.signals import install_stop_handlers
+
+    cfg, problem, scheme, uplink, stragglers, snap = prepare(cfg)
+    N, cost = scheme.N, cfg.partition_cost
     attrs = {"mpi_library": "none (simulated)", "partition_cost": cost, "compute": cfg.compute}
     if problem is not None:
         attrs.update(dataset=problem.data.name, dim=problem.dim)

@@ -62,3 +62,27 @@ def run_mpi():
 @pytest.fixture
 def run_cli():
     return mpicode
+
+
+# pytest-mpi prints a 20-line "MPI Information" banner on every rank at the end of a run:
+# one line from rank 0 instead (the library and the number of ranks), the rest stays as is.
+_MPI_LINE = {"on": False}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "MPIPlugin" and getattr(plugin, "_is_testing_mpi", False):
+            plugin._is_testing_mpi = False  # the flag its banner hook reads; nothing else does
+            _MPI_LINE["on"] = True
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _MPI_LINE["on"]:
+        return
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        vendor, version = MPI.get_vendor()
+        terminalreporter.write_line(f"MPI: {vendor} {'.'.join(map(str, version))}, "
+                                    f"{comm.size} ranks (per-rank results above)")

@@ -14,10 +14,12 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import mpicode.analysis as analysis
+from mpicode.analysis import groups, table, whatif
 from mpicode.config import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
@@ -29,41 +31,16 @@ def summarize(run: dict, target_loss: float | None = None) -> dict:
     return analysis.summary(run, target_loss)
 
 
-def _bytes(v) -> str:
-    if v is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(v) < 1000 or unit == "GB":
-            return f"{v:.0f}{unit}" if unit == "B" else f"{v:.1f}{unit}"
-        v /= 1000
-    return str(v)
-
-
-# (key, table format). The first 15 are the original columns; new ones are only appended.
-COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}"), ("N", "{}"),
-           ("iterations", "{}"), ("final_loss", "{:.6g}"), ("test_accuracy", "{:.4f}"),
-           ("mean_iter_s", "{:.4f}"), ("p95_iter_s", "{:.4f}"), ("total_s", "{:.3f}"),
-           ("mean_load", "{:.3f}"), ("stage2_frac", "{:.2f}"), ("mean_coverage", "{:.3f}"),
-           ("time_to_target_s", "{:.3f}"),
-           ("scheduler", "{}"), ("channel", "{}"), ("bytes_up", _bytes),
-           ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}"),
-           ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
-           ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.2f}")]
-LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of"}
-
-
-def _cell(fmt, v) -> str:
-    if callable(fmt):
-        return fmt(v)
-    if isinstance(v, float) and math.isinf(v):
-        return "never"
-    return fmt.format(v)
+# the table layout lives in mpicode.analysis.table; these names stay importable from here
+COLUMNS, LEFT, _bytes = table.COLUMNS, table.LEFT, table._bytes
 
 
 def _json_value(v):
     # strict JSON: NaN and inf become null (target_reached tells "never" from "no target")
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
     return v
 
 
@@ -72,6 +49,9 @@ def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], li
     them."""
     runs = [read_run(p) for p in paths]
     rows = [analysis.summary(r, target_loss) for r in runs]
+    for run, row in zip(runs, rows, strict=True):
+        if "vs_oracle" not in row:  # summary() gives it once the log has /iterations/oracle_s
+            row["vs_oracle"] = whatif.vs_oracle(run)
     notes = []
     for r in runs:
         if r["in_progress"]:
@@ -91,40 +71,98 @@ def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], li
     return rows, notes
 
 
+def _csv(rows: list[dict], keys: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows([{k: ";".join(v) if isinstance(v, list) else v for k, v in r.items()}
+                 for r in rows])
+    return buf.getvalue().rstrip()
+
+
+def _machine(rows: list[dict], keys: list[str], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([{k: _json_value(r.get(k)) for k in keys} for r in rows], indent=2)
+    return _csv(rows, keys)
+
+
+def _all_keys(rows: list[dict], first: list[str]) -> list[str]:
+    keys = list(first)
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    return keys
+
+
+def _short_names(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Runs in one directory (a sweep): the file names say enough, a note says where."""
+    dirs = {str(Path(r["run"]).parent) for r in rows}
+    if len(dirs) != 1 or not rows:
+        return rows, []
+    where = [f"note: runs in {dirs.pop()}/"]
+    return [{**r, "run": Path(r["run"]).name} for r in rows], where
+
+
+def _workers(runs: list[dict], fmt: str, columns) -> tuple[str, list[str]]:
+    rows = [w for r in runs for w in whatif.straggler_scores(r)]
+    keys = ["run", "worker", "rank", "score", "p95_slowdown", "slow_frac", "iterations",
+            "censored"]
+    if columns:
+        keys = table.parse_columns(columns, keys)
+    notes = ["note: score: the worker's mean time per partition relative to the median of its "
+             "iteration's workers (1 = typical); slow_frac: iterations at >= 1.5x the median; "
+             "censored: iterations whose time is a lower bound (a result that never arrived)"]
+    if fmt != "table":
+        return _machine(rows, keys, fmt), notes
+    shown, where = _short_names(rows)
+    f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}"}
+    shown = [{**r, "run": r["run"].removesuffix(".h5")} for r in shown]  # as the main table
+    body = [[table.cell(f.get(k, "{}"), r[k]) for k in keys] for r in shown]
+    return "\n".join(table.lay_out(keys, body, [k == "run" for k in keys])), where + notes
+
+
+def _grouped(runs, rows, fmt, group_by, columns, wide, target) -> tuple[str, list[str]]:
+    keys = groups.parse_keys(group_by)
+    agg = groups.aggregate(runs, rows, keys)
+    valid = _all_keys(agg, keys + ["n"])
+    cols = table.parse_columns(columns, valid) if columns else None
+    if fmt != "table":
+        return _machine(agg, cols or valid, fmt), []
+    lines, notes = groups.render(agg, keys, cols, wide, target)
+    return "\n".join(lines), notes
+
+
 def render(paths: list, fmt: str = "table", target_loss: float | None = None,
-           notes: list[str] | None = None) -> str:
+           notes: list[str] | None = None, columns: str | None = None, wide: bool = False,
+           group_by: str | None = None, workers: bool = False) -> str:
     """The comparison of ``paths`` as a text table (notes below it), CSV or JSON.
 
+    ``columns`` ("a,b,c") picks the columns, ``wide`` shows all of them in the table (CSV and
+    JSON always have all of them unless ``columns`` is given); ``group_by`` ("k1,k2")
+    aggregates across runs (mean and 95% CI); ``workers`` gives per-worker straggler scores.
     ``notes``, when a list, receives the notes instead of the table (for csv/json, whose
     output stays machine-readable)."""
-    rows, run_notes = build(paths, target_loss)
-    cols = [c for c in COLUMNS if c[0] != "time_to_target_s" or target_loss is not None]
+    runs = [read_run(p) for p in paths]
+    rows, run_notes = build(runs, target_loss)
+    target = target_loss is not None
+    if workers:
+        text, extra = _workers(runs, fmt, columns)
+    elif group_by:
+        text, extra = _grouped(runs, rows, fmt, group_by, columns, wide, target)
+    else:
+        valid = [k for k in table.valid_columns(rows) if k != "time_to_target_s" or target]
+        cols = table.parse_columns(columns, valid) if columns else None
+        if fmt != "table":
+            text, extra = _machine(rows, cols or _all_keys(rows, valid), fmt), []
+        else:
+            shown, where = _short_names(rows)
+            lines, extra = table.render_rows(shown, cols, wide, target)
+            text, extra = "\n".join(lines), where + extra
+    shows_jain = fmt != "table" or wide or "jain" in (columns or "").split(",")
+    all_notes = extra + [n for n in run_notes if shows_jain or not n.startswith("note: jain")]
     if notes is not None:
-        notes.extend(run_notes)
-    if fmt == "json":
-        return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows], indent=2)
-    if fmt == "csv":
-        known = {c for c, _ in COLUMNS}
-        keys = [c for c, _ in cols] + [k for k in (rows[0] if rows else {}) if k not in known]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue().rstrip()
-    shown = [dict(r) for r in rows]
-    dirs = {str(Path(r["run"]).parent) for r in rows}
-    where = []
-    if len(dirs) == 1 and len(rows) > 1:  # a sweep: the names say enough, the notes say where
-        where = [f"note: runs in {dirs.pop()}/"]
-        for r in shown:
-            r["run"] = Path(r["run"]).name
-    cells = [[c for c, _ in cols]] + [[_cell(f, r[c]) for c, f in cols]
-                                      for r in shown]
-    widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
-    lines = ["  ".join(v.ljust(widths[j]) if cols[j][0] in LEFT else v.rjust(widths[j])
-                       for j, v in enumerate(row)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + where + ([] if notes is not None else run_notes))
+        notes.extend(all_notes)
+        return text
+    return "\n".join([text] + (all_notes if fmt == "table" else []))
 
 
 def parse_range(text: str | None, n: int, default: int = 5) -> tuple[int, int]:
@@ -174,18 +212,35 @@ def main(args) -> int:
     if out_dir is None and (getattr(args, "gantt_run", None) or
                             getattr(args, "gantt_iterations", None)):
         raise UsageError("--gantt-run and --gantt-iterations need --plots DIR")
+    if out_dir is None and getattr(args, "log_loss", False):
+        raise UsageError("--log-loss needs --plots DIR")
+    if getattr(args, "workers", False) and getattr(args, "group_by", None):
+        raise UsageError("--workers and --group-by cannot be combined")
     runs = [read_run(p) for p in args.runs]
+    group_by = getattr(args, "group_by", None)
     text = render(runs, fmt=args.format, target_loss=args.target_loss,
-                  notes=None if args.format == "table" else notes)
+                  notes=None if args.format == "table" else notes,
+                  columns=getattr(args, "columns", None), wide=getattr(args, "wide", False),
+                  group_by=group_by, workers=getattr(args, "workers", False))
     written = []
     if out_dir is not None:
         from mpicode.analysis import plots
         g = runs[args.runs.index(gantt_run)]
         span = parse_range(getattr(args, "gantt_iterations", None), g["n"]) if g["n"] else None
+        sets = None
+        if group_by:
+            keys = groups.parse_keys(group_by)
+            rows, _ = build(runs, args.target_loss)
+            sets = [(groups.label(keys, v), [runs[i] for i in idx])
+                    for v, idx in groups.partition(runs, rows, keys).items()]
         written, plot_notes = plots.write_all(runs, out_dir, gantt_run=g, gantt_span=span,
-                                              target_loss=args.target_loss)
+                                              target_loss=args.target_loss, groups=sets,
+                                              log_loss=getattr(args, "log_loss", False))
         notes.extend(plot_notes)
-    print(text)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `mpicode report ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in notes:
         print(line, file=sys.stderr)
     for p in written:

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from mpicode.engine import faults
+from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, stop_requested, write_error
@@ -126,6 +127,7 @@ class Trainer:
             row["eval_s"] = 0.0
             return
         row.update(self.problem.evaluate(self.w))
+        self.divergence.check(it, row)
         if self.clock is not None:  # evaluation is part of the row's time
             t_end = self.now()
             row["eval_s"] = t_end - row["t_end"]
@@ -147,6 +149,7 @@ class Trainer:
     # ---- the run ------------------------------------------------------------------------------
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
         self.clock0 = time.perf_counter()
+        self.divergence = DivergenceWatch(self.problem, self.w)  # warns once, says why
         self.snap = self.take_snapshot(start)
         self._t_mark = self.now()
         for it in range(start, start + iterations):

@@ -17,7 +17,6 @@ Command line (wired as ``mpicode data import``; also ``python -m mpicode.io.data
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -25,6 +24,10 @@ import numpy as np
 
 from mpicode.config import UsageError
 from mpicode.io.datasets import Dataset, write_dataset
+from mpicode.io.labels import infer_task, mapping_attr, mapping_note
+from mpicode.io.textformats import _is_int, _lines, read_csv, read_libsvm
+
+__all__ = ["import_dataset", "build_bundled", "infer_task", "read_csv", "read_libsvm"]
 
 SKLEARN_SETS = {"digits": "multiclass", "breast_cancer": "binary", "diabetes": "regression"}
 TASKS = ("auto", "binary", "multiclass", "regression")
@@ -47,130 +50,6 @@ def read_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
                          "pip install 'mpicode[data]' (or pip install scikit-learn)") from None
     X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
     return np.asarray(X, np.float64), np.asarray(y, np.float64)
-
-
-def _number(tok: str, where: str) -> float:
-    try:
-        v = float(tok)
-    except ValueError:
-        raise UsageError(f"{where}: not a number: {tok!r}") from None
-    if not math.isfinite(v):
-        raise UsageError(f"{where}: NaN or inf ({tok!r})")
-    return v
-
-
-def _lines(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            yield from enumerate(f, start=1)
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not a UTF-8 text file ({e.reason})") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def read_csv(path: str, label_column: int | str = -1, delimiter: str | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Numeric CSV (``,``, ``;``, tab or whitespace separated; an optional header line).
-
-    ``label_column``: index (negative from the end) or header name of the label column.
-    Blank lines and lines starting with ``#`` are skipped.
-    """
-    rows: list[list[float]] = []
-    header: list[str] | None = None
-    ncol = None
-    for lineno, line in _lines(path):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        if delimiter is None:
-            delimiter = next((c for c in (",", ";", "\t") if c in s), " ")
-        toks = [t.strip() for t in (s.split() if delimiter == " " else s.split(delimiter))]
-        if ncol is None:
-            ncol = len(toks)
-            if header is None and not rows and not all(_is_number(t) for t in toks):
-                header = toks
-                continue
-        if len(toks) != ncol:
-            raise UsageError(f"{path}:{lineno}: ragged CSV: {len(toks)} columns, expected {ncol}")
-        rows.append([_number(t, f"{path}:{lineno}, column {c + 1}") for c, t in enumerate(toks)])
-    if not rows:
-        raise UsageError(f"{path}: no data rows")
-    A = np.array(rows, np.float64)
-    if isinstance(label_column, str) and not _is_int(label_column):
-        if header is None or label_column not in header:
-            raise UsageError(f"{path}: no column named {label_column!r} (header: "
-                             f"{', '.join(header) if header else 'none'})")
-        lc = header.index(label_column)
-    else:
-        lc = int(label_column)
-        if not -ncol <= lc < ncol:
-            raise UsageError(f"{path}: --label-column {lc} out of range ({ncol} columns)")
-        lc %= ncol
-    if ncol < 2:
-        raise UsageError(f"{path}: need at least one feature column and a label column")
-    return np.delete(A, lc, axis=1), A[:, lc].copy()
-
-
-def _is_number(t: str) -> bool:
-    try:
-        float(t)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(t: str) -> bool:
-    try:
-        int(t)
-    except ValueError:
-        return False
-    return True
-
-
-def read_libsvm(path: str, n_features: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """LIBSVM/svmlight: ``label idx:value ...`` per line, ``#`` comments, ``qid:`` ignored.
-
-    Indices are 1-based (0-based if an index 0 occurs); missing entries are 0.
-    """
-    labels: list[float] = []
-    entries: list[tuple[np.ndarray, np.ndarray]] = []
-    lo, hi = None, -1
-    for lineno, line in _lines(path):
-        s = line.split("#", 1)[0].strip()
-        if not s:
-            continue
-        toks = s.split()
-        where = f"{path}:{lineno}"
-        labels.append(_number(toks[0], f"{where}: label"))
-        idx, val = [], []
-        for t in toks[1:]:
-            k, sep, v = t.partition(":")
-            if k == "qid":
-                continue
-            if not sep or not k.isdigit():
-                raise UsageError(f"{where}: bad LIBSVM entry {t!r} (expected INDEX:VALUE)")
-            idx.append(int(k))
-            val.append(_number(v, f"{where}: feature {k}"))
-        ia = np.array(idx, np.int64)
-        if ia.size != np.unique(ia).size:
-            raise UsageError(f"{where}: duplicate feature index")
-        if ia.size:
-            lo = int(ia.min()) if lo is None else min(lo, int(ia.min()))
-            hi = max(hi, int(ia.max()))
-        entries.append((ia, np.array(val, np.float64)))
-    if not labels:
-        raise UsageError(f"{path}: no data lines")
-    base = 0 if lo == 0 else 1
-    d = max(hi + 1 - base, 0) if n_features is None else int(n_features)
-    if d == 0:
-        raise UsageError(f"{path}: no features")
-    X = np.zeros((len(labels), d))
-    for r, (ia, va) in enumerate(entries):
-        if ia.size and ia.max() - base >= d:
-            raise UsageError(f"{path}: feature index {ia.max()} exceeds {d} features")
-        X[r, ia - base] = va
-    return X, np.array(labels, np.float64)
 
 
 def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -216,38 +95,13 @@ def _sniff(path: str) -> str:
     return "csv"
 
 
-def infer_task(y: np.ndarray, task: str, where: str) -> tuple[np.ndarray, str, int]:
-    """(labels, task, n_classes). ``auto``: {0,1} or {-1,1} -> binary (-1 becomes 0);
-    non-negative integers with 3..1000 values -> multiclass; anything else -> regression."""
-    ints = bool(np.all(y == np.round(y)))
-    vals = np.unique(y)
-    if task == "auto":
-        if set(vals.tolist()) <= {0.0, 1.0} or set(vals.tolist()) == {-1.0, 1.0}:
-            task = "binary"
-        elif ints and vals.min() >= 0 and vals.max() < 1000:
-            task = "multiclass"
-        else:
-            task = "regression"
-    if task == "binary":
-        if set(vals.tolist()) == {-1.0, 1.0}:
-            y = (y > 0).astype(np.float64)
-        elif not set(vals.tolist()) <= {0.0, 1.0}:
-            raise UsageError(f"{where}: task binary needs labels 0/1 or -1/+1, found "
-                             f"{vals[:5].tolist()}")
-        return y, task, 2
-    if task == "multiclass":
-        if not ints or vals.min() < 0:
-            raise UsageError(f"{where}: task multiclass needs integer labels >= 0, found "
-                             f"{vals[:5].tolist()}")
-        return y, task, int(vals.max()) + 1
-    return y, "regression", 0
-
-
 def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
                    standardize: bool = False, seed: int = 0, label_column: int | str = -1,
                    fmt: str = "auto", task: str = "auto", force: bool = False,
-                   name: str | None = None) -> Dataset:
+                   name: str | None = None, notes: list | None = None) -> Dataset:
     """Read ``source``, shuffle, split, standardise, write ``out``; returns the dataset.
+    ``notes`` (a list) receives what the user should hear: how labels were recoded, a
+    missing ``--standardize``.
 
     Parameters
     ----------
@@ -271,23 +125,14 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
     """
     if not 0.0 <= test_fraction < 1.0:
         raise UsageError(f"--test-fraction {test_fraction}: must be in [0, 1)")
-    if source in SKLEARN_SETS and not Path(source).exists():
-        X, y = read_sklearn(source)
-        task = SKLEARN_SETS[source] if task == "auto" else task
-        where = f"scikit-learn {source}"
-    else:
-        if not Path(source).is_file():
-            raise UsageError(f"source not found: {source} (a file, or one of "
-                             f"{', '.join(SKLEARN_SETS)} with scikit-learn installed)")
-        kind = _sniff(source) if fmt == "auto" else fmt
-        if kind == "npz":
-            X, y = read_npz(source)
-        elif kind == "libsvm":
-            X, y = read_libsvm(source)
-        else:
-            X, y = read_csv(source, label_column)
-        where = source
-    y, task, n_classes = infer_task(y, task, where)
+    X, y, mapping, task, where = _read_source(source, fmt, label_column, task)
+    y, task, n_classes, mapping = infer_task(y, task, where, mapping)
+    if notes is not None and mapping_note(mapping, where):
+        notes.append(mapping_note(mapping, where))
+    if notes is not None and not standardize and X.size and float(np.abs(X).max()) > 100:
+        notes.append(f"{where}: features are not standardized (largest |x| "
+                     f"{float(np.abs(X).max()):.3g}); gradient descent may diverge: "
+                     "consider --standardize")
     n = X.shape[0]
     n_test = int(round(n * test_fraction))
     if n - n_test < 1:
@@ -296,23 +141,47 @@ def import_dataset(source: str, out: str, *, test_fraction: float = 0.2,
     perm = np.random.default_rng([seed, 0x1A9]).permutation(n)
     X, y = X[perm], y[perm]
     Xt, yt, X, y = X[:n_test], y[:n_test], X[n_test:], y[n_test:]
-    if standardize:
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0)
-        sd[sd == 0] = 1.0
-        X = (X - mu) / sd
-        Xt = (Xt - mu) / sd
     y_offset = 0.0
-    if standardize and task == "regression":
-        # the models have no intercept: centre the target too (RMSE keeps the original units)
-        y_offset = float(y.mean())
-        y, yt = y - y_offset, yt - y_offset
+    if standardize:
+        X, Xt, y, yt, y_offset = _standardize(X, Xt, y, yt, task)
     ds = Dataset(name or Path(source).stem, np.ascontiguousarray(X), y.copy(),
                  np.ascontiguousarray(Xt), yt.copy(), task, n_classes)
     write_dataset(ds, out, force=force, attrs={
         "source": str(source), "seed": int(seed), "test_fraction": float(test_fraction),
-        "standardized": bool(standardize), "y_offset": y_offset})
+        "standardized": bool(standardize), "y_offset": y_offset,
+        "label_mapping": mapping_attr(mapping)})
     return ds
+
+
+def _standardize(X, Xt, y, yt, task):
+    """Features scaled with the training mean and std (constant ones only centred); for
+    regression the target centred too (the models have no intercept; RMSE keeps the original
+    units). Returns (X, Xt, y, yt, y_offset)."""
+    mu = X.mean(axis=0)
+    sd = X.std(axis=0)
+    sd[sd == 0] = 1.0
+    y_offset = float(y.mean()) if task == "regression" else 0.0
+    return (X - mu) / sd, (Xt - mu) / sd, y - y_offset, yt - y_offset, y_offset
+
+
+def _read_source(source, fmt, label_column, task):
+    """(X, y, label mapping or None, task, where) of a scikit-learn name or a file."""
+    if source in SKLEARN_SETS and not Path(source).exists():
+        X, y = read_sklearn(source)
+        return X, y, None, SKLEARN_SETS[source] if task == "auto" else task, \
+            f"scikit-learn {source}"
+    if not Path(source).is_file():
+        raise UsageError(f"source not found: {source} (a file, or one of "
+                         f"{', '.join(SKLEARN_SETS)} with scikit-learn installed)")
+    kind = _sniff(source) if fmt == "auto" else fmt
+    mapping = None
+    if kind == "npz":
+        X, y = read_npz(source)
+    elif kind == "libsvm":
+        X, y = read_libsvm(source)
+    else:
+        X, y, mapping = read_csv(source, label_column)
+    return X, y, mapping, task, source
 
 
 def build_bundled(out_dir: str = "data", *, force: bool = False, seed: int = 0,
@@ -331,6 +200,24 @@ def build_bundled(out_dir: str = "data", *, force: bool = False, seed: int = 0,
                        force=force)
         written.append(p)
     return written
+
+
+def describe(path, ds: Dataset) -> str:
+    """``wrote PATH: NAME, R train + R test rows, F features, C classes, task T (--model M)``"""
+    from mpicode.io.datasets import MODEL_TASK
+    model = next(m for m, t in MODEL_TASK.items() if t == ds.task)
+    classes = f"{ds.n_classes} classes, " if ds.task != "regression" else ""
+    return (f"wrote {path}: {ds.name}, {ds.X.shape[0]} train + {ds.X_test.shape[0]} test rows, "
+            f"{ds.n_features} features, {classes}task {ds.task} (--model {model})")
+
+
+def print_bundled(out_dir: str, written: list[Path]) -> None:
+    """What ``data bundled`` wrote, one line per dataset."""
+    from mpicode.io.datasets import read_dataset
+    if not written:
+        print(f"{out_dir}: bundled datasets already present (--force to rebuild)")
+    for p in written:
+        print(describe(p, read_dataset(p)))
 
 
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
@@ -356,12 +243,14 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
 def run_import(args: argparse.Namespace) -> int:
     """Run ``mpicode data import`` from parsed arguments; prints one summary line."""
     lc = int(args.label_column) if _is_int(args.label_column) else args.label_column
+    notes: list[str] = []
     ds = import_dataset(args.source, args.out, test_fraction=args.test_fraction,
                         standardize=args.standardize, seed=args.seed, label_column=lc,
-                        fmt=args.fmt, task=args.task, force=args.force, name=args.name)
-    print(f"wrote {args.out}: {ds.X.shape[0]} train + {ds.X_test.shape[0]} test rows, "
-          f"{ds.n_features} features, task {ds.task}"
-          + (f", {ds.n_classes} classes" if ds.task == "multiclass" else ""))
+                        fmt=args.fmt, task=args.task, force=args.force, name=args.name,
+                        notes=notes)
+    for note in notes:
+        print(f"note: {note}")
+    print(describe(args.out, ds))
     return 0
 
 
@@ -381,9 +270,7 @@ def main_bundled(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
-    written = build_bundled(a.out_dir, force=a.force, seed=a.seed)
-    print(f"wrote {', '.join(map(str, written))}" if written else
-          f"{a.out_dir}: bundled datasets already present (--force to rebuild)")
+    print_bundled(a.out_dir, build_bundled(a.out_dir, force=a.force, seed=a.seed))
     return 0
 
 

@@ -84,7 +84,7 @@ def write_dataset(ds: Dataset, path: str, force: bool = False, attrs: dict | Non
         for k in ("X", "y", "X_test", "y_test"):
             f.create_dataset(k, data=getattr(ds, k))
         f.attrs.update(name=ds.name, task=ds.task, n_classes=ds.n_classes, format=DATA_FORMAT,
-                       created=_dt.datetime.now(_dt.timezone.utc).isoformat())
+                       created=_dt.datetime.now(_dt.UTC).isoformat())
         if attrs:
             f.attrs.update(attrs)
     os.replace(tmp, p)
@@ -214,7 +214,16 @@ def check_labels(ds: Dataset, model: str, where: str) -> None:
         if bad.size:
             n = f"{bad.size} bad label" + ("s" if bad.size > 1 else "")
             raise UsageError(f"dataset {where}: {k}[{bad[0]}] = {float(y[bad[0]])!r}: labels "
-                             f"must be {need} for model {model} ({n})")
+                             f"must be {need} for model {model} ({n})" + _model_hint(ds, model))
+
+
+def _model_hint(ds: Dataset, model: str) -> str:
+    """The model that fits the dataset's task, when it is not the one asked for."""
+    fits = next((m for m, t in MODEL_TASK.items() if t == ds.task), None)
+    if fits is None or fits == model:
+        return ""
+    what = f"{ds.n_classes} classes" if ds.task == "multiclass" else ds.task
+    return f"; the dataset is {ds.task} ({what}): use --model {fits}"
 
 
 def load(cfg) -> Dataset:

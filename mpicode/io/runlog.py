@@ -65,7 +65,7 @@ _fill = fill_value
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def check_output(path: str, force: bool) -> None:

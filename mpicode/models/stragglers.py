@@ -364,6 +364,11 @@ def make_straggler_model(cfg, n_workers: int, n_partitions: int) -> StragglerMod
     common = dict(unit=cfg.delay_unit, task_overhead=getattr(cfg, "task_overhead", 0.0),
                   delay_form=getattr(cfg, "delay_form", "worker"))
     if cfg.stragglers.startswith("trace:"):
+        # an imported trace (mpicode traces import; models/trace_replay.py) or a run file
+        from mpicode.io.traces import is_trace_file
+        if is_trace_file(cfg.stragglers[6:]):
+            from mpicode.models.trace_replay import make_imported_trace
+            return make_imported_trace(cfg, n_workers, n_partitions)
         return Trace(n_workers, n_partitions, cfg.seed, path=cfg.stragglers[6:],
                      iterations=cfg.iterations, **common)
     cls = MODELS[cfg.stragglers]

@@ -75,6 +75,7 @@ class Problem:
 
         if data is None:
             data = load(cfg)
+        _check_partitions(cfg, n_partitions, data.X.shape[0])
         return cls(data, n_partitions, model=cfg.model, l2=cfg.l2, dtype=cfg.dtype,
                    partitioning=cfg.partitioning, seed=cfg.seed)
 
@@ -169,3 +170,16 @@ def reference_gd(problem: Problem, lr: float, iterations: int) -> np.ndarray:
         w = w - lr * g
         out.append(w.copy())
     return np.array(out)
+
+
+def _check_partitions(cfg, K: int, n_rows: int) -> None:
+    """K <= training rows, saying so when K is the default 4N the user never chose."""
+    from mpicode.config import UsageError
+    if K <= n_rows:
+        return
+    msg = f"--partitions {K} exceeds the {n_rows} training rows"
+    if getattr(cfg, "source", {}).get("partitions", "cli") == "default":
+        N = getattr(cfg, "n_workers", K // 4)
+        msg += (f" ({K} is the default 4N for N={N} workers, not given: pass --partitions K "
+                f"with N <= K <= {n_rows}, or use a larger dataset)")
+    raise UsageError(msg)

@@ -146,13 +146,12 @@ def circulant_decode(g: np.ndarray, Z: np.ndarray, stragglers) -> np.ndarray:
     return a
 
 
-def cyclic_residual(B: np.ndarray, s: int, a: np.ndarray) -> float:
-    """max |a^T B - 1| using only the s + 1 non-zeros of each row (O(n s))."""
-    n = len(B)
+def cyclic_residual(band: np.ndarray, a: np.ndarray) -> float:
+    """max |a^T B - 1| from B's band, band[i, j] = B[i, (i + j) mod n] (O(n s))."""
+    n = len(band)
     r = np.zeros(n)
-    for j in range(s + 1):
-        cols = (np.arange(n) + j) % n
-        r[cols] += a * B[np.arange(n), cols]
+    for j in range(band.shape[1]):
+        r += np.roll(a * band[:, j], j)  # row i's entry j lands in column i + j
     return float(np.abs(r - 1.0).max())
 
 
@@ -185,23 +184,35 @@ class CyclicRepetition(Scheme):
             raise ValueError(f"the circulant construction needs odd s and even N, got "
                              f"s={self.s}, N={self.N}")
         self.construction = "circulant" if circ else "tandon"
-        self._g = self._Z = None
-        if circ:
-            B = circulant_B(self.N, self.s)
+        self._g = self._Z = self._B = None
+        if circ:  # banded only: no N x N matrix (N = 10^4 would take 800 MB)
             self._g, self._Z = circulant_generator(self.N, self.s), circulant_kernel(self.N, self.s)
-        elif B is None:
-            B = conditioned_cyclic_B(self.N, self.s, self.seed)
-        B = np.array(B, dtype=np.float64)
-        if B.shape != (self.N, self.N):
-            raise ValueError(f"B must be {self.N} x {self.N}, got {B.shape}")
-        for i, supp in enumerate(self.support):
-            off = np.ones(self.N, bool)
-            off[supp] = False
-            if np.any(B[i, off] != 0):
-                raise ValueError(f"row {i} of B is non-zero outside blocks {list(supp)}")
-        self.B = B
+            self.band = np.tile(self._g, (self.N, 1))
+        else:
+            if B is None:
+                B = conditioned_cyclic_B(self.N, self.s, self.seed)
+            B = np.array(B, dtype=np.float64)
+            if B.shape != (self.N, self.N):
+                raise ValueError(f"B must be {self.N} x {self.N}, got {B.shape}")
+            for i, supp in enumerate(self.support):
+                off = np.ones(self.N, bool)
+                off[supp] = False
+                if np.any(B[i, off] != 0):
+                    raise ValueError(f"row {i} of B is non-zero outside blocks {list(supp)}")
+            self._B = B
+            self.band = np.stack([B[i, supp] for i, supp in enumerate(self.support)])
         self.block = np.arange(self.K) // (self.K // self.N)  # block of each micro-partition
         self._a_cache: dict[frozenset, np.ndarray] = {}
+
+    @property
+    def B(self) -> np.ndarray:
+        """The dense N x N B (built on first use for the circulant construction)."""
+        if self._B is None:
+            B = np.zeros((self.N, self.N))
+            for j in range(self.s + 1):
+                B[np.arange(self.N), (np.arange(self.N) + j) % self.N] = self.band[:, j]
+            self._B = B
+        return self._B
 
     @classmethod
     def tandon_example(cls, n_partitions: int = 3, **kw) -> CyclicRepetition:
@@ -214,7 +225,8 @@ class CyclicRepetition(Scheme):
         tasks = []
         for i, supp in enumerate(self.support):
             parts = np.concatenate([np.flatnonzero(self.block == b) for b in supp])
-            tasks.append(self.new_task(i, 1, parts, coeffs=self.B[i, self.block[parts]]))
+            coeffs = self.band[i, (self.block[parts] - i) % self.N]  # B[i, block of p]
+            tasks.append(self.new_task(i, 1, parts, coeffs=coeffs))
         return tasks
 
     def done(self):
@@ -233,7 +245,7 @@ class CyclicRepetition(Scheme):
             rows = sorted(F)
             if self._g is not None:
                 full = circulant_decode(self._g, self._Z, set(range(self.N)) - F)
-                a, err = full[rows], cyclic_residual(self.B, self.s, full)
+                a, err = full[rows], cyclic_residual(self.band, full)
             else:
                 BF = self.B[rows]
                 a, *_ = np.linalg.lstsq(BF.T, np.ones(self.N), rcond=None)
@@ -277,7 +289,7 @@ def worst_on_random_sets(sc: CyclicRepetition, n_sets: int, seed: int = 0) -> fl
             a, *_ = np.linalg.lstsq(BF.T, np.ones(n), rcond=None)
         full = np.zeros(n)
         full[rows] = a
-        worst = max(worst, cyclic_residual(sc.B, s, full))
+        worst = max(worst, cyclic_residual(sc.band, full))
     return worst
 
 

@@ -1,9 +1,10 @@
 """Two-stage's stage k: re-planning on idle workers (``--replan R``, pure).
 
-After stage 2 has been handed out, whenever a worker that finished its own work goes idle
-while a straggler's set is still uncovered, the pending rest of that set's best group (the
-group predicted to complete first) is re-split among the idle workers as a *new group*: the
-group's arrived blocks plus new blocks that tile the rest. Groups still tile the set exactly,
+Whenever a worker that finished its own work goes idle while a straggler's set is still
+uncovered, the pending rest of that set's best group (the group predicted to complete first;
+before any group exists, the whole set of the straggler's running stage-1 task) is re-split
+among the idle workers as a *new group*: the group's arrived blocks plus new blocks that tile
+the rest. Groups still tile the set exactly,
 so the coverage-map decode stays exact and O(|U|); the first group to complete covers the set
 and the others are cancelled. A round is spent only when the idle workers would cover the rest
 sooner than its predicted finish; at most R rounds an iteration bound the extra load and
@@ -22,11 +23,25 @@ from mpicode.schemes.shares import assign, largest_remainder
 
 
 class Replanning:
-    def _finish(self, x: Task, t: float, tau) -> float:
-        """Predicted finish of a pending task: its speed estimate from dispatch, or, overdue,
-        as long again from now (with heavy tails an overdue worker is no closer to done)."""
-        f = x.t_dispatch + tau[x.worker] * x.n
-        return f if f > t else t + tau[x.worker] * x.n
+    def _finish(self, x: Task, t: float, tau, start: float | None = None) -> float:
+        """Predicted finish of a pending task: its speed estimate from its start (dispatch,
+        or the end of the task before it on its worker), or, overdue, as long again from now
+        (with heavy tails an overdue worker is no closer to done)."""
+        f = (x.t_dispatch if start is None else max(start, x.t_dispatch)) + tau[x.worker] * x.n
+        return f if f >= t else t + tau[x.worker] * x.n
+
+    def _running_stage1(self) -> dict[int, tuple[Task, float]]:
+        """Stage-1 task id -> (task, start) of every worker's running stage-1 task (its first
+        pending one: a worker runs its tasks in dispatch order)."""
+        out, last, seen = {}, {}, set()
+        for x in self.tasks.values():  # in dispatch order
+            if x.state == "done":
+                last[x.worker] = max(last.get(x.worker, 0.0), x.t_done)
+            elif x.state == "pending" and x.worker not in seen:
+                seen.add(x.worker)
+                if x.task_id in self.s1:
+                    out[x.task_id] = (x, last.get(x.worker, x.t_dispatch))
+        return out
 
     def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
         """(group, its pending blocks, predicted cover time) of the group of j that is
@@ -41,6 +56,28 @@ class Replanning:
                 best = (g, pend, f)
         return best
 
+    def _latest_straggler(self, t: float, tau):
+        """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of the late
+        straggler predicted to be covered last, or None."""
+        late = []
+        running = self._running_stage1()
+        for j, x in self.s1.items():
+            if j in self.cover or x.state != "pending":
+                continue
+            start = running.get(j, (x, None))[1]
+            if self.tiles[j]:
+                g, pend, f = self._best_group(j, t, tau)
+                f = min(f, self._finish(x, t, tau, start))
+            elif j in running:  # no group yet: a backup of its whole set, in pieces
+                g, pend, f = -1, [x], self._finish(x, t, tau, start)
+            else:  # queued behind its worker's running task: work stealing's, not ours
+                continue
+            # only what is late: a straggler past its own predicted finish (a set on time
+            # is not worth the extra load)
+            if pend and t > max(start or 0.0, x.t_dispatch) + tau[x.worker] * x.n:
+                late.append((f, j, g, pend))
+        return max(late, key=lambda c: (c[0], c[1])) if late else None
+
     def _replan(self, t: float) -> Actions:
         """Give the idle workers the pending rest of the straggler predicted to be covered
         last, as a new group: its arrived blocks plus new blocks tiling the rest."""
@@ -51,17 +88,10 @@ class Replanning:
         idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
         if not idle:
             return Actions()
-        late = []
-        for j, x in self.s1.items():
-            if j in self.cover or x.state != "pending":
-                continue
-            g, pend, f = self._best_group(j, t, tau)
-            f = min(f, self._finish(x, t, tau))
-            if g >= 0 and pend:
-                late.append((f, j, g, pend))
-        if not late:
+        pick = self._latest_straggler(t, tau)
+        if pick is None:
             return Actions()
-        f, j, g, pend = max(late)
+        f, j, g, pend = pick
         rest = np.concatenate([b.partitions for b in pend])
         if not self.placement.shared:
             hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
@@ -80,7 +110,7 @@ class Replanning:
             return Actions()
         self.rounds += 1
         g2 = len(self.tiles[j])
-        keep = [b for b in self.tiles[j][g] if b.state == "done"]
+        keep = [b for b in self.tiles[j][g] if b.state == "done"] if g >= 0 else []
         self.tiles[j].append(list(keep))
         for b in keep:
             self.owner[b.task_id].append((g2, j))

@@ -2,7 +2,9 @@
 
 The baseline an HPC user reaches for under shared storage: idle workers pull the next chunk of
 unassigned micro-partitions (``--chunk fixed:C``, or ``guided``: guided self-scheduling's
-ceil(remaining / N) rule, large chunks first, small ones at the end). With ``--backup`` (the
+ceil(remaining / N) rule, large chunks first, small ones at the end; or ``weighted``: guided
+scaled by the worker's share of the total speed, ceil(remaining * v_w / sum v), so a worker
+known to be slow takes small chunks). With ``--backup`` (the
 default), once a worker finds nothing unassigned that it holds, it gets a speculative copy of
 the running chunk expected to finish last (MapReduce's backup tasks), provided its copy is
 expected to finish sooner, or the chunk is overdue (past its expected finish by 5%: then
@@ -36,13 +38,13 @@ GRACE = 0.05  # a copy is overdue 5% of its expected run time after its expected
 
 
 def chunk_error(spec) -> str | None:
-    """None if ``spec`` is ``guided`` or ``fixed:C`` with an integer C >= 1."""
-    if spec == "guided":
+    """None if ``spec`` is ``guided``, ``weighted`` or ``fixed:C`` with an integer C >= 1."""
+    if spec in ("guided", "weighted"):
         return None
     if isinstance(spec, str) and spec.startswith("fixed:") and spec[6:].isdigit() \
             and int(spec[6:]) >= 1:
         return None
-    return "must be 'guided' or 'fixed:C' with an integer C >= 1"
+    return "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1"
 
 
 @register_scheme
@@ -52,7 +54,7 @@ class SelfScheduling(Scheme):
     Parameters (besides :class:`Scheme`'s)
     ----------
     chunk : str
-        ``guided`` (default) or ``fixed:C``.
+        ``guided`` (default), ``weighted`` or ``fixed:C``.
     backup : bool
         Speculative copies of the running chunk expected to finish last (default on).
     placement : str
@@ -62,7 +64,8 @@ class SelfScheduling(Scheme):
     name = "self-scheduling"
     options = Scheme.options + (
         Option("chunk", str, "guided",
-               "self-scheduling: chunk size, guided (ceil(remaining/N)) or fixed:C",
+               "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
+               "times the worker's share of the speed) or fixed:C",
                check=chunk_error, group="self-scheduling"),
         Option("backup", _bool, True,
                "self-scheduling: speculative copy of the running chunk expected to finish last "
@@ -82,7 +85,8 @@ class SelfScheduling(Scheme):
         err = chunk_error(chunk)
         if err:
             raise ValueError(f"chunk {chunk!r}: {err}")
-        self.fixed = None if chunk == "guided" else int(chunk[6:])
+        self.fixed = int(chunk[6:]) if chunk.startswith("fixed:") else None
+        self.weighted = chunk == "weighted"
         self.backup = _bool(backup)
         self.placement = Placement(placement, self.N, self.K)
         if self.placement.shared:
@@ -106,8 +110,18 @@ class SelfScheduling(Scheme):
         self.winner: list[Task | None] = []
         self.n_won = 0
         self.chunk_of: dict[int, int] = {}            # task id -> chunk
-        self.running: set[int] = set()                # chunks without a winner
-        self.idle: set[int] = set()                   # active workers with no pending task
+        # per chunk: partitions; per copy (index copy_of[task id]): chunk, worker, start,
+        # still pending. Arrays with spare room (at most ~2 tasks per worker and chunk)
+        cap = 2 * (self.N + self.K) + 8
+        self.csize = np.zeros(cap, np.int64)
+        self.copy_of: dict[int, int] = {}
+        self.n_copies = 0
+        self.cx = np.zeros(cap, np.int64)
+        self.cw = np.zeros(cap, np.int64)
+        self.cs = np.zeros(cap)
+        self.cpend = np.zeros(cap, bool)
+        self._rate: np.ndarray | None = None        # rates() of the current state
+        self.idle = np.zeros(self.N, bool)            # active workers with no pending task
         self.rate_now = np.full(self.N, np.nan)       # s/partition measured this iteration
         self.n_active = 1
         self.t_last = 0.0
@@ -127,12 +141,14 @@ class SelfScheduling(Scheme):
                 raise RuntimeError(f"self-scheduling: partition {self.lo0[b]} has no live "
                                    "holder")
         self.n_active = len(live)
-        self.idle = set(live)
+        self.idle[live] = True
         return self._feed(0.0)
 
     def rates(self) -> np.ndarray:
         """Seconds per partition: this iteration's measure where there is one, else the
         speed estimate; before any estimate, the mean of this iteration's measures."""
+        if self._rate is not None:
+            return self._rate
         r = self.rate_now.copy()
         obs = np.isfinite(r)
         hist = self.tau
@@ -140,18 +156,34 @@ class SelfScheduling(Scheme):
             r[~obs] = self.speeds()[~obs]
         else:
             r[~obs] = r[obs].mean() if obs.any() else 1.0
+        self._rate = r
         return r
 
     def _dispatch(self, w: int, x: int, stage: int, t: float) -> Task:
         task = self.new_task(w, stage, self.chunks[x], t=t)
         self.chunk_of[task.task_id] = x
+        j = self.n_copies
+        if j == len(self.cx):  # out of room: double
+            self.cx, self.cw, self.cs, self.cpend = (
+                np.concatenate([a, np.zeros_like(a)]) for a in (self.cx, self.cw, self.cs,
+                                                                 self.cpend))
+        self.copy_of[task.task_id] = j
+        self.n_copies += 1
         self.copies[x].append(task)
-        self.idle.discard(w)
+        self.cx[j], self.cw[j], self.cs[j], self.cpend[j] = x, w, t, True
+        self.idle[w] = False
         return task
 
     def _pull(self, w: int, t: float) -> Task | None:
         """A new chunk of unassigned partitions that ``w`` holds, or None."""
-        size = self.fixed or math.ceil(self.n_left / self.n_active)
+        if self.fixed:
+            size = self.fixed
+        elif self.weighted:
+            v = 1.0 / self.rates()
+            size = math.ceil(self.n_left * v[w] / v[self.active].sum() - 1e-9)
+        else:
+            size = math.ceil(self.n_left / self.n_active)
+        size = max(1, size)
         parts: list[np.ndarray] = []
         blocks: list[int] = []
         got = 0
@@ -168,64 +200,73 @@ class SelfScheduling(Scheme):
             return None
         self.n_left -= got
         self.chunks.append(np.concatenate(parts))
+        if len(self.chunks) > len(self.csize):
+            self.csize = np.concatenate([self.csize, np.zeros_like(self.csize)])
+        self.csize[len(self.chunks) - 1] = got
         self.blocks.append(blocks)
         self.copies.append([])
         self.winner.append(None)
         x = len(self.chunks) - 1
-        self.running.add(x)
         return self._dispatch(w, x, 1, t)
 
-    def _expected(self, x: int, t: float, rate: np.ndarray) -> tuple[float, float]:
-        """(expected finish of chunk x, earliest start of its copies); inf if every copy is
-        overdue."""
-        e, start = math.inf, math.inf
-        n = len(self.chunks[x])
-        for c in self.copies[x]:
-            if c.state != "pending":
-                continue
-            run = n * rate[c.worker]
-            start = min(start, c.t_dispatch)
-            if t < c.t_dispatch + run * (1 + GRACE):
-                e = min(e, c.t_dispatch + run)
-        return e, start
+    def _copies(self, rate: np.ndarray):
+        """Pending copies as arrays: (chunk, start, expected run time)."""
+        pend = np.flatnonzero(self.cpend[:self.n_copies])
+        x = self.cx[pend]
+        return x, self.cs[pend], self.csize[x] * rate[self.cw[pend]]
+
+    def _estimates(self, t: float, rate: np.ndarray):
+        """Per chunk: expected finish (the earliest of its copies that are not overdue; inf
+        if all are; NaN for chunks with no pending copy, i.e. won) and earliest start."""
+        x, start, run = self._copies(rate)
+        nx = len(self.chunks)
+        E = np.full(nx, np.nan)
+        E[x] = np.inf
+        ok = t < start + run * (1 + GRACE)
+        np.minimum.at(E, x[ok], (start + run)[ok])
+        first = np.full(nx, np.inf)
+        np.minimum.at(first, x, start)
+        return E, first
 
     def _copy(self, w: int, t: float, rate: np.ndarray) -> Task | None:
         """A backup copy for ``w`` of the running chunk expected to finish last, if w's copy
-        would beat it; None if there is none."""
-        best, key = None, None
-        for x in self.running:
-            if any(c.worker == w for c in self.copies[x]):
-                continue
-            parts = self.chunks[x]
-            if not self.placement.shared and not all(
-                    (w - b) % self.N < self.placement.R for b in self.blocks[x]):
-                continue  # w must hold every partition of the chunk
-            e, start = self._expected(x, t, rate)
-            if t + len(parts) * rate[w] >= e:
-                continue
-            k = (e, -start)
-            if key is None or k > key:
-                best, key = x, k
-        return None if best is None else self._dispatch(w, best, 2, t)
+        would beat it; None if there is none. (An idle w has no copy of a running chunk:
+        its copies of a chunk end only when the chunk is won.)"""
+        E, first = self._estimates(t, rate)
+        mine = t + self.csize[:len(self.chunks)] * rate[w]
+        cand = np.flatnonzero(mine < E)  # NaN (won) compares False
+        if not len(cand):
+            return None
+        # latest expected finish first; among the overdue (inf), the longest running
+        cand = cand[np.lexsort((first[cand], -E[cand]))]
+        for x in cand.tolist():
+            if self.placement.shared or all((w - b) % self.N < self.placement.R
+                                            for b in self.blocks[x]):
+                return self._dispatch(w, x, 2, t)
+        return None
 
     def _feed(self, t: float) -> list[Task]:
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
-        if self.done() or not self.idle:
+        if self.done() or not self.idle.any():
             return out
         rate = self.rates()
-        rl = rate.tolist()
-        for w in sorted(self.idle, key=lambda v: (rl[v], v)):
-            task = self._pull(w, t) if self.n_left else None
-            if task is None and self.backup and (self.n_left == 0 or not self.placement.shared):
-                task = self._copy(w, t, rate)
-                if task is None and self.placement.shared and self.n_left == 0:
+        if self.placement.shared:  # everyone can take anything: only the fastest idle matters
+            while self.idle.any() and (self.n_left or self.backup):
+                w = int(np.argmin(np.where(self.idle, rate, np.inf)))
+                task = self._pull(w, t) if self.n_left else self._copy(w, t, rate)
+                if task is None:
                     break  # the fastest idle worker cannot help: nor can a slower one
+                out.append(task)
+            return out
+        rl = rate.tolist()
+        for w in sorted(np.flatnonzero(self.idle).tolist(), key=lambda v: (rl[v], v)):
+            task = self._pull(w, t) if self.n_left else None
+            if task is None and self.backup:
+                task = self._copy(w, t, rate)
             if task is not None:
                 out.append(task)
-            elif self.placement.shared and self.n_left == 0 and not self.backup:
-                break
         return out
 
     # ---- events ----------------------------------------------------------------------------
@@ -234,17 +275,19 @@ class SelfScheduling(Scheme):
         w = task.worker
         if task.n:
             self.rate_now[w] = task.duration / task.n
+            self._rate = None
         if self.active[w]:
-            self.idle.add(w)
+            self.idle[w] = True
         x = self.chunk_of[task.task_id]
+        self.cpend[self.copy_of[task.task_id]] = False
         if self.winner[x] is None:  # the first copy wins; the others are redundant
             self.winner[x] = task
             self.n_won += 1
-            self.running.discard(x)
             lost = self._cancel([c for c in self.copies[x] if c is not task], t)
             for c in lost:
+                self.cpend[self.copy_of[c.task_id]] = False
                 if self.active[c.worker]:
-                    self.idle.add(c.worker)
+                    self.idle[c.worker] = True
             acts.cancel += lost
         acts.dispatch += self._feed(t)
         return acts
@@ -254,19 +297,13 @@ class SelfScheduling(Scheme):
 
     def next_deadline(self):
         """When a running copy becomes overdue, while a worker idles with nothing to pull."""
-        if not self.backup or not self.idle or self.done() or (
+        if not self.backup or not self.idle.any() or self.done() or (
                 self.placement.shared and self.n_left):
             return None
-        rate = self.rates()
-        out = math.inf
-        for x in self.running:
-            n = len(self.chunks[x])
-            for c in self.copies[x]:
-                if c.state == "pending":
-                    due = c.t_dispatch + n * rate[c.worker] * (1 + GRACE)
-                    if due > self.t_last:
-                        out = min(out, due)
-        return None if out == math.inf else float(out)
+        _, start, run = self._copies(self.rates())
+        due = start + run * (1 + GRACE)
+        due = due[due > self.t_last]
+        return float(due.min()) if len(due) else None
 
     # ---- decoding --------------------------------------------------------------------------
     def done(self):

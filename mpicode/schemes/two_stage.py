@@ -227,8 +227,7 @@ class TwoStage(Stealing, Replanning, Scheme):
                     mine = {b.task_id for b in self.tiles[j][g]}
                     acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
                                                  if b.task_id not in mine), t)
-        if self.issued and self.rounds < self.replan and not self._complete() \
-                and not self.expired:
+        if self.rounds < self.replan and not self._complete() and not self.expired:
             acts += self._replan(t)
         return acts
 
@@ -309,6 +308,8 @@ class TwoStage(Stealing, Replanning, Scheme):
             r2 = len(w2)
         self.r2, self.n_u = r2, len(u)
         owner_of = {int(k): x.task_id for x in stragglers for k in x.partitions}
+        # stage 2's groups come after any a re-planning round already made
+        base = {x.task_id: len(self.tiles[x.task_id]) for x in stragglers}
         acts = Actions()
         for g in range(r2):
             members = w2[g::r2]  # fastest first, dealt round-robin: groups of equal speed
@@ -328,9 +329,10 @@ class TwoStage(Stealing, Replanning, Scheme):
                     if j in lost:
                         continue
                     b = self.new_task(w, 2, ks, t=t)
-                    self.owner[b.task_id] = [(g, j)]
-                    self.tiles[j][g].append(b)
-                    self.missing[g, j] = self.missing.get((g, j), 0) + 1
+                    gj = base[j] + g
+                    self.owner[b.task_id] = [(gj, j)]
+                    self.tiles[j][gj].append(b)
+                    self.missing[gj, j] = self.missing.get((gj, j), 0) + 1
                     acts.dispatch.append(b)
         return acts
 

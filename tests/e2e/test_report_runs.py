@@ -131,8 +131,9 @@ def test_plots_written(two_runs, tmp_path):
                  "2:5", "--target-loss", "0.3"])
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in d.iterdir())
-    assert names == ["backlog_b.png", "gantt_a_2-4.png", "load_coverage.png",
-                     "loss_vs_time.png"], names
+    assert names == ["backlog_b.png", "gantt_a_2-5.png", "load_coverage.png",
+                     "loss_vs_iteration.png", "loss_vs_time.png", "metric_vs_time.png",
+                     "straggler_scores.png"], names
     for p in d.iterdir():
         _png(p)
         assert f"wrote {p}" in r.stderr
@@ -145,7 +146,7 @@ def test_plots_without_backlogs_say_so(two_runs, tmp_path):
     from mpicode.analysis import plots
     written, notes = plots.write_all(runs, str(tmp_path / "p"), gantt_run=runs[0],
                                      gantt_span=(0, 6))
-    assert len(written) == 3 and any("no backlog plot" in n for n in notes)
+    assert len(written) == 6 and any("no backlog plot" in n for n in notes)
 
 
 # -- bad input: one line, exit 2 -------------------------------------------------------------
@@ -193,4 +194,9 @@ def test_real_run_report_and_gantt(tmp_path):
     pytest.importorskip("matplotlib")
     r = mpicode(["report", out, "--plots", tmp_path / "p", "--gantt-iterations", "1:3"])
     assert r.returncode == 0, r.stderr
-    _png(tmp_path / "p" / "gantt_ign_1-2.png")
+    _png(tmp_path / "p" / "gantt_ign_1-3.png")
+    _png(tmp_path / "p" / "straggler_scores.png")
+    r = mpicode(["report", out, "--workers", "--format", "json"])
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout)
+    assert [w["rank"] for w in scores] == [1, 2] and all(w["score"] > 0 for w in scores)

@@ -7,8 +7,8 @@ slurmctld and slurmd in the foreground with their own pid, log, state and spool 
 ``jobs/train.sbatch`` and a two-cell sweep with its chained report (``jobs/submit_sweep.sh``),
 waits for them (bounded) and checks the HDF5 files. It stops the daemons it started, by pid.
 
-Where it cannot run (not root, no apt-get, the install fails) it skips and says why; with
-``CI=true`` it fails instead, so CI cannot pass without having run it.
+Where it cannot run (not root, no apt-get, the install fails, ``MPICODE_TEST_SLURM=0``) it
+skips and says why; with ``CI=true`` it fails instead, so CI cannot pass without having run it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PY, ROOT, wait_until
+from conftest import PY, ROOT, run_attr, wait_until
 
 from mpicode.analysis.report import read_run
 
@@ -65,6 +65,8 @@ def _cannot(reason: str):
 
 def ensure_slurm() -> None:
     """slurmctld, slurmd, sbatch and munged present, installing them with apt-get if not."""
+    if os.environ.get("MPICODE_TEST_SLURM") == "0":  # README Quick start
+        _cannot("MPICODE_TEST_SLURM=0")
     need = ("slurmctld", "slurmd", "sbatch", "scontrol", "munged")
     if all(shutil.which(b) for b in need):
         return
@@ -133,6 +135,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=600
+FirstJobId={first_job_id}
 PlugStackConfig={d}/plugstack.conf
 NodeName={host} NodeAddr=127.0.0.1 CPUs=9 RealMemory=4000 State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=60 State=UP
@@ -157,8 +160,12 @@ class Cluster:
             (d / sub).mkdir(mode=0o700)
         (d / "plugstack.conf").write_text("")
         ctld_port, d_port = _free_ports(2)
+        # job ids of their own: MPICH under srun names its shared-memory segments after the
+        # job and step id, so a second test cluster starting at job 1 again could open a stale
+        # /dev/shm segment of an earlier, killed job 1.0 (a hang, or "Invalid GenQ flag")
+        first = 1000 + int.from_bytes(os.urandom(3), "big") % 1_000_000
         (d / "slurm.conf").write_text(SLURM_CONF.format(host=self.host, d=d, ctld_port=ctld_port,
-                                                        d_port=d_port))
+                                                        d_port=d_port, first_job_id=first))
         key = d / "munge.key"
         if not key.exists():  # a key of our own: never touch /etc/munge
             key.write_bytes(os.urandom(1024))
@@ -361,3 +368,47 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     assert (rep / "report.csv").read_text().startswith("run,status,scheme")
     assert (rep / "plots" / "loss_vs_time.png").stat().st_size > 1000
     _say(f"SLURM jobs checked, {time.time() - t0:.1f} s after the first sbatch")
+
+
+def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
+    """What `#SBATCH --signal=B:USR1@120` does before a time limit, sent by hand (`scancel
+    --signal=USR1 --batch`: the batch shell only): the shell forwards it, rank 0 stops with a
+    checkpoint (exit 3), the job requeues itself, and the requeued job (same id, same output)
+    resumes the run to the end instead of stopping on "output exists"."""
+    c = cluster
+    runs = tmp_path / "runs"
+    env = _sbatch_env(c, runs)
+    r = subprocess.run(["sbatch", "--parsable", "--ntasks=3", "--time=5",
+                        str(ROOT / "jobs/train.sbatch"), "jobs/configs/demo.toml",
+                        "--iterations", "300", "--samples", "600", "--features", "8",
+                        "--delay-unit", "0.02"],
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    out = runs / f"train_{job}.h5"
+    part = runs / f"train_{job}.h5.part"
+
+    def started():
+        n = run_attr(part, "n_done")
+        return n is not None and n >= 3
+
+    assert wait_until(started, JOB_TIMEOUT, 0.5), c.logs()
+    s = subprocess.run(["scancel", "--signal=USR1", "--batch", job], capture_output=True,
+                       text=True, timeout=30, env=c.env)
+    assert s.returncode == 0, s.stderr
+    t0 = time.time()
+
+    def ended():
+        st = c.job_states(job).get(job, "?")
+        return st in DONE and out.exists() and run_attr(out, "status") == "complete"
+
+    # SLURM holds a requeued job back for a while (about 2.5 min here) before it starts again
+    ok = wait_until(ended, JOB_TIMEOUT + 300, 1.0)
+    log = (tmp_path / f"mpicode-train-{job}.out").read_text(errors="replace")
+    assert ok, f"{c.job_states(job)}\n{log[-3000:]}\n{c.logs()}"
+    _say(f"interrupted, requeued and resumed in {time.time() - t0:.1f} s")
+    assert "SIGUSR1 (time limit near)" in log and f"requeueing job {job}" in log
+    assert "exists (restart 1): resuming it" in log  # --open-mode=append: both parts
+    run = read_run(str(out))
+    assert run["attrs"]["status"] == "complete" and run["n"] == 300
+    assert c.job_states(job)[job] == "COMPLETED"

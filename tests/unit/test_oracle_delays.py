@@ -155,6 +155,7 @@ def test_circulant_cyclic_exact_on_random_straggler_sets(N, s):
     assert sc.construction == "circulant"
     assert worst_on_random_sets(sc, 200 if N < 1024 else 40, seed=N + s) <= 1e-9
     B = circulant_B(N, s)
+    np.testing.assert_array_equal(sc.B, B)  # the band the scheme keeps is that B
     assert np.allclose(B.sum(axis=1), B[0].sum())  # every row the same shifted coefficients
     assert math.gcd(circulant_d(N, s), N) == 1 and circulant_d(N, s) <= N / (s + 1)
 

@@ -124,9 +124,12 @@ def test_time_to_target(two_runs):
     assert rows[0]["time_to_target_s"] is None and rows[0]["target_reached"] is False
     rows = json.loads(report.render([a], fmt="json", target_loss=0.3))
     assert rows[0]["time_to_target_s"] == pytest.approx(3.5) and rows[0]["target_reached"]
-    table = report.render([a], target_loss=0.01)
+    table = report.render([a], target_loss=0.01, wide=True)
     assert "time_to_target_s" in table and "never" in table
-    assert "time_to_target_s" not in report.render([a])
+    assert "time_to_target_s" not in report.render([a], wide=True)
+    compact = report.render([a], target_loss=0.01).splitlines()
+    assert "target_s" in compact[0].split() and compact[2].split()[-2] == "never"
+    assert "target_s" not in report.render([a]).splitlines()[0].split()
 
 
 def test_csv_and_table(two_runs):
@@ -136,7 +139,7 @@ def test_csv_and_table(two_runs):
     assert header[:len(OLD_KEYS)] == OLD_KEYS and "jain" in header and "jain_of" in header
     assert len(rows) == 2 and rows[1]["scheme"] == "uncoded"
     assert float(rows[0]["time_to_target_s"]) == pytest.approx(3.5)
-    table = report.render(list(two_runs))
+    table = report.render(list(two_runs), wide=True)
     lines = table.splitlines()
     assert lines[0].split()[:len(OLD_KEYS) - 1] == OLD_KEYS[:-1]
     assert set(lines[1]) <= {"-", " "}

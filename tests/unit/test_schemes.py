@@ -259,7 +259,8 @@ def check_two_stage_iteration(sc: TwoStage, out, oracle):
     for t_disp, task in out.dispatched:
         if task.stage != 2:
             continue
-        own = [x for x in sc.s1.values() if x.worker == task.worker]
+        # (a worker may steal a queued stage-1 task later, once this block is done)
+        own = [x for x in sc.s1.values() if x.worker == task.worker and x.t_dispatch <= t_disp]
         assert all(x.state == "done" and x.t_done <= t_disp for x in own)
         owner = sc.s1[sc.owner[task.task_id][0][1]]
         assert set(task.partitions.tolist()) <= set(owner.partitions.tolist())

@@ -39,7 +39,7 @@ def cases(draw):
     K = draw(st.sampled_from([N, 2 * N, 4 * N, 3 * N + draw(st.integers(1, N))]))
     R = draw(st.integers(1, N))
     params = dict(
-        chunk=draw(st.sampled_from(["guided", "fixed:1", "fixed:2", "fixed:5"])),
+        chunk=draw(st.sampled_from(["guided", "weighted", "fixed:1", "fixed:2", "fixed:5"])),
         backup=draw(st.booleans()),
         placement=draw(st.sampled_from(["shared", f"replicated:{R}", "replicated:2"
                                         if N >= 2 else "shared"])),
@@ -67,6 +67,8 @@ def check_iteration(sc: SelfScheduling, out, oracle, speeds, first: bool):
         assert all(sc.placement.holds(t.worker, int(k)) for k in t.partitions)
     if sc.fixed:
         assert max(len(c) for c in sc.chunks) <= sc.fixed
+    elif sc.weighted:  # never more than the guided size scaled by the fastest's share
+        assert 1 <= len(sc.chunks[0]) <= sc.K
     elif sc.placement.shared:  # guided: the first chunk is ceil(K / N)
         assert len(sc.chunks[0]) == math.ceil(sc.K / sc.N)
     else:  # a worker's chunk never exceeds the guided size
@@ -102,7 +104,7 @@ def test_self_scheduling_exact_under_any_completion_order(case):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(N=st.integers(2, 12), mult=st.integers(1, 4), seed=st.integers(0, 2**16),
        placement=st.sampled_from(["shared", "replicated:2"]),
-       chunk=st.sampled_from(["guided", "fixed:2"]), backup=st.booleans(),
+       chunk=st.sampled_from(["guided", "weighted", "fixed:2"]), backup=st.booleans(),
        model=st.sampled_from(["shifted-exp", "exp-per-iteration", "bimodal", "pareto"]))
 def test_self_scheduling_exact_in_the_engine(N, mult, seed, placement, chunk, backup, model):
     """The virtual-time engine (cancels free workers, per-task delays from the models)."""
@@ -198,3 +200,16 @@ def test_config_options_and_registry():
     table = by_name()
     for o in SelfScheduling.options:
         assert table[o.name] == o
+
+
+
+def test_weighted_chunks_follow_the_speeds():
+    N, K = 4, 40
+    sc = SelfScheduling(N, K, chunk="weighted")
+    sc.tau[:] = [1.0, 1.0, 1.0, 5.0]  # worker 3 is known to be 5x slower
+    first = {t.worker: t.n for t in sc.begin(0).dispatch}
+    # fastest first: 40 * 1 / 3.2 -> 13; the slow worker's share of what is left is small
+    assert first[0] == math.ceil(K / 3.2) and first[3] < first[2] < first[0]
+    assert first[3] <= math.ceil(K / 16)
+    out = run_iteration(sc, 1, lambda t: sc.speeds()[t.worker] * t.n)
+    assert_exact(sc, out, GradientOracle(K))
