@@ -117,6 +117,14 @@ def build_parser() -> Parser:
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
 
+    _add_traces(sub)
+    _add_bench(sub)
+    _add_config_and_schemes(sub)
+    sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
+    return p
+
+
+def _add_traces(sub) -> None:
     tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
     tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
                              metavar="import")
@@ -125,18 +133,15 @@ def build_parser() -> Parser:
         "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
         "--stragglers trace:TRACE.h5"))
 
-    _add_bench(sub)
 
+def _add_config_and_schemes(sub) -> None:
     cp = sub.add_parser("config", help="configuration: show")
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
     sh = csub.add_parser("show", help="print the effective configuration (TOML)")
     add_options(sh)
-
-    sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
                         "plugins) with its options")
     sc.add_argument("--json", action="store_true", help="print JSON")
-    return p
 
 
 def _add_bench(sub) -> None:
