@@ -258,6 +258,8 @@ class RunLog:
         per_row = 8 * len(fields_i) + 8 * len(WORKER_FIELDS) * self.N
         cap = int(min(1024, max(8, BLOCK_BYTES // per_row)))
         self._rows = Columns(fields_i, None, cap)
+        self._notes = schemelog.Notes()
+        self.add_notes = self._notes.add  # (iteration, texts): the scheme's notes
         self._workers = Columns(WORKER_FIELDS, self.N, cap)
         self._tasks = Columns(TASK_FIELDS, None, 4 * cap)
         self._limit = BLOCK_BYTES
@@ -295,10 +297,11 @@ class RunLog:
             self.ensure_room(2 * self._pending_bytes())
         except DiskFull:
             self.n_done, self.n_tasks = self._written, self._tasks_written
-            for c in (self._rows, self._workers, self._tasks):
+            for c in (self._rows, self._workers, self._tasks, self._notes):
                 c.clear()
             raise
         self._broken = True  # until the block is complete: a failed write is not retried
+        self._notes.write(self.f)
         self._rows.write(self._dsets["iterations"], self._written)
         self._workers.write(self._dsets["workers"], self._written)
         self._tasks.write(self._dsets["tasks"], self._tasks_written)
@@ -310,10 +313,6 @@ class RunLog:
         self._written, self._tasks_written = self.n_done, self.n_tasks
         for c in (self._rows, self._workers, self._tasks):
             c.clear()
-
-    def add_notes(self, iteration: int, texts) -> None:
-        """The scheme's notes of ``iteration`` to ``/notes`` (valid once its row is)."""
-        schemelog.write_notes(self.f, [(int(iteration), str(t)) for t in texts])
 
     def checkpoint(self, snap: dict) -> None:
         """Write the rows, then ``snap`` as ``/checkpoint`` (it must match the rows)."""

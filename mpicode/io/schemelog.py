@@ -1,6 +1,6 @@
 """What a scheme adds to the run log (pure h5py): its ``log_fields`` as more ``/iterations``
 columns, and its ``log_notes`` as ``/notes`` (``iteration``, ``text``: one row per note,
-in iteration order, written as they come; only notes of iterations below ``n_done`` belong
+in iteration order, written with their rows; only notes of iterations below ``n_done`` belong
 to valid rows, and a resumed run cuts the others). See docs/hdf5-schema.md."""
 
 from __future__ import annotations
@@ -79,3 +79,23 @@ def write_notes(f, notes: list[tuple[int, str]]) -> None:
     for k, v in (("iteration", np.asarray(its, np.int64)), ("text", list(texts))):
         g[k].resize((n + m,))
         g[k][n:] = v
+
+
+class Notes:
+    """The notes of the iterations not yet written: ``add`` buffers them, ``write`` appends
+    them to ``/notes`` with the block of rows they belong to (nothing touches the file
+    between two blocks, so a killed run leaves it consistent), ``clear`` drops them with
+    rows that could not be written."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, str]] = []
+
+    def add(self, iteration: int, texts) -> None:
+        self.rows += [(int(iteration), str(t)) for t in texts]
+
+    def write(self, f) -> None:
+        write_notes(f, self.rows)
+        self.rows = []
+
+    def clear(self) -> None:
+        self.rows = []
