@@ -92,6 +92,17 @@ finite_float, optional_float, optional_int, boolean = _finite_float, _optional_f
     _optional_int, _bool  # public: for the options schemes and schedulers declare
 
 
+def unit_right_open(x):
+    return None if 0 <= x < 1 else "must be in [0, 1)"
+
+
+def hidden_sizes(x):
+    """``H`` or ``H1,H2``: one or two positive layer widths."""
+    parts = str(x).split(",")
+    ok = 1 <= len(parts) <= 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts)
+    return None if ok else "must be H or H1,H2 (one or two positive integers)"
+
+
 def _is_pos_float(t):
     try:
         return float(t) > 0 and math.isfinite(float(t))
@@ -99,7 +110,8 @@ def _is_pos_float(t):
         return False
 
 
-MODELS = ("logistic", "softmax", "least-squares")
+MODELS = ("logistic", "softmax", "least-squares", "mlp")
+OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
 CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
 STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
 # plus "trace:RUN.h5" (replay a recorded run), checked in validation
@@ -126,6 +138,25 @@ OPTIONS: list[Option] = [
     Option("iterations", int, 50, "gradient-descent iterations T", check=positive, metavar="T"),
     Option("lr", _finite_float, 0.5, "learning rate", check=positive, group="model"),
     Option("l2", _finite_float, 1e-4, "L2 regularisation weight", check=nonneg, group="model"),
+    Option("hidden", str, "64", "mlp: hidden layer widths H or H1,H2", check=hidden_sizes,
+           group="model", metavar="H[,H2]"),
+    Option("activation", str, "relu", "mlp: hidden activation", choices=("relu", "tanh"),
+           group="model"),
+    Option("batch_size", _optional_int, None,
+           "mini-batch B per iteration, B/K rows of every partition (default: full batch)",
+           check=optional_positive, group="model", metavar="B"),
+    Option("epochs", _optional_float, None,
+           "run ceil(E n_train / B) iterations instead of --iterations", check=optional_positive,
+           group="model", metavar="E"),
+    Option("optimizer", str, "gd", "rank-0 update rule", choices=OPTIMIZERS, group="model"),
+    Option("momentum", _finite_float, 0.9, "momentum/nesterov: coefficient mu",
+           check=unit_right_open, group="model"),
+    Option("beta1", _finite_float, 0.9, "adam: first-moment decay", check=unit_right_open,
+           group="model"),
+    Option("beta2", _finite_float, 0.999, "adam: second-moment decay", check=unit_right_open,
+           group="model"),
+    Option("eps", _finite_float, 1e-8, "adam: denominator epsilon", check=positive,
+           group="model"),
     Option("partitions", _optional_int, None, "micro-partitions K (default 4N)",
            check=optional_positive, metavar="K", group="data"),
     Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
@@ -378,6 +409,12 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
     from mpicode.registry import scheme
     scheme(cfg.scheme).validate_size(cfg, n_workers, K)
+    if cfg.batch_size is not None and cfg.batch_size < K:
+        raise UsageError(f"--batch-size {cfg.batch_size} must be >= --partitions {K} "
+                         f"(every partition gives B/K rows)")
+    if cfg.epochs is not None and cfg.source.get("epochs") not in (None, "default", "resumed") \
+            and cfg.source.get("iterations") not in (None, "default", "resumed"):
+        raise UsageError("give --epochs or --iterations, not both")
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 

@@ -38,7 +38,7 @@ class SimBackend:
         self.dim = problem.dim if problem is not None else 0
 
     def begin(self, it: int, w: np.ndarray, info: IterationInfo) -> None:
-        self.w, self.info = w, info
+        self.w, self.info, self.it = w, info, it
 
     def computed(self, task) -> None:
         if self.problem is None:
@@ -47,13 +47,14 @@ class SimBackend:
         loss = 0.0
         c = task.coeffs
         for j, p in enumerate(task.partitions):
-            loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]))
+            loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]),
+                                            it=self.it)
         self.info.msgs[task.task_id] = (g, loss)
 
 
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
-              checkpoint_every: int = 0, dead_after: int = 0) -> Trainer:
+              checkpoint_every: int = 0, dead_after: int = 0, optimizer=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler). Every logged value
     is a function of the seed (the decode takes no virtual time, ``decode_s`` is 0), so equal
     seeds give equal files."""
@@ -64,7 +65,7 @@ def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, prob
                        hooks=backend)
     return Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=backend,
                    eval_every=eval_every, checkpoint_every=checkpoint_every,
-                   dead_after=dead_after, log=log)
+                   dead_after=dead_after, log=log, optimizer=optimizer)
 
 
 # The default partition cost: a documented constant model of the fused kernel (fitted on the
@@ -99,6 +100,8 @@ def _partition_cost(cfg, problem, K: int) -> float:
     """``--partition-cost``, else the kernel model (or a measurement, if asked for)."""
     if cfg.partition_cost is not None:
         return cfg.partition_cost
+    if problem is not None and problem.model == "mlp":  # the MLP's own cost model
+        return problem.partition_cost()
     if problem is not None:
         rows, feats = problem.n / K, problem.dim
     else:
@@ -116,6 +119,7 @@ def prepare(cfg):
     from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
+    from mpicode.numerics.batches import with_epochs
     from mpicode.numerics.problem import Problem
     from mpicode.schemes import make_scheme
 
@@ -127,6 +131,7 @@ def prepare(cfg):
     cfg = validate_for_size(cfg, N)
     K = cfg.partitions
     problem = Problem.from_config(cfg, K) if cfg.compute == "real" else None
+    cfg = with_epochs(cfg, problem.n if problem is not None else cfg.samples)
     cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
     try:
         scheme = make_scheme(cfg, N, K)
@@ -148,6 +153,7 @@ def simulate(cfg) -> int:
     """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
     from mpicode.engine.session import Session
     from mpicode.engine.signals import install_stop_handlers
+    from mpicode.numerics.optim import make_optimizer
 
     cfg, problem, scheme, uplink, stragglers, snap = prepare(cfg)
     N, cost = scheme.N, cfg.partition_cost
@@ -161,7 +167,8 @@ def simulate(cfg) -> int:
     sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
                     lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
                     msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
-                    checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after)
+                    checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after,
+                    optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None)
     t0 = time.perf_counter()
     code = session.run(sim)
     if code == 0 and not cfg.quiet and sim.history:

@@ -1,11 +1,18 @@
 """Kernel benchmark: the fused logistic kernel against numpy's two passes and the read-once
-floor (``mpicode bench kernels``; also ``python -m mpicode.bench.kernels [--json] [--quick]``).
+floor, and the fused MLP kernel against a numpy matmul reference (``mpicode bench kernels``;
+also ``python -m mpicode.bench.kernels [--json] [--quick]``).
 
 For each shape and dtype: the fused kernel (loss + gradient in one pass), numpy's two passes
 (``z = X @ w``, then ``X.T @ r``), and the floor: one sequential numba pass that sums X (a
-kernel must read X at least once). Times are medians of repeats, one thread; numba compile
-time is measured once and reported apart. Run it on a quiet machine: other processes on the
+kernel must read X at least once). Times are medians of repeats of the calling thread's CPU
+time (``time.thread_time``: everything runs in that one thread, and CPU time does not count
+the time other processes hold the core); numba compile time is measured once and reported
+apart. Run it on a quiet machine: other processes on the
 same cores or memory channels inflate every figure and the ratios less.
+
+MLP rows (``mlp``): one forward + backward pass (loss and gradient sums) of
+``mlp.mlp_grad`` against the same computation in numpy matmuls in the data's dtype, with
+GFLOP/s counting the matrix products only (forward, weight gradients, input deltas).
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ import numpy as np
 
 SHAPES = ((20000, 500), (100000, 50), (2000, 5000))
 DTYPES = ("float64", "float32")
+# (rows, inputs, hidden widths, classes): digits-like, MNIST-like, two hidden layers
+MLP_SHAPES = ((20000, 64, (64,), 10), (20000, 784, (128,), 10), (20000, 256, (256, 128), 10))
 
 
 def _median_time(f, repeats: int) -> float:
     ts = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.thread_time()
         f()
-        ts.append(time.perf_counter() - t)
+        ts.append(time.thread_time() - t)
     return float(np.median(ts))
 
 
@@ -40,6 +49,7 @@ def _one_thread_here() -> bool:
     import numba
 
     numba.set_num_threads(1)
+    import scipy.linalg  # noqa: F401  (load the BLAS numba's matmuls use, so it is limited)
     if all(os.environ.get(v) == "1" for v in _THREAD_VARS[:3]):
         return True
     try:
@@ -56,7 +66,6 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
     if not _one_thread_here():
         # numpy's BLAS already runs several threads: measure in a fresh interpreter instead
         import subprocess
-
         env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
         cmd = [sys.executable, "-m", "mpicode.bench.kernels", "--json"] + (
             ["--quick"] if quick else [])
@@ -64,10 +73,10 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                                         text=True).stdout)
         _print(res, as_json, out)
         return res
-    from mpicode.numerics import kernels
-
+    from mpicode.numerics import kernels, mlp
     t0 = time.perf_counter()
-    kernels.warmup()
+    for warm in (kernels.warmup, mlp.warmup):
+        warm()
     compile_s = time.perf_counter() - t0
     compile_cold_s = None if quick else _cold_compile_seconds()
     repeats = 5 if quick else 21
@@ -107,9 +116,76 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                 "speedup_vs_numpy": t_numpy / t_fused,
             })
     res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats,
-           "quick": quick, "threads": 1, "rows": rows}
+           "quick": quick, "threads": 1, "rows": rows, "mlp": _mlp_rows(quick, repeats)}
     _print(res, as_json, out)
     return res
+
+
+def _numpy_mlp(X, y, Ws, bs):
+    """Loss and gradient sums of the ReLU MLP in numpy matmuls (the data's dtype)."""
+    acts = [X]
+    for k, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+        z = acts[-1] @ W + b
+        acts.append(np.maximum(z, 0) if k < len(Ws) - 1 else z)
+    Z = acts[-1]
+    m = Z.max(axis=1, keepdims=True)
+    E = np.exp(Z - m)
+    S = E.sum(axis=1)
+    rows = np.arange(len(y))
+    loss = float(np.sum(np.log(S) + m[:, 0] - Z[rows, y]))
+    D = E / S[:, None]
+    D[rows, y] -= 1
+    grads = []
+    for k in range(len(Ws) - 1, -1, -1):
+        grads += [acts[k].T @ D, D.sum(axis=0)]
+        if k:
+            D = (D @ Ws[k].T) * (acts[k] > 0)
+    return loss, grads
+
+
+def _mlp_rows(quick: bool, repeats: int) -> list[dict]:
+    from mpicode.numerics import mlp
+
+    out = []
+    for n, d, hidden, C in MLP_SHAPES:
+        n = max(8, n // 10) if quick else n
+        sizes = mlp.layer_sizes(d, hidden, C)
+        s = [int(v) for v in sizes]
+        products = sum(a * b for a, b in zip(s[:-1], s[1:], strict=True))
+        flops = 2.0 * n * (2 * products + sum(a * b for a, b in zip(s[1:-1], s[2:],
+                                                                      strict=True)))
+        for dt in DTYPES:
+            rng = np.random.default_rng(0)
+            X = rng.standard_normal((n, d)).astype(dt)
+            yi = rng.integers(0, C, n)
+            y = yi.astype(dt)
+            w = mlp.init_params(sizes, 0).astype(dt)
+            Ws, bs, o = [], [], 0
+            for a, b in zip(s[:-1], s[1:], strict=True):
+                Ws.append(w[o:o + a * b].reshape(a, b))
+                bs.append(w[o + a * b:o + a * b + b])
+                o += a * b + b
+            g = np.zeros(w.size)
+            ws = mlp.workspace(sizes, dt)
+
+            def fused(X=X, y=y, w=w, g=g, ws=ws, sizes=sizes):
+                return mlp.mlp_grad(X, y, w, g, 1.0, sizes, mlp.RELU, *ws)
+
+            def numpy_ref(X=X, yi=yi, Ws=Ws, bs=bs):
+                return _numpy_mlp(X, yi, Ws, bs)
+
+            fused()
+            numpy_ref()
+            t_f, t_n = [], []
+            for _ in range(3):  # interleaved: both see the same machine
+                t_f.append(_median_time(fused, max(3, repeats // 3)))
+                t_n.append(_median_time(numpy_ref, max(3, repeats // 3)))
+            tf, tn = float(np.median(t_f)), float(np.median(t_n))
+            out.append({"n": n, "d": d, "hidden": list(hidden), "classes": C, "dtype": dt,
+                        "params": int(w.size), "fused_s": tf, "numpy_s": tn,
+                        "fused_GFLOPs": flops / tf / 1e9, "numpy_GFLOPs": flops / tn / 1e9,
+                        "speedup_vs_numpy": tn / tf})
+    return out
 
 
 def _cold_compile_seconds() -> float | None:
@@ -117,8 +193,8 @@ def _cold_compile_seconds() -> float | None:
     import subprocess
     import tempfile
 
-    code = ("import time; t = time.perf_counter(); from mpicode import kernels; "
-            "kernels.warmup(); print(time.perf_counter() - t)")
+    code = ("import time; t = time.perf_counter(); from mpicode.numerics import kernels, mlp; "
+            "kernels.warmup(); mlp.warmup(); print(time.perf_counter() - t)")
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
         try:
@@ -147,6 +223,15 @@ def _print(res: dict, as_json: bool, out) -> None:
                   f"{r['fused_GBps']:5.0f}/{r['numpy_GBps']:4.0f}/{r['floor_GBps']:4.0f} "
                   f"{r['fused_over_floor']:10.2f}x {r['numpy_over_floor']:10.2f}x "
                   f"{r['speedup_vs_numpy']:7.2f}x", file=out)
+        if res.get("mlp"):
+            print(f"\nmlp (ReLU, softmax; forward + backward; GFLOP/s of the matmuls)\n"
+                  f"{'shape':>22} {'dtype':>7} {'fused ms':>9} {'numpy ms':>9} "
+                  f"{'GFLOP/s f/n':>12} {'vs numpy':>8}", file=out)
+            for r in res["mlp"]:
+                shape = f"{r['n']}x{r['d']}-{'-'.join(map(str, r['hidden']))}-{r['classes']}"
+                print(f"{shape:>22} {r['dtype']:>7} {r['fused_s'] * 1e3:9.2f} "
+                      f"{r['numpy_s'] * 1e3:9.2f} {r['fused_GFLOPs']:6.1f}/"
+                      f"{r['numpy_GFLOPs']:5.1f} {r['speedup_vs_numpy']:7.2f}x", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

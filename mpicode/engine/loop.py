@@ -46,7 +46,7 @@ class Trainer:
 
     def __init__(self, scheme, events, *, n_workers: int, problem=None, lr: float = 0.0,
                  backend=None, now=None, runlog=None, progress=None, eval_every: int = 1,
-                 checkpoint_every: int = 0, dead_after: int = 0, log=None):
+                 checkpoint_every: int = 0, dead_after: int = 0, log=None, optimizer=None):
         self.scheme, self.events, self.backend = scheme, events, backend
         self.uplink = events.uplink
         self.N = n_workers
@@ -57,7 +57,11 @@ class Trainer:
         self.runlog, self.progress, self.log = runlog, progress, log
         self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
         self.dead = DeadWorkers(n_workers, dead_after)
-        self.w = np.zeros(self.dim)
+        self.w = problem.initial_w() if problem is not None else np.zeros(0)
+        if optimizer is None:
+            from mpicode.numerics.optim import GD
+            optimizer = GD(lr)
+        self.optimizer = optimizer  # rank 0's update rule (its state is checkpointed)
         self.vt = 0.0          # virtual clock
         self.t_offset = 0.0    # wall time of the run before a resume
         self.clock0 = time.perf_counter()
@@ -98,7 +102,7 @@ class Trainer:
         grad_norm = math.nan
         if gsum is not None:
             grad = self.problem.gradient(gsum, self.w)
-            self.w = self.w - self.lr * grad
+            self.w = self.optimizer.step(self.w, grad)
             grad_norm = float(np.linalg.norm(grad))
         if wall:
             t_end = self.now()
@@ -199,7 +203,7 @@ class Trainer:
             w=self.w, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
-            runtime=self.dead.state_dict())
+            runtime=self.dead.state_dict(), optimizer=self.optimizer)
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
@@ -207,7 +211,7 @@ class Trainer:
         self.w = np.array(snap["w"], dtype=float)
         self.vt = float(snap["vt"])
         self.t_offset = float(snap["t_offset"])
-        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink)
+        checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink, optimizer=self.optimizer)
         self.dead.load_state_dict(snap.get("runtime", {}))
         return int(snap["iteration"])
 

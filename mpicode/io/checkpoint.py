@@ -5,7 +5,8 @@ A checkpoint is taken *between* iterations, as a snapshot in memory after every 
 ``/checkpoint`` group every ``--checkpoint-every`` iterations, at the end, and when the run
 is interrupted (SIGTERM/SIGUSR1). It holds:
 
-* ``w`` (the model; the optimizer is plain gradient descent, which has no other state),
+* ``w`` (the model) and ``optimizer/*`` (its ``state_dict()``: momentum ``v``, Adam's
+  ``m``, ``s``, ``t``; empty for plain gradient descent),
 * ``iteration`` (the next one to run), ``n_tasks`` (task rows written), ``vt`` (virtual
   clock), ``t_offset`` (wall time already spent, so a resumed run's times continue),
 * ``scheme/*``: ``scheme.state_dict()`` (speed estimates ``tau``, ``active`` workers, ...),
@@ -25,21 +26,25 @@ import numpy as np
 
 
 def snapshot(*, w, iteration: int, n_tasks: int, vt: float, t_offset: float, scheme,
-             uplink=None, runtime: dict | None = None) -> dict:
+             uplink=None, runtime: dict | None = None, optimizer=None) -> dict:
     """The checkpoint as a dict of arrays, from the objects' own ``state_dict()``."""
     snap = {"w": np.array(w, copy=True), "iteration": int(iteration), "n_tasks": int(n_tasks),
             "vt": float(vt), "t_offset": float(t_offset), "scheme": scheme.state_dict()}
     if uplink is not None:
         snap["uplink"] = uplink.state_dict()
         snap["scheduler"] = uplink.sched.state_dict()
+    if optimizer is not None and optimizer.state_dict():
+        snap["optimizer"] = optimizer.state_dict()
     if runtime:
         snap["runtime"] = {k: np.array(v, copy=True) for k, v in runtime.items()}
     return snap
 
 
-def restore(snap: dict, *, scheme, uplink=None) -> None:
+def restore(snap: dict, *, scheme, uplink=None, optimizer=None) -> None:
     """Hand each object its part of ``snap`` (``load_state_dict``)."""
     scheme.load_state_dict(snap.get("scheme", {}))
+    if optimizer is not None:
+        optimizer.load_state_dict(snap.get("optimizer", {}))
     if uplink is not None and "uplink" in snap:
         uplink.load_state_dict(snap["uplink"])
         state = dict(snap.get("scheduler", {}))

@@ -195,7 +195,8 @@ def _attr_str(v) -> str:
     raise TypeError(v)
 
 
-MODEL_TASK = {"logistic": "binary", "softmax": "multiclass", "least-squares": "regression"}
+MODEL_TASK = {"logistic": "binary", "softmax": "multiclass", "least-squares": "regression",
+              "mlp": "multiclass"}
 
 
 def check_labels(ds: Dataset, model: str, where: str) -> None:
@@ -205,7 +206,7 @@ def check_labels(ds: Dataset, model: str, where: str) -> None:
         if model == "logistic":
             bad = np.flatnonzero((y != 0) & (y != 1))
             need = "0/1"
-        elif model == "softmax":
+        elif model in ("softmax", "mlp"):
             bad = np.flatnonzero((y != np.round(y)) | (y < 0) | (y >= max(ds.n_classes, 1)))
             need = f"integers 0..{ds.n_classes - 1} (n_classes = {ds.n_classes})"
         else:
@@ -242,7 +243,7 @@ def load(cfg) -> Dataset:
                              f"({', '.join(BUILTIN)}), data/NAME.h5, or a path)")
         ds = read_dataset(p)
         where = str(p)
-        if cfg.model == "softmax" and ds.task != "multiclass" and ds.n_classes < 2:
+        if cfg.model in ("softmax", "mlp") and ds.task != "multiclass" and ds.n_classes < 2:
             ds.n_classes = int(max(ds.y.max(), ds.y_test.max())) + 1
     check_labels(ds, cfg.model, where)
     dtype = np.dtype(getattr(cfg, "dtype", "float64"))

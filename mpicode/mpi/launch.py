@@ -32,7 +32,9 @@ from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
 from mpicode.mpi.worker import Worker
-from mpicode.numerics import kernels
+from mpicode.numerics import kernels, mlp
+from mpicode.numerics.batches import with_epochs
+from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
 
@@ -119,6 +121,7 @@ def prepare(cfg: Config, comm, snap: dict | None = None):
         except (UsageError, ValueError) as e:
             error = str(e)
     _agree_all(comm, error)
+    cfg = with_epochs(cfg, problem.n)
     if comm.rank == 0:
         try:
             check_output(cfg.out, cfg.force)  # may create the output's directory
@@ -155,11 +158,14 @@ def run(cfg: Config) -> int:
     # compile before any timing starts; rank 0 first, so that only one process writes
     # numba's on-disk cache and the others load it
     t0 = time.perf_counter()
+    warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
     if rank == 0:
-        kernels.warmup()
+        for f in warm:
+            f()
     comm.Barrier()
     if rank != 0:
-        kernels.warmup()
+        for f in warm:
+            f()
     compile_s = time.perf_counter() - t0
     install_stop_handlers()
     comm.Barrier()  # everybody compiled: the clock starts after this
@@ -191,6 +197,7 @@ def build(cfg: Config, comm, problem):
                        partition_cost=cfg.partition_cost or 0.0, msg_bytes=8 * coord.size,
                        vworkers=VirtualWorkers(N) if virtual else None)
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
+                      optimizer=make_optimizer(cfg, problem.dim),
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
                       checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after, log=log)
     coord.now = trainer.now

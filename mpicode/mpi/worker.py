@@ -71,7 +71,7 @@ class Worker:
         it = int(self.model_buf[IT])
         if faults.worker_fault(self.comm.rank, it) == "hang":
             self.hung = True
-        self.w = self.model_buf[1:].copy()
+        self.w[:] = self.model_buf[1:]  # in place: no allocation per iteration
         self.model_it = it
         # a new iteration makes every older task stale
         self.queue = [t for t in self.queue if t["it"] >= it]
@@ -155,7 +155,8 @@ class Worker:
         for j in range(n):
             t0 = time.perf_counter()
             loss += self.problem.accumulate(int(parts[j]), self.w, g,
-                                            1.0 if coeffs is None else float(coeffs[j]))
+                                            1.0 if coeffs is None else float(coeffs[j]),
+                                            it=task["it"])
             t1 = time.perf_counter()
             compute += t1 - t0
             self.poll()

@@ -14,7 +14,8 @@ Models (``w`` is always 1-D):
   (``w[j*C + c]``), loss ``logsumexp(z) - z[y]`` with ``z = x @ W``.
 
 Data may be float64 or float32; pass ``w`` in the data's dtype (the dot products then run in
-that dtype) and a float64 ``g`` (the accumulation). Per-row link functions run in float64.
+that dtype) and a float64 ``g`` (the accumulation). Per-row link functions run in float64
+(for float32 data as a vectorized polynomial, see :func:`_linear_grad32`).
 
 The two linear models share one kernel that handles four rows per sweep: four dot products
 share each read of ``w``, then one sweep updates ``g`` from the four rows while they are still
@@ -129,6 +130,111 @@ def _linear_grad(X, y, w, g, scale, kind):
     return scale * loss
 
 
+@numba.njit(cache=True, fastmath=True, inline="always", error_model="numpy")
+def _link_poly(kind, z, y):
+    """``_link`` in arithmetic only (no libm call), so a loop over rows vectorizes; for
+    float32 data: relative error < 2e-10 for |z| < 100 and < 4e-8 beyond (where
+    exp(-|z|) < 1e-43), below float32's 6e-8. exp(-a) is a degree-12 Taylor polynomial at
+    -a/1024 squared ten times (a clamped to 708); log1p(e) = 2 atanh(e / (2 + e))."""
+    if kind == LEAST_SQUARES:
+        r = z - y
+        return 0.5 * r * r, r
+    x = -min(abs(z), 708.0) * (1.0 / 1024.0)
+    e = 1.0 + x * (1.0 + x * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x * (
+        1 / 720 + x * (1 / 5040 + x * (1 / 40320 + x * (1 / 362880 + x * (
+            1 / 3628800 + x * (1 / 39916800 + x * (1 / 479001600))))))))))))
+    for _ in range(10):
+        e *= e
+    t = e / (2.0 + e)
+    t2 = t * t
+    lg = 2.0 * t * (1.0 + t2 * (1 / 3 + t2 * (1 / 5 + t2 * (1 / 7 + t2 * (1 / 9 + t2 * (
+        1 / 11 + t2 * (1 / 13 + t2 * (1 / 15 + t2 * (1 / 17)))))))))
+    p = 1.0 / (1.0 + e)
+    s = p if z >= 0.0 else e * p
+    return max(z, 0.0) + lg - y * z, s - y
+
+
+R32 = 16  # rows per block of the float32 kernel: the link loop fills a 512-bit vector
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _linear_grad32(X, y, w, g, scale, kind):
+    """The float32 kernel. In float32 the dot products are so cheap that libm's per-row
+    exp/log1p dominated (numpy was faster on 100000x50), so: blocks of R32 rows, dot
+    products four rows per sweep into ``zb``, then the links of the whole block in one
+    vectorized loop (:func:`_link_poly`; ``error_model="numpy"`` drops the division-by-zero
+    branch that would stop the vectorizer), then the update, summed in float32 within the
+    block and added to the float64 ``g`` once per block. Prefetching the next block helps
+    only at mid widths (measured: +20% at d=500, -5..15% at d=50 and d=5000)."""
+    n, d = X.shape
+    R = R32
+    total = n * d
+    prefetch = 128 <= d <= 2048
+    zb = np.empty(R)
+    rb = np.empty(R, X.dtype)
+    gb = np.zeros(d, X.dtype)
+    loss = 0.0
+    i0 = 0
+    while i0 + R <= n:
+        for q in range(0, R, 4):
+            i = i0 + q
+            z0 = X[0, 0] - X[0, 0]  # a zero of the data dtype
+            z1 = z0
+            z2 = z0
+            z3 = z0
+            for j in range(d):
+                wj = w[j]
+                z0 += X[i, j] * wj
+                z1 += X[i + 1, j] * wj
+                z2 += X[i + 2, j] * wj
+                z3 += X[i + 3, j] * wj
+            zb[q] = z0
+            zb[q + 1] = z1
+            zb[q + 2] = z2
+            zb[q + 3] = z3
+        if prefetch:
+            a = (i0 + 2 * R) * d
+            for k in range(a, min(a + R * d, total), 16):
+                _prefetch(X, k)
+        lsum = 0.0
+        # a trip count LLVM cannot see (it is R): a constant one gets the loop fully
+        # unrolled and then not vectorized (measured 2x slower)
+        for r in range(min(R, n - i0)):
+            lo, s = _link_poly(kind, zb[r], float(y[i0 + r]))
+            lsum += lo
+            rb[r] = scale * s
+        loss += lsum
+        for q in range(0, R, 4):
+            i = i0 + q
+            r0 = rb[q]
+            r1 = rb[q + 1]
+            r2 = rb[q + 2]
+            r3 = rb[q + 3]
+            for j in range(d):
+                gb[j] += r0 * X[i, j] + r1 * X[i + 1, j] + r2 * X[i + 2, j] + r3 * X[i + 3, j]
+        for j in range(d):
+            g[j] += gb[j]
+            gb[j] = 0.0
+        i0 += R
+    return scale * (loss + _rows_one_by_one(X, y, w, g, scale, kind, i0))
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _rows_one_by_one(X, y, w, g, scale, kind, i0):
+    """Rows ``i0:`` one at a time (the n % R32 last rows of the float32 kernel)."""
+    loss = 0.0
+    for i in range(i0, X.shape[0]):
+        z = X[0, 0] - X[0, 0]
+        for j in range(X.shape[1]):
+            z += X[i, j] * w[j]
+        lo, s = _link(kind, float(z), float(y[i]))
+        loss += lo
+        r = scale * s
+        for j in range(X.shape[1]):
+            g[j] += r * X[i, j]
+    return loss
+
+
 @numba.njit(cache=True, fastmath=True)
 def _linear_eval(X, y, w, kind):
     n, d = X.shape
@@ -155,6 +261,8 @@ def logistic_grad(X, y, w, g, scale):
     ``g += scale * X.T @ (sigmoid(X @ w) - y)``; returns
     ``scale * sum(softplus(X @ w) - y * (X @ w))``.
     """
+    if X.itemsize == 4:
+        return _linear_grad32(X, y, w, g, scale, LOGISTIC)
     return _linear_grad(X, y, w, g, scale, LOGISTIC)
 
 
@@ -162,6 +270,8 @@ def logistic_grad(X, y, w, g, scale):
 def least_squares_grad(X, y, w, g, scale):
     """Least squares: ``g += scale * X.T @ (X @ w - y)``; returns
     ``scale * sum(0.5 * (X @ w - y)**2)``."""
+    if X.itemsize == 4:
+        return _linear_grad32(X, y, w, g, scale, LEAST_SQUARES)
     return _linear_grad(X, y, w, g, scale, LEAST_SQUARES)
 
 

@@ -5,18 +5,26 @@ The objective is ``f(w) = (1/n) sum_i loss_i(w) + (l2/2) ||w||^2``. A partition'
 its *sum* of per-row gradients (and loss), so decoded messages add up to the full sum.
 
 Models: ``logistic`` (labels 0/1), ``softmax`` (labels 0..C-1; ``w`` is the (d x C) weight
-matrix flattened in C order, so ``dim = d*C``) and ``least-squares`` (loss ``0.5 (x.w - y)^2``).
-The metric is accuracy for the classifiers and RMSE for regression (:attr:`Problem.metric`).
+matrix flattened in C order, so ``dim = d*C``), ``least-squares`` (loss ``0.5 (x.w - y)^2``)
+and ``mlp`` (labels 0..C-1; one or two hidden layers, all weights and biases flattened into
+``w``, see :mod:`mpicode.numerics.mlp`; the L2 term covers every parameter). The metric is
+accuracy for the classifiers and RMSE for regression (:attr:`Problem.metric`).
+
+With ``batch_size`` B, each iteration's gradient is that of a mini-batch of B rows, B/K from
+every partition, drawn from (seed, iteration, partition) (:mod:`mpicode.numerics.batches`):
+``accumulate`` then sums the sampled rows only and :meth:`Problem.gradient` divides by B.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from mpicode.config import UsageError
 from mpicode.io.datasets import Dataset, partition_rows
-from mpicode.numerics import kernels
+from mpicode.numerics import batches, kernels, mlp
 
-CLASSIFIERS = ("logistic", "softmax")
+CLASSIFIERS = ("logistic", "softmax", "mlp")
+MODELS = (*kernels.GRAD, "mlp")
 
 
 class Problem:
@@ -28,7 +36,7 @@ class Problem:
         Training and test data (labels already checked against ``model``).
     n_partitions : int
         K, the number of micro-partitions.
-    model : {"logistic", "softmax", "least-squares"}
+    model : {"logistic", "softmax", "least-squares", "mlp"}
     l2 : float
         L2 regularisation weight.
     dtype : {"float64", "float32"}
@@ -36,13 +44,18 @@ class Problem:
     partitioning : str
         ``iid``, ``sorted`` or ``dirichlet:ALPHA`` (see :func:`mpicode.io.datasets.partition_rows`).
     seed : int
-        Seed of the Dirichlet partitioning.
+        Seed of the Dirichlet partitioning, of the mini-batches and of the MLP's weights.
+    hidden, activation : str
+        ``mlp`` only: ``"H"`` or ``"H1,H2"``, and ``relu`` or ``tanh``.
+    batch_size : int or None
+        Mini-batch B (None: full batch).
     """
 
     def __init__(self, data: Dataset, n_partitions: int, model: str = "logistic",
                  l2: float = 0.0, dtype: str = "float64", partitioning: str = "iid",
-                 seed: int = 0):
-        if model not in kernels.GRAD:
+                 seed: int = 0, hidden: str = "64", activation: str = "relu",
+                 batch_size: int | None = None):
+        if model not in MODELS:
             raise ValueError(f"unknown model {model!r}")
         self.data = data
         self.model = model
@@ -57,16 +70,68 @@ class Problem:
         self.rows = partition_rows(data.y, self.K, partitioning, seed)
         self.n = self.X.shape[0]
         self.d = self.X.shape[1]
-        if model == "softmax":
+        self.seed = int(seed)
+        if model in ("softmax", "mlp"):
             self.n_classes = max(int(data.n_classes),
                                  int(max(data.y.max(), data.y_test.max(initial=0))) + 1)
         else:
             self.n_classes = 2 if model == "logistic" else 0
         self.dim = self.d * self.n_classes if model == "softmax" else self.d
         self.metric = "accuracy" if model in CLASSIFIERS else "rmse"
-        self._grad = kernels.GRAD[model]
-        self._eval = kernels.EVAL[model]
         self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if model == "mlp":
+            self._setup_mlp(hidden, activation)
+        else:
+            self._grad = kernels.GRAD[model]
+            self._eval = kernels.EVAL[model]
+        # the model in the data's dtype, refilled per call (no allocation per partition)
+        self._wcast = np.empty(self.dim, self.dtype)
+        self.iteration = 0
+        self._setup_batches(batch_size)
+
+    def _setup_mlp(self, hidden: str, activation: str) -> None:
+        self.hidden = tuple(int(h) for h in str(hidden).split(","))
+        self.activation = activation
+        self.sizes = mlp.layer_sizes(self.d, self.hidden, self.n_classes)
+        self.dim = mlp.n_params(self.sizes)
+        kind = mlp.ACTIVATIONS[activation]
+        ws = mlp.workspace(self.sizes, self.dtype)  # kept: every call reuses it
+        sizes = self.sizes
+        self._grad = lambda X, y, w, g, scale: mlp.mlp_grad(X, y, w, g, scale, sizes, kind, *ws)
+        self._eval = lambda X, y, w: mlp.mlp_eval(X, y, w, sizes, kind, ws[0])
+
+    def _setup_batches(self, batch_size: int | None) -> None:
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._batch: dict[int, tuple[int, np.ndarray]] = {}  # partition -> (it, rows)
+        if self.batch_size is None:
+            return
+        if self.batch_size < self.K:
+            raise UsageError(f"--batch-size {self.batch_size} must be >= --partitions {self.K}")
+        msg = batches.check(self.batch_size, [r.size for r in self.rows])
+        if msg:
+            raise UsageError(msg)
+        self.batch_split = batches.split(self.batch_size, self.K)
+        m = int(self.batch_split.max())
+        self._xb = np.empty((m, self.d), self.dtype)
+        self._yb = np.empty(m, self.dtype)
+
+    def initial_w(self) -> np.ndarray:
+        """w_0: zeros for the linear models, seeded Glorot weights for the MLP (float64)."""
+        if self.model == "mlp":
+            return mlp.init_params(self.sizes, self.seed)
+        return np.zeros(self.dim)
+
+    def begin_iteration(self, it: int) -> None:
+        """The iteration whose mini-batch :meth:`accumulate` samples when not told."""
+        self.iteration = int(it)
+
+    def batch_rows(self, k: int, it: int) -> np.ndarray:
+        """Offsets (within partition k) of the rows of iteration ``it``'s batch."""
+        hit = self._batch.get(k)
+        if hit is None or hit[0] != it:
+            idx = batches.sample(self.seed, it, k, self.part_rows(k), int(self.batch_split[k]))
+            hit = self._batch[k] = (it, idx)
+        return hit[1]
 
     @classmethod
     def from_config(cls, cfg, n_partitions: int, data: Dataset | None = None) -> Problem:
@@ -77,7 +142,10 @@ class Problem:
             data = load(cfg)
         _check_partitions(cfg, n_partitions, data.X.shape[0])
         return cls(data, n_partitions, model=cfg.model, l2=cfg.l2, dtype=cfg.dtype,
-                   partitioning=cfg.partitioning, seed=cfg.seed)
+                   partitioning=cfg.partitioning, seed=cfg.seed,
+                   hidden=getattr(cfg, "hidden", "64"),
+                   activation=getattr(cfg, "activation", "relu"),
+                   batch_size=getattr(cfg, "batch_size", None))
 
     def part(self, k: int):
         """(X, y) of partition k, gathered on first use and kept (contiguous, C order)."""
@@ -92,17 +160,50 @@ class Problem:
             self._parts[k] = p
         return p
 
-    def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0) -> float:
+    def part_rows(self, k: int) -> int:
+        return int(self.rows[k].size)
+
+    def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0,
+                   it: int | None = None) -> float:
         """``g += scale * grad-sum of partition k``; returns ``scale * loss-sum``.
 
         ``g`` is float64 of length :attr:`dim`; ``w`` any float dtype (cast to the data's).
+        With mini-batches, the sum runs over the rows of iteration ``it``'s batch (default:
+        the one :meth:`begin_iteration` set).
         """
         X, y = self.part(k)
-        return float(self._grad(X, y, w.astype(self.dtype, copy=False), g, scale))
+        if self.batch_size is not None:
+            idx = self.batch_rows(k, self.iteration if it is None else int(it))
+            m = idx.size
+            X = np.take(X, idx, axis=0, out=self._xb[:m], mode="clip")
+            y = np.take(y, idx, out=self._yb[:m], mode="clip")
+        if w.dtype != self.dtype:
+            np.copyto(self._wcast, w, casting="same_kind")
+            w = self._wcast
+        return float(self._grad(X, y, w, g, scale))
+
+    def partition_cost(self, repeats: int = 20) -> float:
+        """Median seconds of :meth:`accumulate` on partition 0 (warmed up), at w_0."""
+        import time
+
+        w, g = self.initial_w(), np.zeros(self.dim)
+        self.accumulate(0, w, g)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.accumulate(0, w, g)
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    @property
+    def batch_total(self) -> int:
+        """Rows one iteration's gradient sums: B, or n for full batch."""
+        return self.n if self.batch_size is None else self.batch_size
 
     def gradient(self, gsum: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Full gradient from the decoded sum over all partitions."""
-        return gsum / self.n + self.l2 * w
+        """Gradient of the iteration's (mini-)batch objective from the decoded sum over all
+        partitions: ``gsum / B + l2 w`` (B = n for full batch)."""
+        return gsum / self.batch_total + self.l2 * w
 
     def evaluate(self, w: np.ndarray) -> dict:
         """Train loss (objective), test loss and the metric at ``w``.
@@ -136,7 +237,9 @@ def full_gradient(problem: Problem, w: np.ndarray) -> tuple[float, np.ndarray]:
     X = problem.X.astype(np.float64, copy=False)
     y = problem.y.astype(np.float64, copy=False)
     n = problem.n
-    if problem.model == "logistic":
+    if problem.model == "mlp":
+        loss, g = mlp.mlp_reference(X, y, w, problem.sizes, problem.activation)
+    elif problem.model == "logistic":
         z = X @ w
         loss = np.sum(np.logaddexp(0.0, z) - y * z)
         g = X.T @ (0.5 * (1.0 + np.tanh(0.5 * z)) - y)
@@ -163,7 +266,7 @@ def reference_gd(problem: Problem, lr: float, iterations: int) -> np.ndarray:
 
     Returns the models w_0..w_T as rows.
     """
-    w = np.zeros(problem.dim)
+    w = problem.initial_w()
     out = [w.copy()]
     for _ in range(iterations):
         _, g = full_gradient(problem, w)

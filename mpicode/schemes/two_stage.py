@@ -38,9 +38,9 @@ OPTIONS = (
            check=cf.optional_positive, group="two-stage"),
     Option("beta", cf.finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
-    Option("stage1_chunks", int, 2, "two-stage: queued tasks per stage-1 share (idle workers "
+    Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", int, 2, "two-stage: re-planning rounds per iteration after stage 2 "
+    Option("replan", int, 8, "two-stage: re-planning rounds per iteration after stage 2 "
            "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=cf.nonneg, group="two-stage"),
@@ -98,8 +98,8 @@ class TwoStage(Stealing, Replanning, Scheme):
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=2,
-                 stage1_chunks=2, **kw):
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,
+                 stage1_chunks=3, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")

@@ -155,3 +155,24 @@ def test_reference_gd_decreases_the_objective(model):
     W = reference_gd(pb, 0.1, 20)
     assert W.shape == (21, pb.dim)
     assert full_gradient(pb, W[-1])[0] < full_gradient(pb, W[0])[0]
+
+
+def test_polynomial_link_of_the_float32_kernel_matches_libm():
+    import numba
+
+    @numba.njit
+    def both(z, y):
+        out = np.empty((z.size, 4))
+        for i in range(z.size):
+            lp, sp = kernels._link_poly(kernels.LOGISTIC, z[i], y)
+            lm, sm = kernels._link(kernels.LOGISTIC, z[i], y)
+            out[i] = (lp, sp, lm, sm)
+        return out
+
+    z = np.concatenate([np.linspace(-800, 800, 40001), np.linspace(-30, 30, 20001)])
+    for yv in (0.0, 1.0):
+        a = both(z, yv)
+        small = np.abs(z) < 100
+        for k in (0, 1):
+            rel = np.abs(a[:, k] - a[:, k + 2]) / np.maximum(np.abs(a[:, k + 2]), 1e-300)
+            assert rel[small].max() < 2e-10 and rel.max() < 4e-8
