@@ -89,6 +89,8 @@ bench: install  ## every benchmark (run on a quiet machine)
 	$(PY) -m mpicode bench comm
 	$(PY) -m mpicode bench scale
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m mpicode bench messaging
+	$(PY) -m mpicode bench twin
+	$(PY) -m mpicode bench overhead
 	$(PY) -m mpicode bench runlog
 
 # data/README.md: the scikit-learn bundled datasets (data/digits.h5, data/breast_cancer.h5,

@@ -23,11 +23,17 @@ BENCHES = {
     "comm": "uplink schedulers: streaming and gradient regimes (virtual time), then end to "
             "end training time in the MPI runtime",
     "messaging": "gradient delivery bandwidth in the runtime vs an mpi4py ping-pong (2 ranks)",
+    "twin": "real MPI runs vs their calibrated simulation (same trace): iteration time, time "
+            "to target, stage-2 fraction, load",
+    "overhead": "rank 0's per-iteration cost by phase vs the floor (slowest worker's compute "
+                "+ Bcast/Reduce), N = 4, 8, 16, 10^3..10^6 parameters",
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
                            "help": "skip the end-to-end MPI part"})],
+    "twin": [("--keep", {"metavar": "DIR", "default": None,
+                         "help": "keep the profiles and the real runs in DIR"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],
@@ -117,14 +123,23 @@ def build_parser() -> Parser:
     bu.add_argument("--seed", type=int, default=0)
     bu.add_argument("--force", action="store_true")
 
-    _add_traces(sub)
-    _add_bench(sub)
-    _add_config_and_schemes(sub)
+    add_traces(sub)
+    add_benches(sub)
+
+    cp = sub.add_parser("config", help="configuration: show")
+    csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
+    sh = csub.add_parser("show", help="print the effective configuration (TOML)")
+    add_options(sh)
+
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
+    add_calibrate(sub)
+    sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
+                        "plugins) with its options")
+    sc.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
-def _add_traces(sub) -> None:
+def add_traces(sub) -> None:
     tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
     tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
                              metavar="import")
@@ -134,18 +149,8 @@ def _add_traces(sub) -> None:
         "--stragglers trace:TRACE.h5"))
 
 
-def _add_config_and_schemes(sub) -> None:
-    cp = sub.add_parser("config", help="configuration: show")
-    csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
-    sh = csub.add_parser("show", help="print the effective configuration (TOML)")
-    add_options(sh)
-    sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
-                        "plugins) with its options")
-    sc.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _add_bench(sub) -> None:
-    bp = sub.add_parser("bench", help="benchmarks: kernels, schemes, comm, scale, messaging")
+def add_benches(sub) -> None:
+    bp = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHES))
     bsub = bp.add_subparsers(dest="bench_command", required=True, parser_class=Parser)
     for name, text in BENCHES.items():
         b = bsub.add_parser(name, help=text)
@@ -153,6 +158,17 @@ def _add_bench(sub) -> None:
         b.add_argument("--quick", action="store_true", help="a smaller, faster version")
         for flag, kw in BENCH_ARGS.get(name, []):
             b.add_argument(flag, **kw)
+
+
+def add_calibrate(sub) -> None:
+    ca = sub.add_parser("calibrate", help="measure this machine's cost model with MPI and "
+                        "write a profile: mpiexec -n N+1 python -m mpi4py -m mpicode "
+                        "calibrate --out PROFILE.toml")
+    ca.add_argument("--out", default="profile.toml", metavar="PROFILE.toml",
+                    help="profile to write (default: profile.toml)")
+    ca.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    ca.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    ca.add_argument("--quiet", action="store_true", help="do not print the profile")
 
 
 def dispatch(args) -> int:
@@ -202,6 +218,9 @@ def dispatch(args) -> int:
         from mpicode.config import show
         print(show(resolve(args)))
         return 0
+    if args.command == "calibrate":
+        from mpicode.mpi import calibrate
+        return calibrate.main(args)
     if args.command == "schemes":
         from mpicode.registry import describe
         print(describe(as_json=args.json))

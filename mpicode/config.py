@@ -13,102 +13,27 @@ import argparse
 import json
 import math
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpicode.errors import UsageError  # noqa: F401  (also imported from here)
-
-
-@dataclass(frozen=True)
-class Option:
-    name: str
-    type: Callable[[str], Any]
-    default: Any
-    help: str
-    choices: tuple | None = None
-    check: Callable[[Any], str | None] | None = None  # returns an error message or None
-    group: str = "run"
-    metavar: str | None = None
-    flag_only: bool = False  # store_true switches
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-def positive(x):
-    return None if x > 0 else "must be > 0"
-
-
-def nonneg(x):
-    return None if x >= 0 else "must be >= 0"
-
-
-def unit_open_closed(x):
-    return None if 0 < x <= 1 else "must be in (0, 1]"
-
-
-def unit_closed(x):
-    return None if 0 <= x <= 1 else "must be in [0, 1]"
-
-
-def optional_positive(x):
-    return None if x is None or x > 0 else "must be > 0"
-
-
-def _finite_float(s):
-    v = float(s)
-    if not math.isfinite(v):
-        raise ValueError(s)
-    return v
-
-
-def _optional_float(s):
-    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "off")):
-        return None
-    return _finite_float(s)
-
-
-def _optional_int(s):
-    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "auto")):
-        return None
-    return int(s)
-
-
-def _bool(s):
-    if isinstance(s, bool):
-        return s
-    t = str(s).lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(s)
-
-
-finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
-    _optional_int, _bool  # public: for the options schemes and schedulers declare
-
-
-def unit_right_open(x):
-    return None if 0 <= x < 1 else "must be in [0, 1)"
-
-
-def hidden_sizes(x):
-    """``H`` or ``H1,H2``: one or two positive layer widths."""
-    parts = str(x).split(",")
-    ok = 1 <= len(parts) <= 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts)
-    return None if ok else "must be H or H1,H2 (one or two positive integers)"
-
-
-def _is_pos_float(t):
-    try:
-        return float(t) > 0 and math.isfinite(float(t))
-    except ValueError:
-        return False
-
+from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
+    Option,
+    UsageError,
+    _bool,
+    _finite_float,
+    _is_pos_float,
+    _optional_float,
+    _optional_int,
+    hidden_sizes,
+    nonneg,
+    optional_positive,
+    positive,
+    unit_closed,
+    unit_open_closed,
+    unit_right_open,
+)
+from mpicode.profile import COST_OPTIONS, load_profile
 
 MODELS = ("logistic", "softmax", "least-squares", "mlp")
 OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
@@ -250,6 +175,10 @@ OPTIONS += [
     Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
            check=nonneg, group="reliability"),
 ]
+
+OPTIONS += COST_OPTIONS
+finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
+    _optional_int, _bool  # public: for the options schemes and schedulers declare
 
 
 def all_options() -> list[Option]:
@@ -395,6 +324,12 @@ def resolve(args: argparse.Namespace) -> Config:
         if name in known:
             values[name] = _coerce(known[name], raw, "")
             source[name] = "cli"
+    if values["profile"]:  # under the file and the command line: they override it
+        path = values["profile"]
+        for name, raw in load_profile(path).items():
+            v = _coerce(known[name], raw, f"profile {path}: ")
+            if source[name] == "default":
+                values[name], source[name] = v, path
     return Config(values, source)
 
 

@@ -9,9 +9,12 @@ A task of n partitions takes ``n * partition_cost + delay`` virtual seconds, whe
 comes from the same seeded straggler model (or trace) as in ``train``; workers run their tasks
 one after another; a cancelled task frees its worker at the cancel time. With ``--compute
 real`` the gradients are real (computed in-process) and the model trains; with ``none`` only
-decisions and timing are simulated. Runs are bit-for-bit reproducible from the options and
-the seed: the default partition cost is a documented constant model (``model_partition_cost``),
-not a measurement, unless ``--measure-partition-cost`` asks for one.
+decisions and timing are simulated. ``--profile PROFILE.toml`` (``mpicode calibrate``) adds
+this machine's dispatch, message and coordinator costs (:mod:`mpicode.engine.costs`), so the
+simulation is the twin of a real run (``mpicode bench twin``). Runs are bit-for-bit
+reproducible from the options and the seed: the default partition cost is a documented
+constant model (``model_partition_cost``), not a measurement, unless
+``--measure-partition-cost`` asks for one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 import numpy as np
 
+from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
 from mpicode.engine.rows import IterationInfo
@@ -54,15 +58,17 @@ class SimBackend:
 
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
-              checkpoint_every: int = 0, dead_after: int = 0, optimizer=None) -> Trainer:
+              checkpoint_every: int = 0, dead_after: int = 0, optimizer=None,
+              costs=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler). Every logged value
-    is a function of the seed (the decode takes no virtual time, ``decode_s`` is 0), so equal
-    seeds give equal files."""
+    is a function of the seed and of the cost model ``costs`` (:class:`CostModel`; by default
+    zero: the decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal
+    files."""
     dim = problem.dim if problem is not None else 0
     backend = SimBackend(problem)
     events = EventLoop(scheme, stragglers, partition_cost=partition_cost, uplink=uplink,
                        msg_bytes=msg_bytes or 8 * (5 + dim), vworkers=VirtualWorkers(n_workers),
-                       hooks=backend)
+                       hooks=backend, costs=costs)
     return Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=backend,
                    eval_every=eval_every, checkpoint_every=checkpoint_every,
                    dead_after=dead_after, log=log, optimizer=optimizer)
@@ -75,8 +81,11 @@ KERNEL_OVERHEAD_S = 1e-6
 KERNEL_ELEMENTS_PER_S = 2e9
 
 
-def model_partition_cost(rows: float, features: int) -> float:
-    return KERNEL_OVERHEAD_S + rows * features / KERNEL_ELEMENTS_PER_S
+def model_partition_cost(rows: float, features: int,
+                         elements_per_s: float | None = None) -> float:
+    """Seconds for one partition of ``rows x features``: the constant model, or a calibrated
+    profile's ``kernel_elements_per_s``."""
+    return KERNEL_OVERHEAD_S + rows * features / (elements_per_s or KERNEL_ELEMENTS_PER_S)
 
 
 def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
@@ -108,7 +117,7 @@ def _partition_cost(cfg, problem, K: int) -> float:
         rows, feats = max(1.0, cfg.samples / K), cfg.features
     if cfg.measure_partition_cost:
         return measure_partition_cost(int(round(rows)), feats)
-    return model_partition_cost(rows, feats)
+    return model_partition_cost(rows, feats, cfg.kernel_elements_per_s)
 
 
 def prepare(cfg):
@@ -168,12 +177,17 @@ def simulate(cfg) -> int:
                     lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
                     msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
                     checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after,
-                    optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None)
+                    optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None,
+                    costs=CostModel.from_config(cfg))
     t0 = time.perf_counter()
     code = session.run(sim)
     if code == 0 and not cfg.quiet and sim.history:
-        last = sim.history[-1]
-        print(f"wrote {cfg.out}: {session.runlog.n_done} simulated iterations, virtual time "
-              f"{last['t_end']:.3f} s, mean load {np.mean([r['load'] for r in sim.history]):.3f}"
-              f", wall {time.perf_counter() - t0:.1f} s")
+        _summary(cfg, session, sim, time.perf_counter() - t0)
     return code
+
+
+def _summary(cfg, session, sim, wall_s: float) -> None:
+    last = sim.history[-1]
+    print(f"wrote {cfg.out}: {session.runlog.n_done} simulated iterations, virtual time "
+          f"{last['t_end']:.3f} s, mean load {np.mean([r['load'] for r in sim.history]):.3f}"
+          f", wall {wall_s:.1f} s")

@@ -4,13 +4,17 @@ The one event loop of the simulator and of the MPI coordinator, in both delay mo
 in the order that breaks ties:
 
 1. a result *delivered* through the uplink (its slot ended; with MPI, its last chunk is here),
-2. a task's compute finishing in virtual time (``n * partition_cost + delay`` after it starts
-   on its worker; virtual delay mode and the simulator), or a result that *arrived* over MPI
-   (real delays: arrivals are pushed by the receiver as they come),
-3. the next uplink slot,
-4. the scheme's deadline.
+2. a result that *arrived*: over MPI (real delays: arrivals are pushed by the receiver as
+   they come), or in virtual time a message whose modelled cost has passed,
+3. a task's compute finishing in virtual time (``n * partition_cost + delay`` after it starts
+   on its worker; virtual delay mode and the simulator),
+4. the next uplink slot,
+5. the scheme's deadline.
 
-With the ``ideal`` channel a finished task's result reaches the scheme at once. The clock
+In virtual time the cost model (:mod:`mpicode.engine.costs`) starts a task ``dispatch_s``
+after it was decided and, with the ``ideal`` channel, has its result arrive ``msg_latency_s +
+bytes / msg_bandwidth`` after its compute finished, seen at rank 0's next poll (``poll_s``);
+with the zero model (the default) a finished task's result reaches the scheme at once. The clock
 (:mod:`mpicode.engine.clock`) decides how time passes: virtually (the next event's time), or
 on the wall clock, waiting for it while the MPI receiver files messages. In virtual time the
 order and the times come from the models only, so decisions do not depend on the machine and a
@@ -27,10 +31,12 @@ The driver's hooks (all optional):
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-from collections import deque
 
 from mpicode.engine.clock import VirtualClock
+from mpicode.engine.costs import ZERO
 from mpicode.engine.rows import IterationInfo
 
 INF = math.inf
@@ -38,7 +44,7 @@ INF = math.inf
 
 class EventLoop:
     def __init__(self, scheme, stragglers, *, partition_cost: float = 0.0, uplink=None,
-                 msg_bytes: int = 8, vworkers=None, clock=None, hooks=None):
+                 msg_bytes: int = 8, vworkers=None, clock=None, hooks=None, costs=None):
         self.scheme = scheme
         self.stragglers = stragglers
         self.cost = float(partition_cost)
@@ -47,7 +53,10 @@ class EventLoop:
         self.vw = vworkers             # None: real delays, results arrive over MPI
         self.clock = clock or VirtualClock()
         self.hooks = hooks
-        self.arrivals: deque = deque()  # (time, task id) of results that arrived (real time)
+        self.costs = costs or ZERO
+        self.t_event = 0.0              # rank 0's last event (virtual time: its backoff)
+        self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
+        self._seq = itertools.count()   # ties: first come, first served
 
     def _hook(self, name, *a):
         f = getattr(self.hooks, name, None)
@@ -60,7 +69,8 @@ class EventLoop:
             task.t_dispatch = t
             info.delay[task.task_id] = delay
             if self.vw is not None:
-                self.vw.add(task.worker, task.task_id, t, task.n * self.cost + delay)
+                self.vw.add(task.worker, task.task_id, t + self.costs.dispatch_s,
+                            task.n * self.cost + delay)
             self._hook("dispatch", task, delay)
         self.cancel(it, acts.cancel, t)
         info.cancelled += len(acts.cancel)
@@ -76,7 +86,7 @@ class EventLoop:
     # ---- events -------------------------------------------------------------------------------
     def arrived(self, tid: int, t: float) -> None:
         """The receiver's report (real time): the result of ``tid`` is here at ``t``."""
-        self.arrivals.append((t, tid))
+        heapq.heappush(self.arrivals, (t, next(self._seq), tid))
 
     def _present(self):
         """The hooks' ``present(tid)`` (MPI in real time: the last chunk is here), if any."""
@@ -85,15 +95,17 @@ class EventLoop:
     def _earliest(self):
         up = self.uplink
         t_del = up.next_delivery(self._present()) - self.t0 if up is not None else INF
-        if self.vw is not None:
-            ev = self.vw.peek()
-            t_comp = ev[0] if ev is not None else INF
-        else:
-            t_comp = self.arrivals[0][0] if self.arrivals else INF
+        t_arr = INF
+        if self.arrivals:
+            t_arr = self.arrivals[0][0]
+            if self.vw is not None:  # virtual time: seen at rank 0's next poll
+                t_arr = self.costs.noticed(self.t_event, t_arr)
+        ev = self.vw.peek() if self.vw is not None else None
+        t_comp = ev[0] if ev is not None else INF
         t_slot = up.next_slot_time() - self.t0 if up is not None else INF
         deadline = self.scheme.next_deadline()
         t_dl = deadline if deadline is not None else INF
-        return min((t_del, 0), (t_comp, 1), (t_slot, 2), (t_dl, 3))
+        return min((t_del, 0), (t_arr, 1), (t_comp, 2), (t_slot, 3), (t_dl, 4))
 
     def run(self, it: int, info: IterationInfo, t0: float = 0.0) -> float:
         """Run iteration ``it`` (beginning at run time ``t0``) until the scheme can decode;
@@ -107,7 +119,7 @@ class EventLoop:
             self.uplink.new_iteration(it)
         clock.start(t0)
         self.apply(it, scheme.begin(it), 0.0, info)
-        t = 0.0
+        t = self.t_event = 0.0
         while not scheme.done():
             t_next, kind = self._earliest()
             if t_next == INF and clock.virtual:
@@ -120,27 +132,32 @@ class EventLoop:
             if kind == 0:
                 self._deliver(it, self.uplink.pop_delivery(self._present()), t, info)
             elif kind == 1:
-                self._computed(it, t, info)
+                _, _, tid = heapq.heappop(self.arrivals)
+                self._deliver(it, tid, t, info, hook=False)  # (the message is here)
             elif kind == 2:
+                self._computed(it, t, info)
+            elif kind == 3:
                 grants = self.uplink.step()
                 for g in grants:
                     self._hook("grant", g)
             else:
                 self.apply(it, scheme.on_tick(t), t, info)
+            if kind != 2:  # rank 0's backoff restarts at what it sees (not a worker's compute)
+                self.t_event = t
         return t
 
     def _computed(self, it, t, info) -> None:
-        if self.vw is None:  # real time: the result is already here
-            _, tid = self.arrivals.popleft()
-            self._deliver(it, tid, t, info, hook=False)
-            return
         _, tid = self.vw.pop()
         task = self.scheme.tasks[tid]
         info.measured[tid] = (task.n * self.cost, info.delay[tid])
         info.ready[tid] = t
         self._hook("computed", task)
         if self.uplink is None:
-            self._deliver(it, tid, t, info)
+            msg_s = self.costs.message_s(self.msg_bytes)
+            if msg_s > 0 or self.costs.poll_s > 0:  # on its way: the worker is free
+                heapq.heappush(self.arrivals, (t + msg_s, next(self._seq), tid))
+            else:
+                self._deliver(it, tid, t, info)
         elif task.state == "pending":
             self.uplink.offer(task.worker, (it, tid), self.msg_bytes, self.t0 + t)
 

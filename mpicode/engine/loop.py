@@ -10,7 +10,8 @@ One iteration::
     decode -> backend.after_decode(info) -> cancel the late tasks -> scheme.end(t_wait)
     gradient step -> rows for the log
 
-In virtual time (simulator, ``--delay-mode virtual``) an iteration lasts ``t_wait``; on the
+In virtual time (simulator, ``--delay-mode virtual``) an iteration lasts ``t_wait`` plus the
+cost model's coordinator phases (:mod:`mpicode.engine.costs`; zero by default); on the
 wall clock every row's phases (``log_s`` for the previous row's bookkeeping, ``wait_s``,
 ``decode_s``, ``update_s``, ``eval_s``) tile the time from its ``t_start`` to its ``t_end``,
 and consecutive rows tile training time with no gap.
@@ -84,16 +85,19 @@ class Trainer:
     def iteration(self, it: int) -> dict:
         scheme, wall = self.scheme, self.clock is not None
         info = IterationInfo(self.N, msg_bytes=self.events.msg_bytes)
+        costs = self.events.costs
         t_start = self._t_mark if wall else self.vt
+        if not wall:  # the model's cost of the previous row's bookkeeping
+            self.vt += costs.coord_log_s
         a = self.now()  # the previous row's bookkeeping ends here
         self._hook("begin", it, self.w, info)
         t_wait = self.events.run(it, info, a)
         t0 = time.perf_counter()
         dec = scheme.decode()
         gsum = combine(dec, info.msgs, self.dim)[0] if self.problem is not None else None
-        # virtual time charges nothing for the decode: log 0 so the file is a function of
-        # the seed and the trace (bench scale measures the decode's real cost)
-        decode_s = time.perf_counter() - t0 if wall else 0.0
+        # virtual time charges the cost model's decode (0 by default), not the measured one:
+        # the file is a function of the seed and the trace (bench scale measures the decode)
+        decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s
         self._hook("after_decode", info)
         late = scheme.outstanding(t_wait)
         self.events.cancel(it, late, t_wait)
@@ -107,7 +111,7 @@ class Trainer:
         if wall:
             t_end = self.now()
         else:
-            self.vt += t_wait
+            self.vt += t_wait + costs.coord_decode_s + costs.coord_update_s
             t_end = self.vt
         # the clairvoyant oracle of this iteration's draws: the models' partition cost in
         # virtual time, the measured one on the wall clock
@@ -121,14 +125,19 @@ class Trainer:
             out["workers"].update(self.uplink.worker_rows())
         # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
         # (cancels, the scheme's end, the gradient step, the rows)
-        log_s = a - t_start if wall else 0.0
-        update_s = (t_end - a) - t_wait - decode_s if wall else 0.0
+        log_s = a - t_start if wall else costs.coord_log_s
+        update_s = (t_end - a) - t_wait - decode_s if wall else costs.coord_update_s
         out["row"].update(log_s=log_s, update_s=update_s)
         return out
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
-        if self.problem is None or not ((it + 1) % self.eval_every == 0 or it == last):
-            row["eval_s"] = 0.0
+        due = (it + 1) % self.eval_every == 0 or it == last
+        row["eval_s"] = 0.0
+        if self.clock is None and due and self.events.costs.coord_eval_s:
+            # virtual time: the model's cost of the evaluation the real run would do
+            self.vt += self.events.costs.coord_eval_s
+            row["eval_s"], row["t_end"] = self.events.costs.coord_eval_s, self.vt
+        if self.problem is None or not due:
             return
         row.update(self.problem.evaluate(self.w))
         self.divergence.check(it, row)
@@ -136,8 +145,6 @@ class Trainer:
             t_end = self.now()
             row["eval_s"] = t_end - row["t_end"]
             row["t_end"] = t_end
-        else:
-            row["eval_s"] = 0.0
 
     def _mark_dead(self, it: int, out: dict) -> None:
         gone = self.dead.update(it, out, self.scheme.active)

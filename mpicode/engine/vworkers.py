@@ -17,7 +17,8 @@ class VirtualWorkers:
 
     def reset(self) -> None:
         """A new iteration: every worker idle at t = 0, nothing queued."""
-        self.queue: list[list[tuple[int, float]]] = [[] for _ in range(self.N)]  # (tid, dur)
+        # (tid, duration, earliest start): a task cannot start before it reached its worker
+        self.queue: list[list[tuple[int, float, float]]] = [[] for _ in range(self.N)]
         self.start: list[float] = [0.0] * self.N      # start time of the head task
         self.finish: dict[int, float] = {}            # tid -> current finish time
         self.heap: list[tuple[float, int, int]] = []  # (finish, tid, version)
@@ -27,26 +28,28 @@ class VirtualWorkers:
     def _reschedule(self, w: int, t_free: float) -> None:
         """Recompute finish times of worker w's queue, its head starting at ``t_free``."""
         t = t_free
-        for tid, dur in self.queue[w]:
-            t = t + dur
+        for tid, dur, avail in self.queue[w]:
+            t = max(t, avail) + dur
             self.finish[tid] = t
             v = self.version.get(tid, 0) + 1
             self.version[tid] = v
             heapq.heappush(self.heap, (t, tid, v))
 
     def add(self, worker: int, tid: int, t: float, duration: float) -> float:
-        """Dispatch task ``tid`` to ``worker`` at ``t``; returns its finish time."""
+        """Task ``tid`` reaches ``worker`` at ``t`` (its dispatch time plus the dispatch
+        latency); it starts then or when the worker's earlier tasks are done. Returns its
+        finish time."""
         q = self.queue[worker]
         self.worker_of[tid] = worker
         if not q:
             self.start[worker] = t
-            q.append((tid, duration))
+            q.append((tid, duration, t))
             self._reschedule(worker, t)
         else:
             # queued behind the worker's current tasks
-            q.append((tid, duration))
+            q.append((tid, duration, t))
             prev_finish = self.finish[q[-2][0]]
-            self.finish[tid] = prev_finish + duration
+            self.finish[tid] = max(prev_finish, t) + duration
             self.version[tid] = self.version.get(tid, 0) + 1
             heapq.heappush(self.heap, (self.finish[tid], tid, self.version[tid]))
         return self.finish[tid]
@@ -57,7 +60,7 @@ class VirtualWorkers:
         if w is None or tid not in self.finish:
             return
         q = self.queue[w]
-        idx = next((i for i, (x, _) in enumerate(q) if x == tid), None)
+        idx = next((i for i, (x, _, _) in enumerate(q) if x == tid), None)
         if idx is None:
             return
         running = idx == 0
@@ -70,8 +73,8 @@ class VirtualWorkers:
         else:
             # the tasks queued after it move up
             tt = self.finish[q[idx - 1][0]]
-            for x, dur in q[idx:]:
-                tt += dur
+            for x, dur, avail in q[idx:]:
+                tt = max(tt, avail) + dur
                 self.finish[x] = tt
                 self.version[x] += 1
                 heapq.heappush(self.heap, (tt, x, self.version[x]))

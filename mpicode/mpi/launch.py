@@ -21,6 +21,7 @@ import numpy as np
 from mpicode import mpi as runtime
 from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
 from mpicode.engine.clock import WallClock
+from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
 from mpicode.engine.session import EXIT_OK, Session
@@ -193,9 +194,15 @@ def build(cfg: Config, comm, problem):
     uplink = make_uplink(cfg, N, scheme)
     coord = Coordinator(comm, problem.dim, now=None)
     virtual = cfg.delay_mode == "virtual"
+    cost = cfg.partition_cost or 0.0
+    if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
+        from mpicode.simulator import model_partition_cost  # a profile's kernel speed
+        cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
+    # the cost model is virtual time's: with real delays the costs are real
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
-                       partition_cost=cfg.partition_cost or 0.0, msg_bytes=8 * coord.size,
-                       vworkers=VirtualWorkers(N) if virtual else None)
+                       partition_cost=cost, msg_bytes=8 * coord.size,
+                       vworkers=VirtualWorkers(N) if virtual else None,
+                       costs=CostModel.from_config(cfg) if virtual else None)
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
                       optimizer=make_optimizer(cfg, problem.dim),
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,

@@ -1,0 +1,99 @@
+"""Fitting a cost profile (:mod:`mpicode.engine.costs`) from measurements (pure: numpy only).
+
+``mpicode calibrate`` measures, on the MPI runtime of this machine, a ping-pong over message
+sizes and short no-delay runs; this module turns those into the profile's options:
+
+* ``msg_latency_s``, ``msg_bandwidth``: a least-squares line (relative errors) through the
+  ping-pong's one-way times against bytes (intercept, 1 / slope);
+* ``kernel_elements_per_s``: the workers' measured compute per partition (median), less the
+  model's fixed ``KERNEL_OVERHEAD_S``, against the partition's rows x features;
+* ``dispatch_s``: what the runs' waits hold beyond compute and the message: the mean
+  ``wait_s`` of the runs minus the model's compute of the slowest stage-1 task and the
+  message cost, less the model's polling delay (``poll_s``). It takes in everything the
+  model has no other term for (the model's broadcast, the TASK message, the worker noticing
+  it, the spread of the workers' compute), so that a calibrated no-delay simulation waits
+  as long as the real run on average;
+* ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: the mean of the
+  rows' phases of the same names (``eval_s`` over evaluated rows only).
+
+(``poll_s``, rank 0's polling interval, is measured by ``calibrate`` itself: its longest
+backoff sleep plus the sleep's overshoot.) The first
+``skip`` iterations of each run (warm-up) are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KERNEL_OVERHEAD_S = 1e-6  # (the simulator's constant; kept in step by a unit test)
+
+
+def fit_message(sizes, one_way_s) -> tuple[float, float | None]:
+    """(latency s, bandwidth bytes/s or None) of the line ``t = latency + bytes / bw``."""
+    x = np.asarray(sizes, float)
+    y = np.asarray(one_way_s, float)
+    if x.size < 2 or np.ptp(x) == 0:
+        return float(max(0.0, np.median(y))), None
+    # relative errors (weights 1/t): the small messages set the latency, the large ones
+    # the bandwidth
+    slope, icpt = np.polyfit(x, y, 1, w=1.0 / np.maximum(y, 1e-9))
+    bw = 1.0 / slope if slope > 0 else None
+    return float(max(0.0, icpt)), (float(bw) if bw is not None else None)
+
+
+def message_s(latency: float, bandwidth: float | None, nbytes: float) -> float:
+    return latency + (nbytes / bandwidth if bandwidth else 0.0)
+
+
+def fit_kernel(tasks: dict, rows: float, features: int, skip: int = 2) -> float:
+    """Elements per second of the fused kernel from the tasks' ``compute_s`` per partition."""
+    keep = (tasks["iteration"] >= skip) & (tasks["n_partitions"] > 0) & \
+        np.isfinite(tasks["compute_s"])
+    per = tasks["compute_s"][keep] / tasks["n_partitions"][keep]
+    t = max(float(np.median(per)) - KERNEL_OVERHEAD_S, 1e-9)
+    return rows * features / t
+
+
+def fit_dispatch(extra: float, before: float, poll_s: float) -> float:
+    """The dispatch latency d that makes a modelled result, landing ``d + before`` after
+    the iteration began and seen at rank 0's next poll, arrive ``extra + before`` after it:
+    what the wait held beyond compute and message, less the model's own polling delay."""
+    from mpicode.engine.costs import CostModel
+    cm = CostModel(poll_s=poll_s)
+    d = max(0.0, extra)
+    for _ in range(4):  # a fixed point: the polling delay depends (a little) on d
+        t = d + before
+        d = max(0.0, extra - (cm.noticed(0.0, t) - t))
+    return d
+
+
+def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
+                result_bytes: int, skip: int = 2, poll_s: float = 0.0) -> tuple[dict, dict]:
+    """(profile options, calibration record) from ``runs`` (each ``{"rows": {...},
+    "tasks": {...}}``, column arrays as in the run log) and ``pingpong`` (``{"bytes":
+    [...], "one_way_s": [...]}``)."""
+    lat, bw = fit_message(pingpong["bytes"], pingpong["one_way_s"])
+    msg = message_s(lat, bw, result_bytes)
+    eps = float(np.median([fit_kernel(r["tasks"], rows, features, skip) for r in runs]))
+    cost = KERNEL_OVERHEAD_S + rows * features / eps
+    phases = {k: [] for k in ("log_s", "decode_s", "update_s", "eval_s")}
+    extra = []
+    for r in runs:
+        rw = {k: np.asarray(v)[skip:] for k, v in r["rows"].items()}
+        first = r["tasks"]["t_dispatch"] == 0  # stage 1: its largest task
+        share = float(np.max(r["tasks"]["n_partitions"][first])) if first.any() else 0.0
+        extra.append(fit_dispatch(float(np.mean(rw["wait_s"])) - share * cost - msg,
+                                  share * cost + msg, poll_s))
+        for k in phases:
+            x = rw[k][rw[k] > 0] if k == "eval_s" else rw[k]
+            phases[k].append(float(np.mean(x)) if x.size else 0.0)
+    values = {"dispatch_s": max(0.0, float(np.mean(extra))), "msg_latency_s": lat,
+              "poll_s": poll_s,
+              "msg_bandwidth": bw, "kernel_elements_per_s": eps,
+              **{f"coord_{k}": float(np.mean(v)) for k, v in phases.items()}}
+    record = {"pingpong_bytes": [int(b) for b in pingpong["bytes"]],
+              "pingpong_one_way_s": [float(t) for t in pingpong["one_way_s"]],
+              "result_bytes": int(result_bytes), "message_s": msg, "partition_cost_s": cost,
+              "dispatch_s_per_run": extra, "rows_per_partition": float(rows),
+              "features": int(features)}
+    return values, record

@@ -1,0 +1,97 @@
+"""The building blocks of the option table (:mod:`mpicode.config`): the :class:`Option`
+record, value types and checks, and :class:`UsageError`. A module of its own so that option
+tables elsewhere (the simulator's cost model, :mod:`mpicode.profile`) share them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mpicode.errors import UsageError  # noqa: F401  (re-exported)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple | None = None
+    check: Callable[[Any], str | None] | None = None  # returns an error message or None
+    group: str = "run"
+    metavar: str | None = None
+    flag_only: bool = False  # store_true switches
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def positive(x):
+    return None if x > 0 else "must be > 0"
+
+
+def nonneg(x):
+    return None if x >= 0 else "must be >= 0"
+
+
+def unit_open_closed(x):
+    return None if 0 < x <= 1 else "must be in (0, 1]"
+
+
+def unit_closed(x):
+    return None if 0 <= x <= 1 else "must be in [0, 1]"
+
+
+def optional_positive(x):
+    return None if x is None or x > 0 else "must be > 0"
+
+
+def _finite_float(s):
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(s)
+    return v
+
+
+def _optional_float(s):
+    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "off")):
+        return None
+    return _finite_float(s)
+
+
+def _optional_int(s):
+    if s is None or (isinstance(s, str) and s.lower() in ("", "none", "auto")):
+        return None
+    return int(s)
+
+
+def _bool(s):
+    if isinstance(s, bool):
+        return s
+    t = str(s).lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(s)
+
+
+def _is_pos_float(t):
+    try:
+        return float(t) > 0 and math.isfinite(float(t))
+    except ValueError:
+        return False
+
+
+def unit_right_open(x):
+    return None if 0 <= x < 1 else "must be in [0, 1)"
+
+
+def hidden_sizes(x):
+    """``H`` or ``H1,H2``: one or two positive layer widths."""
+    parts = str(x).split(",")
+    ok = 1 <= len(parts) <= 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts)
+    return None if ok else "must be H or H1,H2 (one or two positive integers)"
