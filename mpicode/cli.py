@@ -133,10 +133,14 @@ def build_parser() -> Parser:
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     add_calibrate(sub)
+    add_schemes(sub)
+    return p
+
+
+def add_schemes(sub) -> None:
     sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
                         "plugins) with its options")
     sc.add_argument("--json", action="store_true", help="print JSON")
-    return p
 
 
 def add_traces(sub) -> None:
