@@ -17,3 +17,16 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 __version__ = "0.2.0.dev0"  # CHANGELOG.md: the version scheme and tags
 FORMAT_VERSION = 1
+
+
+def register_scheme(cls):
+    """Register a scheme class under ``cls.name`` (decorator; see :mod:`mpicode.registry`).
+    Imported lazily so that ``import mpicode`` stays light."""
+    from mpicode.registry import register_scheme as register
+    return register(cls)
+
+
+def register_scheduler(cls):
+    """Register a scheduler class under ``cls.name`` (decorator)."""
+    from mpicode.registry import register_scheduler as register
+    return register(cls)

@@ -1,4 +1,5 @@
-"""Command line: ``mpicode train | simulate | report | sweep | data | traces | config ...``.
+"""Command line: ``mpicode train | simulate | report | sweep | data | traces | config |
+schemes ...``.
 
 ``train`` needs MPI ranks::
 
@@ -132,7 +133,14 @@ def build_parser() -> Parser:
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     add_calibrate(sub)
+    add_schemes(sub)
     return p
+
+
+def add_schemes(sub) -> None:
+    sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
+                        "plugins) with its options")
+    sc.add_argument("--json", action="store_true", help="print JSON")
 
 
 def add_traces(sub) -> None:
@@ -220,6 +228,10 @@ def dispatch(args) -> int:
     if args.command == "calibrate":
         from mpicode.mpi import calibrate
         return calibrate.main(args)
+    if args.command == "schemes":
+        from mpicode.registry import describe
+        print(describe(as_json=args.json))
+        return 0
     if args.command == "warmup":
         from mpicode.numerics import kernels
         kernels.warmup()

@@ -1,8 +1,10 @@
 """Layered configuration: package defaults < TOML file (``--config``) < command line.
 
-Every option is declared once in :data:`OPTIONS`; the argparse parser, the TOML loader,
-validation and ``mpicode config show`` are all derived from that table, so an option can
-never exist in one place and not the other.
+Every option is declared once: in :data:`OPTIONS` (the core table), or on the scheme or
+scheduler class that owns it (``options = (Option(...), ...)``, see docs/extending.md).
+:func:`all_options` joins them; the argparse parser, the TOML loader, validation and
+``mpicode config show`` are all derived from it, so an option can never exist in one place
+and not the other.
 """
 
 from __future__ import annotations
@@ -36,15 +38,12 @@ from mpicode.profile import COST_OPTIONS, load_profile
 MODELS = ("logistic", "softmax", "least-squares", "mlp")
 OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
 CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
-SCHEDULERS = ("lyapunov", "fifo", "round-robin", "max-weight", "proportional-fair")
-SCHEMES = ("uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic", "two-stage",
-           "self-scheduling")
 STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
 # plus "trace:RUN.h5" (replay a recorded run), checked in validation
 
 OPTIONS: list[Option] = [
     # --- run --------------------------------------------------------------------------
-    Option("scheme", str, "uncoded", "computing-phase scheme", choices=SCHEMES, group="scheme"),
+    Option("scheme", str, "uncoded", "computing-phase scheme", group="scheme"),  # + registry
     Option("stragglers_tolerated", int, 1, "stragglers S the scheme tolerates", check=nonneg,
            group="scheme", metavar="S"),
     Option("dataset", str, "synthetic", "dataset NAME (data/NAME.h5 or a built-in) or PATH",
@@ -132,44 +131,6 @@ OPTIONS: list[Option] = [
            check=unit_closed, group="stragglers"),
     Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
            check=unit_closed, group="stragglers"),
-    # --- two-stage (docs/design.md §3) -------------------------------------------------
-    Option("rho", _finite_float, 1.0, "two-stage: fraction of workers in stage 1",
-           check=unit_open_closed, group="two-stage"),
-    Option("trigger", str, "both", "two-stage: stage-2 trigger",
-           choices=("count", "deadline", "both"), group="two-stage"),
-    Option("trigger_k", _optional_int, None,
-           "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
-           check=optional_positive, group="two-stage"),
-    Option("beta", _finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
-           check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
-    Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
-           "steal queued ones; 1: one task per worker)", check=positive, group="two-stage"),
-    Option("replan", int, 8, "two-stage: re-planning rounds per iteration after stage 2 "
-           "(0: the paper's single stage 2)", check=nonneg, group="two-stage"),
-    Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
-           check=nonneg, group="two-stage"),
-    Option("speed_alpha", _finite_float, 0.2, "weight of the newest sample in the speed estimate",
-           check=unit_open_closed, group="two-stage"),
-    Option("max_wait", _optional_float, None,
-           "hard deadline (s) of an iteration: two-stage decodes the covered part and "
-           "scales it; with another scheme train fails the run, with a checkpoint",
-           check=optional_positive, group="two-stage"),
-    Option("placement", str, "shared", "data placement: shared | replicated:R", group="two-stage",
-           check=lambda x: None if x == "shared" or (x.startswith("replicated:")
-                                                      and x[11:].isdigit() and int(x[11:]) >= 1)
-           else "must be 'shared' or 'replicated:R' with R >= 1"),
-    # --- self-scheduling (also SelfScheduling.options; the lead reconciles the two) -------
-    Option("chunk", str, "guided",
-           "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
-           "times the worker's share of the speed) or fixed:C",
-           check=lambda x: None if x in ("guided", "weighted") or (
-               x.startswith("fixed:") and x[6:].isdigit() and int(x[6:]) >= 1)
-           else "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1",
-           group="self-scheduling"),
-    Option("backup", _bool, True,
-           "self-scheduling: speculative copy of the running chunk expected to finish last "
-           "once nothing is unassigned (--backup false or --no-backup: off)",
-           group="self-scheduling"),
 ]
 
 OPTIONS += [
@@ -178,7 +139,7 @@ OPTIONS += [
     Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
            group="comm"),
     Option("scheduler", str, "lyapunov", "uplink scheduler (when --channel is not ideal)",
-           choices=SCHEDULERS, group="comm"),
+           group="comm"),  # choices: the registry
     Option("slot_ms", _finite_float, 2.0, "slot length tau_s in ms", check=positive,
            group="comm"),
     Option("bandwidth", _finite_float, 5e6, "channel bandwidth B in bytes/s", check=positive,
@@ -186,18 +147,8 @@ OPTIONS += [
     Option("snr_db", _finite_float, 10.0, "mean SNR (dB) of the middle worker", group="comm"),
     Option("snr_spread_db", _finite_float, 20.0, "near/far spread of mean SNR across workers (dB)",
            check=nonneg, group="comm"),
-    Option("theta", _finite_float, 0.0, "lyapunov: queue perturbation theta (bytes)",
-           check=nonneg, group="comm"),
-    Option("V", _finite_float, 64.0, "lyapunov: utility weight V", check=nonneg, group="comm"),
-    Option("utility", str, "alpha-fair", "lyapunov: utility of admitted messages",
-           choices=("alpha-fair", "log", "log1p"), group="comm"),
-    Option("alpha", _finite_float, 4.0, "alpha-fair utility exponent", check=positive,
-           group="comm"),
     Option("access", str, "tdma", "one worker per slot (tdma) or split among the top m (ofdma)",
            choices=("tdma", "ofdma"), group="comm"),
-    Option("min_participation", _finite_float, 0.85,
-           "coding-aware admission: long-run participation floor per worker", check=unit_closed,
-           group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
     # --- simulator (docs/design.md §8) ---------------------------------------------------
@@ -229,7 +180,34 @@ OPTIONS += [
 ]
 
 OPTIONS += COST_OPTIONS
-BY_NAME = {o.name: o for o in OPTIONS}
+finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
+    _optional_int, _bool  # public: for the options schemes and schedulers declare
+
+
+def all_options() -> list[Option]:
+    """:data:`OPTIONS` and the ``options`` of every registered scheme and scheduler
+    (:func:`mpicode.registry.merged_options`): flags, TOML keys, validation and ``config
+    show`` all derive from this list."""
+    from mpicode.registry import merged_options
+    return merged_options(OPTIONS)
+
+
+def by_name() -> dict[str, Option]:
+    return {o.name: o for o in all_options()}
+
+
+def __getattr__(name):  # old names: every option by name, the registered names as tuples
+    from mpicode import registry
+    old = {"BY_NAME": by_name, "SCHEMES": registry.schemes, "SCHEDULERS": registry.schedulers}
+    if name in old:
+        return old[name]() if name == "BY_NAME" else tuple(old[name]())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def defaults() -> Config:
+    """Every option (core and registered) at its default."""
+    opts = all_options()
+    return Config({o.name: o.default for o in opts}, {o.name: "default" for o in opts})
 
 
 @dataclass
@@ -259,7 +237,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS,
                         help="TOML file with any of the options below (the command line wins)")
     groups: dict[str, Any] = {}
-    for o in OPTIONS:
+    for o in all_options():
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
@@ -324,9 +302,10 @@ def load_toml(path: str) -> dict:
         else:
             items.append((k, v, ""))
     out = {}
+    known = by_name()
     for k, v, section in items:
         name = k.replace("-", "_")
-        if name not in BY_NAME or isinstance(v, dict):
+        if name not in known or isinstance(v, dict):
             raise UsageError(f"config file {path}: unknown key {k!r}{section}")
         if name in out:
             raise UsageError(f"config file {path}: key {k!r} given twice")
@@ -336,46 +315,38 @@ def load_toml(path: str) -> dict:
 
 def resolve(args: argparse.Namespace) -> Config:
     """Build the effective configuration from parsed CLI args (defaults < file < CLI)."""
-    values = {o.name: o.default for o in OPTIONS}
-    source = {o.name: "default" for o in OPTIONS}
+    known = by_name()
+    values = {o.name: o.default for o in known.values()}
+    source = {o.name: "default" for o in known.values()}
     given = vars(args)
     if "config" in given and given["config"]:
         for name, raw in load_toml(given["config"]).items():
-            values[name] = _coerce(BY_NAME[name], raw, f"config file {given['config']}: ")
+            values[name] = _coerce(known[name], raw, f"config file {given['config']}: ")
             source[name] = given["config"]
     for name, raw in given.items():
-        if name in BY_NAME:
-            values[name] = _coerce(BY_NAME[name], raw, "")
+        if name in known:
+            values[name] = _coerce(known[name], raw, "")
             source[name] = "cli"
     if values["profile"]:  # under the file and the command line: they override it
         path = values["profile"]
         for name, raw in load_profile(path).items():
-            v = _coerce(BY_NAME[name], raw, f"profile {path}: ")
+            v = _coerce(known[name], raw, f"profile {path}: ")
             if source[name] == "default":
                 values[name], source[name] = v, path
     return Config(values, source)
 
 
 def validate_for_size(cfg: Config, n_workers: int) -> Config:
-    """Cross-option checks that need N; fills K = 4N when not given."""
+    """Cross-option checks that need N, then the scheme's own (its ``validate_size``; an
+    unknown name is a UsageError too); fills K = 4N when not given."""
     if n_workers < 1:
         raise UsageError("too few ranks: need at least 2 (1 coordinator + 1 worker); "
                          "launch with mpiexec -n N+1")
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
-    s = cfg.stragglers_tolerated
-    if cfg.scheme not in ("uncoded", "speed-aware", "self-scheduling") and s >= n_workers:
-        raise UsageError(f"--stragglers-tolerated {s} must be < number of workers {n_workers}")
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    if cfg.scheme in ("uncoded", "ignore-stragglers", "frc", "cyclic") and K % n_workers:
-        raise UsageError(f"--partitions {K} must be a multiple of the number of workers "
-                         f"{n_workers} for scheme {cfg.scheme}")
-    if cfg.scheme == "frc" and n_workers % (s + 1):
-        raise UsageError(f"scheme frc needs N={n_workers} to be a multiple of s+1={s + 1}")
-    if cfg.placement.startswith("replicated:") and int(cfg.placement[11:]) > n_workers:
-        raise UsageError(f"--placement {cfg.placement}: R must be <= number of workers {n_workers}")
-    if cfg.trigger_k is not None and cfg.trigger_k > n_workers:
-        raise UsageError(f"--trigger-k {cfg.trigger_k} must be <= number of workers {n_workers}")
+    from mpicode.registry import scheme
+    scheme(cfg.scheme).validate_size(cfg, n_workers, K)
     if cfg.batch_size is not None and cfg.batch_size < K:
         raise UsageError(f"--batch-size {cfg.batch_size} must be >= --partitions {K} "
                          f"(every partition gives B/K rows)")
@@ -394,7 +365,7 @@ def merge_resumed(cfg: Config, stored: dict) -> Config:
 def show(cfg: Config) -> str:
     """TOML text of the effective configuration, each value's source as a comment."""
     lines = []
-    for o in OPTIONS:
+    for o in all_options():
         v = cfg.values.get(o.name)
         if v is None:
             text = f"# {o.name} = (unset)"

@@ -47,10 +47,11 @@ def mpirun(n, args, timeout=120, cwd=None, env=None, **kw):
                           cwd=cwd or ROOT, env=e, **kw)
 
 
-def mpicode(args, timeout=120, cwd=None):
-    """Serial ``python -m mpicode ARGS``."""
+def mpicode(args, timeout=120, cwd=None, env=None):
+    """Serial ``python -m mpicode ARGS`` (``env``: variables added to the environment)."""
+    e = {**os.environ, **env} if env else None
     return subprocess.run([PY, "-m", "mpicode", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or ROOT)
+                          timeout=timeout, cwd=cwd or ROOT, env=e)
 
 
 @pytest.fixture

@@ -33,11 +33,10 @@ import time
 
 import numpy as np
 
+from mpicode import registry
 from mpicode.models.channels import Rayleigh, snr_profile
-from mpicode.schedulers import SCHEDULERS, jain, make_utility
+from mpicode.schedulers import jain, make_utility
 from mpicode.schedulers.fluid import fluid_optimum, max_equal_rate, time_sharing_equal_rate
-
-ORDER = ("lyapunov", "max-weight", "proportional-fair", "round-robin", "fifo")
 
 
 def near_far(N: int, seed: int = 0, snr_db: float = 10.0, spread_db: float = 20.0,
@@ -47,9 +46,11 @@ def near_far(N: int, seed: int = 0, snr_db: float = 10.0, spread_db: float = 20.
 
 
 def make(name: str, channel, **kw):
-    cls = SCHEDULERS[name]
-    if name != "lyapunov":
-        kw = {k: v for k, v in kw.items() if k in ("access", "m", "record")}
+    import inspect
+    cls = registry.scheduler(name)
+    # the base keyword arguments, and those the class itself takes (lyapunov's V, ...)
+    own = set(inspect.signature(cls.__init__).parameters)
+    kw = {k: v for k, v in kw.items() if k in ("access", "m", "record") or k in own}
     return cls(channel.N, channel, **kw)
 
 
@@ -148,14 +149,13 @@ def iterations(name: str, channel, *, iters: int = 200, msg_bytes: int = 8 * 25_
     }
 
 
-VARIANTS = {  # label -> (scheduler, extra keyword arguments)
-    "lyapunov": ("lyapunov", {}),
-    "lyapunov-airtime": ("lyapunov", {"queue_weights": "airtime"}),
-    "max-weight": ("max-weight", {}),
-    "proportional-fair": ("proportional-fair", {}),
-    "round-robin": ("round-robin", {}),
-    "fifo": ("fifo", {}),
-}
+# label -> (scheduler, extra keyword arguments): every registered scheduler, and lyapunov
+# with airtime queue weights too
+VARIANTS = {}
+for _name in registry.schedulers():
+    VARIANTS[_name] = (_name, {})
+    if _name == "lyapunov":
+        VARIANTS["lyapunov-airtime"] = ("lyapunov", {"queue_weights": "airtime"})
 
 
 def run(as_json: bool = False, quick: bool = False, sizes=(8, 32), seed: int = 0,

@@ -20,7 +20,10 @@ import math
 
 import numpy as np
 
-SCHEDULERS = ("fifo", "round-robin", "max-weight", "proportional-fair", "lyapunov")
+from mpicode import registry
+
+# every registered scheduler, lyapunov last (the loss target comes from the first run)
+SCHEDULERS = tuple(sorted(registry.schedulers(), key=lambda n: n == "lyapunov"))
 
 
 def _config(N, quick, **kw):

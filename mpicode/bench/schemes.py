@@ -32,25 +32,35 @@ SCENARIOS = {
 EXACT_CLASSIC = ("uncoded", "frc s=1", "frc s=3", "cyclic s=1", "cyclic s=2", "cyclic s=3")
 
 
+# variants beyond one cell per registered scheme (at s = 1): label -> options
+VARIANTS = {
+    "frc": [(f"frc s={s}", {"stragglers_tolerated": s}) for s in (1, 3)],
+    "cyclic": [(f"cyclic s={s}", {"stragglers_tolerated": s}) for s in (1, 2, 3)],
+    "two-stage": [("two-stage", {"stragglers_tolerated": 1}),
+                  ("two-stage (paper)", {"stragglers_tolerated": 1, "rho": 0.75,
+                                         "stage2_tolerance": 1})],
+}
+
+
 def cells(N: int) -> list[tuple[str, dict]]:
-    out = [("uncoded", {"scheme": "uncoded"}),
-           ("ignore-stragglers", {"scheme": "ignore-stragglers", "stragglers_tolerated": 1}),
-           ("speed-aware", {"scheme": "speed-aware"})]
-    for s in (1, 3):
-        if N % (s + 1) == 0 and s < N:
-            out.append((f"frc s={s}", {"scheme": "frc", "stragglers_tolerated": s}))
-    for s in (1, 2, 3):
-        if s < N:
-            out.append((f"cyclic s={s}", {"scheme": "cyclic", "stragglers_tolerated": s}))
-    out.append(("two-stage", {"scheme": "two-stage", "stragglers_tolerated": 1}))
-    out.append(("two-stage (paper)", {"scheme": "two-stage", "stragglers_tolerated": 1,
-                                      "rho": 0.75, "stage2_tolerance": 1}))
+    """Every registered scheme (built-ins and plugins), with the variants above, at the sizes
+    its ``validate_size`` accepts for N workers and K = 4N."""
+    from mpicode import registry
+    from mpicode.config import UsageError, defaults
+    out = []
+    for name, cls in registry.schemes().items():
+        for label, opts in VARIANTS.get(name, [(name, {"stragglers_tolerated": 1})]):
+            try:
+                cls.validate_size(defaults().replace(**opts), N, 4 * N)
+            except UsageError:
+                continue
+            out.append((label, {"scheme": name, **opts}))
     return out
 
 
 def base_config(N: int, quick: bool, **kw):
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)
     v.update(samples=4000, features=50, iterations=15 if quick else 40, lr=0.5, seed=7,
              delay_unit=0.01 if quick else 0.02, quiet=True)
     v.update(kw)

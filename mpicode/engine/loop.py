@@ -197,6 +197,7 @@ class Trainer:
         if self.runlog is not None:
             from mpicode.io.runlog import DiskFull
             try:
+                self.runlog.add_notes(it, out.get("notes", ()))  # before the row: n_done rule
                 self.runlog.append(out["row"], out["workers"], out["tasks"])
             except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
                 self.status, self.error = "failed", write_error(e)

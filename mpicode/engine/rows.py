@@ -65,7 +65,8 @@ TASK_KEYS = ("iteration", "worker", "stage", "n_partitions", "first_partition", 
 def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end: float,
                  t_wait: float, decode_s: float, dec, summary: dict, grad_norm: float,
                  oracle: dict | None = None) -> dict:
-    """The iteration's rows for the run log: ``row``, ``workers`` (N-vectors), ``tasks``.
+    """The iteration's rows for the run log: ``row`` (with the scheme's ``log_fields``),
+    ``workers`` (N-vectors), ``tasks``, and ``notes`` (the scheme's ``log_notes``).
     ``oracle``: the ``oracle_s``/``oracle_part_s`` of :func:`mpicode.models.oracle.oracle_row`
     (NaN when the driver gives none)."""
     N = info.n_workers
@@ -80,6 +81,9 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "bytes_up": _bytes_up(scheme, info),
            "grad_norm": grad_norm,
            "oracle_s": math.nan, "oracle_part_s": math.nan, **(oracle or {})}
+    for k in scheme.log_fields:  # the scheme's own per-iteration fields (from end())
+        if k in summary:
+            row[k] = summary[k]
     # one pass over the tasks into columns, then per-worker sums with numpy (10^4 tasks an
     # iteration in the simulator: no per-task dict work)
     nan2 = (math.nan, math.nan)
@@ -109,6 +113,6 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
              "n_partitions": n, "first_partition": first, "t_dispatch": t_disp,
              "t_done": t_done, "used": used, "cancelled": canc.astype(np.int8),
              "compute_s": comp, "delay_s": delay, "t_ready": rdy}
-    return {"row": row, "workers": workers, "tasks": tasks}
+    return {"row": row, "workers": workers, "tasks": tasks, "notes": list(scheme.log_notes)}
 
 

@@ -30,6 +30,17 @@ class Uplink:
         self.iteration = it
         self.deliveries = []
 
+    def state_dict(self) -> dict:
+        """The slot clock and the counters already logged (the scheduler has its own)."""
+        return {"next_slot": int(self.next_slot),
+                **{f"last_{k}": v.copy() for k, v in self._last.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_slot = int(state["next_slot"])
+        for k in self._last:
+            if f"last_{k}" in state:
+                self._last[k] = np.asarray(state[f"last_{k}"], np.int64).reshape(self.sched.N)
+
     def offer(self, worker: int, msg_id, nbytes: int, t: float) -> None:
         if not self.sched.waiting():
             # idle link: jump to the first slot that begins at or after t

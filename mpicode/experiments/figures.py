@@ -27,14 +27,27 @@ from mpicode.experiments.suite import (
     slug,
 )
 
-COLORS = {
+PALETTE = ("#4c4c4c", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#3b75af", "#55a868",
+           "#ef8636", "#8c8c8c", "#64b5cd")
+
+
+class _Colors(dict):
+    """Fixed colours for the labels the paper's figures use; any other label (a newly
+    registered scheme or scheduler) gets the next colour of the palette."""
+
+    def __missing__(self, label):
+        self[label] = PALETTE[len(self) % len(PALETTE)]
+        return self[label]
+
+
+COLORS = _Colors({
     "uncoded": "#4c4c4c", "ignore-stragglers": "#c44e52", "speed-aware": "#8172b2",
     "frc": "#937860", "cyclic": "#da8bc3", "two-stage": "#3b75af",
     "two-stage (paper)": "#55a868",
     "fifo": "#937860", "round-robin": "#da8bc3", "max-weight": "#8172b2", "lyapunov": "#3b75af",
     "ignore-stragglers s=1": "#c44e52", "ignore-stragglers s=2": "#ef8636",
     "two-stage + fair admission": "#55a868",
-}
+})
 
 
 def _figure(w: float, h: float, rows: int = 1, cols: int = 1):

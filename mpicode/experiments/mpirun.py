@@ -22,8 +22,8 @@ from mpicode.experiments.suite import Cell, Suite
 
 def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
     """The validated configuration of a cell: package defaults < suite < cell."""
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)
     v.update(seed=7, quiet=True, force=True, delay_mode="sleep")
     v.update(cell.options)
     if v["dataset"] != "synthetic":

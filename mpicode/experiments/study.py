@@ -66,8 +66,8 @@ def available(schemes: dict[str, dict]) -> dict[str, dict]:
 
 
 def config(opts: dict, N: int):
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)
     v.update(samples=64 * N, features=50, compute="none", delay_unit=0.02, quiet=True)
     v.update(opts)
     return validate_for_size(Config(v), N)

@@ -30,12 +30,12 @@ def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3
 
 
 def _measure_once(label: str, options: dict, N: int, iterations: int) -> dict:
-    from mpicode.config import OPTIONS, Config, validate_for_size
+    from mpicode.config import Config, defaults, validate_for_size
     from mpicode.models.stragglers import make_straggler_model
     from mpicode.schemes import make_scheme
     from mpicode.simulator import Simulator
 
-    v = {o.name: o.default for o in OPTIONS}
+    v = dict(defaults().values)
     v.update(seed=7, stragglers="shifted-exp", samples=max(4000, 4 * N), compute="none",
              delay_unit=0.02, iterations=iterations)
     v.update(options)

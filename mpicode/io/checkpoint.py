@@ -9,9 +9,10 @@ is interrupted (SIGTERM/SIGUSR1). It holds:
   ``m``, ``s``, ``t``; empty for plain gradient descent),
 * ``iteration`` (the next one to run), ``n_tasks`` (task rows written), ``vt`` (virtual
   clock), ``t_offset`` (wall time already spent, so a resumed run's times continue),
-* ``scheme/*``: the scheme's numeric state (speed estimates ``tau``, ``active`` workers, ...),
-* ``scheduler/*``, ``uplink/*``: the scheduler's queues (``Q``, ``Z``, ``P``, counters, the
-  round-robin pointer, ...) and the slot clock,
+* ``scheme/*``: ``scheme.state_dict()`` (speed estimates ``tau``, ``active`` workers, ...),
+* ``scheduler/*``, ``uplink/*``: ``state_dict()`` of the scheduler (queues ``Q``, ``Z``,
+  ``P``, counters, the round-robin pointer, the per-slot rows ``slot_rows``, ...) and of the
+  uplink (the slot clock),
 * ``runtime/*``: the dead-worker counters.
 
 Random numbers need no state: every draw (delays, channel samples, codes) is a function of
@@ -23,46 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-SCALARS = (bool, int, float, np.integer, np.floating, np.bool_)
-
-
-def numeric_state(obj, skip: tuple[str, ...] = ()) -> dict:
-    """The attributes of ``obj`` that are numbers or numeric arrays."""
-    out = {}
-    for k, v in vars(obj).items():
-        if k in skip:
-            continue
-        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
-            out[k] = v.copy()
-        elif isinstance(v, SCALARS):
-            out[k] = v
-    return out
-
-
-def set_numeric_state(obj, state: dict) -> None:
-    for k, v in state.items():
-        cur = getattr(obj, k, None)
-        if isinstance(cur, np.ndarray):
-            setattr(obj, k, np.array(v, dtype=cur.dtype).reshape(cur.shape))
-        elif isinstance(cur, bool) or isinstance(cur, np.bool_):
-            setattr(obj, k, bool(v))
-        elif isinstance(cur, (int, np.integer)):
-            setattr(obj, k, int(v))
-        elif isinstance(cur, (float, np.floating)) or cur is None:
-            setattr(obj, k, float(v) if np.ndim(v) == 0 else np.asarray(v))
-
 
 def snapshot(*, w, iteration: int, n_tasks: int, vt: float, t_offset: float, scheme,
              uplink=None, runtime: dict | None = None, optimizer=None) -> dict:
+    """The checkpoint as a dict of arrays, from the objects' own ``state_dict()``."""
     snap = {"w": np.array(w, copy=True), "iteration": int(iteration), "n_tasks": int(n_tasks),
-            "vt": float(vt), "t_offset": float(t_offset),
-            "scheme": numeric_state(scheme, skip=("_next_id",))}
+            "vt": float(vt), "t_offset": float(t_offset), "scheme": scheme.state_dict()}
     if uplink is not None:
-        snap["uplink"] = {"next_slot": uplink.next_slot,
-                          **{f"last_{k}": v.copy() for k, v in uplink._last.items()}}
-        snap["scheduler"] = numeric_state(uplink.sched)
-        rows = uplink.sched._rows
-        snap["slot_rows"] = np.asarray(rows, float).reshape(len(rows), 6)
+        snap["uplink"] = uplink.state_dict()
+        snap["scheduler"] = uplink.sched.state_dict()
     if optimizer is not None and optimizer.state_dict():
         snap["optimizer"] = optimizer.state_dict()
     if runtime:
@@ -71,22 +41,16 @@ def snapshot(*, w, iteration: int, n_tasks: int, vt: float, t_offset: float, sch
 
 
 def restore(snap: dict, *, scheme, uplink=None, optimizer=None) -> None:
-    set_numeric_state(scheme, snap.get("scheme", {}))
+    """Hand each object its part of ``snap`` (``load_state_dict``)."""
+    scheme.load_state_dict(snap.get("scheme", {}))
     if optimizer is not None:
         optimizer.load_state_dict(snap.get("optimizer", {}))
     if uplink is not None and "uplink" in snap:
-        u = snap["uplink"]
-        uplink.next_slot = int(u["next_slot"])
-        for k, cur in uplink._last.items():
-            v = np.asarray(u[f"last_{k}"], np.int64)
-            if v.shape != np.shape(cur):
-                raise ValueError(f"uplink/last_{k} has shape {v.shape}, not {np.shape(cur)}")
-            uplink._last[k] = v
-        set_numeric_state(uplink.sched, snap.get("scheduler", {}))
-        rows = snap.get("slot_rows")
-        if rows is not None and len(rows):
-            uplink.sched._rows = [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5])
-                                  for r in np.asarray(rows)]
+        uplink.load_state_dict(snap["uplink"])
+        state = dict(snap.get("scheduler", {}))
+        if "slot_rows" in snap:  # checkpoints before state_dict() kept the rows at the top
+            state.setdefault("slot_rows", snap["slot_rows"])
+        uplink.sched.load_state_dict(state)
 
 
 def check(snap: dict, *, dim: int | None, scheme, uplink=None) -> str | None:

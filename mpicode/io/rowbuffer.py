@@ -12,6 +12,8 @@ import numpy as np
 
 
 def fill_value(dtype: str):
+    if dtype.startswith("S"):  # fixed-length bytes (a scheme's text field): empty
+        return b""
     return np.nan if dtype.startswith("f") else (-1 if dtype.startswith("i") else 0)
 
 

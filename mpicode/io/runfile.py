@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpicode.config import BY_NAME, OPTIONS, Config, UsageError
+from mpicode.config import Config, UsageError, by_name
 from mpicode.io import safefile
 
 
@@ -84,13 +84,14 @@ def merge_config(cfg: Config, stored: dict) -> Config:
     its --config file) gives on top. Only RESUME_MAY_CHANGE may differ (e.g. a larger
     ``--iterations``); other changed options are refused by name, and so is ``--out``."""
     out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
-    values = {o.name: o.default for o in OPTIONS}
-    values.update({k: v for k, v in stored.items() if k in BY_NAME})
+    known = by_name()  # core options and those of every registered scheme and scheduler
+    values = {o.name: o.default for o in known.values()}
+    values.update({k: v for k, v in stored.items() if k in known})
     values["workers"] = values["workers"] or stored.get("n_workers")  # simulate's default N
-    given = [n for n, src in cfg.source.items() if src != "default" and n in BY_NAME]
+    given = [n for n, src in cfg.source.items() if src != "default" and n in known]
     if "out" in given and Path(cfg.out.removesuffix(".part")).absolute() != Path(out).absolute():
         raise UsageError(f"--out cannot be used with --resume (the run is written back to {out})")
-    changed = [f"{BY_NAME[n].flag} (stored {values[n]!r}, given {cfg.values[n]!r})"
+    changed = [f"{known[n].flag} (stored {values[n]!r}, given {cfg.values[n]!r})"
                for n in given if n not in RESUME_MAY_CHANGE and cfg.values[n] != values[n]]
     if changed:
         raise UsageError(f"--resume {cfg.resume}: cannot change {', '.join(changed)}; only "

@@ -28,7 +28,7 @@ import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
 from mpicode.config import UsageError
-from mpicode.io import safefile
+from mpicode.io import safefile, schemelog
 from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value
 from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
@@ -138,10 +138,11 @@ def read_checkpoint(path: str, *, n_workers: int | None = None, mode: str | None
     return cfg, snap
 
 
-def _create_layout(f, n_workers: int, rows: int = 0, tasks: int = 0) -> None:
-    """Every group and dataset of the schema that ``f`` lacks, ``rows`` (``tasks``) long and
-    filled (a resumed run from before a field was added gets it, missing for the old rows)."""
-    for g, fields in LAYOUT.items():
+def _create_layout(f, n_workers: int, rows: int = 0, tasks: int = 0, layout=None) -> None:
+    """Every group and dataset of ``layout`` (LAYOUT + a scheme's fields) and ``/notes`` that
+    ``f`` lacks, ``rows`` (``tasks``) long and filled (missing for a resumed run's old rows)."""
+    schemelog.create_notes(f)
+    for g, fields in (layout or LAYOUT).items():
         grp = f.require_group(g)
         for k, dt in fields.items():
             if k in grp:
@@ -163,8 +164,10 @@ class RunLog:
 
     def __init__(self, path: str, *, config_json: str, n_workers: int, n_partitions: int,
                  mode: str = "mpi", attrs: dict | None = None, force: bool = False,
-                 flush_every: float = 1.0, _resume: tuple[int, int] | None = None):
+                 flush_every: float = 1.0, extra_fields: dict[str, str] | None = None,
+                 _resume: tuple[int, int] | None = None):
         self.flush_every = float(flush_every)
+        self.layout = schemelog.layout_for(LAYOUT, config_json, extra_fields)
         self.f = None
         self._lock = None
         self._broken = False
@@ -197,7 +200,7 @@ class RunLog:
             a["n_done"] = 0
             for k, v in attrs.items():
                 a[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-            _create_layout(f, self.N)
+            _create_layout(f, self.N, layout=self.layout)
             f.flush()
             self._lock = safefile.hold(tmp)
             safefile.link_into_place(tmp, self.part, replace=force)
@@ -236,13 +239,12 @@ class RunLog:
             safefile.release(self._lock)
             raise
         self.N = int(self.f.attrs["n_workers"])
-        _create_layout(self.f, self.N, n_rows, n_tasks)
-        for k in self.f["iterations"]:
-            self.f["iterations"][k].resize((n_rows,))
-        for k in self.f["workers"]:
-            self.f["workers"][k].resize((n_rows, self.N))
-        for k in self.f["tasks"]:
-            self.f["tasks"][k].resize((n_tasks,))
+        self.layout = schemelog.reopen(self.f, LAYOUT, n_rows)
+        _create_layout(self.f, self.N, n_rows, n_tasks, self.layout)
+        for g, shape in (("iterations", (n_rows,)), ("workers", (n_rows, self.N)),
+                         ("tasks", (n_tasks,))):
+            for d in self.f[g].values():
+                d.resize(shape)
         self.n_done, self.n_tasks = n_rows, n_tasks
         a = self.f.attrs
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
@@ -254,15 +256,18 @@ class RunLog:
 
     def _start_buffers(self) -> None:
         self._written, self._tasks_written = self.n_done, self.n_tasks
-        self._dsets = {g: {k: self.f[g][k] for k in fields} for g, fields in LAYOUT.items()}
-        per_row = 8 * len(ITERATION_FIELDS) + 8 * len(WORKER_FIELDS) * self.N
+        fields_i = self.layout["iterations"]
+        self._dsets = {g: {k: self.f[g][k] for k in fields} for g, fields in self.layout.items()}
+        per_row = 8 * len(fields_i) + 8 * len(WORKER_FIELDS) * self.N
         cap = int(min(1024, max(8, BLOCK_BYTES // per_row)))
-        self._rows = Columns(ITERATION_FIELDS, None, cap)
+        self._rows = Columns(fields_i, None, cap)
+        self._notes = schemelog.Notes()
+        self.add_notes = self._notes.add  # (iteration, texts): the scheme's notes
         self._workers = Columns(WORKER_FIELDS, self.N, cap)
         self._tasks = Columns(TASK_FIELDS, None, 4 * cap)
         self._limit = BLOCK_BYTES
         self._t_written = time.monotonic()
-        self._fields = (set(ITERATION_FIELDS), set(WORKER_FIELDS), set(TASK_FIELDS))
+        self._fields = (set(fields_i), set(WORKER_FIELDS), set(TASK_FIELDS))
 
     def ensure_room(self, extra: int = 0) -> None:
         """Raise DiskFull unless the next write (as large as the largest so far, plus
@@ -295,10 +300,11 @@ class RunLog:
             self.ensure_room(2 * self._pending_bytes())
         except DiskFull:
             self.n_done, self.n_tasks = self._written, self._tasks_written
-            for c in (self._rows, self._workers, self._tasks):
+            for c in (self._rows, self._workers, self._tasks, self._notes):
                 c.clear()
             raise
         self._broken = True  # until the block is complete: a failed write is not retried
+        self._notes.write(self.f)
         self._rows.write(self._dsets["iterations"], self._written)
         self._workers.write(self._dsets["workers"], self._written)
         self._tasks.write(self._dsets["tasks"], self._tasks_written)

@@ -16,33 +16,30 @@ Where the code goes beyond the reference design (and why; docs/design.md §4):
 
 from __future__ import annotations
 
+# isort: off
+# registration order is the order of `--scheduler` choices and of `mpicode schemes`
 from mpicode.schedulers.base import Grant, Message, Scheduler, SlotResult
-from mpicode.schedulers.baselines import Fifo, MaxWeight, ProportionalFair, RoundRobin
 from mpicode.schedulers.lyapunov import Lyapunov
+from mpicode.schedulers.baselines import Fifo, MaxWeight, ProportionalFair, RoundRobin
 from mpicode.schedulers.utility import make_utility
 from mpicode.stats import jain
+# isort: on
+from mpicode import registry
 
-SCHEDULERS: dict[str, type[Scheduler]] = {
-    c.name: c for c in (Lyapunov, Fifo, RoundRobin, MaxWeight, ProportionalFair)
-}
+SCHEDULERS = registry.View(registry.schedulers)  # name -> class, always current (old name)
 
 
 def scheduler_params(cfg) -> dict:
-    """Keyword arguments of the scheduler a configuration names."""
+    """Keyword arguments of the scheduler a configuration names: the base ones (access,
+    record) and the class's own options."""
     kw = {"access": cfg.access, "record": bool(getattr(cfg, "log_slots", False))}
-    if cfg.scheduler == "lyapunov":
-        kw.update(V=cfg.V, theta=cfg.theta, utility=cfg.utility, alpha=cfg.alpha,
-                  min_participation=cfg.min_participation)
+    kw.update(registry.scheduler(cfg.scheduler).option_values(cfg))
     return kw
 
 
 def make_scheduler(cfg, n_workers: int, channel, **overrides) -> Scheduler:
     """The scheduler ``cfg.scheduler`` over ``channel`` (``models.channels.make_channel``)."""
-    try:
-        cls = SCHEDULERS[cfg.scheduler]
-    except KeyError:
-        raise ValueError(f"unknown scheduler {cfg.scheduler!r} "
-                         f"(choose from {', '.join(SCHEDULERS)})") from None
+    cls = registry.scheduler(cfg.scheduler)  # ValueError naming the choices if unknown
     kw = scheduler_params(cfg)
     kw.update(overrides)
     return cls(n_workers, channel, **kw)

@@ -99,6 +99,15 @@ class Scheduler:
     """
 
     name = "base"
+    options: tuple = ()  # mpicode.config.Option entries this scheduler owns (CLI, TOML)
+    # counters and queues that live across iterations (checkpointed by state_dict)
+    STATE = ("Q", "offered_bytes", "Z", "offered", "admitted", "delivered", "deferred",
+             "dropped", "n_offered", "n_admitted", "n_delivered", "n_left_out")
+
+    @classmethod
+    def option_values(cls, cfg) -> dict:
+        """This class's options as ``cfg`` gives them (its default where ``cfg`` has none)."""
+        return {o.name: getattr(cfg, o.name, o.default) for o in cls.options}
 
     def __init__(self, n_workers: int, channel, *, access: str = "tdma", m: int | None = None,
                  record: bool = False, **params):
@@ -246,6 +255,35 @@ class Scheduler:
         cols = list(zip(*self._rows, strict=True)) if self._rows else [()] * len(names)
         types = (np.int64, np.int64, np.int64, np.int64, np.float64, np.float64)
         return {n: np.asarray(c, t) for n, c, t in zip(names, cols, types, strict=True)}
+
+    # ---- explicit state (checkpoints) ---------------------------------------------------
+    def state_dict(self) -> dict:
+        """What later slots depend on, as plain arrays and scalars: the queues and counters
+        of :data:`STATE`, the slot, the message unit and the per-slot rows (``slot_rows``,
+        n x 6). Taken between iterations, when no message is in flight; subclasses add their
+        own queues. Everything the constructor derives is rebuilt by constructing anew."""
+        out = {k: getattr(self, k).copy() for k in self.STATE}
+        out["slot"] = int(self.slot)
+        if self.unit is not None:
+            out["unit"] = float(self.unit)
+        out["slot_rows"] = np.asarray(self._rows, float).reshape(len(self._rows), 6)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; unknown keys (older checkpoints) are ignored."""
+        for k in self.STATE:
+            if k in state:
+                cur = getattr(self, k)
+                setattr(self, k, np.array(state[k], dtype=cur.dtype).reshape(cur.shape))
+        if "slot" in state:
+            self.slot = int(state["slot"])
+        if "unit" in state:
+            self.unit = float(state["unit"])
+        rows = state.get("slot_rows")
+        if rows is not None:
+            self._rows = [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5])
+                          for r in np.asarray(rows).reshape(-1, 6)]
+        self._dirty = True
 
     # ---- policy hooks ---------------------------------------------------------------------
     def _before(self, R: np.ndarray) -> None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpicode.registry import register_scheduler
 from mpicode.schedulers.base import Scheduler
 
 
+@register_scheduler
 class Fifo(Scheduler):
     name = "fifo"
 
@@ -27,8 +29,17 @@ class Fifo(Scheduler):
         return order, max(1, len(order))
 
 
+@register_scheduler
 class RoundRobin(Scheduler):
     name = "round-robin"
+
+    def state_dict(self):
+        return {**super().state_dict(), "next": int(self.next)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "next" in state:
+            self.next = int(state["next"])
 
     def __init__(self, n_workers, channel, **kw):
         super().__init__(n_workers, channel, **kw)
@@ -47,6 +58,7 @@ class RoundRobin(Scheduler):
             self.next = (served[min(k, len(served)) - 1] + 1) % self.N
 
 
+@register_scheduler
 class MaxWeight(Scheduler):
     name = "max-weight"
 
@@ -56,8 +68,10 @@ class MaxWeight(Scheduler):
         return order, 1 if self.access == "tdma" else self.m
 
 
+@register_scheduler
 class ProportionalFair(Scheduler):
     name = "proportional-fair"
+    STATE = Scheduler.STATE + ("T",)
 
     def __init__(self, n_workers, channel, *, pf_window: float = 100.0, **kw):
         super().__init__(n_workers, channel, **kw)

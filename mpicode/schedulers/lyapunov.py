@@ -41,14 +41,31 @@ import math
 
 import numpy as np
 
+from mpicode.config import Option, finite_float, nonneg, positive, unit_closed
+from mpicode.registry import register_scheduler
 from mpicode.schedulers.base import Scheduler, SlotResult
 from mpicode.schedulers.utility import make_utility
 
 EPS = 1e-9
 
 
+@register_scheduler
 class Lyapunov(Scheduler):
     name = "lyapunov"
+    options = (
+        Option("theta", finite_float, 0.0, "lyapunov: queue perturbation theta (bytes)",
+               check=nonneg, group="comm"),
+        Option("V", finite_float, 64.0, "lyapunov: utility weight V", check=nonneg,
+               group="comm"),
+        Option("utility", str, "alpha-fair", "lyapunov: utility of admitted messages",
+               choices=("alpha-fair", "log", "log1p"), group="comm"),
+        Option("alpha", finite_float, 4.0, "alpha-fair utility exponent", check=positive,
+               group="comm"),
+        Option("min_participation", finite_float, 0.85,
+               "coding-aware admission: long-run participation floor per worker",
+               check=unit_closed, group="comm"),
+    )
+    STATE = Scheduler.STATE + ("P", "gamma", "_r")
 
     def __init__(self, n_workers, channel, *, V: float = 64.0, theta: float = 0.0,
                  utility: str = "alpha-fair", alpha: float = 4.0,

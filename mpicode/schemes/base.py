@@ -13,6 +13,13 @@ A driver (the MPI coordinator, or the simulator) runs one iteration as::
     cancel(scheme.outstanding())   # stragglers told to drop stale work
     summary = scheme.end(t)        # load, coverage, ...; learns speeds from stage-1 tasks
 
+A scheme class owns its options (``options``: :class:`mpicode.config.Option` entries, which
+become CLI flags, TOML keys and ``config show`` lines; ``make_scheme`` passes each class only
+its own), its size checks (:meth:`Scheme.validate_size`), and may declare per-iteration log
+fields (``log_fields``: name -> HDF5 dtype) whose values ``end()`` returns; they land in
+``/iterations/<name>``. ``log_notes`` (free text) land in ``/notes``. Register a class with
+:func:`mpicode.register_scheme` (docs/extending.md).
+
 Times ``t`` are seconds since the iteration began, on the driver's clock. ``duration`` is the
 worker's own measure of a task (compute + injected delay), which feeds the speed estimates.
 Workers are numbered 0..N-1 here (MPI rank = worker + 1). Nothing here imports MPI.
@@ -25,6 +32,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mpicode.config import Option, UsageError, finite_float, unit_open_closed
 
 
 @dataclass
@@ -66,6 +75,11 @@ class Decoding:
     coverage: float = 1.0       # fraction of the K partitions the gradient covers
 
 
+SPEED_ALPHA = Option("speed_alpha", finite_float, 0.2,
+                     "weight of the newest sample in the speed estimate",
+                     check=unit_open_closed, group="two-stage")
+
+
 class Scheme(ABC):
     """Base class: task bookkeeping, speed estimates, load accounting.
 
@@ -77,6 +91,42 @@ class Scheme(ABC):
 
     name = "base"
     exact = True
+    # every scheme learns speeds (end()), so the estimator's weight is everyone's option
+    options: tuple[Option, ...] = (SPEED_ALPHA,)
+    log_fields: dict[str, str] = {}
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers: int, n_partitions: int) -> None:
+        """Raise :class:`~mpicode.config.UsageError` if the scheme cannot run with
+        ``n_workers`` workers and ``n_partitions`` partitions (``cfg`` gives
+        ``stragglers_tolerated`` and the class's options). Default: s < N."""
+        s = cfg.stragglers_tolerated
+        if s >= n_workers:
+            raise UsageError(f"--stragglers-tolerated {s} must be < number of workers "
+                             f"{n_workers}")
+
+    @classmethod
+    def option_values(cls, cfg) -> dict:
+        """This class's options as ``cfg`` gives them (its default where ``cfg`` has none)."""
+        return {o.name: getattr(cfg, o.name, o.default) for o in cls.options}
+
+    # ---- explicit state (checkpoints) ---------------------------------------------------
+    def state_dict(self) -> dict:
+        """What the next iterations depend on, as plain arrays and scalars: the speed
+        estimates, the active workers, the last iteration. Per-iteration bookkeeping is
+        rebuilt by :meth:`begin`; whatever the constructor derives from (N, K, s, seed,
+        options) is rebuilt by constructing the scheme again."""
+        return {"tau": self.tau.copy(), "active": self.active.copy(),
+                "iteration": int(self.iteration)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (extra keys, e.g. of older checkpoints, are ignored)."""
+        if "tau" in state:
+            self.tau = np.array(state["tau"], np.float64).reshape(self.N)
+        if "active" in state:
+            self.active = np.array(state["active"], bool).reshape(self.N)
+        if "iteration" in state:
+            self.iteration = int(state["iteration"])
 
     def __init__(self, n_workers: int, n_partitions: int, *, tolerance: int = 0, seed: int = 0,
                  speed_alpha: float = 0.5, **params):
@@ -217,6 +267,13 @@ class Scheme(ABC):
     @abstractmethod
     def decode(self) -> Decoding:
         """Weights of the arrived messages that make the gradient; marks them ``used``."""
+
+
+def multiple_of_workers(name: str, n_workers: int, n_partitions: int) -> None:
+    """The size check of the schemes that cut the data into N equal blocks."""
+    if n_partitions % n_workers:
+        raise UsageError(f"--partitions {n_partitions} must be a multiple of the number of "
+                         f"workers {n_workers} for scheme {name}")
 
 
 def equal_blocks(N: int, K: int) -> list[np.ndarray]:

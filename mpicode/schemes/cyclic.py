@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from mpicode.schemes.base import Decoding, Scheme
+from mpicode.registry import register_scheme
+from mpicode.schemes.base import Decoding, Scheme, multiple_of_workers
 
 
 def tandon_cyclic_B(n: int, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -154,6 +155,7 @@ def cyclic_residual(band: np.ndarray, a: np.ndarray) -> float:
     return float(np.abs(r - 1.0).max())
 
 
+@register_scheme
 class CyclicRepetition(Scheme):
     """Cyclic repetition code; ``B`` may be given (e.g. Tandon's worked example).
 
@@ -162,6 +164,11 @@ class CyclicRepetition(Scheme):
     """
 
     name = "cyclic"
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super().validate_size(cfg, n_workers, n_partitions)
+        multiple_of_workers(cls.name, n_workers, n_partitions)
 
     def __init__(self, n_workers, n_partitions, *, B=None, construction="auto", **kw):
         super().__init__(n_workers, n_partitions, **kw)

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.schemes.base import Decoding, Scheme, equal_blocks
+from mpicode.config import UsageError
+from mpicode.registry import register_scheme
+from mpicode.schemes.base import Decoding, Scheme, equal_blocks, multiple_of_workers
 
 
+@register_scheme
 class FractionalRepetition(Scheme):
     name = "frc"
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super().validate_size(cfg, n_workers, n_partitions)
+        multiple_of_workers(cls.name, n_workers, n_partitions)
+        s = cfg.stragglers_tolerated
+        if n_workers % (s + 1):
+            raise UsageError(f"scheme frc needs N={n_workers} to be a multiple of s+1={s + 1}")
 
     def __init__(self, n_workers, n_partitions, **kw):
         super().__init__(n_workers, n_partitions, **kw)

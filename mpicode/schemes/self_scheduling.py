@@ -30,8 +30,9 @@ import math
 import numpy as np
 
 from mpicode.config import Option, _bool
+from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.shares import Placement
+from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
 GRACE = 0.05  # a copy is overdue 5% of its expected run time after its expected finish
 
@@ -46,6 +47,7 @@ def chunk_error(spec) -> str | None:
     return "must be 'guided', 'weighted' or 'fixed:C' with an integer C >= 1"
 
 
+@register_scheme
 class SelfScheduling(Scheme):
     """Self-scheduling with backup copies (exact).
 
@@ -60,7 +62,7 @@ class SelfScheduling(Scheme):
     """
 
     name = "self-scheduling"
-    options = (
+    options = Scheme.options + (
         Option("chunk", str, "guided",
                "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
                "times the worker's share of the speed) or fixed:C",
@@ -69,7 +71,13 @@ class SelfScheduling(Scheme):
                "self-scheduling: speculative copy of the running chunk expected to finish last "
                "once nothing is unassigned (--backup false or --no-backup: off)",
                group="self-scheduling"),
+        PLACEMENT,
     )
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        """Waits for every partition, from whoever has it: any s and any K >= N; R <= N."""
+        check_placement_size(cls.option_values(cfg)["placement"], n_workers)
 
     def __init__(self, n_workers, n_partitions, *, chunk="guided", backup=True,
                  placement="shared", **kw):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpicode.config import Option
+from mpicode.errors import UsageError
+
 
 def largest_remainder(total: int, weights, minimum: int = 1) -> np.ndarray:
     """Split ``total`` units in proportion to ``weights``, every entry at least ``minimum``.
@@ -60,6 +63,24 @@ def contiguous(counts, start: int = 0) -> list[np.ndarray]:
     """Consecutive index ranges of the given lengths, starting at ``start``."""
     edges = start + np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return [np.arange(a, b, dtype=np.int64) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _placement_check(x):
+    return None if x == "shared" or (x.startswith("replicated:") and x[11:].isdigit()
+                                     and int(x[11:]) >= 1) \
+        else "must be 'shared' or 'replicated:R' with R >= 1"
+
+
+# the option of every scheme that honours data placement (speed-aware, two-stage)
+PLACEMENT = Option("placement", str, "shared", "data placement: shared | replicated:R",
+                   group="two-stage", check=_placement_check)
+
+
+def check_placement_size(placement: str, n_workers: int) -> None:
+    """The size check of ``--placement``: R <= N."""
+    if placement.startswith("replicated:") and int(placement[11:]) > n_workers:
+        raise UsageError(f"--placement {placement}: R must be <= number of workers "
+                         f"{n_workers}")
 
 
 class Placement:

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpicode.registry import register_scheme
 from mpicode.schemes.base import Decoding, Scheme
-from mpicode.schemes.shares import Placement, assign, contiguous, largest_remainder
+from mpicode.schemes.shares import (
+    PLACEMENT,
+    Placement,
+    assign,
+    check_placement_size,
+    contiguous,
+    largest_remainder,
+)
 
 
+@register_scheme
 class SpeedAware(Scheme):
     name = "speed-aware"
+    options = Scheme.options + (PLACEMENT,)
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        """Waits for every worker: any s and any K >= N are fine; R <= N."""
+        check_placement_size(cls.option_values(cfg)["placement"], n_workers)
 
     def __init__(self, n_workers, n_partitions, *, placement="shared", **kw):
         super().__init__(n_workers, n_partitions, placement=placement, **kw)

@@ -14,9 +14,13 @@ import math
 
 import numpy as np
 
+from mpicode import config as cf
+from mpicode.config import Option, UsageError
+from mpicode.registry import register_scheme
+from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.replanning import Replanning
-from mpicode.schemes.shares import Placement, assign, largest_remainder
+from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
 from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
@@ -24,6 +28,33 @@ SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 TRIGGERS = ("count", "deadline", "both")
 
 
+OPTIONS = (
+    Option("rho", cf.finite_float, 1.0, "two-stage: fraction of workers in stage 1",
+           check=cf.unit_open_closed, group="two-stage"),
+    Option("trigger", str, "both", "two-stage: stage-2 trigger", choices=TRIGGERS,
+           group="two-stage"),
+    Option("trigger_k", cf.optional_int, None,
+           "two-stage: count trigger k1 (default n1 - ceil(s*n1/N))",
+           check=cf.optional_positive, group="two-stage"),
+    Option("beta", cf.finite_float, 1.5, "two-stage: deadline = beta x predicted stage-1 time",
+           check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
+    Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
+           "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
+    Option("replan", int, 8, "two-stage: re-planning rounds per iteration after stage 2 "
+           "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
+    Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
+           check=cf.nonneg, group="two-stage"),
+    # declared here, read by every driver: two-stage decodes the covered part and scales it;
+    # with any other scheme train fails the run (with a checkpoint) after that long
+    Option("max_wait", cf.optional_float, None,
+           "hard deadline (s) of an iteration: two-stage decodes the covered part and "
+           "scales it; with another scheme train fails the run, with a checkpoint",
+           check=cf.optional_positive, group="reliability"),
+    PLACEMENT,
+)
+
+
+@register_scheme
 class TwoStage(Stealing, Replanning, Scheme):
     """Two-stage dynamic partial gradient coding.
 
@@ -54,6 +85,20 @@ class TwoStage(Stealing, Replanning, Scheme):
     """
 
     name = "two-stage"
+    options = Scheme.options + OPTIONS
+    # the per-iteration summary of end(), logged as /iterations columns
+    log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "steals": "i4",
+                  "trigger": "S8", "t_trigger": "f8", "deadline": "f8", "expired": "i1"}
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super().validate_size(cfg, n_workers, n_partitions)
+        opts = cls.option_values(cfg)
+        shares.check_placement_size(opts["placement"], n_workers)
+        trigger_k = opts["trigger_k"]
+        if trigger_k is not None and trigger_k > n_workers:
+            raise UsageError(f"--trigger-k {trigger_k} must be <= number of workers "
+                             f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,

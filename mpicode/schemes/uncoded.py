@@ -3,11 +3,18 @@ the same blocks, wait for the fastest N - s, rescale by N / (N - s)."""
 
 from __future__ import annotations
 
-from mpicode.schemes.base import Decoding, Scheme, equal_blocks
+from mpicode.registry import register_scheme
+from mpicode.schemes.base import Decoding, Scheme, equal_blocks, multiple_of_workers
 
 
+@register_scheme
 class Uncoded(Scheme):
     name = "uncoded"
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        # waits for every worker: any s is fine (it tolerates none)
+        multiple_of_workers(cls.name, n_workers, n_partitions)
 
     def plan(self):
         return [self.new_task(i, 1, blk) for i, blk in enumerate(equal_blocks(self.N, self.K))]
@@ -24,9 +31,15 @@ class Uncoded(Scheme):
         return Decoding({t.task_id: 1.0 for t in self.arrived()}, 1.0)
 
 
+@register_scheme
 class IgnoreStragglers(Uncoded):
     name = "ignore-stragglers"
     exact = False
+
+    @classmethod
+    def validate_size(cls, cfg, n_workers, n_partitions):
+        super(Uncoded, cls).validate_size(cfg, n_workers, n_partitions)  # s < N
+        multiple_of_workers(cls.name, n_workers, n_partitions)
 
     def decodable_with(self, task_ids):
         # its rule, not exactness: any N - s messages make a (scaled) gradient

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from conftest import mpicode, mpirun
 
+from mpicode import registry
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -20,7 +22,7 @@ def _files_equal(a, b):
             assert fa.attrs[k] == fb.attrs[k], k
 
 
-@pytest.mark.parametrize("scheme", ["two-stage", "cyclic", "ignore-stragglers"])
+@pytest.mark.parametrize("scheme", list(registry.schemes()))
 def test_simulate_is_bit_for_bit_reproducible(tmp_path, scheme):
     args = ["simulate", "--workers", 6, "--iterations", 12, "--scheme", scheme,
             "--stragglers-tolerated", 1, "--stragglers", "pareto", "--samples", 600,

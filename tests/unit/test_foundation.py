@@ -7,9 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
+from mpicode import config
 from mpicode.analysis.report import read_run, render
 from mpicode.cli import build_parser
-from mpicode.config import OPTIONS, Config, UsageError, resolve, show, validate_for_size
+from mpicode.config import Config, UsageError, resolve, show, validate_for_size
 from mpicode.io.datasets import partition_bounds, read_dataset, synthetic, write_dataset
 from mpicode.io.runlog import ITERATION_FIELDS, RunLog
 from mpicode.models.stragglers import MODELS, make_straggler_model
@@ -20,7 +21,7 @@ def cfg_of(argv):
 
 
 def defaults(**kw):
-    v = {o.name: o.default for o in OPTIONS}
+    v = dict(config.defaults().values)
     v.update(kw)
     return Config(v)
 

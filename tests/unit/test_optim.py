@@ -69,8 +69,14 @@ def test_state_survives_a_checkpoint_file(name, tmp_path):
     for g in grads[:4]:
         w = a.step(w, g)
 
-    class _Scheme:  # checkpoint.snapshot needs a scheme's numeric state
+    class _Scheme:  # checkpoint.snapshot needs a scheme's state_dict
         tau = np.zeros(2)
+
+        def state_dict(self):
+            return {"tau": self.tau.copy()}
+
+        def load_state_dict(self, state):
+            self.tau = np.asarray(state["tau"])
 
     snap = checkpoint.snapshot(w=w, iteration=4, n_tasks=0, vt=0.0, t_offset=0.0,
                                scheme=_Scheme(), optimizer=a)

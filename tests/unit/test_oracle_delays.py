@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpicode.config import OPTIONS, Config
+from mpicode.config import Config, defaults
 from mpicode.models import oracle
 from mpicode.models.stragglers import MODELS, make_straggler_model
 from mpicode.schemes.cyclic import CyclicRepetition, circulant_B, circulant_d, worst_on_random_sets
@@ -25,7 +25,7 @@ PARAMS = dict(shift=1.0, mu=1.0, delay_mean=2.0, slow_fraction=0.25, slowdown=5.
 
 
 def cfg(**kw) -> Config:
-    return Config(values={o.name: o.default for o in OPTIONS}).replace(**kw)
+    return Config(values=dict(defaults().values)).replace(**kw)
 
 
 # ---- oracle ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpicode.config import OPTIONS, Config, add_options, resolve
+from mpicode.config import Config, add_options, defaults, resolve
 from mpicode.schemes import SCHEMES, make_scheme
 from mpicode.schemes.base import Scheme
 from mpicode.schemes.cyclic import CyclicRepetition, tandon_cyclic_B, worst_decode_residual
@@ -486,7 +486,7 @@ def test_two_stage_end_summary_keys():
 
 # ---- registry and configuration -------------------------------------------------------------
 def default_config(**kw) -> Config:
-    return Config(values={o.name: o.default for o in OPTIONS}).replace(**kw)
+    return Config(values=dict(defaults().values)).replace(**kw)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMES))
@@ -506,5 +506,23 @@ def test_make_scheme_from_cli_namespace():
     sc = make_scheme(resolve(args), 8, 32)
     assert isinstance(sc, TwoStage)
     assert (sc.rho, sc.trigger, sc.s2, sc.placement.R, sc.s) == (0.75, "count", 1, 2, 1)
-    assert set(SCHEMES) == {"uncoded", "ignore-stragglers", "speed-aware", "frc", "cyclic",
-                            "two-stage", "self-scheduling"}
+
+
+
+def test_every_scheme_class_is_registered():
+    """Derived, not pinned: each concrete Scheme subclass of mpicode.schemes is in the
+    registry under its name, and the registry is what --scheme accepts."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import mpicode.schemes
+    from mpicode.config import by_name
+    classes = set()
+    for m in pkgutil.iter_modules(mpicode.schemes.__path__):
+        mod = importlib.import_module(f"mpicode.schemes.{m.name}")
+        classes |= {c for _, c in inspect.getmembers(mod, inspect.isclass)
+                    if issubclass(c, Scheme) and not inspect.isabstract(c)
+                    and c.__module__.startswith("mpicode.schemes")}
+    assert classes and {SCHEMES[c.name] for c in classes} == classes
+    assert by_name()["scheme"].choices == tuple(SCHEMES)

@@ -1,0 +1,228 @@
+"""Conformance check for schemes, shipped for plugin authors (pure: no MPI, no clock).
+
+::
+
+    from mpicode.testing import check_scheme
+    check_scheme(MyScheme)                     # random sizes, tolerances, speeds, stragglers
+    check_scheme(TwoStage, rho=0.75, stage2_tolerance=1)
+
+Each trial draws a size (N, K, s) that the class's ``validate_size`` accepts, persistent
+per-worker speeds, a straggler set (up to s workers, 5-50x slower, different every
+iteration) and per-task noise, so completion orders vary; then it runs a few iterations
+the way the engine's event loop (:mod:`mpicode.engine.events`) does: ``begin``, arrivals and
+``on_tick`` at ``next_deadline`` in time order (a cancelled task frees its worker; its result
+sometimes still arrives, as when a CANCEL races the send) until ``done``, then ``decode``,
+``outstanding``, ``end``. It asserts, with a message naming the trial:
+
+* the iteration finishes (every task eventually completes);
+* the decode uses only arrived tasks of this iteration; with random per-partition vectors
+  g_k, an exact scheme's decoded sum equals sum_k g_k to 1e-9 and gives every partition a
+  total weight of exactly 1 (each partition counted once); a non-exact one gives every
+  covered partition the same weight (counted once, then scaled) and reports that coverage;
+* ``end()`` returns ``load`` and every declared ``log_fields`` entry, castable to its dtype;
+* nothing is pending after ``outstanding``; ``log_notes`` are strings;
+* ``state_dict()`` holds only numbers and numeric arrays, and a fresh instance that loads it
+  gives the same ``state_dict()``.
+
+Trials come from hypothesis (seeds, shrunk on failure) when it is installed, else from a
+seeded loop; either way an ``AssertionError`` says what broke.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+ITERATIONS = 3
+DIM = 3
+
+
+def _fail(ctx: str, msg: str):
+    raise AssertionError(f"check_scheme: {ctx}: {msg}")
+
+
+def _size(cls, rng, n_workers, n_partitions, tolerance, opts):
+    """A (N, K, s) the class accepts (its validate_size), drawn at random."""
+    for _ in range(200):
+        N = n_workers or int(rng.integers(1, 11))
+        s = tolerance if tolerance is not None else int(rng.integers(0, N))
+        K = n_partitions or (N * int(rng.integers(1, 5)) if rng.random() < 0.7
+                             else N + int(rng.integers(0, 3 * N + 1)))
+        cfg = SimpleNamespace(stragglers_tolerated=s, **opts)
+        try:
+            cls.validate_size(cfg, N, K)
+        except Exception:
+            continue
+        return N, K, s
+    _fail(cls.__name__, "found no size (N, K, s) that validate_size accepts")
+
+
+def _options(cls, params: dict) -> dict:
+    opts = {o.name: o.default for o in getattr(cls, "options", ())}
+    opts.update(params)
+    return opts
+
+
+def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
+    """One iteration in virtual time; returns (decoding, summary, arrived ids)."""
+    from mpicode.engine.vworkers import VirtualWorkers
+    vw = VirtualWorkers(scheme.N)
+    late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
+    took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
+
+    def apply(acts, t):
+        for task in acts.dispatch:
+            if not 0 <= task.worker < scheme.N:
+                _fail(ctx, f"task {task.task_id} dispatched to worker {task.worker}")
+            d = task.n * tau[task.worker] * (1 + 0.2 * rng.random())
+            if task.worker in slow:
+                d *= rng.uniform(5, 50)
+            took[task.task_id] = d + 1e-6 * rng.random()
+            vw.add(task.worker, task.task_id, t, took[task.task_id])
+        for task in acts.cancel:
+            if rng.random() < 0.3 and task.task_id in vw.finish:
+                late.append((vw.finish[task.task_id], task.task_id))
+            vw.cancel(task.task_id, t)
+
+    apply(scheme.begin(it), 0.0)
+    t = 0.0
+    for _ in range(100_000):
+        if scheme.done():
+            break
+        ev = vw.peek()
+        t_comp = ev[0] if ev else math.inf
+        t_late = min(late)[0] if late else math.inf
+        dl = scheme.next_deadline()
+        t_dl = dl if dl is not None else math.inf
+        t_next = min(t_comp, t_late, t_dl)
+        if t_next == math.inf:
+            _fail(ctx, f"iteration {it} cannot finish: not done and nothing pending")
+        t = max(t, t_next)
+        if t_comp == t_next:
+            _, tid = vw.pop()
+            apply(scheme.on_result(tid, t, took[tid]), t)
+        elif t_late == t_next:
+            _, tid = late.pop(late.index(min(late)))
+            apply(scheme.on_result(tid, t, took[tid]), t)  # must be ignored
+        else:
+            apply(scheme.on_tick(t), t)
+    else:
+        _fail(ctx, f"iteration {it} did not finish after 100000 events")
+    arrived = {tid for tid, x in scheme.tasks.items() if x.state == "done"}
+    exact = bool(scheme.exact)
+    dec = scheme.decode()
+    for x in scheme.outstanding(t):
+        vw.cancel(x.task_id, t)
+    summary = scheme.end(t)
+    return dec, summary, arrived, exact
+
+
+def _check_decode(scheme, dec, arrived, exact, ctx):
+    g = np.random.default_rng(7).standard_normal((scheme.K, DIM))
+    total = np.zeros(DIM)
+    c = np.zeros(scheme.K)
+    for tid, w in dec.weights.items():
+        if tid not in arrived:
+            _fail(ctx, f"decode weights task {tid}, which did not arrive")
+        task = scheme.tasks[tid]
+        parts = np.asarray(task.partitions)
+        if parts.size and (parts.min() < 0 or parts.max() >= scheme.K):
+            _fail(ctx, f"task {tid} has partitions outside 0..K-1")
+        coeffs = np.ones(len(parts)) if task.coeffs is None else np.asarray(task.coeffs)
+        total += w * (coeffs @ g[parts])
+        np.add.at(c, parts, w * coeffs)
+    if exact:
+        err = np.abs(total - g.sum(axis=0)).max()
+        if err > 1e-9 * max(1.0, np.abs(g).sum()):
+            _fail(ctx, f"exact decode is off the true sum by {err:.3e}")
+        if np.abs(c - 1).max() > 1e-9:
+            bad = np.flatnonzero(np.abs(c - 1) > 1e-9)[:5].tolist()
+            _fail(ctx, f"partitions {bad} are not counted exactly once (weights "
+                       f"{c[bad].round(6).tolist()})")
+        return
+    covered = np.abs(c) > 1e-9
+    if covered.any() and np.ptp(c[covered]) > 1e-9 * np.abs(c[covered]).max():
+        _fail(ctx, "a non-exact decode weights its covered partitions unequally")
+    if abs(covered.mean() - dec.coverage) > 1e-9:
+        _fail(ctx, f"coverage {dec.coverage} but {covered.mean()} of the partitions covered")
+
+
+def _check_end(scheme, summary, ctx):
+    if not isinstance(summary, dict) or "load" not in summary:
+        _fail(ctx, "end() must return a dict with 'load'")
+    for k, dt in getattr(scheme, "log_fields", {}).items():
+        if k not in summary:
+            _fail(ctx, f"end() lacks declared log field {k!r}")
+        try:
+            np.asarray(summary[k]).astype(dt)
+        except (TypeError, ValueError):
+            _fail(ctx, f"log field {k!r} = {summary[k]!r} does not fit dtype {dt}")
+    if scheme.pending():
+        _fail(ctx, "tasks still pending after outstanding()")
+    if not all(isinstance(n, str) for n in scheme.log_notes):
+        _fail(ctx, "log_notes must be strings")
+
+
+def _check_state(cls, scheme, make, ctx):
+    state = scheme.state_dict()
+    for k, v in state.items():
+        a = np.asarray(v)
+        if a.dtype.kind not in "biuf":
+            _fail(ctx, f"state_dict()[{k!r}] is not numeric ({a.dtype})")
+    fresh = make()
+    fresh.load_state_dict(state)
+    again = fresh.state_dict()
+    if set(again) != set(state) or not all(
+            np.array_equal(np.asarray(again[k]), np.asarray(state[k]), equal_nan=True)
+            for k in state):
+        _fail(ctx, "load_state_dict(state_dict()) does not give the same state back")
+
+
+def _trial(cls, seed: int, n_workers, n_partitions, tolerance, params):
+    rng = np.random.default_rng(seed)
+    opts = _options(cls, params)
+    N, K, s = _size(cls, rng, n_workers, n_partitions, tolerance, opts)
+    ctx = f"{cls.__name__} seed={seed} N={N} K={K} s={s} {params or ''}".rstrip()
+
+    def make():
+        return cls(N, K, tolerance=s, seed=seed, **opts)
+
+    try:
+        scheme = make()
+    except Exception as e:
+        _fail(ctx, f"constructor refused a size validate_size accepts: {e}")
+    tau = rng.uniform(0.5, 2.0, N)
+    for it in range(ITERATIONS):
+        slow = set(rng.choice(N, size=int(rng.integers(0, min(s, N) + 1)), replace=False)
+                   .tolist())
+        ictx = f"{ctx} iteration {it} stragglers {sorted(slow)}"
+        dec, summary, arrived, exact = _run_iteration(scheme, it, rng, tau, slow, ictx)
+        _check_decode(scheme, dec, arrived, exact, ictx)
+        _check_end(scheme, summary, ictx)
+    _check_state(cls, scheme, make, ctx)
+
+
+def check_scheme(cls, *, trials: int = 25, seed: int = 0, n_workers: int | None = None,
+                 n_partitions: int | None = None, tolerance: int | None = None,
+                 **params) -> None:
+    """Run the conformance check on scheme class ``cls``; ``params`` are its options
+    (e.g. ``rho=0.75``), fixed for every trial; N, K and s are drawn unless given. Raises
+    AssertionError on the first failure."""
+    args = (n_workers, n_partitions, tolerance, params)
+    try:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+    except ImportError:
+        for i in range(trials):
+            _trial(cls, seed + i, *args)
+        return
+
+    @settings(max_examples=trials, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.integers(0, 2**31 - 1))
+    def run(s):
+        _trial(cls, s + seed, *args)
+
+    run()

@@ -1,0 +1,116 @@
+"""A scheme from a package outside the repository, found through its entry point
+(``mpicode.schemes``): listed, configured, simulated and trained under MPI with no change to
+this repository. The package is the worked example of docs/extending.md, taken from there."""
+
+import os
+import re
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+from conftest import PY, ROOT, mpicode, mpirun
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+COMMON = ["--samples", 600, "--features", 8, "--seed", 4, "--iterations", 5, "--quiet"]
+
+
+def _example(marker: str) -> str:
+    """The code block that follows ``<!-- example: MARKER -->`` in docs/extending.md."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    m = re.search(rf"<!-- example: {re.escape(marker)} -->\n```python\n(.*?)```", text, re.S)
+    assert m, f"docs/extending.md has no example {marker}"
+    return m.group(1)
+
+
+def _dist(site, name, entry_points):
+    d = site / f"{name}-0.1.dist-info"
+    d.mkdir()
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (d / "entry_points.txt").write_text(entry_points)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A site directory (outside the repository) holding the package mpicode_toyscheme and
+    its .dist-info with the entry point, as ``pip install --target`` would leave it."""
+    site = tmp_path_factory.mktemp("site")
+    assert ROOT not in site.parents
+    pkg = site / "mpicode_toyscheme"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(_example("mpicode_toyscheme/__init__.py"))
+    _dist(site, "mpicode_toyscheme", "[mpicode.schemes]\ntoy = mpicode_toyscheme:Replicated\n")
+    return site
+
+
+def _env(site):
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+
+
+def test_the_plugin_is_listed_and_passes_the_conformance_check(site, tmp_path):
+    r = mpicode(["schemes"], env=_env(site))
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("toy "))
+    assert "exact" in line and "mpicode_toyscheme.Replicated" in line
+    assert "--toy-copies" in r.stdout and "logs /iterations: redundant" in r.stdout
+    # the example's own test, from the docs, with the shipped check_scheme
+    (tmp_path / "test_toy.py").write_text(_example("test_toy.py"))
+    t = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, **_env(site)})
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "2 passed" in t.stdout
+
+
+def test_simulate_runs_the_plugin_with_its_option(site, tmp_path):
+    out = tmp_path / "sim.h5"
+    r = mpicode(["simulate", "--workers", 6, "--scheme", "toy", "--toy-copies", 3,
+                 "--stragglers", "shifted-exp", "--out", out, *COMMON], env=_env(site))
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref.h5"
+    r = mpicode(["simulate", "--workers", 6, "--scheme", "uncoded", "--stragglers",
+                 "shifted-exp", "--out", ref, *COMMON], env=_env(site))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f, h5py.File(ref, "r") as g:
+        assert f.attrs["scheme"] == "toy" and f.attrs["status"] == "complete"
+        assert '"toy_copies": 3' in f.attrs["config"]
+        assert (f["iterations/redundant"][:] > 0).all()   # the plugin's own log field
+        assert (f["iterations/load"][:] > 1).all()        # r copies started, some cancelled
+        # exact: the same gradient steps as uncoded
+        np.testing.assert_allclose(f["iterations/loss"][:], g["iterations/loss"][:],
+                                   rtol=1e-9)
+    bad = mpicode(["simulate", "--workers", 2, "--scheme", "toy", "--toy-copies", 3,
+                   "--out", tmp_path / "bad.h5", *COMMON], env=_env(site))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("mpicode: error: --toy-copies 3 must be <= number of "
+                                  "workers 2")
+    assert not (tmp_path / "bad.h5").exists()
+
+
+@pytest.mark.parametrize("mode", ["sleep", "virtual"])
+def test_train_runs_the_plugin_under_mpi(site, tmp_path, mode):
+    out = tmp_path / f"train-{mode}.h5"
+    r = mpirun(5, ["train", "--scheme", "toy", "--toy-copies", 2, "--stragglers", "bimodal",
+                   "--delay-unit", 0.005, "--delay-mode", mode, "--out", out, *COMMON],
+               env=_env(site))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["mode"] == "mpi" and f.attrs["status"] == "complete"
+        assert f.attrs["scheme"] == "toy" and f.attrs["n_done"] == 5
+        assert len(f["iterations/redundant"]) == 5
+        assert (f["iterations/redundant"][:] >= 0).all()
+        assert np.all(np.isfinite(f["iterations/loss"][:]))
+        assert (f["iterations/coverage"][:] == 1).all()
+
+
+def test_a_broken_plugin_costs_one_warning_line(site, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    _dist(broken, "mpicode_broken", "[mpicode.schemes]\nbroken = mpicode_nowhere:Gone\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(broken), str(site), str(ROOT)])}
+    r = mpicode(["schemes"], env=env)
+    assert r.returncode == 0
+    warn = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(warn) == 1 and warn[0].startswith("mpicode: warning: plugin 'broken'")
+    assert "toy " in r.stdout  # the good plugin still loads
