@@ -175,6 +175,27 @@ def add_calibrate(sub) -> None:
     ca.add_argument("--quiet", action="store_true", help="do not print the profile")
 
 
+def _data(args) -> int:
+    """``mpicode data synth | import | bundled``."""
+    if args.data_command == "synth":
+        from mpicode.engine import budget
+        from mpicode.io import datasets as data
+        if args.samples < 1 or args.features < 1:
+            raise UsageError("--samples and --features must be >= 1")
+        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
+                     f"a {args.samples} x {args.features} dataset")
+        data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
+                           force=args.force)
+        print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
+        return 0
+    if args.data_command == "import":
+        from mpicode.io.dataimport import run_import
+        return run_import(args)
+    from mpicode.io.dataimport import build_bundled, print_bundled
+    print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force, seed=args.seed))
+    return 0
+
+
 def dispatch(args) -> int:
     if args.command == "train":
         from mpicode.mpi import launch as train
@@ -188,25 +209,8 @@ def dispatch(args) -> int:
     if args.command == "sweep":
         from mpicode.analysis import sweep
         return sweep.main(args)
-    if args.command == "data" and args.data_command == "synth":
-        from mpicode.io import datasets as data
-        if args.samples < 1 or args.features < 1:
-            raise UsageError("--samples and --features must be >= 1")
-        from mpicode.engine import budget
-        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
-                     f"a {args.samples} x {args.features} dataset")
-        data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
-                           force=args.force)
-        print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
-        return 0
-    if args.command == "data" and args.data_command == "import":
-        from mpicode.io.dataimport import run_import
-        return run_import(args)
-    if args.command == "data" and args.data_command == "bundled":
-        from mpicode.io.dataimport import build_bundled, print_bundled
-        print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force,
-                                                  seed=args.seed))
-        return 0
+    if args.command == "data":
+        return _data(args)
     if args.command == "traces":
         from mpicode.io.traces import run_import as import_trace
         return import_trace(args)

@@ -158,6 +158,14 @@ def read_dataset(path: str | Path) -> Dataset:
         raise UsageError(f"{where}: task {task!r} must be binary, multiclass or regression")
     if n_classes < 0:
         raise UsageError(f"{where}: n_classes {n_classes} must be >= 0")
+    _check_arrays(arrs, where)
+    X, y, Xt, yt = arrs["X"], arrs["y"], arrs["X_test"], arrs["y_test"]
+    return Dataset(name, np.ascontiguousarray(X, np.float64), y.astype(np.float64),
+                   np.ascontiguousarray(Xt, np.float64), yt.astype(np.float64), task, n_classes)
+
+
+def _check_arrays(arrs: dict, where: str) -> None:
+    """Kinds, shapes and finiteness of a dataset's four arrays (one line per problem)."""
     for k, a in arrs.items():
         if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer)
                                    or np.issubdtype(a.dtype, np.floating)):
@@ -184,8 +192,6 @@ def read_dataset(path: str | Path) -> Dataset:
     for k, a in arrs.items():
         if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
             raise UsageError(f"{where}: {k}{_first_bad(a)}")
-    return Dataset(name, np.ascontiguousarray(X, np.float64), y.astype(np.float64),
-                   np.ascontiguousarray(Xt, np.float64), yt.astype(np.float64), task, n_classes)
 
 
 def _check_size(f: h5py.File, where: str) -> None:

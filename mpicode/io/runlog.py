@@ -33,33 +33,8 @@ from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value
 from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
 from mpicode.io.safefile import MIN_ROOM, DiskFull, room_for  # noqa: F401 (re-exported)
+from mpicode.io.schema import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS  # noqa: E402,F401
 
-# name -> dtype. Later features add fields here; readers must tolerate missing ones.
-ITERATION_FIELDS: dict[str, str] = {
-    "iteration": "i8", "t_start": "f8", "t_end": "f8", "loss": "f8", "test_loss": "f8",
-    "accuracy": "f8", "train_accuracy": "f8", "coverage": "f8", "load": "f8", "stage2": "i1",
-    "n_stage2": "i4", "wait_s": "f8", "decode_s": "f8", "bytes_up": "i8", "n_cancelled": "i4",
-    "n_stale": "i4", "grad_norm": "f8", "comm_s": "f8",
-    # the phases of a row on the wall clock (0 in virtual time): they tile t_start..t_end
-    "log_s": "f8", "update_s": "f8", "eval_s": "f8",
-    # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
-    "oracle_s": "f8", "oracle_part_s": "f8",
-    "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
-}
-WORKER_FIELDS: dict[str, str] = {
-    "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",
-    "used": "i1",
-    # communication phase (channel not ideal): bytes of this iteration; Q, Z and the long-run
-    # participation as they stand at the iteration's end
-    "offered": "i8", "admitted": "i8", "delivered": "i8", "deferred": "i8", "dropped": "i8",
-    "Q": "f8", "Z": "f8", "participation": "f8",
-    "active": "i1",  # 0 once the worker was left out of planning (--dead-after)
-}
-TASK_FIELDS: dict[str, str] = {
-    "iteration": "i8", "worker": "i4", "stage": "i1", "n_partitions": "i4",
-    "first_partition": "i4", "t_dispatch": "f8", "t_done": "f8", "used": "i1",
-    "cancelled": "i1", "compute_s": "f8", "delay_s": "f8", "t_ready": "f8",
-}
 LAYOUT = {"iterations": ITERATION_FIELDS, "workers": WORKER_FIELDS, "tasks": TASK_FIELDS}
 CHUNK = 256
 BLOCK_BYTES = 8 << 20  # rows buffered before a write regardless of the clock

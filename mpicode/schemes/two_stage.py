@@ -44,8 +44,6 @@ OPTIONS = (
            "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=cf.nonneg, group="two-stage"),
-    # declared here, read by every driver: two-stage decodes the covered part and scales it;
-    # with any other scheme train fails the run (with a checkpoint) after that long
     Option("max_wait", cf.optional_float, None,
            "hard deadline (s) of an iteration: two-stage decodes the covered part and "
            "scales it; with another scheme train fails the run, with a checkpoint",
