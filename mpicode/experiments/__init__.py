@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from mpicode.experiments import analyse, figures, publish, sweep, verdicts
+from mpicode.experiments import analyse, figures, publish, study, study_publish, sweep, verdicts
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
 
 
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         run_mpi(suite, out, data_dir)
         mpi_s = time.perf_counter() - t
+    print("experiments: seeded scheme comparison in the simulator (CIs)", flush=True)
+    study_out = study.suite(suite.quick, log=lambda m: print(m, flush=True))
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
@@ -139,6 +141,10 @@ def main(argv=None) -> int:
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
     _publish(a, out, meta, claims, res, suite)
+    rows, cmp, smeta = study_out
+    study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
+                        study.SUBJECT)
+    print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     return 0
 
 

@@ -162,6 +162,16 @@ def compare(rows: list[dict], subject: str = SUBJECT) -> list[dict]:
     return out
 
 
+def suite(quick: bool, log=print) -> tuple[list[dict], list[dict], dict]:
+    """The comparison ``make experiments`` runs: (rows, comparisons, meta)."""
+    ns, seeds, iterations = ([8], 2, 5) if quick else ([8, 64], 5, 20)
+    rows = run(ns, seeds, iterations, log=log)
+    others = [k for k in available(SCHEMES) if not k.startswith(SUBJECT)]
+    meta = {"N": ns, "seeds": seeds, "iterations": iterations, "others": others,
+            "scenarios": list(SCENARIOS), "placements": list(PLACEMENTS)}
+    return rows, compare(rows), meta
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mpicode.experiments.study",
                                 description=__doc__.split("\n\n")[0])

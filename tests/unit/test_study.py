@@ -26,3 +26,20 @@ def test_a_cell_runs_and_placement_applies_to_flexible_schemes_only():
         "replicated:2"
     m = study.measure(study.cell_options("two-stage", "shifted-exp", "shared", 3), 4, 3)
     assert m["mean_iter_s"] > 0 and m["load"] >= 1.0 and m["msgs_per_worker"] >= 1.0
+
+
+def test_publish_tables_and_readme_section(tmp_path):
+    from mpicode.experiments import study_publish as sp
+    rows = study.run([4], 2, 2, scenarios=["bimodal"], placements=("shared",),
+                     schemes={k: study.SCHEMES[k] for k in ("uncoded", "two-stage")},
+                     log=lambda m: None)
+    cmp = study.compare(rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{sp.START}\nold\n{sp.END}\nrest\n")
+    meta = {"seeds": 2, "iterations": 2, "others": ["uncoded"]}
+    sp.write(tmp_path, readme, rows, cmp, meta, "two-stage")
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
+    assert "| bimodal | 4 | shared | uncoded |" in text and "of 1 cells" in text
+    assert (tmp_path / "study.json").exists() and "## Every scheme" in (
+        tmp_path / "study.md").read_text()
