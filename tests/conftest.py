@@ -86,3 +86,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         vendor, version = MPI.get_vendor()
         terminalreporter.write_line(f"MPI: {vendor} {'.'.join(map(str, version))}, "
                                     f"{comm.size} ranks (per-rank results above)")
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Two small run files (two-stage; uncoded with uplink fields) for the report tests."""
+    from runfiles import add_comm_fields, synth
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    synth(a, scheme="two-stage")
+    synth(b, n=4, scheme="uncoded", scheduler="lyapunov")
+    add_comm_fields(b)
+    return str(a), str(b)

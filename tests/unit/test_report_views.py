@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-from test_report import add_comm_fields, synth
+from runfiles import add_comm_fields, synth  # noqa: F401
 
 import mpicode.analysis as analysis
 from mpicode.analysis import groups, plots, report, sweep, table, whatif
@@ -103,15 +103,6 @@ def test_columns_chosen_and_unknown(two_runs):
         report.render(list(two_runs), columns="scheme,bogus")
     msg = str(e.value)
     assert "\n" not in msg and "bogus" in msg and "valid: run,status,scheme" in msg
-
-
-@pytest.fixture
-def two_runs(tmp_path):
-    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    synth(a, scheme="two-stage")
-    synth(b, n=4, scheme="uncoded", scheduler="lyapunov")
-    add_comm_fields(b)
-    return str(a), str(b)
 
 
 def test_vs_oracle_from_oracle_s(tmp_path):
