@@ -73,3 +73,16 @@ def add_comm_fields(path, N=3, cumulative=False):
         s.create_dataset("worker", data=np.arange(ns) % N)
         s.create_dataset("Q_sum", data=rng.uniform(0, 3000, ns))
         s.create_dataset("Z_sum", data=np.linspace(0, 5, ns))
+
+
+def xy(n=23, d=4, seed=0, labels="binary"):
+    """A small seeded (X, y) for the dataset-import tests."""
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.standard_normal((n, d)), 6)
+    if labels == "binary":
+        y = (rng.random(n) < 0.5) * 1.0
+    elif labels == "multiclass":
+        y = rng.integers(0, 5, n) * 1.0
+    else:
+        y = np.round(rng.standard_normal(n) * 10, 6)
+    return X, y

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mpicode.config import UsageError
+from mpicode.io.textformats import _number
 
 TRACE_FORMAT = "mpicode-trace"
 FORMATS = ("auto", "csv", "parquet")
@@ -115,12 +115,7 @@ def _cell_float(path, line, col, t: str) -> float:
     t = t.strip()
     if not t:
         raise UsageError(f"{path}:{line}: column {col!r}: missing value")
-    try:
-        v = float(t)
-    except ValueError:
-        raise UsageError(f"{path}:{line}: column {col!r}: not a number: {t!r}") from None
-    if not math.isfinite(v):
-        raise UsageError(f"{path}:{line}: column {col!r}: duration is NaN or inf ({t!r})")
+    v = _number(t, f"{path}:{line}: column {col!r}")
     if v < 0:
         raise UsageError(f"{path}:{line}: column {col!r}: negative duration {v!r}")
     return v

@@ -2,22 +2,11 @@
 
 import numpy as np
 import pytest
+from runfiles import xy as _xy
 
 from mpicode.config import UsageError
 from mpicode.io.dataimport import import_dataset, main_import, sklearn_available
 from mpicode.io.datasets import Dataset, check_labels, partition_rows, read_dataset
-
-
-def _xy(n=23, d=4, seed=0, labels="binary"):
-    rng = np.random.default_rng(seed)
-    X = np.round(rng.standard_normal((n, d)), 6)
-    if labels == "binary":
-        y = (rng.random(n) < 0.5) * 1.0
-    elif labels == "multiclass":
-        y = rng.integers(0, 5, n) * 1.0
-    else:
-        y = np.round(rng.standard_normal(n) * 10, 6)
-    return X, y
 
 
 def _same_rows(ds, X, y):
