@@ -10,10 +10,10 @@ Reads every run with :func:`mpicode.analysis.runs.read_run` (only the valid rows
   **accuracy target** = 98% of the best final test accuracy any exact scheme reaches;
   **loss target** = the training loss every exact scheme has reached by 80% of the iterations
   (the largest of their losses at that iteration). Time to a target is the *training time*
-  until the end of the first iteration that meets it: the summed wall time of the iterations
-  (``t_end - t_start``), which leaves out what rank 0 does between iterations only to
-  measure (evaluating the model, writing the log) and would otherwise weigh on the schemes
-  that log more tasks; ``inf``: never.
+  until the end of the first iteration that meets it, on the run's one clock: the rows tile
+  training time (every phase, evaluation and logging included, is inside some row's
+  ``t_end - t_start``), so the summed iteration times are the time since training began;
+  ``inf``: never.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def run_metrics(run: dict) -> dict:
 
 
 def series(run: dict) -> dict:
-    """Per-iteration curves; ``t`` is the training time at the end of each iteration (summed
-    iteration wall times)."""
+    """Per-iteration curves; ``t`` is the training time at the end of each iteration (the
+    summed row durations: the one clock, from the start of training)."""
     it, n = run["iterations"], run["n"]
     dur = _arr(it, "t_end", n) - _arr(it, "t_start", n)
     return {"t": np.cumsum(np.nan_to_num(dur)), "acc": _arr(it, "accuracy", n),

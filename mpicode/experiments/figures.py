@@ -76,7 +76,7 @@ def accuracy(suite, read, scen: str, out: Path, tg: dict) -> str:
         ax[0, j].axhline(t["acc"], color="0.5", ls=":", lw=1)
         ax[1, j].axhline(t["loss"], color="0.5", ls=":", lw=1)
         ax[0, j].set_title(f"{ds.key} ({ds.options['model']})")
-        ax[1, j].set_xlabel("training time: summed iteration wall times (s)")
+        ax[1, j].set_xlabel("training time (s)")
         ax[1, j].set_yscale("log")
         for a in ax[:, j]:
             a.grid(alpha=0.3)

@@ -89,9 +89,9 @@ def results_md(meta: dict, claims: list[dict], res: dict, suite) -> str:
 
 def _schemes_section(res: dict, suite) -> list[str]:
     L = ["", "## 1. Schemes: time to target and computation load", "",
-          f"Targets per (dataset, scenario): {TARGET_RULE}. Times are training seconds (the "
-          f"summed wall time of the iterations up to the one that met the target, evaluation and "
-          f"logging between iterations left out), with that iteration. Scenarios: "
+          f"Targets per (dataset, scenario): {TARGET_RULE}. Times are training seconds on the "
+          f"run's one clock (the rows tile training time, evaluation and logging included), up "
+          f"to the end of the iteration that met the target, with that iteration. Scenarios: "
           + "; ".join(f"`{k}` ({', '.join(f'{a}={b}' for a, b in v.items() if a != 'stragglers')})"
                       for k, v in SCENARIOS.items()) + f"; {suite.iterations} iterations.", ""]
     rows = []
