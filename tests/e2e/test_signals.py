@@ -27,7 +27,7 @@ from conftest import MPIEXEC, PY, ROOT, mpicode, run_attr, wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 LIMIT = 240  # seconds per MPI launch (subprocess timeout); MPIEXEC_TIMEOUT below it
-SMALL = ["--samples", 400, "--features", 5, "--quiet"]
+SMALL = ["--samples", 400, "--features", 5, "--quiet", "--flush-every", 0]  # rows seen at once
 SLOW = ["--stragglers", "shifted-exp", "--delay-unit", 0.02]  # iterations of ~50 ms
 
 WRAPPER = """\
