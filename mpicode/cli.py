@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from mpicode import __version__
-from mpicode.config import UsageError, add_options, resolve
+from mpicode.config import SIMULATE_ONLY, UsageError, add_options, resolve
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -83,7 +83,7 @@ def build_parser() -> Parser:
 
     tr = sub.add_parser("train", help="train under MPI: mpiexec -n N+1 python -m mpi4py -m "
                         "mpicode train ...")
-    add_options(tr)
+    add_options(tr, hide=SIMULATE_ONLY)
 
     si = sub.add_parser("simulate", help="the same run in virtual time (no MPI): "
                         "discrete-event simulator")
@@ -109,19 +109,21 @@ def build_parser() -> Parser:
     dp = sub.add_parser("data", help="datasets: synth, import, bundled")
     dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
-    sy.add_argument("--samples", type=int, default=4000)
-    sy.add_argument("--features", type=int, default=50)
-    sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--out", required=True)
-    sy.add_argument("--force", action="store_true")
+    sy.add_argument("--samples", type=int, default=4000,
+                    help="training rows (a test set of 20%% more is added; default 4000)")
+    sy.add_argument("--features", type=int, default=50, help="columns (default 50)")
+    sy.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
+    sy.add_argument("--out", required=True, metavar="FILE.h5", help="dataset file to write")
+    sy.add_argument("--force", action="store_true", help="overwrite an existing --out")
     from mpicode.io.dataimport import add_import_arguments
     im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
                          "bundled dataset into data/NAME.h5")
     add_import_arguments(im)
     bu = dsub.add_parser("bundled", help="build digits, breast_cancer, diabetes (scikit-learn)")
-    bu.add_argument("--out-dir", default="data")
-    bu.add_argument("--seed", type=int, default=0)
-    bu.add_argument("--force", action="store_true")
+    bu.add_argument("--out-dir", default="data", metavar="DIR",
+                    help="where NAME.h5 go (default data/)")
+    bu.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    bu.add_argument("--force", action="store_true", help="overwrite existing files")
 
     add_traces(sub)
     add_benches(sub)
@@ -246,15 +248,26 @@ def dispatch(args) -> int:
 
 def main(argv=None) -> None:
     # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
-    if (sys.argv[1:] if argv is None else list(argv))[:1] in (["train"], ["simulate"]):
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in (["train"], ["simulate"]):
         _stop_handlers_first()
+    if not args:  # no command: the usage, as a usage error
+        build_parser().print_usage(sys.stderr)
+        print("mpicode: error: a command is required (mpicode --help lists them)",
+              file=sys.stderr)
+        sys.exit(2)
     try:
-        code = dispatch(build_parser().parse_args(argv))
+        code = dispatch(build_parser().parse_args(args))
+        sys.stdout.flush()
     except UsageError as e:
         _usage_exit(str(e))
     except KeyboardInterrupt:
         print("mpicode: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `mpicode config show | head -1`: the reader left, no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(code)
 
 

@@ -232,13 +232,29 @@ class Config:
         return Config(v, dict(self.source))
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Add every option of the table, each defaulting to 'not given' (SUPPRESS)."""
+def _default_text(o: Option) -> str:
+    """`` (default: X)``, unless the help already says what the default is or there is none."""
+    if o.default is None or o.default == "" or "default" in o.help:
+        return ""
+    return f" (default: {o.default})"
+
+
+SIMULATE_ONLY = ("workers", "compute", "measure_partition_cost")
+
+
+def add_options(parser: argparse.ArgumentParser, hide=()) -> None:
+    """Add every option of the table, each defaulting to 'not given' (SUPPRESS); the options
+    named in ``hide`` are accepted but not listed in ``--help``."""
     parser.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS,
                         help="TOML file with any of the options below (the command line wins)")
     groups: dict[str, Any] = {}
     for o in all_options():
         g = groups.setdefault(o.group, parser.add_argument_group(o.group))
+        if o.name in hide:
+            g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS, **({"action": "store_true"} if o.flag_only
+                                                      else {}))
+            continue
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
         elif o.type is _bool:  # --NAME [BOOL] and --no-NAME
@@ -248,7 +264,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                            const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
-                           help=f"{o.help} (default: {o.default})"
+                           help=o.help + _default_text(o)
                            + (f"; one of {', '.join(o.choices)}" if o.choices else ""))
 
 
@@ -295,9 +311,14 @@ def load_toml(path: str) -> dict:
     except OSError as e:
         raise UsageError(f"config file {path}: cannot read: {e.strerror}") from None
     items = []
+    sections = {o.group for o in all_options()}
     for k, v in data.items():
         # sections are allowed for readability ([stragglers], [two-stage]): keys stay global
         if isinstance(v, dict):
+            if k not in sections:
+                raise UsageError(f"config file {path}: unknown section [{k}]"
+                                 f"{_nearest(k, sections)} (sections: "
+                                 f"{', '.join(sorted(sections))})")
             items += [(k2, v2, f" (in [{k}])") for k2, v2 in v.items()]
         else:
             items.append((k, v, ""))
@@ -306,11 +327,19 @@ def load_toml(path: str) -> dict:
     for k, v, section in items:
         name = k.replace("-", "_")
         if name not in known or isinstance(v, dict):
-            raise UsageError(f"config file {path}: unknown key {k!r}{section}")
+            raise UsageError(f"config file {path}: unknown key {k!r}{section}"
+                             f"{_nearest(name, known)}")
         if name in out:
             raise UsageError(f"config file {path}: key {k!r} given twice")
         out[name] = v
     return out
+
+
+def _nearest(name: str, names) -> str:
+    """``" (did you mean 'x'?)"`` for the closest known name, or nothing."""
+    import difflib
+    m = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    return f" (did you mean {m[0]!r}?)" if m else ""
 
 
 def resolve(args: argparse.Namespace) -> Config:

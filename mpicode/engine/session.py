@@ -53,6 +53,9 @@ class Session:
         cfg = self.cfg
         runlog = self.runlog or self.open()
         start = trainer.restore(self.snap) if self.snap is not None else 0
+        if self.snap is not None and not cfg.quiet:
+            print(f"mpicode: resuming {cfg.resume} at iteration {start} of {cfg.iterations} "
+                  f"({self.runlog.n_done} rows kept)", file=sys.stderr, flush=True)
         trainer.runlog = runlog
         trainer.progress = progress = make_progress("none" if cfg.quiet else cfg.progress,
                                                     cfg.iterations, self.desc, initial=start)
