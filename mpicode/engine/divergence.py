@@ -31,7 +31,9 @@ class DivergenceWatch:
         loss = float(loss)
         if self.base is None:
             self.base = float(self.problem.evaluate(self.w0)["loss"])
-        if math.isfinite(loss) and not loss > GROWTH * self.base:
+        if not math.isfinite(loss):  # the run loop stops with one line (and this hint)
+            return None
+        if not loss > GROWTH * self.base:
             return None
         self.warned = True
         msg = (f"mpicode: warning: training diverges: loss {loss:.3g} at iteration {it} "

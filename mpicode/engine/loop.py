@@ -181,7 +181,8 @@ class Trainer:
             row = out["row"]
             self._evaluate(it, start + iterations - 1, row)
             if self.problem is not None and diverged(self.w, row):
-                self.status, self.error = "failed", divergence_error(it, self.lr)
+                self.status, self.error = "failed", divergence_error(it, self.lr,
+                                                                     self.divergence.hint())
                 break
             self._t_mark = row["t_end"]
             self._mark_dead(it, out)
@@ -246,6 +247,8 @@ def diverged(w: np.ndarray, row: dict) -> bool:
     return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0)))
 
 
-def divergence_error(it: int, lr: float) -> str:
+def divergence_error(it: int, lr: float, hint: str = "") -> str:
+    """The one line of a diverged run; with unscaled features it says so too."""
+    extra = f"; {hint}" if "standardized" in hint else ""
     return (f"the model diverged at iteration {it} (its loss or weights are no longer "
-            f"finite): try a smaller --lr (now {lr:g})")
+            f"finite): try a smaller --lr (now {lr:g}){extra}")
