@@ -164,6 +164,8 @@ def test_divergence_warns_once_and_names_the_cause(capsys):
     assert w.check(3, {"loss": float("nan")}) is None  # once
     assert capsys.readouterr().err.count("warning: training diverges") == 1
     scaled = DivergenceWatch(_Pb(np.array([[1.0, 0.0], [-1.0, 1.0]])), np.ones(2))
-    msg = scaled.check(0, {"loss": float("inf")})
+    msg = scaled.check(0, {"loss": 1e9})
     assert "smaller --lr" in msg and "--standardize" not in msg
+    # a non-finite loss is the run loop's hard stop (one line, with this hint): no warning
+    assert DivergenceWatch(_Pb(np.ones((2, 2))), np.ones(2)).check(0, {"loss": np.inf}) is None
     assert DivergenceWatch(None, None).check(0, {"loss": float("inf")}) is None
