@@ -32,8 +32,8 @@ QUICK = {"samples": 2000, "features": 20, "seed": 1, "lr": 0.5}
 
 def run_config(N: int, out: str, size: dict, iterations: int, **kw):
     """A validated configuration of one calibration (or benchmark) run on N workers."""
-    from mpicode.config import OPTIONS, Config, validate_for_size
-    v = {o.name: o.default for o in OPTIONS}
+    from mpicode.config import Config, defaults, validate_for_size
+    v = dict(defaults().values)  # every option, the registered schemes' too
     v.update(size)
     v.update(iterations=iterations, quiet=True, force=True, delay_mode="sleep",
              stragglers="none", stragglers_tolerated=1, out=out)

@@ -229,7 +229,7 @@ def build(cfg: Config, comm, problem):
         events.clock = WallClock(trainer.now, coord.poll, stop_requested)
     coord.attach(scheme, events.hooks)
     # --max-wait for the schemes that cannot give up by themselves (two-stage's is its own)
-    limit = cfg.max_wait if getattr(scheme, "max_wait", None) is None else None
+    limit = getattr(cfg, "max_wait", None) if getattr(scheme, "max_wait", None) is None else None
     if virtual:
         coord.max_wait = limit   # waiting for the real message of a virtual event
     else:
