@@ -75,6 +75,28 @@ def add_sweep(sub) -> None:
     sw.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
+def add_data(sub) -> None:
+    """``mpicode data synth | import | bundled``."""
+    dp = sub.add_parser("data", help="datasets: synth, import, bundled")
+    dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
+    sy.add_argument("--samples", type=int, default=4000,
+                    help="training rows (a test set of 20%% more is added; default 4000)")
+    sy.add_argument("--features", type=int, default=50, help="columns (default 50)")
+    sy.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
+    sy.add_argument("--out", required=True, metavar="FILE.h5", help="dataset file to write")
+    sy.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    from mpicode.io.dataimport import add_import_arguments
+    im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
+                         "bundled dataset into data/NAME.h5")
+    add_import_arguments(im)
+    bu = dsub.add_parser("bundled", help="build digits, breast_cancer, diabetes (scikit-learn)")
+    bu.add_argument("--out-dir", default="data", metavar="DIR",
+                    help="where NAME.h5 go (default data/)")
+    bu.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    bu.add_argument("--force", action="store_true", help="overwrite existing files")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="mpicode", description="Straggler-tolerant distributed gradient descent "
                "on MPI (coded computing phase, Lyapunov-scheduled communication phase).")
@@ -106,25 +128,7 @@ def build_parser() -> Parser:
     add_report_views(rp)
     add_sweep(sub)
 
-    dp = sub.add_parser("data", help="datasets: synth, import, bundled")
-    dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    sy = dsub.add_parser("synth", help="write a seeded synthetic binary-classification dataset")
-    sy.add_argument("--samples", type=int, default=4000,
-                    help="training rows (a test set of 20%% more is added; default 4000)")
-    sy.add_argument("--features", type=int, default=50, help="columns (default 50)")
-    sy.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
-    sy.add_argument("--out", required=True, metavar="FILE.h5", help="dataset file to write")
-    sy.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    from mpicode.io.dataimport import add_import_arguments
-    im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
-                         "bundled dataset into data/NAME.h5")
-    add_import_arguments(im)
-    bu = dsub.add_parser("bundled", help="build digits, breast_cancer, diabetes (scikit-learn)")
-    bu.add_argument("--out-dir", default="data", metavar="DIR",
-                    help="where NAME.h5 go (default data/)")
-    bu.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-    bu.add_argument("--force", action="store_true", help="overwrite existing files")
-
+    add_data(sub)
     add_traces(sub)
     add_benches(sub)
 

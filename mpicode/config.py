@@ -25,7 +25,9 @@ from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
     _is_pos_float,
     _optional_float,
     _optional_int,
+    default_text,
     hidden_sizes,
+    nearest,
     nonneg,
     optional_positive,
     positive,
@@ -232,13 +234,6 @@ class Config:
         return Config(v, dict(self.source))
 
 
-def _default_text(o: Option) -> str:
-    """`` (default: X)``, unless the help already says what the default is or there is none."""
-    if o.default is None or o.default == "" or "default" in o.help:
-        return ""
-    return f" (default: {o.default})"
-
-
 SIMULATE_ONLY = ("workers", "compute", "measure_partition_cost")
 
 
@@ -264,7 +259,7 @@ def add_options(parser: argparse.ArgumentParser, hide=()) -> None:
                            const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             g.add_argument(o.flag, dest=o.name, default=argparse.SUPPRESS, metavar=o.metavar,
-                           help=o.help + _default_text(o)
+                           help=o.help + default_text(o)
                            + (f"; one of {', '.join(o.choices)}" if o.choices else ""))
 
 
@@ -317,7 +312,7 @@ def load_toml(path: str) -> dict:
         if isinstance(v, dict):
             if k not in sections:
                 raise UsageError(f"config file {path}: unknown section [{k}]"
-                                 f"{_nearest(k, sections)} (sections: "
+                                 f"{nearest(k, sections)} (sections: "
                                  f"{', '.join(sorted(sections))})")
             items += [(k2, v2, f" (in [{k}])") for k2, v2 in v.items()]
         else:
@@ -328,18 +323,11 @@ def load_toml(path: str) -> dict:
         name = k.replace("-", "_")
         if name not in known or isinstance(v, dict):
             raise UsageError(f"config file {path}: unknown key {k!r}{section}"
-                             f"{_nearest(name, known)}")
+                             f"{nearest(name, known)}")
         if name in out:
             raise UsageError(f"config file {path}: key {k!r} given twice")
         out[name] = v
     return out
-
-
-def _nearest(name: str, names) -> str:
-    """``" (did you mean 'x'?)"`` for the closest known name, or nothing."""
-    import difflib
-    m = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
-    return f" (did you mean {m[0]!r}?)" if m else ""
 
 
 def resolve(args: argparse.Namespace) -> Config:

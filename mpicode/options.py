@@ -95,3 +95,17 @@ def hidden_sizes(x):
     parts = str(x).split(",")
     ok = 1 <= len(parts) <= 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts)
     return None if ok else "must be H or H1,H2 (one or two positive integers)"
+
+
+def default_text(o: Option) -> str:
+    """`` (default: X)``, unless the help already says what the default is or there is none."""
+    if o.default is None or o.default == "" or "default" in o.help:
+        return ""
+    return f" (default: {o.default})"
+
+
+def nearest(name: str, names) -> str:
+    """``" (did you mean 'x'?)"`` for the closest known name, or nothing."""
+    import difflib
+    m = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    return f" (did you mean {m[0]!r}?)" if m else ""
