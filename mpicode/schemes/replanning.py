@@ -126,3 +126,32 @@ class Replanning:
                               f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
                               "workers")
         return acts
+
+    def _worth_it(self, t: float) -> bool:
+        """Count trigger refinement: is some unfinished stage-1 worker *not* about to finish,
+        i.e. its predicted finish (from tau) is further from now, either way, than the time
+        idle workers need to cover its partitions? Without history (first iteration) or
+        with nobody idle, yes. When every straggler is about to finish on its own (balanced
+        shares, as with persistently slow workers once speeds are learnt), re-issuing its
+        partitions only adds load and messages; the deadline trigger stays as the safety
+        net."""
+        if not np.isfinite(self.tau).any():
+            return True
+        tau = self.speeds()
+        busy = {x.worker for x in self.s1.values() if x.state != "done"}
+        idle = [w for w in np.flatnonzero(self.active).tolist() if w not in busy]
+        if not idle:
+            return True
+        fastest = min(tau[w] for w in idle)
+        per_group = max(1, len(idle) // (self.s2 + 1))
+        for x in self.s1.values():
+            if x.state != "pending" or x.task_id in self.cover:
+                continue
+            predicted = x.t_dispatch + tau[x.worker] * x.n
+            cover = fastest * math.ceil(x.n / per_group)
+            # off its prediction by more than half a cover (and more than the 10% that
+            # timing noise makes on a real machine), late or overdue: not "about to finish";
+            # with exponential tails an overdue worker is no closer to done
+            if abs(predicted - t) > max(0.5 * cover, 0.1 * predicted):
+                return True
+        return False

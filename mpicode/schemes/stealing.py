@@ -12,6 +12,7 @@ a mixin by :class:`mpicode.schemes.two_stage.TwoStage`.
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -21,56 +22,92 @@ from mpicode.schemes.shares import largest_remainder
 
 
 class Stealing:
+    def new_task(self, worker, stage, partitions, coeffs=None, t=0.0):
+        task = super().new_task(worker, stage, partitions, coeffs, t)
+        self.by_worker.setdefault(task.worker, []).append(task)
+        return task
+
+    def idle(self, w: int) -> bool:
+        return not any(x.state == "pending" for x in self.by_worker.get(w, ()))
+
+    def _idle_candidates(self) -> list[int]:
+        """Workers that may take work now: those known idle (and, at the first arrival,
+        every idle worker: a reserve)."""
+        if self.first_event:
+            return [int(w) for w in np.flatnonzero(self.active) if self.idle(int(w))]
+        return [w for w in self.idle_pool if self.idle(w) and self.active[w]]
+
+    def _may_act(self, task) -> bool:
+        """Stealing and re-planning need an idle worker: the one that just finished, one that
+        went idle before and got nothing, or (at the first arrival) a reserve."""
+        return self.first_event or bool(self.idle_pool) or self.idle(task.worker)
+
     def _chunked(self, worker: int, parts) -> list[Task]:
         """The share of ``worker`` as up to ``stage1_chunks`` consecutive tasks."""
         parts = list(parts)
         m = max(1, min(self.stage1_chunks, len(parts)))
         sizes = largest_remainder(len(parts), np.ones(m), minimum=1)
         out, i = [], 0
+        tau = self.speeds()[worker]
+        f = 0.0
         for n in sizes.tolist():
             out.append(self.new_task(worker, 1, parts[i:i + n]))
+            f += tau * n  # chunks run one after another: planned finishes accumulate
+            self.planned[out[-1].task_id] = f
+            heapq.heappush(self.finish_heap, (f, out[-1].task_id))
             i += n
+        self._push_victim(worker)
         return out
 
-    def _queue_finish(self, pend: list[Task], t: float, tau) -> float:
-        """When a worker's pending stage-1 tasks are predicted to be done (in order)."""
-        f = t
-        for k, x in enumerate(pend):
-            start = x.t_dispatch if k == 0 else f
-            f = max(f, start + tau[x.worker] * x.n) if k == 0 else f + tau[x.worker] * x.n
-        return f
+    def _someone_late(self, t: float) -> bool:
+        """Is a pending stage-1 task past its planned finish? (A lazy min-heap: O(log n).)"""
+        h = self.finish_heap
+        while h and (h[0][1] not in self.s1 or self.s1[h[0][1]].state != "pending"
+                     or h[0][1] in self.cover):
+            heapq.heappop(h)
+        return bool(h) and h[0][0] < t
+
+    def _s1_pending(self, w: int) -> list[Task]:
+        return [x for x in self.by_worker.get(w, ()) if x.state == "pending"
+                and x.task_id in self.s1]
+
+    def _push_victim(self, w: int) -> None:
+        """Offer worker w's last queued stage-1 task to thieves (key: its planned finish)."""
+        q = self._s1_pending(w)
+        if len(q) > 1:
+            x = q[-1]
+            heapq.heappush(self.victims, (-self.planned[x.task_id], w, x.task_id))
 
     def _steal(self, t: float) -> Actions:
         """Every idle worker that finished its own work steals the last queued stage-1 task
-        of the worker predicted to finish last (if the thief holds its partitions)."""
+        of the worker predicted to finish last (if the thief holds its partitions). A heap of
+        victims keyed by planned finish: O(log N) a steal."""
         acts = Actions()
         if self.stage1_chunks <= 1:
             return acts
         tau = self.speeds()
-        while True:
-            pending: dict[int, list[Task]] = {}
-            for x in self.s1.values():
-                if x.state == "pending":
-                    pending.setdefault(x.worker, []).append(x)
-            busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
-            idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-            victims = [(self._queue_finish(q, t, tau), v) for v, q in pending.items()
-                       if len(q) > 1 and not self.tiles[q[-1].task_id]]
-            if not idle or not victims:
-                return acts
-            _, v = max(victims)
-            x = pending[v][-1]
-            thieves = [w for w in idle if all(self.placement.holds(w, int(k))
-                                                for k in x.partitions)]
-            if not thieves:
-                return acts
-            w = min(thieves, key=lambda u: (tau[u], u))
+        thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
+        while thieves and self.victims:
+            _, v, tid = heapq.heappop(self.victims)
+            q = self._s1_pending(v)
+            if len(q) < 2 or q[-1].task_id != tid or self.tiles[tid]:
+                continue  # stale entry: that task ran, was stolen, or has stage-2 blocks
+            x = q[-1]
+            w = next((u for u in thieves if all(self.placement.holds(u, int(k))
+                                                 for k in x.partitions)), None)
+            if w is None:
+                continue  # no idle holder for it now
+            thieves.remove(w)
             acts.cancel += self._cancel([x], t)
             x.t_done = math.nan  # never ran: no lower bound on its worker's speed
             del self.s1[x.task_id], self.tiles[x.task_id]
             y = self.new_task(w, 1, x.partitions, t=t)
+            self.planned[y.task_id] = t + tau[w] * y.n
+            heapq.heappush(self.finish_heap, (self.planned[y.task_id], y.task_id))
             self.s1[y.task_id] = y
             self.tiles[y.task_id] = []
             acts.dispatch.append(y)
             self.steals += 1
             self.stolen_n += x.n
+            self._push_victim(v)
+        return acts

@@ -148,6 +148,12 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.n_u = 0
         self.rounds = 0          # re-planning rounds used this iteration
         self.steals = 0          # stage-1 tasks stolen by idle workers
+        self.by_worker: dict[int, list[Task]] = {}  # every task of a worker, in dispatch order
+        self.finish_heap: list = []  # (planned finish, task id) of stage-1 tasks: who is late
+        self.first_event = True  # the first arrival also looks at workers idle from the start
+        self.idle_pool: set[int] = set()  # workers that went idle and were given nothing
+        self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
+        self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
         self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
 
@@ -215,8 +221,11 @@ class TwoStage(Stealing, Replanning, Scheme):
                     and self.n_done1 >= self.k1 and self._worth_it(t)):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
-            if not self._complete() and not self.expired:
+            if self.idle(task.worker):
+                self.idle_pool.add(task.worker)
+            if self._may_act(task) and not self._complete() and not self.expired:
                 acts += self._steal(t)
+                self.idle_pool.difference_update(x.worker for x in acts.dispatch)
             if self.armed and not self.issued and not self._complete() and not self.expired:
                 acts += self._stage2(t)
         else:
@@ -228,38 +237,15 @@ class TwoStage(Stealing, Replanning, Scheme):
                     mine = {b.task_id for b in self.tiles[j][g]}
                     acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
                                                  if b.task_id not in mine), t)
-        if self.rounds < self.replan and not self._complete() and not self.expired:
+        if (self.rounds < self.replan and self._may_act(task) and not self._complete()
+                and not self.expired and self._someone_late(t)):
             acts += self._replan(t)
+        self.first_event = False
+        if self.idle(task.worker):
+            self.idle_pool.add(task.worker)
+        self.idle_pool.difference_update(x.worker for x in acts.dispatch)
         return acts
 
-    def _worth_it(self, t: float) -> bool:
-        """Count trigger refinement: is some unfinished stage-1 worker *not* about to finish,
-        i.e. its predicted finish (from tau) is further from now, either way, than the time
-        idle workers need to cover its partitions? Without history (first iteration) or
-        with nobody idle, yes. When every straggler is about to finish on its own (balanced
-        shares, as with persistently slow workers once speeds are learnt), re-issuing its
-        partitions only adds load and messages; the deadline trigger stays as the safety
-        net."""
-        if not np.isfinite(self.tau).any():
-            return True
-        tau = self.speeds()
-        busy = {x.worker for x in self.s1.values() if x.state != "done"}
-        idle = [w for w in np.flatnonzero(self.active).tolist() if w not in busy]
-        if not idle:
-            return True
-        fastest = min(tau[w] for w in idle)
-        per_group = max(1, len(idle) // (self.s2 + 1))
-        for x in self.s1.values():
-            if x.state != "pending" or x.task_id in self.cover:
-                continue
-            predicted = x.t_dispatch + tau[x.worker] * x.n
-            cover = fastest * math.ceil(x.n / per_group)
-            # off its prediction by more than half a cover (and more than the 10% that
-            # timing noise makes on a real machine), late or overdue: not "about to finish";
-            # with exponential tails an overdue worker is no closer to done
-            if abs(predicted - t) > max(0.5 * cover, 0.1 * predicted):
-                return True
-        return False
 
     def on_tick(self, t):
         if self.max_wait is not None and t >= self.max_wait:
