@@ -30,18 +30,18 @@ class Replanning:
         f = (x.t_dispatch if start is None else max(start, x.t_dispatch)) + tau[x.worker] * x.n
         return f if f >= t else t + tau[x.worker] * x.n
 
-    def _running_stage1(self) -> dict[int, tuple[Task, float]]:
-        """Stage-1 task id -> (task, start) of every worker's running stage-1 task (its first
-        pending one: a worker runs its tasks in dispatch order)."""
-        out, last, seen = {}, {}, set()
-        for x in self.tasks.values():  # in dispatch order
-            if x.state == "done":
-                last[x.worker] = max(last.get(x.worker, 0.0), x.t_done)
-            elif x.state == "pending" and x.worker not in seen:
-                seen.add(x.worker)
-                if x.task_id in self.s1:
-                    out[x.task_id] = (x, last.get(x.worker, x.t_dispatch))
-        return out
+    def _start(self, x: Task) -> float | None:
+        """When ``x`` started, if it is its worker's running task (its first pending one: a
+        worker runs its tasks in dispatch order): the end of the task before it; else None."""
+        last = x.t_dispatch
+        for y in self.by_worker.get(x.worker, ()):
+            if y is x:
+                return last
+            if y.state == "pending":
+                return None  # queued behind a running task
+            if y.state == "done":
+                last = max(last, y.t_done)
+        return None
 
     def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
         """(group, its pending blocks, predicted cover time) of the group of j that is
@@ -60,15 +60,16 @@ class Replanning:
         """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of the late
         straggler predicted to be covered last, or None."""
         late = []
-        running = self._running_stage1()
-        for j, x in self.s1.items():
-            if j in self.cover or x.state != "pending":
+        for j in list(self.late_ids):  # past their planned finish (see _someone_late)
+            x = self.s1.get(j)
+            if x is None or j in self.cover or x.state != "pending":
+                self.late_ids.discard(j)
                 continue
-            start = running.get(j, (x, None))[1]
+            start = self._start(x)
             if self.tiles[j]:
                 g, pend, f = self._best_group(j, t, tau)
                 f = min(f, self._finish(x, t, tau, start))
-            elif j in running:  # no group yet: a backup of its whole set, in pieces
+            elif start is not None:  # no group yet: a backup of its whole set, in pieces
                 g, pend, f = -1, [x], self._finish(x, t, tau, start)
             else:  # queued behind its worker's running task: work stealing's, not ours
                 continue
@@ -83,9 +84,9 @@ class Replanning:
         last, as a new group: its arrived blocks plus new blocks tiling the rest."""
         tau = self.speeds()
         # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
-        busy = {x.worker for x in self.tasks.values() if x.state == "pending"}
-        busy |= {x.worker for x in self.s1.values() if x.state != "done"}
-        idle = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
+        idle = [w for w in self._idle_candidates()
+                if all(x.state == "done" for x in self.by_worker.get(w, ())
+                       if x.task_id in self.s1)]
         if not idle:
             return Actions()
         pick = self._latest_straggler(t, tau)

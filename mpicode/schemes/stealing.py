@@ -60,16 +60,23 @@ class Stealing:
         return out
 
     def _someone_late(self, t: float) -> bool:
-        """Is a pending stage-1 task past its planned finish? (A lazy min-heap: O(log n).)"""
+        """Is a pending stage-1 task past its planned finish? Tasks move from a min-heap of
+        planned finishes into ``late_ids`` once (O(log n) each)."""
         h = self.finish_heap
-        while h and (h[0][1] not in self.s1 or self.s1[h[0][1]].state != "pending"
-                     or h[0][1] in self.cover):
-            heapq.heappop(h)
-        return bool(h) and h[0][0] < t
+        while h and h[0][0] < t:
+            self.late_ids.add(heapq.heappop(h)[1])
+        self.late_ids = {j for j in self.late_ids if j in self.s1 and j not in self.cover
+                         and self.s1[j].state == "pending"}
+        return bool(self.late_ids)
 
     def _s1_pending(self, w: int) -> list[Task]:
         return [x for x in self.by_worker.get(w, ()) if x.state == "pending"
                 and x.task_id in self.s1]
+
+    def _stale_victim(self, entry) -> bool:
+        _, v, tid = entry
+        q = self._s1_pending(v)
+        return len(q) < 2 or q[-1].task_id != tid or bool(self.tiles[tid])
 
     def _push_victim(self, w: int) -> None:
         """Offer worker w's last queued stage-1 task to thieves (key: its planned finish)."""
@@ -83,16 +90,17 @@ class Stealing:
         of the worker predicted to finish last (if the thief holds its partitions). A heap of
         victims keyed by planned finish: O(log N) a steal."""
         acts = Actions()
-        if self.stage1_chunks <= 1:
+        while self.victims and self._stale_victim(self.victims[0]):
+            heapq.heappop(self.victims)
+        if self.stage1_chunks <= 1 or not self.victims:  # nothing queued to steal: O(1)
             return acts
         tau = self.speeds()
         thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
         while thieves and self.victims:
-            _, v, tid = heapq.heappop(self.victims)
-            q = self._s1_pending(v)
-            if len(q) < 2 or q[-1].task_id != tid or self.tiles[tid]:
-                continue  # stale entry: that task ran, was stolen, or has stage-2 blocks
-            x = q[-1]
+            entry = heapq.heappop(self.victims)
+            if self._stale_victim(entry):
+                continue  # that task ran, was stolen, or has stage-2 blocks
+            v, x = entry[1], self.s1[entry[2]]
             w = next((u for u in thieves if all(self.placement.holds(u, int(k))
                                                  for k in x.partitions)), None)
             if w is None:

@@ -154,6 +154,7 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.idle_pool: set[int] = set()  # workers that went idle and were given nothing
         self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
         self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
+        self.late_ids: set[int] = set()  # stage-1 tasks past their planned finish
         self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
 
