@@ -56,7 +56,6 @@ class Stealing:
             self.planned[out[-1].task_id] = f
             heapq.heappush(self.finish_heap, (f, out[-1].task_id))
             i += n
-        self._push_victim(worker)
         return out
 
     def _someone_late(self, t: float) -> bool:

@@ -175,6 +175,8 @@ class TwoStage(Stealing, Replanning, Scheme):
         parts = assign(range(self.K), workers, counts, tau, self.placement)
         tasks = [x for w in workers if parts[w] for x in self._chunked(w, parts[w])]
         self.s1 = {t.task_id: t for t in tasks}
+        for w in workers:  # their queued chunks, for idle workers to steal
+            self._push_victim(w)
         self.tiles = {t.task_id: [] for t in tasks}
         self.n1 = len(tasks)
         k1 = self.n1 - math.ceil(self.s * self.n1 / self.N)
