@@ -40,8 +40,8 @@ OPTIONS = (
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", int, 8, "two-stage: re-planning rounds per iteration after stage 2 "
-           "(0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
+    Option("replan", int, 8, "two-stage: re-planning rounds per iteration for late stragglers "
+           "(stage k; 0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=cf.nonneg, group="two-stage"),
     Option("max_wait", cf.optional_float, None,
