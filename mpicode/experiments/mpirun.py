@@ -37,28 +37,17 @@ def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
 def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache: dict):
     """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds,
     exit code)."""
-    from mpicode import mpi as runtime
-    from mpicode.engine.session import Session
-    from mpicode.io.datasets import load
-    from mpicode.mpi.launch import execute
-    from mpicode.numerics.problem import Problem
+    from mpicode.mpi.calibrate import logged_run
 
     cfg = make_config(suite, cell, out_dir, data_dir)
-    key = (cfg.dataset, cfg.model, cfg.samples, cfg.features)
-    if key not in cache:
-        cache[key] = load(cfg)
-    problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
-    comm.Barrier()
-    if comm.rank != 0:
-        execute(cfg, comm, problem)
-        return None
-    attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
-             "dim": problem.dim, "n_ranks": comm.size, "experiment_group": cell.group,
-             "experiment_labels": cell.labels, "experiment_cell": cell.name}
-    session = Session(cfg, mode="mpi", n_workers=suite.workers, attrs=attrs)
     t0 = time.perf_counter()
-    code = execute(cfg, comm, problem, session)
-    return len(session.trainer.history), time.perf_counter() - t0, code
+    out = logged_run(cfg, comm, cache, {"experiment_group": cell.group,
+                                        "experiment_labels": cell.labels,
+                                        "experiment_cell": cell.name})
+    if out is None:
+        return None
+    code, trainer = out
+    return len(trainer.history), time.perf_counter() - t0, code
 
 
 def _inner(argv) -> int:

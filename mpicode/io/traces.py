@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from mpicode.config import UsageError
-from mpicode.io.textformats import _number
+from mpicode.io.textformats import _is_number, _number
 
 TRACE_FORMAT = "mpicode-trace"
 FORMATS = ("auto", "csv", "parquet")
@@ -101,14 +101,6 @@ def _read_parquet_table(path: str) -> tuple[list[str], list[list[str]], list[int
         raise UsageError(f"{path}: empty (no rows)")
     rows = [["" if c[r] is None else str(c[r]) for c in cols] for r in range(table.num_rows)]
     return list(table.column_names), rows, list(range(1, table.num_rows + 1))
-
-
-def _is_number(t: str) -> bool:
-    try:
-        float(t)
-    except ValueError:
-        return False
-    return True
 
 
 def _cell_float(path, line, col, t: str) -> float:

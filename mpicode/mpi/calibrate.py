@@ -41,9 +41,10 @@ def run_config(N: int, out: str, size: dict, iterations: int, **kw):
     return validate_for_size(Config(v), N)
 
 
-def logged_run(cfg, comm, cache: dict):
-    """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``;
-    rank 0 returns (exit code, trainer), the others None."""
+def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
+    """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
+    (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
+    None. ``cache`` keeps the loaded datasets between runs of one job."""
     from mpicode import mpi as runtime
     from mpicode.engine.session import Session
     from mpicode.io.datasets import load
@@ -58,7 +59,7 @@ def logged_run(cfg, comm, cache: dict):
         execute(cfg, comm, problem)
         return None
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
-             "dim": problem.dim, "n_ranks": comm.size}
+             "dim": problem.dim, "n_ranks": comm.size, **(attrs or {})}
     session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs)
     code = execute(cfg, comm, problem, session)
     return code, session.trainer
