@@ -115,6 +115,10 @@ def main(argv=None) -> int:
         mpi_s = time.perf_counter() - t
     print("experiments: seeded scheme comparison in the simulator (CIs)", flush=True)
     study_out = study.suite(suite.quick, log=lambda m: print(m, flush=True))
+    print("experiments: MLP on digits in the simulator (CIs)", flush=True)
+    from mpicode.experiments import mlp_publish, mlp_study
+    mlp_out = mlp_study.suite(suite.quick, log=lambda m: print(m, flush=True),
+                              data_dir=data_dir)
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
@@ -145,6 +149,7 @@ def main(argv=None) -> int:
     study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
+    mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
     return 0
 
 
