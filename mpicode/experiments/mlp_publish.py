@@ -57,7 +57,8 @@ def accuracy_line(rows: list[dict], meta: dict) -> str:
          f"scenario and seed (target >= 0.95: {'met' if min(unc) >= 0.95 else 'MISSED'})"
          if unc else "")
     if ign and unc:
-        s += (f"; ignore-stragglers (inexact, drops the slowest message each iteration): mean "
+        s += (f"; ignore-stragglers (inexact: it waits for N - s of the N messages and rescales, "
+              f"dropping the slowest worker's batch rows each iteration): mean "
               f"{sum(ign) / len(ign):.4f} against uncoded's {sum(unc) / len(unc):.4f}")
     return s + "."
 
@@ -68,9 +69,12 @@ def section(rows: list[dict], cmp: list[dict], meta: dict, subject: str, rel: st
          "`mpicode.experiments.mlp_study`); do not edit by hand._", "",
          f"`mpicode simulate --compute real` (real numerics) on digits: `--model mlp --hidden "
          f"{m['hidden']} --optimizer {m['optimizer']} --lr {m['lr']} --batch-size "
-         f"{m['batch_size']} --workers {m['workers']} --epochs {m['epochs']}`, {meta['seeds']} "
+         f"{m['batch_size']} --workers {m['workers']} --epochs {m['epochs']} --delay-unit "
+         f"{meta.get('delay_unit', 0.02)} --partition-cost {meta.get('partition_cost_s', '-')}` "
+         f"(a fixed compute cost, so the cells are comparable), {meta['seeds']} "
          f"seeds per cell (a seed fixes the straggler draws, the initialisation and the "
-         "mini-batches, shared by the schemes), the straggler scenarios of the simulator study. "
+         "mini-batches, shared by the schemes), the straggler scenarios of the simulator study, "
+         "the flexible schemes under the default `shared` placement. "
          f"Virtual seconds to test accuracy >= {meta['acc_target']} and to test loss <= "
          f"{meta['loss_target']}; mean and 95% Student-t interval over the seeds. The exact "
          "schemes train the same model (the same accuracy), so they differ in time only.", "",

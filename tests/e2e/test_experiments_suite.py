@@ -48,5 +48,12 @@ def test_quick_suite(tmp_path):
     text = readme.read_text()
     assert text.startswith("# project\n\nkept\n")
     assert publish.START in text and publish.END in text and "results/results.md" in text
+    # the simulator study (the shipped traces among its scenarios, the coded comparison) and
+    # the MLP study are published next to the claims
+    study = json.loads((out / "study.json").read_text())
+    assert {"trace-SE", "trace-AR"} <= {r["scenario"] for r in study["rows"]}
+    assert study["meta"]["coded"] and "best of frc and cyclic" in text
+    mlp = json.loads((out / "mlp.json").read_text())
+    assert mlp["rows"] and "<!-- mlp:start -->" in text and "results/mlp.json" in text
     table = (out / "results.md").read_text()
     assert "| 1 |" in table and "| 4 |" in table
