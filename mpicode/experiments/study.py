@@ -268,13 +268,15 @@ FULL = ([8, 64, 256], 5, {8: 20, 64: 20, 256: 8})
 def suite(quick: bool, log=print) -> tuple[list[dict], list[dict], dict]:
     """The comparison ``make experiments`` runs: (rows, comparisons, meta)."""
     ns, seeds, iterations = ([8], 2, 5) if quick else FULL
+    t0 = time.perf_counter()
     rows = run(ns, seeds, iterations, log=log)
     others = [k for k in available(SCHEMES) if not k.startswith(SUBJECT)]
     meta = {"N": ns, "seeds": seeds, "iterations": iterations, "others": others,
             "scenarios": list(SCENARIOS), "placements": list(PLACEMENTS),
             "not_run": {f"{k} {pl} at N >= {n}": why for (k, pl), (n, why) in TOO_SLOW.items()
                         if any(N >= n for N in ns)},
-            "coded": compare_coded(rows), "coded_target": CODED_TARGET}
+            "coded": compare_coded(rows), "coded_target": CODED_TARGET,
+            "wall_s": time.perf_counter() - t0}
     return rows, compare(rows), meta
 
 
