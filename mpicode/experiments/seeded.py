@@ -22,7 +22,7 @@ from mpicode.experiments import analyse
 from mpicode.experiments.suite import EXACT, FIXED, PLACEMENTS
 from mpicode.stats import mean_ci
 
-METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load")
+METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load", "vs_oracle")
 SUBJECTS = ("two-stage", "two-stage (paper)")
 # claim 1's baselines: every exact scheme that is not a two-stage variant
 BASELINES = tuple(k for k in EXACT if not k.startswith("two-stage"))
@@ -38,12 +38,27 @@ def collect(suite, read) -> dict:
                     for label, pl in suite.variants()}
             _, rows = analyse.scheme_case(runs, list(runs))
             for (label, pl), m in rows.items():
+                m["vs_oracle"] = vs_oracle(runs[label, pl])
                 for place in PLACEMENTS if pl == FIXED else (pl,):
                     d = cases.setdefault((scen, place), {}).setdefault(
                         label, {x: [] for x in METRICS})
                     for x in METRICS:
                         d[x].append(float(m[x]))
     return cases
+
+
+def vs_oracle(run: dict) -> float:
+    """Mean iteration time / mean clairvoyant-oracle time (``/iterations/oracle_s``: the
+    perfect split of the realised computation; the iteration also pays messages, decoding
+    and logging, which the oracle does not); NaN when the run has no oracle column."""
+    it, n = run["iterations"], run["n"]
+    if "oracle_s" not in it or not n:
+        return math.nan
+    dur = np.asarray(it["t_end"], float)[:n] - np.asarray(it["t_start"], float)[:n]
+    orc = np.asarray(it["oracle_s"], float)[:n]
+    ok = np.isfinite(dur) & np.isfinite(orc)
+    return float(dur[ok].mean() / orc[ok].mean()) if ok.any() and orc[ok].mean() > 0 \
+        else math.nan
 
 
 def ci(x) -> dict:

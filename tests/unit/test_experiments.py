@@ -200,3 +200,14 @@ def test_readme_section_replaced_in_place(tmp_path):
 
 
 # -- the quick suite end to end ------------------------------------------------------------
+
+
+def test_vs_oracle_of_a_run():
+    it = {"t_start": np.array([0.0, 1.0, 3.0, 9.0]), "t_end": np.array([1.0, 3.0, 6.0, 9.5]),
+          "oracle_s": np.array([0.5, 1.0, 1.5, np.nan])}
+    # 3 valid rows: mean 2 s against a mean oracle of 1 s
+    assert seeded.vs_oracle({"iterations": it, "n": 3}) == pytest.approx(2.0)
+    # the 4th row has no oracle value: it is left out of both means
+    assert seeded.vs_oracle({"iterations": it, "n": 4}) == pytest.approx(2.0)
+    assert math.isnan(seeded.vs_oracle({"iterations": {"t_start": it["t_start"],
+                                                        "t_end": it["t_end"]}, "n": 3}))
