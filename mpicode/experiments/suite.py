@@ -143,7 +143,7 @@ class Suite:
             return s
         s = cls(quick=True, workers=4, delay_unit=0.002, comm_delay_unit=0.001, iterations=5,
                 seeds=2, comm_iterations=4, noniid_iterations=6, sweep_ns=(8, 16, 32),
-                sweep_iterations=3, sweep_fit_min_n=8, mpiexec_timeout_s=240)
+                sweep_iterations=3, sweep_fit_min_n=8, mpiexec_timeout_s=300)
         s.datasets = cls.model_datasets(samples=400, features=10)
         s.noniid_datasets = ["digits"]
         s.comm_dataset = Dataset("synthetic-200", {"dataset": "synthetic", "model": "logistic",

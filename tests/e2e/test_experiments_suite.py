@@ -11,7 +11,7 @@ from conftest import PY, ROOT
 from mpicode.experiments import publish, verdicts
 from mpicode.experiments.suite import Suite
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)
 
 
 # -- rules ---------------------------------------------------------------------------------
@@ -26,7 +26,7 @@ def test_quick_suite(tmp_path):
     readme.write_text("# project\n\nkept\n")
     r = subprocess.run([PY, "-m", "mpicode.experiments", "--quick", "--out", str(out),
                         "--readme", str(readme)], capture_output=True, text=True,
-                       timeout=200, cwd=ROOT)
+                       timeout=360, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     suite = Suite.make(quick=True)
     for cell in suite.cells():  # one complete HDF5 run per cell
