@@ -38,6 +38,8 @@ def _case(ts_loss, others=None, ts_load=1.2, seeds=5):
     v = v if v.size == seeds else v[0] + rng.normal(0, 0.05, seeds)
     rows["two-stage"] = {"t_loss": list(v), "t_acc": list(v / 2), "mean_iter_s": list(v / 16),
                          "p95_iter_s": list(v / 10), "mean_load": [ts_load] * seeds}
+    for r in rows.values():
+        r["vs_oracle"] = list(np.asarray(r["mean_iter_s"]) / 0.02)
     return rows
 
 
@@ -211,3 +213,18 @@ def test_vs_oracle_of_a_run():
     assert seeded.vs_oracle({"iterations": it, "n": 4}) == pytest.approx(2.0)
     assert math.isnan(seeded.vs_oracle({"iterations": {"t_start": it["t_start"],
                                                         "t_end": it["t_end"]}, "n": 3}))
+
+
+def test_seeded_tables_show_the_intervals():
+    import json
+    cases = {("s", "shared"): _case(6.0), ("s", "replicated:2"): _case(9.0)}
+    sd = {"cases": cases, "rows": seeded.table_rows(cases), "seeds": 5, "dataset": "d",
+          "iterations": 20, "vs_codes": seeded.vs_codes(cases),
+          "compare": {s: seeded.compare(cases, s) for s in seeded.SUBJECTS}}
+    text = "\n".join(publish.seeded_section(sd, full=True))
+    c = sd["compare"]["two-stage"][0]["t_loss"]
+    assert f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]" in text
+    assert "| s | shared | self-scheduling |" in text and "| faster |" in text
+    assert "| s | replicated:2 | self-scheduling |" in text and "| slower |" in text
+    assert text.count("| s | shared |") == 1 + len(cases["s", "shared"])  # + every scheme
+    json.dumps(publish.jsonable(sd))  # tuple keys and NaNs survive the summary
