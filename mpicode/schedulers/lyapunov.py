@@ -64,6 +64,9 @@ class Lyapunov(Scheduler):
         Option("min_participation", finite_float, 0.85,
                "coding-aware admission: long-run participation floor per worker",
                check=unit_closed, group="comm"),
+        Option("queue_weights", str, "bytes",
+               "lyapunov: weigh a data queue by its bytes (the design) or by the airtime it "
+               "needs (bytes / E[R_i])", choices=("bytes", "airtime"), group="comm"),
     )
     STATE = Scheduler.STATE + ("P", "gamma", "_r")
 
