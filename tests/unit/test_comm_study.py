@@ -85,3 +85,26 @@ def test_quick_study_in_virtual_time():
     first = next(r for r in rows if r["scheme"] == "two-stage" and r["scheduler"] == "lyapunov")
     assert again["mean_iter_s"] == first["mean_iter_s"][0]
     assert cs.table(cmp, "virtual")[0].startswith("| scheme |")
+
+
+def _cmp(block, scheme, base, lo, hi, jain=0.99, floor=True):
+    ci = {"mean": (lo + hi) / 2, "lo": lo, "hi": hi}
+    m = {"ratio": ci, "verdict": cs.verdict(ci), "subject": 1.0, "baseline": 1.0}
+    return {"block": block, "scheme": scheme, "baseline": base, "subject": cs.SUBJECT,
+            "seeds": 5, **{k: m for k in cs.METRICS}, "part_min": 0.9,
+            "part_jain": {"mean": jain, "lo": jain, "hi": jain}, "floor_held": floor}
+
+
+def test_claim2_from_the_study():
+    from mpicode.experiments import verdicts
+    good = [_cmp("virtual", s, b, 0.7, 0.9) for s in ("a", "b") for b in ("fifo", "round-robin")]
+    tie = [_cmp("virtual", "a", "max-weight", 0.95, 1.05)]
+    c = verdicts.claim2({}, study=good + tie)
+    assert c["verdict"] == verdicts.HOLDS and "max-weight: 0 sooner, 1 tie" in c["plain"]
+    mixed = good[:-1] + [_cmp("virtual", "b", "round-robin", 0.95, 1.05)]
+    assert verdicts.claim2({}, study=mixed)["verdict"] == verdicts.MIXED
+    unfair = [dict(x, floor_held=False) for x in good]
+    assert verdicts.claim2({}, study=unfair)["verdict"] == verdicts.FAILS
+    s = cs.summarise(good + tie, "virtual")
+    assert s["verdict"] == "holds" and s["per_baseline"]["max-weight"]["time_to_target_s"] == [
+        "tie"]
