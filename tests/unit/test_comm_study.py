@@ -85,6 +85,8 @@ def test_quick_study_in_virtual_time():
     first = next(r for r in rows if r["scheme"] == "two-stage" and r["scheduler"] == "lyapunov")
     assert again["mean_iter_s"] == first["mean_iter_s"][0]
     assert cs.table(cmp, "virtual")[0].startswith("| scheme |")
+    md = cs.markdown(cmp, meta)
+    assert "### virtual: claim 2" in md and "| two-stage | max-weight |" in md
 
 
 def _cmp(block, scheme, base, lo, hi, jain=0.99, floor=True):
