@@ -94,3 +94,24 @@ def test_virtual_time_order_is_unchanged(cls):
     _run(up, until=4.0)
     up.offer(1, (0, 1), 500, t=4.0)
     assert not up.pending
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 50)), min_size=6, max_size=6),
+       st.sampled_from(["tdma", "ofdma"]), st.sampled_from(["bytes", "airtime"]))
+def test_lyapunov_fast_order_is_the_design_order(qr, access, weights):
+    """theta = 0: the one-sort order equals positive weights first, then the rest by Q*R."""
+    import numpy as np
+    s = Lyapunov(6, Constant(6, [5.0, 50.0, 500.0, 5.0, 50.0, 500.0]), access=access,
+                 queue_weights=weights)
+    s.Q = np.array([float(q) * 100 for q, _ in qr])
+    R = np.array([r if r > 1 else 0.0 for _, r in qr])
+    w = np.where(s.Q > 0, s.c * s.Q * R, 0.0)
+    pos = [int(i) for i in np.flatnonzero(w > 0)[np.argsort(-w[w > 0], kind="stable")]]
+    rest = [int(i) for i in np.flatnonzero((s.Q > 0) & (w <= 0))]
+    order, k = s._order(R)
+    if not (s.Q > 0).any():
+        assert order == []
+        return
+    assert order == pos + rest
+    assert k == (1 if access == "tdma" else (min(s.m, len(pos)) if pos else s.m))
