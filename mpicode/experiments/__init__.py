@@ -9,8 +9,11 @@ Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell i
 ``mpiexec -n N+1 python -m mpi4py -m mpicode.experiments.mpirun --inner`` job (straggler
 traces first, then the scheme comparison (one seed, every dataset), the seeded MPI
 comparison (``Suite.seeds`` straggler realisations, both placements), the scheduler and non-IID
-comparisons, replaying them; one HDF5 run per cell in ``OUT/``); the scale sweep in the
-simulator; then metrics, the verdict of each claim by the rules of
+comparisons, replaying them; one HDF5 run per cell in ``OUT/``); in the simulator, the seeded
+scheme comparison (:mod:`~mpicode.experiments.study`) and the MLP on digits
+(:mod:`~mpicode.experiments.mlp_study`); claim 2's seeded scheduler study
+(:mod:`~mpicode.experiments.comm_study`: virtual time and one more MPI job); the scale sweep in
+the simulator; then metrics, the verdict of each claim by the rules of
 :mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
 ``OUT/summary.json`` and the README section between ``<!-- results:start -->`` and
 ``<!-- results:end -->``. ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
@@ -82,6 +85,23 @@ def machine(mpi_library: str) -> dict:
             "host": platform.node()}
 
 
+def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
+    """Claim 2's seeded study (:mod:`mpicode.experiments.comm_study`, virtual time and an MPI
+    block): run and saved in ``OUT/comm_study.{json,md}``, or read back with --analyse-only."""
+    import json
+
+    from mpicode.experiments import comm_study
+    path = out / "comm_study.json"
+    if analyse_only:
+        return json.loads(path.read_text())["compare"] if path.exists() else []
+    print("experiments: claim 2 with CIs (uplink schedulers; virtual time and MPI)", flush=True)
+    rows, cmp, cm = comm_study.suite(quick, log=lambda m: print(m, flush=True))
+    path.write_text(json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
+                               default=float))
+    (out / "comm_study.md").write_text(comm_study.markdown(cmp, cm))
+    return cmp
+
+
 def decide(res: dict, min_n: int) -> list[dict]:
     """Every claim's verdict (claim 1 also for two-stage in the paper's shape)."""
     cmp = res["seeded"]["compare"]
@@ -89,7 +109,7 @@ def decide(res: dict, min_n: int) -> list[dict]:
     c1b = verdicts.claim1(cmp["two-stage (paper)"], "two-stage (paper)")
     sorted_cases = {ds: rows for (ds, part), rows in res["noniid"].items() if part == "sorted"}
     out = [dict(c1, id="1"), dict(c1b, id="1b"),
-           dict(verdicts.claim2(res["schedulers"]), id="2"),
+           dict(verdicts.claim2(res["schedulers"], study=res.get("comm_study")), id="2"),
            dict(verdicts.claim3(sorted_cases), id="3"),
            dict(verdicts.claim4(res["sweep"]["rows"], res["sweep"]["notes"],
                                 res["sweep"]["lstsq"], min_n), id="4")]
@@ -138,6 +158,7 @@ def main(argv=None) -> int:
     from mpicode.experiments import mlp_publish, mlp_study
     mlp_out = mlp_study.suite(suite.quick, log=lambda m: print(m, flush=True),
                               data_dir=data_dir)
+    comm_cmp = comm_claim(suite.quick, out, a.analyse_only)
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
@@ -151,6 +172,7 @@ def main(argv=None) -> int:
 
     res = analyse.collect(suite, read)
     res["seeded"] = seeded.analyse_all(suite, read)
+    res["comm_study"] = comm_cmp
     res["sweep"] = sw
     claims = decide(res, suite.sweep_fit_min_n)
     res["targets16"] = targets16(res)
