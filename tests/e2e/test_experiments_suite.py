@@ -55,6 +55,10 @@ def test_quick_suite(tmp_path):
         assert c["verdict"] in ("faster", "slower", "tie", "n/a")
         assert c["best_loss"] not in ("two-stage", "two-stage (paper)")
     assert [t["id"] for t in summary["targets16"]] == ["16a", "16b"]
+    # claim 2 comes from the seeded scheduler study, in virtual time and MPI
+    comm = json.loads((out / "comm_study.json").read_text())
+    assert {c["block"] for c in comm["compare"]} == {"virtual", "mpi"}
+    assert summary["comm_study"] and (out / "comm_study.md").stat().st_size > 0
     text = readme.read_text()
     assert text.startswith("# project\n\nkept\n")
     assert publish.START in text and publish.END in text and "results/results.md" in text
