@@ -36,7 +36,7 @@ import numpy as np
 from mpicode.config import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, exam, holders
+from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, holders
 from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
 __all__ = ["GRACE", "SelfScheduling", "chunk_error"]
@@ -275,15 +275,16 @@ class SelfScheduling(Scheme):
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
-        rate = self.rates()
-        change = self.watch.look(self, rate, t)
-        if not self.placement.shared:
-            self.dirty.note(change, rate)
-        elif self.settled >= 0 and (change is None or self.settled in change[0]
-                                    or len(change[1]) or (self.cur[change[0]] >= 0).any()):
-            self.settled = -1  # what it was refused may have changed
         if self.done() or not self.idle.any():
-            return out
+            return out  # (changes meanwhile are still seen: Watch compares with its last look)
+        rate = self.rates()
+        if not self.placement.shared:
+            self.dirty.note(self.watch.look(self, rate, t), rate)
+        elif self.settled >= 0:
+            change = self.watch.look(self, rate, t)
+            if change is None or self.settled in change[0] or len(change[1]) \
+                    or (self.cur[change[0]] >= 0).any():
+                self.settled = -1  # what it was refused may have changed
         if self.placement.shared:  # everyone can take anything: only the fastest idle matters
             while self.idle.any() and (self.n_left or self.backup):
                 w = int(np.argmin(np.where(self.idle, rate, np.inf)))
@@ -291,12 +292,13 @@ class SelfScheduling(Scheme):
                     break  # refused a copy, and nothing it could take has changed since
                 task = self._pull(w, t) if self.n_left else self._copy(w, t, rate)
                 if task is None:
-                    self.settled = w
+                    self.settled = w  # changes are looked for from now on
+                    self.watch.prev, self.watch.t_seen = rate, t
                     break  # the fastest idle worker cannot help: nor can a slower one
                 out.append(task)
             return out
-        self.dirty.feed(t, rate.tolist(), out)  # the loop below, minus the known refusals
-        # for w in sorted(idle, key=(rate, w)): pull, else (backup) copy
+        # every idle worker, fastest first: pull, else (backup) copy; minus the known refusals
+        self.dirty.feed(t, rate.tolist(), out)
         return out
 
     # ---- events ----------------------------------------------------------------------------

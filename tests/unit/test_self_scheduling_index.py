@@ -28,9 +28,9 @@ def task_log(sc) -> list[tuple]:
 def same(a, b) -> None:
     """Equal, NaN included (a NaN time is a NaN time in both)."""
     assert len(a) == len(b)
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert len(ra) == len(rb)
-        for u, v in zip(ra, rb):
+        for u, v in zip(ra, rb, strict=True):
             assert u == v or (isinstance(u, float) and np.isnan(u) and np.isnan(v)), (ra, rb)
 
 
@@ -93,7 +93,7 @@ def test_seeded_simulations_log_the_same_tasks(N, placement, chunk, scenario):
               **SelfScheduling.option_values(cfg))
     runs = [simulate(cls(N, K, **kw), cfg, N, K, 4)
             for cls in (SelfScheduling, SelfSchedulingReference)]
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         assert a["tasks"].keys() == b["tasks"].keys()
         for key in a["tasks"]:
             np.testing.assert_array_equal(a["tasks"][key], b["tasks"][key], err_msg=key)
