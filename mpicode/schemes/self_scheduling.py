@@ -235,6 +235,7 @@ class SelfScheduling(Scheme):
             self.holders_of.append(holders(blocks, self.N, self.placement.R))
             for v in self.holders_of[x]:
                 self.held[v].append(x)
+            self.dirty.add_chunk(x, self.holders_of[x])
         return self._dispatch(w, x, 1, t)
 
     def _copies(self, rate: np.ndarray):

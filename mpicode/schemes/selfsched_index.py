@@ -89,6 +89,14 @@ class Dirty:
     def __init__(self, sc):
         self.sc = sc
         self.maybe: set[int] = set()
+        # per chunk its holders, -1 padded (at most K chunks): marking them is then one
+        # vectorised gather, not a Python loop over chunks (for small R; else the lists)
+        R = sc.placement.R
+        self.H = np.full((sc.K, R), -1, np.int64) if R <= 32 else None
+
+    def add_chunk(self, x: int, hs: list[int]) -> None:
+        if self.H is not None:
+            self.H[x, :len(hs)] = hs
 
     def add(self, w: int) -> None:
         self.maybe.add(w)
@@ -103,10 +111,15 @@ class Dirty:
         if not len(changed) and not len(crossed):
             return
         busy = changed[sc.cur[changed] >= 0]
-        chunks = set(sc.cx[sc.cur[busy]].tolist()) | set(crossed.tolist())
+        chunks = np.concatenate([sc.cx[sc.cur[busy]], crossed])
         idle = sc.idle
-        self.maybe.update(w for w in changed[idle[changed]].tolist())
-        for x in chunks:
+        self.maybe.update(changed[idle[changed]].tolist())
+        if self.H is not None:
+            v = self.H[chunks].ravel()
+            v = v[v >= 0]
+            self.maybe.update(v[idle[v]].tolist())
+            return
+        for x in set(chunks.tolist()):
             self.maybe.update(v for v in sc.holders_of[x] if idle[v])
 
     def feed(self, t: float, rl: list[float], out: list) -> None:

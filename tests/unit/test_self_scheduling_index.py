@@ -81,6 +81,7 @@ def simulate(scheme, cfg, N, K, iterations):
     (40, "replicated:2", "guided", "bimodal"), (40, "replicated:3", "weighted", "pareto"),
     (40, "shared", "weighted", "bimodal"), (33, "replicated:2", "fixed:2", "exp-per-iteration"),
     (16, "replicated:5", "guided", "gilbert-elliott"), (64, "replicated:2", "guided", "pareto"),
+    (48, "replicated:40", "guided", "shifted-exp"), (48, "replicated:47", "weighted", "bimodal"),
 ])
 def test_seeded_simulations_log_the_same_tasks(N, placement, chunk, scenario):
     """The simulator's per-iteration task log (who ran what, when, cancelled or not) and rows
