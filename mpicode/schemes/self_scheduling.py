@@ -16,9 +16,9 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
-Cost: near-linear in N per iteration under every placement (idle workers known to get
-nothing are not looked at again until something they hold changes:
-:mod:`mpicode.schemes.selfsched_index`).
+Cost per event: a few O(N) vector passes plus work for the idle workers whose options changed
+(the others are known to get nothing: :mod:`mpicode.schemes.selfsched_index`), under every
+placement; the decisions are those of the plain scan of every idle worker and chunk.
 
 Expected finishes use this iteration's measured seconds per partition of a worker once one of
 its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
