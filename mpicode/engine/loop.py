@@ -70,6 +70,8 @@ class Trainer:
         self.history: list[dict] = []
         self.snap: dict | None = None
         self._t_mark = 0.0     # wall clock: where the next row's interval begins
+        self._bufs: list[np.ndarray] | None = None
+        self._grad_norm = math.nan
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -95,7 +97,8 @@ class Trainer:
         t_wait = self.events.run(it, info, a)
         t0 = time.perf_counter()
         dec = scheme.decode()
-        gsum = combine(dec, info.msgs, self.dim)[0] if self.problem is not None else None
+        gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
+                if self.problem is not None else None)
         # virtual time charges the cost model's decode (0 by default), not the measured one:
         # the file is a function of the seed and the trace (bench scale measures the decode)
         decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s
@@ -106,9 +109,8 @@ class Trainer:
         summary = scheme.end(t_wait)
         grad_norm = math.nan
         if gsum is not None:
-            grad = self.problem.gradient(gsum, self.w)
-            self.w = self.optimizer.step(self.w, grad)
-            grad_norm = float(np.linalg.norm(grad))
+            self._update(gsum)
+            grad_norm = self._grad_norm
         if wall:
             t_end = self.now()
         else:
@@ -130,6 +132,24 @@ class Trainer:
         update_s = (t_end - a) - t_wait - decode_s if wall else costs.coord_update_s
         out["row"].update(log_s=log_s, update_s=update_s)
         return out
+
+    def _buffers(self) -> list[np.ndarray]:
+        """Rank 0's reused dim-vectors: the decoded sum (then the gradient, in place), a
+        scratch and the spare model the update writes (no allocation per iteration)."""
+        if self._bufs is None or self._bufs[0].shape != (self.dim,):
+            self._bufs = [np.empty(self.dim) for _ in range(3)]
+        return self._bufs
+
+    def _update(self, gsum: np.ndarray) -> None:
+        """The gradient step from the decoded sum (in place; the old model becomes the
+        spare buffer, so the previous w stays intact until the next update)."""
+        bufs = self._buffers()
+        grad = self.problem.gradient(gsum, self.w, out=gsum, scratch=bufs[1])
+        self._grad_norm = float(np.linalg.norm(grad))
+        w = self.optimizer.step(self.w, grad, out=bufs[2])
+        if w is bufs[2]:
+            bufs[2] = self.w if self.w.shape == w.shape else np.empty(self.dim)
+        self.w = w
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
         due = (it + 1) % self.eval_every == 0 or it == last
