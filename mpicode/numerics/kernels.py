@@ -237,26 +237,20 @@ def _rows_one_by_one(X, y, w, g, scale, kind, i0):
 
 @numba.njit(cache=True, fastmath=True)
 def _linear_eval(X, y, w, kind):
-    """Four rows per sweep (as the gradient kernel): they share each read of ``w`` (at 10^6
-    features not in cache) and run as independent chains; the last block repeats row n-1."""
     n, d = X.shape
-    zb = np.zeros(4)
-    loss = metric = 0.0
-    for i in range(0, n, 4):
-        r1, r2, r3 = min(i + 1, n - 1), min(i + 2, n - 1), min(i + 3, n - 1)
-        z0 = z1 = z2 = z3 = 0.0
+    loss = 0.0
+    metric = 0.0
+    for i in range(n):
+        z = 0.0
         for j in range(d):
-            wj = w[j]
-            z0 += X[i, j] * wj
-            z1 += X[r1, j] * wj
-            z2 += X[r2, j] * wj
-            z3 += X[r3, j] * wj
-        zb[0], zb[1], zb[2], zb[3] = z0, z1, z2, z3
-        for q in range(min(4, n - i)):
-            z, yi = zb[q], float(y[i + q])
-            lo, r = _link(kind, z, yi)
-            loss += lo
-            metric += r * r if kind == LEAST_SQUARES else (1.0 if (z > 0.0) == (yi > 0.5) else 0.0)
+            z += X[i, j] * w[j]
+        yi = float(y[i])
+        lo, r = _link(kind, z, yi)
+        loss += lo
+        if kind == LEAST_SQUARES:
+            metric += r * r
+        elif (z > 0.0) == (yi > 0.5):
+            metric += 1.0
     return loss, metric
 
 
