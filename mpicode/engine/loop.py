@@ -212,7 +212,7 @@ class Trainer:
                 break
         if not self.log_broken:  # after a clean stop (even a full disk) a checkpoint may fit
             self.write_checkpoint()
-        return self.w
+        return self.w.copy()  # (the trainer reuses its buffers: the caller gets its own)
 
     def _bookkeeping(self, it: int, out: dict) -> bool:
         """Log the iteration, show progress, snapshot and checkpoint; False: stop now."""
