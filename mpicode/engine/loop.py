@@ -112,9 +112,8 @@ class Trainer:
         if gsum is not None:
             self._update(gsum)
             grad_norm = self._grad_norm
-        if wall:
-            t_end = self.now()
-        else:
+        t_end = math.nan  # wall clock: once the rows are built (they are the update's cost)
+        if not wall:
             self.vt += t_wait + costs.coord_decode_s + costs.coord_update_s
             t_end = self.vt
         # the clairvoyant oracle of this iteration's draws: the models' partition cost in
@@ -127,6 +126,8 @@ class Trainer:
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())
+        if wall:  # (building the rows was counted in the next row's log_s before)
+            t_end = out["row"]["t_end"] = self.now()
         # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
         # (cancels, the scheme's end, the gradient step, the rows)
         log_s = a - t_start if wall else costs.coord_log_s

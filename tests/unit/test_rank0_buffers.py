@@ -3,6 +3,7 @@ same values, bit for bit, as the allocating expressions they replace; the traine
 survives its own buffer swaps (the snapshot is a copy)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,3 +80,23 @@ def test_trainer_model_and_snapshot_survive_buffer_swaps():
     assert sim.snap["w"] is not w
     losses = [r["loss"] for r in sim.history]
     assert all(np.diff(losses) < 0)  # each row evaluated its own w
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 40), st.data())
+def test_small_oracle_is_bit_identical_to_numpy(n, K, data):
+    from mpicode.models import oracle
+    # seconds per partition: 0 (an infinitely fast worker) or from 0.1 ms (finitely many
+    # partition finishing times to list)
+    pos = st.just(0.0) | st.floats(1e-4, 5.0)
+    c = np.array(data.draw(st.lists(pos, min_size=n, max_size=n)))
+    d = np.array(data.draw(st.lists(st.floats(-1.0, 5.0), min_size=n, max_size=n)))
+    active = data.draw(st.none() | st.lists(st.booleans(), min_size=n, max_size=n))
+    try:
+        ref = (oracle.continuous(c, d, K, active), oracle.granular(c, d, K, active))
+    except ValueError:
+        with pytest.raises(ValueError):
+            oracle._small(c, d, K, active)
+        return
+    got = oracle._small(c, d, K, active)
+    assert got == ref, (c, d, K, active)
