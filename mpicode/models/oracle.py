@@ -75,7 +75,15 @@ SMALL = 32  # up to this many workers the oracle runs in plain Python (numpy's p
 def _small(c, d, K: int, active) -> tuple[float, float]:
     """(continuous, granular) as :func:`continuous` and :func:`granular` compute them, in
     Python floats, operation for operation (a stable sort, sequential sums): bit-identical."""
-    c, d = (x.tolist() for x in _checked(c, d, active))
+    c, d = np.asarray(c, np.float64).tolist(), np.asarray(d, np.float64).tolist()
+    if active is not None:
+        c = [x for x, a in zip(c, active, strict=True) if a]
+        d = [x for x, a in zip(d, active, strict=True) if a]
+    if not c:
+        raise ValueError("oracle: no active worker")
+    if not all(x >= 0.0 and math.isfinite(x) for x in c) or not all(map(math.isfinite, d)):
+        raise ValueError("oracle: c must be finite and >= 0, d finite")
+    d = [x if x > 0.0 else 0.0 for x in d]  # (the checks of _checked, in Python)
     if K <= 0:
         return 0.0, 0.0
     if 0.0 in c:
