@@ -92,14 +92,33 @@ mpicode_run_args() {
     else
         MPICODE_RUN_ARGS=(--out "$out")
     fi
+    MPICODE_RUN_OUT=$out
+}
+
+# the run file says the run stopped with a checkpoint (status "interrupted")
+mpicode_run_interrupted() {
+    local f
+    for f in "${MPICODE_RUN_OUT:-}" "${MPICODE_RUN_OUT:-}.part"; do
+        [ -f "$f" ] || continue
+        "$PY" -c 'import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    sys.exit(0 if f.attrs.get("status") == "interrupted" else 1)' "$f" 2>/dev/null && return 0
+    done
+    return 1
 }
 
 # after a run: exit code 3 after SLURM's warning signal (SIGUSR1 before the time limit) means
 # interrupted with a checkpoint: requeue this job (it resumes) unless MPICODE_REQUEUE=0 or the
 # restarts are used up. A run stopped otherwise (scancel's SIGTERM) is not requeued. Returns
-# the run's exit code otherwise.
+# the run's exit code otherwise. srun --kill-on-bad-exit may kill a worker that had not yet
+# exited after rank 0's exit code 3, so srun's own code can then be 143: the run file decides.
 mpicode_requeue_or() {
     local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "${MPICODE_TIME_LIMIT:-0}" = 1 ] \
+            && mpicode_run_interrupted; then
+        echo "mpicode job: the launcher exited $rc after the run stopped with a checkpoint"
+        rc=3
+    fi
     if [ "$rc" -eq 3 ] && [ "${MPICODE_TIME_LIMIT:-0}" = 1 ] && [ "${MPICODE_REQUEUE:-1}" = 1 ] \
             && [ -n "${SLURM_JOB_ID:-}" ] \
             && [ "$restarts" -lt "${MPICODE_MAX_RESTARTS:-5}" ]; then
