@@ -23,6 +23,14 @@ from mpicode.schemes.shares import assign, largest_remainder
 
 
 class Replanning:
+    def rates(self) -> np.ndarray:
+        """Seconds per partition: this iteration's measure of a worker where one of its
+        tasks arrived (a slow draw of this iteration shows there first), else the estimate."""
+        tau = self.speeds()
+        ok = np.isfinite(self.rate_now)
+        tau[ok] = self.rate_now[ok]
+        return tau
+
     def _finish(self, x: Task, t: float, tau, start: float | None = None) -> float:
         """Predicted finish of a pending task: its speed estimate from its start (dispatch,
         or the end of the task before it on its worker), or, overdue, as long again from now
@@ -56,9 +64,10 @@ class Replanning:
                 best = (g, pend, f)
         return best
 
-    def _latest_straggler(self, t: float, tau):
-        """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of the late
-        straggler predicted to be covered last, or None."""
+    def _late_stragglers(self, t: float, tau) -> list:
+        """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of every
+        late straggler: a running stage-1 task past its predicted finish (a set on time is
+        not worth the extra load), or one whose groups are all late."""
         late = []
         for j in list(self.late_ids):  # past their planned finish (see _someone_late)
             x = self.s1.get(j)
@@ -73,40 +82,72 @@ class Replanning:
                 g, pend, f = -1, [x], self._finish(x, t, tau, start)
             else:  # queued behind its worker's running task: work stealing's, not ours
                 continue
-            # only what is late: a straggler past its own predicted finish (a set on time
-            # is not worth the extra load)
             if pend and t > max(start or 0.0, x.t_dispatch) + tau[x.worker] * x.n:
                 late.append((f, j, g, pend))
-        return max(late, key=lambda c: (c[0], c[1])) if late else None
+        return late
+
+    def _groups(self, t: float, idle: list[int], late: list, tl: list) -> list:
+        """Deal the idle workers (fastest first) to the late stragglers, each to the one
+        predicted to be covered last that it can speed up (it holds all of its rest): a
+        straggler's group covers its m pending partitions at t + m / (sum of speeds)."""
+        cands = []  # [cover, m, speed, members, f, j, g, pend, rest, hold]
+        for f, j, g, pend in late:
+            rest = np.concatenate([b.partitions for b in pend])
+            hold = None
+            if not self.placement.shared:
+                hold = set(self.placement.holders(int(rest[0])))
+                for k in rest[1:].tolist():
+                    hold.intersection_update(self.placement.holders(k))
+            cands.append([f, len(rest), 0.0, [], f, j, g, pend, rest, hold])
+        near: dict[int, list] = {}  # replicated: straggler's worker -> its candidates
+        for c in cands:
+            near.setdefault(self.s1[c[5]].worker, []).append(c)
+        R = self.placement.R
+        for w in idle:
+            if self.placement.shared:  # the latest few: a worker that helps none waits
+                mine = sorted(cands, key=lambda c: (-c[0], c[5]))[:8]
+            else:  # only stragglers within R - 1 of w can share a block with it
+                mine = sorted((c for v in {(w + d) % self.N for d in range(1 - R, R)}
+                               for c in near.get(v, ())), key=lambda c: (-c[0], c[5]))
+            v = 1.0 / tl[w]
+            for c in mine:
+                if len(c[3]) >= c[1] or (c[9] is not None and w not in c[9]):
+                    continue
+                cover = t + c[1] / (c[2] + v)
+                if cover < c[0]:
+                    c[0], c[2] = cover, c[2] + v
+                    c[3].append(w)
+                    break
+        return sorted((c for c in cands if c[3]), key=lambda c: (-c[4], c[5]))
 
     def _replan(self, t: float) -> Actions:
-        """Give the idle workers the pending rest of the straggler predicted to be covered
-        last, as a new group: its arrived blocks plus new blocks tiling the rest."""
-        tau = self.speeds()
+        """Give the idle workers the pending rest of the late stragglers, as new groups: a
+        group's arrived blocks plus new blocks tiling the rest (several stragglers a round)."""
+        tau = self.rates()
         # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
         idle = [w for w in self._idle_candidates()
                 if all(x.state == "done" for x in self.by_worker.get(w, ())
                        if x.task_id in self.s1)]
         if not idle:
             return Actions()
-        pick = self._latest_straggler(t, tau)
-        if pick is None:
-            return Actions()
-        f, j, g, pend = pick
-        rest = np.concatenate([b.partitions for b in pend])
-        if not self.placement.shared:
-            hold = {h for k in rest.tolist() for h in self.placement.holders(k)}
-            idle = [w for w in idle if w in hold]
-        if not idle:
+        late = self._late_stragglers(t, tau)
+        if not late:
             return Actions()
         tl = tau.tolist()
         idle.sort(key=lambda w: (tl[w], w))
-        idle = idle[:len(rest)]
-        speed = sum(1.0 / tl[w] for w in idle)
-        if t + len(rest) / speed >= f:  # the idle workers would not be sooner
-            return Actions()
-        quotas = largest_remainder(len(rest), 1.0 / tau[idle], minimum=1)
-        got = assign(rest, idle, quotas, tau, self.placement)
+        acts = Actions()
+        for c in self._groups(t, idle, late, tl):
+            if self.rounds >= self.replan:
+                break
+            acts += self._new_group(t, c[5], c[6], c[7], c[8], c[3], tau)
+        return acts
+
+    def _new_group(self, t: float, j: int, g: int, pend: list, rest, members: list,
+                   tau) -> Actions:
+        """Group of stage-1 task j: the arrived blocks of its group g plus ``rest`` split
+        among ``members`` in proportion to their speeds."""
+        quotas = largest_remainder(len(rest), 1.0 / tau[members], minimum=1)
+        got = assign(rest, members, quotas, tau, self.placement)
         if got.get(-1):
             return Actions()
         self.rounds += 1
@@ -116,7 +157,7 @@ class Replanning:
         for b in keep:
             self.owner[b.task_id].append((g2, j))
         acts = Actions()
-        for w in idle:
+        for w in members:
             if got[w]:
                 b = self.new_task(w, 2, got[w], t=t)
                 self.owner[b.task_id] = [(g2, j)]

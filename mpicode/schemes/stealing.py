@@ -47,16 +47,36 @@ class Stealing:
         parts = list(parts)
         m = max(1, min(self.stage1_chunks, len(parts)))
         sizes = largest_remainder(len(parts), np.ones(m), minimum=1)
+        if not self.placement.shared:
+            sizes = self._block_sizes(parts, m)
         out, i = [], 0
         tau = self.speeds()[worker]
         f = 0.0
-        for n in sizes.tolist():
+        for n in [int(z) for z in sizes]:
             out.append(self.new_task(worker, 1, parts[i:i + n]))
             f += tau * n  # chunks run one after another: planned finishes accumulate
             self.planned[out[-1].task_id] = f
             heapq.heappush(self.finish_heap, (f, out[-1].task_id))
             i += n
         return out
+
+    def _block_sizes(self, parts: list, m: int) -> list[int]:
+        """Replicated placement: chunk sizes that never cross a home block (a chunk within
+        one block has all R of its holders to steal or back it up): the runs of one block,
+        the longest cut in two until there are m chunks (or every chunk is one partition)."""
+        runs: list[int] = []
+        last = None
+        for k in parts:
+            b = k * self.N // self.K
+            if b == last:
+                runs[-1] += 1
+            else:
+                runs.append(1)
+                last = b
+        while len(runs) < m and max(runs) > 1:
+            i = max(range(len(runs)), key=lambda r: (runs[r], -r))
+            runs[i:i + 1] = [runs[i] - runs[i] // 2, runs[i] // 2]
+        return runs
 
     def _someone_late(self, t: float) -> bool:
         """Is a pending stage-1 task past its planned finish? Tasks move from a min-heap of
@@ -86,35 +106,56 @@ class Stealing:
 
     def _steal(self, t: float) -> Actions:
         """Every idle worker that finished its own work steals the last queued stage-1 task
-        of the worker predicted to finish last (if the thief holds its partitions). A heap of
-        victims keyed by planned finish: O(log N) a steal."""
+        of the worker predicted to finish last, among those whose task it holds."""
+        if self.stage1_chunks <= 1:  # nothing queued to steal: O(1)
+            return Actions()
+        tau = self.speeds()
+        thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
+        if not thieves:
+            return Actions()
+        if self.placement.shared:
+            return self._steal_shared(t, thieves, tau)
+        acts = Actions()
+        for w in thieves:  # replicated: only workers within R - 1 of w share blocks with it
+            R = self.placement.R
+            best = None
+            for v in {(w + d) % self.N for d in range(1 - R, R)} - {w}:
+                q = self._s1_pending(v)
+                if len(q) < 2 or self.tiles[q[-1].task_id]:
+                    continue
+                x = q[-1]
+                if (best is None or self.planned[x.task_id] > best[0]) and all(
+                        self.placement.holds(w, int(k)) for k in x.partitions):
+                    best = (self.planned[x.task_id], v, x)
+            if best is not None:
+                acts.cancel += self._move(best[2], w, t, tau, acts)
+        return acts
+
+    def _steal_shared(self, t: float, thieves: list[int], tau) -> Actions:
+        """Shared placement: a heap of victims keyed by planned finish, O(log N) a steal."""
         acts = Actions()
         while self.victims and self._stale_victim(self.victims[0]):
             heapq.heappop(self.victims)
-        if self.stage1_chunks <= 1 or not self.victims:  # nothing queued to steal: O(1)
-            return acts
-        tau = self.speeds()
-        thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
         while thieves and self.victims:
             entry = heapq.heappop(self.victims)
             if self._stale_victim(entry):
                 continue  # that task ran, was stolen, or has stage-2 blocks
-            v, x = entry[1], self.s1[entry[2]]
-            w = next((u for u in thieves if all(self.placement.holds(u, int(k))
-                                                 for k in x.partitions)), None)
-            if w is None:
-                continue  # no idle holder for it now
-            thieves.remove(w)
-            acts.cancel += self._cancel([x], t)
-            x.t_done = math.nan  # never ran: no lower bound on its worker's speed
-            del self.s1[x.task_id], self.tiles[x.task_id]
-            y = self.new_task(w, 1, x.partitions, t=t)
-            self.planned[y.task_id] = t + tau[w] * y.n
-            heapq.heappush(self.finish_heap, (self.planned[y.task_id], y.task_id))
-            self.s1[y.task_id] = y
-            self.tiles[y.task_id] = []
-            acts.dispatch.append(y)
-            self.steals += 1
-            self.stolen_n += x.n
-            self._push_victim(v)
+            acts.cancel += self._move(self.s1[entry[2]], thieves.pop(0), t, tau, acts)
+            self._push_victim(entry[1])
         return acts
+
+    def _move(self, x: Task, w: int, t: float, tau, acts: Actions) -> list[Task]:
+        """Stage-1 task x moves, not yet started, to worker w: cancelled on its worker, the
+        same set dispatched to w (into ``acts``); returns the cancels."""
+        gone = self._cancel([x], t)
+        x.t_done = math.nan  # never ran: no lower bound on its worker's speed
+        del self.s1[x.task_id], self.tiles[x.task_id]
+        y = self.new_task(w, 1, x.partitions, t=t)
+        self.planned[y.task_id] = t + tau[w] * y.n
+        heapq.heappush(self.finish_heap, (self.planned[y.task_id], y.task_id))
+        self.s1[y.task_id] = y
+        self.tiles[y.task_id] = []
+        acts.dispatch.append(y)
+        self.steals += 1
+        self.stolen_n += x.n
+        return gone

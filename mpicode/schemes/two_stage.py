@@ -128,7 +128,24 @@ class TwoStage(Stealing, Replanning, Scheme):
             raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)
         self.exact = self.max_wait is None
+        # how well last iterations' estimates predicted the speeds then measured (a
+        # correlation, 0..1; NaN before any): shares trust the history only that much
+        self.reliability = math.nan
         self._reset()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "reliability": float(self.reliability)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "reliability" in state:
+            self.reliability = float(state["reliability"])
+
+    def speeds(self) -> np.ndarray:
+        """The speed estimates, shrunk toward their (geometric) mean by ``reliability``:
+        when this iteration's speeds do not follow the last ones' (fresh draws every
+        iteration), proportional shares would only follow noise."""
+        return shares.shrink(super().speeds(), self.reliability)
 
     def _reset(self):
         self.s1: dict[int, Task] = {}                # stage-1 task id -> task
@@ -157,6 +174,7 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.late_ids: set[int] = set()  # stage-1 tasks past their planned finish
         self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
+        self.rate_now = np.full(self.N, np.nan)  # s/partition measured this iteration
 
     # ---- stage 1 ---------------------------------------------------------------------------
     def plan(self):
@@ -214,6 +232,8 @@ class TwoStage(Stealing, Replanning, Scheme):
         acts = Actions()
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
+        if task.n and np.isfinite(task.duration) and task.duration > 0:
+            self.rate_now[task.worker] = task.duration / task.n
         if task.stage == 1:
             j = task.task_id
             self.n_done1 += 1
@@ -326,6 +346,17 @@ class TwoStage(Stealing, Replanning, Scheme):
                     acts.dispatch.append(b)
         return acts
 
+    def _measured(self) -> np.ndarray:
+        """Per worker, this iteration's seconds per partition over its arrived tasks."""
+        busy, n = np.zeros(self.N), np.zeros(self.N)
+        for x in self.tasks.values():
+            if x.state == "done" and x.n and np.isfinite(x.duration):
+                busy[x.worker] += x.duration
+                n[x.worker] += x.n
+        out = np.full(self.N, np.nan)
+        out[n > 0] = busy[n > 0] / n[n > 0]
+        return out
+
     # ---- decoding ----------------------------------------------------------------------------
     def _complete(self) -> bool:
         return len(self.cover) == len(self.s1)
@@ -374,7 +405,10 @@ class TwoStage(Stealing, Replanning, Scheme):
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
         if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
         (re-planning rounds used)."""
+        before = self.tau.copy()
         out = super().end(t)
+        self.reliability = shares.update_reliability(self.reliability, before,
+                                                     self._measured())
         # a stolen task never ran on its first worker: only its thief's copy is load
         out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
         if not np.isfinite(self.coverage):
