@@ -34,9 +34,10 @@ class Replanning:
     def _finish(self, x: Task, t: float, tau, start: float | None = None) -> float:
         """Predicted finish of a pending task: its speed estimate from its start (dispatch,
         or the end of the task before it on its worker), or, overdue, as long again from now
-        (with heavy tails an overdue worker is no closer to done)."""
-        f = (x.t_dispatch if start is None else max(start, x.t_dispatch)) + tau[x.worker] * x.n
-        return f if f >= t else t + tau[x.worker] * x.n
+        as it has run (with heavy tails an overdue worker is no closer to done)."""
+        s = x.t_dispatch if start is None else max(start, x.t_dispatch)
+        f = s + tau[x.worker] * x.n
+        return f if f >= t else t + max(tau[x.worker] * x.n, t - s)
 
     def _start(self, x: Task) -> float | None:
         """When ``x`` started, if it is its worker's running task (its first pending one: a
@@ -57,7 +58,7 @@ class Replanning:
         best = (-1, [], math.inf)
         for g, blks in enumerate(self.tiles[j]):
             pend = [b for b in blks if b.state == "pending"]
-            if any(b.state == "cancelled" for b in blks):
+            if not blks or any(b.state == "cancelled" for b in blks):  # (empty: no holder)
                 continue
             f = max((self._finish(b, t, tau) for b in pend), default=t)
             if f < best[2]:
@@ -75,9 +76,12 @@ class Replanning:
                 self.late_ids.discard(j)
                 continue
             start = self._start(x)
-            if self.tiles[j]:
+            g = -1
+            if any(self.tiles[j]):  # (a group left empty had no holder: it is no group)
                 g, pend, f = self._best_group(j, t, tau)
                 f = min(f, self._finish(x, t, tau, start))
+            if g >= 0:
+                pass
             elif start is not None:  # no group yet: a backup of its whole set, in pieces
                 g, pend, f = -1, [x], self._finish(x, t, tau, start)
             else:  # queued behind its worker's running task: work stealing's, not ours

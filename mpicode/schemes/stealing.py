@@ -95,7 +95,7 @@ class Stealing:
     def _stale_victim(self, entry) -> bool:
         _, v, tid = entry
         q = self._s1_pending(v)
-        return len(q) < 2 or q[-1].task_id != tid or bool(self.tiles[tid])
+        return len(q) < 2 or q[-1].task_id != tid or any(self.tiles[tid])
 
     def _push_victim(self, w: int) -> None:
         """Offer worker w's last queued stage-1 task to thieves (key: its planned finish)."""
@@ -121,7 +121,7 @@ class Stealing:
             best = None
             for v in {(w + d) % self.N for d in range(1 - R, R)} - {w}:
                 q = self._s1_pending(v)
-                if len(q) < 2 or self.tiles[q[-1].task_id]:
+                if len(q) < 2 or any(self.tiles[q[-1].task_id]):  # (empty: no holder)
                     continue
                 x = q[-1]
                 if (best is None or self.planned[x.task_id] > best[0]) and all(
