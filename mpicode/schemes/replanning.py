@@ -128,10 +128,9 @@ class Replanning:
         """Give the idle workers the pending rest of the late stragglers, as new groups: a
         group's arrived blocks plus new blocks tiling the rest (several stragglers a round)."""
         tau = self.rates()
-        # idle: nothing pending, and not a stage-1 straggler (a slow machine stays slow)
-        idle = [w for w in self._idle_candidates()
-                if all(x.state == "done" for x in self.by_worker.get(w, ())
-                       if x.task_id in self.s1)]
+        # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
+        # bound on its speed in rates(): a slow machine stays slow)
+        idle = self._idle_candidates()
         if not idle:
             return Actions()
         late = self._late_stragglers(t, tau)

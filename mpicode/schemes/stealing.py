@@ -27,6 +27,22 @@ class Stealing:
         self.by_worker.setdefault(task.worker, []).append(task)
         return task
 
+    def _cancel(self, tasks, t: float) -> list[Task]:
+        """Cancel, and free the workers left with nothing pending: they take work again (a
+        cancelled running task frees its worker at once). A cancelled running task also
+        bounds its worker's speed this iteration from below."""
+        tasks = list(tasks)
+        for x in tasks:
+            if x.state == "pending" and not np.isfinite(self.rate_now[x.worker]):
+                s = self._start(x)
+                if s is not None and t > s and x.n:
+                    self.rate_now[x.worker] = (t - s) / x.n
+        out = super()._cancel(tasks, t)
+        for x in out:
+            if self.active[x.worker] and self.idle(x.worker):
+                self.idle_pool.add(x.worker)
+        return out
+
     def idle(self, w: int) -> bool:
         return not any(x.state == "pending" for x in self.by_worker.get(w, ()))
 
