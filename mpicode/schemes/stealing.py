@@ -125,7 +125,7 @@ class Stealing:
         of the worker predicted to finish last, among those whose task it holds."""
         if self.stage1_chunks <= 1:  # nothing queued to steal: O(1)
             return Actions()
-        tau = self.speeds()
+        tau = self.rates()
         thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
         if not thieves:
             return Actions()
@@ -139,13 +139,22 @@ class Stealing:
                 q = self._s1_pending(v)
                 if len(q) < 2 or any(self.tiles[q[-1].task_id]):  # (empty: no holder)
                     continue
-                x = q[-1]
-                if (best is None or self.planned[x.task_id] > best[0]) and all(
-                        self.placement.holds(w, int(k)) for k in x.partitions):
-                    best = (self.planned[x.task_id], v, x)
+                x, end = q[-1], self._queue_end(v, t, tau)
+                if ((best is None or end > best[0]) and t + tau[w] * x.n < end
+                        and all(self.placement.holds(w, int(k)) for k in x.partitions)):
+                    best = (end, v, x)
             if best is not None:
                 acts.cancel += self._move(best[2], w, t, tau, acts)
         return acts
+
+    def _queue_end(self, v: int, t: float, tau) -> float:
+        """When worker v is predicted to finish everything it has pending (then its last
+        queued task): its running task's predicted finish plus the rest at its rate."""
+        q = [x for x in self.by_worker.get(v, ()) if x.state == "pending"]
+        if not q:
+            return t
+        f = self._finish(q[0], t, tau, self._start(q[0]))
+        return f + tau[v] * sum(x.n for x in q[1:])
 
     def _steal_shared(self, t: float, thieves: list[int], tau) -> Actions:
         """Shared placement: a heap of victims keyed by planned finish, O(log N) a steal."""
@@ -156,7 +165,11 @@ class Stealing:
             entry = heapq.heappop(self.victims)
             if self._stale_victim(entry):
                 continue  # that task ran, was stolen, or has stage-2 blocks
-            acts.cancel += self._move(self.s1[entry[2]], thieves.pop(0), t, tau, acts)
+            x = self.s1[entry[2]]
+            if t + tau[thieves[0]] * x.n >= self._queue_end(entry[1], t, tau):
+                heapq.heappush(self.victims, entry)  # the fastest thief would not be sooner
+                break
+            acts.cancel += self._move(x, thieves.pop(0), t, tau, acts)
             self._push_victim(entry[1])
         return acts
 
