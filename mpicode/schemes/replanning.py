@@ -149,11 +149,17 @@ class Replanning:
                    tau) -> Actions:
         """Group of stage-1 task j: the arrived blocks of its group g plus ``rest`` split
         among ``members`` in proportion to their speeds."""
+        if self.reissued + len(rest) > self.replan_load * self.K:
+            return Actions()  # the load cap
+        # the message cap: one member replaces the straggler's message, each other adds one
+        room = int(self.replan_messages * self.N) - len(self.s1) - self.extra_msgs
+        members = members[:max(1, 1 + room)]
         quotas = largest_remainder(len(rest), 1.0 / tau[members], minimum=1)
         got = assign(rest, members, quotas, tau, self.placement)
         if got.get(-1):
             return Actions()
         self.rounds += 1
+        self.reissued += len(rest)
         g2 = len(self.tiles[j])
         keep = [b for b in self.tiles[j][g] if b.state == "done"] if g >= 0 else []
         self.tiles[j].append(list(keep))
@@ -167,6 +173,7 @@ class Replanning:
                 self.tiles[j][g2].append(b)
                 acts.dispatch.append(b)
         self.missing[g2, j] = len(acts.dispatch)
+        self.extra_msgs += max(0, len(acts.dispatch) - 1)
         self.log_notes.append(f"stage {2 + self.rounds} at t={t:.6g}: {len(rest)} partitions "
                               f"of stage-1 task {j} re-split among {len(acts.dispatch)} idle "
                               "workers")

@@ -42,6 +42,13 @@ OPTIONS = (
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
     Option("replan", int, 8, "two-stage: re-planning rounds per iteration for late stragglers "
            "(stage k; 0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
+    Option("replan_load", cf.finite_float, 0.3, "two-stage: re-planning stops once stage 2 and "
+           "the rounds re-issued this fraction of the K partitions in an iteration (a cap on "
+           "the load above 1)", check=cf.nonneg, group="two-stage"),
+    Option("replan_messages", cf.finite_float, 3.0, "two-stage: a re-planning group gets no "
+           "more members than keep the iteration's result messages, if every group wins, "
+           "within this many per worker (one member always)", check=cf.nonneg,
+           group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=cf.nonneg, group="two-stage"),
     Option("max_wait", cf.optional_float, None,
@@ -75,8 +82,15 @@ class TwoStage(Stealing, Replanning, Scheme):
     stage1_chunks : int
         Each stage-1 share goes out as this many queued tasks; an idle worker steals a
         queued one from the worker predicted to finish last (1: one task per worker).
+    replan_load : float
+        Re-planning rounds stop once stage 2 and the rounds re-issued this fraction of the K
+        partitions in the iteration (so the load stays <= 1 + replan_load + one set).
+    replan_messages : float
+        A re-planning group gets no more members than keep the iteration's messages, if
+        every group wins (one replaces its straggler's message, each other adds one),
+        within this many per worker; a group of one is always allowed.
     replan : int
-        Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
+        Re-planning rounds (new groups) per iteration (0: the paper's single stage 2).
         Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
         covered later than the idle workers could cover what is left of it, the pending rest
         of its best group is re-split among the idle workers as a new group (stage k).
@@ -100,7 +114,7 @@ class TwoStage(Stealing, Replanning, Scheme):
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,
-                 stage1_chunks=3, **kw):
+                 stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -127,6 +141,12 @@ class TwoStage(Stealing, Replanning, Scheme):
         if int(stage1_chunks) < 1:
             raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)
+        if not replan_load >= 0:
+            raise ValueError(f"replan_load must be >= 0, got {replan_load}")
+        self.replan_load = float(replan_load)
+        if not replan_messages >= 0:
+            raise ValueError(f"replan_messages must be >= 0, got {replan_messages}")
+        self.replan_messages = float(replan_messages)
         self.exact = self.max_wait is None
         # how well last iterations' estimates predicted the speeds then measured (a
         # correlation, 0..1; NaN before any): shares trust the history only that much
@@ -164,6 +184,8 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.r2 = 0
         self.n_u = 0
         self.rounds = 0          # re-planning rounds used this iteration
+        self.reissued = 0        # partitions stage 2 and the rounds re-issued
+        self.extra_msgs = 0      # messages groups add if they win (blocks beyond one)
         self.steals = 0          # stage-1 tasks stolen by idle workers
         self.by_worker: dict[int, list[Task]] = {}  # every task of a worker, in dispatch order
         self.finish_heap: list = []  # (planned finish, task id) of stage-1 tasks: who is late
@@ -339,10 +361,12 @@ class TwoStage(Stealing, Replanning, Scheme):
                     if j in lost:
                         continue
                     b = self.new_task(w, 2, ks, t=t)
+                    self.reissued += b.n
                     gj = base[j] + g
                     self.owner[b.task_id] = [(gj, j)]
                     self.tiles[j][gj].append(b)
                     self.missing[gj, j] = self.missing.get((gj, j), 0) + 1
+                    self.extra_msgs += self.missing[gj, j] > 1
                     acts.dispatch.append(b)
         return acts
 
