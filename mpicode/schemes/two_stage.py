@@ -316,9 +316,11 @@ class TwoStage(Stealing, Replanning, Scheme):
         """Cover the stragglers' partitions U with r2 groups of idle workers."""
         stragglers = [x for x in self.s1.values()
                       if x.state == "pending" and x.task_id not in self.cover]
+        tau = self.speeds()
+        if self.replan:  # with re-planning, the load cap holds for stage 2 too: latest first
+            stragglers = self._within_load(stragglers, t, tau)
         if not stragglers:
             return Actions()
-        tau = self.speeds()
         busy = {x.worker for x in self.s1.values() if x.state != "done"}
         w2 = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
         u = np.concatenate([x.partitions for x in stragglers])
@@ -334,6 +336,9 @@ class TwoStage(Stealing, Replanning, Scheme):
         tl = tau.tolist()  # python floats: a numpy scalar per comparison is 10x slower
         w2.sort(key=lambda w: (tl[w], w))
         r2 = self.s2 + 1
+        if self.replan:  # and the message cap: about one block per straggler beyond room
+            room = int(self.replan_messages * self.N) - len(self.s1) - self.extra_msgs
+            w2 = w2[:max(r2, r2 * len(stragglers) + room)]
         if len(w2) < r2:
             self.log_notes.append(f"stage 2: r2 shrunk from {r2} to {len(w2)} "
                                   f"(only {len(w2)} idle workers)")
@@ -379,6 +384,17 @@ class TwoStage(Stealing, Replanning, Scheme):
                 n[x.worker] += x.n
         out = np.full(self.N, np.nan)
         out[n > 0] = busy[n > 0] / n[n > 0]
+        return out
+
+    def _within_load(self, stragglers: list[Task], t: float, tau) -> list[Task]:
+        """The stragglers predicted to finish last whose sets fit in ``replan_load``."""
+        rt = self.rates()
+        stragglers.sort(key=lambda x: (-self._finish(x, t, rt, self._start(x)), x.task_id))
+        out, n = [], self.reissued
+        for x in stragglers:
+            if n + x.n <= self.replan_load * self.K:
+                out.append(x)
+                n += x.n
         return out
 
     # ---- decoding ----------------------------------------------------------------------------
