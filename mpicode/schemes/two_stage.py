@@ -40,7 +40,7 @@ OPTIONS = (
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", int, 8, "two-stage: re-planning rounds per iteration for late stragglers "
+    Option("replan", int, 64, "two-stage: re-planning rounds per iteration for late stragglers "
            "(stage k; 0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
     Option("replan_load", cf.finite_float, 0.3, "two-stage: re-planning stops once stage 2 and "
            "the rounds re-issued this fraction of the K partitions in an iteration (a cap on "
@@ -113,7 +113,7 @@ class TwoStage(Stealing, Replanning, Scheme):
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=64,
                  stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
