@@ -65,30 +65,49 @@ class Replanning:
                 best = (g, pend, f)
         return best
 
-    def _late_stragglers(self, t: float, tau) -> list:
+    def _late_stragglers(self, t: float, tau, near=()) -> list:
         """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of every
         late straggler: a running stage-1 task past its predicted finish (a set on time is
-        not worth the extra load), or one whose groups are all late."""
+        not worth the extra load), or one whose groups are all late; and the running
+        stage-1 tasks of the workers ``near`` (replicated placement: the neighbours of the
+        event's worker) whatever their planned finish, since this iteration's rates may
+        show them slow (whether an idle holder would be sooner is :meth:`_groups`' test)."""
         late = []
         for j in list(self.late_ids):  # past their planned finish (see _someone_late)
-            x = self.s1.get(j)
-            if x is None or j in self.cover or x.state != "pending":
+            e = self._straggler(j, t, tau, True)
+            if e is None and (j not in self.s1 or j in self.cover
+                              or self.s1[j].state != "pending"):
                 self.late_ids.discard(j)
-                continue
-            start = self._start(x)
-            g = -1
-            if any(self.tiles[j]):  # (a group left empty had no holder: it is no group)
-                g, pend, f = self._best_group(j, t, tau)
-                f = min(f, self._finish(x, t, tau, start))
-            if g >= 0:
-                pass
-            elif start is not None:  # no group yet: a backup of its whole set, in pieces
-                g, pend, f = -1, [x], self._finish(x, t, tau, start)
-            else:  # queued behind its worker's running task: work stealing's, not ours
-                continue
-            if pend and t > max(start or 0.0, x.t_dispatch) + tau[x.worker] * x.n:
-                late.append((f, j, g, pend))
+            elif e is not None:
+                late.append(e)
+        for v in near:
+            run = next((x for x in self.by_worker.get(v, ()) if x.state == "pending"), None)
+            if run is not None and run.task_id in self.s1 and run.task_id not in self.late_ids:
+                e = self._straggler(run.task_id, t, tau, False)
+                if e is not None:
+                    late.append(e)
         return late
+
+    def _straggler(self, j: int, t: float, tau, late_only: bool):
+        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None."""
+        x = self.s1.get(j)
+        if x is None or j in self.cover or x.state != "pending":
+            return None
+        start = self._start(x)
+        g = -1
+        if any(self.tiles[j]):  # (a group left empty had no holder: it is no group)
+            g, pend, f = self._best_group(j, t, tau)
+            f = min(f, self._finish(x, t, tau, start))
+        if g >= 0:
+            pass
+        elif start is not None:  # no group yet: a backup of its whole set, in pieces
+            g, pend, f = -1, [x], self._finish(x, t, tau, start)
+        else:  # queued behind its worker's running task: work stealing's, not ours
+            return None
+        if pend and (not late_only or t > max(start or 0.0, x.t_dispatch)
+                     + tau[x.worker] * x.n):
+            return (f, j, g, pend)
+        return None
 
     def _groups(self, t: float, idle: list[int], late: list, tl: list) -> list:
         """Deal the idle workers (fastest first) to the late stragglers, each to the one
@@ -124,7 +143,7 @@ class Replanning:
                     break
         return sorted((c for c in cands if c[3]), key=lambda c: (-c[4], c[5]))
 
-    def _replan(self, t: float) -> Actions:
+    def _replan(self, t: float, near=()) -> Actions:
         """Give the idle workers the pending rest of the late stragglers, as new groups: a
         group's arrived blocks plus new blocks tiling the rest (several stragglers a round)."""
         tau = self.rates()
@@ -133,7 +152,7 @@ class Replanning:
         idle = self._idle_candidates()
         if not idle:
             return Actions()
-        late = self._late_stragglers(t, tau)
+        late = self._late_stragglers(t, tau, near)
         if not late:
             return Actions()
         tl = tau.tolist()

@@ -282,9 +282,11 @@ class TwoStage(Stealing, Replanning, Scheme):
                     mine = {b.task_id for b in self.tiles[j][g]}
                     acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
                                                  if b.task_id not in mine), t)
+        near = () if self.placement.shared else {
+            (task.worker + d) % self.N for d in range(1 - self.placement.R, self.placement.R)}
         if (self.rounds < self.replan and self._may_act(task) and not self._complete()
-                and not self.expired and self._someone_late(t)):
-            acts += self._replan(t)
+                and not self.expired and (self._someone_late(t) or near)):
+            acts += self._replan(t, near)
         self.first_event = False
         if self.idle(task.worker):
             self.idle_pool.add(task.worker)
