@@ -82,7 +82,8 @@ class Replanning:
                 late.append(e)
         for v in near:
             run = next((x for x in self.by_worker.get(v, ()) if x.state == "pending"), None)
-            if run is not None and run.task_id in self.s1 and run.task_id not in self.late_ids:
+            if run is not None and run.task_id in self.s1 and all(e[1] != run.task_id
+                                                                  for e in late):
                 e = self._straggler(run.task_id, t, tau, False)
                 if e is not None:
                     late.append(e)
