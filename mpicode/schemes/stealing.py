@@ -142,10 +142,27 @@ class Stealing:
                 x, end = q[-1], self._queue_end(v, t, tau)
                 if ((best is None or end > best[0]) and t + tau[w] * x.n < end
                         and all(self.placement.holds(w, int(k)) for k in x.partitions)):
-                    best = (end, v, x)
+                    best = (end, v, q)
             if best is not None:
-                acts.cancel += self._move(best[2], w, t, tau, acts)
+                acts.cancel += self._move(self._tail(best[2], w, best[0], t, tau), w, t, tau,
+                                          acts)
         return acts
+
+    def _tail(self, q: list[Task], w: int, end: float, t: float, tau) -> list[Task]:
+        """The queued stage-1 tasks of a victim (``q``, running first) that thief w takes,
+        from the last: while w would finish them sooner than the victim (done by ``end``),
+        and w holds them."""
+        took: list[Task] = []
+        n = 0
+        v = q[0].worker
+        for x in reversed(q[1:]):
+            if any(self.tiles[x.task_id]) or t + tau[w] * (n + x.n) >= end or not all(
+                    self.placement.holds(w, int(k)) for k in x.partitions):
+                break
+            took.append(x)
+            n += x.n
+            end -= tau[v] * x.n
+        return took
 
     def _queue_end(self, v: int, t: float, tau) -> float:
         """When worker v is predicted to finish everything it has pending (then its last
@@ -173,12 +190,16 @@ class Stealing:
             self._push_victim(entry[1])
         return acts
 
-    def _move(self, x: Task, w: int, t: float, tau, acts: Actions) -> list[Task]:
-        """Stage-1 task x moves, not yet started, to worker w: cancelled on its worker, the
-        same set dispatched to w (into ``acts``); returns the cancels."""
-        gone = self._cancel([x], t)
-        x.t_done = math.nan  # never ran: no lower bound on its worker's speed
-        del self.s1[x.task_id], self.tiles[x.task_id]
+    def _move(self, xs, w: int, t: float, tau, acts: Actions) -> list[Task]:
+        """Stage-1 task(s) xs move, not yet started, to worker w: cancelled on their worker,
+        their union dispatched to w as one stage-1 task (into ``acts``); the cancels."""
+        xs = [xs] if isinstance(xs, Task) else xs
+        gone = self._cancel(xs, t)
+        for x in xs:
+            x.t_done = math.nan  # never ran: no lower bound on its worker's speed
+            del self.s1[x.task_id], self.tiles[x.task_id]
+        x = xs[0] if len(xs) == 1 else Task(-1, w, 1, np.sort(np.concatenate(
+            [z.partitions for z in xs])))
         y = self.new_task(w, 1, x.partitions, t=t)
         self.planned[y.task_id] = t + tau[w] * y.n
         heapq.heappush(self.finish_heap, (self.planned[y.task_id], y.task_id))
