@@ -14,6 +14,7 @@ messages. Used as a mixin by :class:`mpicode.schemes.two_stage.TwoStage` (its ``
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -28,8 +29,24 @@ class Replanning:
         tasks arrived (a slow draw of this iteration shows there first), else the estimate."""
         tau = self.speeds()
         ok = np.isfinite(self.rate_now)
+        if not np.isfinite(self.tau).any() and ok.any():  # no history: this iteration's mean
+            tau[:] = self.rate_now[ok].mean()
         tau[ok] = self.rate_now[ok]
         return tau
+
+    def _rekey(self) -> None:
+        """Without history the plan's finishes were guesses (1 s a partition): at the first
+        arrival, plan them again from this iteration's measured rates (once, O(n log n))."""
+        tau = self.rates()
+        self.finish_heap = []
+        for w, xs in self.by_worker.items():
+            f = 0.0
+            for x in xs:
+                if x.task_id in self.s1 and x.state == "pending":
+                    f += tau[w] * x.n
+                    self.planned[x.task_id] = f
+                    self.finish_heap.append((f, x.task_id))
+        heapq.heapify(self.finish_heap)
 
     def _finish(self, x: Task, t: float, tau, start: float | None = None) -> float:
         """Predicted finish of a pending task: its speed estimate from its start (dispatch,

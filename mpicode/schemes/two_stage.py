@@ -256,6 +256,8 @@ class TwoStage(Stealing, Replanning, Scheme):
             self.expired = True
         if task.n and np.isfinite(task.duration) and task.duration > 0:
             self.rate_now[task.worker] = task.duration / task.n
+            if self.first_event and not np.isfinite(self.tau).any():
+                self._rekey()
         if task.stage == 1:
             j = task.task_id
             self.n_done1 += 1
