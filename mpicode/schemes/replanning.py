@@ -122,7 +122,7 @@ class Replanning:
             g, pend, f = -1, [x], self._finish(x, t, tau, start)
         else:  # queued behind its worker's running task: work stealing's, not ours
             return None
-        if pend and (not late_only or t > max(start or 0.0, x.t_dispatch)
+        if pend and (not late_only or t >= max(start or 0.0, x.t_dispatch)
                      + tau[x.worker] * x.n):
             return (f, j, g, pend)
         return None

@@ -10,6 +10,7 @@ whether its own message or one group's blocks (which tile its set exactly) arriv
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -21,11 +22,13 @@ from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
+from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
 TRIGGERS = ("count", "deadline", "both")
+GRACE = 0.05  # a re-planning tick comes 5% of a task's planned finish after it
 
 
 OPTIONS = (
@@ -60,7 +63,7 @@ OPTIONS = (
 
 
 @register_scheme
-class TwoStage(Stealing, Replanning, Scheme):
+class TwoStage(Stealing, Replanning, Stage2, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -297,87 +300,38 @@ class TwoStage(Stealing, Replanning, Scheme):
 
 
     def on_tick(self, t):
+        """The deadline trigger; and, while a worker idles, the planned finish of a stage-1
+        task passing (it may be late now, with no arrival to notice it: a re-planning round)."""
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
-        if (self.fired or self.deadline is None or t < self.deadline or self._complete()
+        acts = Actions()
+        if not (self.fired or self.deadline is None or t < self.deadline or self._complete()
                 or self.expired):
-            return Actions()
-        self.fired, self.t_trigger = "deadline", t
-        self.armed = True
-        return self._stage2(t)
+            self.fired, self.t_trigger = "deadline", t
+            self.armed = True
+            acts += self._stage2(t)
+        if (self.rounds < self.replan and self.idle_pool and not self._complete()
+                and not self.expired and self._someone_late(t)):
+            acts += self._replan(t)
+            self.idle_pool.difference_update(x.worker for x in acts.dispatch)
+        return acts
 
     def next_deadline(self):
-        """The deadline trigger (until stage 2 fires), then ``max_wait``; None once done."""
+        """The deadline trigger (until stage 2 fires), ``max_wait``, and while a worker idles
+        with re-planning rounds left, the next planned stage-1 finish; None once done."""
         if self.done():
             return None
         cands = [] if self.fired or self.deadline is None else [self.deadline]
         if self.max_wait is not None:
             cands.append(self.max_wait)
+        if self.rounds < self.replan and self.idle_pool:
+            h = self.finish_heap
+            while h and (h[0][1] not in self.s1 or h[0][1] in self.cover
+                         or self.s1[h[0][1]].state != "pending"):
+                heapq.heappop(h)
+            if h:  # a little after it: then, overdue, a backup is predicted to be sooner
+                cands.append(h[0][0] * (1 + GRACE) + 1e-12)
         return min(cands) if cands else None
-
-    # ---- stage 2 ---------------------------------------------------------------------------
-    def _stage2(self, t: float) -> Actions:
-        """Cover the stragglers' partitions U with r2 groups of idle workers."""
-        stragglers = [x for x in self.s1.values()
-                      if x.state == "pending" and x.task_id not in self.cover]
-        tau = self.speeds()
-        if self.replan:  # with re-planning, the load cap holds for stage 2 too: latest first
-            stragglers = self._within_load(stragglers, t, tau)
-        if not stragglers:
-            return Actions()
-        busy = {x.worker for x in self.s1.values() if x.state != "done"}
-        w2 = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-        u = np.concatenate([x.partitions for x in stragglers])
-        if not self.placement.shared:
-            holders = {h for k in u.tolist() for h in self.placement.holders(k)}
-            w2 = [w for w in w2 if w in holders]
-        if not w2:
-            if not self.log_notes or not self.log_notes[-1].startswith("stage 2 at"):
-                self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, "
-                                      "waiting for one")
-            return Actions()
-        self.armed, self.issued = False, True
-        tl = tau.tolist()  # python floats: a numpy scalar per comparison is 10x slower
-        w2.sort(key=lambda w: (tl[w], w))
-        r2 = self.s2 + 1
-        if self.replan:  # and the message cap: about one block per straggler beyond room
-            room = int(self.replan_messages * self.N) - len(self.s1) - self.extra_msgs
-            w2 = w2[:max(r2, r2 * len(stragglers) + room)]
-        if len(w2) < r2:
-            self.log_notes.append(f"stage 2: r2 shrunk from {r2} to {len(w2)} "
-                                  f"(only {len(w2)} idle workers)")
-            r2 = len(w2)
-        self.r2, self.n_u = r2, len(u)
-        owner_of = {int(k): x.task_id for x in stragglers for k in x.partitions}
-        # stage 2's groups come after any a re-planning round already made
-        base = {x.task_id: len(self.tiles[x.task_id]) for x in stragglers}
-        acts = Actions()
-        for g in range(r2):
-            members = w2[g::r2]  # fastest first, dealt round-robin: groups of equal speed
-            quotas = largest_remainder(len(u), 1.0 / tau[members], minimum=1)
-            got = assign(u, members, quotas, tau, self.placement)
-            lost = {owner_of[k] for k in got.get(-1, [])}
-            for j in lost:
-                self.log_notes.append(f"stage 2 group {g}: no holder for part of stage-1 task "
-                                      f"{j}; that group does not cover it")
-            for x in stragglers:
-                self.tiles[x.task_id].append([])
-            for w in members:
-                by_owner: dict[int, list[int]] = {}
-                for k in got[w]:
-                    by_owner.setdefault(owner_of[int(k)], []).append(int(k))
-                for j, ks in by_owner.items():  # one block per straggler: never crosses two
-                    if j in lost:
-                        continue
-                    b = self.new_task(w, 2, ks, t=t)
-                    self.reissued += b.n
-                    gj = base[j] + g
-                    self.owner[b.task_id] = [(gj, j)]
-                    self.tiles[j][gj].append(b)
-                    self.missing[gj, j] = self.missing.get((gj, j), 0) + 1
-                    self.extra_msgs += self.missing[gj, j] > 1
-                    acts.dispatch.append(b)
-        return acts
 
     def _measured(self) -> np.ndarray:
         """Per worker, this iteration's seconds per partition over its arrived tasks."""
@@ -388,17 +342,6 @@ class TwoStage(Stealing, Replanning, Scheme):
                 n[x.worker] += x.n
         out = np.full(self.N, np.nan)
         out[n > 0] = busy[n > 0] / n[n > 0]
-        return out
-
-    def _within_load(self, stragglers: list[Task], t: float, tau) -> list[Task]:
-        """The stragglers predicted to finish last whose sets fit in ``replan_load``."""
-        rt = self.rates()
-        stragglers.sort(key=lambda x: (-self._finish(x, t, rt, self._start(x)), x.task_id))
-        out, n = [], self.reissued
-        for x in stragglers:
-            if n + x.n <= self.replan_load * self.K:
-                out.append(x)
-                n += x.n
         return out
 
     # ---- decoding ----------------------------------------------------------------------------
