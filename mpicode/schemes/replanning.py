@@ -34,6 +34,17 @@ class Replanning:
         tau[ok] = self.rate_now[ok]
         return tau
 
+    def _measured(self) -> np.ndarray:
+        """Per worker, this iteration's seconds per partition over its arrived tasks."""
+        busy, n = np.zeros(self.N), np.zeros(self.N)
+        for x in self.tasks.values():
+            if x.state == "done" and x.n and np.isfinite(x.duration):
+                busy[x.worker] += x.duration
+                n[x.worker] += x.n
+        out = np.full(self.N, np.nan)
+        out[n > 0] = busy[n > 0] / n[n > 0]
+        return out
+
     def _rekey(self) -> None:
         """Without history the plan's finishes were guesses (1 s a partition): at the first
         arrival, plan them again from this iteration's measured rates (once, O(n log n))."""

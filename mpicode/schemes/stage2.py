@@ -75,12 +75,13 @@ class Stage2:
         return acts
 
     def _within_load(self, stragglers: list[Task], t: float, tau) -> list[Task]:
-        """The stragglers predicted to finish last whose sets fit in ``replan_load``."""
+        """The stragglers predicted to finish last whose sets fit in ``replan_load`` (the
+        latest one in any case)."""
         rt = self.rates()
         stragglers.sort(key=lambda x: (-self._finish(x, t, rt, self._start(x)), x.task_id))
         out, n = [], self.reissued
-        for x in stragglers:
-            if n + x.n <= self.replan_load * self.K:
+        for x in stragglers:  # (the first always: stage 2 covers someone)
+            if n + x.n <= self.replan_load * self.K or not out:
                 out.append(x)
                 n += x.n
         return out

@@ -333,17 +333,6 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
                 cands.append(h[0][0] * (1 + GRACE) + 1e-12)
         return min(cands) if cands else None
 
-    def _measured(self) -> np.ndarray:
-        """Per worker, this iteration's seconds per partition over its arrived tasks."""
-        busy, n = np.zeros(self.N), np.zeros(self.N)
-        for x in self.tasks.values():
-            if x.state == "done" and x.n and np.isfinite(x.duration):
-                busy[x.worker] += x.duration
-                n[x.worker] += x.n
-        out = np.full(self.N, np.nan)
-        out[n > 0] = busy[n > 0] / n[n > 0]
-        return out
-
     # ---- decoding ----------------------------------------------------------------------------
     def _complete(self) -> bool:
         return len(self.cover) == len(self.s1)

@@ -64,8 +64,11 @@ def test_the_load_and_message_caps_hold():
             exact(sc, out, oracle)
             if load == 0.0:
                 assert out.summary["replans"] == 0
-            # the rounds never re-issue more than the cap (stage 2 with re-planning neither)
-            assert sc.reissued <= load * K + 1e-9 or load == 2.0
+            # the rounds never re-issue past the cap; stage 2 (with re-planning) keeps to it
+            # too, but covers at least its latest straggler: at most one set more
+            biggest = max(x.n for x in sc.s1.values())
+            assert sc.reissued <= load * K + biggest
+            assert out.summary["load"] <= 1 + load + biggest / K + 1e-9
             if msgs == 0.0:  # groups of one: a block replaces its straggler's message
                 assert sc.extra_msgs == 0
 
