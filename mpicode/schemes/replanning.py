@@ -27,11 +27,14 @@ class Replanning:
     def rates(self) -> np.ndarray:
         """Seconds per partition: this iteration's measure of a worker where one of its
         tasks arrived (a slow draw of this iteration shows there first), else the estimate."""
+        if self._rates is not None:  # (cached until a rate is measured: do not modify)
+            return self._rates
         tau = self.speeds()
         ok = np.isfinite(self.rate_now)
         if not np.isfinite(self.tau).any() and ok.any():  # no history: this iteration's mean
             tau[:] = self.rate_now[ok].mean()
         tau[ok] = self.rate_now[ok]
+        self._rates = tau
         return tau
 
     def _measured(self) -> np.ndarray:
@@ -101,11 +104,16 @@ class Replanning:
         event's worker) whatever their planned finish, since this iteration's rates may
         show them slow (whether an idle holder would be sooner is :meth:`_groups`' test)."""
         late = []
+        # shared: a round gives each idle worker at most one group, so the most overdue
+        # few suffice (the cost of an event stays independent of N)
+        limit = 2 * len(self.idle_pool) + 8 if self.placement.shared else len(self.late_ids)
         for j in list(self.late_ids):  # past their planned finish (see _someone_late)
+            if len(late) >= limit:
+                break
             e = self._straggler(j, t, tau, True)
             if e is None and (j not in self.s1 or j in self.cover
                               or self.s1[j].state != "pending"):
-                self.late_ids.discard(j)
+                del self.late_ids[j]
             elif e is not None:
                 late.append(e)
         for v in near:
@@ -155,34 +163,48 @@ class Replanning:
         for c in cands:
             near.setdefault(self.s1[c[5]].worker, []).append(c)
         R = self.placement.R
-        for w in idle:
-            if self.placement.shared:  # the latest few: a worker that helps none waits
-                mine = sorted(cands, key=lambda c: (-c[0], c[5]))[:8]
+        heap = [(-c[0], c[5], i) for i, c in enumerate(cands)]  # latest predicted cover
+        heapq.heapify(heap)
+        for w in idle:  # fastest first
+            if self.placement.shared:  # the latest few (a heap: O(log) a worker)
+                top = [heapq.heappop(heap) for _ in range(min(8, len(heap)))]
+                mine = [cands[e[2]] for e in top]
             else:  # only stragglers within R - 1 of w can share a block with it
                 mine = sorted((c for v in {(w + d) % self.N for d in range(1 - R, R)}
                                for c in near.get(v, ())), key=lambda c: (-c[0], c[5]))
-            v = 1.0 / tl[w]
-            for c in mine:
-                if len(c[3]) >= c[1] or (c[9] is not None and w not in c[9]):
-                    continue
-                cover = t + c[1] / (c[2] + v)
-                if cover < c[0]:
-                    c[0], c[2] = cover, c[2] + v
-                    c[3].append(w)
+            took = self._join(w, mine, t, 1.0 / tl[w])
+            if self.placement.shared:
+                for _, j, i in top:  # back, with the cover w brought forward
+                    heapq.heappush(heap, (-cands[i][0], j, i))
+                if not took:  # the fastest idle worker helps none: a slower one neither
                     break
         return sorted((c for c in cands if c[3]), key=lambda c: (-c[4], c[5]))
+
+    @staticmethod
+    def _join(w: int, mine: list, t: float, v: float) -> bool:
+        """Worker w (speed v) joins the first candidate of ``mine`` whose cover it brings
+        forward; False if none."""
+        for c in mine:
+            if len(c[3]) >= c[1] or (c[9] is not None and w not in c[9]):
+                continue
+            cover = t + c[1] / (c[2] + v)
+            if cover < c[0]:
+                c[0], c[2] = cover, c[2] + v
+                c[3].append(w)
+                return True
+        return False
 
     def _replan(self, t: float, near=()) -> Actions:
         """Give the idle workers the pending rest of the late stragglers, as new groups: a
         group's arrived blocks plus new blocks tiling the rest (several stragglers a round)."""
         tau = self.rates()
+        late = self._late_stragglers(t, tau, near)
+        if not late:
+            return Actions()
         # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
         # bound on its speed in rates(): a slow machine stays slow)
         idle = self._idle_candidates()
         if not idle:
-            return Actions()
-        late = self._late_stragglers(t, tau, near)
-        if not late:
             return Actions()
         tl = tau.tolist()
         idle.sort(key=lambda w: (tl[w], w))

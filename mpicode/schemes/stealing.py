@@ -18,13 +18,13 @@ import math
 import numpy as np
 
 from mpicode.schemes.base import Actions, Task
-from mpicode.schemes.shares import largest_remainder
 
 
 class Stealing:
     def new_task(self, worker, stage, partitions, coeffs=None, t=0.0):
         task = super().new_task(worker, stage, partitions, coeffs, t)
         self.by_worker.setdefault(task.worker, []).append(task)
+        self.idle_pool.discard(task.worker)  # the pool holds only workers with nothing to do
         return task
 
     def _cancel(self, tasks, t: float) -> list[Task]:
@@ -37,6 +37,7 @@ class Stealing:
                 s = self._start(x)
                 if s is not None and t > s and x.n:
                     self.rate_now[x.worker] = (t - s) / x.n
+                    self._rates = None
         out = super()._cancel(tasks, t)
         for x in out:
             if self.active[x.worker] and self.idle(x.worker):
@@ -51,7 +52,7 @@ class Stealing:
         every idle worker: a reserve)."""
         if self.first_event:
             return [int(w) for w in np.flatnonzero(self.active) if self.idle(int(w))]
-        return [w for w in self.idle_pool if self.idle(w) and self.active[w]]
+        return [w for w in self.idle_pool if self.active[w]]
 
     def _may_act(self, task) -> bool:
         """Stealing and re-planning need an idle worker: the one that just finished, one that
@@ -62,13 +63,14 @@ class Stealing:
         """The share of ``worker`` as up to ``stage1_chunks`` consecutive tasks."""
         parts = list(parts)
         m = max(1, min(self.stage1_chunks, len(parts)))
-        sizes = largest_remainder(len(parts), np.ones(m), minimum=1)
+        q, r = divmod(len(parts), m)  # equal sizes, the larger first (largest remainder)
+        sizes = [q + (i < r) for i in range(m)]
         if not self.placement.shared:
             sizes = self._block_sizes(parts, m)
         out, i = [], 0
-        tau = self.speeds()[worker]
+        tau = float(self.speeds()[worker])
         f = 0.0
-        for n in [int(z) for z in sizes]:
+        for n in sizes:
             out.append(self.new_task(worker, 1, parts[i:i + n]))
             f += tau * n  # chunks run one after another: planned finishes accumulate
             self.planned[out[-1].task_id] = f
@@ -99,9 +101,12 @@ class Stealing:
         planned finishes into ``late_ids`` once (O(log n) each)."""
         h = self.finish_heap
         while h and h[0][0] < t:
-            self.late_ids.add(heapq.heappop(h)[1])
-        self.late_ids = {j for j in self.late_ids if j in self.s1 and j not in self.cover
-                         and self.s1[j].state == "pending"}
+            self.late_ids[heapq.heappop(h)[1]] = None  # (a dict: most overdue first)
+        while self.late_ids:  # drop the finished from the front (amortised O(1))
+            j = next(iter(self.late_ids))
+            if j in self.s1 and j not in self.cover and self.s1[j].state == "pending":
+                break
+            del self.late_ids[j]
         return bool(self.late_ids)
 
     def _s1_pending(self, w: int) -> list[Task]:
@@ -125,8 +130,14 @@ class Stealing:
         of the worker predicted to finish last, among those whose task it holds."""
         if self.stage1_chunks <= 1:  # nothing queued to steal: O(1)
             return Actions()
+        if self.placement.shared:
+            while self.victims and self._stale_victim(self.victims[0]):
+                heapq.heappop(self.victims)
+            if not self.victims:  # nothing queued to steal: no thief to sort
+                return Actions()
         tau = self.rates()
-        thieves = sorted(self._idle_candidates(), key=lambda u: (tau[u], u))
+        tl = tau.tolist()
+        thieves = sorted(self._idle_candidates(), key=lambda u: (tl[u], u))
         if not thieves:
             return Actions()
         if self.placement.shared:

@@ -161,6 +161,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        self._speeds = self._rates = None
         if "reliability" in state:
             self.reliability = float(state["reliability"])
 
@@ -168,7 +169,9 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         """The speed estimates, shrunk toward their (geometric) mean by ``reliability``:
         when this iteration's speeds do not follow the last ones' (fresh draws every
         iteration), proportional shares would only follow noise."""
-        return shares.shrink(super().speeds(), self.reliability)
+        if self._speeds is None:  # the estimates change only between iterations
+            self._speeds = shares.shrink(super().speeds(), self.reliability)
+        return self._speeds.copy()
 
     def _reset(self):
         self.s1: dict[int, Task] = {}                # stage-1 task id -> task
@@ -196,10 +199,11 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         self.idle_pool: set[int] = set()  # workers that went idle and were given nothing
         self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
         self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
-        self.late_ids: set[int] = set()  # stage-1 tasks past their planned finish
+        self.late_ids: dict[int, None] = {}  # stage-1 tasks past their planned finish
         self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
         self.rate_now = np.full(self.N, np.nan)  # s/partition measured this iteration
+        self._speeds = self._rates = None  # caches of speeds() and rates()
 
     # ---- stage 1 ---------------------------------------------------------------------------
     def plan(self):
@@ -259,6 +263,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
             self.expired = True
         if task.n and np.isfinite(task.duration) and task.duration > 0:
             self.rate_now[task.worker] = task.duration / task.n
+            self._rates = None
             if self.first_event and not np.isfinite(self.tau).any():
                 self._rekey()
         if task.stage == 1:
@@ -383,6 +388,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         (re-planning rounds used)."""
         before = self.tau.copy()
         out = super().end(t)
+        self._speeds = self._rates = None
         self.reliability = shares.update_reliability(self.reliability, before,
                                                      self._measured())
         # a stolen task never ran on its first worker: only its thief's copy is load
