@@ -59,6 +59,23 @@ class Stealing:
         went idle before and got nothing, or (at the first arrival) a reserve."""
         return self.first_event or bool(self.idle_pool) or self.idle(task.worker)
 
+    def _with_holders(self, s1: set[int], order: list[int]) -> set[int]:
+        """Under replicated placement, add the fastest live holder of any partition that no
+        stage-1 worker holds (else stage 1 could not cover it)."""
+        rank = {w: i for i, w in enumerate(order)}
+        for k in range(self.K):
+            hs = self.placement.holders(k)
+            if any(h in s1 for h in hs):
+                continue
+            live = [h for h in hs if h in rank]
+            if not live:
+                raise RuntimeError(f"two-stage: partition {k} has no live holder")
+            h = min(live, key=rank.__getitem__)
+            s1.add(h)
+            self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
+                                  f"partition {k}")
+        return s1
+
     def _chunked(self, worker: int, parts) -> list[Task]:
         """The share of ``worker`` as up to ``stage1_chunks`` consecutive tasks."""
         parts = list(parts)

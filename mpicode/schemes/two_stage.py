@@ -239,23 +239,6 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
             self.deadline = float(self.beta * predicted)
         return tasks
 
-    def _with_holders(self, s1: set[int], order: list[int]) -> set[int]:
-        """Under replicated placement, add the fastest live holder of any partition that no
-        stage-1 worker holds (else stage 1 could not cover it)."""
-        rank = {w: i for i, w in enumerate(order)}
-        for k in range(self.K):
-            hs = self.placement.holders(k)
-            if any(h in s1 for h in hs):
-                continue
-            live = [h for h in hs if h in rank]
-            if not live:
-                raise RuntimeError(f"two-stage: partition {k} has no live holder")
-            h = min(live, key=rank.__getitem__)
-            s1.add(h)
-            self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
-                                  f"partition {k}")
-        return s1
-
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):
         acts = Actions()
