@@ -106,7 +106,8 @@ class Replanning:
         late = []
         # shared: a round gives each idle worker at most one group, so the most overdue
         # few suffice (the cost of an event stays independent of N)
-        limit = 2 * len(self.idle_pool) + 8 if self.placement.shared else len(self.late_ids)
+        limit = min(2 * len(self.idle_pool) + 8, 32) if self.placement.shared else len(
+            self.late_ids)
         for j in list(self.late_ids):  # past their planned finish (see _someone_late)
             if len(late) >= limit:
                 break
@@ -197,14 +198,19 @@ class Replanning:
     def _replan(self, t: float, near=()) -> Actions:
         """Give the idle workers the pending rest of the late stragglers, as new groups: a
         group's arrived blocks plus new blocks tiling the rest (several stragglers a round)."""
+        if self.placement.shared and self.version == self.failed_at:
+            return Actions()  # nothing changed since a round found nothing to do: O(1)
+        version = self.version
         tau = self.rates()
         late = self._late_stragglers(t, tau, near)
         if not late:
+            self.failed_at = version
             return Actions()
         # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
         # bound on its speed in rates(): a slow machine stays slow)
         idle = self._idle_candidates()
         if not idle:
+            self.failed_at = version
             return Actions()
         tl = tau.tolist()
         idle.sort(key=lambda w: (tl[w], w))
@@ -213,6 +219,8 @@ class Replanning:
             if self.rounds >= self.replan:
                 break
             acts += self._new_group(t, c[5], c[6], c[7], c[8], c[3], tau)
+        if not acts.dispatch:
+            self.failed_at = version
         return acts
 
     def _new_group(self, t: float, j: int, g: int, pend: list, rest, members: list,

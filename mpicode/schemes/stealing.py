@@ -38,10 +38,12 @@ class Stealing:
                 if s is not None and t > s and x.n:
                     self.rate_now[x.worker] = (t - s) / x.n
                     self._rates = None
+                    self.version += 1
         out = super()._cancel(tasks, t)
         for x in out:
             if self.active[x.worker] and self.idle(x.worker):
                 self.idle_pool.add(x.worker)
+                self.version += 1
         return out
 
     def idle(self, w: int) -> bool:
@@ -119,6 +121,7 @@ class Stealing:
         h = self.finish_heap
         while h and h[0][0] < t:
             self.late_ids[heapq.heappop(h)[1]] = None  # (a dict: most overdue first)
+            self.version += 1
         while self.late_ids:  # drop the finished from the front (amortised O(1))
             j = next(iter(self.late_ids))
             if j in self.s1 and j not in self.cover and self.s1[j].state == "pending":

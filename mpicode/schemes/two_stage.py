@@ -43,9 +43,9 @@ OPTIONS = (
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", cf.optional_int, None, "two-stage: re-planning groups per iteration for "
-           "late stragglers (stage k; default N, one per worker; 0: the paper's single "
-           "stage 2)", check=lambda x: None if x is None or x >= 0 else "must be >= 0",
+    Option("replan", cf.optional_int, 64, "two-stage: re-planning groups per iteration for "
+           "late stragglers (stage k; 0: the paper's single stage 2; none: N, one per "
+           "worker)", check=lambda x: None if x is None or x >= 0 else "must be >= 0",
            group="two-stage"),
     Option("replan_load", cf.finite_float, 0.3, "two-stage: re-planning stops once stage 2 and "
            "the rounds re-issued this fraction of the K partitions in an iteration (a cap on "
@@ -119,7 +119,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=None,
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=64,
                  stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
@@ -208,6 +208,8 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         self.coverage = math.nan
         self.rate_now = np.full(self.N, np.nan)  # s/partition measured this iteration
         self._speeds = self._rates = None  # caches of speeds() and rates()
+        self.version = 0         # bumped when a worker idles, a task turns late, a rate...
+        self.failed_at = -1      # ... is measured; the version a round last found nothing
 
     # ---- stage 1 ---------------------------------------------------------------------------
     def plan(self):
@@ -251,6 +253,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         if task.n and np.isfinite(task.duration) and task.duration > 0:
             self.rate_now[task.worker] = task.duration / task.n
             self._rates = None
+            self.version += 1
             if self.first_event and not np.isfinite(self.tau).any():
                 self._rekey()
         if task.stage == 1:
@@ -264,7 +267,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
             if self.idle(task.worker):
-                self.idle_pool.add(task.worker)
+                self._free(task.worker)
             if self._may_act(task) and not self._complete() and not self.expired:
                 acts += self._steal(t)
                 self.idle_pool.difference_update(x.worker for x in acts.dispatch)
@@ -286,10 +289,15 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
             acts += self._replan(t, near)
         self.first_event = False
         if self.idle(task.worker):
-            self.idle_pool.add(task.worker)
+            self._free(task.worker)
         self.idle_pool.difference_update(x.worker for x in acts.dispatch)
         return acts
 
+
+    def _free(self, w: int) -> None:
+        if w not in self.idle_pool:
+            self.idle_pool.add(w)
+            self.version += 1
 
     def on_tick(self, t):
         """The deadline trigger; and, while a worker idles, the planned finish of a stage-1
