@@ -95,15 +95,9 @@ bench: install  ## every benchmark (run on a quiet machine)
 
 # data/README.md: the scikit-learn bundled datasets (data/digits.h5, data/breast_cancer.h5,
 # data/diabetes.h5) and the two shipped real straggler traces (data/trace-SE.h5, data/trace-AR.h5)
-TRACE_LICENSE := Apache-2.0 (data/traces/LICENSE-StragglerAnalysis.txt; ByteDance-Seed/StragglerAnalysis)
 data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
-	for t in SE AR; do \
-	  test -f data/trace-$$t.h5 || $(PY) -m mpicode traces import data/traces/bytedance-$$t.csv \
-	    --out data/trace-$$t.h5 --duration-col compute --license "$(TRACE_LICENSE)" \
-	    --license-file data/traces/LICENSE-StragglerAnalysis.txt \
-	    --description "see data/traces/README.md" || exit 1; \
-	done
+	$(PY) -m mpicode.experiments.shipped --data-dir data
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install  ## the seeded experiment suite: results/ and README Results

@@ -117,4 +117,4 @@ mpicode_warmup() {
     "$PY" -m mpicode warmup
 }
 
-echo "mpicode job ${SLURM_JOB_ID:-?} on $(hostname -s): $SLURM_NTASKS tasks, python $("$PY" -c 'import sys; print(sys.executable)')"
+echo "mpicode job ${SLURM_JOB_ID:-?} on $(hostname -s): ${SLURM_NTASKS:-?} tasks, python $("$PY" -c 'import sys; print(sys.executable)')"

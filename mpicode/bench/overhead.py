@@ -1,11 +1,12 @@
 """``mpicode bench overhead``: rank 0's per-iteration cost by phase against the floor.
 
-    mpicode bench overhead [--json] [--quick]
+    mpicode bench overhead [--json] [--quick] [--workers 4,8] [--sizes demo,1e6]
 
 For N = 4, 8, 16 (``--quick``: 4) it launches
 ``mpiexec -n N+1 python -m mpi4py -m mpicode.bench.overhead --inner --dir DIR``. At each
 model size (the demo's 8000 x 100, then 10^3 .. 10^6 parameters = features; rows are cut
-so that a rank holds at most ~2*10^6 elements, 10^6 only at N = 4 to bound memory) the job
+so that a rank holds at most ~2*10^6 elements, 10^6 only at N = 4 to bound memory;
+``--workers`` and ``--sizes`` narrow the plan to some N and size labels) the job
 trains ``uncoded`` with ``--stragglers none`` and default options, logged like
 ``mpicode train``, and then times the floor on the same ranks: a plain mpi4py ``Bcast`` of
 the model + ``Reduce`` of one gradient (:func:`mpicode.mpi.floor.bcast_reduce`, blocking and
@@ -32,17 +33,27 @@ SKIP = 3
 PHASES = ("log_s", "comm_extra_s", "decode_s", "update_s", "eval_s")
 
 
-def sizes(N: int, quick: bool) -> list[tuple[str, int, int]]:
-    """(label, features, samples) of every model size at N workers."""
+def sizes(N: int, quick: bool, only: tuple[str, ...] = ()) -> list[tuple[str, int, int]]:
+    """(label, features, samples) of every model size at N workers (``only``: these labels)."""
     K = 4 * N
     feats = (10**3, 10**4, 10**5) + ((10**6,) if N == 4 and not quick else ())
-    return [("demo", 100, 8000)] + [(f"1e{int(np.log10(f))}", f,
-                                     min(8000, max(K, int(2e6 // f)))) for f in feats]
+    out = [("demo", 100, 8000)] + [(f"1e{int(np.log10(f))}", f,
+                                    min(8000, max(K, int(2e6 // f)))) for f in feats]
+    return [s for s in out if not only or s[0] in only]
 
 
-def _plan(quick: bool) -> dict:
-    return {"Ns": (4,) if quick else (4, 8, 16), "iterations": 10 if quick else 20,
-            "reps": 1 if quick else 2}
+def _plan(quick: bool, workers: str | None = None, only: str | None = None) -> dict:
+    Ns = (4,) if quick else (4, 8, 16)
+    if workers:
+        from mpicode.config import UsageError
+        try:
+            Ns = tuple(int(n) for n in workers.split(","))
+        except ValueError:
+            raise UsageError(f"--workers {workers!r}: give worker counts like 4,8") from None
+        if min(Ns) < 1:
+            raise UsageError(f"--workers {workers!r}: every N must be >= 1")
+    return {"Ns": Ns, "iterations": 10 if quick else 20, "reps": 1 if quick else 2,
+            "sizes": tuple(only.split(",")) if only else ()}
 
 
 def cell(comm, d: str, label: str, features: int, samples: int, plan: dict, rep: int,
@@ -97,13 +108,14 @@ def _inner(argv) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--dir", required=True)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--sizes", default=None)
     a = p.parse_args(argv)
     kernels.warmup()
     comm = runtime.world().Dup()
-    N, plan = comm.size - 1, _plan(a.quick)
+    N, plan = comm.size - 1, _plan(a.quick, None, a.sizes)
     res: dict = {}
     for rep in range(plan["reps"]):
-        for label, f, n in sizes(N, a.quick):
+        for label, f, n in sizes(N, a.quick, plan["sizes"]):
             x = cell(comm, a.dir, label, f, n, plan, rep, {})
             if x is not None:
                 res.setdefault(label, {"features": f, "samples": n, "reps": []})["reps"].append(x)
@@ -147,14 +159,16 @@ def render(results: dict, plan: dict) -> str:
     return "\n".join(lines)
 
 
-def run(as_json: bool = False, quick: bool = False) -> dict:
+def run(as_json: bool = False, quick: bool = False, workers: str | None = None,
+        sizes: str | None = None) -> dict:
     from mpicode.bench import launch_inner
-    plan = _plan(quick)
+    plan = _plan(quick, workers, sizes)
     results = {}
     with tempfile.TemporaryDirectory(prefix="mpicode-overhead-") as d:
         for N in plan["Ns"]:
             launch_inner("mpicode.bench.overhead", N + 1,
-                         ["--dir", d] + (["--quick"] if quick else []))
+                         ["--dir", d] + (["--quick"] if quick else [])
+                         + (["--sizes", sizes] if sizes else []))
             raw = json.loads(Path(d, f"overhead-{N}.json").read_text())
             results[N] = {k: _median(v) for k, v in raw.items()}
     out = {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
@@ -166,4 +180,10 @@ def run(as_json: bool = False, quick: bool = False) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inner":
         sys.exit(_inner(sys.argv[2:]))
-    run(as_json="--json" in sys.argv, quick="--quick" in sys.argv)
+    p = argparse.ArgumentParser(prog="mpicode bench overhead")
+    for flag in ("--json", "--quick"):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("--workers")
+    p.add_argument("--sizes")
+    a = p.parse_args()
+    run(as_json=a.json, quick=a.quick, workers=a.workers, sizes=a.sizes)

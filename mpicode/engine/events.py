@@ -84,7 +84,7 @@ class EventLoop:
             if self.vw is not None:
                 self.vw.cancel(task.task_id, t)
             if self.uplink is not None:  # its message, if on the way, is no longer needed
-                self.uplink.sched.drop({(it, task.task_id)})
+                self.uplink.drop({(it, task.task_id)})
             self._hook("cancel", task)
 
     # ---- events -------------------------------------------------------------------------------

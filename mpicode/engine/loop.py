@@ -70,6 +70,9 @@ class Trainer:
         self.history: list[dict] = []
         self.snap: dict | None = None
         self._t_mark = 0.0     # wall clock: where the next row's interval begins
+        self._bufs: list[np.ndarray] | None = None
+        self._grad_norm = math.nan
+        self._snap_w: np.ndarray | None = None  # the snapshot's copy of the model
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -95,7 +98,8 @@ class Trainer:
         t_wait = self.events.run(it, info, a)
         t0 = time.perf_counter()
         dec = scheme.decode()
-        gsum = combine(dec, info.msgs, self.dim)[0] if self.problem is not None else None
+        gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
+                if self.problem is not None else None)
         # virtual time charges the cost model's decode (0 by default), not the measured one:
         # the file is a function of the seed and the trace (bench scale measures the decode)
         decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s
@@ -106,12 +110,10 @@ class Trainer:
         summary = scheme.end(t_wait)
         grad_norm = math.nan
         if gsum is not None:
-            grad = self.problem.gradient(gsum, self.w)
-            self.w = self.optimizer.step(self.w, grad)
-            grad_norm = float(np.linalg.norm(grad))
-        if wall:
-            t_end = self.now()
-        else:
+            self._update(gsum)
+            grad_norm = self._grad_norm
+        t_end = math.nan  # wall clock: once the rows are built (they are the update's cost)
+        if not wall:
             self.vt += t_wait + costs.coord_decode_s + costs.coord_update_s
             t_end = self.vt
         # the clairvoyant oracle of this iteration's draws: the models' partition cost in
@@ -124,12 +126,32 @@ class Trainer:
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())
+        if wall:  # (building the rows was counted in the next row's log_s before)
+            t_end = out["row"]["t_end"] = self.now()
         # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
         # (cancels, the scheme's end, the gradient step, the rows)
         log_s = a - t_start if wall else costs.coord_log_s
         update_s = (t_end - a) - t_wait - decode_s if wall else costs.coord_update_s
         out["row"].update(log_s=log_s, update_s=update_s)
         return out
+
+    def _buffers(self) -> list[np.ndarray]:
+        """Rank 0's reused dim-vectors: the decoded sum (then the gradient, in place), a
+        scratch and the spare model the update writes (no allocation per iteration)."""
+        if self._bufs is None or self._bufs[0].shape != (self.dim,):
+            self._bufs = [np.empty(self.dim) for _ in range(3)]
+        return self._bufs
+
+    def _update(self, gsum: np.ndarray) -> None:
+        """The gradient step from the decoded sum (in place; the old model becomes the
+        spare buffer, so the previous w stays intact until the next update)."""
+        bufs = self._buffers()
+        grad = self.problem.gradient(gsum, self.w, out=gsum, scratch=bufs[1])
+        self._grad_norm = float(np.linalg.norm(grad))
+        w = self.optimizer.step(self.w, grad, out=bufs[2])
+        if w is bufs[2]:
+            bufs[2] = self.w if self.w.shape == w.shape else np.empty(self.dim)
+        self.w = w
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
         due = (it + 1) % self.eval_every == 0 or it == last
@@ -191,7 +213,7 @@ class Trainer:
                 break
         if not self.log_broken:  # after a clean stop (even a full disk) a checkpoint may fit
             self.write_checkpoint()
-        return self.w
+        return self.w.copy()  # (the trainer reuses its buffers: the caller gets its own)
 
     def _bookkeeping(self, it: int, out: dict) -> bool:
         """Log the iteration, show progress, snapshot and checkpoint; False: stop now."""
@@ -215,8 +237,12 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def take_snapshot(self, next_iteration: int) -> dict:
         from mpicode.io import checkpoint
+        # the model into a reused buffer (at 10^6 parameters a fresh copy costs ms a row)
+        if self._snap_w is None or self._snap_w.shape != self.w.shape:
+            self._snap_w = np.empty(self.w.shape)
+        np.copyto(self._snap_w, self.w)
         return checkpoint.snapshot(
-            w=self.w, iteration=next_iteration,
+            w=self._snap_w, copy_w=False, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
             runtime=self.dead.state_dict(), optimizer=self.optimizer)

@@ -5,6 +5,12 @@ began; virtual in the simulator, wall time in the MPI runtime). Data offered at 
 granted from the first slot that begins at or after t; a message whose last chunk is granted
 in slot s is delivered at the end of slot s. Slots with nothing waiting are skipped (the
 scheduler is told the real slot index, so channel samples stay aligned with time).
+
+On the wall clock rank 0 can run late: it then runs the slots it missed back to back (their
+capacity was real). An offer that arrives meanwhile, at t after the slot the clock is at,
+waits in ``pending`` and reaches the scheduler at the first slot that begins at or after t,
+as in virtual time (where the loop runs every slot before a later offer, so nothing waits);
+offered at once, it could be granted slots that ended before it was ready.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ class Uplink:
         self._last = {k: np.zeros(scheduler.N, np.int64) for k in BYTE_COUNTERS}
         self.iteration = -1
         self.deliveries: list[tuple[float, int]] = []  # (delivery time, task id), this iteration
+        # offers made while the slot clock was behind them: (t, seq, worker, msg_id, nbytes)
+        self.pending: list[tuple] = []
+        self._seq = 0
 
     def new_iteration(self, it: int) -> None:
         self.iteration = it
@@ -42,18 +51,43 @@ class Uplink:
                 self._last[k] = np.asarray(state[f"last_{k}"], np.int64).reshape(self.sched.N)
 
     def offer(self, worker: int, msg_id, nbytes: int, t: float) -> None:
-        if not self.sched.waiting():
+        if not self.sched.waiting() and not self.pending:
             # idle link: jump to the first slot that begins at or after t
             self.next_slot = max(self.next_slot, math.ceil(t / self.slot_s - 1e-9))
+        elif t > self.next_slot * self.slot_s + 1e-9:  # the clock is behind t (wall clock)
+            heapq.heappush(self.pending, (t, self._seq, worker, msg_id, nbytes))
+            self._seq += 1
+            return
         self.sched.offer(worker, msg_id, nbytes)
+
+    def _release(self) -> None:
+        """Offer the pending messages whose time has come: those offered at or before the
+        next slot's start; on an idle link, the earliest one at once (the clock jumps)."""
+        while self.pending:
+            t = self.pending[0][0]
+            if self.sched.waiting() and t > self.next_slot * self.slot_s + 1e-9:
+                return
+            _, _, worker, msg_id, nbytes = heapq.heappop(self.pending)
+            if not self.sched.waiting():
+                self.next_slot = max(self.next_slot, math.ceil(t / self.slot_s - 1e-9))
+            self.sched.offer(worker, msg_id, nbytes)
+
+    def drop(self, ids) -> int:
+        """Forget these messages (cancelled tasks), pending or in the scheduler."""
+        ids = set(ids)
+        self.pending = [p for p in self.pending if p[3] not in ids]
+        heapq.heapify(self.pending)
+        return self.sched.drop(ids)
 
     def next_slot_time(self) -> float:
         """When the next slot begins, if any data waits (else inf)."""
+        self._release()
         return self.next_slot * self.slot_s if self.sched.waiting() else math.inf
 
     def step(self):
         """Run the next slot; returns its grants. Messages of this iteration whose last
         chunk it carried are delivered at the end of the slot (:meth:`next_delivery`)."""
+        self._release()
         s = self.next_slot
         out = self.sched.step(s)
         self.next_slot = s + 1
@@ -80,7 +114,10 @@ class Uplink:
         return tid
 
     def drop_iteration(self, it: int) -> int:
-        """The iteration decoded: its offered and queued data is dropped (and counted)."""
+        """The iteration decoded: its offered and queued data is dropped (and counted; a
+        pending message never reached the scheduler and is forgotten)."""
+        self.pending = [p for p in self.pending if p[3][0] != it]
+        heapq.heapify(self.pending)
         return self.sched.drop(lambda m: m[0] == it)
 
     def worker_rows(self) -> dict[str, np.ndarray]:

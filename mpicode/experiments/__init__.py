@@ -7,9 +7,14 @@
 
 Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
 ``mpiexec -n N+1 python -m mpi4py -m mpicode.experiments.mpirun --inner`` job (straggler
-traces first, then the scheme, scheduler and non-IID comparisons replaying them; one HDF5 run
-per cell in ``OUT/``); the scale sweep in the simulator; then metrics, the verdict of each
-claim by the rules of :mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
+traces first, then the scheme comparison (one seed, every dataset), the seeded MPI
+comparison (``Suite.seeds`` straggler realisations, both placements), the scheduler and non-IID
+comparisons, replaying them; one HDF5 run per cell in ``OUT/``); in the simulator, the seeded
+scheme comparison (:mod:`~mpicode.experiments.study`) and the MLP on digits
+(:mod:`~mpicode.experiments.mlp_study`); claim 2's seeded scheduler study
+(:mod:`~mpicode.experiments.comm_study`: virtual time and one more MPI job); the scale sweep in
+the simulator; then metrics, the verdict of each claim by the rules of
+:mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
 ``OUT/summary.json`` and the README section between ``<!-- results:start -->`` and
 ``<!-- results:end -->``. ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
 """
@@ -25,7 +30,16 @@ import sys
 import time
 from pathlib import Path
 
-from mpicode.experiments import analyse, figures, publish, study, study_publish, sweep, verdicts
+from mpicode.experiments import (
+    analyse,
+    figures,
+    publish,
+    seeded,
+    study,
+    study_publish,
+    sweep,
+    verdicts,
+)
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
 
 
@@ -71,17 +85,42 @@ def machine(mpi_library: str) -> dict:
             "host": platform.node()}
 
 
+def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
+    """Claim 2's seeded study (:mod:`mpicode.experiments.comm_study`, virtual time and an MPI
+    block): run and saved in ``OUT/comm_study.{json,md}``, or read back with --analyse-only."""
+    import json
+
+    from mpicode.experiments import comm_study
+    path = out / "comm_study.json"
+    if analyse_only:
+        return json.loads(path.read_text())["compare"] if path.exists() else []
+    print("experiments: claim 2 with CIs (uplink schedulers; virtual time and MPI)", flush=True)
+    rows, cmp, cm = comm_study.suite(quick, log=lambda m: print(m, flush=True))
+    path.write_text(json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
+                               default=float))
+    (out / "comm_study.md").write_text(comm_study.markdown(cmp, cm))
+    return cmp
+
+
 def decide(res: dict, min_n: int) -> list[dict]:
     """Every claim's verdict (claim 1 also for two-stage in the paper's shape)."""
-    c1 = verdicts.claim1(res["schemes"], "two-stage")
-    c1b = verdicts.claim1(res["schemes"], "two-stage (paper)")
+    cmp = res["seeded"]["compare"]
+    c1 = verdicts.claim1(cmp["two-stage"], "two-stage")
+    c1b = verdicts.claim1(cmp["two-stage (paper)"], "two-stage (paper)")
     sorted_cases = {ds: rows for (ds, part), rows in res["noniid"].items() if part == "sorted"}
     out = [dict(c1, id="1"), dict(c1b, id="1b"),
-           dict(verdicts.claim2(res["schedulers"]), id="2"),
+           dict(verdicts.claim2(res["schedulers"], study=res.get("comm_study")), id="2"),
            dict(verdicts.claim3(sorted_cases), id="3"),
            dict(verdicts.claim4(res["sweep"]["rows"], res["sweep"]["notes"],
                                 res["sweep"]["lstsq"], min_n), id="4")]
     return out
+
+
+def targets16(res: dict) -> list[dict]:
+    """Issue 16's MPI targets, decided like the claims."""
+    sd = res["seeded"]
+    return [dict(verdicts.target_vs_codes(sd["vs_codes"]), id="16a"),
+            dict(verdicts.target_no_later(sd["compare"]["two-stage"]), id="16b")]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +154,11 @@ def main(argv=None) -> int:
         mpi_s = time.perf_counter() - t
     print("experiments: seeded scheme comparison in the simulator (CIs)", flush=True)
     study_out = study.suite(suite.quick, log=lambda m: print(m, flush=True))
+    print("experiments: MLP on digits in the simulator (CIs)", flush=True)
+    from mpicode.experiments import mlp_publish, mlp_study
+    mlp_out = mlp_study.suite(suite.quick, log=lambda m: print(m, flush=True),
+                              data_dir=data_dir)
+    comm_cmp = comm_claim(suite.quick, out, a.analyse_only)
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
@@ -127,15 +171,19 @@ def main(argv=None) -> int:
         return cache[name]
 
     res = analyse.collect(suite, read)
+    res["seeded"] = seeded.analyse_all(suite, read)
+    res["comm_study"] = comm_cmp
     res["sweep"] = sw
     claims = decide(res, suite.sweep_fit_min_n)
+    res["targets16"] = targets16(res)
     first = read(suite.cells()[0].name)["attrs"]
     meta = {"command": "python -m mpicode.experiments"
             + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])),
             "date": started.isoformat(timespec="seconds"),
             "machine": dict(machine(" ".join(str(first.get("mpi_library", "?")).split())),
                             loadavg=load_at_start),
-            "workers": suite.workers, "seed": SEED, "delay_unit": suite.delay_unit,
+            "workers": suite.workers, "seed": SEED, "seeds": suite.seeds,
+            "seeded_dataset": suite.seeded_dataset, "delay_unit": suite.delay_unit,
             "comm_delay_unit": suite.comm_delay_unit, "quick": suite.quick,
             "mpi_wall_s": mpi_s}
     meta["figures"] = figures.write_all(suite, read, res, out)
@@ -145,6 +193,7 @@ def main(argv=None) -> int:
     study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
+    mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
     return 0
 
 
@@ -156,7 +205,8 @@ def _publish(a, out: Path, meta: dict, claims: list, res: dict, suite) -> None:
         readme = Path(a.readme)
         rel = os.path.relpath(out.resolve(), readme.resolve().parent)
         publish.write_readme(readme, publish.readme_section(meta, claims, rel, res))
-    for c in claims:
-        print(f"claim {c['id']}: {c['verdict'].upper()}: {c['evidence']}")
+    for c in claims + res["targets16"]:
+        print(f"{'claim' if c in claims else 'target'} {c['id']}: {c['verdict'].upper()}: "
+              f"{c['evidence']}")
     print(f"experiments: wrote {out}/results.md, summary.json, {len(meta['figures'])} figures "
           f"in {meta['wall_s']:.0f} s", flush=True)

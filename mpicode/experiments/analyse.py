@@ -92,10 +92,11 @@ def first_time(t: np.ndarray, ok: np.ndarray) -> tuple[float, int]:
     return (float(t[hit[0]]), int(hit[0])) if hit.size else (math.inf, -1)
 
 
-def targets(runs: dict[str, dict]) -> dict:
+def targets(runs: dict, exact_keys=None) -> dict:
     """Accuracy and loss targets of one (dataset, scenario) from its exact schemes' runs
-    (``runs``: scheme label -> run)."""
-    exact = [runs[k] for k in EXACT if k in runs]
+    (``runs``: scheme label -> run; ``exact_keys``: which keys are exact, default
+    :data:`EXACT`)."""
+    exact = [runs[k] for k in (EXACT if exact_keys is None else exact_keys) if k in runs]
     best = max(run_metrics(r)["final_acc"] for r in exact)
     losses = []
     for r in exact:
@@ -105,9 +106,9 @@ def targets(runs: dict[str, dict]) -> dict:
             "best_exact_acc": best}
 
 
-def scheme_case(runs: dict[str, dict]) -> tuple[dict, dict]:
+def scheme_case(runs: dict, exact_keys=None) -> tuple[dict, dict]:
     """Metrics of every scheme of one (dataset, scenario), with its times to the targets."""
-    tg = targets(runs)
+    tg = targets(runs, exact_keys)
     out = {}
     for label, run in runs.items():
         m = run_metrics(run)

@@ -8,7 +8,9 @@
   legend);
 * ``noniid.png``: test accuracy per iteration under label-sorted (solid) and IID (dotted)
   partitions: ignore-stragglers against the exact schemes and two-stage with fair admission;
-* ``scale.png``: the policy's own seconds per iteration against N and against |U|.
+* ``scale.png``: the policy's own seconds per iteration against N and against |U|;
+* ``mpi_seeded.png``: the seeded MPI comparison: mean time to the loss target per scheme,
+  scenario and placement, with 95% confidence intervals as error bars.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class _Colors(dict):
 COLORS = _Colors({
     "uncoded": "#4c4c4c", "ignore-stragglers": "#c44e52", "speed-aware": "#8172b2",
     "frc": "#937860", "cyclic": "#da8bc3", "two-stage": "#3b75af",
-    "two-stage (paper)": "#55a868",
+    "two-stage (paper)": "#55a868", "self-scheduling": "#ef8636",
     "fifo": "#937860", "round-robin": "#da8bc3", "max-weight": "#8172b2", "lyapunov": "#3b75af",
     "ignore-stragglers s=1": "#c44e52", "ignore-stragglers s=2": "#ef8636",
     "two-stage + fair admission": "#55a868",
@@ -196,6 +198,29 @@ def scale(rows: list[dict], lstsq: list[dict], out: Path) -> str:
     return _save(fig, out / "scale.png")
 
 
+def seeded_bars(sd: dict, out: Path) -> str:
+    cases = list(sd["cases"])
+    labels = list(dict.fromkeys(r["scheme"] for r in sd["rows"]))
+    by = {(r["scenario"], r["placement"], r["scheme"]): r["t_loss"] for r in sd["rows"]}
+    fig, ((ax,),) = _figure(11, 4.2)
+    width = 0.8 / len(labels)
+    for k, lab in enumerate(labels):
+        x = np.arange(len(cases)) + (k - (len(labels) - 1) / 2) * width
+        c = [by.get((*case, lab), {"mean": np.nan, "lo": np.nan, "hi": np.nan})
+             for case in cases]
+        m = np.array([v["mean"] for v in c])
+        err = np.array([[v["mean"] - v["lo"] for v in c], [v["hi"] - v["mean"] for v in c]])
+        ax.bar(x, m, width, color=COLORS[lab], label=lab, yerr=err, capsize=2,
+               error_kw={"elinewidth": 0.8})
+    ax.set_xticks(np.arange(len(cases)), [f"{a}\n{b}" for a, b in cases], fontsize="small")
+    ax.set_ylabel("time to the loss target (s)")
+    ax.set_title(f"MPI runtime, {sd['seeds']} straggler realisations ({sd['dataset']}): mean "
+                 "and 95% CI")
+    ax.legend(fontsize="x-small", ncol=4)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out / "mpi_seeded.png")
+
+
 def write_all(suite, read, res: dict, out: Path) -> list[str]:
     names = [accuracy(suite, read, sc, out, res["targets"]) for sc in suite.scenarios()]
     names.append(load(suite, res["schemes"], out))
@@ -203,4 +228,5 @@ def write_all(suite, read, res: dict, out: Path) -> list[str]:
     names.append(fairness(res["schedulers"], out))
     names.append(noniid(suite, read, out))
     names.append(scale(res["sweep"]["rows"], res["sweep"]["lstsq"], out))
+    names.append(seeded_bars(res["seeded"], out))
     return names

@@ -11,7 +11,13 @@ Groups (``Suite.cells``):
 * ``traces``: one ``uncoded`` run per straggler scenario, whose per-task delays are replayed
   (``--stragglers trace:FILE``) by every cell of that scenario: every scheme and every
   scheduler of a comparison sees the same straggler realisation;
-* ``schemes``: datasets x scenarios x schemes (IID partitions, ideal channel);
+* ``schemes``: datasets x scenarios x schemes (IID partitions, ideal channel), one straggler
+  realisation;
+* ``seeded``: the MPI comparison with confidence intervals: one dataset x scenarios x every
+  exact scheme (the flexible ones under each placement, ``shared`` and ``replicated:2``) x
+  ``seeds`` straggler realisations, each recorded once (``trace-<scenario>-seed<k>``) and
+  replayed by every scheme of that seed; realisation 0 is the ``schemes`` trace, so its shared
+  cells are the ``schemes`` cells of that dataset (not run twice);
 * ``schedulers``: schemes x uplink schedulers on a near/far Rayleigh channel;
 * ``noniid``: label-sorted and IID partitions under persistent (bimodal) stragglers:
   ignore-stragglers against the exact schemes, two-stage with fair admission;
@@ -56,6 +62,11 @@ for _name in registry.schemes():
         SCHEMES["two-stage (paper)"] = PAPER
 EXACT_CLASSIC = ("uncoded", "frc", "cyclic")  # claim 1 compares two-stage with these
 EXACT = tuple(label for label, o in SCHEMES.items() if registry.scheme(o["scheme"]).exact)
+# the seeded comparison: the exact schemes; frc, cyclic and uncoded have a fixed layout (the code
+# is the placement), the others run under each of PLACEMENTS
+FIXED_PLACEMENT = ("uncoded", "frc", "cyclic")
+FIXED = "fixed"                    # the placement label of a fixed-layout scheme
+PLACEMENTS = ("shared", "replicated:2")
 # every registered scheduler; lyapunov last (the figures' order: baselines, then ours)
 SCHEDULERS = tuple(sorted(registry.schedulers(), key=lambda n: n == "lyapunov"))
 SCHEDULER_SCHEMES = ("uncoded", "cyclic", "two-stage")  # one per family: enough for claim 2
@@ -94,7 +105,9 @@ class Suite:
     workers: int = 8
     delay_unit: float = 0.02          # seconds of injected delay per fair share
     comm_delay_unit: float = 0.005    # lighter compute stragglers where the uplink matters
-    iterations: int = 30              # scheme comparison
+    iterations: int = 20              # scheme comparison (both the one-seed grid and seeded)
+    seeds: int = 5                    # straggler realisations of the seeded comparison
+    seeded_dataset: str = "breast_cancer"
     comm_iterations: int = 25         # scheduler comparison
     noniid_iterations: int = 40
     datasets: list[Dataset] = field(default_factory=list)
@@ -104,7 +117,7 @@ class Suite:
     sweep_iterations: int = 10
     sweep_fit_min_n: int = 64         # claim 4: slopes are fitted on N >= this
     sweep_budget_s: float = 2.0       # stop growing N for a scheme past this per iteration
-    mpiexec_timeout_s: int = 840
+    mpiexec_timeout_s: int = 1500
 
     @staticmethod
     def model_datasets(samples: int, features: int) -> list[Dataset]:
@@ -129,8 +142,8 @@ class Suite:
                 "features": 2000})
             return s
         s = cls(quick=True, workers=4, delay_unit=0.002, comm_delay_unit=0.001, iterations=5,
-                comm_iterations=4, noniid_iterations=6, sweep_ns=(8, 16, 32),
-                sweep_iterations=3, sweep_fit_min_n=8, mpiexec_timeout_s=240)
+                seeds=2, comm_iterations=4, noniid_iterations=6, sweep_ns=(8, 16, 32),
+                sweep_iterations=3, sweep_fit_min_n=8, mpiexec_timeout_s=300)
         s.datasets = cls.model_datasets(samples=400, features=10)
         s.noniid_datasets = ["digits"]
         s.comm_dataset = Dataset("synthetic-200", {"dataset": "synthetic", "model": "logistic",
@@ -155,9 +168,11 @@ class Suite:
         need["bimodal"] = max(need["bimodal"], self.noniid_iterations)
         base = self.datasets[0].options  # the cheapest compute: delays are what we record
         for scen, params in SCENARIOS.items():
-            out.append(Cell("traces", f"trace-{scen}", {"scenario": scen},
-                            {**base, "scheme": "uncoded", **params,
-                             "delay_unit": self.delay_unit, "iterations": need[scen]}))
+            for k in range(self.seeds):  # realisation k: the recording's seed is SEED + k
+                out.append(Cell("traces", self.trace_name(scen, k), {"scenario": scen, "seed": k},
+                                {**base, "scheme": "uncoded", **params, "seed": SEED + k,
+                                 "delay_unit": self.delay_unit,
+                                 "iterations": need[scen] if k == 0 else self.iterations}))
         out.append(Cell("traces", "trace-comm", {"scenario": "shifted-exp (light)"},
                         {**base, "scheme": "uncoded", **SCENARIOS["shifted-exp"],
                          "delay_unit": self.comm_delay_unit,
@@ -170,6 +185,7 @@ class Suite:
                         {"dataset": ds.key, "scenario": scen, "scheme": label},
                         {**ds.options, **opts, "iterations": self.iterations},
                         trace=f"trace-{scen}"))
+        out += self.seeded_cells()
         for scheme in SCHEDULER_SCHEMES:
             for sched in SCHEDULERS:
                 out.append(Cell(
@@ -190,6 +206,45 @@ class Suite:
                          "iterations": self.noniid_iterations,
                          "log_slots": "channel" in opts},
                         trace="trace-bimodal"))
+        return out
+
+
+    # -- the seeded comparison -----------------------------------------------------------------
+    @staticmethod
+    def trace_name(scen: str, k: int) -> str:
+        return f"trace-{scen}" if k == 0 else f"trace-{scen}-seed{k}"
+
+    @staticmethod
+    def variants() -> list[tuple[str, str]]:
+        """(scheme label, placement) of the seeded comparison, every exact scheme."""
+        return [(label, pl) for label in EXACT
+                for pl in ((FIXED,) if label in FIXED_PLACEMENT else PLACEMENTS)]
+
+    def seeded_name(self, scen: str, k: int, label: str, placement: str) -> str:
+        """The file stem of a seeded cell; realisation 0 under the default placement is the
+        one-seed ``schemes`` cell of the seeded dataset."""
+        if k == 0 and placement in (FIXED, "shared"):
+            return f"schemes-{self.seeded_dataset}-{scen}-{slug(label)}"
+        return f"seeded-{scen}-seed{k}-{slug(label)}" + (
+            "" if placement == FIXED else f"-{placement.replace(':', '')}")
+
+    def seeded_cells(self) -> list[Cell]:
+        """The seeded cells not already in the one-seed grid."""
+        ds = self.dataset(self.seeded_dataset)
+        out = []
+        for k in range(self.seeds):
+            for scen in SCENARIOS:
+                for label, pl in self.variants():
+                    name = self.seeded_name(scen, k, label, pl)
+                    if name.startswith("schemes-"):
+                        continue
+                    opts = {**ds.options, **SCHEMES[label], "iterations": self.iterations}
+                    if pl != FIXED:
+                        opts["placement"] = pl
+                    out.append(Cell("seeded", name, {"dataset": ds.key, "scenario": scen,
+                                                     "scheme": label, "placement": pl,
+                                                     "seed": k},
+                                    opts, trace=self.trace_name(scen, k)))
         return out
 
 

@@ -26,10 +26,13 @@ import numpy as np
 
 
 def snapshot(*, w, iteration: int, n_tasks: int, vt: float, t_offset: float, scheme,
-             uplink=None, runtime: dict | None = None, optimizer=None) -> dict:
-    """The checkpoint as a dict of arrays, from the objects' own ``state_dict()``."""
-    snap = {"w": np.array(w, copy=True), "iteration": int(iteration), "n_tasks": int(n_tasks),
-            "vt": float(vt), "t_offset": float(t_offset), "scheme": scheme.state_dict()}
+             uplink=None, runtime: dict | None = None, optimizer=None,
+             copy_w: bool = True) -> dict:
+    """The checkpoint as a dict of arrays, from the objects' own ``state_dict()``
+    (``copy_w=False``: ``w`` is the caller's own copy, kept as is)."""
+    snap = {"w": np.array(w, copy=True) if copy_w else w, "iteration": int(iteration),
+            "n_tasks": int(n_tasks), "vt": float(vt), "t_offset": float(t_offset),
+            "scheme": scheme.state_dict()}
     if uplink is not None:
         snap["uplink"] = uplink.state_dict()
         snap["scheduler"] = uplink.sched.state_dict()

@@ -55,8 +55,12 @@ class ImportedTrace(StragglerModel):
         """The trace's relative duration for this (iteration, worker) of the run."""
         return float(self.rel[iteration % self.T, worker])
 
+    def rate(self, iteration, worker, task_index=0):
+        # seconds per share: what the clairvoyant oracle (worker_profile) needs
+        return self.unit * self.factor(iteration, worker)
+
     def delay(self, iteration, worker, task_index, n_partitions):
-        return self.unit * self.load(n_partitions) * self.factor(iteration, worker)
+        return self.load(n_partitions) * self.rate(iteration, worker) + self.overhead
 
 
 def make_imported_trace(cfg, n_workers: int, n_partitions: int) -> ImportedTrace:

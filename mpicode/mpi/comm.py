@@ -33,10 +33,12 @@ class SendPool:
     def __init__(self):
         self.pending: list[tuple[MPI.Request, np.ndarray]] = []
 
-    def isend(self, comm: MPI.Comm, buf: np.ndarray, dest: int, tag: int) -> None:
-        self.pending.append((comm.Isend(buf, dest=dest, tag=tag), buf))
+    def isend(self, comm: MPI.Comm, buf: np.ndarray, dest: int, tag: int) -> MPI.Request:
+        req = comm.Isend(buf, dest=dest, tag=tag)
+        self.pending.append((req, buf))
         if len(self.pending) > 64:
             self.prune()
+        return req
 
     def prune(self) -> None:
         self.pending = [(r, b) for r, b in self.pending if not r.Test()]

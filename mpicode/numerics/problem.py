@@ -204,10 +204,16 @@ class Problem:
         """Rows one iteration's gradient sums: B, or n for full batch."""
         return self.n if self.batch_size is None else self.batch_size
 
-    def gradient(self, gsum: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def gradient(self, gsum: np.ndarray, w: np.ndarray, out: np.ndarray | None = None,
+                 scratch: np.ndarray | None = None) -> np.ndarray:
         """Gradient of the iteration's (mini-)batch objective from the decoded sum over all
-        partitions: ``gsum / B + l2 w`` (B = n for full batch)."""
-        return gsum / self.batch_total + self.l2 * w
+        partitions: ``gsum / B + l2 w`` (B = n for full batch). ``out`` (may be ``gsum``)
+        and ``scratch``: ``dim``-vectors to write into instead of allocating (same values)."""
+        if out is None:
+            return gsum / self.batch_total + self.l2 * w
+        np.divide(gsum, self.batch_total, out=out)
+        out += np.multiply(w, self.l2, out=np.empty_like(w) if scratch is None else scratch)
+        return out
 
     def evaluate(self, w: np.ndarray) -> dict:
         """Train loss (objective), test loss and the metric at ``w``.

@@ -16,6 +16,10 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
+Cost per event: a few O(N) vector passes plus work for the idle workers whose options changed
+(the others are known to get nothing: :mod:`mpicode.schemes.selfsched_index`), under every
+placement; the decisions are those of the plain scan of every idle worker and chunk.
+
 Expected finishes use this iteration's measured seconds per partition of a worker once one of
 its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
 
@@ -32,9 +36,10 @@ import numpy as np
 from mpicode.config import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, holders
 from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
-GRACE = 0.05  # a copy is overdue 5% of its expected run time after its expected finish
+__all__ = ["GRACE", "SelfScheduling", "chunk_error"]
 
 
 def chunk_error(spec) -> str | None:
@@ -120,6 +125,17 @@ class SelfScheduling(Scheme):
         self.cw = np.zeros(cap, np.int64)
         self.cs = np.zeros(cap)
         self.cpend = np.zeros(cap, bool)
+        self.cur = np.full(self.N, -1, np.int64)      # per worker: its pending copy, or -1
+        self.live: list[list[int]] = []               # per chunk: its pending copies
+        self.nsize: list[int] = []                    # per chunk: its size (a Python int)
+        self.start: list[float] = []                  # per copy: dispatch time
+        self.owner: list[int] = []                    # per copy: worker
+        self.holders_of: list[list[int]] = []         # per chunk: who holds all of it
+        self.held: list[list[int]] = [[] for _ in range(self.N)]  # per worker: those chunks
+        self.watch = Watch()
+        self.dirty = Dirty(self)
+        self.settled = -1       # shared: fastest idle worker known to get no copy, or -1
+        self._vsum = None       # (rates, sum of the active workers' speeds) for weighted
         self._rate: np.ndarray | None = None        # rates() of the current state
         self.idle = np.zeros(self.N, bool)            # active workers with no pending task
         self.rate_now = np.full(self.N, np.nan)       # s/partition measured this iteration
@@ -171,6 +187,10 @@ class SelfScheduling(Scheme):
         self.n_copies += 1
         self.copies[x].append(task)
         self.cx[j], self.cw[j], self.cs[j], self.cpend[j] = x, w, t, True
+        self.cur[w] = j
+        self.live[x].append(j)
+        self.start.append(float(self.cs[j]))
+        self.owner.append(w)
         self.idle[w] = False
         return task
 
@@ -179,8 +199,10 @@ class SelfScheduling(Scheme):
         if self.fixed:
             size = self.fixed
         elif self.weighted:
-            v = 1.0 / self.rates()
-            size = math.ceil(self.n_left * v[w] / v[self.active].sum() - 1e-9)
+            rate = self.rates()
+            if self._vsum is None or self._vsum[0] is not rate:
+                self._vsum = (rate, (1.0 / rate)[self.active].sum())
+            size = math.ceil(self.n_left * (1.0 / rate[w]) / self._vsum[1] - 1e-9)
         else:
             size = math.ceil(self.n_left / self.n_active)
         size = max(1, size)
@@ -207,13 +229,21 @@ class SelfScheduling(Scheme):
         self.copies.append([])
         self.winner.append(None)
         x = len(self.chunks) - 1
+        self.live.append([])
+        self.nsize.append(got)
+        if not self.placement.shared:
+            self.holders_of.append(holders(blocks, self.N, self.placement.R))
+            for v in self.holders_of[x]:
+                self.held[v].append(x)
+            self.dirty.add_chunk(x, self.holders_of[x])
         return self._dispatch(w, x, 1, t)
 
     def _copies(self, rate: np.ndarray):
-        """Pending copies as arrays: (chunk, start, expected run time)."""
-        pend = np.flatnonzero(self.cpend[:self.n_copies])
+        """Pending copies (at most one per worker) as arrays: (chunk, start, run time)."""
+        busy = np.flatnonzero(self.cur >= 0)
+        pend = self.cur[busy]
         x = self.cx[pend]
-        return x, self.cs[pend], self.csize[x] * rate[self.cw[pend]]
+        return x, self.cs[pend], self.csize[x] * rate[busy]
 
     def _estimates(self, t: float, rate: np.ndarray):
         """Per chunk: expected finish (the earliest of its copies that are not overdue; inf
@@ -229,44 +259,47 @@ class SelfScheduling(Scheme):
         return E, first
 
     def _copy(self, w: int, t: float, rate: np.ndarray) -> Task | None:
-        """A backup copy for ``w`` of the running chunk expected to finish last, if w's copy
-        would beat it; None if there is none. (An idle w has no copy of a running chunk:
-        its copies of a chunk end only when the chunk is won.)"""
+        """Shared placement: a backup copy for ``w`` of the running chunk expected to finish
+        last, if w's copy would beat it; None if there is none. (An idle w has no copy of a
+        running chunk: its copies of a chunk end only when the chunk is won.) Replicated:
+        :func:`mpicode.schemes.selfsched_index.exam`, the same rule over w's chunks."""
         E, first = self._estimates(t, rate)
         mine = t + self.csize[:len(self.chunks)] * rate[w]
         cand = np.flatnonzero(mine < E)  # NaN (won) compares False
         if not len(cand):
             return None
         # latest expected finish first; among the overdue (inf), the longest running
-        cand = cand[np.lexsort((first[cand], -E[cand]))]
-        for x in cand.tolist():
-            if self.placement.shared or all((w - b) % self.N < self.placement.R
-                                            for b in self.blocks[x]):
-                return self._dispatch(w, x, 2, t)
-        return None
+        x = cand[np.lexsort((first[cand], -E[cand]))[0]]
+        return self._dispatch(w, int(x), 2, t)
 
     def _feed(self, t: float) -> list[Task]:
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
         if self.done() or not self.idle.any():
-            return out
+            return out  # (changes meanwhile are still seen: Watch compares with its last look)
         rate = self.rates()
+        if not self.placement.shared:
+            self.dirty.note(self.watch.look(self, rate, t), rate)
+        elif self.settled >= 0:
+            change = self.watch.look(self, rate, t)
+            if change is None or self.settled in change[0] or len(change[1]) \
+                    or (self.cur[change[0]] >= 0).any():
+                self.settled = -1  # what it was refused may have changed
         if self.placement.shared:  # everyone can take anything: only the fastest idle matters
             while self.idle.any() and (self.n_left or self.backup):
                 w = int(np.argmin(np.where(self.idle, rate, np.inf)))
+                if not self.n_left and w == self.settled:
+                    break  # refused a copy, and nothing it could take has changed since
                 task = self._pull(w, t) if self.n_left else self._copy(w, t, rate)
                 if task is None:
+                    self.settled = w  # changes are looked for from now on
+                    self.watch.prev, self.watch.t_seen = rate, t
                     break  # the fastest idle worker cannot help: nor can a slower one
                 out.append(task)
             return out
-        rl = rate.tolist()
-        for w in sorted(np.flatnonzero(self.idle).tolist(), key=lambda v: (rl[v], v)):
-            task = self._pull(w, t) if self.n_left else None
-            if task is None and self.backup:
-                task = self._copy(w, t, rate)
-            if task is not None:
-                out.append(task)
+        # every idle worker, fastest first: pull, else (backup) copy; minus the known refusals
+        self.dirty.feed(t, rate.tolist(), out)
         return out
 
     # ---- events ----------------------------------------------------------------------------
@@ -278,17 +311,22 @@ class SelfScheduling(Scheme):
             self._rate = None
         if self.active[w]:
             self.idle[w] = True
+            self.dirty.add(w)
         x = self.chunk_of[task.task_id]
         self.cpend[self.copy_of[task.task_id]] = False
+        self.cur[w] = -1
         if self.winner[x] is None:  # the first copy wins; the others are redundant
             self.winner[x] = task
             self.n_won += 1
             lost = self._cancel([c for c in self.copies[x] if c is not task], t)
             for c in lost:
                 self.cpend[self.copy_of[c.task_id]] = False
+                self.cur[c.worker] = -1
                 if self.active[c.worker]:
                     self.idle[c.worker] = True
+                    self.dirty.add(c.worker)
             acts.cancel += lost
+        self.live[x] = [j for j in self.live[x] if self.cpend[j]]
         acts.dispatch += self._feed(t)
         return acts
 

@@ -257,3 +257,17 @@ def test_shipped_traces_import(tmp_path, name, T, N):
     else:  # which worker is slowest changes from step to step
         assert len(set(np.argmax(rel, axis=1).tolist())) > 5
     assert (Path(ROOT) / "data" / "traces" / "LICENSE-StragglerAnalysis.txt").is_file()
+
+
+def test_replay_profile_feeds_the_oracle_and_pays_the_task_overhead(trace3x2):
+    """The oracle's profile (rate per share) is the replayed delay: one task of K/N partitions
+    per worker takes d_i + (K/N) c_i exactly; ``--task-overhead`` is paid per task."""
+    rel, _ = read_trace(trace3x2)
+    N, K, cost = 2, 4, 1e-3
+    m = ImportedTrace(N, K, 0, relative=rel, iterations=3, unit=0.5, task_overhead=0.01)
+    for it in range(3):
+        c, d = m.worker_profile(it, cost)
+        for w in range(N):
+            took = K // N * cost + m.delay(it, w, 0, K // N)
+            assert d[w] + K // N * c[w] == pytest.approx(took, rel=1e-12)
+            assert m.delay(it, w, 0, 2) == pytest.approx(0.5 * rel[it, w] + 0.01)

@@ -1,0 +1,127 @@
+"""The MPI block of the claim-2 study (:mod:`mpicode.experiments.comm_study`): its cells in
+ONE job, seed-major, the scheduler order rotated per seed. Launched by ``comm_study`` as::
+
+    mpiexec -n 9 python -m mpi4py -m mpicode.experiments.comm_mpi --inner --seeds 3 \\
+        --iterations 15 --schemes cyclic two-stage --variants fifo ... lyapunov
+
+Rank 0 prints one ``CELL {json}`` line per cell (the metrics of
+:func:`mpicode.experiments.comm_study.cell_metrics`); injected delays are real sleeps and the
+slot clock is the wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from mpicode.experiments.comm_study import (
+    cell_metrics,
+    config,
+    link_s,
+    options,
+    target_iteration,
+)
+from mpicode.experiments.suite import Suite
+
+
+def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
+    """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
+    from mpicode.io.datasets import load
+    from mpicode.mpi import bounds
+    from mpicode.mpi.launch import build, execute
+    from mpicode.numerics.problem import Problem
+    N = comm.size - 1
+    cfg = config(opts, N, delay_mode="sleep")
+    key = (cfg.dataset, cfg.model, cfg.samples, cfg.features, cfg.seed)
+    if key not in cache:
+        cache[key] = load(cfg)
+    problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
+    comm.Barrier()
+    if comm.rank != 0:
+        execute(cfg, comm, problem)
+        return None
+    trainer, coord = build(cfg, comm, problem)
+    links: list[float] = []
+    plain = trainer.iteration
+
+    def iteration(it):  # the link time needs the iteration's tasks (gone after the next)
+        out = plain(it)
+        links.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"]))
+        return out
+
+    trainer.iteration = iteration
+    trainer.run(cfg.iterations)
+    coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
+    h = trainer.history
+    per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
+           "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)]}
+    k = target_iteration(cfg.iterations)
+    out = cell_metrics(per, trainer.events.uplink.sched, k)
+    out["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
+    out["iterations_done"] = len(h)
+    return out
+
+
+def _inner(argv) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, required=True)
+    p.add_argument("--schemes", nargs="+", required=True)
+    p.add_argument("--variants", nargs="+", required=True)
+    p.add_argument("--iterations", type=int, required=True)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    from mpicode import mpi as runtime
+    from mpicode.numerics import kernels
+    kernels.warmup()
+    comm = runtime.world().Dup()
+    cache: dict = {}
+    for k in range(a.seeds):
+        order = a.variants[k % len(a.variants):] + a.variants[:k % len(a.variants)]
+        for scheme in a.schemes:
+            for v in order:
+                res = _mpi_cell(options(scheme, v, 100 + k, a.iterations, a.quick), comm, cache)
+                if res is not None:
+                    print("CELL " + json.dumps({"scheme": scheme, "scheduler": v, "seed": k,
+                                                **res}), flush=True)
+    comm.Barrier()
+    comm.Free()
+    return 0
+
+
+def run_mpi(schemes, variants, seeds: int, iterations: int, quick: bool, log=print,
+            timeout_s: int = 600) -> list[dict]:
+    """The MPI block as one job (``N + 1`` ranks), rows like :func:`run_virtual`'s."""
+    import os
+    import subprocess
+    N = Suite.make(quick).workers
+    py = sys.executable
+    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MPIEXEC_TIMEOUT=str(timeout_s))
+    cmd = [mpiexec, "-n", str(N + 1), py, "-m", "mpi4py", "-m",
+           "mpicode.experiments.comm_mpi", "--inner", "--seeds", str(seeds),
+           "--iterations", str(iterations), "--schemes", *schemes, "--variants", *variants]
+    r = subprocess.run(cmd + (["--quick"] if quick else []), env=env, timeout=timeout_s + 60,
+                       stdout=subprocess.PIPE, text=True)
+    if r.returncode:
+        raise SystemExit(f"comm study: the MPI job failed (exit code {r.returncode})")
+    cells = [json.loads(ln[5:]) for ln in r.stdout.splitlines() if ln.startswith("CELL ")]
+    rows = []
+    for scheme in schemes:
+        for v in variants:
+            per = sorted((c for c in cells if c["scheme"] == scheme and c["scheduler"] == v),
+                         key=lambda c: c["seed"])
+            if per:
+                keys = [k for k in per[0] if k not in ("scheme", "scheduler", "seed")]
+                rows.append({"block": "mpi", "scheme": scheme, "scheduler": v, "N": N,
+                             **{k: [c[k] for c in per] for k in keys}})
+    log(f"  comm study (MPI runtime): {len(cells)} cells")
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
+        sys.exit(_inner(sys.argv[2:]))
+    sys.exit("run through python -m mpicode.experiments.comm_study")
