@@ -287,13 +287,19 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=None)
+    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), metavar="P",
+                   help="placements to run (shared, replicated:R)")
+    p.add_argument("--schemes", nargs="+", choices=list(SCHEMES), default=None, metavar="S",
+                   help=f"scheme labels to run (default: all; {SUBJECT!r} is compared "
+                        "against the best of the others given)")
     p.add_argument("--quick", action="store_true", help="N = 8, 3 seeds, 8 iterations")
     p.add_argument("--json", default=None, metavar="FILE", help="write rows and comparisons")
     a = p.parse_args(argv)
     if a.quick:
         a.n, a.seeds, a.iterations = [8], 3, 8
     t0 = time.perf_counter()
-    rows = run(a.n, a.seeds, a.iterations, a.scenarios,
+    schemes = None if a.schemes is None else {k: SCHEMES[k] for k in a.schemes}
+    rows = run(a.n, a.seeds, a.iterations, a.scenarios, a.placements, schemes,
                log=lambda s: print(s, file=sys.stderr, flush=True))
     cmp = compare(rows)
     for c in cmp:

@@ -59,6 +59,31 @@ def largest_remainder(total: int, weights, minimum: int = 1) -> np.ndarray:
     return counts
 
 
+def shrink(tau: np.ndarray, reliability: float) -> np.ndarray:
+    """Speed estimates pulled toward their geometric mean: log tau' = m + c (log tau - m),
+    c = ``reliability`` in [0, 1] (NaN: unknown yet, kept as they are)."""
+    if not np.isfinite(reliability) or reliability >= 1 or len(tau) < 2:
+        return tau
+    lt = np.log(tau)
+    m = lt.mean()
+    return np.exp(m + max(0.0, reliability) * (lt - m))
+
+
+def update_reliability(old: float, before: np.ndarray, measured: np.ndarray,
+                       weight: float = 0.5) -> float:
+    """Smoothed correlation (clipped to [0, 1]) of the log estimates ``before`` an iteration
+    with the log speeds measured in it, over the workers with both; ``old`` if fewer than
+    3 such workers or no spread."""
+    ok = np.isfinite(before) & np.isfinite(measured) & (before > 0) & (measured > 0)
+    if ok.sum() < 3:
+        return old
+    a, b = np.log(before[ok]), np.log(measured[ok])
+    if a.std() < 1e-12 or b.std() < 1e-12:
+        return old
+    c = float(np.clip(np.corrcoef(a, b)[0, 1], 0.0, 1.0))
+    return c if not np.isfinite(old) else (1 - weight) * old + weight * c
+
+
 def contiguous(counts, start: int = 0) -> list[np.ndarray]:
     """Consecutive index ranges of the given lengths, starting at ``start``."""
     edges = start + np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

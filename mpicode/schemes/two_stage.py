@@ -10,6 +10,7 @@ whether its own message or one group's blocks (which tile its set exactly) arriv
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -21,11 +22,13 @@ from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.replanning import Replanning
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
+from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealing
 
 SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
 
 TRIGGERS = ("count", "deadline", "both")
+GRACE = 0.05  # a re-planning tick comes 5% of a task's planned finish after it
 
 
 OPTIONS = (
@@ -40,8 +43,17 @@ OPTIONS = (
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", int, 8, "two-stage: re-planning rounds per iteration for late stragglers "
-           "(stage k; 0: the paper's single stage 2)", check=cf.nonneg, group="two-stage"),
+    Option("replan", cf.optional_int, 64, "two-stage: re-planning groups per iteration for "
+           "late stragglers (stage k; 0: the paper's single stage 2; none: N, one per "
+           "worker)", check=lambda x: None if x is None or x >= 0 else "must be >= 0",
+           group="two-stage"),
+    Option("replan_load", cf.finite_float, 0.3, "two-stage: re-planning stops once stage 2 and "
+           "the rounds re-issued this fraction of the K partitions in an iteration (a cap on "
+           "the load above 1)", check=cf.nonneg, group="two-stage"),
+    Option("replan_messages", cf.finite_float, 3.0, "two-stage: a re-planning group gets no "
+           "more members than keep the iteration's result messages, if every group wins, "
+           "within this many per worker (one member always)", check=cf.nonneg,
+           group="two-stage"),
     Option("stage2_tolerance", int, 0, "two-stage: s2, stage-2 redundancy is s2+1",
            check=cf.nonneg, group="two-stage"),
     Option("max_wait", cf.optional_float, None,
@@ -53,7 +65,7 @@ OPTIONS = (
 
 
 @register_scheme
-class TwoStage(Stealing, Replanning, Scheme):
+class TwoStage(Stealing, Replanning, Stage2, Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -75,8 +87,16 @@ class TwoStage(Stealing, Replanning, Scheme):
     stage1_chunks : int
         Each stage-1 share goes out as this many queued tasks; an idle worker steals a
         queued one from the worker predicted to finish last (1: one task per worker).
-    replan : int
-        Re-planning rounds per iteration after stage 2 (0: the paper's single stage 2).
+    replan_load : float
+        Re-planning rounds stop once stage 2 and the rounds re-issued this fraction of the K
+        partitions in the iteration (so the load stays <= 1 + replan_load + one set).
+    replan_messages : float
+        A re-planning group gets no more members than keep the iteration's messages, if
+        every group wins (one replaces its straggler's message, each other adds one),
+        within this many per worker; a group of one is always allowed.
+    replan : int or None
+        Re-planning rounds (new groups) per iteration (None: N; 0: the paper's single
+        stage 2).
         Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
         covered later than the idle workers could cover what is left of it, the pending rest
         of its best group is re-split among the idle workers as a new group (stage k).
@@ -99,8 +119,8 @@ class TwoStage(Stealing, Replanning, Scheme):
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=8,
-                 stage1_chunks=3, **kw):
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=64,
+                 stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -121,14 +141,41 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.s2 = int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
-        if int(replan) < 0:
+        replan = self.N if replan is None else int(replan)
+        if replan < 0:
             raise ValueError(f"replan must be >= 0, got {replan}")
-        self.replan = int(replan)
+        self.replan = replan
         if int(stage1_chunks) < 1:
             raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)
+        if not replan_load >= 0:
+            raise ValueError(f"replan_load must be >= 0, got {replan_load}")
+        self.replan_load = float(replan_load)
+        if not replan_messages >= 0:
+            raise ValueError(f"replan_messages must be >= 0, got {replan_messages}")
+        self.replan_messages = float(replan_messages)
         self.exact = self.max_wait is None
+        # how well last iterations' estimates predicted the speeds then measured (a
+        # correlation, 0..1; NaN before any): shares trust the history only that much
+        self.reliability = math.nan
         self._reset()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "reliability": float(self.reliability)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._speeds = self._rates = None
+        if "reliability" in state:
+            self.reliability = float(state["reliability"])
+
+    def speeds(self) -> np.ndarray:
+        """The speed estimates, shrunk toward their (geometric) mean by ``reliability``:
+        when this iteration's speeds do not follow the last ones' (fresh draws every
+        iteration), proportional shares would only follow noise."""
+        if self._speeds is None:  # the estimates change only between iterations
+            self._speeds = shares.shrink(super().speeds(), self.reliability)
+        return self._speeds.copy()
 
     def _reset(self):
         self.s1: dict[int, Task] = {}                # stage-1 task id -> task
@@ -147,6 +194,8 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.r2 = 0
         self.n_u = 0
         self.rounds = 0          # re-planning rounds used this iteration
+        self.reissued = 0        # partitions stage 2 and the rounds re-issued
+        self.extra_msgs = 0      # messages groups add if they win (blocks beyond one)
         self.steals = 0          # stage-1 tasks stolen by idle workers
         self.by_worker: dict[int, list[Task]] = {}  # every task of a worker, in dispatch order
         self.finish_heap: list = []  # (planned finish, task id) of stage-1 tasks: who is late
@@ -154,9 +203,13 @@ class TwoStage(Stealing, Replanning, Scheme):
         self.idle_pool: set[int] = set()  # workers that went idle and were given nothing
         self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
         self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
-        self.late_ids: set[int] = set()  # stage-1 tasks past their planned finish
+        self.late_ids: dict[int, None] = {}  # stage-1 tasks past their planned finish
         self.stolen_n = 0        # their partitions (never computed on the victim)
         self.coverage = math.nan
+        self.rate_now = np.full(self.N, np.nan)  # s/partition measured this iteration
+        self._speeds = self._rates = None  # caches of speeds() and rates()
+        self.version = 0         # bumped when a worker idles, a task turns late, a rate...
+        self.failed_at = -1      # ... is measured; the version a round last found nothing
 
     # ---- stage 1 ---------------------------------------------------------------------------
     def plan(self):
@@ -192,28 +245,17 @@ class TwoStage(Stealing, Replanning, Scheme):
             self.deadline = float(self.beta * predicted)
         return tasks
 
-    def _with_holders(self, s1: set[int], order: list[int]) -> set[int]:
-        """Under replicated placement, add the fastest live holder of any partition that no
-        stage-1 worker holds (else stage 1 could not cover it)."""
-        rank = {w: i for i, w in enumerate(order)}
-        for k in range(self.K):
-            hs = self.placement.holders(k)
-            if any(h in s1 for h in hs):
-                continue
-            live = [h for h in hs if h in rank]
-            if not live:
-                raise RuntimeError(f"two-stage: partition {k} has no live holder")
-            h = min(live, key=rank.__getitem__)
-            s1.add(h)
-            self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
-                                  f"partition {k}")
-        return s1
-
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):
         acts = Actions()
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
+        if task.n and np.isfinite(task.duration) and task.duration > 0:
+            self.rate_now[task.worker] = task.duration / task.n
+            self._rates = None
+            self.version += 1
+            if self.first_event and not np.isfinite(self.tau).any():
+                self._rekey()
         if task.stage == 1:
             j = task.task_id
             self.n_done1 += 1
@@ -225,7 +267,7 @@ class TwoStage(Stealing, Replanning, Scheme):
                 self.fired, self.t_trigger = "count", t
                 self.armed = True
             if self.idle(task.worker):
-                self.idle_pool.add(task.worker)
+                self._free(task.worker)
             if self._may_act(task) and not self._complete() and not self.expired:
                 acts += self._steal(t)
                 self.idle_pool.difference_update(x.worker for x in acts.dispatch)
@@ -240,91 +282,56 @@ class TwoStage(Stealing, Replanning, Scheme):
                     mine = {b.task_id for b in self.tiles[j][g]}
                     acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
                                                  if b.task_id not in mine), t)
+        near = () if self.placement.shared else {
+            (task.worker + d) % self.N for d in range(1 - self.placement.R, self.placement.R)}
         if (self.rounds < self.replan and self._may_act(task) and not self._complete()
-                and not self.expired and self._someone_late(t)):
-            acts += self._replan(t)
+                and not self.expired and (self._someone_late(t) or near)):
+            acts += self._replan(t, near)
         self.first_event = False
         if self.idle(task.worker):
-            self.idle_pool.add(task.worker)
+            self._free(task.worker)
         self.idle_pool.difference_update(x.worker for x in acts.dispatch)
         return acts
 
 
+    def _free(self, w: int) -> None:
+        if w not in self.idle_pool:
+            self.idle_pool.add(w)
+            self.version += 1
+
     def on_tick(self, t):
+        """The deadline trigger; and, while a worker idles, the planned finish of a stage-1
+        task passing (it may be late now, with no arrival to notice it: a re-planning round)."""
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
-        if (self.fired or self.deadline is None or t < self.deadline or self._complete()
+        acts = Actions()
+        if not (self.fired or self.deadline is None or t < self.deadline or self._complete()
                 or self.expired):
-            return Actions()
-        self.fired, self.t_trigger = "deadline", t
-        self.armed = True
-        return self._stage2(t)
+            self.fired, self.t_trigger = "deadline", t
+            self.armed = True
+            acts += self._stage2(t)
+        if (self.rounds < self.replan and self.idle_pool and not self._complete()
+                and not self.expired and self._someone_late(t)):
+            acts += self._replan(t)
+            self.idle_pool.difference_update(x.worker for x in acts.dispatch)
+        return acts
 
     def next_deadline(self):
-        """The deadline trigger (until stage 2 fires), then ``max_wait``; None once done."""
+        """The deadline trigger (until stage 2 fires), ``max_wait``, and while a worker idles
+        with re-planning rounds left, the next planned stage-1 finish; None once done."""
         if self.done():
             return None
         cands = [] if self.fired or self.deadline is None else [self.deadline]
         if self.max_wait is not None:
             cands.append(self.max_wait)
+        if self.rounds < self.replan and self.idle_pool:
+            h = self.finish_heap
+            while h and (h[0][1] not in self.s1 or h[0][1] in self.cover
+                         or self.s1[h[0][1]].state != "pending"):
+                heapq.heappop(h)
+            if h:  # a little after it: then, overdue, a backup is predicted to be sooner
+                cands.append(h[0][0] * (1 + GRACE) + 1e-12)
         return min(cands) if cands else None
-
-    # ---- stage 2 ---------------------------------------------------------------------------
-    def _stage2(self, t: float) -> Actions:
-        """Cover the stragglers' partitions U with r2 groups of idle workers."""
-        stragglers = [x for x in self.s1.values()
-                      if x.state == "pending" and x.task_id not in self.cover]
-        if not stragglers:
-            return Actions()
-        tau = self.speeds()
-        busy = {x.worker for x in self.s1.values() if x.state != "done"}
-        w2 = [int(w) for w in np.flatnonzero(self.active) if w not in busy]
-        u = np.concatenate([x.partitions for x in stragglers])
-        if not self.placement.shared:
-            holders = {h for k in u.tolist() for h in self.placement.holders(k)}
-            w2 = [w for w in w2 if w in holders]
-        if not w2:
-            if not self.log_notes or not self.log_notes[-1].startswith("stage 2 at"):
-                self.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, "
-                                      "waiting for one")
-            return Actions()
-        self.armed, self.issued = False, True
-        tl = tau.tolist()  # python floats: a numpy scalar per comparison is 10x slower
-        w2.sort(key=lambda w: (tl[w], w))
-        r2 = self.s2 + 1
-        if len(w2) < r2:
-            self.log_notes.append(f"stage 2: r2 shrunk from {r2} to {len(w2)} "
-                                  f"(only {len(w2)} idle workers)")
-            r2 = len(w2)
-        self.r2, self.n_u = r2, len(u)
-        owner_of = {int(k): x.task_id for x in stragglers for k in x.partitions}
-        # stage 2's groups come after any a re-planning round already made
-        base = {x.task_id: len(self.tiles[x.task_id]) for x in stragglers}
-        acts = Actions()
-        for g in range(r2):
-            members = w2[g::r2]  # fastest first, dealt round-robin: groups of equal speed
-            quotas = largest_remainder(len(u), 1.0 / tau[members], minimum=1)
-            got = assign(u, members, quotas, tau, self.placement)
-            lost = {owner_of[k] for k in got.get(-1, [])}
-            for j in lost:
-                self.log_notes.append(f"stage 2 group {g}: no holder for part of stage-1 task "
-                                      f"{j}; that group does not cover it")
-            for x in stragglers:
-                self.tiles[x.task_id].append([])
-            for w in members:
-                by_owner: dict[int, list[int]] = {}
-                for k in got[w]:
-                    by_owner.setdefault(owner_of[int(k)], []).append(int(k))
-                for j, ks in by_owner.items():  # one block per straggler: never crosses two
-                    if j in lost:
-                        continue
-                    b = self.new_task(w, 2, ks, t=t)
-                    gj = base[j] + g
-                    self.owner[b.task_id] = [(gj, j)]
-                    self.tiles[j][gj].append(b)
-                    self.missing[gj, j] = self.missing.get((gj, j), 0) + 1
-                    acts.dispatch.append(b)
-        return acts
 
     # ---- decoding ----------------------------------------------------------------------------
     def _complete(self) -> bool:
@@ -374,7 +381,11 @@ class TwoStage(Stealing, Replanning, Scheme):
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
         if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
         (re-planning rounds used)."""
+        before = self.tau.copy()
         out = super().end(t)
+        self._speeds = self._rates = None
+        self.reliability = shares.update_reliability(self.reliability, before,
+                                                     self._measured())
         # a stolen task never ran on its first worker: only its thief's copy is load
         out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
         if not np.isfinite(self.coverage):

@@ -232,8 +232,10 @@ def two_stage_cases(draw):
         trigger_k=draw(st.none() | st.integers(1, N)),
         beta=draw(st.sampled_from([1.0, 1.5, 3.0])),
         stage2_tolerance=draw(st.integers(0, 1)),
-        replan=draw(st.integers(0, 3)),
-        stage1_chunks=draw(st.integers(1, 3)),
+        replan=draw(st.sampled_from([0, 1, 3, 64])),
+        stage1_chunks=draw(st.integers(1, 4)),
+        replan_load=draw(st.sampled_from([0.0, 0.3, 2.0])),
+        replan_messages=draw(st.sampled_from([0.0, 3.0, 100.0])),
         placement=draw(st.sampled_from(["shared", f"replicated:{R}"])),
         tolerance=draw(st.integers(0, N - 1)),
         speed_alpha=draw(st.sampled_from([0.5, 1.0])),
@@ -256,12 +258,15 @@ def check_two_stage_iteration(sc: TwoStage, out, oracle):
     for t in sc.tasks.values():
         assert all(sc.placement.holds(t.worker, int(k)) for k in t.partitions)
     # stage 2 only on reserve or finished stage-1 workers, only the stragglers' partitions
+    order = {x.task_id: i for i, (_, x) in enumerate(out.dispatched)}
     for t_disp, task in out.dispatched:
         if task.stage != 2:
             continue
-        # (a worker may steal a queued stage-1 task later, once this block is done)
-        own = [x for x in sc.s1.values() if x.worker == task.worker and x.t_dispatch <= t_disp]
-        assert all(x.state == "done" and x.t_done <= t_disp for x in own)
+        # (a worker may steal a queued stage-1 task later, once this block is done or was
+        # cancelled; one whose stage-1 task was cancelled, covered by others, is free again)
+        own = [x for x in sc.s1.values() if x.worker == task.worker
+               and order[x.task_id] < order[task.task_id]]
+        assert all(x.state in ("done", "cancelled") and x.t_done <= t_disp for x in own)
         owner = sc.s1[sc.owner[task.task_id][0][1]]
         assert set(task.partitions.tolist()) <= set(owner.partitions.tolist())
         assert owner.t_done >= t_disp or owner.state == "cancelled"
