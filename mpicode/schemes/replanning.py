@@ -37,6 +37,14 @@ class Replanning:
         self._rates = tau
         return tau
 
+    def _rate_list(self) -> list[float]:
+        """rates() as python floats (one tolist per change of the rates: a numpy scalar per
+        look-up is 10x slower)."""
+        tau = self.rates()
+        if getattr(self, "_tl_of", None) is not tau:
+            self._tl_of, self._tl = tau, tau.tolist()
+        return self._tl
+
     def _measured(self) -> np.ndarray:
         """Per worker, this iteration's seconds per partition over its arrived tasks."""
         busy, n = np.zeros(self.N), np.zeros(self.N)
@@ -83,17 +91,31 @@ class Replanning:
                 last = max(last, y.t_done)
         return None
 
-    def _best_group(self, j: int, t: float, tau) -> tuple[int, list[Task], float]:
+    def _best_group(self, j: int, t: float, tl) -> tuple[int, list[Task], float]:
         """(group, its pending blocks, predicted cover time) of the group of j that is
-        predicted to complete first."""
+        predicted to complete first (``tl``: rates as a list; :meth:`_finish` inlined)."""
         best = (-1, [], math.inf)
         for g, blks in enumerate(self.tiles[j]):
-            pend = [b for b in blks if b.state == "pending"]
-            if not blks or any(b.state == "cancelled" for b in blks):  # (empty: no holder)
+            if not blks:  # (empty: no holder)
                 continue
-            f = max((self._finish(b, t, tau) for b in pend), default=t)
-            if f < best[2]:
-                best = (g, pend, f)
+            pend, f = [], -math.inf
+            for b in blks:
+                st = b.state
+                if st == "cancelled":
+                    break
+                if st == "pending":
+                    pend.append(b)
+                    a = tl[b.worker] * len(b.partitions)
+                    fb = b.t_dispatch + a
+                    if not fb >= t:
+                        fb = t + max(a, t - b.t_dispatch)
+                    if fb > f:
+                        f = fb
+            else:
+                if not pend:
+                    f = t
+                if f < best[2]:
+                    best = (g, pend, f)
         return best
 
     def _late_stragglers(self, t: float, tau, near=()) -> list:
@@ -108,42 +130,46 @@ class Replanning:
         # few suffice (the cost of an event stays independent of N)
         limit = min(2 * len(self.idle_pool) + 8, 32) if self.placement.shared else len(
             self.late_ids)
-        for j in list(self.late_ids):  # past their planned finish (see _someone_late)
+        tl, gone = self._rate_list(), []
+        for j in self.late_ids:  # past their planned finish (see _someone_late)
             if len(late) >= limit:
                 break
-            e = self._straggler(j, t, tau, True)
+            e = self._straggler(j, t, tl, True)
             if e is None and (j not in self.s1 or j in self.cover
                               or self.s1[j].state != "pending"):
-                del self.late_ids[j]
+                gone.append(j)
             elif e is not None:
                 late.append(e)
+        for j in gone:
+            del self.late_ids[j]
         for v in near:
             run = next((x for x in self.by_worker.get(v, ()) if x.state == "pending"), None)
             if run is not None and run.task_id in self.s1 and all(e[1] != run.task_id
                                                                   for e in late):
-                e = self._straggler(run.task_id, t, tau, False)
+                e = self._straggler(run.task_id, t, tl, False)
                 if e is not None:
                     late.append(e)
         return late
 
-    def _straggler(self, j: int, t: float, tau, late_only: bool):
-        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None."""
+    def _straggler(self, j: int, t: float, tl, late_only: bool):
+        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None (``tl``: the
+        rates as a list)."""
         x = self.s1.get(j)
         if x is None or j in self.cover or x.state != "pending":
             return None
         start = self._start(x)
         g = -1
         if any(self.tiles[j]):  # (a group left empty had no holder: it is no group)
-            g, pend, f = self._best_group(j, t, tau)
-            f = min(f, self._finish(x, t, tau, start))
+            g, pend, f = self._best_group(j, t, tl)
+            f = min(f, self._finish(x, t, tl, start))
         if g >= 0:
             pass
         elif start is not None:  # no group yet: a backup of its whole set, in pieces
-            g, pend, f = -1, [x], self._finish(x, t, tau, start)
+            g, pend, f = -1, [x], self._finish(x, t, tl, start)
         else:  # queued behind its worker's running task: work stealing's, not ours
             return None
         if pend and (not late_only or t >= max(start or 0.0, x.t_dispatch)
-                     + tau[x.worker] * x.n):
+                     + tl[x.worker] * x.n):
             return (f, j, g, pend)
         return None
 
@@ -152,16 +178,19 @@ class Replanning:
         predicted to be covered last that it can speed up (it holds all of its rest): a
         straggler's group covers its m pending partitions at t + m / (sum of speeds)."""
         cands = []  # [cover, m, speed, members, f, j, g, pend, rest, hold]
+        shared = self.placement.shared
         for f, j, g, pend in late:
+            if shared:  # the rest itself only for the groups made (below)
+                m = sum(len(b.partitions) for b in pend)
+                cands.append([f, m, 0.0, [], f, j, g, pend, None, None])
+                continue
             rest = np.concatenate([b.partitions for b in pend])
-            hold = None
-            if not self.placement.shared:
-                hold = set(self.placement.holders(int(rest[0])))
-                for k in rest[1:].tolist():
-                    hold.intersection_update(self.placement.holders(k))
+            hold = set(self.placement.holders(int(rest[0])))
+            for k in rest[1:].tolist():
+                hold.intersection_update(self.placement.holders(k))
             cands.append([f, len(rest), 0.0, [], f, j, g, pend, rest, hold])
         near: dict[int, list] = {}  # replicated: straggler's worker -> its candidates
-        for c in cands:
+        for c in cands if not shared else ():
             near.setdefault(self.s1[c[5]].worker, []).append(c)
         R = self.placement.R
         heap = [(-c[0], c[5], i) for i, c in enumerate(cands)]  # latest predicted cover
@@ -179,7 +208,30 @@ class Replanning:
                     heapq.heappush(heap, (-cands[i][0], j, i))
                 if not took:  # the fastest idle worker helps none: a slower one neither
                     break
-        return sorted((c for c in cands if c[3]), key=lambda c: (-c[4], c[5]))
+        out = sorted((c for c in cands if c[3]), key=lambda c: (-c[4], c[5]))
+        for c in out if shared else ():
+            c[8] = np.concatenate([b.partitions for b in c[7]])
+        return out
+
+    def _idle_order(self, tl: list, late: list):
+        """The idle workers that may join a group, fastest first (key (rate, worker)), lazily
+        from a heap: a round stops at the first that helps none (shared placement), so it
+        looks at a few, not all; None if no worker is idle. Replicated placement: only those
+        within R - 1 of a late straggler's worker (the others share no block with it)."""
+        if self.first_event:
+            pool = self._idle_candidates()
+        else:
+            act = self.active.tolist()
+            pool = [w for w in self.idle_pool if act[w]]
+        if not pool:
+            return None
+        if not self.placement.shared:
+            R, N = self.placement.R, self.N
+            near = {(self.s1[e[1]].worker + d) % N for e in late for d in range(1 - R, R)}
+            pool = [w for w in pool if w in near]
+        keys = [(tl[w], w) for w in pool]
+        heapq.heapify(keys)
+        return (heapq.heappop(keys)[1] for _ in range(len(keys)))
 
     @staticmethod
     def _join(w: int, mine: list, t: float, v: float) -> bool:
@@ -208,12 +260,11 @@ class Replanning:
             return Actions()
         # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
         # bound on its speed in rates(): a slow machine stays slow)
-        idle = self._idle_candidates()
-        if not idle:
+        tl = self._rate_list()
+        idle = self._idle_order(tl, late)
+        if idle is None:
             self.failed_at = version
             return Actions()
-        tl = tau.tolist()
-        idle.sort(key=lambda w: (tl[w], w))
         acts = Actions()
         for c in self._groups(t, idle, late, tl):
             if self.rounds >= self.replan:

@@ -156,7 +156,7 @@ class Stealing:
             if not self.victims:  # nothing queued to steal: no thief to sort
                 return Actions()
         tau = self.rates()
-        tl = tau.tolist()
+        tl = self._rate_list()
         thieves = sorted(self._idle_candidates(), key=lambda u: (tl[u], u))
         if not thieves:
             return Actions()
