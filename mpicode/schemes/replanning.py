@@ -153,25 +153,26 @@ class Replanning:
 
     def _straggler(self, j: int, t: float, tl, late_only: bool):
         """The entry of :meth:`_late_stragglers` for stage-1 task j, or None (``tl``: the
-        rates as a list)."""
+        rates as a list; :meth:`_finish` inlined)."""
         x = self.s1.get(j)
         if x is None or j in self.cover or x.state != "pending":
             return None
         start = self._start(x)
+        a = tl[x.worker] * len(x.partitions)
         g = -1
         if any(self.tiles[j]):  # (a group left empty had no holder: it is no group)
             g, pend, f = self._best_group(j, t, tl)
-            f = min(f, self._finish(x, t, tl, start))
-        if g >= 0:
-            pass
-        elif start is not None:  # no group yet: a backup of its whole set, in pieces
-            g, pend, f = -1, [x], self._finish(x, t, tl, start)
-        else:  # queued behind its worker's running task: work stealing's, not ours
+        if g < 0:
+            if start is None:  # queued behind its worker's running task: work stealing's
+                return None
+            pend = [x]  # no group yet: a backup of its whole set, in pieces
+        if not pend or (late_only and t < max(start or 0.0, x.t_dispatch) + a):
             return None
-        if pend and (not late_only or t >= max(start or 0.0, x.t_dispatch)
-                     + tl[x.worker] * x.n):
-            return (f, j, g, pend)
-        return None
+        s = x.t_dispatch if start is None else max(start, x.t_dispatch)
+        fx = s + a
+        if not fx >= t:
+            fx = t + max(a, t - s)
+        return (min(f, fx) if g >= 0 else fx, j, g, pend)
 
     def _groups(self, t: float, idle: list[int], late: list, tl: list) -> list:
         """Deal the idle workers (fastest first) to the late stragglers, each to the one
