@@ -23,6 +23,22 @@ from mpicode.schemes.base import Actions, Task
 from mpicode.schemes.shares import assign, largest_remainder
 
 
+class IdlePool(set):
+    """Two-stage's idle pool: a set that also keeps a heap of its workers by rate, for
+    :meth:`Replanning._idle_order` (entries go stale when a worker leaves or its rate
+    changes and are dropped when met; who joined and whose rate changed is pushed anew)."""
+
+    def __init__(self):
+        super().__init__()
+        self.joined: list[int] = []  # added since the heap last looked
+        self.heap: list[tuple[float, int]] = []
+        self.seen = None  # the rates array the heap last looked at
+
+    def add(self, w: int) -> None:
+        super().add(w)
+        self.joined.append(w)
+
+
 class Replanning:
     def rates(self) -> np.ndarray:
         """Seconds per partition: this iteration's measure of a worker where one of its
@@ -221,6 +237,8 @@ class Replanning:
         within R - 1 of a late straggler's worker (the others share no block with it)."""
         if self.first_event:
             pool = self._idle_candidates()
+        elif self.placement.shared and np.isfinite(self.tau).any():
+            return self._idle_heap(tl) if self.idle_pool else None
         else:
             act = self.active.tolist()
             pool = [w for w in self.idle_pool if act[w]]
@@ -233,6 +251,31 @@ class Replanning:
         keys = [(tl[w], w) for w in pool]
         heapq.heapify(keys)
         return (heapq.heappop(keys)[1] for _ in range(len(keys)))
+
+    def _idle_heap(self, tl: list):
+        """The idle pool fastest first from its heap (a rate changes only where measured:
+        speeds() are fixed within an iteration once there is history), O(log N) a worker
+        taken; :meth:`_idle_restore` puts back those taken."""
+        pool, h, tau = self.idle_pool, self.idle_pool.heap, self.rates()
+        fresh = pool.joined
+        if pool.seen is not None and pool.seen is not tau:
+            fresh += np.flatnonzero(tau != pool.seen).tolist()
+        for w in fresh:
+            if w in pool:
+                heapq.heappush(h, (tl[w], w))
+        pool.joined, pool.seen, pool.taken = [], tau, []
+        act = self.active
+        while h:
+            r, w = heapq.heappop(h)
+            if w in pool and r == tl[w] and act[w] and w not in pool.taken:
+                pool.taken.append(w)
+                yield w
+
+    def _idle_restore(self, tl: list) -> None:
+        pool = self.idle_pool
+        for w in getattr(pool, "taken", ()):
+            heapq.heappush(pool.heap, (tl[w], w))
+        pool.taken = []
 
     @staticmethod
     def _join(w: int, mine: list, t: float, v: float) -> bool:
@@ -267,7 +310,9 @@ class Replanning:
             self.failed_at = version
             return Actions()
         acts = Actions()
-        for c in self._groups(t, idle, late, tl):
+        groups = self._groups(t, idle, late, tl)
+        self._idle_restore(tl)
+        for c in groups:
             if self.rounds >= self.replan:
                 break
             acts += self._new_group(t, c[5], c[6], c[7], c[8], c[3], tau)

@@ -20,7 +20,7 @@ from mpicode.config import Option, UsageError
 from mpicode.registry import register_scheme
 from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.replanning import Replanning
+from mpicode.schemes.replanning import IdlePool, Replanning
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
 from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealing
@@ -200,7 +200,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         self.by_worker: dict[int, list[Task]] = {}  # every task of a worker, in dispatch order
         self.finish_heap: list = []  # (planned finish, task id) of stage-1 tasks: who is late
         self.first_event = True  # the first arrival also looks at workers idle from the start
-        self.idle_pool: set[int] = set()  # workers that went idle and were given nothing
+        self.idle_pool = IdlePool()  # workers that went idle and were given nothing
         self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
         self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
         self.late_ids: dict[int, None] = {}  # stage-1 tasks past their planned finish
