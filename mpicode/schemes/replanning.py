@@ -22,21 +22,26 @@ import numpy as np
 from mpicode.schemes.base import Actions, Task
 from mpicode.schemes.shares import assign, largest_remainder
 
+AUTO_MIN = 64  # --replan auto: max(AUTO_MIN, N) groups, one per worker at scale
 
-class IdlePool(set):
-    """Two-stage's idle pool: a set that also keeps a heap of its workers by rate, for
-    :meth:`Replanning._idle_order` (entries go stale when a worker leaves or its rate
-    changes and are dropped when met; who joined and whose rate changed is pushed anew)."""
 
-    def __init__(self):
-        super().__init__()
-        self.joined: list[int] = []  # added since the heap last looked
-        self.heap: list[tuple[float, int]] = []
-        self.seen = None  # the rates array the heap last looked at
+def replan_value(s):
+    """``--replan``: an integer, ``none`` (N) or ``auto`` (max(64, N))."""
+    if isinstance(s, str) and s.strip().lower() == "auto":
+        return "auto"
+    if s is None or (isinstance(s, str) and s.strip().lower() in ("", "none")):
+        return None
+    return int(s)
 
-    def add(self, w: int) -> None:
-        super().add(w)
-        self.joined.append(w)
+
+def replan_groups(value, n_workers: int) -> int:
+    """The cap on re-planning groups per iteration that ``--replan value`` means."""
+    if value == "auto":
+        return max(AUTO_MIN, n_workers)
+    r = n_workers if value is None else int(value)
+    if r < 0:
+        raise ValueError(f"replan must be >= 0, got {value}")
+    return r
 
 
 class Replanning:

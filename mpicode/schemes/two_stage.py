@@ -20,7 +20,8 @@ from mpicode.config import Option, UsageError
 from mpicode.registry import register_scheme
 from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.replanning import IdlePool, Replanning
+from mpicode.schemes.idle_pool import IdlePool
+from mpicode.schemes.replanning import Replanning, replan_groups, replan_value
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
 from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealing
@@ -43,10 +44,10 @@ OPTIONS = (
            check=lambda x: None if x >= 1 else "must be >= 1", group="two-stage"),
     Option("stage1_chunks", int, 3, "two-stage: queued tasks per stage-1 share (idle workers "
            "steal queued ones; 1: one task per worker)", check=cf.positive, group="two-stage"),
-    Option("replan", cf.optional_int, 64, "two-stage: re-planning groups per iteration for "
-           "late stragglers (stage k; 0: the paper's single stage 2; none: N, one per "
-           "worker)", check=lambda x: None if x is None or x >= 0 else "must be >= 0",
-           group="two-stage"),
+    Option("replan", replan_value, "auto", "two-stage: re-planning groups per iteration for "
+           "late stragglers (stage k; 0: the paper's single stage 2; none: N, one per worker; "
+           "auto: max(64, N))", check=lambda x: None if x in (None, "auto") or x >= 0
+           else "must be >= 0", group="two-stage"),
     Option("replan_load", cf.finite_float, 0.3, "two-stage: re-planning stops once stage 2 and "
            "the rounds re-issued this fraction of the K partitions in an iteration (a cap on "
            "the load above 1)", check=cf.nonneg, group="two-stage"),
@@ -94,9 +95,9 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         A re-planning group gets no more members than keep the iteration's messages, if
         every group wins (one replaces its straggler's message, each other adds one),
         within this many per worker; a group of one is always allowed.
-    replan : int or None
-        Re-planning rounds (new groups) per iteration (None: N; 0: the paper's single
-        stage 2).
+    replan : int, None or "auto"
+        Re-planning rounds (new groups) per iteration (None: N; "auto": max(64, N); 0: the
+        paper's single stage 2).
         Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
         covered later than the idle workers could cover what is left of it, the pending rest
         of its best group is re-split among the idle workers as a new group (stage k).
@@ -119,7 +120,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
                              f"{n_workers}")
 
     def __init__(self, n_workers, n_partitions, *, rho=1.0, trigger="both", trigger_k=None,
-                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan=64,
+                 beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan="auto",
                  stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
         if not 0 < rho <= 1:
@@ -141,10 +142,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         self.s2 = int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
-        replan = self.N if replan is None else int(replan)
-        if replan < 0:
-            raise ValueError(f"replan must be >= 0, got {replan}")
-        self.replan = replan
+        self.replan = replan_groups(replan, self.N)
         if int(stage1_chunks) < 1:
             raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)

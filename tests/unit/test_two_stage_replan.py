@@ -94,3 +94,18 @@ def test_reliability_is_checkpointed():
     other = TwoStage(4, 16)
     other.load_state_dict(sc.state_dict())
     assert other.reliability == 0.25
+
+
+def test_replan_auto_is_64_up_to_64_workers_then_one_per_worker():
+    from mpicode.config import by_name
+    from mpicode.schemes.replanning import replan_groups, replan_value
+    opt = by_name()["replan"]
+    assert opt.default == "auto"
+    assert [replan_value(x) for x in ("auto", "AUTO", "none", "", "0", "7")] == \
+        ["auto", "auto", None, None, 0, 7]
+    assert [replan_groups("auto", n) for n in (4, 64, 65, 256)] == [64, 64, 65, 256]
+    assert replan_groups(None, 12) == 12 and replan_groups(3, 12) == 3
+    with pytest.raises(ValueError):
+        replan_groups(-1, 8)
+    assert TwoStage(8, 32).replan == 64 and TwoStage(100, 400).replan == 100
+    assert TwoStage(100, 400, replan=64).replan == 64
