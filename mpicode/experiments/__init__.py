@@ -185,7 +185,7 @@ def main(argv=None) -> int:
             "workers": suite.workers, "seed": SEED, "seeds": suite.seeds,
             "seeded_dataset": suite.seeded_dataset, "delay_unit": suite.delay_unit,
             "comm_delay_unit": suite.comm_delay_unit, "quick": suite.quick,
-            "mpi_wall_s": mpi_s}
+            "mpi_wall_s": mpi_s, "runs": _runs_record(out, a, started, mpi_s)}
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
     _publish(a, out, meta, claims, res, suite)
@@ -195,6 +195,19 @@ def main(argv=None) -> int:
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
     return 0
+
+
+def _runs_record(out: Path, a, started, mpi_s: float) -> dict:
+    """When and how long the MPI runs in ``OUT`` took: written by a full run
+    (``OUT/mpi_run.json``), read back by --analyse-only so the header says where they came from."""
+    import json
+    path = out / "mpi_run.json"
+    if a.analyse_only:
+        return json.loads(path.read_text()) if path.exists() else {}
+    rec = {"date": started.isoformat(timespec="seconds"), "mpi_wall_s": mpi_s,
+           "quick": a.quick}
+    path.write_text(json.dumps(rec))
+    return rec
 
 
 def _publish(a, out: Path, meta: dict, claims: list, res: dict, suite) -> None:

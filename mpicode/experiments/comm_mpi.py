@@ -28,17 +28,12 @@ from mpicode.experiments.suite import Suite
 
 def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
-    from mpicode.io.datasets import load
     from mpicode.mpi import bounds
+    from mpicode.mpi.calibrate import cached_problem
     from mpicode.mpi.launch import build, execute
-    from mpicode.numerics.problem import Problem
     N = comm.size - 1
     cfg = config(opts, N, delay_mode="sleep")
-    key = (cfg.dataset, cfg.model, cfg.samples, cfg.features, cfg.seed)
-    if key not in cache:
-        cache[key] = load(cfg)
-    problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
-    comm.Barrier()
+    problem = cached_problem(cfg, comm, cache)
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None

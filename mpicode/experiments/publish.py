@@ -56,9 +56,17 @@ def claims_table(claims: list[dict], numbers: bool = True) -> list[str]:
 
 def header_lines(meta: dict) -> list[str]:
     m = meta["machine"]
-    return [f"Command: `{meta['command']}` (what `make experiments` runs; wall time "
-            f"{meta['wall_s'] / 60:.1f} min, of which the MPI job "
-            f"{meta['mpi_wall_s'] / 60:.1f} min); run {meta['date']}.",
+    runs = meta.get("runs") or {}
+    if "--analyse-only" in meta["command"]:
+        when = (f"the MPI runs of {runs['date']} (MPI job {runs['mpi_wall_s'] / 60:.1f} min), "
+                if runs else "the MPI runs already in the output directory, ")
+        first = (f"Command: `{meta['command']}`: {when}analysed, with the simulator blocks "
+                 f"rerun, on {meta['date']} ({meta['wall_s'] / 60:.1f} min).")
+    else:
+        first = (f"Command: `{meta['command']}` (what `make experiments` runs; wall time "
+                 f"{meta['wall_s'] / 60:.1f} min, of which the MPI job "
+                 f"{meta['mpi_wall_s'] / 60:.1f} min); run {meta['date']}.")
+    return [first,
             "",
             f"Machine: {m['platform']}, {m['cpu']}, {m['cpus']} CPUs (load average "
             f"{m['loadavg']} at the start; shared with other jobs), Python {m['python']}, "

@@ -41,20 +41,27 @@ def run_config(N: int, out: str, size: dict, iterations: int, **kw):
     return validate_for_size(Config(v), N)
 
 
-def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
-    """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
-    (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
-    None. ``cache`` keeps the loaded datasets between runs of one job."""
-    from mpicode import mpi as runtime
-    from mpicode.engine.session import Session
+def cached_problem(cfg, comm, cache: dict):
+    """The run's problem on every rank, its dataset loaded once per job (``cache``); the ranks
+    leave together (a barrier), so no run starts before every rank has its data."""
     from mpicode.io.datasets import load
-    from mpicode.mpi.launch import execute
     from mpicode.numerics.problem import Problem
     key = (cfg.dataset, cfg.model, cfg.samples, cfg.features, cfg.seed)
     if key not in cache:
         cache[key] = load(cfg)
     problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
     comm.Barrier()
+    return problem
+
+
+def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
+    """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
+    (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
+    None. ``cache`` keeps the loaded datasets between runs of one job."""
+    from mpicode import mpi as runtime
+    from mpicode.engine.session import Session
+    from mpicode.mpi.launch import execute
+    problem = cached_problem(cfg, comm, cache)
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None

@@ -10,28 +10,18 @@ partitions), dispatched and ended at the same virtual times, the same cancellati
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from equivalence import drive, same_simulations, simulate, timings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from selfsched_reference import SelfSchedulingReference
 
-from mpicode.schemes.replay import run_iteration
 from mpicode.schemes.self_scheduling import SelfScheduling
 
 
 def task_log(sc) -> list[tuple]:
     return [(t.task_id, t.worker, t.stage, tuple(t.partitions.tolist()), t.t_dispatch,
              t.state, t.t_done, t.duration) for t in sc.tasks.values()]
-
-
-def same(a, b) -> None:
-    """Equal, NaN included (a NaN time is a NaN time in both)."""
-    assert len(a) == len(b)
-    for ra, rb in zip(a, b, strict=True):
-        assert len(ra) == len(rb)
-        for u, v in zip(ra, rb, strict=True):
-            assert u == v or (isinstance(u, float) and np.isnan(u) and np.isnan(v)), (ra, rb)
 
 
 @st.composite
@@ -43,12 +33,7 @@ def cases(draw):
                   backup=draw(st.booleans()),
                   placement=draw(st.sampled_from(["shared", f"replicated:{R}"])),
                   speed_alpha=draw(st.sampled_from([0.5, 1.0])))
-    iters = draw(st.integers(1, 3))
-    per = st.one_of(st.integers(1, 6), st.floats(0.5, 6.0), st.just(1e6))
-    speeds = draw(st.lists(st.lists(per, min_size=N, max_size=N), min_size=iters,
-                           max_size=iters))
-    jitter = draw(st.lists(st.sampled_from([0, 0, 1, 0.25, 3]), min_size=7, max_size=7))
-    return N, K, params, speeds, jitter, draw(st.booleans())
+    return (N, K, params, *timings(draw, N))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -58,22 +43,7 @@ def test_indexed_decisions_equal_the_plain_scan(case):
     N, K, params, speeds, jitter, deliver_cancelled = case
     new, old = SelfScheduling(N, K, seed=1, **params), SelfSchedulingReference(N, K, seed=1,
                                                                               **params)
-    for it, sp in enumerate(speeds):
-        outs = [run_iteration(sc, it, lambda t, sp=sp: sp[t.worker] * t.n
-                              + jitter[t.task_id % len(jitter)],
-                              deliver_cancelled=deliver_cancelled) for sc in (new, old)]
-        same(task_log(new), task_log(old))
-        assert outs[0].t_end == outs[1].t_end
-        assert outs[0].arrivals == outs[1].arrivals
-        assert outs[0].summary == outs[1].summary
-
-
-def simulate(scheme, cfg, N, K, iterations):
-    from mpicode.experiments.study import straggler_model
-    from mpicode.simulator import Simulator, model_partition_cost
-    sim = Simulator(scheme, straggler_model(cfg, N, K), n_workers=N,
-                    partition_cost=model_partition_cost(cfg.samples / K, cfg.features))
-    return [sim.iteration(it) for it in range(iterations)]
+    drive(new, old, speeds, jitter, deliver_cancelled, task_log)
 
 
 @pytest.mark.parametrize("N,placement,chunk,scenario", [
@@ -94,10 +64,4 @@ def test_seeded_simulations_log_the_same_tasks(N, placement, chunk, scenario):
               **SelfScheduling.option_values(cfg))
     runs = [simulate(cls(N, K, **kw), cfg, N, K, 4)
             for cls in (SelfScheduling, SelfSchedulingReference)]
-    for a, b in zip(*runs, strict=True):
-        assert a["tasks"].keys() == b["tasks"].keys()
-        for key in a["tasks"]:
-            np.testing.assert_array_equal(a["tasks"][key], b["tasks"][key], err_msg=key)
-        assert a["row"].keys() == b["row"].keys()
-        for key in a["row"]:
-            np.testing.assert_array_equal(a["row"][key], b["row"][key], err_msg=key)
+    same_simulations(runs)

@@ -12,33 +12,18 @@ rows and the log notes, for a fixed ``--replan R``::
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from equivalence import drive, same_simulations, simulate, timings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twostage_reference.two_stage import TwoStageReference
 
-from mpicode.schemes.replay import run_iteration
 from mpicode.schemes.two_stage import TwoStage
 
 
 def task_log(sc) -> list[tuple]:
     return [(t.task_id, t.worker, t.stage, tuple(t.partitions.tolist()), t.t_dispatch,
              t.state, t.t_done, t.duration, t.used) for t in sc.tasks.values()]
-
-
-def same(a, b) -> None:
-    """Equal, NaN included (a NaN time is a NaN time in both)."""
-    assert len(a) == len(b)
-    for ra, rb in zip(a, b, strict=True):
-        assert len(ra) == len(rb)
-        for u, v in zip(ra, rb, strict=True):
-            assert u == v or (isinstance(u, float) and np.isnan(u) and np.isnan(v)), (ra, rb)
-
-
-def same_summary(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    same([tuple(a.values())], [tuple(b.values())])
 
 
 @st.composite
@@ -55,12 +40,7 @@ def cases(draw):
                   replan_load=draw(st.sampled_from([0.3, 1.0])),
                   replan_messages=draw(st.sampled_from([3.0, 0.5])),
                   tolerance=draw(st.sampled_from([0, 1])))
-    iters = draw(st.integers(1, 3))
-    per = st.one_of(st.integers(1, 6), st.floats(0.5, 6.0), st.just(1e6))
-    speeds = draw(st.lists(st.lists(per, min_size=N, max_size=N), min_size=iters,
-                           max_size=iters))
-    jitter = draw(st.lists(st.sampled_from([0, 0, 1, 0.25, 3]), min_size=7, max_size=7))
-    return N, K, params, speeds, jitter, draw(st.booleans())
+    return (N, K, params, *timings(draw, N))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -69,24 +49,7 @@ def test_indexed_decisions_equal_the_scans(case):
     """Any completion order (ties included: integer durations), placement, chunks, R."""
     N, K, params, speeds, jitter, deliver_cancelled = case
     new, old = (cls(N, K, seed=1, **params) for cls in (TwoStage, TwoStageReference))
-    for it, sp in enumerate(speeds):
-        outs = [run_iteration(sc, it, lambda t, sp=sp: sp[t.worker] * t.n
-                              + jitter[t.task_id % len(jitter)],
-                              deliver_cancelled=deliver_cancelled) for sc in (new, old)]
-        same(task_log(new), task_log(old))
-        assert outs[0].t_end == outs[1].t_end
-        assert outs[0].arrivals == outs[1].arrivals
-        assert outs[0].ticks == outs[1].ticks
-        same_summary(outs[0].summary, outs[1].summary)
-        assert new.log_notes == old.log_notes
-
-
-def simulate(scheme, cfg, N, K, iterations):
-    from mpicode.experiments.study import straggler_model
-    from mpicode.simulator import Simulator, model_partition_cost
-    sim = Simulator(scheme, straggler_model(cfg, N, K), n_workers=N,
-                    partition_cost=model_partition_cost(cfg.samples / K, cfg.features))
-    return [(sim.iteration(it), list(scheme.log_notes)) for it in range(iterations)]
+    drive(new, old, speeds, jitter, deliver_cancelled, task_log, ticks=True)
 
 
 @pytest.mark.parametrize("N,placement,scenario,replan", [
@@ -107,11 +70,4 @@ def test_seeded_simulations_log_the_same_tasks(N, placement, scenario, replan):
     kw = dict(seed=cfg.seed, tolerance=cfg.stragglers_tolerated,
               **TwoStage.option_values(cfg))
     runs = [simulate(cls(N, K, **kw), cfg, N, K, 5) for cls in (TwoStage, TwoStageReference)]
-    for (a, na), (b, nb) in zip(*runs, strict=True):
-        assert a["tasks"].keys() == b["tasks"].keys()
-        for key in a["tasks"]:
-            np.testing.assert_array_equal(a["tasks"][key], b["tasks"][key], err_msg=key)
-        assert a["row"].keys() == b["row"].keys()
-        for key in a["row"]:
-            np.testing.assert_array_equal(a["row"][key], b["row"][key], err_msg=key)
-        assert na == nb
+    same_simulations(runs)
