@@ -56,11 +56,11 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-e2e test-mpi  ## everything CI runs (~15 min on 2 quiet cores, ~30 loaded)
+test: install test-banner test-fast test-e2e test-mpi  ## everything CI runs (~13 min on 2 quiet cores, ~30 loaded)
 
 test-banner:
-	@echo "make test: unit (< 1 min), end-to-end (~13 min, ~3 of them SLURM holding a requeued job),"
-	@echo "  MPI at 2, 3 and 5 ranks (< 1 min): about 15 min on 2 quiet cores, 30 or more loaded. As root, tests/e2e/test_slurm.py"
+	@echo "make test: unit (< 1 min), end-to-end (~11 min), MPI at 2, 3 and 5 ranks (< 1 min):"
+	@echo "  about 13 min on 2 quiet cores, 30 or more on a loaded machine. As root, tests/e2e/test_slurm.py"
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
 	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
 

@@ -113,7 +113,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge.socket
+AuthInfo=socket={d}/munge.socket,cred_expire=15
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool
 SlurmctldPidFile={d}/slurmctld.pid
@@ -402,7 +402,8 @@ def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
         st = c.job_states(job).get(job, "?")
         return st in DONE and out.exists() and run_attr(out, "status") == "complete"
 
-    # SLURM holds a requeued job back for a while (about 2.5 min here) before it starts again
+    # SLURM holds a requeued job back for its credential lifetime before it starts again
+    # (AuthInfo cred_expire: 120 s by default, 15 s in this test's slurm.conf)
     ok = wait_until(ended, JOB_TIMEOUT + 300, 1.0)
     log = (tmp_path / f"mpicode-train-{job}.out").read_text(errors="replace")
     assert ok, f"{c.job_states(job)}\n{log[-3000:]}\n{c.logs()}"
