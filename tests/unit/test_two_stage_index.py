@@ -1,6 +1,6 @@
 """The indexed re-planning of ``two-stage`` decides exactly as the scans it replaced.
 
-tests/unit/twostage_reference/ holds the scheme's policy modules as they were before the index
+tests/unit/twostage_reference/ holds the re-planning mixin as it was before the index
 (O(N) work per re-planning round: a sort of every idle worker, a copy of every late task);
 every test here runs it and the registered scheme side by side on the same seeded input and
 compares the task logs bit for bit (the same tasks: ids, workers, stages, partitions,
