@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
@@ -31,6 +29,7 @@ from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
     nonneg,
     optional_positive,
     positive,
+    read_toml,
     unit_closed,
     unit_open_closed,
     unit_right_open,
@@ -293,18 +292,7 @@ def _coerce(o: Option, raw, where: str):
 
 
 def load_toml(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"config file not found: {path}")
-    try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path}: TOML syntax error: {e}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"config file {path}: TOML syntax error: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"config file {path}: cannot read: {e.strerror}") from None
+    data = read_toml(path, f"config file {path}", f"config file not found: {path}")
     items = []
     sections = {o.group for o in all_options()}
     for k, v in data.items():

@@ -109,3 +109,21 @@ def nearest(name: str, names) -> str:
     import difflib
     m = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
     return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def read_toml(path: str, where: str, missing: str) -> dict:
+    r"""A TOML file's table; one-line :class:`UsageError`\ s (``missing`` when it is not a
+    file, else ``where: ...``) for everything that can be wrong with it."""
+    import tomllib
+    from pathlib import Path
+    if not Path(path).is_file():
+        raise UsageError(missing)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{where}: TOML syntax error: {e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: TOML syntax error: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"{where}: cannot read: {e.strerror}") from None

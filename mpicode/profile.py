@@ -10,10 +10,16 @@ them. Any problem is a one-line :class:`UsageError` naming the file.
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 
-from mpicode.options import Option, UsageError, _finite_float, _optional_float, nonneg
+from mpicode.options import (
+    Option,
+    UsageError,
+    _finite_float,
+    _optional_float,
+    nonneg,
+    read_toml,
+)
 
 
 def _optional_nonneg(x):
@@ -55,18 +61,8 @@ PROFILE_KEYS = tuple(o.name for o in COST_OPTIONS if o.name != "profile")
 def load_profile(path: str) -> dict:
     """The option values of a profile (raw, to be coerced by the option table)."""
     where = f"profile {path}"
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{where}: file not found" if not p.exists() else f"{where}: not a file")
-    try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{where}: TOML syntax error: {e}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{where}: TOML syntax error: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"{where}: cannot read: {e.strerror}") from None
+    data = read_toml(path, where, f"{where}: not a file" if Path(path).exists()
+                     else f"{where}: file not found")
     out = {}
     for k, v in data.items():
         if k == "calibration":
