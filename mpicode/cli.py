@@ -11,6 +11,7 @@ The other commands are serial. Any usage error is one line on stderr and exit co
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from mpicode import __version__
@@ -258,7 +259,10 @@ def main(argv=None) -> None:
     # (train's BadInput is a SystemExit raised after MPI was finalized: it passes through)
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] in (["train"], ["simulate"]):
-        _stop_handlers_first()
+        try:
+            _stop_handlers_first()
+        except KeyboardInterrupt:  # SIGINT before the handlers were in: the same clean stop
+            _stop_handlers_first(pending=signal.SIGINT)
     if not args:  # no command: the usage, as a usage error
         build_parser().print_usage(sys.stderr)
         print("mpicode: error: a command is required (mpicode --help lists them)",
@@ -279,12 +283,11 @@ def main(argv=None) -> None:
     sys.exit(code)
 
 
-def _stop_handlers_first() -> None:
+def _stop_handlers_first(pending: int | None = None) -> None:
     """train/simulate: from now on SIGTERM/SIGINT/SIGUSR1 are a clean stop (exit 3), even
     while numpy is still being imported: a bare handler records the signal until the run
     loop's own (mpicode.engine.loop.install_stop_handlers) takes over."""
-    import signal
-    early: list[int] = []
+    early: list[int] = [] if pending is None else [pending]
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, lambda signum, frame: early.append(signum))
     from mpicode.engine.signals import STOP, install_stop_handlers
