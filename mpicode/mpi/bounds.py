@@ -13,8 +13,11 @@ own abort message is not printed (stderr is closed first), so the line stays the
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 import sys
+import termios
 import time
 
 import numpy as np
@@ -62,10 +65,31 @@ def silent_ranks_text(ranks: list[int], timeout: float) -> str:
             f"within --stop-timeout {timeout:g} s: job aborted")
 
 
+def drain_pipe(fd: int, timeout: float = 2.0) -> None:
+    """Wait (bounded) until the reader of the pipe ``fd`` took what was written: under
+    ``mpiexec`` stderr is a pipe to Hydra's proxy, and an ``MPI_Abort`` that reaches the
+    proxy before it read the pipe loses the line just printed (seen on a loaded machine)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        t_end = time.monotonic() + timeout
+        buf = bytearray(4)
+        while time.monotonic() < t_end:
+            fcntl.ioctl(fd, termios.FIONREAD, buf)
+            if int.from_bytes(buf, sys.byteorder) == 0:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)  # the proxy forwards what it read before it handles the abort
+    except OSError:
+        pass
+
+
 def abort_quietly(comm, code: int) -> None:
     """``MPI_Abort`` without MPICH's own message: the caller printed the one line."""
     sys.stdout.flush()
     sys.stderr.flush()
+    drain_pipe(1)
+    drain_pipe(2)
     os.close(2)  # MPICH's "Abort(...) on node 0" would be a second line; nothing opens fd 2
     comm.Abort(code)
     os._exit(code)  # not reached

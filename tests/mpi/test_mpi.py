@@ -139,3 +139,32 @@ def test_granted_chunks_deliver_bit_identical_gradients():
         assert all(r["coverage"] == 1.0 for r in h2)
     comm.Barrier()
     comm.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_drain_pipe_waits_for_the_reader_and_is_bounded():
+    """What rank 0 prints before MPI_Abort must have been read by Hydra's proxy: the wait
+    ends once the pipe is empty, and after its bound when nobody reads."""
+    import os
+    import threading
+    import time
+
+    from mpicode.mpi.bounds import drain_pipe
+    r, w = os.pipe()
+    try:
+        os.write(w, b"mpicode: the one line\n")
+        got = []
+        reader = threading.Timer(0.3, lambda: got.append(os.read(r, 100)))
+        t0 = time.monotonic()
+        reader.start()
+        drain_pipe(w, timeout=30)
+        assert time.monotonic() - t0 >= 0.3  # it waited for the reader (a lower bound only)
+        reader.join()
+        assert got == [b"mpicode: the one line\n"]
+        os.write(w, b"nobody reads this")
+        t0 = time.monotonic()
+        drain_pipe(w, timeout=0.5)
+        assert time.monotonic() - t0 < 20  # bounded (generous: a busy CI machine)
+    finally:
+        os.close(r)
+        os.close(w)
