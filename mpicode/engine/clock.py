@@ -13,10 +13,15 @@ import time
 class Backoff:
     """Exponential sleep backoff from ``lo`` to ``hi`` seconds (mpi4py.futures style), after
     a few yields (``sleep(0)``): a message that is about to land costs no sleep, and an idle
-    rank still gives its core away within microseconds."""
+    rank still gives its core away within microseconds. Each interval is ``growth`` times
+    the last: with 1.25 a sleep is about a quarter of the time waited so far, so a message
+    is noticed at most ~25% late (doubling made it up to 100%: on 2 oversubscribed cores a
+    no-straggler demo cycle took 4.1 ms instead of 2.9 in a ping-pong of the same shape),
+    while a long wait still sleeps ``hi`` per poll."""
 
-    def __init__(self, lo: float = 1e-5, hi: float = 1e-3, yields: int = 4):
-        self.lo, self.hi, self.yields = lo, hi, yields
+    def __init__(self, lo: float = 1e-5, hi: float = 1e-3, yields: int = 4,
+                 growth: float = 1.25):
+        self.lo, self.hi, self.yields, self.growth = lo, hi, yields, growth
         self.dt = lo
         self.n = 0
 
@@ -31,7 +36,7 @@ class Backoff:
             return
         dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
         time.sleep(dt)
-        self.dt = min(self.hi, self.dt * 2)
+        self.dt = min(self.hi, self.dt * self.growth)
 
 
 class VirtualClock:

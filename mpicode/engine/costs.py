@@ -9,8 +9,9 @@ virtual``), so a calibrated simulation is the twin of a real run on this machine
   reaches the coordinator this long after the task's compute finished (the worker is free at
   once: the send is asynchronous);
 * ``poll_s``: rank 0 notices a message only when it polls; waiting, it polls with the
-  runtime's backoff (:class:`mpicode.engine.clock.Backoff`: intervals doubling from 10 us to
-  ``poll_s``, restarted at every event), so results that land within one interval are seen
+  runtime's backoff (:class:`mpicode.engine.clock.Backoff`: intervals growing 1.25x from
+  10 us to ``poll_s``, each overshooting by ``poll_s`` beyond the longest sleep of 1 ms,
+  restarted at every event), so results that land within one interval are seen
   together, and one that lands just after an event is seen at once;
 * ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: rank 0's
   per-iteration work (the previous row's bookkeeping, the decode, the update, an
@@ -57,15 +58,18 @@ class CostModel:
 
     def noticed(self, t_event: float, t_arrival: float) -> float:
         """When rank 0, whose last event (the backoff's restart) was at ``t_event``, notices
-        a message that landed at ``t_arrival``: its first poll at or after it."""
+        a message that landed at ``t_arrival``: its first poll at or after it. A ``poll_s``
+        above the backoff's longest sleep is that sleep plus the machine's overshoot
+        (``mpicode calibrate``), and every sleep of the ramp overshoots by as much."""
         if self.poll_s <= 0 or t_arrival <= t_event:
             return t_arrival
+        over = max(0.0, self.poll_s - BACKOFF_HI)
         t, dt = t_event, BACKOFF_LO
-        while dt < self.poll_s:  # the ramp: a few doublings
-            t += dt
+        while dt < self.poll_s - over:  # the ramp
+            t += dt + over
             if t >= t_arrival:
                 return t
-            dt *= 2
+            dt *= BACKOFF_GROWTH
         return t + math.ceil((t_arrival - t) / self.poll_s) * self.poll_s
 
     @property
@@ -81,3 +85,5 @@ class CostModel:
 
 ZERO = CostModel()
 BACKOFF_LO = 1e-5  # the first sleep of mpicode.engine.clock.Backoff (kept in step by a test)
+BACKOFF_GROWTH = 1.25  # its growth factor
+BACKOFF_HI = 1e-3  # and its longest sleep

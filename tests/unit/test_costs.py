@@ -51,13 +51,22 @@ def test_finish_time_is_dispatch_plus_compute_plus_message():
 def test_messages_are_seen_at_rank_0s_next_poll():
     from mpicode.engine import costs
     from mpicode.engine.clock import Backoff
-    assert costs.BACKOFF_LO == Backoff().lo
+    b = Backoff()
+    assert (costs.BACKOFF_LO, costs.BACKOFF_GROWTH, costs.BACKOFF_HI) == (b.lo, b.growth, b.hi)
     cm = CostModel(poll_s=1e-3)
     assert cm.noticed(0.0, 0.0) == 0.0 and cm.noticed(5.0, 4.0) == 4.0
-    assert cm.noticed(0.0, 5e-6) == pytest.approx(1e-5)      # the ramp: 10 us, 20 us, ...
-    assert cm.noticed(0.0, 2.5e-5) == pytest.approx(3e-5)
-    ramp = sum(1e-5 * 2**k for k in range(7))                 # 10 us .. 640 us
+    assert cm.noticed(0.0, 5e-6) == pytest.approx(1e-5)      # the ramp: 10 us, 12.5 us, ...
+    assert cm.noticed(0.0, 2.0e-5) == pytest.approx(2.25e-5)
+    steps = [1e-5 * 1.25**k for k in range(21)]               # 10 us .. 868 us
+    assert steps[-1] < 1e-3 <= steps[-1] * 1.25
+    ramp = sum(steps)
     assert cm.noticed(0.0, ramp + 1.5e-3) == pytest.approx(ramp + 2e-3)
+    # a calibrated poll interval (the longest sleep + 60 us of overshoot): every sleep
+    # of the ramp overshoots too
+    cm = CostModel(poll_s=1.06e-3)
+    assert cm.noticed(0.0, 5e-6) == pytest.approx(1e-5 + 6e-5)
+    ramp = sum(s + 6e-5 for s in steps)
+    assert cm.noticed(0.0, ramp + 1e-4) == pytest.approx(ramp + 1.06e-3)
     assert CostModel().noticed(0.0, 0.123) == 0.123
 
 
