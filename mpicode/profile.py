@@ -37,6 +37,9 @@ COST_OPTIONS: list[Option] = [
            metavar="PROFILE.toml"),
     Option("dispatch_s", _finite_float, 0.0, "cost model: seconds from a task's decision to "
            "its start on the worker", check=nonneg, group=G),
+    Option("redispatch_s", _optional_float, None, "cost model: the same for a task decided "
+           "during the iteration (stage 2, re-plans, re-issues; default: dispatch_s)",
+           check=_optional_nonneg, group=G),
     Option("msg_latency_s", _finite_float, 0.0, "cost model: latency of each result message "
            "(s)", check=nonneg, group=G),
     Option("msg_bandwidth", _optional_float, None, "cost model: bytes/s of result messages "

@@ -187,7 +187,10 @@ def render(results: dict, plan: dict, profiles: dict) -> str:
              "targets: times within 10%, stage-2 fraction and load within 0.05"]
     for N, rows in results.items():
         p = profiles[N]
-        lines.append(f"\nN={N}  profile: dispatch {p['dispatch_s'] * 1e3:.2f} ms, message "
+        redisp = p.get("redispatch_s")
+        lines.append(f"\nN={N}  profile: dispatch {p['dispatch_s'] * 1e3:.2f} ms"
+                     + (f" (during an iteration {redisp * 1e3:.2f})" if redisp is not None
+                        else "") + ", message "
                      f"{p['msg_latency_s'] * 1e6:.0f} us, coordinator log/decode/update/eval "
                      + "/".join(f"{p[f'coord_{k}'] * 1e3:.2f}"
                                 for k in ("log_s", "decode_s", "update_s", "eval_s"))

@@ -5,6 +5,8 @@ virtual``), so a calibrated simulation is the twin of a real run on this machine
 
 * ``dispatch_s``: a task starts on its worker this long after the coordinator decided it
   (the TASK message, the model's broadcast, the worker noticing it);
+  ``redispatch_s`` (default: the same) for a task decided during the iteration (stage 2, a
+  re-plan, a steal, a re-issue): one worker woken, not all of them at once;
 * ``msg_latency_s + bytes / msg_bandwidth``: each result message, with the ideal channel,
   reaches the coordinator this long after the task's compute finished (the worker is free at
   once: the send is asynchronous);
@@ -31,6 +33,7 @@ from dataclasses import dataclass, fields
 @dataclass(frozen=True)
 class CostModel:
     dispatch_s: float = 0.0
+    redispatch_s: float | None = None    # None: dispatch_s
     msg_latency_s: float = 0.0
     msg_bandwidth: float | None = None   # bytes/s; None: infinite
     poll_s: float = 0.0                  # 0: a message is noticed the moment it lands
@@ -48,6 +51,10 @@ class CostModel:
             if v is not None:
                 kw[f.name] = float(v)
         return cls(**kw)
+
+    def dispatch_at(self, t: float) -> float:
+        """The dispatch latency of a task decided ``t`` seconds into its iteration."""
+        return self.dispatch_s if t <= 0.0 or self.redispatch_s is None else self.redispatch_s
 
     def message_s(self, nbytes: float) -> float:
         """Seconds a result message of ``nbytes`` takes from its worker to the coordinator."""
@@ -79,7 +86,8 @@ class CostModel:
 
     @property
     def is_zero(self) -> bool:
-        return (self.dispatch_s == 0.0 and self.message_s(1.0) == 0.0 and self.poll_s == 0.0
+        return (self.dispatch_s == 0.0 and not self.redispatch_s
+                and self.message_s(1.0) == 0.0 and self.poll_s == 0.0
                 and self.coordinator_s == 0.0 and self.coord_eval_s == 0.0)
 
 

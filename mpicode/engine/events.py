@@ -73,7 +73,7 @@ class EventLoop:
             task.t_dispatch = t
             info.delay[task.task_id] = delay
             if self.vw is not None:
-                self.vw.add(task.worker, task.task_id, t + self.costs.dispatch_s,
+                self.vw.add(task.worker, task.task_id, t + self.costs.dispatch_at(t),
                             task.n * self.cost + delay)
             self._hook("dispatch", task, delay)
         self.cancel(it, acts.cancel, t)

@@ -82,6 +82,24 @@ def test_results_are_seen_at_poll_times():
         assert b["wait_s"] == cm.noticed(0.0, a["wait_s"]) > a["wait_s"]
 
 
+def test_tasks_decided_during_an_iteration_start_after_redispatch_s():
+    """Stage 1 (decided at t = 0) waits dispatch_s; stage 2 and re-plans, decided later
+    for idle workers, redispatch_s; without redispatch_s both wait dispatch_s."""
+    N, cost = 4, 1e-3
+    cfg = _cfg(N, scheme="two-stage", stragglers="bimodal")
+    for cm, later in ((CostModel(dispatch_s=1e-3, redispatch_s=2e-4), 2e-4),
+                      (CostModel(dispatch_s=1e-3), 1e-3)):
+        assert cm.dispatch_at(0.0) == 1e-3 and cm.dispatch_at(0.01) == later
+        sim = _sim(cfg, N, cm, cost, iterations=1)
+        used = [t for t in sim.scheme.tasks.values() if t.used and t.n]
+        mid = [t for t in used if t.t_dispatch > 0]
+        assert mid and any(t.t_dispatch == 0 for t in used)
+        took = {t.task_id: t.t_done - t.t_dispatch - t.duration for t in used}  # latency
+        for t in used:  # (a stage-1 chunk queued behind another waits longer)
+            assert took[t.task_id] >= (1e-3 if t.t_dispatch == 0 else later) - 1e-12
+        assert min(took[t.task_id] for t in mid) == pytest.approx(later, rel=1e-9)
+
+
 def test_a_queued_task_starts_when_it_reaches_its_worker():
     vw = VirtualWorkers(1)
     assert vw.add(0, 1, 0.5, 1.0) == 1.5
@@ -203,6 +221,7 @@ def test_fit_profile_from_rows():
     tasks = {"iteration": np.repeat(np.arange(T), N), "n_partitions": n,
              "compute_s": n * cost, "t_dispatch": np.zeros(N * T)}
     msg, disp = 1e-5 + 800 / 1e9, 3e-4
+    tasks["t_done"] = np.full(N * T, disp + 4 * cost + msg)
     run = {"rows": {"wait_s": np.full(T, disp + 4 * cost + msg), "log_s": np.full(T, 1e-3),
                     "decode_s": np.full(T, 2e-5), "update_s": np.full(T, 3e-5),
                     "eval_s": np.array([0, 4e-4] * (T // 2))}, "tasks": tasks}
@@ -224,6 +243,27 @@ def test_fit_profile_from_rows():
     assert abs(CostModel(poll_s=1e-3).noticed(0.0, t) - (disp + 4 * cost + msg)) <= 3.2e-4
     text = render_profile(values, record, ["h"])
     assert load_profile_text(text) == {k: v for k, v in values.items() if v is not None}
+    assert values["redispatch_s"] is None  # no task was decided during an iteration
+
+
+def test_fit_redispatch_from_tasks_decided_during_an_iteration():
+    from mpicode.analysis.calibration import fit_redispatch
+    cost, msg, redisp, T = 1e-4, 2e-5, 7e-4, 6
+    it = np.repeat(np.arange(T), 3)
+    n = np.tile([4, 1, 2], T)
+    t_disp = np.tile([0.0, 3e-3, 5e-3], T)
+    delay = np.tile([0.0, 1e-3, 0.0], T)
+    tasks = {"iteration": it, "n_partitions": n, "t_dispatch": t_disp, "delay_s": delay,
+             "t_done": t_disp + redisp + n * cost + delay + msg,
+             "cancelled": np.zeros(3 * T, np.int8)}
+    assert fit_redispatch([tasks], cost, msg, 0.0) == pytest.approx(redisp, rel=1e-9)
+    tasks["t_done"][2::3] += 1.0  # a slow one in every iteration: the median holds
+    tasks["cancelled"][2::3] = 1  # ... and cancelled ones are left out anyway
+    assert fit_redispatch([tasks], cost, msg, 0.0) == pytest.approx(redisp, rel=1e-9)
+    polled = fit_redispatch([tasks], cost, msg, 1e-3)
+    assert 0.0 <= polled < redisp  # the model's own polling delay is not counted twice
+    tasks["t_dispatch"][:] = 0.0
+    assert fit_redispatch([tasks], cost, msg, 0.0) is None
 
 
 def load_profile_text(text):
