@@ -65,7 +65,9 @@ def _inner(argv) -> int:
     if comm.size != suite.ranks:
         if comm.rank == 0:
             print(f"experiments: need {suite.ranks} ranks, got {comm.size}", file=sys.stderr)
-        comm.Abort(2)
+        comm.Free()
+        runtime.finalize()  # every rank sees the same size: exit 2, no MPI_Abort
+        return 2
     cells = suite.cells()
     cache: dict = {}
     t_all = time.perf_counter()

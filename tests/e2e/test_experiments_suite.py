@@ -71,3 +71,20 @@ def test_quick_suite(tmp_path):
     assert mlp["rows"] and "<!-- mlp:start -->" in text and "results/mlp.json" in text
     table = (out / "results.md").read_text()
     assert "| 1 |" in table and "| 4 |" in table
+
+
+def test_inner_job_at_the_wrong_size_exits_2_with_one_line(tmp_path):
+    """The suite's MPI job launched with the wrong number of ranks: every rank exits 2, one
+    line names the size (no MPI_Abort banner, nothing written)."""
+    import os
+
+    from conftest import MPIEXEC
+    env = dict(os.environ, MPIEXEC_TIMEOUT="100", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    r = subprocess.run([MPIEXEC, "-n", "2", PY, "-m", "mpi4py", "-m",
+                        "mpicode.experiments.mpirun", "--inner", "--out", str(tmp_path / "o"),
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=130, cwd=ROOT, env=env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
+    assert lines[0].startswith("experiments: need ") and lines[0].endswith("got 2")
+    assert "Abort" not in r.stderr and not (tmp_path / "o").exists()
