@@ -3,6 +3,8 @@ holders, block-aligned chunks, the load and message caps, the reliability of spe
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpicode.schemes import shares
 from mpicode.schemes.replay import GradientOracle, effective_coeffs, run_iteration
@@ -86,6 +88,27 @@ def test_reliability_shrinks_estimates_that_do_not_predict():
     noise = shares.update_reliability(np.nan, before, rng.uniform(1, 5, 64))
     assert 0.0 <= noise < 0.4
     assert shares.update_reliability(0.7, before[:2], before[:2]) == 0.7  # too few workers
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(3, 300), seed=st.integers(0, 2**32 - 1),
+       scale=st.floats(1e-3, 1e3), slope=st.floats(-3, 3), noise=st.floats(0, 5))
+def test_correlation_is_numpys_corrcoef_bit_for_bit(n, seed, scale, slope, noise):
+    """The reliability's Pearson r (rank 0, every iteration) is np.corrcoef's value exactly,
+    so the two-stage decisions did not change when it replaced np.corrcoef."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n) * scale
+    b = a * slope + rng.normal(size=n) * noise
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return
+    ref = float(np.clip(np.corrcoef(a, b)[0, 1], -1.0, 1.0))
+    assert shares.correlation(a, b) == ref
+
+
+def test_correlation_of_a_constant_is_none():
+    assert shares.correlation(np.ones(5), np.arange(5.0)) is None
+    assert shares.correlation(np.arange(5.0), np.full(5, 3.0)) is None
+    assert shares.update_reliability(0.6, np.ones(5), np.arange(1.0, 6.0)) == 0.6
 
 
 def test_reliability_is_checkpointed():
