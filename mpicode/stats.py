@@ -42,3 +42,9 @@ def mean_ci(x) -> tuple[float, float, float]:
         return m, m, m
     h = t975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return m, m - h, m + h
+
+
+def ci_dict(x) -> dict:
+    """:func:`mean_ci` as ``{"mean", "lo", "hi"}`` (the experiments' JSON form)."""
+    m, lo, hi = mean_ci(x)
+    return {"mean": m, "lo": lo, "hi": hi}

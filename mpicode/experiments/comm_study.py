@@ -45,7 +45,8 @@ import numpy as np
 
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
-from mpicode.stats import jain, mean_ci
+from mpicode.stats import ci_dict as _ci
+from mpicode.stats import jain
 
 SUBJECT = "lyapunov"
 BASELINES = ("fifo", "round-robin", "max-weight", "proportional-fair")
@@ -172,11 +173,6 @@ def verdict(ci: dict) -> str:
     if ci["lo"] > 1:
         return "does not hold"
     return "tie"
-
-
-def _ci(x) -> dict:
-    m, lo, hi = mean_ci(x)
-    return {"mean": m, "lo": lo, "hi": hi}
 
 
 def compare(rows: list[dict], subject: str = SUBJECT) -> list[dict]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from mpicode.experiments import analyse
 from mpicode.experiments.suite import EXACT, FIXED, PLACEMENTS
-from mpicode.stats import mean_ci
+from mpicode.stats import ci_dict as ci
 
 METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load", "vs_oracle")
 SUBJECTS = ("two-stage", "two-stage (paper)")
@@ -59,11 +59,6 @@ def vs_oracle(run: dict) -> float:
     ok = np.isfinite(dur) & np.isfinite(orc)
     return float(dur[ok].mean() / orc[ok].mean()) if ok.any() and orc[ok].mean() > 0 \
         else math.nan
-
-
-def ci(x) -> dict:
-    m, lo, hi = mean_ci(x)
-    return {"mean": m, "lo": lo, "hi": hi}
 
 
 def ratio_ci(a, b) -> dict:

@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from mpicode.stats import mean_ci
+from mpicode.stats import ci_dict as _ci
 
 SCENARIOS: dict[str, dict] = {
     "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},
@@ -184,11 +184,6 @@ def run(ns, seeds: int, iterations, scenarios=None, placements=PLACEMENTS,
                 log(f"  study: {scen} N={N} {placement}: {len(schemes)} schemes x {seeds} seeds"
                     f" x {its} iterations")
     return rows
-
-
-def _ci(x) -> dict:
-    m, lo, hi = mean_ci(x)
-    return {"mean": m, "lo": lo, "hi": hi}
 
 
 def verdict(ci: dict) -> str:
