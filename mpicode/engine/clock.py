@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 import time
 
+# the backoff's first sleep, growth factor and longest sleep (the simulator's poll model,
+# mpicode.engine.costs, uses the same three)
+BACKOFF_LO, BACKOFF_GROWTH, BACKOFF_HI = 1e-5, 1.25, 1e-3
+
 
 class Backoff:
     """Exponential sleep backoff from ``lo`` to ``hi`` seconds (mpi4py.futures style), after
@@ -19,8 +23,8 @@ class Backoff:
     no-straggler demo cycle took 4.1 ms instead of 2.9 in a ping-pong of the same shape),
     while a long wait still sleeps ``hi`` per poll."""
 
-    def __init__(self, lo: float = 1e-5, hi: float = 1e-3, yields: int = 4,
-                 growth: float = 1.25):
+    def __init__(self, lo: float = BACKOFF_LO, hi: float = BACKOFF_HI, yields: int = 4,
+                 growth: float = BACKOFF_GROWTH):
         self.lo, self.hi, self.yields, self.growth = lo, hi, yields, growth
         self.dt = lo
         self.n = 0

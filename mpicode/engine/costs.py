@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from mpicode.engine.clock import BACKOFF_GROWTH, BACKOFF_HI, BACKOFF_LO
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -92,6 +94,3 @@ class CostModel:
 
 
 ZERO = CostModel()
-BACKOFF_LO = 1e-5  # the first sleep of mpicode.engine.clock.Backoff (kept in step by a test)
-BACKOFF_GROWTH = 1.25  # its growth factor
-BACKOFF_HI = 1e-3  # and its longest sleep
