@@ -191,8 +191,6 @@ def captured(monkeypatch):
     figs = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: figs.setdefault(path.name, fig)
                         and str(path))
-    from mpicode.analysis import plots_more
-    monkeypatch.setattr(plots_more, "_save", plots._save)
     return figs
 
 
@@ -255,7 +253,7 @@ def test_overlapping_series_styles_differ():
 
 
 def test_band_matches_mean_ci():
-    from mpicode.analysis.plots_more import band
+    from mpicode.analysis.plots import band
     ys = [np.array([1.0, 2.0, np.nan]), np.array([2.0, 4.0, 3.0]), np.array([3.0, 3.0, 5.0])]
     m, lo, hi = band(ys)
     for j in range(3):
