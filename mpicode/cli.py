@@ -16,6 +16,7 @@ import sys
 
 from mpicode import __version__
 from mpicode.config import SIMULATE_ONLY, UsageError, add_options, resolve
+from mpicode.errors import WriteError
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -273,6 +274,9 @@ def main(argv=None) -> None:
         sys.stdout.flush()
     except UsageError as e:
         _usage_exit(str(e))
+    except WriteError as e:  # a full disk while writing an output: nothing half written
+        print(f"mpicode: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("mpicode: interrupted", file=sys.stderr)
         sys.exit(130)

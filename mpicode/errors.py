@@ -4,3 +4,8 @@ the command with exit code 2, on every rank, never with a traceback."""
 
 class UsageError(Exception):
     """Bad input from the user: a configuration, a data or run file, a command line."""
+
+
+class WriteError(Exception):
+    """An output file could not be written (a full disk, a quota, an I/O error): one line,
+    exit code 1; nothing was created or replaced under the output's name."""

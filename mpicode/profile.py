@@ -107,6 +107,8 @@ def render_profile(values: dict, calibration: dict, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_profile(path, text: str) -> None:
-    """Write a profile's text (rank 0 of ``mpicode calibrate``)."""
-    Path(path).write_text(text)
+def write_profile(path, text: str, force: bool = True) -> None:
+    """Write a profile's text (rank 0 of ``mpicode calibrate``) by the safe path
+    (:func:`mpicode.io.safefile.output_text`)."""
+    from mpicode.io import safefile
+    safefile.output_text(path, text, force=force)

@@ -55,6 +55,21 @@ def mpicode(args, timeout=120, cwd=None, env=None):
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 1400 KiB tmpfs (root only: skipped elsewhere, required in CI)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs in CI: {r.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
 def run_mpi():
     return mpirun
 

@@ -52,7 +52,11 @@ def _figure(w=8.0, h=4.5, rows=1, sharex=False):
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, format="png")
+    """The PNG by the safe path (:func:`mpicode.io.safefile.writing`): a symlink in the
+    output folder is replaced, never written through; a full disk leaves no half PNG."""
+    from mpicode.io import safefile
+    with safefile.writing(path) as f:
+        fig.savefig(f, format="png")
     return str(path)
 
 

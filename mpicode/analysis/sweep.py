@@ -34,6 +34,7 @@ from pathlib import Path
 import h5py
 
 from mpicode.config import UsageError
+from mpicode.io import safefile
 
 
 def read_cells(path: str) -> list[str]:
@@ -73,7 +74,6 @@ def out_path(out_dir: Path, index: int, line: str) -> Path:
 def state(out: Path) -> tuple[str, Path | None]:
     """What to do with a cell: ('skip', out), ('resume', file with a checkpoint),
     ('rerun', file without one), ('busy', file a live run writes) or ('new', None)."""
-    from mpicode.io import safefile
     part = Path(str(out) + ".part")
     for f in (out, part):
         if not f.exists():
@@ -118,6 +118,13 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def _text(out) -> str:
+    """A TimeoutExpired's output: bytes even under ``text=True``, or None."""
+    if out is None:
+        return ""
+    return out.decode(errors="replace") if isinstance(out, bytes) else out
+
+
 def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
     """(exit code, one-line reason) of one cell; its output goes to ``log``."""
     env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1",
@@ -125,11 +132,11 @@ def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
     except subprocess.TimeoutExpired as e:
-        log.write_text(f"$ {shlex.join(cmd)}\n{e.stdout or ''}{e.stderr or ''}")
+        safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(e.stdout)}{_text(e.stderr)}")
         return 124, f"timed out after {timeout + 60} s"
     except OSError as e:
         return 127, f"cannot start {cmd[0]}: {e.strerror}"
-    log.write_text(f"$ {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
+    safefile.write_text(log, f"$ {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
     return p.returncode, "" if p.returncode == 0 else _last_line(p.stderr or p.stdout)
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode.io import safefile
+
 TARGET = 1.5
 SKIP = 3
 PHASES = ("log_s", "comm_extra_s", "decode_s", "update_s", "eval_s")
@@ -120,7 +122,7 @@ def _inner(argv) -> int:
             if x is not None:
                 res.setdefault(label, {"features": f, "samples": n, "reps": []})["reps"].append(x)
     if comm.rank == 0:
-        Path(a.dir, f"overhead-{N}.json").write_text(json.dumps(res))
+        safefile.write_text(Path(a.dir, f"overhead-{N}.json"), json.dumps(res))
     comm.Free()
     return 0
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode.io import safefile
+
 STRAGGLERS = {
     "bimodal": {"stragglers": "bimodal", "slow_fraction": 0.25, "slowdown": 5.0},
     "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},
@@ -86,7 +88,7 @@ def _inner(argv) -> int:
     N, plan = comm.size - 1, _plan(a.quick)
     res = measure(comm, a.quick, a.dir)
     if res is not None:
-        Path(a.dir, f"profile-{N}.toml").write_text(render_profile(*res, header(argv)))
+        safefile.write_text(Path(a.dir, f"profile-{N}.toml"), render_profile(*res, header(argv)))
     cache: dict = {}
     for rep in range(plan["reps"]):
         for strag, scheme in cells(N):

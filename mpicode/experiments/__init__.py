@@ -41,6 +41,7 @@ from mpicode.experiments import (
     verdicts,
 )
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
+from mpicode.io import safefile
 
 
 def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
@@ -96,9 +97,9 @@ def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
         return json.loads(path.read_text())["compare"] if path.exists() else []
     print("experiments: claim 2 with CIs (uplink schedulers; virtual time and MPI)", flush=True)
     rows, cmp, cm = comm_study.suite(quick, log=lambda m: print(m, flush=True))
-    path.write_text(json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
+    safefile.write_text(path, json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
                                default=float))
-    (out / "comm_study.md").write_text(comm_study.markdown(cmp, cm))
+    safefile.write_text(out / "comm_study.md", comm_study.markdown(cmp, cm))
     return cmp
 
 
@@ -206,12 +207,12 @@ def _runs_record(out: Path, a, started, mpi_s: float) -> dict:
         return json.loads(path.read_text()) if path.exists() else {}
     rec = {"date": started.isoformat(timespec="seconds"), "mpi_wall_s": mpi_s,
            "quick": a.quick}
-    path.write_text(json.dumps(rec))
+    safefile.write_text(path, json.dumps(rec))
     return rec
 
 
 def _publish(a, out: Path, meta: dict, claims: list, res: dict, suite) -> None:
-    (out / "results.md").write_text(publish.results_md(meta, claims, res, suite))
+    safefile.write_text(out / "results.md", publish.results_md(meta, claims, res, suite))
     publish.write_json(out / "summary.json", {"meta": meta, "claims": claims,
                                               "target_rule": analyse.TARGET_RULE, **res})
     if not a.no_readme:

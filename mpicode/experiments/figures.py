@@ -61,7 +61,9 @@ def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, format="png")
+    from mpicode.io import safefile
+    with safefile.writing(path) as f:  # never through a symlink, never half a PNG
+        fig.savefig(f, format="png")
     return path.name
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mpicode.experiments import study
+from mpicode.io import safefile
 
 MODEL = {"model": "mlp", "hidden": "64", "optimizer": "adam", "lr": 0.01, "batch_size": 128,
          "workers": 4, "epochs": 10}
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
               f"{ACC_TARGET}: {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {c['verdict']}")
     print(f"mlp study: {len(rows)} cells in {meta['wall_s']:.0f} s", file=sys.stderr)
     if a.json:
-        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows, "compare": cmp},
+        safefile.write_text(a.json, json.dumps({"meta": meta, "rows": rows, "compare": cmp},
                                            indent=1, default=float))
     return 0
 

@@ -39,6 +39,7 @@ import time
 
 import numpy as np
 
+from mpicode.io import safefile
 from mpicode.stats import ci_dict as _ci
 
 SCENARIOS: dict[str, dict] = {
@@ -311,8 +312,8 @@ def main(argv=None) -> int:
               f"(target {CODED_TARGET}x)")
     print(f"study: {len(rows)} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"rows": rows, "compare": cmp, "coded": coded}, f, indent=1, default=float)
+        safefile.write_text(a.json, json.dumps({"rows": rows, "compare": cmp, "coded": coded},
+                                               indent=1, default=float))
     return 0
 
 

@@ -144,8 +144,10 @@ class RunLog:
         self.flush_every = float(flush_every)
         self.layout = schemelog.layout_for(LAYOUT, config_json, extra_fields)
         self.f = None
-        self._lock = None
+        self._lock = self._wfd = None
         self._broken = False
+        self._full = ""  # why the disk was found full: no more rows after that
+        self.checkpoint_at: int | None = None  # the iteration of the last checkpoint written
         if _resume is not None:
             self._reopen(path, *_resume, config_json=config_json)
         else:
@@ -178,11 +180,13 @@ class RunLog:
             _create_layout(f, self.N, layout=self.layout)
             f.flush()
             self._lock = safefile.hold(tmp)
+            self._wfd = safefile.open_for_reserve(tmp)
             safefile.link_into_place(tmp, self.part, replace=force)
         except BaseException as e:
             f.close()
             safefile.release(self._lock)
-            self._lock = None
+            safefile.release(self._wfd)
+            self._lock = self._wfd = None
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             if isinstance(e, (FileExistsError, safefile.InUse)):
@@ -209,9 +213,11 @@ class RunLog:
         try:
             if found != self.part:
                 safefile.rename_noreplace(found, self.part)
+            self._wfd = safefile.open_for_reserve(self.part)
             self.f = h5py.File(self.part, "r+", locking=False)
         except BaseException:
             safefile.release(self._lock)
+            safefile.release(self._wfd)
             raise
         self.N = int(self.f.attrs["n_workers"])
         self.layout = schemelog.reopen(self.f, LAYOUT, n_rows)
@@ -221,6 +227,7 @@ class RunLog:
             for d in self.f[g].values():
                 d.resize(shape)
         self.n_done, self.n_tasks = n_rows, n_tasks
+        self.checkpoint_at = n_rows  # resumed from it; it stays in the file until replaced
         a = self.f.attrs
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
         if config_json:
@@ -248,6 +255,8 @@ class RunLog:
         """Raise DiskFull unless the next write (as large as the largest so far, plus
         ``extra``) fits with a margin. HDF5 does not survive a failed write (a half-written
         file, even a crash at exit), so the run stops cleanly *before* the disk is full."""
+        if self._full:
+            raise DiskFull(self._full)
         size = os.path.getsize(self.part)
         self._growth = max(getattr(self, "_growth", 0), size - getattr(self, "_size", size))
         self._size = size
@@ -256,8 +265,21 @@ class RunLog:
         # the next block may not outgrow a fraction of the room left
         self._limit = max(1, min(BLOCK_BYTES, (left - need) // 8))
         if left < need:
-            raise DiskFull(f"only {left} bytes left for the run log, the next rows need "
-                           f"about {need}")
+            self._full = (f"only {left} bytes left for the run log, the next rows need "
+                          f"about {need}")
+            raise DiskFull(self._full)
+        self._reserve(need)
+
+    def _reserve(self, nbytes: int) -> None:
+        """The next write's blocks, taken now (:func:`safefile.reserve`): another process
+        filling the disk after the check can no longer make the write fail halfway. Once
+        the disk was found full, the log takes no more rows (only the closing status)."""
+        if self._wfd is not None:
+            try:
+                safefile.reserve(self._wfd, nbytes)
+            except DiskFull as e:
+                self._full = str(e)
+                raise
 
     def _pending_bytes(self) -> int:
         return ((self._rows.row_bytes + self._workers.row_bytes) * self._rows.n
@@ -272,11 +294,9 @@ class RunLog:
                                               and self._tasks_written == self.n_tasks):
             return
         try:
-            self.ensure_room(2 * self._pending_bytes())
+            self.ensure_room(2 * self._pending_bytes() + self._chunk_bytes())
         except DiskFull:
-            self.n_done, self.n_tasks = self._written, self._tasks_written
-            for c in (self._rows, self._workers, self._tasks, self._notes):
-                c.clear()
+            self._drop_pending()
             raise
         self._broken = True  # until the block is complete: a failed write is not retried
         self._notes.write(self.f)
@@ -284,12 +304,41 @@ class RunLog:
         self._workers.write(self._dsets["workers"], self._written)
         self._tasks.write(self._dsets["tasks"], self._tasks_written)
         self.f.flush()  # the rows are on disk before n_done says so
+        self._broken = False
+        try:  # the flush gave the slack back: room for n_done's own write
+            self._reserve(MIN_ROOM // 16)
+        except DiskFull:  # the rows stay in the file, unannounced: n_done is the truth
+            self._drop_pending()
+            raise
+        except OSError:
+            self._broken = True
+            raise
+        self._broken = True
         self.f.attrs["n_done"] = self.n_done
         self.f.attrs["n_tasks"] = self.n_tasks
         self.f.flush()
         self._broken = False
         self._written, self._tasks_written = self.n_done, self.n_tasks
         for c in (self._rows, self._workers, self._tasks):
+            c.clear()
+
+    def _chunk_bytes(self) -> int:
+        """Bytes of the chunks the pending block allocates (those its rows reach past the
+        rows written): the first blocks grow the file by whole chunks."""
+        total = 0
+        for g, dsets in self._dsets.items():
+            w, r = ((self._tasks_written, self._tasks.n) if g == "tasks"
+                    else (self._written, self._rows.n))
+            for d in dsets.values():
+                c = d.chunks
+                new = -(-(w + r) // c[0]) - -(-w // c[0])  # ceil((w+r)/c) - ceil(w/c)
+                total += new * int(np.prod(c)) * d.dtype.itemsize
+        return total
+
+    def _drop_pending(self) -> None:
+        """Forget the buffered rows: ``n_done`` falls back to the rows the file announces."""
+        self.n_done, self.n_tasks = self._written, self._tasks_written
+        for c in (self._rows, self._workers, self._tasks, self._notes):
             c.clear()
 
     def checkpoint(self, snap: dict) -> None:
@@ -301,7 +350,20 @@ class RunLog:
                            f"only {self.n_done} rows are in the run log")
         nbytes = sum(np.asarray(v).nbytes for v in snap.values() if not isinstance(v, dict))
         self.ensure_room(2 * nbytes)
+        self._broken = True  # a checkpoint half written is a failed write like any other
         checkpoint.write(self.f, snap)
+        self._broken = False
+        self.checkpoint_at = int(snap["iteration"])
+
+    def kept(self) -> str:
+        """What a stopped run left readable, for its last line: the iterations the file
+        announces (``n_done`` as written, not as counted in memory) and whether a checkpoint
+        lets ``--resume`` continue (it cuts the rows past the checkpoint)."""
+        n = self._written
+        if self.checkpoint_at is None:
+            return f"{n} iterations readable, no checkpoint (it cannot be resumed)"
+        return (f"{n} iterations readable and a checkpoint at iteration {self.checkpoint_at} "
+                f"(--resume continues from there)")
 
     def start_watchdog(self) -> None:
         """A process of its own session that marks the run ``failed`` if this process dies
@@ -319,6 +381,8 @@ class RunLog:
         if not (fi.issuperset(row) and fw.issuperset(workers) and ft.issuperset(tasks)):
             unknown = set(row) - fi | set(workers) - fw | set(tasks) - ft
             raise KeyError(f"fields not in the log schema: {sorted(unknown)}")
+        if self._full:  # rows after a full disk would not follow the ones in the file
+            raise DiskFull(self._full)
         m = len(next(iter(tasks.values()))) if tasks else 0
         self._rows.put(row)
         self._workers.put(workers)
@@ -334,6 +398,7 @@ class RunLog:
             self.f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
 
     def write_group(self, name: str, arrays: dict[str, np.ndarray], compress: bool = False):
+        self.ensure_room(2 * sum(np.asarray(v).nbytes for v in arrays.values()))
         g = self.f.require_group(name)
         for k, v in arrays.items():
             if k in g:
@@ -353,18 +418,25 @@ class RunLog:
         except (OSError, RuntimeError):  # disk full: the rows below n_done stay valid
             pass
         try:
+            if self._broken:  # a write failed halfway: writing more could only make it worse
+                raise DiskFull("the run log's last write failed")
+            if self._wfd is not None:
+                safefile.reserve(self._wfd, MIN_ROOM // 16)
             self.f.attrs["status"] = status
             self.f.attrs["finished"] = _now()
             self.f.close()
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError):  # no room even for the status: the file as it stands
             try:
                 self.f.close()
             except Exception:
                 pass
         self.f = None
+        if self._wfd is not None:
+            safefile.unreserve(self._wfd)
         os.replace(self.part, self.path)
         safefile.release(self._lock)
-        self._lock = None
+        safefile.release(self._wfd)
+        self._lock = self._wfd = None
         return self.path
 
     def __del__(self):  # an abandoned log is closed as it stands (its rows stay valid)
@@ -374,4 +446,5 @@ class RunLog:
             except Exception:
                 pass
         safefile.release(getattr(self, "_lock", None))
-        self._lock = None
+        safefile.release(getattr(self, "_wfd", None))
+        self._lock = self._wfd = None

@@ -235,7 +235,7 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
         attrs["description"] = description
     if license_file:  # the license travels inside the trace file
         attrs.update(license_file=Path(license_file).name, license_text=license_text)
-    _write(out, m, m / med, attrs)
+    _write(out, m, m / med, attrs, force)
     return attrs
 
 
@@ -247,20 +247,16 @@ def _read_license(path: str) -> str:
                          f"({getattr(e, 'strerror', None) or e})") from None
 
 
-def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict) -> None:
+def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
+           force: bool = True) -> None:
     import h5py
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{out}.{os.getpid()}.tmp"  # a temporary name, then rename: never half a file
-    try:
+
+    from mpicode.io import safefile
+    with safefile.output(out, force=force) as tmp:  # never half a file, never via a link
         with h5py.File(tmp, "x") as f:
             f.create_dataset("durations", data=durations.astype(np.float64))
             f.create_dataset("relative", data=relative.astype(np.float64))
             f.attrs.update(attrs)
-        os.replace(tmp, out)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UsageError(f"cannot write {out} ({' '.join(str(e).split())})") from None
 
 
 def is_trace_file(path: str) -> bool:

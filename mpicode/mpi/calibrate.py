@@ -161,7 +161,7 @@ def main(args) -> int:
     if res is not None:
         values, record = res
         text = render_profile(values, record, header(sys.argv[1:]))
-        write_profile(out, text)
+        write_profile(out, text, force=args.force)
         if not args.quiet:
             print(text, end="")
             print(f"wrote {out}")

@@ -206,20 +206,6 @@ def test_file_size_limit_stops_cleanly_with_rows_kept(tmp_path):
     _check_kept(out, r.stderr)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a small tmpfs in CI: {r.stderr.strip()}")
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 def test_full_disk_stops_train_cleanly_with_rows_kept(small_disk):
     out = small_disk / "train.h5"
     r = mpirun(3, ["train", "--iterations", 100000, "--checkpoint-every", 10, "--out", out,

