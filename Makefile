@@ -23,7 +23,7 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
+.PHONY: help install run test test-banner test-fast test-random test-e2e test-serial test-mpi test-faults bench lint data experiments clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -66,6 +66,9 @@ test-banner:
 
 test-fast: install  ## unit tests: serial, no subprocess (< 1 min)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+test-random: install  ## unit tests with fresh hypothesis draws (opt-in; CI is derandomized)
+	HYPOTHESIS_PROFILE=random $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e

@@ -7,6 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Deterministic by default (CI and `make test`): every property test draws the same examples
+# each run (derandomized, no example database), so a red run is a real regression, not a
+# new draw. `make test-random` (HYPOTHESIS_PROFILE=random) searches afresh, opt-in.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mpicode.config import Config, add_options, defaults, resolve
@@ -61,19 +61,34 @@ def all_subsets(n, s):
 
 
 # ---- shares and placement -------------------------------------------------------------------
+def _water_fill(total, w):
+    """The spec, independently: pin to 1 every share whose proportional part of what the
+    unpinned ones share is below 1, until none is; the floor is dropped (plain proportional
+    quotas) when ``total`` cannot give everyone 1. Returns (pinned mask, quotas)."""
+    w = np.asarray(w, float)
+    pinned = np.zeros(len(w), bool)
+    if total < len(w):
+        return pinned, total * w / w.sum()
+    while True:
+        quota = np.where(pinned, 1.0, (total - pinned.sum()) * w / w[~pinned].sum())
+        low = ~pinned & (quota < 1)
+        if not low.any():
+            return pinned, quota
+        pinned |= low
+
+
 @FAST
 @given(total=st.integers(0, 200), w=st.lists(st.floats(0.01, 100), min_size=1, max_size=20))
+@example(total=5, w=[1.0, 1.0, 2.0, 2.0, 9.0, 1.5, 1.5])  # the floor dropped: ones not pinned
 def test_largest_remainder(total, w):
     c = largest_remainder(total, w)
-    assert c.sum() == total and c.dtype == np.int64
+    assert c.sum() == total and c.dtype == np.int64 and c.min() >= 0
     if total >= len(w):
         assert c.min() >= 1
-    pinned = c == 1
-    free = ~pinned
-    if free.any():  # the unpinned shares are within one unit of their proportional quota
-        w = np.asarray(w)
-        quota = (total - pinned.sum()) * w[free] / w[free].sum()
-        assert np.all(np.abs(c[free] - quota) < 1 + 1e-9)
+    pinned, quota = _water_fill(total, w)
+    assert np.all(c[pinned] == 1)
+    # every unpinned share is within one unit of its proportional quota
+    assert np.all(np.abs(c[~pinned] - quota[~pinned]) < 1 + 1e-9)
 
 
 def test_largest_remainder_ties_by_index_and_floor():
@@ -531,3 +546,14 @@ def test_every_scheme_class_is_registered():
                     and c.__module__.startswith("mpicode.schemes")}
     assert classes and {SCHEMES[c.name] for c in classes} == classes
     assert by_name()["scheme"].choices == tuple(SCHEMES)
+
+
+def test_hypothesis_is_derandomized_by_default():
+    """CI draws the same examples every run (tests/conftest.py's "ci" profile), unless
+    HYPOTHESIS_PROFILE=random asks for fresh ones."""
+    import os
+
+    from hypothesis import settings as current
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        assert current.default.derandomize and current.default.database is None
+        assert FAST.derandomize  # the per-test settings inherit it
