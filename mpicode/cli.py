@@ -61,7 +61,11 @@ def add_report_views(rp) -> None:
                     help="only these columns (any key of --format json)")
     rp.add_argument("--group-by", metavar="KEY,...", default=None,
                     help="aggregate runs by these summary columns or config keys (e.g. "
-                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars")
+                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars. "
+                         "Runs of one group that differ in more than the seed (mode, N, "
+                         "dataset, an option) are refused, naming the keys")
+    rp.add_argument("--allow-mixed", action="store_true",
+                    help="--group-by: average runs that differ in more than the seed anyway")
     rp.add_argument("--workers", action="store_true",
                     help="per-worker straggler scores (slowdown against the iteration median)")
     rp.add_argument("--log-loss", action="store_true", help="plots: log-scale loss axes")

@@ -120,9 +120,10 @@ def _workers(runs: list[dict], fmt: str, columns) -> tuple[str, list[str]]:
     return "\n".join(table.lay_out(keys, body, [k == "run" for k in keys])), where + notes
 
 
-def _grouped(runs, rows, fmt, group_by, columns, wide, target) -> tuple[str, list[str]]:
+def _grouped(runs, rows, fmt, group_by, columns, wide, target,
+             allow_mixed=False) -> tuple[str, list[str]]:
     keys = groups.parse_keys(group_by)
-    agg = groups.aggregate(runs, rows, keys)
+    agg = groups.aggregate(runs, rows, keys, allow_mixed)
     valid = _all_keys(agg, keys + ["n"])
     cols = table.parse_columns(columns, valid) if columns else None
     if fmt != "table":
@@ -133,12 +134,14 @@ def _grouped(runs, rows, fmt, group_by, columns, wide, target) -> tuple[str, lis
 
 def render(paths: list, fmt: str = "table", target_loss: float | None = None,
            notes: list[str] | None = None, columns: str | None = None, wide: bool = False,
-           group_by: str | None = None, workers: bool = False) -> str:
+           group_by: str | None = None, workers: bool = False,
+           allow_mixed: bool = False) -> str:
     """The comparison of ``paths`` as a text table (notes below it), CSV or JSON.
 
     ``columns`` ("a,b,c") picks the columns, ``wide`` shows all of them in the table (CSV and
     JSON always have all of them unless ``columns`` is given); ``group_by`` ("k1,k2")
-    aggregates across runs (mean and 95% CI); ``workers`` gives per-worker straggler scores.
+    aggregates across runs (mean and 95% CI; groups whose runs differ in more than the seed
+    are refused unless ``allow_mixed``); ``workers`` gives per-worker straggler scores.
     ``notes``, when a list, receives the notes instead of the table (for csv/json, whose
     output stays machine-readable)."""
     runs = [read_run(p) for p in paths]
@@ -147,7 +150,7 @@ def render(paths: list, fmt: str = "table", target_loss: float | None = None,
     if workers:
         text, extra = _workers(runs, fmt, columns)
     elif group_by:
-        text, extra = _grouped(runs, rows, fmt, group_by, columns, wide, target)
+        text, extra = _grouped(runs, rows, fmt, group_by, columns, wide, target, allow_mixed)
     else:
         valid = [k for k in table.valid_columns(rows) if k != "time_to_target_s" or target]
         cols = table.parse_columns(columns, valid) if columns else None
@@ -221,7 +224,8 @@ def main(args) -> int:
     text = render(runs, fmt=args.format, target_loss=args.target_loss,
                   notes=None if args.format == "table" else notes,
                   columns=getattr(args, "columns", None), wide=getattr(args, "wide", False),
-                  group_by=group_by, workers=getattr(args, "workers", False))
+                  group_by=group_by, workers=getattr(args, "workers", False),
+                  allow_mixed=getattr(args, "allow_mixed", False))
     written = []
     if out_dir is not None:
         from mpicode.analysis import plots

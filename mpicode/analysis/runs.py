@@ -366,10 +366,23 @@ def summary(run, target_loss: float | None = None) -> dict:
         "vs_oracle": _ratio(fin, it.get("oracle_s", nan)),
         "vs_oracle_part": _ratio(fin, it.get("oracle_part_s", nan)),
     }
+    row["mode"] = run_mode(run)
     if target_loss is not None:
         row["target_loss"] = float(target_loss)
         row["target_reached"] = bool(math.isfinite(row["time_to_target_s"]))
     return row
+
+
+def run_mode(run) -> str:
+    """How the run's times were made: ``mpi`` (wall clock of real ranks), ``virtual-delay``
+    (real ranks, injected delays in virtual time: ``--delay-mode virtual``) or ``simulate``
+    (the discrete-event simulator's virtual time). Runs of different modes measure different
+    things and are never averaged together silently (``report --group-by``)."""
+    run = read_run(run)
+    mode = str(run["attrs"].get("mode", "mpi"))
+    if mode in ("simulated", "simulate"):
+        return "simulate"
+    return "virtual-delay" if config(run).get("delay_mode") == "virtual" else "mpi"
 
 
 def config(run) -> dict:

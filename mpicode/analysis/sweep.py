@@ -9,7 +9,7 @@
 The file is the one ``jobs/sweep.sbatch`` reads on SLURM: one line of ``mpicode train``
 options per cell (comments and blank lines skipped; cell numbers 0-based, as array task ids).
 Each cell runs as ``mpiexec -n NP python -m mpi4py -m mpicode train [--config C] LINE
-$MPICODE_TRAIN_ARGS --out DIR/cell_NNN_<values>.h5 --quiet`` (the file name and the extra
+$MPICODE_TRAIN_ARGS --out DIR/cell_NNN_<name=value_...>.h5 --quiet`` (the file name and the extra
 options of ``sweep.sbatch``), under ``MPIEXEC_TIMEOUT`` (default 3600 s per cell) and a
 subprocess timeout 60 s longer, after one ``mpicode warmup`` (numba cache). A cell
 whose output exists with status ``complete`` is skipped; one with a ``.part`` file (or an
@@ -17,7 +17,7 @@ unfinished output) that holds a checkpoint is resumed (``--resume``); one withou
 checkpoint is run again from the start (``--force``); one whose file a live process still
 writes (another sweep) is left alone and counted as failed. A resumed cell continues with the
 configuration stored in its file, with the line's options on top. Each cell's output goes to
-``DIR/cell_NNN_<values>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
+``DIR/cell_NNN_<name=value_...>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
 """
 
 from __future__ import annotations
@@ -60,15 +60,32 @@ def read_cells(path: str) -> list[str]:
     return cells
 
 
+SLUG_MAX = 180  # characters of a cell name's option part (the whole name stays < NAME_MAX)
+
+
 def slug(line: str) -> str:
-    """The option values of a line joined by ``_``, as ``jobs/sweep.sbatch`` names cells."""
+    """``name=value`` of every option of a line joined by ``_`` (``--scheme uncoded --seed 3``
+    -> ``scheme=uncoded_seed=3``), as ``jobs/sweep.sbatch`` names cells: the name says which
+    option each value belongs to, the seed included."""
+    s = re.sub(r"--([A-Za-z0-9-]+)[ =]+", r"\1=", line.strip())
+    s = re.sub(r"[^A-Za-z0-9.=-]+", "_", s)
+    return re.sub(r"_+$", "", s)[:SLUG_MAX]
+
+
+def old_slug(line: str) -> str:
+    """The values only (cell names before issue 27): a sweep begun then is continued."""
     s = re.sub(r"--[A-Za-z0-9-]+[ =]+", "", line)
     s = re.sub(r"[^A-Za-z0-9.=-]+", "_", s)
     return re.sub(r"_+$", "", s)
 
 
 def out_path(out_dir: Path, index: int, line: str) -> Path:
-    return out_dir / f"cell_{index:03d}_{slug(line)}.h5"
+    new = out_dir / f"cell_{index:03d}_{slug(line)}.h5"
+    old = out_dir / f"cell_{index:03d}_{old_slug(line)}.h5"
+    if not any(os.path.lexists(f"{p}{x}") for p in (new,) for x in ("", ".part")) and \
+            any(os.path.lexists(f"{old}{x}") for x in ("", ".part")):
+        return old
+    return new
 
 
 def state(out: Path) -> tuple[str, Path | None]:

@@ -77,7 +77,11 @@ def test_compact_default_fits_and_marks_empty_values(tmp_path):
     for n in names:
         synth(n, scheme="ignore-stragglers")
     text = report.render(names, target_loss=0.3).splitlines()
-    assert max(map(len, text[:4])) <= 100 and "~" in text[2]  # the name elided
+    # what tells the cells apart stays (index and seed), what they share goes to a note
+    assert max(map(len, text[:4])) <= 100 and text[2].split()[0] == "000_0"
+    assert text[3].split()[0] == "001_1"
+    assert "note: run names without what every run shares: ignore-stragglers_shifted-exp_and_more" \
+        in text
     assert any(t.startswith("note: left out to fit 100 columns: p95_iter_s") for t in text)
 
 
@@ -282,9 +286,15 @@ def test_sweep_cells_and_names(tmp_path):
                  "  --scheme two-stage --stragglers bimodal --seed 2 --delay-unit=0.01\n")
     cells = sweep.read_cells(str(f))
     assert len(cells) == 2
-    # the names jobs/sweep.sbatch gives (its sed: values joined by _)
-    assert sweep.out_path(tmp_path, 0, cells[0]).name == "cell_000_uncoded_shifted-exp_0.h5"
-    assert sweep.slug(cells[1]) == "two-stage_bimodal_2_0.01"
+    # the names jobs/sweep.sbatch gives (its sed: name=value joined by _): the seed and every
+    # option can be read off the name
+    assert sweep.out_path(tmp_path, 0, cells[0]).name == \
+        "cell_000_scheme=uncoded_stragglers=shifted-exp_seed=0.h5"
+    assert sweep.slug(cells[1]) == "scheme=two-stage_stragglers=bimodal_seed=2_delay-unit=0.01"
+    # a sweep begun with the old names (values only) goes on under them
+    old = tmp_path / "cell_001_two-stage_bimodal_2_0.01.h5.part"
+    old.write_text("")
+    assert sweep.out_path(tmp_path, 1, cells[1]).name == "cell_001_two-stage_bimodal_2_0.01.h5"
     f.write_text("--scheme uncoded --out x.h5\n")
     with pytest.raises(UsageError, match="cell 0: --out/--resume are set by the sweep"):
         sweep.read_cells(str(f))
@@ -329,3 +339,59 @@ def test_sweep_bad_arguments(tmp_path, monkeypatch):
         sweep.main(args)
     monkeypatch.setenv("MPIEXEC_TIMEOUT", "60")
     assert sweep.main(args) == 0 and not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+# -- issue 27: report never mixes unlike runs silently ------------------------------------
+def _run(path, *, mode="mpi", N=3, seed=0, **conf):
+    synth(path, N=N, scheme="uncoded", seed=seed)
+    with h5py.File(path, "a") as f:
+        f.attrs["mode"] = mode
+        f.attrs["config"] = json.dumps({"slot_ms": 2.0, "seed": seed, "scheme": "uncoded",
+                                        "out": str(path), **conf})
+    return str(path)
+
+
+def test_mode_column_says_how_the_times_were_made(tmp_path):
+    paths = [_run(tmp_path / "a.h5"), _run(tmp_path / "b.h5", mode="simulated"),
+             _run(tmp_path / "c.h5", delay_mode="virtual")]
+    rows, _ = report.build(paths)
+    assert [r["mode"] for r in rows] == ["mpi", "simulate", "virtual-delay"]
+    head = report.render(paths).splitlines()[0].split()
+    assert "mode" in head
+    assert json.loads(report.render(paths, fmt="json"))[1]["mode"] == "simulate"
+
+
+def test_group_of_unlike_runs_is_refused_naming_the_keys(tmp_path):
+    paths = [_run(tmp_path / "m0.h5", seed=0), _run(tmp_path / "m1.h5", seed=1),
+             _run(tmp_path / "s0.h5", mode="simulated", N=4, seed=0, dataset="a"),
+             _run(tmp_path / "s1.h5", mode="simulated", N=4, seed=1, dataset="b")]
+    with pytest.raises(UsageError) as e:
+        report.render(paths, group_by="scheme")
+    msg = str(e.value)
+    assert "group scheme=uncoded differ in more than the seed" in msg
+    for key in ("mode (mpi, simulate)", "N (3, 4)", "dataset"):
+        assert key in msg, msg
+    assert "--allow-mixed" in msg and "\n" not in msg
+    # seeds and output names alone are no difference; the keys named split the groups
+    assert "n" in report.render(paths[:2], group_by="scheme").splitlines()[0].split()
+    text = report.render(paths, group_by="scheme,mode,N,dataset")
+    assert len(text.split("\n\n")[0].splitlines()) >= 5  # header, rule, three groups
+    # --allow-mixed averages them anyway
+    assert " 4 " in report.render(paths, group_by="scheme", allow_mixed=True).splitlines()[2]
+
+
+def test_grouped_table_keeps_vs_oracle_and_load_and_columns_take_headers(seeds, tmp_path):
+    for p in seeds:
+        with h5py.File(p, "a") as f:
+            n = int(f.attrs["n_done"])
+            f["iterations/oracle_s"].resize((max(n, f["iterations/oracle_s"].shape[0]),))
+            f["iterations/oracle_s"][:n] = 0.25
+    lines = report.render(seeds, group_by="scheme,stragglers,channel,scheduler",
+                          target_loss=0.3).splitlines()
+    head = lines[0].split()
+    assert "vs_oracle" in head and "load" in head, lines  # (mean_load under its short header)
+    # every header a table prints is a --columns name
+    compact = report.render(seeds).splitlines()[0].split()
+    for h in compact:
+        report.render(seeds, columns=h)
+    assert report.render(seeds, columns="iters").splitlines()[0].split() == ["iterations"]
