@@ -144,6 +144,8 @@ SLOW = {
     # every figure of --plots rendered (the e2e report tests render them as well)
     "test_report_views.py::test_gantt_file_name_is_a_to_b",
     "test_report_views.py::test_gantt_legend_and_labels",
+    "test_report_views.py::test_no_text_runs_off_any_figure[False]",
+    "test_report_views.py::test_no_text_runs_off_any_figure[True]",
     # numba compilations of kernels no other unit test compiles
     "test_batches.py::test_batch_gradient_is_the_exact_gradient_of_the_sampled_rows[mlp]",
     "test_kernels.py::test_polynomial_link_of_the_float32_kernel_matches_libm",

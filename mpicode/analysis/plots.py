@@ -61,10 +61,45 @@ def _save(fig, path: Path) -> str:
 
 
 def label(run: dict) -> str:
+    """What the run is, without its file name: scheme[, scheduler], stragglers, N."""
     a = run["attrs"]
     extra = "" if str(a.get("scheduler", "none")) in ("none", "?") else f", {a['scheduler']}"
-    return (f"{Path(run['path']).name}: {a.get('scheme', '?')}{extra}, "
-            f"{a.get('stragglers', '?')}, N={a.get('n_workers', '?')}")
+    return f"{a.get('scheme', '?')}{extra}, {a.get('stragglers', '?')}, N={a.get('n_workers', '?')}"
+
+
+def _facts(run: dict) -> list[tuple[str, str]]:
+    a = run["attrs"]
+    seed = analysis.config(run).get("seed", a.get("seed"))
+    return [("scheme", str(a.get("scheme", "?"))),
+            ("scheduler", str(a.get("scheduler", "none"))),
+            ("stragglers", str(a.get("stragglers", "?"))),
+            ("N", f"N={a.get('n_workers', '?')}"),
+            ("seed", f"seed {seed}" if seed is not None else "")]
+
+
+def run_labels(runs: list[dict]) -> list[str]:
+    """Short legend labels that tell the runs apart: the facts (scheme, scheduler,
+    stragglers, N, seed) that differ between them, scheme names alone when only the scheme
+    differs; the distinguishing part of the file names when the facts are all equal."""
+    facts = [_facts(r) for r in runs]
+    keep = [j for j in range(len(facts[0]) if facts else 0)
+            if len({f[j][1] for f in facts}) > 1]
+    out = [", ".join(f[j][1] for j in keep if f[j][1]) for f in facts]
+    if len(runs) == 1:
+        return [label(runs[0])]
+    if not keep or len(set(out)) < len(out):
+        from mpicode.analysis.table import distinguishing
+        stems = [Path(r["path"]).name.removesuffix(".part").removesuffix(".h5") for r in runs]
+        names, _ = distinguishing(stems, 20)
+        out = [f"{o}, {n}" if o else n for o, n in zip(out, names, strict=True)]
+    return out
+
+
+def group_label(keys: list[str], values: tuple) -> str:
+    """A group's legend label: its values (``two-stage``, ``two-stage, bimodal``), not
+    ``scheme=two-stage``; a key name only where the value alone says nothing (a number)."""
+    return ", ".join(f"{k}={v}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     else str(v) for k, v in zip(keys, values, strict=True))
 
 
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -81,12 +116,16 @@ def style(i: int, n: int, points: int) -> dict:
             "markersize": 4, "markevery": (i % every, every), "fillstyle": "none"}
 
 
-def legend(ax, n: int) -> None:
-    """Inside the axes for a few series, outside on the right (hiding no data) for more."""
+def legend(ax, n: int, grouped: bool = False) -> None:
+    """Inside the axes for a few series, outside on the right (hiding no data) for more.
+    ``grouped``: the curves are group means, the bands their 95% CIs (said once, in the
+    legend's title, not on every label)."""
+    title = "group mean, 95% CI band" if grouped else None
     if n > 3:
-        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0), title=title,
+                  title_fontsize="x-small")
     else:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title=title, title_fontsize="small")
 
 
 def band(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +163,7 @@ def _curves(ax, sets, x_name: str | None, y_name: str, log: bool) -> int:
         m, lo, hi = band([p[1][:n] for p in pairs])
         ok = np.isfinite(x) & np.isfinite(m) & (m > 0 if log else True)
         st = style(i, len(sets), ok.sum())
-        label_ = name if len(pairs) == 1 else f"{name} (mean of {len(pairs)}, 95% CI)"
+        label_ = name if len(pairs) == 1 else f"{name} (n={len(pairs)})"
         line, = ax.plot(x[ok], m[ok], label=label_, **st)
         if len(pairs) > 1:
             ax.fill_between(x[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, lw=0)
@@ -136,7 +175,8 @@ def _curves(ax, sets, x_name: str | None, y_name: str, log: bool) -> int:
 
 
 def run_sets(runs: list[dict], groups) -> list[tuple[str, list[dict]]]:
-    return groups if groups else [(label(r), [r]) for r in runs]
+    """(label, runs) per curve: the ``--group-by`` groups, or one set per run."""
+    return groups if groups else list(zip(run_labels(runs), [[r] for r in runs], strict=True))
 
 
 def loss_vs_iteration(runs, path, groups=None, log: bool = False, target_loss=None) -> str:
@@ -147,7 +187,7 @@ def loss_vs_iteration(runs, path, groups=None, log: bool = False, target_loss=No
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss" + (" (log scale)" if log else ""))
     ax.set_title("Loss per iteration (exact schemes share one curve)")
-    legend(ax, len(groups or runs))
+    legend(ax, len(groups or runs), bool(groups))
     return _save(fig, path)
 
 
@@ -161,7 +201,7 @@ def metric_vs_time(runs, path, groups=None) -> str:
     ax.set_ylabel("test accuracy" if acc else "test loss")
     ax.set_title(f"Test {'accuracy' if acc else 'loss'} against wall time")
     if drawn:
-        legend(ax, drawn)
+        legend(ax, drawn, bool(groups))
     else:
         ax.text(0.5, 0.5, "no run logged a test metric", ha="center", va="center",
                 transform=ax.transAxes)
@@ -173,22 +213,38 @@ GROUP_BARS = [("mean_iter_s", "mean iteration time (s)"),
               ("vs_oracle", "slowdown vs clairvoyant oracle"), ("final_loss", "final loss")]
 
 
+def _equal(m: np.ndarray) -> bool:
+    """Every group has the same (finite) mean: the panel would compare nothing (the final
+    loss of exact schemes, which all compute the same gradient)."""
+    f = m[np.isfinite(m)]
+    return len(m) > 1 and len(f) == len(m) and bool(np.all(np.abs(f - f[0]) <= 1e-9 *
+                                                          max(1.0, abs(f[0]))))
+
+
 def group_bars(groups, target_loss, path) -> str:
-    """Per group and metric: the mean with its 95% CI as an error bar."""
+    """Per group and metric: the mean with its 95% CI as an error bar. A metric equal in
+    every group (exact schemes' final loss) gets no panel, a line at the bottom says so."""
     rows = {name: [analysis.summary(r, target_loss) for r in members]
             for name, members in groups}
     for name, members in groups:
         for row, r in zip(rows[name], members, strict=True):
             row.setdefault("vs_oracle", whatif.vs_oracle(r))
-    fig, axes = _figure(w=9.0, h=2.2 * len(GROUP_BARS) + 0.6, rows=len(GROUP_BARS))
     names = [n for n, _ in groups]
-    for ax, (key, title) in zip(axes, GROUP_BARS, strict=True):
+    panels, same = [], []
+    for key, title in GROUP_BARS:
         stats = [mean_ci([row.get(key) if row.get(key) is not None else math.nan
                           for row in rows[n]]) for n in names]
-        m = np.array([s[0] for s in stats])
-        err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+        m = np.array([st[0] for st in stats])
+        if _equal(m):
+            same.append(f"{title.split(' (')[0]} {m[0]:.4g}")
+        else:
+            panels.append((key, title, stats, m))
+    h_panel = 0.9 + 0.32 * len(names)
+    fig, axes = _figure(w=8.0, h=h_panel * max(1, len(panels)) + 0.5, rows=max(1, len(panels)))
+    for ax, (key, title, stats, m) in zip(axes, panels, strict=False):
+        err = np.array([[st[0] - st[1] for st in stats], [st[2] - st[0] for st in stats]])
         if not np.isfinite(m).any():
-            ax.text(0.5, 0.5, f"{key}: no values" + (" (no --target-loss)" if key ==
+            ax.text(0.5, 0.5, f"{title}: no values" + (" (no --target-loss)" if key ==
                     "time_to_target_s" and target_loss is None else ""),
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_yticks([])
@@ -199,69 +255,101 @@ def group_bars(groups, target_loss, path) -> str:
             ax.invert_yaxis()
         ax.set_title(f"{title}: mean and 95% CI", fontsize="medium")
         ax.grid(alpha=0.3, axis="x")
+    if same and not panels:  # nothing differs: say so on the one (empty) panel
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "equal in every group:\n" + "\n".join(same), ha="center",
+                     va="center", transform=axes[0].transAxes)
+    elif same:
+        import textwrap
+        fig.supxlabel("\n".join(textwrap.wrap("equal in every group (no panel): "
+                                               + "; ".join(same), 100)),
+                      fontsize="small", color="0.3")
     return _save(fig, path)
 
 
-def _score_bars(ax, runs, scores) -> None:
-    N = max(len(s) for s in scores)
-    width = 0.8 / len(runs)
-    for i, (r, s) in enumerate(zip(runs, scores, strict=True)):
-        x = np.arange(len(s)) + (i - (len(runs) - 1) / 2) * width
-        ax.bar(x, [w["score"] for w in s], width=width, label=label(r), alpha=0.85)
+def _scores(sets) -> list[tuple[str, np.ndarray]]:
+    """(label, per-worker score) per set: a run's scores, or a group's mean per worker."""
+    out = []
+    for name, members in sets:
+        per = [np.array([w["score"] for w in whatif.straggler_scores(r)], float)
+               for r in members]
+        per = [p for p in per if len(p)]
+        if per:
+            n = max(len(p) for p in per)
+            a = np.full((len(per), n), np.nan)
+            for i, p in enumerate(per):
+                a[i, :len(p)] = p
+            with np.errstate(invalid="ignore"):
+                out.append((name, np.nanmean(a, axis=0)))
+    return out
+
+
+def _score_bars(ax, scored) -> None:
+    N = max(len(s) for _, s in scored)
+    width = 0.8 / len(scored)
+    for i, (name, s) in enumerate(scored):
+        x = np.arange(len(s)) + (i - (len(scored) - 1) / 2) * width
+        ax.bar(x, s, width=width, label=name, alpha=0.85)
     ax.axhline(1.0, color="0.3", ls="--", lw=0.8, label="iteration median")
     ax.set_xticks(range(N), [str(w) for w in range(N)] if N <= 32 else
                   [str(w) if w % max(1, N // 16) == 0 else "" for w in range(N)])
     ax.set_xlabel("worker (rank = worker + 1)")
-    ax.set_ylabel("straggler score\n(time / iteration median)")
+    ax.set_ylabel("straggler score")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
 
 
-def _score_map(fig, ax, runs, scores) -> None:
-    N = max(len(s) for s in scores)
-    a = np.full((len(runs), N), np.nan)
-    for i, s in enumerate(scores):
-        a[i, :len(s)] = [w["score"] for w in s]
+def _score_map(fig, ax, scored) -> None:
+    N = max(len(s) for _, s in scored)
+    a = np.full((len(scored), N), np.nan)
+    for i, (_, s) in enumerate(scored):
+        a[i, :len(s)] = s
     im = ax.imshow(a, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="straggler score (time / iteration median)")
-    ax.set_yticks(range(len(runs)), [label(r) for r in runs], fontsize="x-small")
+    fig.colorbar(im, ax=ax, label="straggler score")
+    ax.set_yticks(range(len(scored)), [n for n, _ in scored], fontsize="x-small")
     step = max(1, N // 16)
     ax.set_xticks(range(0, N, step))
     ax.set_xlabel("worker (rank = worker + 1)")
-    if N <= 16 and len(runs) <= 16:  # small enough to print the numbers
+    if N <= 16 and len(scored) <= 16:  # small enough to print the numbers
         for (i, w), v in np.ndenumerate(a):
             if np.isfinite(v):
                 ax.text(w, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if v < np.nanmax(a) * 0.6 else "black")
 
 
-def straggler_scores(runs, path) -> str:
-    """Per worker its straggler score (bars, or a runs x workers map beyond 4 runs); below,
-    each run's slowdown against the clairvoyant oracle (or why there is none)."""
-    scores = [whatif.straggler_scores(r) for r in runs]
-    keep = [(r, s) for r, s in zip(runs, scores, strict=True) if s]
-    fig, (ax, ao) = _figure(w=10.0, h=3.5 + 0.25 * max(len(runs), 6), rows=2)
-    if not keep:
+def straggler_scores(runs, path, groups=None) -> str:
+    """Per worker its straggler score, its mean time per partition over its iteration's
+    median (bars, or a map beyond 4 runs or groups; ``groups``: the group's mean per
+    worker); below, the slowdown against the clairvoyant oracle per run (per group: mean
+    and 95% CI), or why there is none."""
+    sets = run_sets(runs, groups)
+    scored = _scores(sets)
+    fig, (ax, ao) = _figure(w=10.0, h=3.5 + 0.25 * max(len(sets), 6), rows=2)
+    if not scored:
         ax.text(0.5, 0.5, "no per-worker times in these runs", ha="center", va="center",
                 transform=ax.transAxes)
-    elif len(keep) <= 4:
-        _score_bars(ax, *zip(*keep, strict=True))
+    elif len(scored) <= 4:
+        _score_bars(ax, scored)
     else:
-        _score_map(fig, ax, *zip(*keep, strict=True))
-    ax.set_title("Straggler score per worker: its mean time per partition over the "
-                 "iteration's median", fontsize="medium")
-    vs = np.array([whatif.vs_oracle(r) for r in runs])
-    if np.isfinite(vs).any():
-        ao.barh(range(len(runs)), np.nan_to_num(vs), color="#ef8636", alpha=0.85)
+        _score_map(fig, ax, scored)
+    ax.set_title("Straggler score per worker (its time per partition / the iteration's "
+                 "median)" + (": group means" if groups else ""), fontsize="medium")
+    vs = [mean_ci([whatif.vs_oracle(r) for r in members]) for _, members in sets]
+    m = np.array([v[0] for v in vs])
+    if np.isfinite(m).any():
+        err = np.nan_to_num(np.array([[v[0] - v[1] for v in vs], [v[2] - v[0] for v in vs]]))
+        ao.barh(range(len(sets)), np.nan_to_num(m), xerr=err if groups else None, capsize=4,
+                color="#ef8636", alpha=0.85)
         ao.axvline(1.0, color="0.3", ls="--", lw=0.8)
-        ao.set_yticks(range(len(runs)), [label(r) for r in runs], fontsize="x-small")
+        ao.set_yticks(range(len(sets)), [n for n, _ in sets], fontsize="x-small")
         ao.invert_yaxis()
-        ao.set_xlabel("mean iteration time / mean oracle time (1 = clairvoyant oracle)")
+        ao.set_xlabel("mean iteration time / mean oracle time (1: the clairvoyant oracle)")
     else:
         ao.text(0.5, 0.5, "no /iterations/oracle_s in these runs: no vs_oracle", ha="center",
                 va="center", transform=ao.transAxes)
         ao.set_yticks([])
         ao.set_xticks([])
-    ao.set_title("Slowdown against the clairvoyant oracle (vs_oracle)", fontsize="medium")
+    ao.set_title("Slowdown against the clairvoyant oracle (vs_oracle)"
+                 + (": mean and 95% CI" if groups else ""), fontsize="medium")
     return _save(fig, path)
 
 
@@ -276,30 +364,25 @@ def loss_vs_time(runs: list[dict], path: Path, target_loss: float | None = None,
     ax.set_xlabel("wall time since training began (s)")
     ax.set_ylabel("training loss" + (" (log scale)" if log else ""))
     ax.set_title("Loss against wall time")
-    legend(ax, len(groups or runs))
+    legend(ax, len(groups or runs), bool(groups))
     return _save(fig, path)
 
 
-def load_coverage(runs: list[dict], path: Path) -> str:
-    """Computation load and coverage per iteration, every run."""
+def load_coverage(runs: list[dict], path: Path, groups=None) -> str:
+    """Computation load and coverage per iteration, every run (or ``groups``: the group's
+    mean with its 95% CI band)."""
     fig, (ax1, ax2) = _figure(h=6.0, rows=2, sharex=True)
-    for i, run in enumerate(runs):
-        it = run["iterations"]
-        x = it.get("iteration", np.arange(run["n"]))
-        st = style(i, len(runs), len(x))
-        if "load" in it:
-            ax1.plot(x, it["load"], drawstyle="steps-mid", label=label(run), **st)
-        if "coverage" in it:
-            ax2.plot(x, it["coverage"], drawstyle="steps-mid", label=label(run), **st)
+    sets = run_sets(runs, groups)
+    _curves(ax1, sets, None, "load", False)
+    _curves(ax2, sets, None, "coverage", False)
     ax1.set_ylabel("load (partitions started / K)")
     ax2.set_ylabel("coverage (fraction decoded)")
     ax2.set_xlabel("iteration")
     ax2.set_ylim(-0.02, 1.05)
     ax1.set_ylim(bottom=0)
     ax1.set_title("Computation load and coverage per iteration")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    legend(ax1, len(runs))
+    if ax1.get_lines():
+        legend(ax1, len(sets), bool(groups))
     return _save(fig, path)
 
 
@@ -329,7 +412,7 @@ def _gantt_tasks(ax, run: dict, lo: int, hi: int, h: float) -> set[str]:
                        facecolors=CANCELLED if cancelled else STAGE_COLORS.get(stage, "C2"),
                        edgecolor="white" if not (cancelled or unused) else "black",
                        linewidth=0.5, hatch="///" if cancelled else
-                       ("..." if unused else None), alpha=0.9)
+                       ("..." if unused else None), alpha=1.0)  # overlaps: no new shades
     return kinds
 
 
@@ -385,7 +468,7 @@ def gantt(run: dict, path: Path, span: tuple[int, int]) -> str:
     ax.set_ylim(-0.9, N - 0.4)
     ax.invert_yaxis()
     ax.set_xlabel("wall time since training began (s)")
-    ax.set_title(f"{label(run)}: iterations {lo}..{hi - 1}")
+    ax.set_title(f"Worker timeline: {label(run)}, iterations {lo}..{hi - 1}")
     staged = "stage2" in kinds or str(run["attrs"].get("scheme", "")) == "two-stage"
     ax.legend(handles=_gantt_legend(kinds, staged, decodable), fontsize="small",
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -483,8 +566,8 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
     written.append(loss_vs_iteration(runs, d / "loss_vs_iteration.png", groups,
                                                 log_loss, target_loss))
     written.append(metric_vs_time(runs, d / "metric_vs_time.png", groups))
-    written.append(load_coverage(runs, d / "load_coverage.png"))
-    written.append(straggler_scores(runs, d / "straggler_scores.png"))
+    written.append(load_coverage(runs, d / "load_coverage.png", groups))
+    written.append(straggler_scores(runs, d / "straggler_scores.png", groups))
     if groups:
         written.append(group_bars(groups, target_loss, d / "groups.png"))
     stems = dict(zip(map(id, runs), _stems(runs), strict=True))

@@ -235,7 +235,7 @@ def main(args) -> int:
         if group_by:
             keys = groups.parse_keys(group_by)
             rows, _ = build(runs, args.target_loss)
-            sets = [(groups.label(keys, v), [runs[i] for i in idx])
+            sets = [(plots.group_label(keys, v), [runs[i] for i in idx])
                     for v, idx in groups.partition(runs, rows, keys).items()]
         written, plot_notes = plots.write_all(runs, out_dir, gantt_run=g, gantt_span=span,
                                               target_loss=args.target_loss, groups=sets,
