@@ -213,6 +213,9 @@ def _data(args) -> int:
 
 
 def dispatch(args) -> int:
+    if args.command in ("train", "simulate"):
+        from mpicode.engine import faults
+        faults.check()  # a malformed MPICODE_FAULT (tests only) is one line, before the run
     if args.command == "train":
         from mpicode.mpi import launch as train
         return train.run(resolve(args))

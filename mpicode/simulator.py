@@ -130,7 +130,7 @@ def prepare(cfg):
     from mpicode.io import checkpoint
     from mpicode.io.runlog import check_output, read_checkpoint
     from mpicode.models.stragglers import make_straggler_model
-    from mpicode.numerics.batches import with_epochs
+    from mpicode.numerics.batches import epochs_note, with_epochs
     from mpicode.numerics.problem import Problem
     from mpicode.schemes import make_scheme
 
@@ -143,7 +143,11 @@ def prepare(cfg):
     K = cfg.partitions
     budget.check_run(cfg, N)  # before any allocation: refuse what cannot fit in memory
     problem = Problem.from_config(cfg, K) if cfg.compute == "real" else None
-    cfg = with_epochs(cfg, problem.n if problem is not None else cfg.samples)
+    n_train = problem.n if problem is not None else cfg.samples
+    note = epochs_note(cfg, n_train)
+    if note and not cfg.quiet:
+        print(note, file=sys.stderr, flush=True)
+    cfg = with_epochs(cfg, n_train)
     cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
     try:
         scheme = make_scheme(cfg, N, K)

@@ -37,9 +37,13 @@ __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "ja
 # -- reading ---------------------------------------------------------------------------------
 def resolve_path(path: str) -> Path:
     """The file to read for ``path``: itself, or ``path.part`` while that run is in progress."""
+    from mpicode.options import file_kind
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"cannot read run {path}: is a directory")
+    kind = file_kind(str(p))
+    if kind is not None:  # a FIFO would block the read for ever
+        raise UsageError(f"cannot read run {path}: is {kind}, not a run file")
     if p.exists():
         return p
     part = Path(str(p) + ".part")

@@ -17,7 +17,9 @@ unfinished output) that holds a checkpoint is resumed (``--resume``); one withou
 checkpoint is run again from the start (``--force``); one whose file a live process still
 writes (another sweep) is left alone and counted as failed. A resumed cell continues with the
 configuration stored in its file, with the line's options on top. Each cell's output goes to
-``DIR/cell_NNN_<name=value_...>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
+``DIR/cell_NNN_<name=value_...>.log``. Exit code 1 if a cell failed (a cell whose job exited
+non-zero with its run complete in the file is not failed: a next sweep skips it), 2 for a
+bad sweep file.
 """
 
 from __future__ import annotations
@@ -210,10 +212,14 @@ def one_cell(args, i: int, line: str, out_dir: Path, timeout: int) -> str:
     if code == 0:
         _progress(i, n, out.name, f"{_how(action, found, False)}: ok in {took:.1f} s")
         return "resumed" if action == "resume" else "ran"
-    done = state(out)[0] == "skip"  # e.g. killed by the timeout while shutting down
+    if state(out)[0] == "skip":  # e.g. killed by the timeout while shutting down
+        # the run is complete in its file (a next sweep skips it): not a failed cell, so
+        # this sweep's exit code agrees with the next one's
+        _progress(i, n, out.name, f"{_how(action, found, False)}: complete in {took:.1f} s, "
+                  f"but the job ended with exit {code}: {why} (log: {log})")
+        return "warned"
     _progress(i, n, out.name, f"{_how(action, found, False)}: FAILED (exit {code}) in "
-              f"{took:.1f} s: {why} (log: {log})"
-              + ("; its output is complete, a next sweep skips it" if done else ""))
+              f"{took:.1f} s: {why} (log: {log})")
     return "failed"
 
 
@@ -235,15 +241,18 @@ def main(args) -> int:
     if not args.dry_run:
         warmup(timeout)
     results = [one_cell(args, i, line, out_dir, timeout) for i, line in enumerate(cells)]
-    count = {k: results.count(k) for k in ("ran", "resumed", "skipped", "failed", "dry")}
+    count = {k: results.count(k) for k in ("ran", "resumed", "skipped", "failed", "dry",
+                                            "warned")}
     if args.dry_run:
         print(f"sweep: {len(cells)} cells, dry run: {count['skipped']} complete, "
               f"{count['dry']} to run, into {out_dir}/")
         return 0
     failed = [i for i, r in enumerate(results) if r == "failed"]
     which = f" (cells {','.join(map(str, failed))})" if failed else ""
+    warned = (f", {count['warned']} complete but their job exited non-zero (see their logs)"
+              if count["warned"] else "")
     print(f"sweep: {len(cells)} cells in {time.monotonic() - t_all:.1f} s: {count['ran']} ran, "
           f"{count['resumed']} resumed, {count['skipped']} skipped (complete), "
-          f"{count['failed']} failed{which}; runs in {out_dir}/ "
+          f"{count['failed']} failed{which}{warned}; runs in {out_dir}/ "
           f"(mpicode report {out_dir}/*.h5)")
     return 1 if failed else 0

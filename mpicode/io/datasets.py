@@ -124,8 +124,12 @@ def read_dataset(path: str | Path) -> Dataset:
     finite; ``X``/``X_test`` 2-D with the same columns (at least one), ``y``/``y_test`` 1-D
     with one label per row; at least one training row; attributes of the expected kinds.
     """
+    from mpicode.options import file_kind
     path = str(path)
     where = f"dataset {path}"
+    kind = file_kind(path)
+    if kind is not None:  # a FIFO would block the open for ever
+        raise UsageError(f"{where}: is {kind}, not a dataset file")
     try:
         f = h5py.File(path, "r", locking=False)
     except (OSError, ValueError) as e:

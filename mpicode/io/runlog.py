@@ -51,6 +51,11 @@ def check_output(path: str, force: bool) -> None:
     ``PATH.part`` that is a symlink or that a live run holds is refused even with it."""
     p = Path(path)
     part = str(p) + ".part"
+    limit = safefile.name_max(str(p.parent))
+    if len(p.name) + len(".part") > limit:
+        raise UsageError(f"output name too long: {p.name[:40]}... has {len(p.name)} characters; "
+                         f"with .part (the run in progress) it must fit in {limit}: at most "
+                         f"{limit - 5}")
     if os.path.islink(part):
         raise UsageError(f"output {part} is a symbolic link: refusing to write through it")
     for name in (str(p), part):
@@ -232,8 +237,13 @@ class RunLog:
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
         if config_json:
             a["config"] = config_json
-        a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [
-            {"at": _now(), "iteration": n_rows}])
+        entry = {"at": _now(), "iteration": n_rows}
+        for stale in ("failure", "finished"):  # said of the run that stopped, not this one
+            if stale in a:
+                v = a[stale]
+                entry[f"previous_{stale}"] = v.decode() if isinstance(v, bytes) else str(v)
+                del a[stale]
+        a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [entry])
         self.f.flush()
 
     def _start_buffers(self) -> None:

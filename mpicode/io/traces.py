@@ -271,7 +271,8 @@ def _long_matrix(path, header, rows, nums, cols, combine: str, renumber: bool = 
 def _wide_matrix(path, header, rows, nums, iteration_col: str, renumber: bool = False,
                  stride: int = 1, fill: str = "error"):
     """T x N matrix of a wide table (rows = iterations, columns = workers); (matrix, source
-    iteration of each row, first worker, cells filled, iterations dropped). An empty cell is a missing one."""
+    iteration of each row, first worker, cells filled, iterations dropped). An empty cell is
+    a missing one."""
     its = np.arange(len(rows))
     if header is not None and iteration_col in header:
         ci = header.index(iteration_col)
@@ -395,6 +396,10 @@ def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
 def is_trace_file(path: str) -> bool:
     """True if ``path`` is an imported trace (not a run file)."""
     import h5py
+
+    from mpicode.options import file_kind
+    if file_kind(path) is not None:  # a FIFO would block h5py's open for ever
+        return False
     try:
         with h5py.File(path, "r", locking=False) as f:
             return f.attrs.get("format") in (TRACE_FORMAT, TRACE_FORMAT.encode())
@@ -405,7 +410,12 @@ def is_trace_file(path: str) -> bool:
 def read_trace(path: str) -> tuple[np.ndarray, dict]:
     """(relative speeds T x N, attributes) of an imported trace, checked."""
     import h5py
+
+    from mpicode.options import file_kind
     where = f"trace {path}"
+    kind = file_kind(path)
+    if kind is not None:
+        raise UsageError(f"{where}: is {kind}, not a trace file")
     try:
         with h5py.File(path, "r", locking=False) as f:
             rel = np.asarray(f["relative"][()], dtype=np.float64)

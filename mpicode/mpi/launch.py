@@ -36,7 +36,7 @@ from mpicode.mpi import bounds
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
 from mpicode.mpi.worker import Worker
 from mpicode.numerics import kernels, mlp
-from mpicode.numerics.batches import with_epochs
+from mpicode.numerics.batches import epochs_note, with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
@@ -125,8 +125,11 @@ def prepare(cfg: Config, comm, snap: dict | None = None):
         except (UsageError, ValueError) as e:
             error = str(e)
     _agree_all(comm, error)
+    note = epochs_note(cfg, problem.n)
     cfg = with_epochs(cfg, problem.n)
     if comm.rank == 0:
+        if note and not cfg.quiet:
+            print(note, file=sys.stderr, flush=True)
         try:
             check_output(cfg.out, cfg.force)  # may create the output's directory
         except UsageError as e:

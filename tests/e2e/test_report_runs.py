@@ -122,3 +122,26 @@ def test_real_run_report_and_gantt(tmp_path):
     assert r.returncode == 0, r.stderr
     scores = json.loads(r.stdout)
     assert [w["rank"] for w in scores] == [1, 2] and all(w["score"] > 0 for w in scores)
+
+
+# -- issue 27: unlike runs are never averaged silently ------------------------------------
+def test_group_of_mpi_and_simulated_runs_is_refused(tmp_path):
+    sim = tmp_path / "s.h5"
+    r = mpicode(["simulate", "--workers", 2, "--iterations", 3, "--samples", 400, "--features",
+                 5, "--out", sim, "--quiet"])
+    assert r.returncode == 0, r.stderr
+    mpi = tmp_path / "m.h5"
+    r = mpirun(3, ["train", "--iterations", 3, "--samples", 400, "--features", 5, "--out", mpi,
+                   "--quiet"])
+    assert r.returncode == 0, r.stderr
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "differ in more than the seed: mode (mpi, simulate)" in lines[0], lines[0]
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme,mode"])
+    assert r.returncode == 0, r.stderr
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme", "--allow-mixed"])
+    assert r.returncode == 0 and " 2 " in r.stdout.splitlines()[2], r.stdout
+    r = mpicode(["report", sim, mpi, "--columns", "run,mode,iters"])
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["run", "mode",
+                                                                      "iterations"]

@@ -73,6 +73,7 @@ class Job:
         self.mark = tmp / "mark"
         e = dict(os.environ, MPICODE_CODES=str(self.codes), MPIEXEC_TIMEOUT=str(LIMIT - 20),
                  OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPICODE_FAULT_MARK=str(self.mark),
+                 MPICODE_TEST_FAULTS="1",
                  **(env or {}))
         e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
         self.before = md5s(self.work)

@@ -482,3 +482,25 @@ def test_legends_say_scheme_names_and_groups_drop_empty_panels(tmp_path, capture
     assert legend == ["iteration median", "two-stage", "uncoded", "cyclic", "frc"]
     gantt = plots.gantt(runs[0], tmp_path / "g.png", (0, 3))
     assert ".h5" not in captured["g.png"].axes[0].get_title() and gantt
+
+
+def test_sweep_cell_complete_but_nonzero_is_not_failed(tmp_path, monkeypatch, capsys):
+    """issue 27: a cell whose job exits non-zero with its run complete in the file (e.g. a
+    shutdown that timed out) is skipped by the next sweep, so this sweep does not fail it."""
+    import sys
+    script = ("import sys; sys.path.insert(0, {tests!r}); from runfiles import synth; "
+              "synth(sys.argv[1]); sys.exit(1)")
+    from pathlib import Path
+    tests = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(sweep, "command", lambda np_, line, out, config, action, found:
+                        [sys.executable, "-c", script.format(tests=tests), str(out)])
+    monkeypatch.setattr(sweep, "warmup", lambda timeout: None)
+    f = tmp_path / "s.txt"
+    f.write_text("--scheme uncoded --seed 0\n")
+    args = SimpleNamespace(file=str(f), np=2, config=None, out_dir=str(tmp_path / "o"),
+                           dry_run=False)
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    assert "complete in" in out and "but the job ended with exit 1" in out
+    assert "0 failed, 1 complete but their job exited non-zero" in out
+    assert sweep.main(args) == 0 and "skipped (complete)" in capsys.readouterr().out
