@@ -179,6 +179,10 @@ OPTIONS += [
     Option("stop_timeout", _finite_float, 30.0,
            "train: seconds to wait for every worker to acknowledge STOP; then the run log is "
            "closed and the job aborted", check=positive, group="reliability"),
+    Option("startup_timeout", _finite_float, 600.0,
+           "train: seconds rank 0 waits for every worker at each start-up step (loading the "
+           "data, compiling); then it names the ranks that did not answer and the job ends",
+           check=positive, group="reliability"),
 ]
 
 OPTIONS += COST_OPTIONS

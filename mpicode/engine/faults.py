@@ -8,6 +8,8 @@ run starts:
 * ``hang:RANK:ITER``  worker RANK stops answering from iteration ITER on: it drops every task
                       but still honours STOP, so the job can end,
 * ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins,
+* ``stop:RANK``       worker RANK stops itself (SIGSTOP) at the first start-up step, as a
+                      ``kill -STOP`` during start-up would,
 * ``pause:PLACE:SEC`` rank 0 sleeps SEC seconds when it reaches PLACE (``checkpoint``: before
                       each checkpoint write; ``shutdown``: before it stops the workers),
                       after creating the file named by ``MPICODE_FAULT_MARK`` (if set): the
@@ -22,6 +24,7 @@ import signal
 
 SWITCH = "MPICODE_TEST_FAULTS"
 _FORMS = {"kill": "kill:ITER", "hang": "hang:RANK:ITER", "die": "die:RANK:ITER",
+          "stop": "stop:RANK",
           "pause": "pause:checkpoint|shutdown:SEC"}
 
 
@@ -30,6 +33,8 @@ def _valid(item: tuple[str, ...]) -> bool:
     try:
         if kind == "kill":
             return len(args) == 1 and int(args[0]) >= 0
+        if kind == "stop":
+            return len(args) == 1 and int(args[0]) >= 1
         if kind in ("hang", "die"):
             return len(args) == 2 and int(args[0]) >= 1 and int(args[1]) >= 0
         if kind == "pause":
@@ -76,6 +81,13 @@ def worker_fault(rank: int, iteration: int) -> str | None:
                 os._exit(17)
             return it[0]
     return None
+
+
+def stop_at_startup(rank: int) -> None:
+    """``stop:RANK``: this worker stops itself (SIGSTOP) at its first start-up step."""
+    for it in _items():
+        if it[0] == "stop" and int(it[1]) == rank:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def pause(place: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
 TAG_READY, TAG_GRANT, TAG_CHUNK = range(17, 20)
+TAG_STARTUP = 20  # i -> 0 at each start-up step: [step] (mpicode.mpi.startup)
 
 # Header layouts: the index of every named field. Every message starts with the iteration
 # (``IT``) and, except MODEL and STOP, the task id (``TASK``).
