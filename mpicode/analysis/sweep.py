@@ -144,19 +144,48 @@ def _text(out) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else out
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a cell: the cell stopped cleanly (or was killed on a second Ctrl-C)."""
+
+
 def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
-    """(exit code, one-line reason) of one cell; its output goes to ``log``."""
+    """(exit code, one-line reason) of one cell; its output goes to ``log``.
+
+    The cell's ``mpiexec`` runs in a session of its own, so that a Ctrl-C in the terminal
+    reaches only the sweep, which relays it to ``mpiexec`` exactly once (MPICH's mpiexec
+    force-aborts the job on a second SIGINT, which a terminal's and a relayed one made) and
+    waits for the cell's clean stop (a checkpoint, "interrupted"); a second Ctrl-C kills
+    it. Either way :class:`Interrupted` follows, after the log is written."""
+    import signal
     env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
-    except subprocess.TimeoutExpired as e:
-        safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(e.stdout)}{_text(e.stderr)}")
-        return 124, f"timed out after {timeout + 60} s"
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)
     except OSError as e:
         return 127, f"cannot start {cmd[0]}: {e.strerror}"
-    safefile.write_text(log, f"$ {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
-    return p.returncode, "" if p.returncode == 0 else _last_line(p.stderr or p.stdout)
+    interrupted = False
+    try:
+        out, err = p.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(out)}{_text(err)}")
+        return 124, f"timed out after {timeout + 60} s"
+    except KeyboardInterrupt:
+        interrupted = True
+        print("sweep: Ctrl-C: the cell stops cleanly (its checkpoint); Ctrl-C again kills it",
+              file=sys.stderr, flush=True)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=timeout + 60)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            p.kill()
+            out, err = p.communicate()
+    safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(out)}{_text(err)}")
+    if interrupted:
+        raise Interrupted(_last_line(err or out))
+    return p.returncode, "" if p.returncode == 0 else _last_line(err or out)
 
 
 def warmup(timeout: int) -> None:
@@ -240,7 +269,15 @@ def main(args) -> int:
     t_all = time.monotonic()
     if not args.dry_run:
         warmup(timeout)
-    results = [one_cell(args, i, line, out_dir, timeout) for i, line in enumerate(cells)]
+    results = []
+    for i, line in enumerate(cells):
+        try:
+            results.append(one_cell(args, i, line, out_dir, timeout))
+        except Interrupted as e:
+            print(f"sweep: interrupted in cell {i} ({e}); run the sweep again to continue: "
+                  "complete cells are skipped, an interrupted one resumes from its checkpoint",
+                  file=sys.stderr, flush=True)
+            return 130
     count = {k: results.count(k) for k in ("ran", "resumed", "skipped", "failed", "dry",
                                             "warned")}
     if args.dry_run:

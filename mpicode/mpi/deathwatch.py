@@ -8,9 +8,10 @@ small helper process for the workers on its own host. The helper holds a ``pidfd
 microseconds of a death, long before the launcher's kill comes round, and writes one line
 to rank 0's stderr naming the worker, its rank and pid, and where the run can be continued.
 It leaves at once when rank 0 disarms it (before STOP: workers then exit on purpose) or
-dies (its stdin closes), so it never holds the launcher's output pipe open; it runs in a
-session of its own, so that the launcher's kill of rank 0's process group cannot stop it
-halfway. Workers on other
+dies (its stdin closes without the disarm byte: then it says that rank 0 was killed, as a
+second Ctrl-C makes MPICH's mpiexec do), so it never holds the launcher's output pipe open.
+It runs in a session of its own, so that the launcher's kill of rank 0's process group
+cannot stop it halfway. Workers on other
 hosts are not seen (their death still ends the job; the run file stays resumable).
 
 Run by rank 0 as a file (``python .../deathwatch.py OUT RANK:PID ...``), never imported
@@ -32,7 +33,7 @@ class DeathWatch:
         self.pids, self.out, self.p = dict(pids), out, None
 
     def start(self) -> DeathWatch:
-        if self.pids and hasattr(os, "pidfd_open"):
+        if hasattr(os, "pidfd_open"):
             try:
                 self.p = subprocess.Popen(
                     [sys.executable, "-S", "-I", os.path.abspath(__file__), self.out,
@@ -47,6 +48,7 @@ class DeathWatch:
         """Workers are about to exit on purpose (STOP): the helper leaves, saying nothing."""
         if self.p is not None:
             try:
+                self.p.stdin.write(b"d")  # disarmed: unlike a bare EOF (rank 0 killed)
                 self.p.stdin.close()
                 self.p.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
@@ -61,8 +63,16 @@ def line(dead: list[int], pids: dict[int, int], out: str) -> str:
             f"(continue with --resume {out})\n")
 
 
+def rank0_line(out: str) -> str:
+    return (f"mpicode: error: rank 0 was killed before it could finish (MPICH's mpiexec forces "
+            f"an abort on a second Ctrl-C: press it once and wait for the checkpoint); the "
+            f"rows written and the last checkpoint stay in {out}.part (continue with "
+            f"--resume {out})\n")
+
+
 def watch(out: str, pids: dict[int, int]) -> None:
-    """The helper: poll the workers' pidfds and stdin; one line on the first death."""
+    """The helper: poll the workers' pidfds and stdin; one line on the first death of a
+    worker, or of rank 0 itself (stdin closed without the disarm byte)."""
     fds = {}
     for rank, pid in pids.items():
         try:
@@ -76,9 +86,12 @@ def watch(out: str, pids: dict[int, int]) -> None:
     events = p.poll()
     # a death first: the launcher may be killing rank 0 (closing our stdin) at this moment
     dead = sorted(fds[fd] for fd, _ in events if fd in fds)
-    if dead:
+    text = line(dead, pids, out) if dead else ""
+    if not dead and os.read(0, 1) != b"d":
+        text = rank0_line(out)  # rank 0 died without disarming: the launcher killed it
+    if text:
         try:
-            os.write(2, line(dead, pids, out).encode())
+            os.write(2, text.encode())
         except OSError:
             pass
 

@@ -198,7 +198,10 @@ def run(cfg: Config) -> int:
              "dim": problem.dim, "compile_s": compile_s, "n_ranks": size}
     session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
     watch = DeathWatch(st.same_host_pids(), (cfg.resume or cfg.out).removesuffix(".part")).start()
-    code = execute(cfg, comm, problem, session, watch)
+    try:
+        code = execute(cfg, comm, problem, session, watch)
+    finally:
+        watch.disarm()  # (already, before STOP; again here if the run raised)
     if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
         bounds.abort_quietly(comm, code)
     if code != EXIT_OK:

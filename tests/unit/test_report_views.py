@@ -504,3 +504,33 @@ def test_sweep_cell_complete_but_nonzero_is_not_failed(tmp_path, monkeypatch, ca
     assert "complete in" in out and "but the job ended with exit 1" in out
     assert "0 failed, 1 complete but their job exited non-zero" in out
     assert sweep.main(args) == 0 and "skipped (complete)" in capsys.readouterr().out
+
+
+def test_sweep_relays_one_ctrl_c_and_waits_for_the_clean_stop(tmp_path):
+    """issue 27: Ctrl-C during a cell reaches the cell's mpiexec once (a second SIGINT makes
+    MPICH's mpiexec force an abort), and the sweep waits for its clean stop."""
+    import os
+    import signal
+    import sys
+    import threading
+    child = ("import signal, sys, time\n"
+             "n = []\n"
+             "def h(s, f):\n"
+             "    n.append(s)\n"
+             "    time.sleep(0.5)  # a checkpoint being written: a second SIGINT would land\n"
+             "    print(f'stopped cleanly after {len(n)} SIGINT', flush=True); sys.exit(3)\n"
+             "signal.signal(signal.SIGINT, h)\n"
+             f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+             "time.sleep(60)\n")
+    log = tmp_path / "cell.log"
+
+    def ctrl_c():  # the terminal's Ctrl-C, once the cell listens for it
+        from conftest import wait_until
+        wait_until((tmp_path / "ready").exists, 60, 0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    timer = threading.Thread(target=ctrl_c)
+    timer.start()
+    with pytest.raises(sweep.Interrupted):
+        sweep.run_cell([sys.executable, "-c", child], log, 30)
+    timer.join()
+    assert "stopped cleanly after 1 SIGINT" in log.read_text(), log.read_text()
