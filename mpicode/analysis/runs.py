@@ -180,7 +180,7 @@ def _frame(table: np.ndarray, as_frame: bool):
         import pandas as pd
     except ImportError:
         raise ImportError("as_frame=True needs pandas, which is not installed: "
-                          "pip install pandas (or use the numpy structured array, "
+                          "pip install 'mpicode[pandas]' (or use the numpy structured array, "
                           "as_frame=False)") from None
     return pd.DataFrame.from_records(table)
 
