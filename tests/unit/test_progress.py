@@ -73,3 +73,22 @@ def test_auto_is_a_bar_on_a_terminal_and_lines_elsewhere():
     assert isinstance(make_progress("none", 5, "x"), NoProgress)
     with pytest.raises(ValueError):
         make_progress("fancy", 5, "x")
+
+
+def test_heartbeat_prints_during_a_long_first_iteration():
+    """issue 27: an iteration longer than the interval shows progress while it runs, from
+    the first iteration on; the s/it of the next line still counts whole iterations."""
+    clock, out = Clock(), io.StringIO()
+    p = make_progress("lines", 10, "", stream=out, clock=clock, interval=3.0)
+    for _ in range(20):  # iteration 0 runs 10 s (heartbeats every 0.5 s, virtual t given)
+        clock.t += 0.5
+        p.heartbeat(t=clock.t * 1000)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines  # at 3, 6 and 9 s
+    assert lines[0] == "mpicode: it 0/10 running  3.0 s of wall time so far (virtual 3e+03 s)"
+    p.update(_row())  # iteration 0 ends at 10 s
+    clock.t += 2.0
+    p.update(_row())  # iteration 1 ends at 12 s: 3 s after the last heartbeat line
+    assert out.getvalue().splitlines()[-1].startswith("mpicode: it 2/10  loss 0.5000")
+    assert "6 s/it" in out.getvalue().splitlines()[-1]  # (12 - 0) / 2 iterations
+    NoProgress().heartbeat(1.0)  # the other displays take the call too
