@@ -26,6 +26,7 @@ import numpy as np
 import mpicode.analysis as analysis
 from mpicode.analysis import whatif
 from mpicode.config import UsageError
+from mpicode.errors import WriteError
 from mpicode.stats import mean_ci, t975
 
 STAGE_COLORS = {1: "#3b75af", 2: "#ef8636"}
@@ -558,13 +559,27 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
     (``--gantt-iterations A:B``), backlog_<run>.png (runs with a scheduler and Q/Z logged),
     groups.png (``groups``: [(label, runs)], whose curves become means with CI bands).
 
-    Returns (files written, notes)."""
+    Returns (files written, notes). A write that fails (a full disk) is one WriteError
+    that says which figures were written whole before it (the failed one is not there)."""
     _mpl()
     d = _out_dir(out_dir)
-    written, notes = [], []
+    written: list[str] = []
+    try:
+        notes = _write_all(runs, d, written, gantt_run, gantt_span, target_loss, groups,
+                           log_loss)
+    except WriteError as e:
+        done = f"{len(written)} figures written whole before it: " + (
+            ", ".join(Path(w).name for w in written) if written else "none")
+        raise WriteError(f"{e}; {done}") from None
+    return written, notes
+
+
+def _write_all(runs, d: Path, written: list[str], gantt_run, gantt_span, target_loss, groups,
+               log_loss) -> list[str]:
+    notes: list[str] = []
     written.append(loss_vs_time(runs, d / "loss_vs_time.png", target_loss, groups, log_loss))
     written.append(loss_vs_iteration(runs, d / "loss_vs_iteration.png", groups,
-                                                log_loss, target_loss))
+                                     log_loss, target_loss))
     written.append(metric_vs_time(runs, d / "metric_vs_time.png", groups))
     written.append(load_coverage(runs, d / "load_coverage.png", groups))
     written.append(straggler_scores(runs, d / "straggler_scores.png", groups))
@@ -585,4 +600,4 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
         written.append(backlogs(r, d / f"backlog_{stems[id(r)]}.png"))
     if not with_q:
         notes.append("note: no backlog plot: no run logged /workers/Q or Z with a scheduler on")
-    return written, notes
+    return notes

@@ -242,6 +242,7 @@ def test_report_plots_on_a_full_disk_leave_no_half_png(small_disk, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("mpicode: error")]
     assert len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0], \
         r.stderr
+    assert "figures written whole before it" in lines[0], lines[0]  # what is readable
     for p in d.iterdir():  # what is there is whole: no temporary file, no half PNG
         assert not p.name.startswith("."), p
         data = p.read_bytes()
