@@ -100,4 +100,4 @@ def agree_on_stop(st, what: str = "agreeing on a stop signal") -> int:
     makes every rank take the same decision. A start-up step of ``st``
     (:class:`mpicode.mpi.startup.Startup`): bounded and interruptible. No pickle."""
     mine = np.array([STOP["signal"] or 0], np.int64)
-    return int(st.allreduce(mine, what, op=MPI.MAX)[0])
+    return int(st.reduce_buffer(mine, what, op=MPI.MAX)[0])

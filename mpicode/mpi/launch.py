@@ -78,7 +78,7 @@ def _agree_all(st: Startup, error: str | None, what: str) -> None:
     comm = st.comm
     failed = np.zeros(comm.size, np.int32)
     failed[comm.rank] = error is not None
-    total = st.allreduce(failed, what)  # default op: SUM
+    total = st.reduce_buffer(failed, what)  # default op: SUM
     bad = np.flatnonzero(total)
     if bad.size:
         if comm.rank == bad[0]:
@@ -164,7 +164,7 @@ def _warmup(cfg: Config, st: Startup) -> float:
     if comm.rank == 0:
         for f in warm:
             f()
-    st.barrier("rank 0 compiles the kernels")
+    st.wait_all("rank 0 compiles the kernels")
     if comm.rank != 0:
         for f in warm:
             f()

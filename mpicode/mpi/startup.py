@@ -45,7 +45,7 @@ def _host_crc() -> int:
 
 
 class Startup:
-    """``Startup(comm, timeout)``; then ``bcast_text``, ``allreduce``, ``barrier`` in the same
+    """``Startup(comm, timeout)``; then ``bcast_text``, ``reduce_buffer``, ``wait_all`` in the same
     order on every rank (each is one step)."""
 
     def __init__(self, comm, timeout: float):
@@ -77,13 +77,13 @@ class Startup:
         text = self.bcast_text(json.dumps(obj) if self.comm.rank == 0 else None, what)
         return None if text is None else json.loads(text)
 
-    def allreduce(self, send: np.ndarray, what: str, op=MPI.SUM) -> np.ndarray:
+    def reduce_buffer(self, send: np.ndarray, what: str, op=MPI.SUM) -> np.ndarray:
         self._hello(what)
         out = np.zeros_like(send)
         self._wait(self.comm.Iallreduce(send, out, op=op), what)
         return out
 
-    def barrier(self, what: str) -> None:
+    def wait_all(self, what: str) -> None:
         self._hello(what)
         self._wait(self.comm.Ibarrier(), what)
 
