@@ -145,7 +145,7 @@ def read_toml(path: str, where: str, missing: str) -> dict:
     from pathlib import Path
     kind = file_kind(path)
     if kind is not None:
-        raise UsageError(f"{where}: is {kind}, not a TOML file")
+        raise UsageError(f"{where}: is {kind}, not a file")
     if not Path(path).is_file():
         raise UsageError(missing)
     try:

@@ -528,9 +528,15 @@ def test_sweep_relays_one_ctrl_c_and_waits_for_the_clean_stop(tmp_path):
         from conftest import wait_until
         wait_until((tmp_path / "ready").exists, 60, 0.05)
         os.kill(os.getpid(), signal.SIGINT)
+    # Python's own SIGINT handler (KeyboardInterrupt), as in a terminal: an earlier test of
+    # train/simulate in this process may have installed mpicode's stop handlers
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=ctrl_c)
     timer.start()
-    with pytest.raises(sweep.Interrupted):
-        sweep.run_cell([sys.executable, "-c", child], log, 30)
-    timer.join()
+    try:
+        with pytest.raises(sweep.Interrupted):
+            sweep.run_cell([sys.executable, "-c", child], log, 30)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, old)
     assert "stopped cleanly after 1 SIGINT" in log.read_text(), log.read_text()
