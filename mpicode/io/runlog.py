@@ -315,7 +315,7 @@ class RunLog:
         self._tasks.write(self._dsets["tasks"], self._tasks_written)
         self.f.flush()  # the rows are on disk before n_done says so
         self._broken = False
-        try:  # the flush gave the slack back: room for n_done's own write
+        try:  # the block may have used the reservation up: room for n_done's own write
             self._reserve(MIN_ROOM // 16)
         except DiskFull:  # the rows stay in the file, unannounced: n_done is the truth
             self._drop_pending()
