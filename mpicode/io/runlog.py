@@ -149,7 +149,7 @@ class RunLog:
         self.flush_every = float(flush_every)
         self.layout = schemelog.layout_for(LAYOUT, config_json, extra_fields)
         self.f = None
-        self._lock = self._wfd = None
+        self._lock = None
         self._broken = False
         self._full = ""  # why the disk was found full: no more rows after that
         self.checkpoint_at: int | None = None  # the iteration of the last checkpoint written
@@ -185,13 +185,11 @@ class RunLog:
             _create_layout(f, self.N, layout=self.layout)
             f.flush()
             self._lock = safefile.hold(tmp)
-            self._wfd = safefile.open_for_reserve(tmp)
             safefile.link_into_place(tmp, self.part, replace=force)
         except BaseException as e:
             f.close()
             safefile.release(self._lock)
-            safefile.release(self._wfd)
-            self._lock = self._wfd = None
+            self._lock = None
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             if isinstance(e, (FileExistsError, safefile.InUse)):
@@ -218,11 +216,9 @@ class RunLog:
         try:
             if found != self.part:
                 safefile.rename_noreplace(found, self.part)
-            self._wfd = safefile.open_for_reserve(self.part)
             self.f = h5py.File(self.part, "r+", locking=False)
         except BaseException:
             safefile.release(self._lock)
-            safefile.release(self._wfd)
             raise
         self.N = int(self.f.attrs["n_workers"])
         self.layout = schemelog.reopen(self.f, LAYOUT, n_rows)
@@ -278,18 +274,6 @@ class RunLog:
             self._full = (f"only {left} bytes left for the run log, the next rows need "
                           f"about {need}")
             raise DiskFull(self._full)
-        self._reserve(need)
-
-    def _reserve(self, nbytes: int) -> None:
-        """The next write's blocks, taken now (:func:`safefile.reserve`): another process
-        filling the disk after the check can no longer make the write fail halfway. Once
-        the disk was found full, the log takes no more rows (only the closing status)."""
-        if self._wfd is not None:
-            try:
-                safefile.reserve(self._wfd, nbytes)
-            except DiskFull as e:
-                self._full = str(e)
-                raise
 
     def _pending_bytes(self) -> int:
         return ((self._rows.row_bytes + self._workers.row_bytes) * self._rows.n
@@ -314,16 +298,6 @@ class RunLog:
         self._workers.write(self._dsets["workers"], self._written)
         self._tasks.write(self._dsets["tasks"], self._tasks_written)
         self.f.flush()  # the rows are on disk before n_done says so
-        self._broken = False
-        try:  # the block may have used the reservation up: room for n_done's own write
-            self._reserve(MIN_ROOM // 16)
-        except DiskFull:  # the rows stay in the file, unannounced: n_done is the truth
-            self._drop_pending()
-            raise
-        except OSError:
-            self._broken = True
-            raise
-        self._broken = True
         self.f.attrs["n_done"] = self.n_done
         self.f.attrs["n_tasks"] = self.n_tasks
         self.f.flush()
@@ -430,8 +404,6 @@ class RunLog:
         try:
             if self._broken:  # a write failed halfway: writing more could only make it worse
                 raise DiskFull("the run log's last write failed")
-            if self._wfd is not None:
-                safefile.reserve(self._wfd, MIN_ROOM // 16)
             self.f.attrs["status"] = status
             self.f.attrs["finished"] = _now()
             self.f.close()
@@ -441,12 +413,9 @@ class RunLog:
             except Exception:
                 pass
         self.f = None
-        if self._wfd is not None:
-            safefile.unreserve(self._wfd)
         os.replace(self.part, self.path)
         safefile.release(self._lock)
-        safefile.release(self._wfd)
-        self._lock = self._wfd = None
+        self._lock = None
         return self.path
 
     def __del__(self):  # an abandoned log is closed as it stands (its rows stay valid)
@@ -456,5 +425,4 @@ class RunLog:
             except Exception:
                 pass
         safefile.release(getattr(self, "_lock", None))
-        safefile.release(getattr(self, "_wfd", None))
-        self._lock = self._wfd = None
+        self._lock = None

@@ -14,7 +14,7 @@ LONG_FUNCTIONS: dict[str, str] = {}
 # costs a reader more than the long file: STYLE.md).
 LONG_MODULES: dict[str, str] = {
     "analysis/plots.py": "every --plots figure and its shared styling (plots_more merged in)",
-    "io/runlog.py": "the run log writer: layout, blocks, disk reservation, checkpoints, close",
+    "io/runlog.py": "the run log writer: layout, blocks, the disk-full rules, checkpoints, close",
     "io/traces.py": "the trace format: CSV/Parquet tables, sampled and gappy rows (renumber, "
                     "fill), bounds, the file and its command",
 }

@@ -183,28 +183,28 @@ def test_results_json_replaces_a_link(tmp_path, victim):
     assert victim.read_text() == "precious" and out.read_text().strip() == '{\n "x": null\n}'
 
 
-def test_run_log_write_that_cannot_get_room_keeps_the_file_readable(tmp_path, monkeypatch):
-    """The disk fills (another process) between the free-space check and the write: the
-    reservation fails first, nothing is written, the rows announced stay readable."""
+def test_run_log_takes_no_rows_after_a_full_disk(tmp_path, monkeypatch):
+    """Once the disk is found full (here: at a checkpoint, whose error the loop only
+    records), the log refuses further rows: rows appended after dropped ones would land at
+    the wrong index. The line says what the file announces."""
     from mpicode.io import runlog
     out = tmp_path / "r.h5"
     log = runlog.RunLog(str(out), config_json="{}", n_workers=2, n_partitions=2,
                         flush_every=0)
     row = {"iteration": 0, "t_start": 0.0, "t_end": 1.0, "loss": 1.0}
-    for i in range(3):
+
+    def append(i):
         log.append({**row, "iteration": i}, {"compute_s": np.ones(2)},
                    {"worker": np.arange(2), "iteration": np.full(2, i)})
-    full = {"on": True}
-
-    def reserve(fd, nbytes):
-        if full["on"]:
-            raise safefile.DiskFull(f"could not reserve {nbytes} bytes for the next write")
-    monkeypatch.setattr(safefile, "reserve", reserve)
+    for i in range(3):
+        append(i)
+    monkeypatch.setattr(runlog, "room_for", lambda path: 0)  # the disk is full now
     with pytest.raises(safefile.DiskFull):
-        log.append({**row, "iteration": 3}, {"compute_s": np.ones(2)},
-                   {"worker": np.arange(2), "iteration": np.full(2, 3)})
+        append(3)
+    monkeypatch.setattr(runlog, "room_for", lambda path: 1 << 40)  # room again: too late
+    with pytest.raises(safefile.DiskFull):
+        append(4)
     assert log.kept() == "3 iterations readable, no checkpoint (it cannot be resumed)"
-    full["on"] = False
     log.close("failed")
     with h5py.File(out, "r") as f:
         assert int(f.attrs["n_done"]) == 3 and f.attrs["status"] == "failed"
