@@ -30,8 +30,53 @@ def _optional_pos(x):
     return None if x is None or x > 0 else "must be > 0"
 
 
+def rank0_table(x) -> str:
+    """A table of rank 0's per-action CPU model (``{policy: {call: [coefficients]}}``, as a
+    TOML table in a profile or as JSON text), stored as canonical JSON text."""
+    import json
+
+    from mpicode.engine.costs import CALLS, FEATURES
+    if isinstance(x, str):
+        if x.strip().lower() in ("", "none", "reference"):
+            return ""
+        try:
+            x = json.loads(x)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e.msg}") from None
+    if not isinstance(x, dict):
+        raise ValueError("must be a table {policy: {call: [coefficients]}}")
+    for pol, calls in x.items():
+        if not isinstance(calls, dict):
+            raise ValueError(f"entry {pol!r} must be a table of calls")
+        for call, coefs in calls.items():
+            if call not in CALLS:
+                raise ValueError(f"{pol}.{call}: unknown call (calls: {', '.join(CALLS)})")
+            if (not isinstance(coefs, list) or len(coefs) > len(FEATURES)
+                    or not all(isinstance(c, (int, float)) and math.isfinite(c) and c >= 0
+                               for c in coefs)):
+                raise ValueError(f"{pol}.{call}: must be a list of at most {len(FEATURES)} "
+                                 f"finite numbers >= 0 ({', '.join(FEATURES)})")
+    return json.dumps(x, sort_keys=True, separators=(",", ":"))
+
+
 G = "cost model"
 COST_OPTIONS: list[Option] = [
+    Option("coordinator_cost", str, "model", "cost model: rank 0's time for each of its "
+           "actions in virtual time (model: deterministic, from the work each action did; "
+           "measured: this process's CPU time, not reproducible; zero: instantaneous)",
+           choices=("model", "measured", "zero"), group=G),
+    Option("rank0_factor", _optional_float, None, "cost model: rank 0's wall time under MPI "
+           "per second of in-process policy CPU time (default: the reference profile's)",
+           check=_optional_pos, group=G),
+    Option("rank0_send_s", _optional_float, None, "cost model: rank 0's seconds per MPI "
+           "message it sends (default: the reference profile's)", check=_optional_nonneg,
+           group=G),
+    Option("rank0_recv_s", _optional_float, None, "cost model: rank 0's seconds per MPI "
+           "message it receives (default: the reference profile's)", check=_optional_nonneg,
+           group=G),
+    Option("rank0_table", rank0_table, "", "cost model: rank 0's CPU model per policy and "
+           "action, JSON {policy: {call: [coefficients]}} (default: the reference profile's; "
+           "docs/design.md §2.6)", group=G, metavar="JSON"),
     Option("profile", str, "", "calibrated cost profile (mpicode calibrate) for simulate and "
            "train --delay-mode virtual; options given explicitly override it", group=G,
            metavar="PROFILE.toml"),

@@ -60,16 +60,17 @@ class SimBackend:
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
               checkpoint_every: int = 0, dead_after: int = 0, optimizer=None,
-              costs=None) -> Trainer:
+              costs=None, rank0=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler). Every logged value
     is a function of the seed and of the cost model ``costs`` (:class:`CostModel`; by default
     zero: the decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal
-    files."""
+    files. ``rank0``: a :class:`mpicode.engine.rank0.Rank0` (default: charged by
+    ``costs.rank0``)."""
     dim = problem.dim if problem is not None else 0
     backend = SimBackend(problem)
     events = EventLoop(scheme, stragglers, partition_cost=partition_cost, uplink=uplink,
                        msg_bytes=msg_bytes or 8 * (5 + dim), vworkers=VirtualWorkers(n_workers),
-                       hooks=backend, costs=costs)
+                       hooks=backend, costs=costs, rank0=rank0)
     return Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=backend,
                    eval_every=eval_every, checkpoint_every=checkpoint_every,
                    dead_after=dead_after, log=log, optimizer=optimizer)

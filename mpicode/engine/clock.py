@@ -28,19 +28,22 @@ class Backoff:
         self.lo, self.hi, self.yields, self.growth = lo, hi, yields, growth
         self.dt = lo
         self.n = 0
+        self.slept = 0.0  # seconds spent in sleep() (rank 0: the time it was not busy)
 
     def reset(self) -> None:
         self.dt = self.lo
         self.n = 0
 
     def sleep(self, limit: float | None = None) -> None:
+        t0 = time.perf_counter()
         if self.n < self.yields:
             self.n += 1
             time.sleep(0)
-            return
-        dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
-        time.sleep(dt)
-        self.dt = min(self.hi, self.dt * self.growth)
+        else:
+            dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
+            time.sleep(dt)
+            self.dt = min(self.hi, self.dt * self.growth)
+        self.slept += time.perf_counter() - t0
 
 
 class VirtualClock:

@@ -54,10 +54,11 @@ def cached_problem(cfg, comm, cache: dict):
     return problem
 
 
-def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
+def logged_run(cfg, comm, cache: dict, attrs: dict | None = None, record: list | None = None):
     """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
     (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
-    None. ``cache`` keeps the loaded datasets between runs of one job."""
+    None. ``cache`` keeps the loaded datasets between runs of one job; ``record``: a list
+    rank 0 appends its actions to (§2.6)."""
     from mpicode import mpi as runtime
     from mpicode.engine.session import Session
     from mpicode.mpi.launch import execute
@@ -68,7 +69,7 @@ def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
              "dim": problem.dim, "n_ranks": comm.size, **(attrs or {})}
     session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs)
-    code = execute(cfg, comm, problem, session)
+    code = execute(cfg, comm, problem, session, record=record)
     return code, session.trainer
 
 
@@ -81,24 +82,34 @@ def columns(path: str) -> dict:
             "tasks": {k: tk[k] for k in tk.dtype.names}}
 
 
-def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
-    """Collective: the ping-pong and the runs; rank 0 returns (profile options, record)."""
+def measure(comm, quick: bool, workdir: str, policies: bool = True) -> tuple[dict, dict] | None:
+    """Collective: the ping-pong, rank 0's message costs, the runs and (``policies``) the
+    in-process fit of rank 0's per-action CPU model; rank 0 returns (profile options,
+    record)."""
     from mpicode.analysis.calibration import fit_profile
-    from mpicode.mpi.floor import pingpong
+    from mpicode.mpi.floor import barrier, pingpong, rank0_messages
     sizes = QUICK_SIZES if quick else SIZES
     one_way = pingpong(comm, sizes, reps=20 if quick else 200)
+    msg_costs = rank0_messages(comm, reps=50 if quick else 400)
     N = comm.size - 1
     size, iters = (QUICK, 6) if quick else (DEMO, 40)
-    runs, cache = [], {}
+    runs, cache, actions = [], {}, []
     for scheme in ("uncoded", "two-stage"):
         cfg = run_config(N, str(Path(workdir) / f"calibrate-{scheme}.h5"), size, iters,
                          scheme=scheme)
-        out = logged_run(cfg, comm, cache)
+        mine: list = []
+        out = logged_run(cfg, comm, cache, record=mine)
         if out is not None:
             if out[0] != 0:
                 raise RuntimeError(f"calibration run {scheme} failed (exit code {out[0]})")
             runs.append(columns(cfg.out))
-    comm.Barrier()
+            actions.append(mine)
+    table = None
+    if policies and comm.rank == 0:  # the others sleep in a polled barrier meanwhile
+        from mpicode.analysis import rank0_fit
+        table = rank0_fit.fit_table(rank0_fit.measure(
+            Ns=rank0_fit.QUICK_N if quick else rank0_fit.FIT_N))
+    barrier(comm, timeout=1800.0)
     if comm.rank != 0:
         return None
     X, K = next(iter(cache.values())).X, cfg.partitions  # logistic: dim = columns of X
@@ -106,7 +117,8 @@ def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
     over = sleep_overshoot()
     values, record = fit_profile(runs, {"bytes": sizes, "one_way_s": one_way}, rows=rows,
                                  features=dim, result_bytes=8 * (5 + dim), skip=2,
-                                 poll_s=Backoff().hi + over)
+                                 poll_s=Backoff().hi + over, actions=actions,
+                                 rank0_messages=msg_costs, rank0_table=table)
     record.update(workers=N, samples=size["samples"], iterations=iters, partitions=K,
                   runs=["uncoded", "two-stage"], sleep_overshoot_s=over)
     return values, record

@@ -25,6 +25,7 @@ from mpicode.engine.clock import WallClock
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
+from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
@@ -203,8 +204,9 @@ def run(cfg: Config) -> int:
     return 0
 
 
-def build(cfg: Config, comm, problem):
-    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``."""
+def build(cfg: Config, comm, problem, record: list | None = None):
+    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``. ``record``: a list to
+    which rank 0's actions are appended (``mpicode calibrate``; docs/design.md §2.6)."""
     N, K = comm.size - 1, cfg.partitions
     scheme = make_scheme(cfg, N, K)
     uplink = make_uplink(cfg, N, scheme)
@@ -214,11 +216,12 @@ def build(cfg: Config, comm, problem):
     if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
         from mpicode.simulator import model_partition_cost  # a profile's kernel speed
         cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
-    # the cost model is virtual time's: with real delays the costs are real
+    # the cost model is virtual time's: with real delays the costs are real (and measured)
+    costs = CostModel.from_config(cfg) if virtual else CostModel()
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
                        partition_cost=cost, msg_bytes=8 * coord.size,
-                       vworkers=VirtualWorkers(N) if virtual else None,
-                       costs=CostModel.from_config(cfg) if virtual else None)
+                       vworkers=VirtualWorkers(N) if virtual else None, costs=costs,
+                       rank0=Rank0(costs.rank0, N, virtual=virtual, record=record))
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
                       optimizer=make_optimizer(cfg, problem.dim),
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
@@ -237,7 +240,8 @@ def build(cfg: Config, comm, problem):
     return trainer, coord
 
 
-def execute(cfg: Config, comm, problem: Problem, session: Session | None = None):
+def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
+            record: list | None = None):
     """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
     returns the exit code, or the trainer when there is no session; the other ranks work and
     return their exit code (rank 0's decision, sent with STOP). STOP/ACK on the way out,
@@ -246,7 +250,7 @@ def execute(cfg: Config, comm, problem: Problem, session: Session | None = None)
         worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
         worker.loop()
         return worker.exit_code
-    trainer, coord = build(cfg, comm, problem)
+    trainer, coord = build(cfg, comm, problem, record)
 
     def stop() -> str | None:
         silent = coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))

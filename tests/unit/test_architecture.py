@@ -9,7 +9,10 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "mpicode"
 MODULE_LINES, FUNCTION_LINES = 400, 60
 # Functions allowed over the limit, each with its reason (kept short on purpose).
-LONG_FUNCTIONS: dict[str, str] = {}
+LONG_FUNCTIONS: dict[str, str] = {
+    "engine/loop.py:iteration": "one iteration's steps in order, each charged to rank 0 (§2.6): "
+                                "split, a reader would chase the order across functions",
+}
 
 
 def _modules():
