@@ -365,6 +365,10 @@ def summary(run, target_loss: float | None = None) -> dict:
         "mean_oracle_s": _mean(it.get("oracle_s", nan)),
         "vs_oracle": _ratio(fin, it.get("oracle_s", nan)),
         "vs_oracle_part": _ratio(fin, it.get("oracle_part_s", nan)),
+        # rank 0 as a server (docs/design.md §2.6): the mean fraction of an iteration it was
+        # busy, and its mean time in scheme and scheduler calls per iteration
+        "coord_busy": _mean(it.get("coord_busy", nan)),
+        "mean_policy_s": _mean(it.get("policy_s", nan)),
     }
     if target_loss is not None:
         row["target_loss"] = float(target_loss)

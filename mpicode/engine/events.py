@@ -42,6 +42,7 @@ from mpicode.engine.rows import IterationInfo
 from mpicode.engine.signals import stalled
 
 INF = math.inf
+HEARTBEAT_EVENTS = 2048  # virtual time: events between two heartbeats (~ms of wall time)
 
 
 class EventLoop:
@@ -137,11 +138,17 @@ class EventLoop:
         else:
             self.apply(it, acts, t, info, first)
 
-    def run(self, it: int, info: IterationInfo, t0: float = 0.0) -> float:
+    def run(self, it: int, info: IterationInfo, t0: float = 0.0, heartbeat=None) -> float:
         """Run iteration ``it`` (beginning at run time ``t0``) until the scheme can decode;
         returns the time (since ``t0``) at which it could: in virtual time with a
-        coordinator cost, when rank 0 has handled the message that completed it."""
+        coordinator cost, when rank 0 has handled the message that completed it.
+
+        ``heartbeat(it, events)``, if given, is called every :data:`HEARTBEAT_EVENTS` events
+        of a virtual-time iteration (one that can take long in wall time at large N): it
+        may show progress and raise :class:`~mpicode.engine.signals.Interrupted` on a stop
+        request (the wall clock's waits check the stop flag themselves)."""
         scheme, clock, r0 = self.scheme, self.clock, self.rank0
+        n_events = 0
         self.t0 = t0
         if self.vw is not None:
             self.vw.reset()
@@ -165,6 +172,9 @@ class EventLoop:
             if now < t_next:
                 continue  # (wall clock) a message came in first
             t = max(t, now)
+            n_events += 1
+            if heartbeat is not None and n_events % HEARTBEAT_EVENTS == 0:
+                heartbeat(it, n_events)
             if kind == -1:
                 te, _, acts, first = heapq.heappop(self.effects)
                 self.apply(it, acts, te, info, first)

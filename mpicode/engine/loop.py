@@ -101,7 +101,7 @@ class Trainer:
             self.vt += costs.coord_log_s + self._log_charge
         a = self.now()  # the previous row's bookkeeping ends here
         self._hook("begin", it, self.w, info)
-        t_wait = self.events.run(it, info, a)
+        t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
         dec, c_dec = r0.act(scheme.name, "decode", scheme.decode, count=_decode_work)
         gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
@@ -158,6 +158,15 @@ class Trainer:
                       else r0.busy_s + costs.coord_log_s + costs.coord_decode_s
                       + costs.coord_update_s)
         return out
+
+    def _heartbeat(self, it: int, events: int) -> None:
+        """Inside a long iteration: honour a stop request within moments, and let the
+        progress display say the iteration is still running."""
+        if stop_requested():
+            raise Interrupted
+        beat = getattr(self.progress, "heartbeat", None)
+        if beat is not None:
+            beat(it, events)
 
     def _idle(self) -> float:
         """Seconds rank 0 slept in the wall clock's waits so far (0 in virtual time)."""

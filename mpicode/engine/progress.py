@@ -23,6 +23,9 @@ class NoProgress:
     def update(self, row: dict) -> None:
         pass
 
+    def heartbeat(self, it: int, events: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -46,6 +49,7 @@ class LineProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.clock, self.interval = clock, float(interval)
         self.t_last = clock()
+        self.t_beat = -math.inf  # the last heartbeat line
         self.n_last = self.n
         self.loss = math.nan
         self.metric: tuple[str, float] | None = None
@@ -84,6 +88,16 @@ class LineProgress:
         if self.printed and self.n != self.n_last:
             self._emit()
 
+    def heartbeat(self, it: int, events: int) -> None:
+        """Called from inside a long iteration (every few thousand events of a simulated
+        one): a line once the interval has passed since the last, so that a run whose
+        single iteration takes minutes is not silent."""
+        now = self.clock()
+        if now - max(self.t_last, self.t_beat) >= self.interval:
+            print(f"mpicode: it {self.n}/{self.total}  iteration {it} still running "
+                  f"({events} events so far)", file=self.stream, flush=True)
+            self.t_beat = now  # (the rate of the next line still counts from t_last)
+
 
 class BarProgress:
     """A tqdm bar with the latest loss, coverage and iteration time."""
@@ -102,6 +116,9 @@ class BarProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def heartbeat(self, it: int, events: int) -> None:
+        self.bar.set_postfix_str(f"iteration {it}: {events} events", refresh=True)
 
 
 def make_progress(mode: str, total: int, desc: str, initial: int = 0, *, stream=None,

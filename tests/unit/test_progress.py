@@ -73,3 +73,23 @@ def test_auto_is_a_bar_on_a_terminal_and_lines_elsewhere():
     assert isinstance(make_progress("none", 5, "x"), NoProgress)
     with pytest.raises(ValueError):
         make_progress("fancy", 5, "x")
+
+
+def test_a_long_iteration_gets_heartbeat_lines_between_iterations():
+    import io
+
+    from mpicode.engine.progress import LineProgress
+    t = [0.0]
+    out = io.StringIO()
+    p = LineProgress(10, stream=out, clock=lambda: t[0], interval=3.0)
+    p.heartbeat(0, 2048)
+    assert out.getvalue() == ""            # not yet: the interval has not passed
+    t[0] = 3.5
+    p.heartbeat(0, 4096)
+    t[0] = 4.0
+    p.heartbeat(0, 6144)                   # within the interval of the last heartbeat
+    assert out.getvalue().splitlines() == [
+        "mpicode: it 0/10  iteration 0 still running (4096 events so far)"]
+    t[0] = 7.0
+    p.update({"loss": 0.5})                # the next regular line: rate from the start
+    assert out.getvalue().splitlines()[-1].startswith("mpicode: it 1/10  loss 0.5000  7 s/it")

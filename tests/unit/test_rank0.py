@@ -172,3 +172,26 @@ def test_the_option_table_round_trips_through_json_and_rejects_nonsense():
     for bad in ('{"x": {"nope": [1]}}', '{"x": {"result": [-1]}}', '[1]', "{oops"):
         with pytest.raises(ValueError):
             rank0_table(bad)
+
+
+def test_a_stop_request_ends_a_long_simulated_iteration(monkeypatch):
+    # SIGTERM is honoured inside an iteration, not only between iterations: the heartbeat
+    # raises Interrupted and the run ends with status interrupted
+    from mpicode.engine import events, signals
+    N = 64
+    cfg = _cfg(N, scheme="two-stage", stragglers="shifted-exp", seed=1)
+    monkeypatch.setattr(events, "HEARTBEAT_EVENTS", 8)
+    sim = _sim(cfg, N, rank0_cost("model"), iterations=0)
+    beats = []
+
+    class Beat:
+        def heartbeat(self, it, n):
+            beats.append(n)
+            signals.STOP["signal"] = 15
+
+    sim.progress = Beat()
+    try:
+        sim.run(3)
+    finally:
+        signals.STOP["signal"] = None
+    assert beats and sim.status == "interrupted" and not sim.history
