@@ -18,9 +18,9 @@ one clock, ``t_end`` since training started), stage-2 fraction and mean load (ab
 difference), and rank 0's mean busy fraction ``coord_busy`` (the coordinator cost model,
 docs/design.md §2.6; relative error). Targets: times within 10%, stage-2 fraction and load
 within 0.05; at N >= 16 (``--workers``) the scale targets of issue 23: mean iteration and
-mean ``coord_busy`` within 15%. Medians over the repetitions. Also shown: the wait and bookkeeping (``log_s``) phases, real and simulated,
-and the error of the iteration time less the bookkeeping (the part the model predicts; the
-bookkeeping is a measured constant that varies with the machine's I/O).
+mean ``coord_busy`` within 15%. Medians over the repetitions. Also shown: the wait and
+bookkeeping (``log_s``) phases, real and simulated, and the error of the iteration time less
+the bookkeeping (the part the model predicts; the bookkeeping varies with the machine's I/O).
 """
 
 from __future__ import annotations
