@@ -30,3 +30,16 @@ def register_scheduler(cls):
     """Register a scheduler class under ``cls.name`` (decorator)."""
     from mpicode.registry import register_scheduler as register
     return register(cls)
+
+
+def register_straggler_model(cls):
+    """Register a straggler model class under ``cls.name``, the value of ``--stragglers``
+    (decorator; see docs/extending.md)."""
+    from mpicode.registry import register_straggler_model as register
+    return register(cls)
+
+
+def register_channel(cls):
+    """Register a channel class under ``cls.name``, the value of ``--channel`` (decorator)."""
+    from mpicode.registry import register_channel as register
+    return register(cls)

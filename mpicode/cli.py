@@ -14,8 +14,10 @@ import argparse
 import signal
 import sys
 
-from mpicode import __version__
-from mpicode.config import SIMULATE_ONLY, UsageError, add_options, resolve
+from mpicode import __version__, registry
+from mpicode.config import add_options, resolve
+from mpicode.core_options import SIMULATE_ONLY
+from mpicode.errors import UsageError
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -156,6 +158,10 @@ def add_schemes(sub) -> None:
     sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
                         "plugins) with its options")
     sc.add_argument("--json", action="store_true", help="print JSON")
+    pl = sub.add_parser("plugins", help="every registered scheme, scheduler, straggler model "
+                        "and channel: where it comes from (built-in or entry point) and its "
+                        "options")
+    pl.add_argument("--json", action="store_true", help="print JSON")
 
 
 def add_traces(sub) -> None:
@@ -247,9 +253,9 @@ def dispatch(args) -> int:
     if args.command == "calibrate":
         from mpicode.mpi import calibrate
         return calibrate.main(args)
-    if args.command == "schemes":
-        from mpicode.registry import describe
-        print(describe(as_json=args.json))
+    if args.command in ("schemes", "plugins"):
+        kinds = ("scheme", "scheduler") if args.command == "schemes" else tuple(registry.KINDS)
+        print(registry.describe(as_json=args.json, kinds=kinds))
         return 0
     if args.command == "warmup":
         from mpicode.numerics import kernels
@@ -273,7 +279,7 @@ def main(argv=None) -> None:
               file=sys.stderr)
         sys.exit(2)
     try:
-        code = dispatch(build_parser().parse_args(args))
+        code = dispatch(parse(args))
         sys.stdout.flush()
     except UsageError as e:
         _usage_exit(str(e))
@@ -285,6 +291,21 @@ def main(argv=None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     sys.exit(code)
+
+
+def parse(args: list[str]) -> argparse.Namespace:
+    """The parsed command line. Plugins (entry points) are loaded only when needed: for
+    ``--help`` and ``config show`` (they list every option), or when a flag is unknown to
+    the built-ins (``--toy-copies``); a name only a plugin knows loads them in
+    :func:`mpicode.config.resolve`."""
+    if any(a in ("-h", "--help") for a in args) or args[:2] == ["config", "show"]:
+        registry.load_plugins()
+    try:
+        return build_parser().parse_args(args)
+    except UsageError:
+        if not registry.load_plugins():
+            raise
+    return build_parser().parse_args(args)
 
 
 def _stop_handlers_first(pending: int | None = None) -> None:

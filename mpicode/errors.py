@@ -4,3 +4,10 @@ the command with exit code 2, on every rank, never with a traceback."""
 
 class UsageError(Exception):
     """Bad input from the user: a configuration, a data or run file, a command line."""
+
+
+class PluginError(Exception):
+    """A plugin's code raised. ``str(e)`` is the one line that names the plugin (its kind,
+    name, entry point and distribution), the callback and the error; ``__cause__`` is the
+    original exception (its traceback is shown with ``--verbose``). The run is marked
+    failed and the command exits 1. Made by :func:`mpicode.registry.blame`."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import mpicode.analysis as analysis
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 STAGE_COLORS = {1: "#3b75af", 2: "#ef8636"}
 CANCELLED = "#c44e52"

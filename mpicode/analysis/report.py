@@ -20,7 +20,7 @@ from pathlib import Path
 
 import mpicode.analysis as analysis
 from mpicode.analysis import groups, table, whatif
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
 read_run = analysis.read_run

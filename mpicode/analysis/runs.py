@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
 from mpicode.stats import jain
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import h5py
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 
 def read_cells(path: str) -> list[str]:

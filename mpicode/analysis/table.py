@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 EMPTY = "-"
 NEVER = "never"

@@ -45,7 +45,7 @@ def sizes(N: int, quick: bool, only: tuple[str, ...] = ()) -> list[tuple[str, in
 def _plan(quick: bool, workers: str | None = None, only: str | None = None) -> dict:
     Ns = (4,) if quick else (4, 8, 16)
     if workers:
-        from mpicode.config import UsageError
+        from mpicode.errors import UsageError
         try:
             Ns = tuple(int(n) for n in workers.split(","))
         except ValueError:

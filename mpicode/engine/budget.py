@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 PER_WORKER = 2048      # bytes per (virtual) worker on the coordinator (K = 4N: +512)
 PER_PARTITION = 128    # bytes per micro-partition (row lists, scheme tables)

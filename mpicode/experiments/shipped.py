@@ -51,7 +51,7 @@ def locate(path: str) -> Path:
 
 def ensure(name: str, out_dir: Path | None = None) -> Path:
     """``out_dir/trace-NAME.h5`` (default the repository's data/), imported if missing."""
-    from mpicode.config import UsageError
+    from mpicode.errors import UsageError
     from mpicode.io.traces import import_trace
     out = (out_dir or data_dir()) / f"trace-{name}.h5"
     if out.exists():
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None, help="where to write (default the repo's data/)")
     a = p.parse_args(argv)
-    from mpicode.config import UsageError
+    from mpicode.errors import UsageError
     try:
         for path in ensure_all(Path(a.data_dir) if a.data_dir else None):
             print(f"trace: {path}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.datasets import Dataset, write_dataset
 from mpicode.io.labels import infer_task, mapping_attr, mapping_note
 from mpicode.io.textformats import _is_int, _lines, read_csv, read_libsvm

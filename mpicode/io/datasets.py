@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 DATA_FORMAT = "mpicode-dataset"
 BUILTIN = ("synthetic",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 
 def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io import safefile, schemelog
 from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value

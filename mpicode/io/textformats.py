@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.labels import encode_text
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.textformats import _is_number, _number
 
 TRACE_FORMAT = "mpicode-trace"

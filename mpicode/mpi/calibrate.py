@@ -153,7 +153,7 @@ def header(argv: list[str]) -> list[str]:
 def main(args) -> int:
     """The command (every rank); rank 0 writes ``--out``."""
     from mpicode import mpi as runtime
-    from mpicode.config import UsageError
+    from mpicode.errors import UsageError
     from mpicode.numerics import kernels
     from mpicode.profile import render_profile, write_profile
     out = Path(args.out)

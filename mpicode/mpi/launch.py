@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mpicode import mpi as runtime
-from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.config import Config, merge_resumed, validate_for_size
 from mpicode.engine import budget
 from mpicode.engine.clock import WallClock
 from mpicode.engine.costs import CostModel
@@ -30,6 +30,7 @@ from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.errors import UsageError
 from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model

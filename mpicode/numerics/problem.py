@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.datasets import Dataset, partition_rows
 from mpicode.numerics import batches, kernels, mlp
 
@@ -291,7 +291,7 @@ def reference_gd(problem: Problem, lr: float, iterations: int) -> np.ndarray:
 
 def _check_partitions(cfg, K: int, n_rows: int) -> None:
     """K <= training rows, saying so when K is the default 4N the user never chose."""
-    from mpicode.config import UsageError
+    from mpicode.errors import UsageError
     if K <= n_rows:
         return
     msg = f"--partitions {K} exceeds the {n_rows} training rows"
