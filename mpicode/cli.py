@@ -14,7 +14,7 @@ import argparse
 import signal
 import sys
 
-from mpicode import __version__, registry
+from mpicode import __version__, memory, registry
 from mpicode.config import add_options, resolve
 from mpicode.core_options import SIMULATE_ONLY
 from mpicode.errors import UsageError
@@ -199,11 +199,10 @@ def add_calibrate(sub) -> None:
 def _data(args) -> int:
     """``mpicode data synth | import | bundled``."""
     if args.data_command == "synth":
-        from mpicode.engine import budget
         from mpicode.io import datasets as data
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
-        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
+        memory.check(memory.data_bytes(args.samples * 1.2, args.features),
                      f"a {args.samples} x {args.features} dataset")
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)

@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpicode import memory
 from mpicode.errors import UsageError
 
 DATA_FORMAT = "mpicode-dataset"
@@ -196,12 +197,11 @@ def _check_arrays(arrs: dict, where: str) -> None:
 
 def _check_size(f: h5py.File, where: str) -> None:
     """Refuse (before reading) arrays whose header shapes do not fit in memory."""
-    from mpicode.engine import budget
     try:
         cells = sum(int(np.prod(f[k].shape, dtype=object)) for k in ("X", "y", "X_test", "y_test"))
     except Exception as e:  # a corrupt object header
         raise UsageError(f"{where}: cannot read data ({_h5_reason(e)})") from None
-    budget.check(8 * cells * budget.DATA_COPIES, f"{where}: its arrays")
+    memory.check(8 * cells * memory.DATA_COPIES, f"{where}: its arrays")
 
 
 def dataset_shape(spec: str) -> tuple[int, int, int, int] | None:
