@@ -8,12 +8,11 @@ The policies (schemes, schedulers) are pure objects; ``mpicode.mpi`` is the only
 module that talks MPI.
 """
 
-import os as _os
+from mpicode.launcher import one_thread_defaults as _one_thread_defaults
 
 # One thread per rank (ranks already share the cores): numba, BLAS and OpenMP read these when
 # they load, so they are set before any of them is imported. A user's own setting wins.
-for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    _os.environ.setdefault(_var, "1")
+_one_thread_defaults()
 
 __version__ = "0.2.0.dev0"  # CHANGELOG.md: the version scheme and tags
 FORMAT_VERSION = 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,10 @@ from pathlib import Path
 
 import h5py
 
+from mpicode import launcher
 from mpicode.errors import UsageError
+from mpicode.io import safefile
+from mpicode.launcher import mpiexec  # noqa: F401  (old name, here)
 
 
 def read_cells(path: str) -> list[str]:
@@ -73,7 +75,6 @@ def out_path(out_dir: Path, index: int, line: str) -> Path:
 def state(out: Path) -> tuple[str, Path | None]:
     """What to do with a cell: ('skip', out), ('resume', file with a checkpoint),
     ('rerun', file without one), ('busy', file a live run writes) or ('new', None)."""
-    from mpicode.io import safefile
     part = Path(str(out) + ".part")
     for f in (out, part):
         if not f.exists():
@@ -92,17 +93,9 @@ def state(out: Path) -> tuple[str, Path | None]:
     return "new", None
 
 
-def mpiexec() -> str:
-    env = os.environ.get("MPIEXEC")
-    if env:
-        return env
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else (shutil.which("mpiexec") or "mpiexec")
-
-
 def command(np_: int, line: str, out: Path, config: str | None, action: str,
             found: Path | None) -> list[str]:
-    cmd = [mpiexec(), "-n", str(np_), sys.executable, "-m", "mpi4py", "-m", "mpicode", "train"]
+    cmd = launcher.command(np_, ["mpicode", "train"])
     if config:
         cmd += ["--config", config]
     cmd += shlex.split(line) + shlex.split(os.environ.get("MPICODE_TRAIN_ARGS", ""))
@@ -120,8 +113,7 @@ def _last_line(text: str) -> str:
 
 def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
     """(exit code, one-line reason) of one cell; its output goes to ``log``."""
-    env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
+    env = launcher.one_thread_env(MPIEXEC_TIMEOUT=str(timeout))
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
     except subprocess.TimeoutExpired as e:

@@ -25,11 +25,11 @@ import argparse
 import datetime as _dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mpicode import launcher
 from mpicode.experiments import (
     analyse,
     figures,
@@ -55,15 +55,9 @@ def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
 
 def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
     """The MPI job, bounded by the launcher's timeout; its progress lines pass through."""
-    py = sys.executable
-    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               MPIEXEC_TIMEOUT=str(suite.mpiexec_timeout_s))
-    cmd = [mpiexec, "-n", str(suite.ranks), py, "-m", "mpi4py", "-m",
-           "mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
-           str(data_dir)] + (["--quick"] if suite.quick else [])
-    r = subprocess.run(cmd, env=env, timeout=suite.mpiexec_timeout_s + 60)
+    args = ["mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
+            str(data_dir)] + (["--quick"] if suite.quick else [])
+    r = launcher.launch(args, suite.ranks, timeout_s=suite.mpiexec_timeout_s)
     if r.returncode:
         raise SystemExit(f"experiments: the MPI job failed (exit code {r.returncode})")
 

@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from mpicode import launcher
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
 from mpicode.stats import ci_dict as _ci
@@ -167,6 +168,31 @@ def run_virtual(schemes, variants, seeds: int, N: int, iterations: int, quick: b
     return rows
 
 
+def run_mpi(schemes, variants, seeds: int, iterations: int, quick: bool, log=print,
+            timeout_s: int = 600) -> list[dict]:
+    """The MPI block as one job (``N + 1`` ranks, :mod:`mpicode.experiments.comm_mpi`),
+    rows like :func:`run_virtual`'s."""
+    N = Suite.make(quick).workers
+    args = ["mpicode.experiments.comm_mpi", "--inner", "--seeds", str(seeds),
+            "--iterations", str(iterations), "--schemes", *schemes, "--variants", *variants]
+    r = launcher.launch(args + (["--quick"] if quick else []), N + 1, timeout_s=timeout_s,
+                        capture=True)
+    if r.returncode:
+        raise SystemExit(f"comm study: the MPI job failed (exit code {r.returncode})")
+    cells = [json.loads(ln[5:]) for ln in r.stdout.splitlines() if ln.startswith("CELL ")]
+    rows = []
+    for scheme in schemes:
+        for v in variants:
+            per = sorted((c for c in cells if c["scheme"] == scheme and c["scheduler"] == v),
+                         key=lambda c: c["seed"])
+            if per:
+                keys = [k for k in per[0] if k not in ("scheme", "scheduler", "seed")]
+                rows.append({"block": "mpi", "scheme": scheme, "scheduler": v, "N": N,
+                             **{k: [c[k] for c in per] for k in keys}})
+    log(f"  comm study (MPI runtime): {len(cells)} cells")
+    return rows
+
+
 def verdict(ci: dict) -> str:
     if ci["hi"] < 1:
         return "holds"
@@ -249,7 +275,6 @@ def suite(quick: bool, log=print, mpi: bool = True) -> tuple[list[dict], list[di
             "target_at": TARGET_AT, "mpi": mpi}
     if mpi:
         t1 = time.perf_counter()
-        from mpicode.experiments.comm_mpi import run_mpi
         rows += run_mpi(p["mpi_schemes"], p["mpi_variants"], p["mpi_seeds"],
                         p["mpi_iterations"], quick, log)
         meta["mpi_s"] = time.perf_counter() - t1
