@@ -21,24 +21,24 @@ FORMAT_VERSION = 1
 def register_scheme(cls):
     """Register a scheme class under ``cls.name`` (decorator; see :mod:`mpicode.registry`).
     Imported lazily so that ``import mpicode`` stays light."""
-    from mpicode.registry import register_scheme as register
+    from mpicode.registry import register_scheme as register  # lazy: a light package root
     return register(cls)
 
 
 def register_scheduler(cls):
     """Register a scheduler class under ``cls.name`` (decorator)."""
-    from mpicode.registry import register_scheduler as register
+    from mpicode.registry import register_scheduler as register  # lazy: a light package root
     return register(cls)
 
 
 def register_straggler_model(cls):
     """Register a straggler model class under ``cls.name``, the value of ``--stragglers``
     (decorator; see docs/extending.md)."""
-    from mpicode.registry import register_straggler_model as register
+    from mpicode.registry import register_straggler_model as register  # lazy: a light package root
     return register(cls)
 
 
 def register_channel(cls):
     """Register a channel class under ``cls.name``, the value of ``--channel`` (decorator)."""
-    from mpicode.registry import register_channel as register
+    from mpicode.registry import register_channel as register  # lazy: a light package root
     return register(cls)

@@ -15,8 +15,9 @@ import signal
 import sys
 
 from mpicode import __version__, memory, registry
-from mpicode.config import add_options, resolve
+from mpicode.config import add_options, resolve, show
 from mpicode.core_options import SIMULATE_ONLY
+from mpicode.engine.signals import STOP, install_stop_handlers
 from mpicode.errors import UsageError
 
 BENCHES = {
@@ -97,7 +98,7 @@ def add_data(sub) -> None:
     sy.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     sy.add_argument("--out", required=True, metavar="FILE.h5", help="dataset file to write")
     sy.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    from mpicode.io.dataimport import add_import_arguments
+    from mpicode.io.dataimport import add_import_arguments  # lazy: after stop handlers
     im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
                          "bundled dataset into data/NAME.h5")
     add_import_arguments(im)
@@ -168,7 +169,9 @@ def add_traces(sub) -> None:
     tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
     tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
                              metavar="import")
-    from mpicode.io.traces import add_import_arguments as add_trace_arguments
+    from mpicode.io.traces import (
+        add_import_arguments as add_trace_arguments,  # lazy: after stop handlers
+    )
     add_trace_arguments(tsub.add_parser(
         "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
         "--stragglers trace:TRACE.h5"))
@@ -199,7 +202,7 @@ def add_calibrate(sub) -> None:
 def _data(args) -> int:
     """``mpicode data synth | import | bundled``."""
     if args.data_command == "synth":
-        from mpicode.io import datasets as data
+        from mpicode.io import datasets as data  # lazy: after stop handlers
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
         memory.check(memory.data_bytes(args.samples * 1.2, args.features),
@@ -209,30 +212,30 @@ def _data(args) -> int:
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
         return 0
     if args.data_command == "import":
-        from mpicode.io.dataimport import run_import
+        from mpicode.io.dataimport import run_import  # lazy: after stop handlers
         return run_import(args)
-    from mpicode.io.dataimport import build_bundled, print_bundled
+    from mpicode.io.dataimport import build_bundled, print_bundled  # lazy: after stop handlers
     print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force, seed=args.seed))
     return 0
 
 
 def dispatch(args) -> int:
     if args.command == "train":
-        from mpicode.mpi import launch as train
+        from mpicode.mpi import launch as train  # lazy: importing mpi4py initialises MPI
         return train.run(resolve(args))
     if args.command == "simulate":
-        from mpicode import simulator
+        from mpicode import simulator  # lazy: per command
         return simulator.simulate(resolve(args))
     if args.command == "report":
-        from mpicode.analysis import report
+        from mpicode.analysis import report  # lazy: per command
         return report.main(args)
     if args.command == "sweep":
-        from mpicode.analysis import sweep
+        from mpicode.analysis import sweep  # lazy: per command
         return sweep.main(args)
     if args.command == "data":
         return _data(args)
     if args.command == "traces":
-        from mpicode.io.traces import run_import as import_trace
+        from mpicode.io.traces import run_import as import_trace  # lazy: per command
         return import_trace(args)
     if args.command == "bench":
         import importlib
@@ -242,22 +245,21 @@ def dispatch(args) -> int:
         given = {"as_json": args.json, **vars(args)}
         mod.run(**{k: v for k, v in given.items() if k in params})
         if args.bench_command == "comm" and not args.no_e2e:
-            from mpicode.bench import comm_e2e
+            from mpicode.bench import comm_e2e  # lazy: per command
             comm_e2e.run(as_json=args.json, quick=args.quick)
         return 0
     if args.command == "config" and args.config_command == "show":
-        from mpicode.config import show
         print(show(resolve(args)))
         return 0
     if args.command == "calibrate":
-        from mpicode.mpi import calibrate
+        from mpicode.mpi import calibrate  # lazy: importing mpi4py initialises MPI
         return calibrate.main(args)
     if args.command in ("schemes", "plugins"):
         kinds = ("scheme", "scheduler") if args.command == "schemes" else tuple(registry.KINDS)
         print(registry.describe(as_json=args.json, kinds=kinds))
         return 0
     if args.command == "warmup":
-        from mpicode.numerics import kernels
+        from mpicode.numerics import kernels  # lazy: numba (~1 s)
         kernels.warmup()
         print("numba kernels compiled and cached")
         return 0
@@ -314,7 +316,6 @@ def _stop_handlers_first(pending: int | None = None) -> None:
     early: list[int] = [] if pending is None else [pending]
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, lambda signum, frame: early.append(signum))
-    from mpicode.engine.signals import STOP, install_stop_handlers
     install_stop_handlers()
     if early and STOP["signal"] is None:
         STOP["signal"] = early[-1]
@@ -335,7 +336,7 @@ def _usage_exit(message: str) -> None:
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
     rank = launcher_rank()
     if "mpi4py.MPI" in sys.modules:
-        from mpicode import mpi as runtime
+        from mpicode import mpi as runtime  # lazy: only when MPI is up already
         rank = runtime.world().rank
         runtime.finalize()
     if rank == 0:

@@ -36,6 +36,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from mpicode.core_options import OPTIONS
+from mpicode.engine.vworkers import VirtualWorkers
+
 ITERATIONS = 3
 DIM = 3
 
@@ -68,7 +71,6 @@ def _options(cls, params: dict) -> dict:
 
 def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
     """One iteration in virtual time; returns (decoding, summary, arrived ids)."""
-    from mpicode.engine.vworkers import VirtualWorkers
     vw = VirtualWorkers(scheme.N)
     late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
     took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
@@ -233,7 +235,6 @@ def check_scheme(cls, *, trials: int = 25, seed: int = 0, n_workers: int | None 
 def _model_config(cls, params: dict, **core):
     """A configuration for ``cls.from_config``: the core options at their defaults (plus
     ``core``), the class's options at theirs, ``params`` on top."""
-    from mpicode.core_options import OPTIONS
     values = {o.name: o.default for o in OPTIONS}
     values.update(core)
     values.update(_options(cls, params))

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpicode.engine.costs import CostModel
+
 KERNEL_OVERHEAD_S = 1e-6  # (the simulator's constant; kept in step by a unit test)
 
 
@@ -93,7 +95,6 @@ def fit_dispatch(extra: float, before: float, poll_s: float) -> float:
     """The dispatch latency d that makes a modelled result, landing ``d + before`` after
     the iteration began and seen at rank 0's next poll, arrive ``extra + before`` after it:
     what the wait held beyond compute and message, less the model's own polling delay."""
-    from mpicode.engine.costs import CostModel
     cm = CostModel(poll_s=poll_s)
     d = max(0.0, extra)
     for _ in range(4):  # a fixed point: the polling delay depends (a little) on d

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import mpicode.analysis as analysis
-from mpicode.analysis import groups, table, whatif
+from mpicode.analysis import groups, plots, table, whatif
 from mpicode.errors import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
@@ -224,7 +224,6 @@ def main(args) -> int:
                   group_by=group_by, workers=getattr(args, "workers", False))
     written = []
     if out_dir is not None:
-        from mpicode.analysis import plots
         g = runs[args.runs.index(gantt_run)]
         span = parse_range(getattr(args, "gantt_iterations", None), g["n"]) if g["n"] else None
         sets = None

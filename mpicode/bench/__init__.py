@@ -10,8 +10,8 @@ def inner_setup(argv):
     every rank, and a communicator of its own."""
     import argparse
 
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+    from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
     p = argparse.ArgumentParser()
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")

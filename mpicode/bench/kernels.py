@@ -73,7 +73,7 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                                         text=True).stdout)
         _print(res, as_json, out)
         return res
-    from mpicode.numerics import kernels, mlp
+    from mpicode.numerics import kernels, mlp  # lazy: numba, after the thread limits are set
     t0 = time.perf_counter()
     for warm in (kernels.warmup, mlp.warmup):
         warm()
@@ -144,7 +144,7 @@ def _numpy_mlp(X, y, Ws, bs):
 
 
 def _mlp_rows(quick: bool, repeats: int) -> list[dict]:
-    from mpicode.numerics import mlp
+    from mpicode.numerics import mlp  # lazy: numba, after the thread limits are set
 
     out = []
     for n, d, hidden, C in MLP_SHAPES:

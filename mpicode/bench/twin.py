@@ -35,6 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode import analysis
+from mpicode.bench import launch_inner
+from mpicode.engine.costs import CostModel
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.numerics import kernels
+from mpicode.numerics.problem import Problem
+from mpicode.profile import load_profile, render_profile
+from mpicode.schemes import SCHEMES, make_scheme
+from mpicode.simulator import Simulator, model_partition_cost
+from mpicode.wire import result_bytes
+
 STRAGGLERS = {
     "bimodal": {"stragglers": "bimodal", "slow_fraction": 0.25, "slowdown": 5.0},
     "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},
@@ -44,7 +55,6 @@ TARGET_SCALE, SCALE_N = 0.15, 16  # N >= 16: mean iteration and coord_busy withi
 
 
 def exact_schemes() -> list[str]:
-    from mpicode.schemes import SCHEMES
     return [name for name, cls in SCHEMES.items() if getattr(cls, "exact", False)]
 
 
@@ -74,7 +84,7 @@ def _real_path(d: str, N: int, strag: str, scheme: str, rep: int) -> str:
 
 
 def _config(N, out, plan, strag, scheme, rep, **kw):
-    from mpicode.mpi.calibrate import DEMO, run_config
+    from mpicode.mpi.calibrate import DEMO, run_config  # lazy: importing mpi4py initialises MPI
     size = dict(DEMO, seed=DEMO["seed"] + rep)
     return run_config(N, out, size, plan["iterations"], scheme=scheme,
                       delay_unit=plan["delay_unit"], **{**STRAGGLERS[strag], **kw})
@@ -82,10 +92,12 @@ def _config(N, out, plan, strag, scheme, rep, **kw):
 
 def _inner(argv) -> int:
     """The MPI job at one N: calibrate, then the real runs."""
-    from mpicode import mpi as runtime
-    from mpicode.mpi.calibrate import header, logged_run, measure
-    from mpicode.numerics import kernels
-    from mpicode.profile import render_profile
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+    from mpicode.mpi.calibrate import (  # lazy: importing mpi4py initialises MPI
+        header,
+        logged_run,
+        measure,
+    )
     p = argparse.ArgumentParser()
     p.add_argument("--dir", required=True)
     p.add_argument("--quick", action="store_true")
@@ -130,11 +142,6 @@ def metrics(rows: list[dict] | dict, target: float) -> dict:
 
 def simulate_trace(real: str, cfg, profile: dict):
     """The calibrated simulation of ``real``'s trace (in-process ``simulate --profile``)."""
-    from mpicode.engine.costs import CostModel
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.numerics.problem import Problem
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, model_partition_cost
     cfg = cfg.replace(stragglers=f"trace:{real}", **profile)
     N, K = cfg.n_workers, cfg.partitions
     problem = Problem.from_config(cfg, K)
@@ -142,15 +149,13 @@ def simulate_trace(real: str, cfg, profile: dict):
                     partition_cost=model_partition_cost(problem.n / K, problem.dim,
                                                         cfg.kernel_elements_per_s),
                     problem=problem, lr=cfg.lr, eval_every=cfg.eval_every,
-                    msg_bytes=8 * (5 + problem.dim), costs=CostModel.from_config(cfg))
+                    msg_bytes=result_bytes(problem.dim), costs=CostModel.from_config(cfg))
     sim.run(cfg.iterations)
     return sim.history
 
 
 def compare(d: str, N: int, plan: dict) -> dict:
     """Every cell at N: real and simulated metrics per repetition, errors, medians."""
-    from mpicode import analysis
-    from mpicode.profile import load_profile
     profile = load_profile(str(Path(d) / f"profile-{N}.toml"))
     out = {}
     for rep in range(plan["reps"]):
@@ -237,8 +242,6 @@ def run(as_json: bool = False, quick: bool = False, keep: str | None = None,
         workers: str | None = None, schemes: str | None = None) -> dict:
     """``keep``: a directory to keep the profiles and the real runs in (default: none);
     ``workers``: N values (``"16,32"``); ``schemes``: only these (and uncoded)."""
-    from mpicode.bench import launch_inner
-    from mpicode.profile import load_profile
     Ns = [int(x) for x in workers.split(",")] if workers else None
     chosen = [x for x in schemes.split(",") if x] if schemes else None
     plan = _plan(quick, Ns, chosen)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import time
 
+from mpicode.engine.signals import Interrupted
+
 # the backoff's first sleep, growth factor and longest sleep (the simulator's poll model,
 # mpicode.engine.costs, uses the same three)
 BACKOFF_LO, BACKOFF_GROWTH, BACKOFF_HI = 1e-5, 1.25, 1e-3
@@ -83,7 +85,6 @@ class WallClock:
         """Return the time now, once a message came in or ``t_next`` is reached (whichever
         first); sleeps at most until ``t_next``."""
         if self.stop():
-            from mpicode.engine.signals import Interrupted
             raise Interrupted
         if self.poll():
             self.backoff.reset()

@@ -30,9 +30,13 @@ import time
 from pathlib import Path
 
 from mpicode import launcher
+from mpicode.analysis.runs import read_run
 from mpicode.experiments import (
     analyse,
+    comm_study,
     figures,
+    mlp_publish,
+    mlp_study,
     publish,
     seeded,
     study,
@@ -40,17 +44,8 @@ from mpicode.experiments import (
     sweep,
     verdicts,
 )
+from mpicode.experiments.shipped import build_datasets  # noqa: F401  (old name, here)
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
-
-
-def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
-    """The scikit-learn datasets, standardised (as ``mpicode data bundled``); kept if present."""
-    from mpicode.io.dataimport import import_dataset
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        p = data_dir / f"{name}.h5"
-        if not p.exists():
-            import_dataset(name, str(p), test_fraction=0.2, standardize=True, seed=0)
 
 
 def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
@@ -84,7 +79,6 @@ def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
     block): run and saved in ``OUT/comm_study.{json,md}``, or read back with --analyse-only."""
     import json
 
-    from mpicode.experiments import comm_study
     path = out / "comm_study.json"
     if analyse_only:
         return json.loads(path.read_text())["compare"] if path.exists() else []
@@ -149,14 +143,12 @@ def main(argv=None) -> int:
     print("experiments: seeded scheme comparison in the simulator (CIs)", flush=True)
     study_out = study.suite(suite.quick, log=lambda m: print(m, flush=True))
     print("experiments: MLP on digits in the simulator (CIs)", flush=True)
-    from mpicode.experiments import mlp_publish, mlp_study
     mlp_out = mlp_study.suite(suite.quick, log=lambda m: print(m, flush=True),
                               data_dir=data_dir)
     comm_cmp = comm_claim(suite.quick, out, a.analyse_only)
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
-    from mpicode.analysis.runs import read_run
     cache: dict = {}
 
     def read(name: str) -> dict:

@@ -17,6 +17,7 @@ import json
 import math
 import sys
 
+from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,
     config,
@@ -25,13 +26,14 @@ from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old na
     run_mpi,
     target_iteration,
 )
+from mpicode.mpi import bounds  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.launch import build, execute  # lazy: importing mpi4py initialises MPI
+from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 
 
 def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
-    from mpicode.mpi import bounds
-    from mpicode.mpi.calibrate import cached_problem
-    from mpicode.mpi.launch import build, execute
     N = comm.size - 1
     cfg = config(opts, N, delay_mode="sleep")
     problem = cached_problem(cfg, comm, cache)
@@ -68,8 +70,6 @@ def _inner(argv) -> int:
     p.add_argument("--iterations", type=int, required=True)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
     kernels.warmup()
     comm = runtime.world().Dup()
     cache: dict = {}

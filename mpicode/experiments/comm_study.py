@@ -44,10 +44,16 @@ import time
 import numpy as np
 
 from mpicode import launcher
+from mpicode.config import Config, defaults, validate_for_size
+from mpicode.engine.uplink import make_uplink
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator, model_partition_cost
 from mpicode.stats import ci_dict as _ci
 from mpicode.stats import jain
+from mpicode.wire import result_bytes
 
 SUBJECT = "lyapunov"
 BASELINES = ("fifo", "round-robin", "max-weight", "proportional-fair")
@@ -73,7 +79,6 @@ def options(scheme: str, variant: str, seed: int, iterations: int, quick: bool) 
 
 
 def config(opts: dict, N: int, **extra):
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(quiet=True, **extra)
     v.update(opts)
@@ -131,17 +136,13 @@ def cell_metrics(per_it: dict, sched, k_target: int) -> dict:
 
 def simulate(opts: dict, N: int) -> dict:
     """One cell in virtual time (the simulator; timing only)."""
-    from mpicode.engine.uplink import make_uplink
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, model_partition_cost
     cfg = config(opts, N, compute="none")
     K = cfg.partitions
     scheme = make_scheme(cfg, N, K)
     uplink = make_uplink(cfg, N, scheme)
     sim = Simulator(scheme, make_straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=model_partition_cost(cfg.samples / K, cfg.features),
-                    uplink=uplink, msg_bytes=8 * (5 + cfg.features))
+                    uplink=uplink, msg_bytes=result_bytes(cfg.features))
     per: dict = {k: [] for k in ("iter_s", "t_end", "comm_s", "link_s")}
     for k in range(cfg.iterations):
         out = sim.iteration(k)

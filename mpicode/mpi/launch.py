@@ -42,6 +42,8 @@ from mpicode.numerics.batches import with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
+from mpicode.simulator import model_partition_cost
+from mpicode.wire import result_bytes
 
 log = logging.getLogger("mpicode")
 
@@ -215,12 +217,11 @@ def build(cfg: Config, comm, problem, record: list | None = None):
     virtual = cfg.delay_mode == "virtual"
     cost = cfg.partition_cost or 0.0
     if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
-        from mpicode.simulator import model_partition_cost  # a profile's kernel speed
         cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
     # the cost model is virtual time's: with real delays the costs are real (and measured)
     costs = CostModel.from_config(cfg) if virtual else CostModel()
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
-                       partition_cost=cost, msg_bytes=8 * coord.size,
+                       partition_cost=cost, msg_bytes=result_bytes(problem.dim),
                        vworkers=VirtualWorkers(N) if virtual else None, costs=costs,
                        rank0=Rank0(costs.rank0, N, virtual=virtual, record=record))
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
