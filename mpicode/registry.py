@@ -444,14 +444,20 @@ def _plugin_packages() -> dict[str, Origin]:
 
 def _blamed_frame(tb, packages: dict[str, Origin]):
     """(origin, frame) of the outermost traceback frame that runs a plugin's code: the
-    callback mpicode called (or the first plugin function it reached)."""
+    callback mpicode called (or the first plugin function it reached). The origin is the
+    class of that frame's ``self`` when it is a registered plugin, else its package's."""
     while tb is not None:
         f = tb.tb_frame
         o = packages.get(f.f_globals.get("__name__", "").split(".")[0])
         if o is not None:
-            return o, f
+            own = origin(_frame_self(f)) if _frame_self(f) is not None else None
+            return (own if own is not None and not own.builtin else o), f
         tb = tb.tb_next
     return None, None
+
+
+def _frame_self(frame):
+    return frame.f_locals.get("self", frame.f_locals.get("cls"))
 
 
 def plugin_failure(exc: BaseException, obj=None, callback: str | None = None) -> str | None:
@@ -459,7 +465,7 @@ def plugin_failure(exc: BaseException, obj=None, callback: str | None = None) ->
 
     ``obj``/``callback``: the object mpicode called and the method's name, when the caller
     knows them (e.g. ``plugin_failure(e, scheme, "react")``); else both are found in the
-    traceback (the outermost frame in a plugin's module). The line::
+    traceback (the outermost frame in a plugin's package). The line::
 
         plugin scheme 'toy' (entry point mpicode.schemes 'toy = mpicode_toyscheme:Replicated'
         of mpicode-toyscheme 0.1) failed in Replicated.react: ValueError: boom
@@ -471,7 +477,7 @@ def plugin_failure(exc: BaseException, obj=None, callback: str | None = None) ->
     if o is None or o.builtin:
         return None
     if callback is None and frame is not None:
-        self = frame.f_locals.get("self", frame.f_locals.get("cls"))
+        self = _frame_self(frame)
         owner = (self if isinstance(self, type) else type(self)).__qualname__ \
             if self is not None else None
         callback = f"{owner}.{frame.f_code.co_name}" if owner else frame.f_code.co_name

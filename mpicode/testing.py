@@ -249,7 +249,7 @@ def _finite_nonneg(x, what: str, ctx: str, allow_inf: bool = False) -> None:
 
 
 def check_straggler_model(cls, *, trials: int = 12, seed: int = 0, iterations: int = 6,
-                          **params) -> None:
+                          n_workers: int | None = None, **params) -> None:
     """Assert that a straggler model class keeps the contract every driver relies on.
 
     For random sizes (N workers, K partitions), both ``--delay-form`` values and a few
@@ -258,13 +258,14 @@ def check_straggler_model(cls, *, trials: int = 12, seed: int = 0, iterations: i
     interleaved with ``rate``, ``one_off`` and ``worker_profile`` calls: the answers must be
     equal bit for bit (a draw is a function of the seed and its counters, never of the order
     of calls), and every delay, rate and one-off finite and >= 0. ``params`` set the class's
-    options (``check_straggler_model(Bimodal, slowdown=3.0)``). Raises ``AssertionError``
-    naming the trial that failed.
+    options, or any core option (``check_straggler_model(Bimodal, slowdown=3.0)``;
+    ``stragglers="trace:RUN.h5"``); ``n_workers`` fixes N. Raises ``AssertionError`` naming
+    the trial that failed.
     """
     rng = np.random.default_rng(seed)
     name = getattr(cls, "name", cls.__name__)
     for trial in range(trials):
-        N = int(rng.integers(1, 9))
+        N = n_workers or int(rng.integers(1, 9))
         K = N * int(rng.integers(1, 4))
         form = ("worker", "task")[trial % 2]
         s = int(rng.integers(0, 2**31))
@@ -299,7 +300,8 @@ def check_straggler_model(cls, *, trials: int = 12, seed: int = 0, iterations: i
                                      "calls")
 
 
-def check_channel(cls, *, trials: int = 6, seed: int = 0, **params) -> None:
+def check_channel(cls, *, trials: int = 6, seed: int = 0, n_workers: int | None = None,
+                  **params) -> None:
     """Assert that a channel class keeps the contract every driver relies on.
 
     For random N and seeds, two instances built by ``cls.from_config`` are asked for the
@@ -307,12 +309,13 @@ def check_channel(cls, *, trials: int = 6, seed: int = 0, **params) -> None:
     the other shuffled: equal bit for bit (``rates(s)`` is a function of the seed and ``s``
     only); every rate is >= 0 and finite (``inf`` only for an ``ideal`` channel), an array
     of N; ``samples`` agrees with ``rates``; ``mean_rates`` is N rates >= 0. ``params`` set
-    the class's options. Raises ``AssertionError`` naming the trial that failed.
+    the class's options (or core ones); ``n_workers`` fixes N. Raises ``AssertionError``
+    naming the trial that failed.
     """
     rng = np.random.default_rng(seed)
     name = getattr(cls, "name", cls.__name__)
     for trial in range(trials):
-        N = int(rng.integers(1, 9))
+        N = n_workers or int(rng.integers(1, 9))
         s = int(rng.integers(0, 2**31))
         ctx = f"check_channel: {name} trial {trial} (N={N}, seed={s})"
         cfg = _model_config(cls, params, seed=s, channel=name)
