@@ -26,7 +26,7 @@ from mpi4py import MPI
 from mpicode.engine import faults
 from mpicode.engine.signals import STOP
 from mpicode.mpi.comm import Backoff
-from mpicode.mpi.protocol import TAG_ACK, TAG_STOP
+from mpicode.wire import TAG_ACK, TAG_STOP
 
 
 def exit_code(status: str, error: str | None) -> int:
