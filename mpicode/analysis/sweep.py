@@ -35,7 +35,6 @@ import h5py
 from mpicode import launcher
 from mpicode.errors import UsageError
 from mpicode.io import safefile
-from mpicode.launcher import mpiexec  # noqa: F401  (old name, here)
 
 
 def read_cells(path: str) -> list[str]:
@@ -93,9 +92,14 @@ def state(out: Path) -> tuple[str, Path | None]:
     return "new", None
 
 
+def mpiexec() -> str:
+    """The launcher every cell uses (:func:`mpicode.launcher.mpiexec_path`)."""
+    return launcher.mpiexec_path()
+
+
 def command(np_: int, line: str, out: Path, config: str | None, action: str,
             found: Path | None) -> list[str]:
-    cmd = launcher.command(np_, ["mpicode", "train"])
+    cmd = [*launcher.mpiexec_argv(np_), *launcher.python_m("mpicode", "train")]
     if config:
         cmd += ["--config", config]
     cmd += shlex.split(line) + shlex.split(os.environ.get("MPICODE_TRAIN_ARGS", ""))
@@ -113,7 +117,7 @@ def _last_line(text: str) -> str:
 
 def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
     """(exit code, one-line reason) of one cell; its output goes to ``log``."""
-    env = launcher.one_thread_env(MPIEXEC_TIMEOUT=str(timeout))
+    env = launcher.launch_env(timeout=timeout)
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
     except subprocess.TimeoutExpired as e:

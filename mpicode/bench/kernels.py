@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from mpicode.launcher import BLAS_THREAD_VARS, one_thread_env
+from mpicode.launcher import BLAS_THREAD_VARS, launch_env
 
 SHAPES = ((20000, 500), (100000, 50), (2000, 5000))
 DTYPES = ("float64", "float32")
@@ -66,7 +66,7 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
     if not _one_thread_here():
         # numpy's BLAS already runs several threads: measure in a fresh interpreter instead
         import subprocess
-        env = one_thread_env()
+        env = launch_env()
         cmd = [sys.executable, "-m", "mpicode.bench.kernels", "--json"] + (
             ["--quick"] if quick else [])
         res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
