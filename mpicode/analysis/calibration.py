@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.engine.costs import CostModel
+from mpicode.engine import rank0_reference as ref
+from mpicode.engine.costs import CostModel, ModelCost
 
 KERNEL_OVERHEAD_S = 1e-6  # (the simulator's constant; kept in step by a unit test)
 
@@ -119,7 +120,6 @@ def fit_rank0(actions_per_run: list[list], table: dict, send_s: float, recv_s: f
     """(``rank0_factor``, the model's mean per-iteration charges of the ``log``, ``decode``
     and ``update`` phases at that factor) from the runs' recorded actions: the factor is the
     summed wall time of every action over the summed CPU the table predicts for them."""
-    from mpicode.engine.costs import ModelCost
     m = ModelCost(table)
     wall = pred = 0.0
     its = [it for acts in actions_per_run for it in _iterations(acts, skip)]
@@ -177,7 +177,6 @@ def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
     if actions:
         import json
 
-        from mpicode.engine import rank0_reference as ref
         send_s, recv_s = rank0_messages or (ref.SEND_S, ref.RECV_S)
         table = rank0_table if rank0_table is not None else ref.TABLE
         factor, charged = fit_rank0(actions, table, send_s, recv_s, skip)

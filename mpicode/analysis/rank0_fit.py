@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode import registry
+from mpicode.config import Config, defaults, validate_for_size
 from mpicode.engine.costs import FEATURES, ModelCost
+from mpicode.engine.rank0 import Rank0
+from mpicode.engine.session import Session
+from mpicode.errors import UsageError
+from mpicode.simulator import Simulator, prepare
 
 # the sizes and runs of a fit: several N for the log N and N terms, stragglers so that the
 # schemes re-plan and cancel, a few iterations each (the first one warms up and is dropped)
@@ -106,7 +112,6 @@ def fit_table(records: list) -> dict:
 
 def run_config(scheme: str, N: int, out: str, **kw):
     """A validated simulation configuration for a fit run."""
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(scheme=scheme, workers=N, compute="none", iterations=ITERATIONS, quiet=True,
              force=True, stragglers="shifted-exp", stragglers_tolerated=1, out=out,
@@ -118,9 +123,6 @@ def run_config(scheme: str, N: int, out: str, **kw):
 def record_run(cfg, records: list) -> None:
     """Simulate ``cfg`` (logged to its ``out``, as a real run is) with rank 0's actions
     appended to ``records``; the first iteration (warm-up) is left out."""
-    from mpicode.engine.rank0 import Rank0
-    from mpicode.engine.session import Session
-    from mpicode.simulator import Simulator, prepare
     cfg, problem, scheme, uplink, stragglers, _ = prepare(cfg)
     mine: list = []
     sim = Simulator(scheme, stragglers, n_workers=scheme.N, partition_cost=cfg.partition_cost,
@@ -136,8 +138,6 @@ def record_run(cfg, records: list) -> None:
 def measure(schemes=None, Ns=FIT_N, schedulers=None, log=None) -> list:
     """Recorded actions of every registered scheme at each N, and of every scheduler with an
     emulated uplink. Schemes that cannot run at an N (divisibility, tolerance) are skipped."""
-    from mpicode import registry
-    from mpicode.config import UsageError
     schemes = list(registry.schemes()) if schemes is None else list(schemes)
     schedulers = list(registry.schedulers()) if schedulers is None else list(schedulers)
     records: list = []

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpicode.mpi.comm import Backoff
+from mpicode.mpi.comm import Backoff, SendPool
 
 
 def wait(req: MPI.Request, timeout: float = 60.0) -> None:
@@ -39,7 +39,6 @@ def rank0_messages(comm: MPI.Comm, reps: int = 200) -> tuple[float, float] | Non
     no waiting is counted). Rank 0 gets (send_s, recv_s), others None. The coordinator
     pays these for every TASK, CANCEL, GRANT and MODEL it sends and every message it
     receives; the cost model charges them (docs/design.md §2.6)."""
-    from mpicode.mpi.comm import SendPool
     buf = np.zeros(8)
     N = comm.size - 1
     sends, recvs = [], []
