@@ -9,6 +9,7 @@ them. Any problem is a one-line :class:`UsageError` naming the file.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -30,12 +31,22 @@ def _optional_pos(x):
     return None if x is None or x > 0 else "must be > 0"
 
 
+CALLS = ("begin", "result", "tick", "slot", "decode", "end", "rows", "log")
+"""The coordinator's actions: the scheme's stage-1 plan (``begin``), a result and a tick
+(``on_result``/``react``, ``on_tick``), the uplink scheduler's slot step, the decode, the
+iteration's close (``outstanding`` + ``end``), building the row (records and oracle) and
+logging it (append, progress, snapshot)."""
+
+FEATURES = ("one", "log2n", "n", "tasks", "parts", "msgs")
+"""The deterministic measure of an action's work: a constant, log2(N), N, the tasks it
+touched (dispatched + cancelled by an event; every task of the iteration for ``end``,
+``rows``, ``log``), the partitions of the tasks it dispatched, and the messages it combined
+(``decode``) or that waited for the slot (``slot``)."""
+
+
 def rank0_table(x) -> str:
     """A table of rank 0's per-action CPU model (``{policy: {call: [coefficients]}}``, as a
     TOML table in a profile or as JSON text), stored as canonical JSON text."""
-    import json
-
-    from mpicode.engine.costs import CALLS, FEATURES
     if isinstance(x, str):
         if x.strip().lower() in ("", "none", "reference"):
             return ""

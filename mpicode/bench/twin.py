@@ -137,7 +137,15 @@ def metrics(rows: list[dict] | dict, target: float) -> dict:
             "time_to_target_s": float(get("t_end")[hit[0]]) if hit.size else math.inf,
             "stage2_frac": float(np.mean(get("stage2") > 0)),
             "mean_load": float(np.mean(get("load"))),
-            "coord_busy": float(np.mean(get("coord_busy")))}
+            "coord_busy": _mean_of(get, "coord_busy")}
+
+
+def _mean_of(get, key: str) -> float:
+    """The mean of a column the rows may not have (older runs: NaN)."""
+    try:
+        return float(np.mean(get(key)))
+    except KeyError:
+        return math.nan
 
 
 def simulate_trace(real: str, cfg, profile: dict):

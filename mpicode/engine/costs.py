@@ -31,10 +31,13 @@ did (:class:`Work`); see docs/design.md §2.6.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, fields
 
+from mpicode.engine import rank0_reference
 from mpicode.engine.clock import BACKOFF_GROWTH, BACKOFF_HI, BACKOFF_LO
+from mpicode.profile import CALLS, FEATURES  # noqa: F401  (the cost model's vocabulary)
 
 # ---- rank 0 as a server (docs/design.md §2.6) ---------------------------------------------------
 #
@@ -42,19 +45,6 @@ from mpicode.engine.clock import BACKOFF_GROWTH, BACKOFF_HI, BACKOFF_LO
 # charges it (a message that lands while rank 0 is busy waits; a decision takes effect when
 # rank 0 has made it); on the wall clock it is measured. What an action costs is a function
 # of the work it did, described by :class:`Work`.
-
-CALLS = ("begin", "result", "tick", "slot", "decode", "end", "rows", "log")
-"""The coordinator's actions: the scheme's stage-1 plan (``begin``), a result and a tick
-(``on_result``/``react``, ``on_tick``), the uplink scheduler's slot step, the decode, the
-iteration's close (``outstanding`` + ``end``), building the row (records and oracle) and
-logging it (append, progress, snapshot)."""
-
-FEATURES = ("one", "log2n", "n", "tasks", "parts", "msgs")
-"""The deterministic measure of an action's work: a constant, log2(N), N, the tasks it
-touched (dispatched + cancelled by an event; every task of the iteration for ``end``,
-``rows``, ``log``), the partitions of the tasks it dispatched, and the messages it combined
-(``decode``) or that waited for the slot (``slot``)."""
-
 
 @dataclass(frozen=True)
 class Work:
@@ -167,9 +157,8 @@ def rank0_cost(mode: str, table: dict | None = None, factor: float | None = None
     (:mod:`mpicode.engine.rank0_reference`)."""
     if mode == "zero":
         return ZERO_RANK0
-    from mpicode.engine import rank0_reference as ref
+    ref = rank0_reference
     if isinstance(table, str):  # the option's canonical JSON text ("" : the reference's)
-        import json
         table = json.loads(table) if table else None
     table = ref.TABLE if table is None else table
     factor = ref.FACTOR if factor is None else factor

@@ -19,6 +19,7 @@ and consecutive rows tile training time with no gap.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -29,7 +30,10 @@ from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
+from mpicode.io import checkpoint
+from mpicode.io.runlog import DiskFull
 from mpicode.models.oracle import oracle_row
+from mpicode.numerics.optim import GD
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
@@ -61,7 +65,6 @@ class Trainer:
         self.dead = DeadWorkers(n_workers, dead_after)
         self.w = problem.initial_w() if problem is not None else np.zeros(0)
         if optimizer is None:
-            from mpicode.numerics.optim import GD
             optimizer = GD(lr)
         self.optimizer = optimizer  # rank 0's update rule (its state is checkpointed)
         self.vt = 0.0          # virtual clock
@@ -222,7 +225,6 @@ class Trainer:
                                  "row: left out of planning", it, w, w + 1,
                                  int(self.dead.missed[w]))
         if gone and self.runlog is not None:
-            import json
             self.runlog.set_attrs(dead_workers=json.dumps(self.dead.left))
 
     # ---- the run ------------------------------------------------------------------------------
@@ -276,7 +278,6 @@ class Trainer:
         """Append the iteration's rows to the run log (a failed write stops the run) and
         show progress: rank 0's bookkeeping, charged to the next row (its ``log_s``)."""
         if self.runlog is not None:
-            from mpicode.io.runlog import DiskFull
             try:
                 self.runlog.add_notes(out["row"]["iteration"], out.get("notes", ()))
                 self.runlog.append(out["row"], out["workers"], out["tasks"])  # (n_done last)
@@ -289,7 +290,6 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def take_snapshot(self, next_iteration: int) -> dict:
-        from mpicode.io import checkpoint
         # the model into a reused buffer (at 10^6 parameters a fresh copy costs ms a row)
         if self._snap_w is None or self._snap_w.shape != self.w.shape:
             self._snap_w = np.empty(self.w.shape)
@@ -303,7 +303,6 @@ class Trainer:
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
-        from mpicode.io import checkpoint
         self.w = np.array(snap["w"], dtype=float)
         self.vt = float(snap["vt"])
         self.t_offset = float(snap["t_offset"])

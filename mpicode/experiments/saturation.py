@@ -22,6 +22,13 @@ import sys
 
 import numpy as np
 
+from mpicode import registry
+from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.engine.costs import CostModel
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator
+
 NS = (16, 64, 256, 1024, 4096, 16384)
 QUICK_NS = (8, 32)
 ITERATIONS = 6
@@ -30,11 +37,6 @@ HALF = 0.5
 
 def measure(scheme: str, N: int, iterations: int = ITERATIONS, seed: int = 7) -> dict:
     """Mean coord_busy, iteration time and policy time of ``scheme`` at N (iterations 1..)."""
-    from mpicode.config import Config, defaults, validate_for_size
-    from mpicode.engine.costs import CostModel
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator
     v = dict(defaults().values)
     v.update(scheme=scheme, seed=seed, stragglers="shifted-exp", stragglers_tolerated=1,
              samples=max(4000, 4 * N), compute="none", delay_unit=0.02, iterations=iterations,
@@ -69,8 +71,6 @@ def run(schemes=None, ns=NS, iterations: int = ITERATIONS, log=print) -> dict:
     """Rows (scheme, N, coord_busy, iter_s, policy_s), each scheme's saturation N and notes
     (where a scheme stopped and why). A scheme stops growing N once rank 0 is saturated
     (busy >= 0.9): beyond, the iteration is rank 0's alone."""
-    from mpicode import registry
-    from mpicode.config import UsageError
     schemes = list(registry.schemes()) if schemes is None else list(schemes)
     rows, sat, notes = [], {}, []
     for name in schemes:

@@ -22,11 +22,7 @@ LEAF = {"mpicode.errors", "mpicode.options", "mpicode.core_options", "mpicode.pr
         "mpicode.stats", "mpicode.memory", "mpicode.wire", "mpicode.launcher"}
 POLICIES = ("schemes", "schedulers", "models")
 # Leaf modules that still reach above the leaf, each with the issue that ends it.
-LEAF_EXCEPTIONS: dict[str, str] = {
-    "profile.py": "issue 23: the check of --rank0-table reads CALLS/FEATURES from "
-                  "engine/costs.py (inside the function); those constants belong in the leaf "
-                  "with the one cost model",
-}
+LEAF_EXCEPTIONS: dict[str, str] = {}
 
 # Long modules and functions, each with the reason it stays one piece (cohesion, not lines).
 MODULE_LINES, FUNCTION_LINES = 400, 60
@@ -43,9 +39,6 @@ LONG_FUNCTIONS: dict[str, str] = {
 
 # Function-level imports without a '# lazy:' reason, each with the issue that removes them.
 UNREASONED_LAZY: dict[str, str] = {
-    "engine/loop.py": "issue 23: the lead rewrites the run loop (hooks) in this phase",
-    "engine/costs.py": "issue 23: the one cost model module, the lead's in this phase",
-    "profile.py": "issue 23: rank0_table's check reads engine/costs.py (see LEAF_EXCEPTIONS)",
     "analysis/plots.py": "issue 27: plots.py <-> plots_more.py, merged into one module there",
 }
 
