@@ -8,12 +8,11 @@ The policies (schemes, schedulers) are pure objects; ``mpicode.mpi`` is the only
 module that talks MPI.
 """
 
-import os as _os
+from mpicode.launcher import one_thread_defaults as _one_thread_defaults
 
 # One thread per rank (ranks already share the cores): numba, BLAS and OpenMP read these when
 # they load, so they are set before any of them is imported. A user's own setting wins.
-for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    _os.environ.setdefault(_var, "1")
+_one_thread_defaults()
 
 __version__ = "0.2.0.dev0"  # CHANGELOG.md: the version scheme and tags
 FORMAT_VERSION = 1
@@ -22,11 +21,24 @@ FORMAT_VERSION = 1
 def register_scheme(cls):
     """Register a scheme class under ``cls.name`` (decorator; see :mod:`mpicode.registry`).
     Imported lazily so that ``import mpicode`` stays light."""
-    from mpicode.registry import register_scheme as register
+    from mpicode.registry import register_scheme as register  # lazy: a light package root
     return register(cls)
 
 
 def register_scheduler(cls):
     """Register a scheduler class under ``cls.name`` (decorator)."""
-    from mpicode.registry import register_scheduler as register
+    from mpicode.registry import register_scheduler as register  # lazy: a light package root
+    return register(cls)
+
+
+def register_straggler_model(cls):
+    """Register a straggler model class under ``cls.name``, the value of ``--stragglers``
+    (decorator; see docs/extending.md)."""
+    from mpicode.registry import register_straggler_model as register  # lazy: a light package root
+    return register(cls)
+
+
+def register_channel(cls):
+    """Register a channel class under ``cls.name``, the value of ``--channel`` (decorator)."""
+    from mpicode.registry import register_channel as register  # lazy: a light package root
     return register(cls)

@@ -14,9 +14,12 @@ import argparse
 import signal
 import sys
 
-from mpicode import __version__
-from mpicode.config import SIMULATE_ONLY, UsageError, add_options, resolve
-from mpicode.errors import WriteError
+from mpicode import __version__, memory, registry
+from mpicode.config import add_options, resolve, show
+from mpicode.core_options import SIMULATE_ONLY
+from mpicode.engine import faults
+from mpicode.engine.signals import STOP, install_stop_handlers
+from mpicode.errors import UsageError, WriteError
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -35,7 +38,11 @@ BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
                            "help": "skip the end-to-end MPI part"})],
     "twin": [("--keep", {"metavar": "DIR", "default": None,
-                         "help": "keep the profiles and the real runs in DIR"})],
+                         "help": "keep the profiles and the real runs in DIR"}),
+             ("--workers", {"metavar": "N,N", "default": None,
+                            "help": "these N (default 4,8; 16,32 for the scale targets)"}),
+             ("--schemes", {"metavar": "A,B", "default": None,
+                            "help": "only these exact schemes (and uncoded)"})],
     "overhead": [("--workers", {"metavar": "N,N", "default": None,
                                 "help": "only these N (default 4,8,16)"}),
                  ("--sizes", {"metavar": "LABEL,LABEL", "default": None,
@@ -96,7 +103,7 @@ def add_data(sub) -> None:
     sy.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     sy.add_argument("--out", required=True, metavar="FILE.h5", help="dataset file to write")
     sy.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    from mpicode.io.dataimport import add_import_arguments
+    from mpicode.io.dataimport import add_import_arguments  # lazy: after stop handlers
     im = dsub.add_parser("import", help="import CSV, LIBSVM/svmlight, NPZ or a scikit-learn "
                          "bundled dataset into data/NAME.h5")
     add_import_arguments(im)
@@ -157,13 +164,19 @@ def add_schemes(sub) -> None:
     sc = sub.add_parser("schemes", help="every registered scheme and scheduler (built-in and "
                         "plugins) with its options")
     sc.add_argument("--json", action="store_true", help="print JSON")
+    pl = sub.add_parser("plugins", help="every registered scheme, scheduler, straggler model "
+                        "and channel: where it comes from (built-in or entry point) and its "
+                        "options")
+    pl.add_argument("--json", action="store_true", help="print JSON")
 
 
 def add_traces(sub) -> None:
     tp = sub.add_parser("traces", help="straggler traces: import (CSV, Parquet)")
     tsub = tp.add_subparsers(dest="traces_command", required=True, parser_class=Parser,
                              metavar="import")
-    from mpicode.io.traces import add_import_arguments as add_trace_arguments
+    from mpicode.io.traces import (
+        add_import_arguments as add_trace_arguments,  # lazy: after stop handlers
+    )
     add_trace_arguments(tsub.add_parser(
         "import", help="per-iteration, per-worker durations -> TRACE.h5 for "
         "--stragglers trace:TRACE.h5"))
@@ -194,44 +207,42 @@ def add_calibrate(sub) -> None:
 def _data(args) -> int:
     """``mpicode data synth | import | bundled``."""
     if args.data_command == "synth":
-        from mpicode.engine import budget
-        from mpicode.io import datasets as data
+        from mpicode.io import datasets as data  # lazy: after stop handlers
         if args.samples < 1 or args.features < 1:
             raise UsageError("--samples and --features must be >= 1")
-        budget.check(budget.data_bytes(args.samples * 1.2, args.features),
+        memory.check(memory.data_bytes(args.samples * 1.2, args.features),
                      f"a {args.samples} x {args.features} dataset")
         data.write_dataset(data.synthetic(args.samples, args.features, args.seed), args.out,
                            force=args.force)
         print(f"wrote {args.out}: {args.samples} x {args.features} (+ test rows)")
         return 0
     if args.data_command == "import":
-        from mpicode.io.dataimport import run_import
+        from mpicode.io.dataimport import run_import  # lazy: after stop handlers
         return run_import(args)
-    from mpicode.io.dataimport import build_bundled, print_bundled
+    from mpicode.io.dataimport import build_bundled, print_bundled  # lazy: after stop handlers
     print_bundled(args.out_dir, build_bundled(args.out_dir, force=args.force, seed=args.seed))
     return 0
 
 
 def dispatch(args) -> int:
     if args.command in ("train", "simulate"):
-        from mpicode.engine import faults
         faults.check()  # a malformed MPICODE_FAULT (tests only) is one line, before the run
     if args.command == "train":
-        from mpicode.mpi import launch as train
+        from mpicode.mpi import launch as train  # lazy: importing mpi4py initialises MPI
         return train.run(resolve(args))
     if args.command == "simulate":
-        from mpicode import simulator
+        from mpicode import simulator  # lazy: per command
         return simulator.simulate(resolve(args))
     if args.command == "report":
-        from mpicode.analysis import report
+        from mpicode.analysis import report  # lazy: per command
         return report.main(args)
     if args.command == "sweep":
-        from mpicode.analysis import sweep
+        from mpicode.analysis import sweep  # lazy: per command
         return sweep.main(args)
     if args.command == "data":
         return _data(args)
     if args.command == "traces":
-        from mpicode.io.traces import run_import as import_trace
+        from mpicode.io.traces import run_import as import_trace  # lazy: per command
         return import_trace(args)
     if args.command == "bench":
         import importlib
@@ -241,22 +252,21 @@ def dispatch(args) -> int:
         given = {"as_json": args.json, **vars(args)}
         mod.run(**{k: v for k, v in given.items() if k in params})
         if args.bench_command == "comm" and not args.no_e2e:
-            from mpicode.bench import comm_e2e
+            from mpicode.bench import comm_e2e  # lazy: per command
             comm_e2e.run(as_json=args.json, quick=args.quick)
         return 0
     if args.command == "config" and args.config_command == "show":
-        from mpicode.config import show
         print(show(resolve(args)))
         return 0
     if args.command == "calibrate":
-        from mpicode.mpi import calibrate
+        from mpicode.mpi import calibrate  # lazy: importing mpi4py initialises MPI
         return calibrate.main(args)
-    if args.command == "schemes":
-        from mpicode.registry import describe
-        print(describe(as_json=args.json))
+    if args.command in ("schemes", "plugins"):
+        kinds = ("scheme", "scheduler") if args.command == "schemes" else tuple(registry.KINDS)
+        print(registry.describe(as_json=args.json, kinds=kinds))
         return 0
     if args.command == "warmup":
-        from mpicode.numerics import kernels
+        from mpicode.numerics import kernels  # lazy: numba (~1 s)
         kernels.warmup()
         print("numba kernels compiled and cached")
         return 0
@@ -277,7 +287,7 @@ def main(argv=None) -> None:
               file=sys.stderr)
         sys.exit(2)
     try:
-        code = dispatch(build_parser().parse_args(args))
+        code = dispatch(parse(args))
         sys.stdout.flush()
     except UsageError as e:
         _usage_exit(str(e))
@@ -294,6 +304,21 @@ def main(argv=None) -> None:
     sys.exit(code)
 
 
+def parse(args: list[str]) -> argparse.Namespace:
+    """The parsed command line. Plugins (entry points) are loaded only when needed: for
+    ``--help`` and ``config show`` (they list every option), or when a flag is unknown to
+    the built-ins (``--toy-copies``); a name only a plugin knows loads them in
+    :func:`mpicode.config.resolve`."""
+    if any(a in ("-h", "--help") for a in args) or args[:2] == ["config", "show"]:
+        registry.load_plugins()
+    try:
+        return build_parser().parse_args(args)
+    except UsageError:
+        if not registry.load_plugins():
+            raise
+    return build_parser().parse_args(args)
+
+
 def _stop_handlers_first(pending: int | None = None) -> None:
     """train/simulate: from now on SIGTERM/SIGINT/SIGUSR1 are a clean stop (exit 3), even
     while numpy is still being imported: a bare handler records the signal until the run
@@ -301,7 +326,6 @@ def _stop_handlers_first(pending: int | None = None) -> None:
     early: list[int] = [] if pending is None else [pending]
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, lambda signum, frame: early.append(signum))
-    from mpicode.engine.signals import STOP, install_stop_handlers
     install_stop_handlers()
     if early and STOP["signal"] is None:
         STOP["signal"] = early[-1]
@@ -322,7 +346,7 @@ def _usage_exit(message: str) -> None:
     argument parsing is identical on every rank): rank 0 prints, all finalize."""
     rank = launcher_rank()
     if "mpi4py.MPI" in sys.modules:
-        from mpicode import mpi as runtime
+        from mpicode import mpi as runtime  # lazy: only when MPI is up already
         rank = runtime.world().rank
         runtime.finalize()
     if rank == 0:

@@ -1,7 +1,9 @@
-"""Layered configuration: package defaults < TOML file (``--config``) < command line.
+"""Layered configuration: package defaults < profile < TOML file (``--config``) < command
+line; and the merge of a resumed run's stored configuration with the new command line.
 
-Every option is declared once: in :data:`OPTIONS` (the core table), or on the scheme or
-scheduler class that owns it (``options = (Option(...), ...)``, see docs/extending.md).
+Every option is declared once: in :data:`OPTIONS` (the core table,
+:mod:`mpicode.core_options`), or on the scheme, scheduler, straggler model or channel class
+that owns it (``options = (Option(...), ...)``, see docs/extending.md).
 :func:`all_options` joins them; the argparse parser, the TOML loader, validation and
 ``mpicode config show`` are all derived from it, so an option can never exist in one place
 and not the other.
@@ -13,21 +15,27 @@ import argparse
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
+from mpicode import registry
+from mpicode.core_options import MODELS, OPTIMIZERS, OPTIONS, SIMULATE_ONLY  # noqa: F401
+from mpicode.errors import UsageError
+from mpicode.options import (  # noqa: F401  (old names: mpicode.config.X)
     Option,
-    UsageError,
     _bool,
     _finite_float,
     _is_pos_float,
     _optional_float,
     _optional_int,
-    dataset_file,
+    boolean,
     default_text,
+    finite_float,
     hidden_sizes,
     nearest,
     nonneg,
+    optional_float,
+    optional_int,
     optional_positive,
     positive,
     read_toml,
@@ -35,167 +43,14 @@ from mpicode.options import (  # noqa: F401  (re-exported: mpicode.config.X)
     unit_open_closed,
     unit_right_open,
 )
-from mpicode.profile import COST_OPTIONS, load_profile
-
-MODELS = ("logistic", "softmax", "least-squares", "mlp")
-OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
-CHANNELS = ("ideal", "constant", "rayleigh", "gilbert-elliott", "trace")
-STRAGGLERS = ("none", "shifted-exp", "exp-per-iteration", "bimodal", "pareto", "gilbert-elliott")
-# plus "trace:RUN.h5" (replay a recorded run), checked in validation
-
-OPTIONS: list[Option] = [
-    # --- run --------------------------------------------------------------------------
-    Option("scheme", str, "uncoded", "computing-phase scheme", group="scheme"),  # + registry
-    Option("stragglers_tolerated", int, 1, "stragglers S the scheme tolerates", check=nonneg,
-           group="scheme", metavar="S"),
-    Option("dataset", str, "synthetic", "dataset NAME (data/NAME.h5 or a built-in) or PATH",
-           group="data", check=dataset_file),
-    Option("samples", int, 4000, "rows of the built-in synthetic dataset", check=positive,
-           group="data"),
-    Option("features", int, 50, "columns of the built-in synthetic dataset", check=positive,
-           group="data"),
-    Option("model", str, "logistic", "model to train", choices=MODELS, group="model"),
-    Option("dtype", str, "float64", "floating-point type of data and kernels",
-           choices=("float64", "float32"), group="model"),
-    Option("partitioning", str, "iid",
-           "how rows go to partitions: iid | sorted (by label) | dirichlet:ALPHA (label skew)",
-           group="data", check=lambda x: None if x in ("iid", "sorted") or (
-               x.startswith("dirichlet:") and _is_pos_float(x[10:]))
-           else "must be iid, sorted or dirichlet:ALPHA with ALPHA > 0"),
-    Option("iterations", int, 50, "gradient-descent iterations T", check=positive, metavar="T"),
-    Option("lr", _finite_float, 0.5, "learning rate", check=positive, group="model"),
-    Option("l2", _finite_float, 1e-4, "L2 regularisation weight", check=nonneg, group="model"),
-    Option("hidden", str, "64", "mlp: hidden layer widths H or H1,H2", check=hidden_sizes,
-           group="model", metavar="H[,H2]"),
-    Option("activation", str, "relu", "mlp: hidden activation", choices=("relu", "tanh"),
-           group="model"),
-    Option("batch_size", _optional_int, None,
-           "mini-batch B per iteration, B/K rows of every partition (default: full batch)",
-           check=optional_positive, group="model", metavar="B"),
-    Option("epochs", _optional_float, None,
-           "run ceil(E n_train / B) iterations instead of --iterations", check=optional_positive,
-           group="model", metavar="E"),
-    Option("optimizer", str, "gd", "rank-0 update rule", choices=OPTIMIZERS, group="model"),
-    Option("momentum", _finite_float, 0.9, "momentum/nesterov: coefficient mu",
-           check=unit_right_open, group="model"),
-    Option("beta1", _finite_float, 0.9, "adam: first-moment decay", check=unit_right_open,
-           group="model"),
-    Option("beta2", _finite_float, 0.999, "adam: second-moment decay", check=unit_right_open,
-           group="model"),
-    Option("eps", _finite_float, 1e-8, "adam: denominator epsilon", check=positive,
-           group="model"),
-    Option("partitions", _optional_int, None, "micro-partitions K (default 4N)",
-           check=optional_positive, metavar="K", group="data"),
-    Option("seed", int, 0, "seed of everything random (data, stragglers, codes)", check=nonneg),
-    Option("out", str, "runs/run.h5", "HDF5 run log to write"),
-    Option("force", _bool, False, "overwrite an existing --out", flag_only=True),
-    Option("quiet", _bool, False, "no progress bar, only warnings (implies --progress none)",
-           flag_only=True),
-    Option("progress", str, "auto", "stderr progress: auto (a bar on a terminal, else a line "
-           "every few seconds)", choices=("auto", "bar", "lines", "none")),
-    Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
-    Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
-    # --- stragglers (docs/design.md §5) ------------------------------------------------
-    Option("stragglers", str, "none",
-           "straggler model: " + " | ".join(STRAGGLERS) + " | trace:RUN.h5 (a recorded run)"
-           " | trace:TRACE.h5 (mpicode traces import)",
-           check=lambda x: None if x in STRAGGLERS or (x.startswith("trace:") and len(x) > 6)
-           else f"unknown straggler model (choose from {', '.join(STRAGGLERS)}, trace:RUN.h5)",
-           group="stragglers"),
-    Option("trace_map", str, "refuse",
-           "trace:TRACE.h5 with more workers or iterations than the trace: refuse, cycle "
-           "(iterations wrap) or tile (workers and iterations wrap)",
-           choices=("refuse", "cycle", "tile"), group="stragglers"),
-    Option("delay_unit", _finite_float, 0.01,
-           "emulated compute seconds for one worker's fair share (K/N partitions)",
-           check=nonneg, group="stragglers"),
-    Option("task_overhead", _finite_float, 0.0,
-           "seconds added to every task (dispatch, read, reply): splitting work has a price",
-           check=nonneg, group="stragglers", metavar="SECONDS"),
-    Option("delay_form", str, "worker",
-           "shifted-exp/pareto random rate: drawn once per worker and iteration (worker: a "
-           "slow machine is slow for all its tasks) or afresh per task (task)",
-           choices=("worker", "task"), group="stragglers"),
-    Option("shift", _finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
-           check=nonneg, group="stragglers"),
-    Option("mu", _finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
-           check=positive, group="stragglers"),
-    Option("delay_mean", _finite_float, 2.0,
-           "exp-per-iteration: mean of the one Exp delay per worker and iteration, in units",
-           check=nonneg, group="stragglers"),
-    Option("slow_fraction", _finite_float, 0.25, "bimodal: fraction of persistently slow workers",
-           check=unit_closed, group="stragglers"),
-    Option("slowdown", _finite_float, 5.0, "bimodal/gilbert-elliott: slowdown factor",
-           check=lambda x: None if x >= 1 else "must be >= 1", group="stragglers"),
-    Option("pareto_shape", _finite_float, 2.5, "pareto: tail index", check=positive,
-           group="stragglers"),
-    Option("ge_p_bad", _finite_float, 0.1, "gilbert-elliott: P(good -> bad) per iteration",
-           check=unit_closed, group="stragglers"),
-    Option("ge_p_good", _finite_float, 0.5, "gilbert-elliott: P(bad -> good) per iteration",
-           check=unit_closed, group="stragglers"),
-]
-
-OPTIONS += [
-    # --- communication phase (docs/design.md §4) ---------------------------------------
-    Option("channel", str, "ideal", "uplink channel model", choices=CHANNELS, group="comm"),
-    Option("channel_trace", str, "", "trace channel: file of per-slot rates (bytes/slot)",
-           group="comm"),
-    Option("scheduler", str, "lyapunov", "uplink scheduler (when --channel is not ideal)",
-           group="comm"),  # choices: the registry
-    Option("slot_ms", _finite_float, 2.0, "slot length tau_s in ms", check=positive,
-           group="comm"),
-    Option("bandwidth", _finite_float, 5e6, "channel bandwidth B in bytes/s", check=positive,
-           group="comm"),
-    Option("snr_db", _finite_float, 10.0, "mean SNR (dB) of the middle worker", group="comm"),
-    Option("snr_spread_db", _finite_float, 20.0, "near/far spread of mean SNR across workers (dB)",
-           check=nonneg, group="comm"),
-    Option("access", str, "tdma", "one worker per slot (tdma) or split among the top m (ofdma)",
-           choices=("tdma", "ofdma"), group="comm"),
-    Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
-           flag_only=True, group="comm"),
-    # --- simulator (docs/design.md §8) ---------------------------------------------------
-    Option("workers", _optional_int, None, "simulate: number of virtual workers N",
-           check=optional_positive, group="simulate"),
-    Option("compute", str, "real", "simulate: real gradients or none (timing only)",
-           choices=("real", "none"), group="simulate"),
-    Option("partition_cost", _optional_float, None,
-           "simulate: compute seconds per partition (default: the documented kernel model, "
-           "1 us + rows x features / 2e9 s; see --measure-partition-cost)",
-           check=optional_positive, group="simulate"),
-    Option("measure_partition_cost", _bool, False,
-           "simulate: time the fused kernel on this machine for the default partition cost "
-           "(runs then differ between machines and loads)", flag_only=True, group="simulate"),
-    Option("delay_mode", str, "sleep", "injected delays as real sleeps or virtual time",
-           choices=("sleep", "virtual"), group="stragglers"),
-    # --- reliability -----------------------------------------------------------------------
-    Option("checkpoint_every", int, 0, "store a checkpoint every K iterations (0: only at the end)",
-           check=nonneg, group="reliability"),
-    Option("resume", str, "", "continue the run stored in this HDF5 file (in place)",
-           group="reliability"),
-    Option("flush_every", _finite_float, 1.0, "write log rows every SECONDS (0: every "
-           "iteration); a kill loses at most these", check=nonneg, group="reliability"),
-    Option("dead_after", int, 0, "leave a worker out after M missed iterations (0: never)",
-           check=nonneg, group="reliability"),
-    Option("stop_timeout", _finite_float, 30.0,
-           "train: seconds to wait for every worker to acknowledge STOP; then the run log is "
-           "closed and the job aborted", check=positive, group="reliability"),
-    Option("startup_timeout", _finite_float, 600.0,
-           "train: seconds rank 0 waits for every worker at each start-up step (loading the "
-           "data, compiling); then it names the ranks that did not answer and the job ends",
-           check=positive, group="reliability"),
-]
-
-OPTIONS += COST_OPTIONS
-finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
-    _optional_int, _bool  # public: for the options schemes and schedulers declare
+from mpicode.profile import load_profile
 
 
 def all_options() -> list[Option]:
-    """:data:`OPTIONS` and the ``options`` of every registered scheme and scheduler
-    (:func:`mpicode.registry.merged_options`): flags, TOML keys, validation and ``config
-    show`` all derive from this list."""
-    from mpicode.registry import merged_options
-    return merged_options(OPTIONS)
+    """:data:`OPTIONS` and the ``options`` of every registered scheme, scheduler, straggler
+    model and channel (:func:`mpicode.registry.merged_options`; plugins only once loaded):
+    flags, TOML keys, validation and ``config show`` all derive from this list."""
+    return registry.merged_options(OPTIONS)
 
 
 def by_name() -> dict[str, Option]:
@@ -203,10 +58,15 @@ def by_name() -> dict[str, Option]:
 
 
 def __getattr__(name):  # old names: every option by name, the registered names as tuples
-    from mpicode import registry
-    old = {"BY_NAME": by_name, "SCHEMES": registry.schemes, "SCHEDULERS": registry.schedulers}
+    if name == "BY_NAME":
+        return by_name()
+    if name == "STRAGGLERS":  # the names that take no argument (trace:RUN.h5 does)
+        return tuple(n for n, c in registry.straggler_models().items()
+                     if not getattr(c, "argument", None))
+    old = {"SCHEMES": registry.schemes, "SCHEDULERS": registry.schedulers,
+           "CHANNELS": registry.channels}
     if name in old:
-        return old[name]() if name == "BY_NAME" else tuple(old[name]())
+        return tuple(old[name]())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -237,8 +97,6 @@ class Config:
         v.update(kw)
         return Config(v, dict(self.source))
 
-
-SIMULATE_ONLY = ("workers", "compute", "measure_partition_cost")
 
 
 def add_options(parser: argparse.ArgumentParser, hide=()) -> None:
@@ -324,7 +182,19 @@ def load_toml(path: str) -> dict:
 
 
 def resolve(args: argparse.Namespace) -> Config:
-    """Build the effective configuration from parsed CLI args (defaults < file < CLI)."""
+    """Build the effective configuration from parsed CLI args (defaults < file < CLI).
+
+    Plugins are loaded only if the built-ins do not suffice: a key of the ``--config`` file
+    or a value (``--scheme toy``) that only a plugin knows (docs/extending.md)."""
+    try:
+        return _resolve(args)
+    except UsageError:
+        if not registry.load_plugins():
+            raise
+    return _resolve(args)
+
+
+def _resolve(args: argparse.Namespace) -> Config:
     known = by_name()
     values = {o.name: o.default for o in known.values()}
     source = {o.name: "default" for o in known.values()}
@@ -355,8 +225,7 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    from mpicode.registry import scheme
-    scheme(cfg.scheme).validate_size(cfg, n_workers, K)
+    registry.scheme(cfg.scheme).validate_size(cfg, n_workers, K)
     if cfg.batch_size is not None and cfg.batch_size < K:
         raise UsageError(f"--batch-size {cfg.batch_size} must be >= --partitions {K} "
                          f"(every partition gives B/K rows)")
@@ -366,10 +235,38 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     return cfg.replace(partitions=K, n_workers=n_workers)
 
 
+# options a resumed run may change: nothing its attributes and rows say depends on them
+RESUME_MAY_CHANGE = ("iterations", "checkpoint_every", "flush_every", "progress", "quiet",
+                     "verbose", "resume", "out", "force")
+
+
 def merge_resumed(cfg: Config, stored: dict) -> Config:
-    """The configuration of a resumed run (see :func:`mpicode.io.runfile.merge_config`)."""
-    from mpicode.io.runfile import merge_config
-    return merge_config(cfg, stored)
+    """The configuration of a resumed run: the stored one, with what this command line (or
+    its --config file) gives on top. Only RESUME_MAY_CHANGE may differ (e.g. a larger
+    ``--iterations``); other changed options are refused by name, and so is ``--out``."""
+    for kind in registry.KINDS.values():  # a stored plugin's name loads the plugins
+        if isinstance(stored.get(kind.option), str):
+            registry.find(kind.key, stored[kind.option].split(":", 1)[0])
+    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
+    known = by_name()  # core options and those of every registered class
+    values = {o.name: o.default for o in known.values()}
+    values.update({k: v for k, v in stored.items() if k in known})
+    values["workers"] = values["workers"] or stored.get("n_workers")  # simulate's default N
+    given = [n for n, src in cfg.source.items() if src != "default" and n in known]
+    if "out" in given and Path(cfg.out.removesuffix(".part")).absolute() != Path(out).absolute():
+        raise UsageError(f"--out cannot be used with --resume (the run is written back to {out})")
+    changed = [f"{known[n].flag} (stored {values[n]!r}, given {cfg.values[n]!r})"
+               for n in given if n not in RESUME_MAY_CHANGE and cfg.values[n] != values[n]]
+    if changed:
+        raise UsageError(f"--resume {cfg.resume}: cannot change {', '.join(changed)}; only "
+                         f"{', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE[:6])}"
+                         " may change")
+    source = {k: "resumed" for k in values}
+    for name in given:
+        if name not in ("resume", "out", "force"):
+            values[name], source[name] = cfg.values[name], cfg.source[name]
+    values.update(resume=cfg.resume, out=out, force=True)
+    return Config(values, source)
 
 
 def show(cfg: Config) -> str:

@@ -1,6 +1,9 @@
-"""The building blocks of the option table (:mod:`mpicode.config`): the :class:`Option`
-record, value types and checks, and :class:`UsageError`. A module of its own so that option
-tables elsewhere (the simulator's cost model, :mod:`mpicode.profile`) share them."""
+"""The building blocks of every option table: the :class:`Option` record, value types
+(:data:`finite_float`, :data:`optional_float`, :data:`optional_int`, :data:`boolean`) and
+checks (:func:`positive`, ...), and :func:`read_toml`. A leaf of the import graph: the core
+table (:mod:`mpicode.core_options`), the cost model's (:mod:`mpicode.profile`) and every
+scheme, scheduler, straggler model and channel class that declares ``options`` build on it.
+(``UsageError`` lives in :mod:`mpicode.errors`; the name here is kept for old imports.)"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mpicode.errors import UsageError  # noqa: F401  (re-exported)
+from mpicode.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,19 @@ def _is_pos_float(t):
         return False
 
 
+def option_values(options, cfg) -> dict:
+    """``{name: value}`` of ``options`` as ``cfg`` gives them (an option's default where
+    ``cfg`` has none): the keyword arguments a registered class is built with."""
+    return {o.name: getattr(cfg, o.name, o.default) for o in options}
+
+
 def unit_right_open(x):
     return None if 0 <= x < 1 else "must be in [0, 1)"
+
+
+# public names of the value types, for the options a plugin class declares
+finite_float, optional_float, optional_int, boolean = _finite_float, _optional_float, \
+    _optional_int, _bool
 
 
 def hidden_sizes(x):

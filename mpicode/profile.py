@@ -9,6 +9,7 @@ them. Any problem is a one-line :class:`UsageError` naming the file.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -30,8 +31,63 @@ def _optional_pos(x):
     return None if x is None or x > 0 else "must be > 0"
 
 
+CALLS = ("begin", "result", "tick", "slot", "decode", "end", "rows", "log")
+"""The coordinator's actions: the scheme's stage-1 plan (``begin``), a result and a tick
+(``on_result``/``react``, ``on_tick``), the uplink scheduler's slot step, the decode, the
+iteration's close (``outstanding`` + ``end``), building the row (records and oracle) and
+logging it (append, progress, snapshot)."""
+
+FEATURES = ("one", "log2n", "n", "tasks", "parts", "msgs")
+"""The deterministic measure of an action's work: a constant, log2(N), N, the tasks it
+touched (dispatched + cancelled by an event; every task of the iteration for ``end``,
+``rows``, ``log``), the partitions of the tasks it dispatched, and the messages it combined
+(``decode``) or that waited for the slot (``slot``)."""
+
+
+def rank0_table(x) -> str:
+    """A table of rank 0's per-action CPU model (``{policy: {call: [coefficients]}}``, as a
+    TOML table in a profile or as JSON text), stored as canonical JSON text."""
+    if isinstance(x, str):
+        if x.strip().lower() in ("", "none", "reference"):
+            return ""
+        try:
+            x = json.loads(x)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e.msg}") from None
+    if not isinstance(x, dict):
+        raise ValueError("must be a table {policy: {call: [coefficients]}}")
+    for pol, calls in x.items():
+        if not isinstance(calls, dict):
+            raise ValueError(f"entry {pol!r} must be a table of calls")
+        for call, coefs in calls.items():
+            if call not in CALLS:
+                raise ValueError(f"{pol}.{call}: unknown call (calls: {', '.join(CALLS)})")
+            if (not isinstance(coefs, list) or len(coefs) > len(FEATURES)
+                    or not all(isinstance(c, (int, float)) and math.isfinite(c) and c >= 0
+                               for c in coefs)):
+                raise ValueError(f"{pol}.{call}: must be a list of at most {len(FEATURES)} "
+                                 f"finite numbers >= 0 ({', '.join(FEATURES)})")
+    return json.dumps(x, sort_keys=True, separators=(",", ":"))
+
+
 G = "cost model"
 COST_OPTIONS: list[Option] = [
+    Option("coordinator_cost", str, "model", "cost model: rank 0's time for each of its "
+           "actions in virtual time (model: deterministic, from the work each action did; "
+           "measured: this process's CPU time, not reproducible; zero: instantaneous)",
+           choices=("model", "measured", "zero"), group=G),
+    Option("rank0_factor", _optional_float, None, "cost model: rank 0's wall time under MPI "
+           "per second of in-process policy CPU time (default: the reference profile's)",
+           check=_optional_pos, group=G),
+    Option("rank0_send_s", _optional_float, None, "cost model: rank 0's seconds per MPI "
+           "message it sends (default: the reference profile's)", check=_optional_nonneg,
+           group=G),
+    Option("rank0_recv_s", _optional_float, None, "cost model: rank 0's seconds per MPI "
+           "message it receives (default: the reference profile's)", check=_optional_nonneg,
+           group=G),
+    Option("rank0_table", rank0_table, "", "cost model: rank 0's CPU model per policy and "
+           "action, JSON {policy: {call: [coefficients]}} (default: the reference profile's; "
+           "docs/design.md §2.6)", group=G, metavar="JSON"),
     Option("profile", str, "", "calibrated cost profile (mpicode calibrate) for simulate and "
            "train --delay-mode virtual; options given explicitly override it", group=G,
            metavar="PROFILE.toml"),
@@ -107,8 +163,6 @@ def render_profile(values: dict, calibration: dict, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_profile(path, text: str, force: bool = True) -> None:
-    """Write a profile's text (rank 0 of ``mpicode calibrate``) by the safe path
-    (:func:`mpicode.io.safefile.output_text`)."""
-    from mpicode.io import safefile
-    safefile.output_text(path, text, force=force)
+def write_profile(path, text: str) -> None:
+    """Write a profile's text (rank 0 of ``mpicode calibrate``)."""
+    Path(path).write_text(text)

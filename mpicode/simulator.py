@@ -25,11 +25,24 @@ import time
 
 import numpy as np
 
+from mpicode.config import merge_resumed, validate_for_size
+from mpicode.engine import budget
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
 from mpicode.engine.rows import IterationInfo
+from mpicode.engine.session import Session
+from mpicode.engine.signals import STOP, install_stop_handlers
+from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.errors import UsageError
+from mpicode.io import checkpoint
+from mpicode.io.runlog import check_output, read_checkpoint
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.numerics.batches import epochs_note, with_epochs
+from mpicode.numerics.optim import make_optimizer
+from mpicode.schemes import make_scheme
+from mpicode.wire import result_bytes
 
 log = logging.getLogger("mpicode")
 
@@ -60,16 +73,18 @@ class SimBackend:
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
               checkpoint_every: int = 0, dead_after: int = 0, optimizer=None,
-              costs=None) -> Trainer:
+              costs=None, rank0=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler). Every logged value
     is a function of the seed and of the cost model ``costs`` (:class:`CostModel`; by default
     zero: the decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal
-    files."""
+    files. ``rank0``: a :class:`mpicode.engine.rank0.Rank0` (default: charged by
+    ``costs.rank0``)."""
     dim = problem.dim if problem is not None else 0
     backend = SimBackend(problem)
     events = EventLoop(scheme, stragglers, partition_cost=partition_cost, uplink=uplink,
-                       msg_bytes=msg_bytes or 8 * (5 + dim), vworkers=VirtualWorkers(n_workers),
-                       hooks=backend, costs=costs)
+                       msg_bytes=msg_bytes or result_bytes(dim),
+                       vworkers=VirtualWorkers(n_workers),
+                       hooks=backend, costs=costs, rank0=rank0)
     return Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=backend,
                    eval_every=eval_every, checkpoint_every=checkpoint_every,
                    dead_after=dead_after, log=log, optimizer=optimizer)
@@ -91,7 +106,7 @@ def model_partition_cost(rows: float, features: int,
 
 def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
     """Seconds the fused kernel takes for one partition of this shape (median, warmed up)."""
-    from mpicode.numerics import kernels
+    from mpicode.numerics import kernels  # lazy: numba (~1 s) only to measure
     rng = np.random.default_rng(0)
     X = rng.standard_normal((max(1, rows), features))
     y = (rng.random(max(1, rows)) < 0.5).astype(float)
@@ -124,15 +139,7 @@ def _partition_cost(cfg, problem, K: int) -> float:
 def prepare(cfg):
     """Every check of a simulation, before anything is written: (cfg, problem, scheme,
     uplink, stragglers, snap). Usage errors raise :class:`UsageError`."""
-    from mpicode.config import UsageError, merge_resumed, validate_for_size
-    from mpicode.engine import budget
-    from mpicode.engine.uplink import make_uplink
-    from mpicode.io import checkpoint
-    from mpicode.io.runlog import check_output, read_checkpoint
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.numerics.batches import epochs_note, with_epochs
-    from mpicode.numerics.problem import Problem
-    from mpicode.schemes import make_scheme
+    from mpicode.numerics.problem import Problem  # lazy: numba (~1 s) only for real gradients
 
     snap = None
     if cfg.resume:
@@ -167,12 +174,7 @@ def prepare(cfg):
 
 def simulate(cfg) -> int:
     """``mpicode simulate``: the whole run in virtual time, logged like ``train``."""
-    from mpicode.engine.session import Session
-    from mpicode.engine.signals import install_stop_handlers
-    from mpicode.numerics.optim import make_optimizer
-
     cfg, problem, scheme, uplink, stragglers, snap = prepare(cfg)
-    from mpicode.engine.signals import STOP
     if STOP["signal"]:  # SIGTERM/SIGINT while setting up: nothing written yet
         print(f"mpicode: interrupted (signal {STOP['signal']}) during start-up: nothing "
               "written", file=sys.stderr)
@@ -187,7 +189,7 @@ def simulate(cfg) -> int:
     install_stop_handlers()
     sim = Simulator(scheme, stragglers, n_workers=N, partition_cost=cost, problem=problem,
                     lr=cfg.lr, eval_every=cfg.eval_every, uplink=uplink,
-                    msg_bytes=8 * (5 + (problem.dim if problem is not None else cfg.features)),
+                    msg_bytes=result_bytes(problem.dim if problem is not None else cfg.features),
                     checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after,
                     optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None,
                     costs=CostModel.from_config(cfg))

@@ -1,4 +1,5 @@
-"""Conformance check for schemes, shipped for plugin authors (pure: no MPI, no clock).
+"""Conformance checks for plugin authors (pure: no MPI, no clock): :func:`check_scheme`,
+:func:`check_straggler_model` and :func:`check_channel` (at the end of this module).
 
 ::
 
@@ -35,6 +36,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from mpicode.core_options import OPTIONS
+from mpicode.engine.vworkers import VirtualWorkers
+
 ITERATIONS = 3
 DIM = 3
 
@@ -67,7 +71,6 @@ def _options(cls, params: dict) -> dict:
 
 def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
     """One iteration in virtual time; returns (decoding, summary, arrived ids)."""
-    from mpicode.engine.vworkers import VirtualWorkers
     vw = VirtualWorkers(scheme.N)
     late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
     took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
@@ -226,3 +229,113 @@ def check_scheme(cls, *, trials: int = 25, seed: int = 0, n_workers: int | None 
         _trial(cls, s + seed, *args)
 
     run()
+
+
+# ---- straggler models and channels ---------------------------------------------------------
+def _model_config(cls, params: dict, **core):
+    """A configuration for ``cls.from_config``: the core options at their defaults (plus
+    ``core``), the class's options at theirs, ``params`` on top."""
+    values = {o.name: o.default for o in OPTIONS}
+    values.update(core)
+    values.update(_options(cls, params))
+    return SimpleNamespace(**values)
+
+
+def _finite_nonneg(x, what: str, ctx: str, allow_inf: bool = False) -> None:
+    a = np.asarray(x, dtype=float)
+    ok = (a >= 0) & (np.isfinite(a) | (allow_inf & np.isinf(a)))
+    if not np.all(ok):
+        raise AssertionError(f"{ctx}: {what} must be finite and >= 0, got {x!r}")
+
+
+def check_straggler_model(cls, *, trials: int = 12, seed: int = 0, iterations: int = 6,
+                          n_workers: int | None = None, **params) -> None:
+    """Assert that a straggler model class keeps the contract every driver relies on.
+
+    For random sizes (N workers, K partitions), both ``--delay-form`` values and a few
+    seeds, two instances built by ``cls.from_config`` are asked for the delays of the same
+    (iteration, worker, task index, partitions) keys, one in order, the other shuffled and
+    interleaved with ``rate``, ``one_off`` and ``worker_profile`` calls: the answers must be
+    equal bit for bit (a draw is a function of the seed and its counters, never of the order
+    of calls), and every delay, rate and one-off finite and >= 0. ``params`` set the class's
+    options, or any core option (``check_straggler_model(Bimodal, slowdown=3.0)``;
+    ``stragglers="trace:RUN.h5"``); ``n_workers`` fixes N. Raises ``AssertionError`` naming
+    the trial that failed.
+    """
+    rng = np.random.default_rng(seed)
+    name = getattr(cls, "name", cls.__name__)
+    for trial in range(trials):
+        N = n_workers or int(rng.integers(1, 9))
+        K = N * int(rng.integers(1, 4))
+        form = ("worker", "task")[trial % 2]
+        s = int(rng.integers(0, 2**31))
+        ctx = f"check_straggler_model: {name} trial {trial} (N={N}, K={K}, seed={s}, " \
+              f"delay_form={form})"
+        cfg = _model_config(cls, params, seed=s, delay_form=form, iterations=iterations,
+                            stragglers=name)
+        a, b = cls.from_config(cfg, N, K), cls.from_config(cfg, N, K)
+        keys = [(it, w, j, int(rng.integers(1, K + 1))) for it in range(iterations)
+                for w in range(N) for j in range(3)]
+        want = [a.delay(*k) for k in keys]
+        _finite_nonneg(want, "delays", ctx)
+        order = rng.permutation(len(keys))
+        got = [None] * len(keys)
+        for i in order:  # shuffled, with the oracle's questions in between
+            it, w = keys[i][0], keys[i][1]
+            _finite_nonneg(b.rate(it, w, keys[i][2]), "rate()", ctx)
+            _finite_nonneg(b.one_off(it, w), "one_off()", ctx)
+            got[i] = b.delay(*keys[i])
+        diff = [k for k, x, y in zip(keys, want, got, strict=True) if x != y]
+        if diff:
+            raise AssertionError(f"{ctx}: delay {diff[0]} depends on the order of calls")
+        for it in reversed(range(iterations)):
+            c, d = a.worker_profile(it, 1e-3)
+            if np.shape(c) != (N,) or np.shape(d) != (N,):
+                raise AssertionError(f"{ctx}: worker_profile must give two arrays of N")
+            _finite_nonneg(c, "worker_profile seconds per partition", ctx)
+            _finite_nonneg(d, "worker_profile one-off seconds", ctx)
+            c2, d2 = b.worker_profile(it, 1e-3)
+            if not (np.array_equal(c, c2) and np.array_equal(d, d2)):
+                raise AssertionError(f"{ctx}: worker_profile({it}) depends on the order of "
+                                     "calls")
+
+
+def check_channel(cls, *, trials: int = 6, seed: int = 0, n_workers: int | None = None,
+                  **params) -> None:
+    """Assert that a channel class keeps the contract every driver relies on.
+
+    For random N and seeds, two instances built by ``cls.from_config`` are asked for the
+    rates of the same slots (within a block, across block edges, far ahead), one in order,
+    the other shuffled: equal bit for bit (``rates(s)`` is a function of the seed and ``s``
+    only); every rate is >= 0 and finite (``inf`` only for an ``ideal`` channel), an array
+    of N; ``samples`` agrees with ``rates``; ``mean_rates`` is N rates >= 0. ``params`` set
+    the class's options (or core ones); ``n_workers`` fixes N. Raises ``AssertionError``
+    naming the trial that failed.
+    """
+    rng = np.random.default_rng(seed)
+    name = getattr(cls, "name", cls.__name__)
+    for trial in range(trials):
+        N = n_workers or int(rng.integers(1, 9))
+        s = int(rng.integers(0, 2**31))
+        ctx = f"check_channel: {name} trial {trial} (N={N}, seed={s})"
+        cfg = _model_config(cls, params, seed=s, channel=name)
+        a, b = cls.from_config(cfg, N), cls.from_config(cfg, N)
+        inf = bool(getattr(a, "ideal", False))
+        slots = sorted({0, 1, 1023, 1024, 1025, 3000, 5 * 1024 + 7,
+                        *map(int, rng.integers(0, 20000, 12))})
+        want = {t: np.array(a.rates(t), dtype=float) for t in slots}
+        for t, r in want.items():
+            if r.shape != (N,):
+                raise AssertionError(f"{ctx}: rates({t}) must be an array of N={N}")
+            _finite_nonneg(r, f"rates({t})", ctx, allow_inf=inf)
+        for t in rng.permutation(slots):
+            if not np.array_equal(np.asarray(b.rates(int(t)), float), want[int(t)]):
+                raise AssertionError(f"{ctx}: rates({t}) depends on the order of calls")
+        block = np.asarray(a.samples(1020, 8), dtype=float)
+        if not np.array_equal(block, np.stack([np.asarray(a.rates(t), float)
+                                               for t in range(1020, 1028)])):
+            raise AssertionError(f"{ctx}: samples(1020, 8) differs from rates()")
+        mean = np.asarray(a.mean_rates(), dtype=float)
+        if mean.shape != (N,):
+            raise AssertionError(f"{ctx}: mean_rates() must be an array of N={N}")
+        _finite_nonneg(mean, "mean_rates()", ctx, allow_inf=inf)

@@ -18,8 +18,17 @@ sizes and short no-delay runs; this module turns those into the profile's option
   less the model's compute, message and polling delay. One worker is woken, not all at
   once: on 9 ranks sharing 2 cores this is ~25% below ``dispatch_s``. None when the runs had
   no such task;
+* ``rank0_send_s``, ``rank0_recv_s``: rank 0's own cost of sending and of receiving one
+  message (``calibrate`` measures them: :func:`mpicode.mpi.floor.rank0_messages`);
+* ``rank0_table``: rank 0's in-process CPU model per policy and action
+  (:mod:`mpicode.analysis.rank0_fit`), and ``rank0_factor``: the ratio of the wall time
+  rank 0's actions took in the runs (each one measured) to what the table predicts for the
+  same work, summed (docs/design.md §2.6);
 * ``coord_log_s``, ``coord_decode_s``, ``coord_update_s``, ``coord_eval_s``: the mean of the
-  rows' phases of the same names (``eval_s`` over evaluated rows only).
+  rows' phases of the same names (``eval_s`` over evaluated rows only), less what the
+  coordinator cost model already charges for them (the bookkeeping, the scheme's decode,
+  its close and the rows), so that nothing is counted twice: what is left is the part that
+  depends on the model's size (combining gradients, the step, the evaluation).
 
 (``poll_s``, rank 0's polling interval, is measured by ``calibrate`` itself: its longest
 backoff sleep plus the sleep's overshoot.) The first
@@ -29,6 +38,9 @@ backoff sleep plus the sleep's overshoot.) The first
 from __future__ import annotations
 
 import numpy as np
+
+from mpicode.engine import rank0_reference as ref
+from mpicode.engine.costs import CostModel, ModelCost
 
 KERNEL_OVERHEAD_S = 1e-6  # (the simulator's constant; kept in step by a unit test)
 
@@ -84,7 +96,6 @@ def fit_dispatch(extra: float, before: float, poll_s: float) -> float:
     """The dispatch latency d that makes a modelled result, landing ``d + before`` after
     the iteration began and seen at rank 0's next poll, arrive ``extra + before`` after it:
     what the wait held beyond compute and message, less the model's own polling delay."""
-    from mpicode.engine.costs import CostModel
     cm = CostModel(poll_s=poll_s)
     d = max(0.0, extra)
     for _ in range(4):  # a fixed point: the polling delay depends (a little) on d
@@ -93,11 +104,50 @@ def fit_dispatch(extra: float, before: float, poll_s: float) -> float:
     return d
 
 
+def _iterations(actions: list, skip: int) -> list[list]:
+    """A run's recorded actions cut into iterations (each from its ``begin`` to the next;
+    the bookkeeping ``log`` that ends one belongs to it), the first ``skip`` left out."""
+    its: list[list] = []
+    for a in actions:
+        if a[1].call == "begin" or not its:
+            its.append([])
+        its[-1].append(a)
+    return its[skip:]
+
+
+def fit_rank0(actions_per_run: list[list], table: dict, send_s: float, recv_s: float,
+              skip: int = 2) -> tuple[float, dict]:
+    """(``rank0_factor``, the model's mean per-iteration charges of the ``log``, ``decode``
+    and ``update`` phases at that factor) from the runs' recorded actions: the factor is the
+    summed wall time of every action over the summed CPU the table predicts for them."""
+    m = ModelCost(table)
+    wall = pred = 0.0
+    its = [it for acts in actions_per_run for it in _iterations(acts, skip)]
+    for it in its:
+        for policy, work, _, w in it:
+            wall += w
+            pred += m.cpu_s(policy, work)
+    factor = wall / pred if pred > 0 else 1.0
+    m = ModelCost(table, factor, send_s, recv_s)
+    phase = {"log": "log", "decode": "decode", "end": "update", "rows": "update"}
+    sums = {"log": 0.0, "decode": 0.0, "update": 0.0}
+    for it in its:
+        for policy, work, _, _ in it:
+            if work.call in phase:
+                sums[phase[work.call]] += m.charge(policy, work)
+    n = max(1, len(its))
+    return factor, {k: v / n for k, v in sums.items()}
+
+
 def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
-                result_bytes: int, skip: int = 2, poll_s: float = 0.0) -> tuple[dict, dict]:
+                result_bytes: int, skip: int = 2, poll_s: float = 0.0,
+                actions: list | None = None, rank0_messages=None,
+                rank0_table: dict | None = None) -> tuple[dict, dict]:
     """(profile options, calibration record) from ``runs`` (each ``{"rows": {...},
-    "tasks": {...}}``, column arrays as in the run log) and ``pingpong`` (``{"bytes":
-    [...], "one_way_s": [...]}``)."""
+    "tasks": {...}}``, column arrays as in the run log), ``pingpong`` (``{"bytes": [...],
+    "one_way_s": [...]}``) and, for rank 0's cost model (§2.6), the runs' recorded
+    ``actions``, ``rank0_messages`` (send_s, recv_s) and the fitted ``rank0_table`` (None:
+    the reference one)."""
     lat, bw = fit_message(pingpong["bytes"], pingpong["one_way_s"])
     msg = message_s(lat, bw, result_bytes)
     eps = float(np.median([fit_kernel(r["tasks"], rows, features, skip) for r in runs]))
@@ -124,4 +174,18 @@ def fit_profile(runs: list[dict], pingpong: dict, *, rows: float, features: int,
               "result_bytes": int(result_bytes), "message_s": msg, "partition_cost_s": cost,
               "dispatch_s_per_run": extra, "rows_per_partition": float(rows),
               "features": int(features)}
+    if actions:
+        import json
+
+        send_s, recv_s = rank0_messages or (ref.SEND_S, ref.RECV_S)
+        table = rank0_table if rank0_table is not None else ref.TABLE
+        factor, charged = fit_rank0(actions, table, send_s, recv_s, skip)
+        for k in ("log", "decode", "update"):  # what the model charges is not a constant
+            values[f"coord_{k}_s"] = max(0.0, values[f"coord_{k}_s"] - charged[k])
+        values.update(rank0_factor=factor, rank0_send_s=send_s, rank0_recv_s=recv_s)
+        if rank0_table is not None:
+            values["rank0_table"] = json.dumps(rank0_table, sort_keys=True,
+                                               separators=(",", ":"))
+        record.update({f"rank0_charged_{k}_s": v for k, v in charged.items()},
+                      rank0_table_fitted=rank0_table is not None)
     return values, record

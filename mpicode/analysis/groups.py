@@ -15,7 +15,7 @@ import math
 
 import mpicode.analysis.runs as runs
 from mpicode.analysis.table import COMPACT, EMPTY, FORMATS, LEFT, NEVER, WIDTH, cell, lay_out
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.stats import mean_ci
 
 SKIP = {"run", "file", "target_loss"}  # numeric but not worth a mean (or not numeric)

@@ -25,8 +25,9 @@ import numpy as np
 
 import mpicode.analysis as analysis
 from mpicode.analysis import whatif
-from mpicode.config import UsageError
-from mpicode.errors import WriteError
+from mpicode.analysis.table import distinguishing
+from mpicode.errors import UsageError, WriteError
+from mpicode.io import safefile
 from mpicode.stats import mean_ci, t975
 
 STAGE_COLORS = {1: "#3b75af", 2: "#ef8636"}
@@ -55,7 +56,6 @@ def _figure(w=8.0, h=4.5, rows=1, sharex=False):
 def _save(fig, path: Path) -> str:
     """The PNG by the safe path (:func:`mpicode.io.safefile.writing`): a symlink in the
     output folder is replaced, never written through; a full disk leaves no half PNG."""
-    from mpicode.io import safefile
     with safefile.writing(path) as f:
         fig.savefig(f, format="png")
     return str(path)
@@ -89,7 +89,6 @@ def run_labels(runs: list[dict]) -> list[str]:
     if len(runs) == 1:
         return [label(runs[0])]
     if not keep or len(set(out)) < len(out):
-        from mpicode.analysis.table import distinguishing
         stems = [Path(r["path"]).name.removesuffix(".part").removesuffix(".h5") for r in runs]
         names, _ = distinguishing(stems, 20)
         out = [f"{o}, {n}" if o else n for o, n in zip(out, names, strict=True)]

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import mpicode.analysis as analysis
-from mpicode.analysis import groups, table, whatif
-from mpicode.config import UsageError
+from mpicode.analysis import groups, plots, table, whatif
+from mpicode.errors import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
 read_run = analysis.read_run
@@ -228,7 +228,6 @@ def main(args) -> int:
                   allow_mixed=getattr(args, "allow_mixed", False))
     written = []
     if out_dir is not None:
-        from mpicode.analysis import plots
         g = runs[args.runs.index(gantt_run)]
         span = parse_range(getattr(args, "gantt_iterations", None), g["n"]) if g["n"] else None
         sets = None

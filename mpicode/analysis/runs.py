@@ -25,8 +25,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
+from mpicode.options import file_kind
 from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
@@ -37,7 +38,6 @@ __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "ja
 # -- reading ---------------------------------------------------------------------------------
 def resolve_path(path: str) -> Path:
     """The file to read for ``path``: itself, or ``path.part`` while that run is in progress."""
-    from mpicode.options import file_kind
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"cannot read run {path}: is a directory")
@@ -369,6 +369,10 @@ def summary(run, target_loss: float | None = None) -> dict:
         "mean_oracle_s": _mean(it.get("oracle_s", nan)),
         "vs_oracle": _ratio(fin, it.get("oracle_s", nan)),
         "vs_oracle_part": _ratio(fin, it.get("oracle_part_s", nan)),
+        # rank 0 as a server (docs/design.md §2.6): the mean fraction of an iteration it was
+        # busy, and its mean time in scheme and scheduler calls per iteration
+        "coord_busy": _mean(it.get("coord_busy", nan)),
+        "mean_policy_s": _mean(it.get("policy_s", nan)),
     }
     row["mode"] = run_mode(run)
     if target_loss is not None:

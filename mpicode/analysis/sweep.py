@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +34,8 @@ from pathlib import Path
 
 import h5py
 
-from mpicode.config import UsageError
+from mpicode import launcher
+from mpicode.errors import UsageError
 from mpicode.io import safefile
 
 
@@ -112,16 +112,13 @@ def state(out: Path) -> tuple[str, Path | None]:
 
 
 def mpiexec() -> str:
-    env = os.environ.get("MPIEXEC")
-    if env:
-        return env
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else (shutil.which("mpiexec") or "mpiexec")
+    """The launcher every cell uses (:func:`mpicode.launcher.mpiexec_path`)."""
+    return launcher.mpiexec_path()
 
 
 def command(np_: int, line: str, out: Path, config: str | None, action: str,
             found: Path | None) -> list[str]:
-    cmd = [mpiexec(), "-n", str(np_), sys.executable, "-m", "mpi4py", "-m", "mpicode", "train"]
+    cmd = [*launcher.mpiexec_argv(np_), *launcher.python_m("mpicode", "train")]
     if config:
         cmd += ["--config", config]
     cmd += shlex.split(line) + shlex.split(os.environ.get("MPICODE_TRAIN_ARGS", ""))
@@ -156,9 +153,8 @@ def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
     force-aborts the job on a second SIGINT, which a terminal's and a relayed one made) and
     waits for the cell's clean stop (a checkpoint, "interrupted"); a second Ctrl-C kills
     it. Either way :class:`Interrupted` follows, after the log is written."""
-    import signal
-    env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
+    import signal  # lazy: only this function relays a signal
+    env = launcher.launch_env(timeout=timeout)
     try:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=env, start_new_session=True)

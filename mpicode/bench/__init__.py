@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from mpicode import launcher
 
 
 def inner_setup(argv):
@@ -12,8 +10,8 @@ def inner_setup(argv):
     every rank, and a communicator of its own."""
     import argparse
 
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+    from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
     p = argparse.ArgumentParser()
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
@@ -24,13 +22,9 @@ def inner_setup(argv):
 
 def launch_inner(module: str, ranks: int, args: list[str], timeout_s: int = 1800) -> None:
     """Run ``mpiexec -n RANKS python -m mpi4py -m MODULE --inner ARGS`` (the MPI part of a
-    benchmark) with one thread per rank and a launcher timeout; its output passes through."""
-    py = sys.executable
-    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1")
-    env.setdefault("MPIEXEC_TIMEOUT", str(timeout_s))
-    cmd = [mpiexec, "-n", str(ranks), py, "-m", "mpi4py", "-m", module, "--inner", *args]
-    r = subprocess.run(cmd, env=env)
+    benchmark) with one thread per rank and a launcher timeout (``MPIEXEC_TIMEOUT`` if set);
+    its output passes through."""
+    r = launcher.launch([module, "--inner", *args], ranks, timeout_s=timeout_s,
+                        keep_timeout=True, grace_s=None)
     if r.returncode:
         raise SystemExit(r.returncode)

@@ -23,23 +23,23 @@ import math
 import numpy as np
 
 from mpicode import registry
+from mpicode.bench import inner_setup, launch_inner
+from mpicode.bench.schemes import base_config
+from mpicode.numerics.problem import Problem
+from mpicode.schedulers import jain
 
 # every registered scheduler, lyapunov last (the loss target comes from the first run)
 SCHEDULERS = tuple(sorted(registry.schedulers(), key=lambda n: n == "lyapunov"))
 
 
 def _config(N, quick, **kw):
-    from mpicode.bench.schemes import base_config
     return base_config(N, quick, samples=2000, features=2000, channel="rayleigh",
                        bandwidth=5e5, snr_db=10.0, snr_spread_db=20.0, stragglers="shifted-exp",
                        delay_unit=0.005, iterations=12 if quick else 30, **kw)
 
 
 def _inner(argv) -> int:
-    from mpicode.bench import inner_setup
-    from mpicode.mpi.launch import execute
-    from mpicode.numerics.problem import Problem
-    from mpicode.schedulers import jain
+    from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
     a, comm = inner_setup(argv)
     N = comm.size - 1
     res, target = {}, None
@@ -93,7 +93,6 @@ def _inner(argv) -> int:
 
 
 def run(as_json: bool = False, quick: bool = False, workers: int = 8) -> None:
-    from mpicode.bench import launch_inner
     launch_inner("mpicode.bench.comm_e2e", workers + 1,
                  (["--json"] if as_json else []) + (["--quick"] if quick else []))
 

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from mpicode.launcher import BLAS_THREAD_VARS, launch_env
+
 SHAPES = ((20000, 500), (100000, 50), (2000, 5000))
 DTYPES = ("float64", "float32")
 # (rows, inputs, hidden widths, classes): digits-like, MNIST-like, two hidden layers
@@ -39,8 +41,6 @@ def _median_time(f, repeats: int) -> float:
     return float(np.median(ts))
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS")
 
 
 def _one_thread_here() -> bool:
@@ -50,7 +50,7 @@ def _one_thread_here() -> bool:
 
     numba.set_num_threads(1)
     import scipy.linalg  # noqa: F401  (load the BLAS numba's matmuls use, so it is limited)
-    if all(os.environ.get(v) == "1" for v in _THREAD_VARS[:3]):
+    if all(os.environ.get(v) == "1" for v in BLAS_THREAD_VARS):
         return True
     try:
         from threadpoolctl import threadpool_limits
@@ -66,14 +66,14 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
     if not _one_thread_here():
         # numpy's BLAS already runs several threads: measure in a fresh interpreter instead
         import subprocess
-        env = dict(os.environ, **{v: "1" for v in _THREAD_VARS})
+        env = launch_env()
         cmd = [sys.executable, "-m", "mpicode.bench.kernels", "--json"] + (
             ["--quick"] if quick else [])
         res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                         text=True).stdout)
         _print(res, as_json, out)
         return res
-    from mpicode.numerics import kernels, mlp
+    from mpicode.numerics import kernels, mlp  # lazy: numba, after the thread limits are set
     t0 = time.perf_counter()
     for warm in (kernels.warmup, mlp.warmup):
         warm()
@@ -144,7 +144,7 @@ def _numpy_mlp(X, y, Ws, bs):
 
 
 def _mlp_rows(quick: bool, repeats: int) -> list[dict]:
-    from mpicode.numerics import mlp
+    from mpicode.numerics import mlp  # lazy: numba, after the thread limits are set
 
     out = []
     for n, d, hidden, C in MLP_SHAPES:

@@ -21,6 +21,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from mpicode.bench import launch_inner
+from mpicode.bench.schemes import base_config
+from mpicode.engine.rows import IterationInfo
+from mpicode.schemes.base import Task
+from mpicode.wire import RESULT_HEADER, result_header
+
 SIZES = (1_000, 100_000, 1_000_000, 4_000_000)  # float64 elements of a gradient
 
 
@@ -46,17 +52,14 @@ def _pingpong(comm, n: int, reps: int) -> float:
 
 
 def _runtime(comm, n: int, reps: int) -> float:
-    from mpicode import mpi as runtime
-    from mpicode.bench.schemes import base_config
-    from mpicode.engine.rows import IterationInfo
-    from mpicode.schemes.base import Task
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 
-    dim = n - runtime.RESULT_HEADER
+    dim = n - RESULT_HEADER
     if comm.rank == 1:
         # results as a worker holds them when its compute is done (filled before timing)
-        outs = [np.ones(runtime.RESULT_HEADER + dim) for _ in range(reps)]
+        outs = [np.ones(RESULT_HEADER + dim) for _ in range(reps)]
         for k, out in enumerate(outs):
-            out[:runtime.RESULT_HEADER] = (0, k, 0.0, 0.0, 0.0)
+            result_header(out, 0, k, 0.0, 0.0, 0.0)
         comm.Barrier()
         pool = runtime.SendPool()
         for out in outs:
@@ -90,7 +93,7 @@ def _runtime(comm, n: int, reps: int) -> float:
 
 
 def _inner(argv) -> int:
-    from mpicode import mpi as runtime
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
     comm = runtime.world()
     if comm.size != 2:
         if comm.rank == 0:
@@ -125,7 +128,6 @@ def run(as_json: bool = False, quick: bool = False) -> None:
         if code:
             raise SystemExit(code)
         return
-    from mpicode.bench import launch_inner
     launch_inner("mpicode.bench.messaging", 2, ["--json"] if as_json else [])
 
 

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode import analysis
+from mpicode.bench import launch_inner
+from mpicode.errors import UsageError
 from mpicode.io import safefile
 
 TARGET = 1.5
@@ -47,7 +50,6 @@ def sizes(N: int, quick: bool, only: tuple[str, ...] = ()) -> list[tuple[str, in
 def _plan(quick: bool, workers: str | None = None, only: str | None = None) -> dict:
     Ns = (4,) if quick else (4, 8, 16)
     if workers:
-        from mpicode.config import UsageError
         try:
             Ns = tuple(int(n) for n in workers.split(","))
         except ValueError:
@@ -61,8 +63,12 @@ def _plan(quick: bool, workers: str | None = None, only: str | None = None) -> d
 def cell(comm, d: str, label: str, features: int, samples: int, plan: dict, rep: int,
          cache: dict):
     """One run and one floor measurement (collective); rank 0 returns its figures."""
-    from mpicode.mpi.calibrate import columns, logged_run, run_config
-    from mpicode.mpi.floor import bcast_reduce
+    from mpicode.mpi.calibrate import (  # lazy: importing mpi4py initialises MPI
+        columns,
+        logged_run,
+        run_config,
+    )
+    from mpicode.mpi.floor import bcast_reduce  # lazy: importing mpi4py initialises MPI
     N = comm.size - 1
     cfg = run_config(N, str(Path(d) / f"ovh-{N}-{label}-{rep}.h5"),
                      {"samples": samples, "features": features, "seed": 1}, plan["iterations"],
@@ -81,7 +87,6 @@ def cell(comm, d: str, label: str, features: int, samples: int, plan: dict, rep:
 
 
 def columns_of(path: str, columns) -> dict:
-    from mpicode import analysis
     c = columns(path)
     c["compute_max"] = np.nanmax(analysis.read_run(path)["workers"]["compute_s"], axis=1)
     return c
@@ -105,8 +110,8 @@ def figures(c: dict, floor_comm) -> dict:
 
 
 def _inner(argv) -> int:
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
+    from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+    from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
     p = argparse.ArgumentParser()
     p.add_argument("--dir", required=True)
     p.add_argument("--quick", action="store_true")
@@ -163,7 +168,6 @@ def render(results: dict, plan: dict) -> str:
 
 def run(as_json: bool = False, quick: bool = False, workers: str | None = None,
         sizes: str | None = None) -> dict:
-    from mpicode.bench import launch_inner
     plan = _plan(quick, workers, sizes)
     results = {}
     with tempfile.TemporaryDirectory(prefix="mpicode-overhead-") as d:

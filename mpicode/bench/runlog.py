@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from mpicode.io.runlog import RunLog
+
 
 def _rows(N: int, K: int, it: int):
     row = {"iteration": it, "t_start": 0.01 * it, "t_end": 0.01 * it + 0.0036, "loss": 0.5,
@@ -40,7 +42,6 @@ def _rows(N: int, K: int, it: int):
 
 
 def measure(N: int, K: int, appends: int, flush_every: float | None, pace: float = 0.0) -> dict:
-    from mpicode.io.runlog import RunLog
     kw = {}
     if flush_every is not None and "flush_every" in inspect.signature(RunLog).parameters:
         kw["flush_every"] = flush_every

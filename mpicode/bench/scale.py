@@ -16,6 +16,11 @@ import time
 
 import numpy as np
 
+from mpicode.bench.schemes import base_config
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator
+
 NS = (16, 64, 256, 1024, 4096, 10000)
 
 
@@ -48,10 +53,6 @@ class Timed:
 
 
 def measure(scheme_name: str, N: int, iterations: int, s: int = 1) -> dict:
-    from mpicode.bench.schemes import base_config
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator
 
     cfg = base_config(N, False, scheme=scheme_name, stragglers_tolerated=s,
                       stragglers="shifted-exp", samples=max(4000, 4 * N), compute="none")

@@ -20,6 +20,14 @@ import sys
 
 import numpy as np
 
+from mpicode import registry
+from mpicode.bench import inner_setup, launch_inner
+from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.numerics.problem import Problem
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator
+
 SCENARIOS = {
     # i.i.d. per task: T = unit * (1 * load + Exp(mean = load))
     "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},
@@ -45,8 +53,6 @@ VARIANTS = {
 def cells(N: int) -> list[tuple[str, dict]]:
     """Every registered scheme (built-ins and plugins), with the variants above, at the sizes
     its ``validate_size`` accepts for N workers and K = 4N."""
-    from mpicode import registry
-    from mpicode.config import UsageError, defaults
     out = []
     for name, cls in registry.schemes().items():
         for label, opts in VARIANTS.get(name, [(name, {"stragglers_tolerated": 1})]):
@@ -59,7 +65,6 @@ def cells(N: int) -> list[tuple[str, dict]]:
 
 
 def base_config(N: int, quick: bool, **kw):
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(samples=4000, features=50, iterations=15 if quick else 40, lr=0.5, seed=7,
              delay_unit=0.01 if quick else 0.02, quiet=True)
@@ -128,7 +133,6 @@ def render(res: dict, meta: dict) -> str:
 
 def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | None:
     """Run every (scenario, scheme) cell; rank 0 (or the simulator) returns the results."""
-    from mpicode.numerics.problem import Problem
     res, targets = {}, {}
     meta = None
     for scen, sp in SCENARIOS.items():
@@ -139,15 +143,12 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
                     "mode": mode}
             problem = Problem.from_config(cfg, cfg.partitions)
             if mode == "mpi":
-                from mpicode.mpi.launch import execute
+                from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
                 coord = execute(cfg, comm, problem)
                 if comm.rank != 0:
                     continue
                 hist = coord.history
             else:
-                from mpicode.models.stragglers import make_straggler_model
-                from mpicode.schemes import make_scheme
-                from mpicode.simulator import Simulator
                 sim = Simulator(make_scheme(cfg, N, cfg.partitions),
                                 make_straggler_model(cfg, N, cfg.partitions), n_workers=N,
                                 partition_cost=cfg.delay_unit * N / cfg.partitions * 0.05,
@@ -164,7 +165,6 @@ def run_grid(N: int, quick: bool, mode: str, comm=None) -> tuple[dict, dict] | N
 
 
 def _inner(argv) -> int:
-    from mpicode.bench import inner_setup
     a, comm = inner_setup(argv)
     out = run_grid(comm.size - 1, a.quick, "mpi", comm)
     if out is not None:
@@ -181,7 +181,6 @@ def run(as_json: bool = False, quick: bool = False, workers: int = 8, mode: str 
         print(json.dumps({"meta": meta, "results": res, "verdicts": verdicts(res)})
               if as_json else render(res, meta))
         return {"meta": meta, "results": res}
-    from mpicode.bench import launch_inner
     launch_inner("mpicode.bench.schemes", workers + 1,
                  (["--json"] if as_json else []) + (["--quick"] if quick else []))
     return None

@@ -1,5 +1,5 @@
-"""Memory a run needs, estimated before anything is allocated (pure, but for
-:func:`mem_available`), so that ``mpicode simulate --workers 10000000`` or a dataset header
+"""Memory a run needs, estimated before anything is allocated (the refusal itself:
+:mod:`mpicode.memory`), so that ``mpicode simulate --workers 10000000`` or a dataset header
 claiming 10^12 rows is one line and exit code 2, not a machine swapping itself to death::
 
     mpicode simulate --workers 10000000      # mpicode: error: ... needs about 24.2 GiB ...
@@ -14,34 +14,13 @@ from __future__ import annotations
 
 import os
 
-from mpicode.config import UsageError
+from mpicode.io.datasets import dataset_shape
+from mpicode.memory import DATA_COPIES, check, data_bytes, gib, mem_available  # noqa: F401
 
 PER_WORKER = 2048      # bytes per (virtual) worker on the coordinator (K = 4N: +512)
 PER_PARTITION = 128    # bytes per micro-partition (row lists, scheme tables)
-DATA_COPIES = 3        # float64 data as read + per-partition copies + a cast or temporaries
 MESSAGES_PER_WORKER = 1  # gradient messages that can be held at once, per worker
 SPARE_MESSAGES = 8     # plus the model, the decoded sum, the update ...
-
-
-def gib(n: float) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.0f} MiB"
-
-
-def mem_available(meminfo: str = "/proc/meminfo") -> int | None:
-    """Bytes the kernel says can be allocated without swapping (MemAvailable), or None."""
-    try:
-        with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def data_bytes(rows: int, cols: int, n_test: int = 0, copies: int = DATA_COPIES) -> int:
-    """Bytes of a dataset of ``rows`` (+ ``n_test``) x ``cols`` float64, ``copies`` times."""
-    return 8 * (int(rows) + int(n_test)) * int(cols) * int(copies)
 
 
 def model_dim(cols: int, model: str, n_classes: int) -> int:
@@ -68,18 +47,9 @@ def local_ranks(default: int) -> int:
     return int(v) if v.isdigit() else default
 
 
-def check(need: int, what: str, available: int | None = None) -> None:
-    """UsageError (one line) if ``need`` bytes do not fit in what is available."""
-    avail = mem_available() if available is None else available
-    if avail is not None and need > avail:
-        raise UsageError(f"{what} would need about {gib(need)} of memory, more than the "
-                         f"{gib(avail)} available (MemAvailable in /proc/meminfo)")
-
-
 def check_run(cfg, n_workers: int, ranks_here: int = 1, available: int | None = None) -> None:
     """Refuse a run whose estimate does not fit, before its data or workers exist. The
     dataset's shape comes from the file's header (nothing is read) or the synthetic sizes."""
-    from mpicode.io.datasets import dataset_shape
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     compute = getattr(cfg, "compute", "real") == "real"
     if cfg.dataset == "synthetic":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import time
 
+from mpicode.engine.signals import Interrupted
+
 # the backoff's first sleep, growth factor and longest sleep (the simulator's poll model,
 # mpicode.engine.costs, uses the same three)
 BACKOFF_LO, BACKOFF_GROWTH, BACKOFF_HI = 1e-5, 1.25, 1e-3
@@ -28,19 +30,22 @@ class Backoff:
         self.lo, self.hi, self.yields, self.growth = lo, hi, yields, growth
         self.dt = lo
         self.n = 0
+        self.slept = 0.0  # seconds spent in sleep() (rank 0: the time it was not busy)
 
     def reset(self) -> None:
         self.dt = self.lo
         self.n = 0
 
     def sleep(self, limit: float | None = None) -> None:
+        t0 = time.perf_counter()
         if self.n < self.yields:
             self.n += 1
             time.sleep(0)
-            return
-        dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
-        time.sleep(dt)
-        self.dt = min(self.hi, self.dt * self.growth)
+        else:
+            dt = self.dt if limit is None else max(0.0, min(self.dt, limit))
+            time.sleep(dt)
+            self.dt = min(self.hi, self.dt * self.growth)
+        self.slept += time.perf_counter() - t0
 
 
 class VirtualClock:
@@ -80,7 +85,6 @@ class WallClock:
         """Return the time now, once a message came in or ``t_next`` is reached (whichever
         first); sleeps at most until ``t_next``."""
         if self.stop():
-            from mpicode.engine.signals import Interrupted
             raise Interrupted
         if self.poll():
             self.backoff.reset()

@@ -36,16 +36,19 @@ import itertools
 import math
 
 from mpicode.engine.clock import VirtualClock
-from mpicode.engine.costs import ZERO
+from mpicode.engine.costs import ZERO, Work
+from mpicode.engine.rank0 import Rank0
 from mpicode.engine.rows import IterationInfo
 from mpicode.engine.signals import stalled
 
 INF = math.inf
+HEARTBEAT_EVENTS = 2048  # virtual time: events between two heartbeats (~ms of wall time)
 
 
 class EventLoop:
     def __init__(self, scheme, stragglers, *, partition_cost: float = 0.0, uplink=None,
-                 msg_bytes: int = 8, vworkers=None, clock=None, hooks=None, costs=None):
+                 msg_bytes: int = 8, vworkers=None, clock=None, hooks=None, costs=None,
+                 rank0=None):
         self.scheme = scheme
         self.stragglers = stragglers
         self.cost = float(partition_cost)
@@ -55,11 +58,15 @@ class EventLoop:
         self.clock = clock or VirtualClock()
         self.hooks = hooks
         self.costs = costs or ZERO
+        # rank 0's actions: measured on the wall clock, charged in virtual time (§2.6)
+        self.rank0 = rank0 or Rank0(self.costs.rank0, scheme.N, virtual=vworkers is not None)
         # --max-wait (wall seconds) for a scheme that cannot give up by itself: an iteration
         # that waits longer raises Stalled, naming the silent workers (real time only)
         self.max_wait: float | None = None
         self.t_event = 0.0              # rank 0's last event (virtual time: its backoff)
+        self.busy = 0.0                 # virtual time: rank 0 is busy until then
         self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
+        self.effects: list = []         # heap of (time, seq, Actions, first): decisions made
         self._seq = itertools.count()   # ties: first come, first served
 
     def _hook(self, name, *a):
@@ -67,13 +74,17 @@ class EventLoop:
         return None if f is None else f(*a)
 
     # ---- actions of the scheme --------------------------------------------------------------
-    def apply(self, it, acts, t, info: IterationInfo) -> None:
+    def apply(self, it, acts, t, info: IterationInfo, first: bool | None = None) -> None:
+        """Carry out a decision at ``t``: dispatch and cancel its tasks. ``first``: the
+        stage-1 plan (dispatch latency ``dispatch_s``; later tasks ``redispatch_s``);
+        default: decided at t = 0."""
+        latency = self.costs.dispatch_at(0.0 if first or (first is None and t <= 0.0) else t)
         for task in acts.dispatch:
             delay = self.stragglers.delay(it, task.worker, info.next_index(task.worker), task.n)
             task.t_dispatch = t
             info.delay[task.task_id] = delay
             if self.vw is not None:
-                self.vw.add(task.worker, task.task_id, t + self.costs.dispatch_at(t),
+                self.vw.add(task.worker, task.task_id, t + latency,
                             task.n * self.cost + delay)
             self._hook("dispatch", task, delay)
         self.cancel(it, acts.cancel, t)
@@ -97,7 +108,12 @@ class EventLoop:
         return getattr(self.hooks, "present", None)
 
     def _earliest(self):
+        """(time, kind) of the next event. In virtual time with a coordinator cost, an event
+        of rank 0's is handled when rank 0 is free (messages that land meanwhile wait, in
+        arrival order) and a decision (kind -1) takes effect when it was made; a worker's
+        compute (kind 2) is the worker's, not rank 0's."""
         up = self.uplink
+        busy = self.busy if self.rank0.charging else -INF
         t_del = up.next_delivery(self._present()) - self.t0 if up is not None else INF
         t_arr = INF
         if self.arrivals:
@@ -109,21 +125,42 @@ class EventLoop:
         t_slot = up.next_slot_time() - self.t0 if up is not None else INF
         deadline = self.scheme.next_deadline()
         t_dl = deadline if deadline is not None else INF
-        return min((t_del, 0), (t_arr, 1), (t_comp, 2), (t_slot, 3), (t_dl, 4))
+        t_eff = self.effects[0][0] if self.effects else INF
+        return min((t_eff, -1), (max(t_del, busy), 0), (max(t_arr, busy), 1), (t_comp, 2),
+                   (max(t_slot, busy), 3), (max(t_dl, busy), 4))
 
-    def run(self, it: int, info: IterationInfo, t0: float = 0.0) -> float:
+    def _decided(self, it, acts, c: float, t: float, info, first: bool | None = None) -> None:
+        """Rank 0 decided ``acts`` at ``t`` and was busy ``c`` seconds doing so: the decision
+        takes effect at ``t + c`` (at once when rank 0 costs nothing)."""
+        self.busy = t + c
+        if c > 0.0:
+            heapq.heappush(self.effects, (t + c, next(self._seq), acts, first))
+        else:
+            self.apply(it, acts, t, info, first)
+
+    def run(self, it: int, info: IterationInfo, t0: float = 0.0, heartbeat=None) -> float:
         """Run iteration ``it`` (beginning at run time ``t0``) until the scheme can decode;
-        returns the time (since ``t0``) at which it could."""
-        scheme, clock = self.scheme, self.clock
+        returns the time (since ``t0``) at which it could: in virtual time with a
+        coordinator cost, when rank 0 has handled the message that completed it.
+
+        ``heartbeat(it, events)``, if given, is called every :data:`HEARTBEAT_EVENTS` events
+        of a virtual-time iteration (one that can take long in wall time at large N): it
+        may show progress and raise :class:`~mpicode.engine.signals.Interrupted` on a stop
+        request (the wall clock's waits check the stop flag themselves)."""
+        scheme, clock, r0 = self.scheme, self.clock, self.rank0
+        n_events = 0
         self.t0 = t0
         if self.vw is not None:
             self.vw.reset()
         self.arrivals.clear()
+        self.effects.clear()
         if self.uplink is not None:
             self.uplink.new_iteration(it)
         clock.start(t0)
-        self.apply(it, scheme.begin(it), 0.0, info)
-        t = self.t_event = 0.0
+        acts, c = r0.act(scheme.name, "begin", scheme.begin, it, sends=scheme.N)  # + MODEL
+        self._decided(it, acts, c, 0.0, info, first=True)
+        t = 0.0
+        self.t_event = self.busy
         while not scheme.done():
             t_next, kind = self._earliest()
             if t_next == INF and clock.virtual:
@@ -135,6 +172,13 @@ class EventLoop:
             if now < t_next:
                 continue  # (wall clock) a message came in first
             t = max(t, now)
+            n_events += 1
+            if heartbeat is not None and n_events % HEARTBEAT_EVENTS == 0:
+                heartbeat(it, n_events)
+            if kind == -1:
+                te, _, acts, first = heapq.heappop(self.effects)
+                self.apply(it, acts, te, info, first)
+                continue
             if kind == 0:
                 self._deliver(it, self.uplink.pop_delivery(self._present()), t, info)
             elif kind == 1:
@@ -143,14 +187,20 @@ class EventLoop:
             elif kind == 2:
                 self._computed(it, t, info)
             elif kind == 3:
-                grants = self.uplink.step()
+                grants, c = r0.act(self.uplink.sched.name, "slot", self.uplink.step,
+                                   count=_slot_work)
+                self.busy = t + c
                 for g in grants:
                     self._hook("grant", g)
             else:
-                self.apply(it, scheme.on_tick(t), t, info)
+                acts, c = r0.act(scheme.name, "tick", scheme.on_tick, t)
+                self._decided(it, acts, c, t, info)
             if kind != 2:  # rank 0's backoff restarts at what it sees (not a worker's compute)
-                self.t_event = t
-        return t
+                self.t_event = max(t, self.busy) if r0.charging else t
+        while self.effects:  # the last decision (its cancels) takes effect
+            te, _, acts, first = heapq.heappop(self.effects)
+            self.apply(it, acts, te, info, first)
+        return max(t, self.busy) if r0.charging else t
 
     def _computed(self, it, t, info) -> None:
         _, tid = self.vw.pop()
@@ -160,7 +210,8 @@ class EventLoop:
         self._hook("computed", task)
         if self.uplink is None:
             msg_s = self.costs.message_s(self.msg_bytes)
-            if msg_s > 0 or self.costs.poll_s > 0:  # on its way: the worker is free
+            if msg_s > 0 or self.costs.poll_s > 0 or self.rank0.charging:
+                # on its way (the worker is free); rank 0 sees it when it polls and is free
                 heapq.heappush(self.arrivals, (t + msg_s, next(self._seq), tid))
             else:
                 self._deliver(it, tid, t, info)
@@ -170,8 +221,19 @@ class EventLoop:
     def _deliver(self, it, tid, t, info, hook: bool = True) -> None:
         task = self.scheme.tasks[tid]
         if task.state != "pending":  # cancelled while its message was on the way
+            if self.rank0.charging:  # received and dropped all the same
+                self.busy = t + self.rank0.charge("engine", Work("result", self.scheme.N,
+                                                                 recvs=1))
             return
         if hook:
             self._hook("delivered", task)
         comp, dl = info.measured[tid]
-        self.apply(it, self.scheme.on_result(tid, t, comp + dl), t, info)
+        acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_result, tid, t,
+                                 comp + dl, recvs=1)
+        self._decided(it, acts, c, t, info)
+
+
+def _slot_work(grants) -> dict:
+    """A slot step's work: the grants it made (each a GRANT sent and a CHUNK received)."""
+    n = len(grants)
+    return {"msgs": n, "sends": n, "recvs": n}

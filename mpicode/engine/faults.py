@@ -22,6 +22,8 @@ import functools
 import os
 import signal
 
+from mpicode.errors import UsageError
+
 SWITCH = "MPICODE_TEST_FAULTS"
 _FORMS = {"kill": "kill:ITER", "hang": "hang:RANK:ITER", "die": "die:RANK:ITER",
           "stop": "stop:RANK",
@@ -55,7 +57,6 @@ def _items() -> tuple[tuple[str, ...], ...]:
     items = tuple(tuple(x.strip().split(":")) for x in spec.split(",") if x.strip())
     for it in items:
         if not _valid(it):
-            from mpicode.errors import UsageError
             raise UsageError(f"MPICODE_FAULT {':'.join(it)!r}: expected one of "
                              f"{', '.join(_FORMS.values())} (comma-separated)")
     return items

@@ -19,6 +19,7 @@ and consecutive rows tile training time with no gap.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -29,7 +30,10 @@ from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
+from mpicode.io import checkpoint
+from mpicode.io.runlog import DiskFull
 from mpicode.models.oracle import oracle_row
+from mpicode.numerics.optim import GD
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
@@ -61,7 +65,6 @@ class Trainer:
         self.dead = DeadWorkers(n_workers, dead_after)
         self.w = problem.initial_w() if problem is not None else np.zeros(0)
         if optimizer is None:
-            from mpicode.numerics.optim import GD
             optimizer = GD(lr)
         self.optimizer = optimizer  # rank 0's update rule (its state is checkpointed)
         self.vt = 0.0          # virtual clock
@@ -73,6 +76,9 @@ class Trainer:
         self._bufs: list[np.ndarray] | None = None
         self._grad_norm = math.nan
         self._snap_w: np.ndarray | None = None  # the snapshot's copy of the model
+        self._last_tasks = 0   # tasks of the last iteration (the work of its bookkeeping)
+        self._log_charge = 0.0  # virtual time: the model's cost of that bookkeeping
+        self._busy = 0.0       # rank 0's busy seconds in the current row (coord_busy)
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -89,51 +95,86 @@ class Trainer:
     def iteration(self, it: int) -> dict:
         scheme, wall = self.scheme, self.clock is not None
         info = IterationInfo(self.N, msg_bytes=self.events.msg_bytes)
-        costs = self.events.costs
+        costs, r0 = self.events.costs, self.events.rank0
+        r0.new_iteration()
+        idle0 = self._idle()
         t_start = self._t_mark if wall else self.vt
-        if not wall:  # the model's cost of the previous row's bookkeeping
-            self.vt += costs.coord_log_s
+        if not wall:  # the model's cost of the previous row's bookkeeping (§2.6)
+            r0.busy_s += self._log_charge
+            self.vt += costs.coord_log_s + self._log_charge
         a = self.now()  # the previous row's bookkeeping ends here
         self._hook("begin", it, self.w, info)
-        t_wait = self.events.run(it, info, a)
+        t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
-        dec = scheme.decode()
+        dec, c_dec = r0.act(scheme.name, "decode", scheme.decode, count=_decode_work)
         gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
                 if self.problem is not None else None)
-        # virtual time charges the cost model's decode (0 by default), not the measured one:
-        # the file is a function of the seed and the trace (bench scale measures the decode)
-        decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s
+        # virtual time charges the cost model's decode, not the measured one: the file is a
+        # function of the seed and the trace (bench scale measures the decode)
+        decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s + c_dec
         self._hook("after_decode", info)
-        late = scheme.outstanding(t_wait)
+
+        def close():  # cancel the late tasks, learn, summarise
+            late = scheme.outstanding(t_wait)
+            return late, scheme.end(t_wait)
+
+        (late, summary), c_end = r0.act(scheme.name, "end", close, count=_end_work,
+                                         tasks=len(scheme.tasks))
         self.events.cancel(it, late, t_wait)
         info.cancelled += len(late)
-        summary = scheme.end(t_wait)
         grad_norm = math.nan
         if gsum is not None:
             self._update(gsum)
             grad_norm = self._grad_norm
         t_end = math.nan  # wall clock: once the rows are built (they are the update's cost)
+
+        def rows():
+            # the clairvoyant oracle of this iteration's draws: the models' partition cost
+            # in virtual time, the measured one on the wall clock
+            oracle = oracle_row(self.events.stragglers, it, scheme,
+                                None if wall else self.events.cost, info)
+            return collect_rows(scheme, it, info, t_start=t_start, t_end=t_end,
+                                t_wait=t_wait, decode_s=decode_s, dec=dec, summary=summary,
+                                grad_norm=grad_norm, oracle=oracle)
+
+        self._last_tasks = len(scheme.tasks)
+        out, c_rows = r0.act("engine", "rows", rows, policy_call=False,
+                             tasks=self._last_tasks)
+        row = out["row"]
         if not wall:
-            self.vt += t_wait + costs.coord_decode_s + costs.coord_update_s
-            t_end = self.vt
-        # the clairvoyant oracle of this iteration's draws: the models' partition cost in
-        # virtual time, the measured one on the wall clock
-        oracle = oracle_row(self.events.stragglers, it, scheme,
-                            None if wall else self.events.cost, info)
-        out = collect_rows(scheme, it, info, t_start=t_start, t_end=t_end, t_wait=t_wait,
-                           decode_s=decode_s, dec=dec, summary=summary, grad_norm=grad_norm,
-                           oracle=oracle)
+            update_s = c_end + costs.coord_update_s + c_rows
+            self.vt += t_wait + decode_s + update_s
+            row["t_end"] = self.vt
         if self.uplink is not None:
             self.uplink.drop_iteration(it)
             out["workers"].update(self.uplink.worker_rows())
         if wall:  # (building the rows was counted in the next row's log_s before)
-            t_end = out["row"]["t_end"] = self.now()
+            t_end = row["t_end"] = self.now()
+            update_s = (t_end - a) - t_wait - decode_s
         # the phases tile [t_start, t_end]: what is not waiting or decoding is the update
         # (cancels, the scheme's end, the gradient step, the rows)
-        log_s = a - t_start if wall else costs.coord_log_s
-        update_s = (t_end - a) - t_wait - decode_s if wall else costs.coord_update_s
-        out["row"].update(log_s=log_s, update_s=update_s)
+        log_s = a - t_start if wall else costs.coord_log_s + self._log_charge
+        row.update(log_s=log_s, update_s=update_s, policy_s=r0.policy_s)
+        # rank 0's busy time so far in the row (the evaluation adds to it): on the wall
+        # clock what it did not sleep; in virtual time what was charged
+        self._busy = ((t_end - t_start) - (self._idle() - idle0) if wall
+                      else r0.busy_s + costs.coord_log_s + costs.coord_decode_s
+                      + costs.coord_update_s)
         return out
+
+    def _heartbeat(self, it: int, events: int) -> None:
+        """Inside a long iteration: honour a stop request within moments, and let the
+        progress display say the iteration is still running."""
+        if stop_requested():
+            raise Interrupted
+        beat = getattr(self.progress, "heartbeat", None)
+        if beat is not None:
+            beat(it, events)
+
+    def _idle(self) -> float:
+        """Seconds rank 0 slept in the wall clock's waits so far (0 in virtual time)."""
+        backoff = getattr(self.events.clock, "backoff", None)
+        return backoff.slept if backoff is not None else 0.0
 
     def _buffers(self) -> list[np.ndarray]:
         """Rank 0's reused dim-vectors: the decoded sum (then the gradient, in place), a
@@ -154,6 +195,13 @@ class Trainer:
         self.w = w
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
+        self._evaluate_due(it, last, row)
+        # rank 0 was busy for its actions and the evaluation; the rest of the row it waited
+        span = row["t_end"] - row["t_start"]
+        busy = self._busy + row["eval_s"]
+        row["coord_busy"] = min(1.0, max(0.0, busy / span)) if span > 0 else 0.0
+
+    def _evaluate_due(self, it: int, last: int, row: dict) -> None:
         due = (it + 1) % self.eval_every == 0 or it == last
         row["eval_s"] = 0.0
         if self.clock is None and due and self.events.costs.coord_eval_s:
@@ -177,7 +225,6 @@ class Trainer:
                                  "row: left out of planning", it, w, w + 1,
                                  int(self.dead.missed[w]))
         if gone and self.runlog is not None:
-            import json
             self.runlog.set_attrs(dead_workers=json.dumps(self.dead.left))
 
     # ---- the run ------------------------------------------------------------------------------
@@ -217,26 +264,32 @@ class Trainer:
 
     def _bookkeeping(self, it: int, out: dict) -> bool:
         """Log the iteration, show progress, snapshot and checkpoint; False: stop now."""
-        if self.runlog is not None:
-            from mpicode.io.runlog import DiskFull
-            try:
-                self.runlog.add_notes(it, out.get("notes", ()))  # before the row: n_done rule
-                self.runlog.append(out["row"], out["workers"], out["tasks"])
-            except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
-                self.status, self.error = "failed", write_error(e)
-                self.log_broken = not isinstance(e, DiskFull)
-                return False
-        if self.progress is not None:
-            self.progress.update(out["row"])
+        _, self._log_charge = self.events.rank0.act(
+            "engine", "log", self._log_row, out, policy_call=False, tasks=self._last_tasks)
+        if self.status == "failed":
+            return False
         self.snap = self.take_snapshot(it + 1)
         if (self.runlog is not None and self.checkpoint_every
                 and (it + 1) % self.checkpoint_every == 0):
             self.write_checkpoint()
         return True
 
+    def _log_row(self, out: dict) -> None:
+        """Append the iteration's rows to the run log (a failed write stops the run) and
+        show progress: rank 0's bookkeeping, charged to the next row (its ``log_s``)."""
+        if self.runlog is not None:
+            try:
+                self.runlog.add_notes(out["row"]["iteration"], out.get("notes", ()))
+                self.runlog.append(out["row"], out["workers"], out["tasks"])  # (n_done last)
+            except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
+                self.status, self.error = "failed", write_error(e)
+                self.log_broken = not isinstance(e, DiskFull)
+                return
+        if self.progress is not None:
+            self.progress.update(out["row"])
+
     # ---- checkpoints --------------------------------------------------------------------------
     def take_snapshot(self, next_iteration: int) -> dict:
-        from mpicode.io import checkpoint
         # the model into a reused buffer (at 10^6 parameters a fresh copy costs ms a row)
         if self._snap_w is None or self._snap_w.shape != self.w.shape:
             self._snap_w = np.empty(self.w.shape)
@@ -245,16 +298,18 @@ class Trainer:
             w=self._snap_w, copy_w=False, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
-            runtime=self.dead.state_dict(), optimizer=self.optimizer)
+            runtime={**self.dead.state_dict(), "log_charge": np.float64(self._log_charge)},
+            optimizer=self.optimizer)
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
-        from mpicode.io import checkpoint
         self.w = np.array(snap["w"], dtype=float)
         self.vt = float(snap["vt"])
         self.t_offset = float(snap["t_offset"])
         checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink, optimizer=self.optimizer)
-        self.dead.load_state_dict(snap.get("runtime", {}))
+        runtime = snap.get("runtime", {})
+        self.dead.load_state_dict(runtime)
+        self._log_charge = float(runtime.get("log_charge", 0.0))
         return int(snap["iteration"])
 
     def write_checkpoint(self) -> None:
@@ -278,3 +333,14 @@ def divergence_error(it: int, lr: float, hint: str = "") -> str:
     extra = f"; {hint}" if "standardized" in hint else ""
     return (f"the model diverged at iteration {it} (its loss or weights are no longer "
             f"finite): try a smaller --lr (now {lr:g}){extra}")
+
+
+def _decode_work(dec) -> dict:
+    """The decode's work: the messages it combines."""
+    return {"msgs": len(dec.weights)}
+
+
+def _end_work(out) -> dict:
+    """The iteration's close: the late tasks cancelled (one CANCEL each)."""
+    late, _ = out
+    return {"sends": len(late)}

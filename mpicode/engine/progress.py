@@ -8,15 +8,6 @@ prints a compact line every few seconds there::
 and a tqdm bar on a terminal. ``s/it`` is wall time per iteration since the previous line
 (everything rank 0 does, not only the logged iteration time); ETA = remaining iterations x
 that rate. ``--quiet`` implies ``none``.
-
-An iteration longer than the interval (a 20,000-worker simulation, a replayed trace of long
-steps) would print nothing until it ends: the loop calls ``heartbeat(t)`` while it runs
-(``t``: the iteration's own time so far, virtual in the simulator), and a line comes every
-interval from the first iteration on::
-
-    mpicode: it 0/500 running  12.0 s of wall time so far (virtual 3.41e+04 s)
-
-``heartbeat`` costs one clock read when no line is due (call it every event, or every few).
 """
 
 from __future__ import annotations
@@ -32,7 +23,7 @@ class NoProgress:
     def update(self, row: dict) -> None:
         pass
 
-    def heartbeat(self, t: float | None = None) -> None:
+    def heartbeat(self, it: int, events: int) -> None:
         pass
 
     def close(self) -> None:
@@ -57,27 +48,14 @@ class LineProgress:
         self.total, self.desc, self.n = int(total), desc, int(initial)
         self.stream = stream if stream is not None else sys.stderr
         self.clock, self.interval = clock, float(interval)
-        self.t_last = self.t_rate = clock()  # t_rate: where s/it counts from (a heartbeat
-        self.n_last = self.n                  # line moves t_last only)
+        self.t_last = clock()
+        self.t_beat = -math.inf  # the last heartbeat line
+        self.n_last = self.n
         self.loss = math.nan
         self.metric: tuple[str, float] | None = None
         self.printed = 0
-        self.t_iter = self.t_last  # when the running iteration began (the last update)
-
-    def heartbeat(self, t: float | None = None) -> None:
-        """A line every ``interval`` even while one iteration runs (``t``: its time so far,
-        virtual in the simulator, shown when given)."""
-        now = self.clock()
-        if now - self.t_last < self.interval:
-            return
-        virtual = f" (virtual {t:.3g} s)" if t is not None and math.isfinite(t) else ""
-        print(f"mpicode: it {self.n}/{self.total} running  {now - self.t_iter:.1f} s of wall "
-              f"time so far{virtual}", file=self.stream, flush=True)
-        self.t_last = now  # the next line one interval later; s/it still counts from n_last
-        self.printed += 1
 
     def update(self, row: dict) -> None:
-        self.t_iter = self.clock()
         self.n += 1
         loss = row.get("loss")
         if loss is not None and math.isfinite(loss):
@@ -101,14 +79,24 @@ class LineProgress:
     def _emit(self) -> None:
         now = self.clock()
         done = self.n - self.n_last
-        rate = (now - self.t_rate) / done if done > 0 else math.nan
+        rate = (now - self.t_last) / done if done > 0 else math.nan
         print(self.line(rate), file=self.stream, flush=True)
-        self.t_last, self.t_rate, self.n_last = now, now, self.n
+        self.t_last, self.n_last = now, self.n
         self.printed += 1
 
     def close(self) -> None:
         if self.printed and self.n != self.n_last:
             self._emit()
+
+    def heartbeat(self, it: int, events: int) -> None:
+        """Called from inside a long iteration (every few thousand events of a simulated
+        one): a line once the interval has passed since the last, so that a run whose
+        single iteration takes minutes is not silent."""
+        now = self.clock()
+        if now - max(self.t_last, self.t_beat) >= self.interval:
+            print(f"mpicode: it {self.n}/{self.total}  iteration {it} still running "
+                  f"({events} events so far)", file=self.stream, flush=True)
+            self.t_beat = now  # (the rate of the next line still counts from t_last)
 
 
 class BarProgress:
@@ -118,13 +106,6 @@ class BarProgress:
         from tqdm import tqdm
         self.bar = tqdm(total=total, desc=desc, unit="it", initial=initial,
                         file=stream if stream is not None else sys.stderr)
-
-    def heartbeat(self, t: float | None = None) -> None:
-        """Redraw the bar (its elapsed time) at most twice a second while an iteration runs."""
-        now = time.monotonic()
-        if now - getattr(self, "_t_beat", 0.0) >= 0.5:
-            self._t_beat = now
-            self.bar.refresh()
 
     def update(self, row: dict) -> None:
         self.bar.update(1)
@@ -136,12 +117,14 @@ class BarProgress:
     def close(self) -> None:
         self.bar.close()
 
+    def heartbeat(self, it: int, events: int) -> None:
+        self.bar.set_postfix_str(f"iteration {it}: {events} events", refresh=True)
+
 
 def make_progress(mode: str, total: int, desc: str, initial: int = 0, *, stream=None,
                   clock=time.monotonic, interval: float = 3.0):
     """The progress display for ``mode`` (one of :data:`MODES`): an object with
-    ``update(row)`` (once per iteration, with its log row), ``heartbeat(t)`` (any time while
-    an iteration runs) and ``close()``."""
+    ``update(row)`` (once per iteration, with its log row) and ``close()``."""
     stream = stream if stream is not None else sys.stderr
     if mode == "auto":
         mode = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"

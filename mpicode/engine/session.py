@@ -10,6 +10,7 @@ import time
 
 from mpicode.engine.progress import make_progress
 from mpicode.engine.signals import STOP, write_error
+from mpicode.io.runlog import RunLog
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
 
@@ -35,7 +36,6 @@ class Session:
         self.shutdown: str | None = None  # what went wrong stopping the workers, if anything
 
     def open(self):
-        from mpicode.io.runlog import RunLog
         cfg, snap = self.cfg, self.snap
         if snap is not None:
             self.runlog = RunLog.resume(cfg.resume, int(snap["iteration"]), int(snap["n_tasks"]),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+from mpicode.io.safefile import DiskFull
+
 
 class Interrupted(Exception):
     """A stop was requested (SIGTERM or SIGUSR1) while an iteration was running."""
@@ -31,9 +35,6 @@ def write_error(e: Exception) -> str:
     """One line for a failed write of the run log (HDF5 reports a full disk as OSError or
     RuntimeError). Once a write failed, the HDF5 library complains again when each of its
     objects is freed; those messages are silenced (sys.unraisablehook): the run ends now."""
-    import sys
-
-    from mpicode.io.runlog import DiskFull
     if isinstance(e, DiskFull):
         return f"stopped before the disk is full: {e}"
     sys.unraisablehook = lambda unraisable: None

@@ -20,6 +20,9 @@ import math
 
 import numpy as np
 
+from mpicode.models.channels import make_channel
+from mpicode.schedulers import make_scheduler
+
 BYTE_COUNTERS = ("offered", "admitted", "delivered", "deferred", "dropped")
 
 
@@ -137,8 +140,6 @@ class Uplink:
 def make_uplink(cfg, n_workers: int, scheme=None):
     """The uplink of a configuration, or None for the ``ideal`` channel (no emulation). With
     a scheme, the scheduler's coding-aware admission asks it which messages are redundant."""
-    from mpicode.models.channels import make_channel
-    from mpicode.schedulers import make_scheduler
     if cfg.channel == "ideal":
         return None
     channel = make_channel(cfg, n_workers)

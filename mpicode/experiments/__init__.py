@@ -25,14 +25,18 @@ import argparse
 import datetime as _dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mpicode import launcher
+from mpicode.analysis.runs import read_run
 from mpicode.experiments import (
     analyse,
+    comm_study,
     figures,
+    mlp_publish,
+    mlp_study,
     publish,
     seeded,
     study,
@@ -40,31 +44,16 @@ from mpicode.experiments import (
     sweep,
     verdicts,
 )
+from mpicode.experiments.shipped import build_datasets  # noqa: F401  (old name, here)
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
 from mpicode.io import safefile
 
 
-def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
-    """The scikit-learn datasets, standardised (as ``mpicode data bundled``); kept if present."""
-    from mpicode.io.dataimport import import_dataset
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        p = data_dir / f"{name}.h5"
-        if not p.exists():
-            import_dataset(name, str(p), test_fraction=0.2, standardize=True, seed=0)
-
-
 def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
     """The MPI job, bounded by the launcher's timeout; its progress lines pass through."""
-    py = sys.executable
-    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               MPIEXEC_TIMEOUT=str(suite.mpiexec_timeout_s))
-    cmd = [mpiexec, "-n", str(suite.ranks), py, "-m", "mpi4py", "-m",
-           "mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
-           str(data_dir)] + (["--quick"] if suite.quick else [])
-    r = subprocess.run(cmd, env=env, timeout=suite.mpiexec_timeout_s + 60)
+    args = ["mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
+            str(data_dir)] + (["--quick"] if suite.quick else [])
+    r = launcher.launch(args, suite.ranks, timeout_s=suite.mpiexec_timeout_s)
     if r.returncode:
         raise SystemExit(f"experiments: the MPI job failed (exit code {r.returncode})")
 
@@ -91,7 +80,6 @@ def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
     block): run and saved in ``OUT/comm_study.{json,md}``, or read back with --analyse-only."""
     import json
 
-    from mpicode.experiments import comm_study
     path = out / "comm_study.json"
     if analyse_only:
         return json.loads(path.read_text())["compare"] if path.exists() else []
@@ -156,14 +144,12 @@ def main(argv=None) -> int:
     print("experiments: seeded scheme comparison in the simulator (CIs)", flush=True)
     study_out = study.suite(suite.quick, log=lambda m: print(m, flush=True))
     print("experiments: MLP on digits in the simulator (CIs)", flush=True)
-    from mpicode.experiments import mlp_publish, mlp_study
     mlp_out = mlp_study.suite(suite.quick, log=lambda m: print(m, flush=True),
                               data_dir=data_dir)
     comm_cmp = comm_claim(suite.quick, out, a.analyse_only)
     print("experiments: scale sweep in the simulator", flush=True)
     sw = sweep.run(suite.sweep_ns, SWEEP_SCHEMES, suite.sweep_iterations, suite.sweep_budget_s)
 
-    from mpicode.analysis.runs import read_run
     cache: dict = {}
 
     def read(name: str) -> dict:

@@ -1,5 +1,6 @@
 """The MPI block of the claim-2 study (:mod:`mpicode.experiments.comm_study`): its cells in
-ONE job, seed-major, the scheduler order rotated per seed. Launched by ``comm_study`` as::
+ONE job, seed-major, the scheduler order rotated per seed. Launched by
+:func:`mpicode.experiments.comm_study.run_mpi` as::
 
     mpiexec -n 9 python -m mpi4py -m mpicode.experiments.comm_mpi --inner --seeds 3 \\
         --iterations 15 --schemes cyclic two-stage --variants fifo ... lyapunov
@@ -16,21 +17,23 @@ import json
 import math
 import sys
 
-from mpicode.experiments.comm_study import (
+from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,
     config,
     link_s,
     options,
+    run_mpi,
     target_iteration,
 )
-from mpicode.experiments.suite import Suite
+from mpicode.mpi import bounds  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.launch import build, execute  # lazy: importing mpi4py initialises MPI
+from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 
 
 def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
-    from mpicode.mpi import bounds
-    from mpicode.mpi.calibrate import cached_problem
-    from mpicode.mpi.launch import build, execute
     N = comm.size - 1
     cfg = config(opts, N, delay_mode="sleep")
     problem = cached_problem(cfg, comm, cache)
@@ -67,8 +70,6 @@ def _inner(argv) -> int:
     p.add_argument("--iterations", type=int, required=True)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
     kernels.warmup()
     comm = runtime.world().Dup()
     cache: dict = {}
@@ -83,37 +84,6 @@ def _inner(argv) -> int:
     comm.Barrier()
     comm.Free()
     return 0
-
-
-def run_mpi(schemes, variants, seeds: int, iterations: int, quick: bool, log=print,
-            timeout_s: int = 600) -> list[dict]:
-    """The MPI block as one job (``N + 1`` ranks), rows like :func:`run_virtual`'s."""
-    import os
-    import subprocess
-    N = Suite.make(quick).workers
-    py = sys.executable
-    mpiexec = os.environ.get("MPIEXEC") or os.path.join(os.path.dirname(py), "mpiexec")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MPIEXEC_TIMEOUT=str(timeout_s))
-    cmd = [mpiexec, "-n", str(N + 1), py, "-m", "mpi4py", "-m",
-           "mpicode.experiments.comm_mpi", "--inner", "--seeds", str(seeds),
-           "--iterations", str(iterations), "--schemes", *schemes, "--variants", *variants]
-    r = subprocess.run(cmd + (["--quick"] if quick else []), env=env, timeout=timeout_s + 60,
-                       stdout=subprocess.PIPE, text=True)
-    if r.returncode:
-        raise SystemExit(f"comm study: the MPI job failed (exit code {r.returncode})")
-    cells = [json.loads(ln[5:]) for ln in r.stdout.splitlines() if ln.startswith("CELL ")]
-    rows = []
-    for scheme in schemes:
-        for v in variants:
-            per = sorted((c for c in cells if c["scheme"] == scheme and c["scheduler"] == v),
-                         key=lambda c: c["seed"])
-            if per:
-                keys = [k for k in per[0] if k not in ("scheme", "scheduler", "seed")]
-                rows.append({"block": "mpi", "scheme": scheme, "scheduler": v, "N": N,
-                             **{k: [c[k] for c in per] for k in keys}})
-    log(f"  comm study (MPI runtime): {len(cells)} cells")
-    return rows
 
 
 if __name__ == "__main__":

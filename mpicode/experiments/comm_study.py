@@ -43,11 +43,18 @@ import time
 
 import numpy as np
 
+from mpicode import launcher
+from mpicode.config import Config, defaults, validate_for_size
+from mpicode.engine.uplink import make_uplink
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
 from mpicode.io import safefile
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator, model_partition_cost
 from mpicode.stats import ci_dict as _ci
 from mpicode.stats import jain
+from mpicode.wire import result_bytes
 
 SUBJECT = "lyapunov"
 BASELINES = ("fifo", "round-robin", "max-weight", "proportional-fair")
@@ -73,7 +80,6 @@ def options(scheme: str, variant: str, seed: int, iterations: int, quick: bool) 
 
 
 def config(opts: dict, N: int, **extra):
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(quiet=True, **extra)
     v.update(opts)
@@ -131,17 +137,13 @@ def cell_metrics(per_it: dict, sched, k_target: int) -> dict:
 
 def simulate(opts: dict, N: int) -> dict:
     """One cell in virtual time (the simulator; timing only)."""
-    from mpicode.engine.uplink import make_uplink
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, model_partition_cost
     cfg = config(opts, N, compute="none")
     K = cfg.partitions
     scheme = make_scheme(cfg, N, K)
     uplink = make_uplink(cfg, N, scheme)
     sim = Simulator(scheme, make_straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=model_partition_cost(cfg.samples / K, cfg.features),
-                    uplink=uplink, msg_bytes=8 * (5 + cfg.features))
+                    uplink=uplink, msg_bytes=result_bytes(cfg.features))
     per: dict = {k: [] for k in ("iter_s", "t_end", "comm_s", "link_s")}
     for k in range(cfg.iterations):
         out = sim.iteration(k)
@@ -165,6 +167,31 @@ def run_virtual(schemes, variants, seeds: int, N: int, iterations: int, quick: b
                          **{k: [p[k] for p in per] for k in per[0]}})
         log(f"  comm study (virtual time): {scheme}: {len(variants)} schedulers x {seeds} "
             f"seeds")
+    return rows
+
+
+def run_mpi(schemes, variants, seeds: int, iterations: int, quick: bool, log=print,
+            timeout_s: int = 600) -> list[dict]:
+    """The MPI block as one job (``N + 1`` ranks, :mod:`mpicode.experiments.comm_mpi`),
+    rows like :func:`run_virtual`'s."""
+    N = Suite.make(quick).workers
+    args = ["mpicode.experiments.comm_mpi", "--inner", "--seeds", str(seeds),
+            "--iterations", str(iterations), "--schemes", *schemes, "--variants", *variants]
+    r = launcher.launch(args + (["--quick"] if quick else []), N + 1, timeout_s=timeout_s,
+                        capture=True)
+    if r.returncode:
+        raise SystemExit(f"comm study: the MPI job failed (exit code {r.returncode})")
+    cells = [json.loads(ln[5:]) for ln in r.stdout.splitlines() if ln.startswith("CELL ")]
+    rows = []
+    for scheme in schemes:
+        for v in variants:
+            per = sorted((c for c in cells if c["scheme"] == scheme and c["scheduler"] == v),
+                         key=lambda c: c["seed"])
+            if per:
+                keys = [k for k in per[0] if k not in ("scheme", "scheduler", "seed")]
+                rows.append({"block": "mpi", "scheme": scheme, "scheduler": v, "N": N,
+                             **{k: [c[k] for c in per] for k in keys}})
+    log(f"  comm study (MPI runtime): {len(cells)} cells")
     return rows
 
 
@@ -250,7 +277,6 @@ def suite(quick: bool, log=print, mpi: bool = True) -> tuple[list[dict], list[di
             "target_at": TARGET_AT, "mpi": mpi}
     if mpi:
         t1 = time.perf_counter()
-        from mpicode.experiments.comm_mpi import run_mpi
         rows += run_mpi(p["mpi_schemes"], p["mpi_variants"], p["mpi_seeds"],
                         p["mpi_iterations"], quick, log)
         meta["mpi_s"] = time.perf_counter() - t1

@@ -32,8 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mpicode.analysis.runs import read_run
+from mpicode.config import Config, defaults
 from mpicode.experiments import study
+from mpicode.experiments.mlp_publish import cell_table
+from mpicode.experiments.shipped import build_datasets, locate
+from mpicode.experiments.shipped import data_dir as repo_data
 from mpicode.io import safefile
+from mpicode.io.traces import _write, read_trace
+from mpicode.schemes import SCHEMES as REGISTERED
+from mpicode.simulator import simulate
 
 MODEL = {"model": "mlp", "hidden": "64", "optimizer": "adam", "lr": 0.01, "batch_size": 128,
          "workers": 4, "epochs": 10}
@@ -57,7 +65,6 @@ METRICS = ("time_to_acc_s", "time_to_loss_s", "final_accuracy", "final_test_loss
 
 
 def digits(data_dir: Path) -> Path:
-    from mpicode.experiments import build_datasets
     build_datasets(data_dir, names=("digits",))
     return data_dir / "digits.h5"
 
@@ -71,8 +78,6 @@ def first_time(t_end: np.ndarray, ok: np.ndarray) -> float:
 def realised_trace(spec: str, seed: int, tmp: Path) -> str:
     """``trace:FILE`` for this seed: the trace realised as in the simulator study
     (:func:`mpicode.experiments.study.realise`), written next to the run."""
-    from mpicode.experiments.shipped import locate
-    from mpicode.io.traces import _write, read_trace
     src = locate(spec[len("trace:"):])
     rel, attrs = read_trace(str(src))
     out = tmp / f"{src.stem}-seed{seed}.h5"
@@ -85,9 +90,6 @@ def realised_trace(spec: str, seed: int, tmp: Path) -> str:
 
 def measure(opts: dict, dataset: Path, out: Path, epochs: int) -> dict:
     """One simulated training run with real numerics; its metrics."""
-    from mpicode.analysis.runs import read_run
-    from mpicode.config import Config, defaults
-    from mpicode.simulator import simulate
     v = dict(defaults().values)
     v.update(MODEL, compute="real", dataset=str(dataset), quiet=True, out=str(out),
              force=True, delay_unit=0.02, epochs=epochs, partition_cost=PARTITION_COST_S)
@@ -124,7 +126,6 @@ def run(scenarios, schemes, seeds: int, epochs: int, dataset: Path, log=print) -
 def compare(rows: list[dict], subject: str = SUBJECT) -> list[dict]:
     """Per scenario: the subject's time to the accuracy target over the best other exact
     scheme's (by mean over seeds), paired by seed, 95% CI and verdict (as in the study)."""
-    from mpicode.schemes import SCHEMES as REGISTERED
     by: dict[str, dict] = {}
     for r in rows:
         by.setdefault(r["scenario"], {})[r["scheme"]] = r
@@ -145,7 +146,6 @@ def compare(rows: list[dict], subject: str = SUBJECT) -> list[dict]:
 
 def suite(quick: bool, log=print, data_dir: Path | None = None):
     """What ``make experiments`` runs: (rows, comparisons, meta)."""
-    from mpicode.experiments.shipped import data_dir as repo_data
     if quick:
         scenarios, schemes, seeds, epochs = (["shifted-exp", "trace-AR"],
                                              {k: SCHEMES[k] for k in ("uncoded", SUBJECT,
@@ -173,7 +173,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     rows, cmp, meta = suite(a.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
                             data_dir=Path(a.data_dir) if a.data_dir else None)
-    from mpicode.experiments.mlp_publish import cell_table
     print("\n".join(cell_table(rows)))
     for c in cmp:
         r = c["ratio"]

@@ -17,12 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+from mpicode.config import Config, defaults, validate_for_size
 from mpicode.experiments.suite import Cell, Suite
+from mpicode.mpi.calibrate import logged_run  # lazy: importing mpi4py initialises MPI
+from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 
 
 def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
     """The validated configuration of a cell: package defaults < suite < cell."""
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(seed=7, quiet=True, force=True, delay_mode="sleep")
     v.update(cell.options)
@@ -37,7 +40,6 @@ def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
 def run_cell(suite: Suite, cell: Cell, comm, out_dir: str, data_dir: str, cache: dict):
     """Run one cell on ``comm``; rank 0 writes its run log and returns (iterations, seconds,
     exit code)."""
-    from mpicode.mpi.calibrate import logged_run
 
     cfg = make_config(suite, cell, out_dir, data_dir)
     t0 = time.perf_counter()
@@ -57,8 +59,6 @@ def _inner(argv) -> int:
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
 
-    from mpicode import mpi as runtime
-    from mpicode.numerics import kernels
     suite = Suite.make(a.quick)
     kernels.warmup()
     comm = runtime.world().Dup()

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 import mpicode
+from mpicode.errors import UsageError
+from mpicode.io.dataimport import import_dataset
+from mpicode.io.traces import import_trace
 
 TRACES = ("SE", "AR")
 LICENSE = ("Apache-2.0 (data/traces/LICENSE-StragglerAnalysis.txt; "
@@ -51,8 +54,6 @@ def locate(path: str) -> Path:
 
 def ensure(name: str, out_dir: Path | None = None) -> Path:
     """``out_dir/trace-NAME.h5`` (default the repository's data/), imported if missing."""
-    from mpicode.config import UsageError
-    from mpicode.io.traces import import_trace
     out = (out_dir or data_dir()) / f"trace-{name}.h5"
     if out.exists():
         return out
@@ -79,7 +80,6 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None, help="where to write (default the repo's data/)")
     a = p.parse_args(argv)
-    from mpicode.config import UsageError
     try:
         for path in ensure_all(Path(a.data_dir) if a.data_dir else None):
             print(f"trace: {path}")
@@ -87,6 +87,15 @@ def main(argv=None) -> int:
         print(f"mpicode: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def build_datasets(data_dir: Path, names=("digits", "breast_cancer")) -> None:
+    """The scikit-learn datasets, standardised (as ``mpicode data bundled``); kept if present."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        p = data_dir / f"{name}.h5"
+        if not p.exists():
+            import_dataset(name, str(p), test_fraction=0.2, standardize=True, seed=0)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,15 @@ import time
 
 import numpy as np
 
+from mpicode.config import Config, defaults, validate_for_size
+from mpicode.experiments.shipped import locate
 from mpicode.io import safefile
+from mpicode.io.traces import read_trace
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.models.trace_replay import ImportedTrace
+from mpicode.schemes import SCHEMES as REGISTERED
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator, model_partition_cost
 from mpicode.stats import ci_dict as _ci
 
 SCENARIOS: dict[str, dict] = {
@@ -79,17 +87,14 @@ TOO_SLOW: dict[tuple[str, str], tuple[int, str]] = {}
 
 def available(schemes: dict[str, dict]) -> dict[str, dict]:
     """The variants whose scheme is registered here (self-scheduling may be absent)."""
-    from mpicode.schemes import SCHEMES as REGISTERED
     return {k: v for k, v in schemes.items() if v["scheme"] in REGISTERED}
 
 
 def config(opts: dict, N: int):
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(samples=64 * N, features=50, compute="none", delay_unit=0.02, quiet=True)
     v.update(opts)
     if v["stragglers"].startswith("trace:"):  # data/... against the repo, built if missing
-        from mpicode.experiments.shipped import locate
         v["stragglers"] = "trace:" + str(locate(v["stragglers"][len("trace:"):]))
     return validate_for_size(Config(v), N)
 
@@ -98,11 +103,8 @@ def straggler_model(cfg, N: int, K: int):
     """The scenario's model; an imported trace is realised per seed: replayed from a
     seeded starting step with its workers relabelled by a seeded permutation (the trace
     itself fixes every delay, so this is what makes its seeds differ)."""
-    from mpicode.models.stragglers import make_straggler_model
     if not cfg.stragglers.startswith("trace:"):
         return make_straggler_model(cfg, N, K)
-    from mpicode.io.traces import read_trace
-    from mpicode.models.trace_replay import ImportedTrace
     path = cfg.stragglers[len("trace:"):]
     rel, _ = read_trace(path)
     return ImportedTrace(N, K, cfg.seed, relative=realise(rel, cfg.seed),
@@ -119,8 +121,6 @@ def realise(m: np.ndarray, seed: int) -> np.ndarray:
 
 def measure(opts: dict, N: int, iterations: int) -> dict:
     """One simulated cell: per-iteration times, load, messages, oracle (if logged)."""
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, model_partition_cost
     cfg = config(dict(opts, iterations=iterations), N)
     K = cfg.partitions
     cost = model_partition_cost(cfg.samples / K, cfg.features)
@@ -198,7 +198,6 @@ def verdict(ci: dict) -> str:
 def compare(rows: list[dict], subject: str = SUBJECT) -> list[dict]:
     """Per (scenario, N, placement): the subject against the best other exact scheme (by
     mean over seeds), the ratio paired by seed, its 95% CI and the verdict; vs_oracle."""
-    from mpicode.schemes import SCHEMES as REGISTERED
     groups: dict[tuple, dict] = {}
     for r in rows:
         groups.setdefault((r["scenario"], r["N"], r["placement"]), {})[r["scheme"]] = r

@@ -21,6 +21,11 @@ import time
 import numpy as np
 
 from mpicode.bench.scale import Timed
+from mpicode.config import Config, defaults, validate_for_size
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.schemes.cyclic import tandon_cyclic_B
+from mpicode.simulator import Simulator
 
 
 def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3) -> dict:
@@ -30,10 +35,6 @@ def measure(label: str, options: dict, N: int, iterations: int, repeats: int = 3
 
 
 def _measure_once(label: str, options: dict, N: int, iterations: int) -> dict:
-    from mpicode.config import Config, defaults, validate_for_size
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator
 
     v = dict(defaults().values)
     v.update(seed=7, stragglers="shifted-exp", samples=max(4000, 4 * N), compute="none",
@@ -87,7 +88,6 @@ def run(ns, schemes: dict[str, dict], iterations: int, budget_s: float,
 def lstsq_times(ns, repeats: int = 3, log=print) -> list[dict]:
     """CPU seconds of cyclic's decoding solve alone (smallest of ``repeats``) for every N, with
     s = 1: ``lstsq(B_F^T, 1)`` on B from Tandon's Algorithm 2 (seed N), F = workers 1..N-1."""
-    from mpicode.schemes.cyclic import tandon_cyclic_B
     rows = []
     for N in ns:
         BF = tandon_cyclic_B(N, 1, np.random.default_rng(N))[1:]

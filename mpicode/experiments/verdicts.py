@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import math
 
+from mpicode.experiments.suite import NONIID_BIASED, NONIID_EXACT
+from mpicode.experiments.sweep import slope
+
 HOLDS, FAILS, MIXED = "holds", "does not hold", "mixed"
 
 CLAIMS = {
@@ -264,7 +267,6 @@ def claim2(cases: dict, study: list[dict] | None = None) -> dict:
 def claim3(cases: dict) -> dict:
     """``cases``: {dataset: {variant: {"final_acc", "final_loss"}}} for label-sorted
     partitions; variant ``uncoded`` is the exact reference."""
-    from mpicode.experiments.suite import NONIID_BIASED, NONIID_EXACT
     checks = []
     for ds, rows in cases.items():
         ref = rows["uncoded"]["final_acc"]
@@ -308,7 +310,6 @@ def claim4(rows: list[dict], notes: list[str], lstsq: list[dict],
     """``rows``: sweep rows (scheme, N, policy_s, decode_s, uncovered); ``lstsq``: rows (N,
     lstsq_s) of cyclic's decoding solve alone. Slopes are fitted on N >= ``min_n`` (below it a
     fixed per-iteration overhead dominates)."""
-    from mpicode.experiments.sweep import slope
 
     def pick(name):
         return [r for r in rows if r["scheme"] == name and r["N"] >= min_n]

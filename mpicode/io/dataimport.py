@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpicode.config import UsageError
-from mpicode.io.datasets import Dataset, write_dataset
+from mpicode.errors import UsageError
+from mpicode.io.datasets import MODEL_TASK, Dataset, read_dataset, write_dataset
 from mpicode.io.labels import infer_task, mapping_attr, mapping_note
 from mpicode.io.textformats import _is_int, _lines, read_csv, read_libsvm
 
@@ -179,7 +179,6 @@ def build_bundled(out_dir: str = "data", *, force: bool = False, seed: int = 0,
 
 def describe(path, ds: Dataset) -> str:
     """``wrote PATH: NAME, R train + R test rows, F features, C classes, task T (--model M)``"""
-    from mpicode.io.datasets import MODEL_TASK
     model = next(m for m, t in MODEL_TASK.items() if t == ds.task)
     classes = f"{ds.n_classes} classes, " if ds.task != "regression" else ""
     return (f"wrote {path}: {ds.name}, {ds.X.shape[0]} train + {ds.X_test.shape[0]} test rows, "
@@ -188,7 +187,6 @@ def describe(path, ds: Dataset) -> str:
 
 def print_bundled(out_dir: str, written: list[Path]) -> None:
     """What ``data bundled`` wrote, one line per dataset."""
-    from mpicode.io.datasets import read_dataset
     if not written:
         print(f"{out_dir}: bundled datasets already present (--force to rebuild)")
     for p in written:

@@ -22,7 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode import memory
+from mpicode.errors import UsageError
+from mpicode.io import safefile
+from mpicode.options import file_kind
 
 DATA_FORMAT = "mpicode-dataset"
 BUILTIN = ("synthetic",)
@@ -75,7 +78,6 @@ def write_dataset(ds: Dataset, path: str, force: bool = False, attrs: dict | Non
     """Write ``ds`` as a dataset file (:func:`mpicode.io.safefile.output`: built under a
     temporary name, never through a symlink, named only when complete; an existing ``path``
     is refused unless ``force``); ``attrs`` are extra root attributes."""
-    from mpicode.io import safefile
     with safefile.output(path, force=force) as tmp:
         with h5py.File(tmp, "x") as f:
             for k in ("X", "y", "X_test", "y_test"):
@@ -124,7 +126,6 @@ def read_dataset(path: str | Path) -> Dataset:
     finite; ``X``/``X_test`` 2-D with the same columns (at least one), ``y``/``y_test`` 1-D
     with one label per row; at least one training row; attributes of the expected kinds.
     """
-    from mpicode.options import file_kind
     path = str(path)
     where = f"dataset {path}"
     kind = file_kind(path)
@@ -196,12 +197,11 @@ def _check_arrays(arrs: dict, where: str) -> None:
 
 def _check_size(f: h5py.File, where: str) -> None:
     """Refuse (before reading) arrays whose header shapes do not fit in memory."""
-    from mpicode.engine import budget
     try:
         cells = sum(int(np.prod(f[k].shape, dtype=object)) for k in ("X", "y", "X_test", "y_test"))
     except Exception as e:  # a corrupt object header
         raise UsageError(f"{where}: cannot read data ({_h5_reason(e)})") from None
-    budget.check(8 * cells * budget.DATA_COPIES, f"{where}: its arrays")
+    memory.check(8 * cells * memory.DATA_COPIES, f"{where}: its arrays")
 
 
 def dataset_shape(spec: str) -> tuple[int, int, int, int] | None:

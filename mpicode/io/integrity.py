@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import h5py
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 
 def _reason(e: Exception) -> str:

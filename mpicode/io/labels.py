@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 
 
 def encode_text(labels: list[str]) -> tuple[np.ndarray, dict[str, int]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode import memory
+from mpicode.errors import UsageError
 
 
 def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +57,6 @@ def _check_npz_headers(z, path: str) -> None:
     """Object (pickled) arrays and shapes too large for memory, from the .npy headers."""
     import zipfile
 
-    from mpicode.engine import budget
     total = 0
     for k in ("X", "y"):
         try:
@@ -72,4 +72,4 @@ def _check_npz_headers(z, path: str) -> None:
             raise UsageError(f"{path}: array {k} holds Python objects (dtype {dtype}): "
                              "refused, it would need unpickling")
         total += int(np.prod(shape, dtype=object))
-    budget.check(8 * total * budget.DATA_COPIES, f"{path}: arrays X and y")
+    memory.check(8 * total * memory.DATA_COPIES, f"{path}: arrays X and y")

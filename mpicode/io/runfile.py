@@ -4,12 +4,13 @@ datasets and its checkpoint. Read-only: nothing here opens a file for writing.""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from mpicode.config import Config, UsageError, by_name
+from mpicode.config import RESUME_MAY_CHANGE  # noqa: F401  (old name, here)
+from mpicode.config import merge_resumed as merge_config  # noqa: F401  (old name)
+from mpicode.errors import UsageError
 from mpicode.io import safefile
 
 
@@ -72,34 +73,3 @@ def check_snapshot(snap: dict, n_done: int, n_tasks: int, dim) -> str | None:
     if w.ndim != 1 or (dim is not None and w.shape != (int(dim),)):
         return f"checkpoint model w has shape {w.shape}, the run's model has {dim} parameters"
     return None
-
-
-# options a resumed run may change: nothing its attributes and rows say depends on them
-RESUME_MAY_CHANGE = ("iterations", "checkpoint_every", "flush_every", "progress", "quiet",
-                     "verbose", "resume", "out", "force")
-
-
-def merge_config(cfg: Config, stored: dict) -> Config:
-    """The configuration of a resumed run: the stored one, with what this command line (or
-    its --config file) gives on top. Only RESUME_MAY_CHANGE may differ (e.g. a larger
-    ``--iterations``); other changed options are refused by name, and so is ``--out``."""
-    out = cfg.resume[:-5] if cfg.resume.endswith(".part") else cfg.resume
-    known = by_name()  # core options and those of every registered scheme and scheduler
-    values = {o.name: o.default for o in known.values()}
-    values.update({k: v for k, v in stored.items() if k in known})
-    values["workers"] = values["workers"] or stored.get("n_workers")  # simulate's default N
-    given = [n for n, src in cfg.source.items() if src != "default" and n in known]
-    if "out" in given and Path(cfg.out.removesuffix(".part")).absolute() != Path(out).absolute():
-        raise UsageError(f"--out cannot be used with --resume (the run is written back to {out})")
-    changed = [f"{known[n].flag} (stored {values[n]!r}, given {cfg.values[n]!r})"
-               for n in given if n not in RESUME_MAY_CHANGE and cfg.values[n] != values[n]]
-    if changed:
-        raise UsageError(f"--resume {cfg.resume}: cannot change {', '.join(changed)}; only "
-                         f"{', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE[:6])}"
-                         " may change")
-    source = {k: "resumed" for k in values}
-    for name in given:
-        if name not in ("resume", "out", "force"):
-            values[name], source[name] = cfg.values[name], cfg.source[name]
-    values.update(resume=cfg.resume, out=out, force=True)
-    return Config(values, source)

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
-from mpicode.config import UsageError
-from mpicode.io import safefile, schemelog
+from mpicode.errors import UsageError
+from mpicode.io import checkpoint, safefile, schemelog
 from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value
 from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
@@ -86,7 +86,6 @@ def read_checkpoint(path: str, *, n_workers: int | None = None, mode: str | None
     checked without changing a byte: the file (:func:`resume_target`), its ``config``, the
     row datasets, the checkpoint's iteration and shapes, and (when given) the number of
     workers and the writer's ``mode`` (``mpi`` / ``simulated``)."""
-    from mpicode.io import checkpoint
     p = resume_target(path)
     check_objects(str(p), f"--resume {path}")  # corrupt internals: refused, file untouched
     try:
@@ -327,7 +326,6 @@ class RunLog:
 
     def checkpoint(self, snap: dict) -> None:
         """Write the rows, then ``snap`` as ``/checkpoint`` (it must match the rows)."""
-        from mpicode.io import checkpoint
         self.flush()
         if int(snap["iteration"]) != self.n_done or int(snap["n_tasks"]) != self.n_tasks:
             raise DiskFull(f"checkpoint of iteration {int(snap['iteration'])} not written: "

@@ -12,6 +12,10 @@ ITERATION_FIELDS: dict[str, str] = {
     # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
     "oracle_s": "f8", "oracle_part_s": "f8",
     "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
+    # rank 0 as a server (docs/design.md §2.6): its time in scheme and scheduler calls
+    # (measured on the wall clock, charged in virtual time) and the fraction of the row it
+    # was busy
+    "policy_s": "f8", "coord_busy": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

@@ -10,6 +10,8 @@ import json
 import h5py
 import numpy as np
 
+from mpicode import registry
+
 NOTES_CHUNK = 64
 
 
@@ -20,8 +22,7 @@ def scheme_log_fields(config_json: str) -> dict[str, str]:
         name = json.loads(config_json).get("scheme") if config_json else None
     except (ValueError, AttributeError):
         return {}
-    from mpicode import registry
-    cls = registry.schemes().get(name) if isinstance(name, str) else None
+    cls = registry.find("scheme", name) if isinstance(name, str) else None
     return dict(getattr(cls, "log_fields", {})) if cls is not None else {}
 
 

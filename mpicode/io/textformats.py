@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode import memory
+from mpicode.errors import UsageError
 from mpicode.io.labels import encode_text
 
 
@@ -158,8 +159,7 @@ def read_libsvm(path: str, n_features: int | None = None) -> tuple[np.ndarray, n
     d = max(hi + 1 - base, 0) if n_features is None else int(n_features)
     if d == 0:
         raise UsageError(f"{path}: no features")
-    from mpicode.engine import budget
-    budget.check(budget.data_bytes(len(labels), d), f"{path}: {len(labels)} rows x {d} "
+    memory.check(memory.data_bytes(len(labels), d), f"{path}: {len(labels)} rows x {d} "
                  f"features (largest index {hi})")
     X = np.zeros((len(labels), d))
     for r, (ia, va) in enumerate(entries):

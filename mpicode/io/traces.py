@@ -56,8 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
+from mpicode.io import safefile
 from mpicode.io.textformats import _is_number, _number
+from mpicode.options import file_kind
 
 TRACE_FORMAT = "mpicode-trace"
 FORMATS = ("auto", "csv", "parquet")
@@ -385,7 +387,6 @@ def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
            force: bool = True) -> None:
     import h5py
 
-    from mpicode.io import safefile
     with safefile.output(out, force=force) as tmp:  # never half a file, never via a link
         with h5py.File(tmp, "x") as f:
             f.create_dataset("durations", data=durations.astype(np.float64))
@@ -396,8 +397,6 @@ def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
 def is_trace_file(path: str) -> bool:
     """True if ``path`` is an imported trace (not a run file)."""
     import h5py
-
-    from mpicode.options import file_kind
     if file_kind(path) is not None:  # a FIFO would block h5py's open for ever
         return False
     try:
@@ -410,8 +409,6 @@ def is_trace_file(path: str) -> bool:
 def read_trace(path: str) -> tuple[np.ndarray, dict]:
     """(relative speeds T x N, attributes) of an imported trace, checked."""
     import h5py
-
-    from mpicode.options import file_kind
     where = f"trace {path}"
     kind = file_kind(path)
     if kind is not None:

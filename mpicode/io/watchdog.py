@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from mpicode.io import safefile
+
 
 def alive(pid: int) -> bool:
     try:
@@ -45,7 +47,6 @@ def watch(pid: int, path: str, period: float = 0.2) -> None:
         time.sleep(period)
     if ino is None or _inode(path) != ino:
         return
-    from mpicode.io import safefile
     fd = None
     for _ in range(25):  # the kernel releases a killed writer's lock when its files close
         try:

@@ -19,14 +19,23 @@ Models (``--channel``):
 
 The near/far profile spreads the workers' mean SNR linearly in dB over ``spread_db`` around
 ``snr_db``: worker 0 is the nearest (snr_db + spread/2), worker N-1 the farthest.
+
+Every channel is registered by name (``--channel NAME``,
+:func:`mpicode.registry.register_channel`), owns its options and builds itself from a
+configuration (:meth:`Channel.from_config`); a plugin adds one the same way
+(docs/extending.md). ``trace`` is registered by :mod:`mpicode.io.replay`, which reads the
+file; nothing here reads one.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
+
+from mpicode import registry
+from mpicode.options import Option, finite_float, nonneg, option_values, positive
+from mpicode.registry import register_channel
 
 BLOCK = 1024
 EULER = 0.5772156649015329
@@ -82,12 +91,45 @@ def rayleigh_mean_bits(snr: float) -> float:
     return math.exp(1.0 / snr) * expint_e1(1.0 / snr) / math.log(2.0)
 
 
+BANDWIDTH = Option("bandwidth", finite_float, 5e6, "channel bandwidth B in bytes/s",
+                   check=positive, group="comm")
+SNR_DB = Option("snr_db", finite_float, 10.0, "mean SNR (dB) of the middle worker", group="comm")
+SNR_SPREAD_DB = Option("snr_spread_db", finite_float, 20.0,
+                       "near/far spread of mean SNR across workers (dB)", check=nonneg,
+                       group="comm")
+NEAR_FAR = (BANDWIDTH, SNR_DB, SNR_SPREAD_DB)  # the options of every near/far channel
+
+
+def near_far(cfg, n_workers: int) -> tuple[np.ndarray, float]:
+    """(mean SNR of each worker, bytes per slot B*tau_s) of a configuration."""
+    return (snr_profile(n_workers, cfg.snr_db, cfg.snr_spread_db),
+            cfg.bandwidth * cfg.slot_ms / 1000.0)
+
+
 class Channel:
-    """Base class. Subclasses fill :meth:`_make_block` (rates of slots b*BLOCK .. +BLOCK)."""
+    """Base class. Subclasses fill :meth:`_make_block` (rates of slots b*BLOCK .. +BLOCK)
+    and :meth:`mean_rates`, declare their ``options`` and, unless the default does, build
+    themselves in :meth:`from_config`.
+
+    The contract (:func:`mpicode.testing.check_channel`): ``rates(s)`` is a function of the
+    seed and ``s`` only, whatever order slots are asked in; rates are >= 0 (``inf`` only for
+    an ``ideal`` channel)."""
 
     name = "base"
     ideal = False
+    options: tuple[Option, ...] = ()
     _tag = 0
+
+    @classmethod
+    def option_values(cls, cfg) -> dict:
+        """This class's options as ``cfg`` gives them (its default where ``cfg`` has none)."""
+        return option_values(cls.options, cfg)
+
+    @classmethod
+    def from_config(cls, cfg, n_workers: int) -> Channel:
+        """The channel of a configuration: ``seed``, ``slot_ms`` and the class's options."""
+        return cls(n_workers, seed=cfg.seed, slot_s=cfg.slot_ms / 1000.0,
+                   **cls.option_values(cfg))
 
     def __init__(self, n_workers: int, seed: int = 0, slot_s: float = 0.002):
         if n_workers < 1:
@@ -134,6 +176,8 @@ class Channel:
         """Expected rate of each worker (bytes/slot)."""
         raise NotImplementedError
 
+
+@register_channel
 class Ideal(Channel):
     """No emulation: every rate is infinite (the runtime sends directly)."""
 
@@ -147,9 +191,18 @@ class Ideal(Channel):
         return np.full(self.N, np.inf)
 
 
+@register_channel
 class Constant(Channel):
+    """Fixed per-worker rates: B*tau_s*log2(1 + snr_i) from the near/far profile."""
+
     name = "constant"
+    options = NEAR_FAR
     _tag = 1
+
+    @classmethod
+    def from_config(cls, cfg, n_workers):
+        snr, per_slot = near_far(cfg, n_workers)
+        return cls(n_workers, per_slot * np.log2(1 + snr), cfg.seed, cfg.slot_ms / 1000.0)
 
     def __init__(self, n_workers, rates, seed=0, slot_s=0.002):
         super().__init__(n_workers, seed, slot_s)
@@ -165,11 +218,18 @@ class Constant(Channel):
         return self.r.copy()
 
 
+@register_channel
 class Rayleigh(Channel):
     """Block Rayleigh fading: R_i = scale * log2(1 + snr_i h), h ~ Exp(1) per slot and worker."""
 
     name = "rayleigh"
+    options = NEAR_FAR
     _tag = 2
+
+    @classmethod
+    def from_config(cls, cfg, n_workers):
+        snr, per_slot = near_far(cfg, n_workers)
+        return cls(n_workers, snr, per_slot, cfg.seed, cfg.slot_ms / 1000.0)
 
     def __init__(self, n_workers, snr, bytes_per_slot, seed=0, slot_s=0.002):
         super().__init__(n_workers, seed, slot_s)
@@ -184,12 +244,19 @@ class Rayleigh(Channel):
         return self.scale * np.array([rayleigh_mean_bits(s) for s in self.snr])
 
 
+@register_channel
 class GilbertElliott(Channel):
     """Two-state Markov link per worker: good rate ``good``, bad rate ``bad_factor*good``;
     P(good -> bad) = p_bad and P(bad -> good) = p_good per slot; starts in the stationary law."""
 
     name = "gilbert-elliott"
+    options = NEAR_FAR
     _tag = 3
+
+    @classmethod
+    def from_config(cls, cfg, n_workers):
+        snr, per_slot = near_far(cfg, n_workers)
+        return cls(n_workers, per_slot * np.log2(1 + snr), cfg.seed, cfg.slot_ms / 1000.0)
 
     def __init__(self, n_workers, good, seed=0, slot_s=0.002, p_bad=0.05, p_good=0.3,
                  bad_factor=0.1):
@@ -228,12 +295,15 @@ class GilbertElliott(Channel):
 
 
 class Trace(Channel):
+    """Replays a table of rates, slots x workers in bytes per slot, cycling when exhausted
+    (``--channel trace``: :class:`mpicode.io.replay.TraceChannel` reads the file)."""
+
     name = "trace"
 
-    def __init__(self, n_workers, path, seed=0, slot_s=0.002):
+    def __init__(self, n_workers, data, seed=0, slot_s=0.002, path: str = ""):
         super().__init__(n_workers, seed, slot_s)
         self.path = str(path)
-        self.data = load_trace(path, self.N)
+        self.data = rate_table(data, self.N, f"channel trace {path}" if path else "rates")
 
     def _make_block(self, block):
         idx = (block * BLOCK + np.arange(BLOCK)) % len(self.data)
@@ -243,53 +313,26 @@ class Trace(Channel):
         return self.data.mean(axis=0)
 
 
-def load_trace(path, n_workers: int) -> np.ndarray:
-    """Read a rate trace (slots x workers, bytes/slot): .npy or CSV/whitespace text."""
-    p = Path(path)
-    if not str(path):
-        raise ValueError("trace channel needs --channel-trace FILE (.npy or .csv)")
-    if not p.is_file():
-        raise ValueError(f"channel trace not found: {path}")
-    try:
-        if p.suffix == ".npy":
-            data = np.load(p, allow_pickle=False)
-        else:
-            text = p.read_text()
-            delim = "," if "," in text else None
-            data = np.loadtxt(p, delimiter=delim, comments="#", ndmin=2)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"channel trace {path}: unreadable ({e})") from None
+def rate_table(data, n_workers: int, where: str) -> np.ndarray:
+    """``data`` checked as a rate table, slots x workers in bytes/slot (one column is
+    broadcast to every worker); ValueError naming ``where`` if it is not one."""
     data = np.asarray(data, dtype=float)
     if data.ndim == 1:
         data = data[:, None]
     if data.ndim != 2 or data.shape[0] == 0:
-        raise ValueError(f"channel trace {path}: need a non-empty 2-D table slots x workers, "
+        raise ValueError(f"{where}: need a non-empty 2-D table slots x workers, "
                          f"got shape {data.shape}")
     if data.shape[1] == 1:
         data = np.repeat(data, n_workers, axis=1)
     if data.shape[1] != n_workers:
-        raise ValueError(f"channel trace {path}: {data.shape[1]} columns, need {n_workers} "
+        raise ValueError(f"{where}: {data.shape[1]} columns, need {n_workers} "
                          "(one per worker) or 1")
     if not np.all(np.isfinite(data)) or np.any(data < 0):
-        raise ValueError(f"channel trace {path}: rates must be finite and >= 0 (bytes/slot)")
+        raise ValueError(f"{where}: rates must be finite and >= 0 (bytes/slot)")
     return np.ascontiguousarray(data)
 
 
 def make_channel(cfg, n_workers: int) -> Channel:
-    """The channel a configuration names (``channel``, ``channel_trace``, ``slot_ms``,
-    ``bandwidth``, ``snr_db``, ``snr_spread_db``, ``seed``)."""
-    slot_s = cfg.slot_ms / 1000.0
-    per_slot = cfg.bandwidth * slot_s
-    snr = snr_profile(n_workers, cfg.snr_db, cfg.snr_spread_db)
-    name = cfg.channel
-    if name == "ideal":
-        return Ideal(n_workers, cfg.seed, slot_s)
-    if name == "constant":
-        return Constant(n_workers, per_slot * np.log2(1 + snr), cfg.seed, slot_s)
-    if name == "rayleigh":
-        return Rayleigh(n_workers, snr, per_slot, cfg.seed, slot_s)
-    if name == "gilbert-elliott":
-        return GilbertElliott(n_workers, per_slot * np.log2(1 + snr), cfg.seed, slot_s)
-    if name == "trace":
-        return Trace(n_workers, cfg.channel_trace, cfg.seed, slot_s)
-    raise ValueError(f"unknown channel {name!r}")
+    """The channel ``cfg.channel`` names, built by its registered class from ``cfg`` (an
+    error naming the choices if none is registered)."""
+    return registry.channel(cfg.channel).from_config(cfg, n_workers)

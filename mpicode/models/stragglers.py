@@ -16,13 +16,26 @@ cuts work into small tasks buy fresh, smaller draws). Task 0 of a worker draws t
 in both forms, so one-task-per-worker schemes (uncoded, speed-aware, frc, cyclic) see equal
 delays under either. :meth:`StragglerModel.worker_profile` gives each worker's realised
 (seconds per partition, one-off seconds) of an iteration, for the clairvoyant oracle.
+
+Every model is registered by name (``--stragglers NAME``,
+:func:`mpicode.registry.register_straggler_model`) and owns its options; a plugin adds one
+the same way (docs/extending.md). The replay of a file (``--stragglers trace:FILE``) is
+registered by :mod:`mpicode.io.replay`, which reads the file and hands :class:`Trace` (a
+recorded run) or :class:`~mpicode.models.trace_replay.ImportedTrace` its arrays: nothing
+here reads a file.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+from mpicode import registry
+from mpicode.errors import UsageError
+from mpicode.options import Option, finite_float, nonneg, option_values, positive, unit_closed
+from mpicode.registry import register_straggler_model
 
 _M64 = (1 << 64) - 1
 DELAY_FORMS = ("worker", "task")
@@ -42,8 +55,63 @@ def _uniform(*key: int) -> float:
     return ((h >> 11) + 0.5) / float(1 << 53)  # strictly inside (0, 1)
 
 
+SHIFT = Option("shift", finite_float, 1.0, "shifted-exp: shift a, in delay units per share",
+               check=nonneg, group="stragglers")
+MU = Option("mu", finite_float, 1.0, "shifted-exp: rate mu; tail mean = load/mu delay units",
+            check=positive, group="stragglers")
+DELAY_MEAN = Option("delay_mean", finite_float, 2.0, "exp-per-iteration: mean of the one Exp "
+                    "delay per worker and iteration, in units", check=nonneg, group="stragglers")
+SLOW_FRACTION = Option("slow_fraction", finite_float, 0.25,
+                       "bimodal: fraction of persistently slow workers", check=unit_closed,
+                       group="stragglers")
+
+
+def _at_least_one(x):
+    return None if x >= 1 else "must be >= 1"
+
+
+SLOWDOWN = Option("slowdown", finite_float, 5.0, "bimodal/gilbert-elliott: slowdown factor",
+                  check=_at_least_one, group="stragglers")  # one option, two models
+PARETO_SHAPE = Option("pareto_shape", finite_float, 2.5, "pareto: tail index", check=positive,
+                      group="stragglers")
+GE_P_BAD = Option("ge_p_bad", finite_float, 0.1, "gilbert-elliott: P(good -> bad) per "
+                  "iteration", check=unit_closed, group="stragglers")
+GE_P_GOOD = Option("ge_p_good", finite_float, 0.5, "gilbert-elliott: P(bad -> good) per "
+                   "iteration", check=unit_closed, group="stragglers")
+
+
+def common_params(cfg) -> dict:
+    """The keyword arguments every model takes from the core options: ``unit``
+    (``--delay-unit``), ``task_overhead`` and ``delay_form``."""
+    return dict(unit=cfg.delay_unit, task_overhead=getattr(cfg, "task_overhead", 0.0),
+                delay_form=getattr(cfg, "delay_form", "worker"))
+
+
 class StragglerModel:
-    name = "none"
+    """Base class (no delay but the per-task overhead). A subclass gives :meth:`delay`, and
+    :meth:`rate`/:meth:`one_off` if the clairvoyant oracle is to see its slowness; it
+    declares its ``options`` (handed to the constructor as keyword arguments, kept in
+    ``self.p``) and, unless the default does, builds itself in :meth:`from_config`.
+
+    The contract (:func:`mpicode.testing.check_straggler_model`): every draw is a function
+    of the seed and its counters (iteration, worker, task index), never of the order of
+    calls; delays are finite and >= 0."""
+
+    name = "base"
+    options: tuple[Option, ...] = ()
+    argument: str | None = None  # "RUN.h5": the model is chosen as NAME:ARGUMENT
+
+    @classmethod
+    def option_values(cls, cfg) -> dict:
+        """This class's options as ``cfg`` gives them (its default where ``cfg`` has none)."""
+        return option_values(cls.options, cfg)
+
+    @classmethod
+    def from_config(cls, cfg, n_workers: int, n_partitions: int) -> StragglerModel:
+        """The model of a configuration: the core parameters (:func:`common_params`,
+        ``seed``) and the class's own options."""
+        return cls(n_workers, n_partitions, cfg.seed, **common_params(cfg),
+                   **cls.option_values(cfg))
 
     def __init__(self, n_workers: int, n_partitions: int, seed: int, unit: float = 0.01,
                  task_overhead: float = 0.0, delay_form: str = "worker", **params):
@@ -95,11 +163,20 @@ class StragglerModel:
         return self.overhead
 
 
+@register_straggler_model
+class NoStragglers(StragglerModel):
+    """No injected delay (but ``--task-overhead``)."""
+
+    name = "none"
+
+
+@register_straggler_model
 class ShiftedExp(StragglerModel):
     """T = unit * (a * load + Exp(mean = load / mu)): the tail drawn once per worker and
     iteration (``worker`` form) or per task (``task`` form)."""
 
     name = "shifted-exp"
+    options = (SHIFT, MU)
 
     def delay(self, iteration, worker, task_index, n_partitions):
         load = self.load(n_partitions)
@@ -111,10 +188,12 @@ class ShiftedExp(StragglerModel):
         return self.unit * (self.p["shift"] + tail)
 
 
+@register_straggler_model
 class ExpPerIteration(StragglerModel):
     """unit * load per task, plus one Exp(delay_mean) per worker and iteration on its first task."""
 
     name = "exp-per-iteration"
+    options = (DELAY_MEAN,)
 
     def delay(self, iteration, worker, task_index, n_partitions):
         d = self.unit * self.load(n_partitions)
@@ -129,11 +208,13 @@ class ExpPerIteration(StragglerModel):
         return self.unit * self.exponential(self.p["delay_mean"], iteration, worker, 0)
 
 
+@register_straggler_model
 class Bimodal(StragglerModel):
     """A persistent slow set (slow_fraction of the workers, chosen by the seed), slowed on
     every task by ``slowdown``; everyone else takes unit * load."""
 
     name = "bimodal"
+    options = (SLOW_FRACTION, SLOWDOWN)
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -150,11 +231,13 @@ class Bimodal(StragglerModel):
         return self.unit * (self.p["slowdown"] if self.slow[worker] else 1.0)
 
 
+@register_straggler_model
 class Pareto(StragglerModel):
     """unit * load * X with X classic Pareto(x_m = 1, shape), drawn per worker and iteration
     (``worker`` form) or per task (``task`` form)."""
 
     name = "pareto"
+    options = (PARETO_SHAPE,)
 
     def _x(self, iteration, worker, task_index):
         # classic Pareto(x_m = 1) by inversion
@@ -169,11 +252,13 @@ class Pareto(StragglerModel):
         return self.unit * self._x(iteration, worker, task_index)
 
 
+@register_straggler_model
 class GilbertElliott(StragglerModel):
     """Per-worker good/bad Markov chain stepped once per iteration; bad tasks are slowed by
     ``slowdown``. States are computed forward from iteration 0 and cached."""
 
     name = "gilbert-elliott"
+    options = (SLOWDOWN, GE_P_BAD, GE_P_GOOD)
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -196,6 +281,19 @@ class GilbertElliott(StragglerModel):
         return self.unit * (self.p["slowdown"] if self.state(iteration)[worker] else 1.0)
 
 
+class RecordedTasks(NamedTuple):
+    """The task rows of a recorded run (read by :func:`mpicode.io.replay.read_run_tasks`)."""
+
+    n_workers: int
+    n_done: int
+    n_partitions: int
+    iteration: np.ndarray     # int64
+    worker: np.ndarray        # int64
+    partitions: np.ndarray    # float: each task's size in partitions
+    delay_s: np.ndarray       # float
+    config: str               # the recording's configuration (JSON), or ""
+
+
 class Trace(StragglerModel):
     """Replay the delays recorded in a run file's ``/tasks`` (``--stragglers trace:RUN.h5``).
 
@@ -212,32 +310,36 @@ class Trace(StragglerModel):
     A recording whose model cannot be rebuilt (e.g. its own trace file is gone) is replayed
     all as rate, and :attr:`note` says so. Replaying with the recording's scheme and options
     reproduces its delays (up to rounding).
+
+    Pure: ``tasks`` are the recorded rows and ``recorded`` the recording's own model (or
+    None); :mod:`mpicode.io.replay` reads both from the file.
     """
 
     name = "trace"
 
-    def __init__(self, n_workers, n_partitions, seed, path: str, iterations: int, **kw):
+    def __init__(self, n_workers, n_partitions, seed, tasks: RecordedTasks, iterations: int,
+                 recorded: StragglerModel | None = None, note: str = "",
+                 where: str = "trace", **kw):
         super().__init__(n_workers, n_partitions, seed, **kw)
-        from mpicode.config import UsageError
-        n_rec, n_done, k_rec, it, wk, npart, dl, cfg = _read_trace(path, n_partitions)
+        n_rec, k_rec = tasks.n_workers, tasks.n_partitions
         if n_rec != n_workers:
-            raise UsageError(f"trace {path} was recorded with N={n_rec} workers; this run has "
+            raise UsageError(f"{where} was recorded with N={n_rec} workers; this run has "
                              f"N={n_workers}")
-        if n_done < iterations:
-            raise UsageError(f"trace {path} holds {n_done} iterations; this run needs "
+        if tasks.n_done < iterations:
+            raise UsageError(f"{where} holds {tasks.n_done} iterations; this run needs "
                              f"{iterations}")
-        rec_model, self.note = _recorded_model(cfg, n_rec, k_rec, path)
-        over = rec_model.overhead if rec_model is not None else 0.0
+        self.note = note
+        over = recorded.overhead if recorded is not None else 0.0
         # recorded sizes in shares, so K may differ between recording and replay
-        share = npart * n_rec / k_rec
+        share = tasks.partitions * n_rec / k_rec
         self.rec: dict[tuple[int, int], list[float]] = {}
         self.once: dict[tuple[int, int], float] = {}
-        for a, b, sh, d in zip(it.tolist(), wk.tolist(), share.tolist(), dl.tolist(),
-                               strict=True):
+        for a, b, sh, d in zip(tasks.iteration.tolist(), tasks.worker.tolist(), share.tolist(),
+                               tasks.delay_s.tolist(), strict=True):
             rates = self.rec.setdefault((a, b), [])
             d = d - over
-            if not rates and rec_model is not None:
-                self.once[a, b] = once = min(max(d, 0.0), rec_model.one_off(a, b))
+            if not rates and recorded is not None:
+                self.once[a, b] = once = min(max(d, 0.0), recorded.one_off(a, b))
                 d -= once
             rates.append(max(d, 0.0) / sh if sh > 0 else 0.0)
         tot = np.zeros(n_workers)
@@ -262,115 +364,16 @@ class Trace(StragglerModel):
         return d + (self.one_off(iteration, worker) if task_index == 0 else 0.0)
 
 
-def _recorded_model(cfg_json: str, n_rec: int, k_rec: int, path: str):
-    """(the recording's straggler model rebuilt from its stored configuration, or None;
-    a note when it could not be)."""
-    import json
-
-    from mpicode.config import OPTIONS, Config, UsageError
-    try:
-        stored = json.loads(cfg_json) if cfg_json else {}
-    except ValueError:
-        stored = {}
-    if not stored.get("stragglers"):
-        return None, f"trace {path}: no recorded configuration; every delay replayed as a rate"
-    values = {o.name: o.default for o in OPTIONS}
-    values.update(stored)
-    try:
-        return make_straggler_model(Config(values), n_rec, k_rec), ""
-    except (UsageError, KeyError, TypeError, ValueError) as e:
-        return None, f"trace {path}: recorded model not rebuilt ({e}); replayed as a rate"
-
-
-TRACE_FIELDS = ("iteration", "worker", "n_partitions", "delay_s")
-
-
-def _read_trace(path: str, n_partitions: int):
-    """The recorded tasks of a run file, checked: (N, n_done, K, iteration, worker,
-    n_partitions, delay_s, config JSON or ""). Any problem is a one-line UsageError naming
-    the file."""
-    import os
-
-    import h5py
-
-    from mpicode.config import UsageError
-
-    where = f"trace {path}"
-    if not os.path.isfile(path):
-        raise UsageError(f"{where}: file not found" if not os.path.exists(path)
-                         else f"{where}: not a file")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{where}: not a readable HDF5 file ({' '.join(str(e).split())})"
-                         ) from None
-    with f:
-        try:
-            attrs = {k: f.attrs[k] for k in ("n_workers", "n_done") if k in f.attrs}
-            cfg = f.attrs.get("config", "")
-            cfg = cfg.decode() if isinstance(cfg, bytes) else str(cfg)
-            have = [k for k in TRACE_FIELDS if isinstance(f.get(f"tasks/{k}"), h5py.Dataset)]
-        except Exception as e:  # a corrupt object header: h5py raises several kinds
-            raise UsageError(f"{where}: cannot read ({' '.join(str(e).split())})") from None
-        lacking = [k for k in ("n_workers", "n_done") if k not in attrs] + \
-            [f"/tasks/{k}" for k in TRACE_FIELDS if k not in have]
-        if lacking:
-            raise UsageError(f"{where}: not an mpicode run (no {', '.join(lacking)}); record "
-                             "one with mpicode train or simulate")
-        try:
-            n_rec = _attr_int(attrs["n_workers"])
-            n_done = _attr_int(attrs["n_done"])
-            k_rec = _attr_int(f.attrs.get("n_partitions", n_partitions))
-            n_rows = min(f[f"tasks/{k}"].shape[0] if f[f"tasks/{k}"].ndim == 1 else -1
-                         for k in TRACE_FIELDS)
-            nt = _attr_int(f.attrs.get("n_tasks", n_rows))
-            if n_rows < 0:
-                raise ValueError("/tasks columns must be 1-D")
-            if not 0 <= nt <= n_rows:
-                raise ValueError(f"n_tasks {nt} but /tasks holds {n_rows} rows")
-            cols = [np.asarray(f[f"tasks/{k}"][:nt]) for k in TRACE_FIELDS]
-            # integer columns stay integers; a float or string column is not a run's
-            it, wk = (c.astype(np.int64, casting="same_kind") for c in cols[:2])
-            npart, dl = (c.astype(float, casting="same_kind") for c in cols[2:])
-        except Exception as e:  # wrong kinds, or corrupt chunks (h5py raises several kinds)
-            raise UsageError(f"{where}: not a valid mpicode run (bad /tasks or attributes: "
-                             f"{' '.join(str(e).split()) or e.__class__.__name__})") from None
-    if n_rec < 1 or k_rec < 1 or n_done < 0:
-        raise UsageError(f"{where}: not a valid mpicode run (n_workers={n_rec}, "
-                         f"n_partitions={k_rec}, n_done={n_done})")
-    if np.any((wk < 0) | (wk >= n_rec)) or np.any(it < 0) or np.any(npart < 0):
-        raise UsageError(f"{where}: not a valid mpicode run (task rows out of range)")
-    if not np.all(np.isfinite(dl) & (dl >= 0)):
-        raise UsageError(f"{where}: recorded delays must be finite and >= 0")
-    return n_rec, n_done, k_rec, it, wk, npart, dl, cfg
-
-
-def _attr_int(v) -> int:
-    a = np.asarray(v)
-    if a.shape != () or not (np.issubdtype(a.dtype, np.integer)
-                             or (np.issubdtype(a.dtype, np.floating) and float(a) == int(a))):
-        raise ValueError(f"not an integer: {v!r}")
-    return int(a)
-
-
-MODELS = {m.name: m for m in (StragglerModel, ShiftedExp, ExpPerIteration, Bimodal, Pareto,
-                              GilbertElliott)}
-
-PARAMS = ("shift", "mu", "delay_mean", "slow_fraction", "slowdown", "pareto_shape", "ge_p_bad",
-          "ge_p_good")
+def __getattr__(name):  # old names: the models by name; the names of their options
+    if name == "MODELS":
+        return {n: c for n, c in registry.registered("straggler_model").items()
+                if issubclass(c, StragglerModel)}
+    if name == "PARAMS":
+        return tuple(o.name for o in registry.plugin_options("straggler_model"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_straggler_model(cfg, n_workers: int, n_partitions: int) -> StragglerModel:
-    common = dict(unit=cfg.delay_unit, task_overhead=getattr(cfg, "task_overhead", 0.0),
-                  delay_form=getattr(cfg, "delay_form", "worker"))
-    if cfg.stragglers.startswith("trace:"):
-        # an imported trace (mpicode traces import; models/trace_replay.py) or a run file
-        from mpicode.io.traces import is_trace_file
-        if is_trace_file(cfg.stragglers[6:]):
-            from mpicode.models.trace_replay import make_imported_trace
-            return make_imported_trace(cfg, n_workers, n_partitions)
-        return Trace(n_workers, n_partitions, cfg.seed, path=cfg.stragglers[6:],
-                     iterations=cfg.iterations, **common)
-    cls = MODELS[cfg.stragglers]
-    return cls(n_workers, n_partitions, cfg.seed, **common,
-               **{k: getattr(cfg, k) for k in PARAMS})
+    """The straggler model ``cfg.stragglers`` names (``NAME`` or ``NAME:ARG``), built by its
+    registered class from ``cfg`` (an error naming the choices if none is registered)."""
+    return registry.straggler_model(cfg.stragglers).from_config(cfg, n_workers, n_partitions)

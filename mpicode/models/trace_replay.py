@@ -1,6 +1,7 @@
 """Replay of an imported trace (``mpicode traces import``): ``--stragglers trace:TRACE.h5``.
 
-Pure: no MPI, no clock; the matrix is read by :func:`mpicode.io.traces.read_trace`.
+Pure: no MPI, no clock, no file: the matrix is read by :func:`mpicode.io.traces.read_trace`
+and handed over by :mod:`mpicode.io.replay` (which registers ``trace``).
 Worker i's tasks in iteration t take ``delay_unit * load * relative[t', i']`` seconds, where
 ``relative`` is the trace's durations divided by their global median (so the median worker
 of a median step takes one delay unit per fair share) and ``load`` is the task's size in
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpicode.errors import UsageError
 from mpicode.models.stragglers import StragglerModel
 
 TRACE_MAPS = ("refuse", "cycle", "tile")
@@ -33,7 +35,6 @@ class ImportedTrace(StragglerModel):
     def __init__(self, n_workers, n_partitions, seed, relative: np.ndarray, iterations: int,
                  trace_map: str = "refuse", where: str = "trace", **kw):
         super().__init__(n_workers, n_partitions, seed, **kw)
-        from mpicode.config import UsageError
         T, N = relative.shape
         if trace_map not in TRACE_MAPS:
             raise UsageError(f"--trace-map {trace_map!r}: choose from {', '.join(TRACE_MAPS)}")
@@ -61,12 +62,3 @@ class ImportedTrace(StragglerModel):
 
     def delay(self, iteration, worker, task_index, n_partitions):
         return self.load(n_partitions) * self.rate(iteration, worker) + self.overhead
-
-
-def make_imported_trace(cfg, n_workers: int, n_partitions: int) -> ImportedTrace:
-    from mpicode.io.traces import read_trace
-    path = cfg.stragglers[len("trace:"):]
-    rel, _ = read_trace(path)
-    return ImportedTrace(n_workers, n_partitions, cfg.seed, relative=rel,
-                         iterations=cfg.iterations, unit=cfg.delay_unit,
-                         trace_map=getattr(cfg, "trace_map", "refuse"), where=f"trace {path}")

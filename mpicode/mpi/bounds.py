@@ -23,9 +23,10 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from mpicode.engine import faults
 from mpicode.engine.signals import STOP
 from mpicode.mpi.comm import Backoff
-from mpicode.mpi.protocol import TAG_ACK, TAG_STOP
+from mpicode.wire import TAG_ACK, TAG_STOP
 
 
 def exit_code(status: str, error: str | None) -> int:
@@ -37,7 +38,6 @@ def stop_workers(comm, sends, n_workers: int, timeout: float, code: int = 0) -> 
     """Send STOP (carrying the job's exit ``code``, which every worker exits with) to every
     worker and drain stale messages until each ACKed or ``timeout`` seconds passed. Returns
     the ranks that did not ACK (then the pending sends are left: waiting could hang too)."""
-    from mpicode.engine import faults
     faults.pause("shutdown")  # fault tests: a signal at shutdown
     for r in range(1, n_workers + 1):
         sends.isend(comm, np.array([float(code)]), r, TAG_STOP)

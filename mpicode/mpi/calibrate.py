@@ -22,7 +22,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+from mpicode import analysis
+from mpicode import mpi as runtime
+from mpicode.analysis import rank0_fit
+from mpicode.analysis.calibration import fit_profile
+from mpicode.config import Config, defaults, validate_for_size
+from mpicode.engine.session import Session
+from mpicode.errors import UsageError
+from mpicode.io import safefile
+from mpicode.io.datasets import load
 from mpicode.mpi.comm import Backoff
+from mpicode.mpi.floor import barrier, pingpong, rank0_messages
+from mpicode.mpi.launch import execute
+from mpicode.numerics import kernels
+from mpicode.numerics.problem import Problem
+from mpicode.profile import render_profile
+from mpicode.wire import result_bytes
 
 SIZES = (8, 800, 8_000, 80_000, 800_000)
 QUICK_SIZES = (8, 8_000, 80_000)
@@ -32,7 +49,6 @@ QUICK = {"samples": 2000, "features": 20, "seed": 1, "lr": 0.5}
 
 def run_config(N: int, out: str, size: dict, iterations: int, **kw):
     """A validated configuration of one calibration (or benchmark) run on N workers."""
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)  # every option, the registered schemes' too
     v.update(size)
     v.update(iterations=iterations, quiet=True, force=True, delay_mode="sleep",
@@ -44,8 +60,6 @@ def run_config(N: int, out: str, size: dict, iterations: int, **kw):
 def cached_problem(cfg, comm, cache: dict):
     """The run's problem on every rank, its dataset loaded once per job (``cache``); the ranks
     leave together (a barrier), so no run starts before every rank has its data."""
-    from mpicode.io.datasets import load
-    from mpicode.numerics.problem import Problem
     key = (cfg.dataset, cfg.model, cfg.samples, cfg.features, cfg.seed)
     if key not in cache:
         cache[key] = load(cfg)
@@ -54,13 +68,11 @@ def cached_problem(cfg, comm, cache: dict):
     return problem
 
 
-def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
+def logged_run(cfg, comm, cache: dict, attrs: dict | None = None, record: list | None = None):
     """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
     (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
-    None. ``cache`` keeps the loaded datasets between runs of one job."""
-    from mpicode import mpi as runtime
-    from mpicode.engine.session import Session
-    from mpicode.mpi.launch import execute
+    None. ``cache`` keeps the loaded datasets between runs of one job; ``record``: a list
+    rank 0 appends its actions to (§2.6)."""
     problem = cached_problem(cfg, comm, cache)
     if comm.rank != 0:
         execute(cfg, comm, problem)
@@ -68,45 +80,52 @@ def logged_run(cfg, comm, cache: dict, attrs: dict | None = None):
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
              "dim": problem.dim, "n_ranks": comm.size, **(attrs or {})}
     session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs)
-    code = execute(cfg, comm, problem, session)
+    code = execute(cfg, comm, problem, session, record=record)
     return code, session.trainer
 
 
 def columns(path: str) -> dict:
     """The rows and tasks of a run log as column arrays (``analysis.read_run``)."""
-    from mpicode import analysis
     run = analysis.read_run(path)
     it, tk = analysis.iterations(run), analysis.tasks(run)
     return {"rows": {k: it[k] for k in it.dtype.names},
             "tasks": {k: tk[k] for k in tk.dtype.names}}
 
 
-def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
-    """Collective: the ping-pong and the runs; rank 0 returns (profile options, record)."""
-    from mpicode.analysis.calibration import fit_profile
-    from mpicode.mpi.floor import pingpong
+def measure(comm, quick: bool, workdir: str, policies: bool = True) -> tuple[dict, dict] | None:
+    """Collective: the ping-pong, rank 0's message costs, the runs and (``policies``) the
+    in-process fit of rank 0's per-action CPU model; rank 0 returns (profile options,
+    record)."""
     sizes = QUICK_SIZES if quick else SIZES
     one_way = pingpong(comm, sizes, reps=20 if quick else 200)
+    msg_costs = rank0_messages(comm, reps=50 if quick else 400)
     N = comm.size - 1
     size, iters = (QUICK, 6) if quick else (DEMO, 40)
-    runs, cache = [], {}
+    runs, cache, actions = [], {}, []
     for scheme in ("uncoded", "two-stage"):
         cfg = run_config(N, str(Path(workdir) / f"calibrate-{scheme}.h5"), size, iters,
                          scheme=scheme)
-        out = logged_run(cfg, comm, cache)
+        mine: list = []
+        out = logged_run(cfg, comm, cache, record=mine)
         if out is not None:
             if out[0] != 0:
                 raise RuntimeError(f"calibration run {scheme} failed (exit code {out[0]})")
             runs.append(columns(cfg.out))
-    comm.Barrier()
+            actions.append(mine)
+    table = None
+    if policies and comm.rank == 0:  # the others sleep in a polled barrier meanwhile
+        table = rank0_fit.fit_table(rank0_fit.measure(
+            Ns=rank0_fit.QUICK_N if quick else rank0_fit.FIT_N))
+    barrier(comm, timeout=1800.0)
     if comm.rank != 0:
         return None
     X, K = next(iter(cache.values())).X, cfg.partitions  # logistic: dim = columns of X
     rows, dim = X.shape[0] / K, X.shape[1]
     over = sleep_overshoot()
     values, record = fit_profile(runs, {"bytes": sizes, "one_way_s": one_way}, rows=rows,
-                                 features=dim, result_bytes=8 * (5 + dim), skip=2,
-                                 poll_s=Backoff().hi + over)
+                                 features=dim, result_bytes=result_bytes(dim), skip=2,
+                                 poll_s=Backoff().hi + over, actions=actions,
+                                 rank0_messages=msg_costs, rank0_table=table)
     record.update(workers=N, samples=size["samples"], iterations=iters, partitions=K,
                   runs=["uncoded", "two-stage"], sleep_overshoot_s=over)
     return values, record
@@ -115,7 +134,6 @@ def measure(comm, quick: bool, workdir: str) -> tuple[dict, dict] | None:
 def sleep_overshoot(reps: int = 50) -> float:
     """Median seconds by which rank 0's longest backoff sleep overshoots (its poll interval
     is the backoff's longest sleep plus this)."""
-    import numpy as np
     hi = Backoff().hi
     ts = []
     for _ in range(reps):
@@ -126,7 +144,6 @@ def sleep_overshoot(reps: int = 50) -> float:
 
 
 def header(argv: list[str]) -> list[str]:
-    from mpicode import mpi as runtime
     cmd = " ".join(["mpiexec", "-n", str(runtime.world().size), "python", "-m", "mpi4py", "-m",
                     "mpicode", *argv])
     return ["mpicode cost profile (mpicode calibrate)",
@@ -140,10 +157,6 @@ def header(argv: list[str]) -> list[str]:
 
 def main(args) -> int:
     """The command (every rank); rank 0 writes ``--out``."""
-    from mpicode import mpi as runtime
-    from mpicode.config import UsageError
-    from mpicode.numerics import kernels
-    from mpicode.profile import render_profile, write_profile
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"{out} exists (use --force to overwrite)")
@@ -161,7 +174,7 @@ def main(args) -> int:
     if res is not None:
         values, record = res
         text = render_profile(values, record, header(sys.argv[1:]))
-        write_profile(out, text, force=args.force)
+        safefile.output_text(out, text, force=args.force)  # never through a link
         if not args.quiet:
             print(text, end="")
             print(f"wrote {out}")

@@ -22,7 +22,7 @@ from mpicode.engine.clock import Backoff
 from mpicode.engine.signals import Interrupted, stalled, stop_requested
 from mpicode.mpi import bounds
 from mpicode.mpi.comm import SendPool
-from mpicode.mpi.protocol import (
+from mpicode.wire import (
     CHUNK_HEADER,
     IT,
     RESULT_HEADER,

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpicode.mpi.comm import Backoff
+from mpicode.mpi.comm import Backoff, SendPool
 
 
 def wait(req: MPI.Request, timeout: float = 60.0) -> None:
@@ -29,8 +29,51 @@ def wait(req: MPI.Request, timeout: float = 60.0) -> None:
         backoff.sleep()
 
 
-def barrier(comm: MPI.Comm) -> None:
-    wait(comm.Ibarrier())
+def barrier(comm: MPI.Comm, timeout: float = 60.0) -> None:
+    wait(comm.Ibarrier(), timeout)
+
+
+def rank0_messages(comm: MPI.Comm, reps: int = 200) -> tuple[float, float] | None:
+    """Rank 0's own cost of one small message (seconds, median): an ``Isend`` through the
+    runtime's send pool, and a matched probe plus ``Recv`` of a message already there (so
+    no waiting is counted). Rank 0 gets (send_s, recv_s), others None. The coordinator
+    pays these for every TASK, CANCEL, GRANT and MODEL it sends and every message it
+    receives; the cost model charges them (docs/design.md §2.6)."""
+    buf = np.zeros(8)
+    N = comm.size - 1
+    sends, recvs = [], []
+    barrier(comm)
+    if comm.rank == 0:
+        pool = SendPool()
+        for k in range(reps):
+            t0 = time.perf_counter()
+            pool.isend(comm, buf.copy(), 1 + k % N, 21)
+            sends.append(time.perf_counter() - t0)
+        pool.waitall()
+    elif comm.rank <= reps:
+        n = len(range(comm.rank - 1, reps, N))
+        for _ in range(n):
+            wait(comm.Irecv(np.empty(8), source=0, tag=21))
+        reqs = [comm.Isend(buf, dest=0, tag=22) for _ in range(n)]
+        for r in reqs:
+            wait(r)
+    barrier(comm)  # every reply is on its way
+    if comm.rank == 0:
+        st, got, out = MPI.Status(), 0, np.empty(8)
+        t_end = time.perf_counter() + 60.0
+        while got < reps and time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            msg = comm.Improbe(source=MPI.ANY_SOURCE, tag=22, status=st)
+            if msg is None:
+                time.sleep(1e-5)
+                continue
+            msg.Recv(out)
+            recvs.append(time.perf_counter() - t0)
+            got += 1
+    barrier(comm)
+    if comm.rank != 0:
+        return None
+    return float(np.median(sends)), float(np.median(recvs)) if recvs else 0.0
 
 
 def pingpong(comm: MPI.Comm, sizes, reps: int, peer: int = 1) -> list[float] | None:

@@ -19,16 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from mpicode import mpi as runtime
-from mpicode.config import Config, UsageError, merge_resumed, validate_for_size
+from mpicode.config import Config, merge_resumed, validate_for_size
 from mpicode.engine import budget
 from mpicode.engine.clock import WallClock
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
+from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
 from mpicode.engine.uplink import make_uplink
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.errors import UsageError
 from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
@@ -42,6 +44,8 @@ from mpicode.numerics.batches import epochs_note, with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
+from mpicode.simulator import model_partition_cost
+from mpicode.wire import result_bytes
 
 log = logging.getLogger("mpicode")
 
@@ -199,7 +203,7 @@ def run(cfg: Config) -> int:
     session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
     watch = DeathWatch(st.same_host_pids(), (cfg.resume or cfg.out).removesuffix(".part")).start()
     try:
-        code = execute(cfg, comm, problem, session, watch)
+        code = execute(cfg, comm, problem, session, watch=watch)
     finally:
         watch.disarm()  # (already, before STOP; again here if the run raised)
     if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
@@ -214,8 +218,9 @@ def run(cfg: Config) -> int:
     return 0
 
 
-def build(cfg: Config, comm, problem):
-    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``."""
+def build(cfg: Config, comm, problem, record: list | None = None):
+    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``. ``record``: a list to
+    which rank 0's actions are appended (``mpicode calibrate``; docs/design.md §2.6)."""
     N, K = comm.size - 1, cfg.partitions
     scheme = make_scheme(cfg, N, K)
     uplink = make_uplink(cfg, N, scheme)
@@ -223,13 +228,13 @@ def build(cfg: Config, comm, problem):
     virtual = cfg.delay_mode == "virtual"
     cost = cfg.partition_cost or 0.0
     if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
-        from mpicode.simulator import model_partition_cost  # a profile's kernel speed
         cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
-    # the cost model is virtual time's: with real delays the costs are real
+    # the cost model is virtual time's: with real delays the costs are real (and measured)
+    costs = CostModel.from_config(cfg) if virtual else CostModel()
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
-                       partition_cost=cost, msg_bytes=8 * coord.size,
-                       vworkers=VirtualWorkers(N) if virtual else None,
-                       costs=CostModel.from_config(cfg) if virtual else None)
+                       partition_cost=cost, msg_bytes=result_bytes(problem.dim),
+                       vworkers=VirtualWorkers(N) if virtual else None, costs=costs,
+                       rank0=Rank0(costs.rank0, N, virtual=virtual, record=record))
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
                       optimizer=make_optimizer(cfg, problem.dim),
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
@@ -249,17 +254,18 @@ def build(cfg: Config, comm, problem):
 
 
 def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
-            watch=None):
+            record: list | None = None, watch=None):
     """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
     returns the exit code, or the trainer when there is no session; the other ranks work and
     return their exit code (rank 0's decision, sent with STOP). STOP/ACK on the way out,
-    bounded by ``--stop-timeout``. ``watch`` (a :class:`~mpicode.mpi.deathwatch.DeathWatch`)
-    is disarmed before the workers are told to stop."""
+    bounded by ``--stop-timeout``. ``record``: rank 0's per-action log (as ``build``);
+    ``watch`` (a :class:`~mpicode.mpi.deathwatch.DeathWatch`) is disarmed before the workers
+    are told to stop."""
     if comm.rank != 0:
         worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
         worker.loop()
         return worker.exit_code
-    trainer, coord = build(cfg, comm, problem)
+    trainer, coord = build(cfg, comm, problem, record)
 
     def stop() -> str | None:
         if watch is not None:

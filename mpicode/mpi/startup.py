@@ -29,6 +29,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from mpicode.engine import faults
 from mpicode.engine.signals import STOP
 from mpicode.mpi import bounds
 from mpicode.mpi.comm import Backoff
@@ -94,7 +95,6 @@ class Startup:
         comm = self.comm
         if comm.rank != 0:
             if self.step == 1:
-                from mpicode.engine import faults
                 faults.stop_at_startup(comm.rank)  # fault tests: a kill -STOP right here
             msg = np.array([self.step, os.getpid(), _host_crc()], np.int64)
             self._wait(comm.Isend(msg, 0, TAG_STARTUP), what)

@@ -14,7 +14,7 @@ from mpi4py import MPI
 
 from mpicode.engine import faults
 from mpicode.mpi.comm import Backoff, SendPool
-from mpicode.mpi.protocol import (
+from mpicode.wire import (
     IT,
     RESULT_HEADER,
     TAG_ACK,

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.config import UsageError
-from mpicode.io.datasets import Dataset, partition_rows
+from mpicode.errors import UsageError
+from mpicode.io.datasets import Dataset, load, partition_rows
 from mpicode.numerics import batches, kernels, mlp
 
 CLASSIFIERS = ("logistic", "softmax", "mlp")
@@ -136,8 +136,6 @@ class Problem:
     @classmethod
     def from_config(cls, cfg, n_partitions: int, data: Dataset | None = None) -> Problem:
         """The problem a configuration describes (loads the dataset unless given)."""
-        from mpicode.io.datasets import load
-
         if data is None:
             data = load(cfg)
         _check_partitions(cfg, n_partitions, data.X.shape[0])
@@ -291,7 +289,6 @@ def reference_gd(problem: Problem, lr: float, iterations: int) -> np.ndarray:
 
 def _check_partitions(cfg, K: int, n_rows: int) -> None:
     """K <= training rows, saying so when K is the default 4N the user never chose."""
-    from mpicode.config import UsageError
     if K <= n_rows:
         return
     msg = f"--partitions {K} exceeds the {n_rows} training rows"

@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from mpicode.config import Option, finite_float, nonneg, positive, unit_closed
+from mpicode.options import Option, finite_float, nonneg, positive, unit_closed
 from mpicode.registry import register_scheduler
 from mpicode.schedulers.base import Scheduler, SlotResult
 from mpicode.schedulers.utility import make_utility

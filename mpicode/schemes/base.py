@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mpicode.config import Option, UsageError, finite_float, unit_open_closed
+from mpicode.errors import UsageError
+from mpicode.options import Option, finite_float, unit_open_closed
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpicode.config import UsageError
+from mpicode.errors import UsageError
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Decoding, Scheme, equal_blocks, multiple_of_workers
 

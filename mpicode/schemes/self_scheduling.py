@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from mpicode.config import Option, _bool
+from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, holders

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from mpicode.config import Option
 from mpicode.errors import UsageError
+from mpicode.options import Option
 
 
 def largest_remainder(total: int, weights, minimum: int = 1) -> np.ndarray:

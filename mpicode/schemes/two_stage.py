@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
-from mpicode import config as cf
-from mpicode.config import Option, UsageError
+from mpicode import options as cf
+from mpicode.errors import UsageError
+from mpicode.options import Option
 from mpicode.registry import register_scheme
 from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task

@@ -501,6 +501,17 @@ def _fake_run(path: Path, **change) -> str:
     return str(path)
 
 
+def _trace(path, iterations, **kw):
+    """The run-file replay as ``--stragglers trace:PATH`` builds it: io reads, the model
+    replays (N = 2, K = 8)."""
+    from mpicode.io.replay import read_run_tasks, recorded_model
+    from mpicode.models.stragglers import Trace
+    tasks = read_run_tasks(str(path), 8)
+    recorded, note = recorded_model(tasks, str(path))
+    return Trace(2, 8, 0, tasks=tasks, iterations=iterations, recorded=recorded, note=note,
+                 **kw)
+
+
 @pytest.mark.parametrize("change,msg", [
     ({}, None),
     ({"n_workers": "two"}, "not a valid mpicode run (bad /tasks or attributes"),
@@ -514,25 +525,23 @@ def _fake_run(path: Path, **change) -> str:
 ])
 def test_trace_loader_checks(tmp_path, change, msg):
     from mpicode.config import UsageError
-    from mpicode.models.stragglers import Trace
     path = _fake_run(tmp_path / "t.h5", **change)
     if msg is None:
-        tr = Trace(2, 8, 0, path=path, iterations=3, unit=0.01)
+        tr = _trace(path, 3, unit=0.01)
         assert tr.delay(1, 0, 0, 4) == pytest.approx(0.01)
         return
     with pytest.raises(UsageError) as e:
-        Trace(2, 8, 0, path=path, iterations=3, unit=0.01)
+        _trace(path, 3, unit=0.01)
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
 def test_trace_loader_files(tmp_path):
     from mpicode.config import UsageError
-    from mpicode.models.stragglers import Trace
     (tmp_path / "junk.h5").write_bytes(b"\x89HDF junk" * 50)
     for path, msg in [(tmp_path, "not a file"), (tmp_path / "junk.h5", "not a readable HDF5"),
                       (tmp_path / "none.h5", "file not found")]:
         with pytest.raises(UsageError, match=msg):
-            Trace(2, 8, 0, path=str(path), iterations=1)
+            _trace(path, 1)
 
 
 @pytest.mark.parametrize("text,msg", [

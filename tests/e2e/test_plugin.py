@@ -1,6 +1,7 @@
-"""A scheme from a package outside the repository, found through its entry point
-(``mpicode.schemes``): listed, configured, simulated and trained under MPI with no change to
-this repository. The package is the worked example of docs/extending.md, taken from there."""
+"""A scheme and a straggler model from packages outside the repository, found through their
+entry points (``mpicode.schemes``, ``mpicode.straggler_models``): listed, configured,
+simulated and trained under MPI with no change to this repository. The packages are the
+worked examples of docs/extending.md, taken from there."""
 
 import os
 import re
@@ -114,3 +115,45 @@ def test_a_broken_plugin_costs_one_warning_line(site, tmp_path):
     warn = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(warn) == 1 and warn[0].startswith("mpicode: warning: plugin 'broken'")
     assert "toy " in r.stdout  # the good plugin still loads
+
+
+@pytest.fixture(scope="module")
+def weibull_site(tmp_path_factory):
+    """The straggler-model example of docs/extending.md, installed with its entry point."""
+    site = tmp_path_factory.mktemp("weibull-site")
+    pkg = site / "mpicode_weibull"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(_example("mpicode_weibull/__init__.py"))
+    _dist(site, "mpicode_weibull",
+          "[mpicode.straggler_models]\nweibull = mpicode_weibull:Weibull\n")
+    return site
+
+
+def test_a_straggler_model_plugin_is_listed_checked_and_simulated(weibull_site, tmp_path):
+    env = _env(weibull_site)
+    r = mpicode(["plugins"], env=env)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("weibull "))
+    assert "mpicode_weibull.Weibull" in line and "mpicode_weibull 0.1" in line
+    assert "--weibull-shape" in r.stdout
+    (tmp_path / "test_weibull.py").write_text(_example("test_weibull.py"))
+    t = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, **env})
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "2 passed" in t.stdout
+    out = {}
+    for shape in (0.5, 4.0):
+        out[shape] = tmp_path / f"w{shape}.h5"
+        r = mpicode(["simulate", "--workers", 6, "--scheme", "uncoded", "--stragglers",
+                     "weibull", "--weibull-shape", shape, "--out", out[shape], *COMMON],
+                    env=env)
+        assert r.returncode == 0, r.stderr
+    with h5py.File(out[0.5], "r") as f, h5py.File(out[4.0], "r") as g:
+        assert f.attrs["stragglers"] == "weibull" and '"weibull_shape": 0.5' in f.attrs["config"]
+        assert f["tasks/delay_s"][:].max() > g["tasks/delay_s"][:].max()  # the heavier tail
+    bad = mpicode(["simulate", "--stragglers", "weibull", "--weibull-shape", "-1",
+                   "--out", tmp_path / "bad.h5", *COMMON], env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "mpicode: error: --weibull-shape: -1.0 must be > 0"
+

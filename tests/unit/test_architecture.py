@@ -1,79 +1,290 @@
-"""The house rules a reviewer checks, as tests: one MPI package, small modules and functions,
-policies and kernels free of the layers above them."""
+"""The layer rules of docs/design.md §1.2, as tests: read from the AST of every module.
+
+* only ``mpicode/mpi/`` imports mpi4py; ``numerics/kernels.py`` imports nothing of mpicode;
+* the leaf layer imports only itself; policies (``schemes/``, ``schedulers/``, ``models/``)
+  import only the leaf layer, the registry, numerics and their own package; ``models/``
+  reads no file (no ``io/``, no h5py);
+* no import cycle at module level anywhere in ``mpicode/`` (the failure shows the circle);
+* an import of mpicode inside a function says why it is there (``# lazy: REASON``);
+* size follows cohesion: a module over 400 lines or a function over 60 is listed below with
+  the reason it is one concept.
+"""
+
+from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parents[2] / "mpicode"
+
+# the leaf layer (docs/design.md §1.2): imports nothing of mpicode but itself
+LEAF = {"mpicode.errors", "mpicode.options", "mpicode.core_options", "mpicode.profile",
+        "mpicode.stats", "mpicode.memory", "mpicode.wire", "mpicode.launcher"}
+POLICIES = ("schemes", "schedulers", "models")
+# Leaf modules that still reach above the leaf, each with the issue that ends it.
+LEAF_EXCEPTIONS: dict[str, str] = {}
+
+# Long modules and functions, each with the reason it stays one piece (cohesion, not lines).
 MODULE_LINES, FUNCTION_LINES = 400, 60
-# Functions allowed over the limit, each with its reason (kept short on purpose).
-LONG_FUNCTIONS: dict[str, str] = {}
-# Modules allowed over the limit: one concept that needs the length (a split by line count
-# costs a reader more than the long file: STYLE.md).
 LONG_MODULES: dict[str, str] = {
     "analysis/plots.py": "every --plots figure and its shared styling (plots_more merged in)",
+    "analysis/runs.py": "run logs as tables: reading, the summary row and its columns (mode)",
     "io/runlog.py": "the run log writer: layout, blocks, the disk-full rules, checkpoints, close",
     "io/traces.py": "the trace format: CSV/Parquet tables, sampled and gappy rows (renumber, "
                     "fill), bounds, the file and its command",
+    "registry.py": "one concept: the four plugin kinds, their loading (built-ins, entry "
+                   "points on demand), origins, option merging and listing",
+}
+LONG_FUNCTIONS: dict[str, str] = {
+    "engine/loop.py:iteration": "one iteration's steps in order, each charged to rank 0 (§2.6): "
+                                "split, a reader would chase the order across functions",
+    "engine/events.py:run": "the event loop's one dispatch over its sources (issue 23: the "
+                            "lead reworks it in this phase)",
+}
+
+# Function-level imports without a '# lazy:' reason, each with the issue that removes them.
+UNREASONED_LAZY: dict[str, str] = {
 }
 
 
-def _modules():
-    return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
-
-
-def _imports(path: Path) -> set[str]:
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
+def _modules() -> dict[str, Path]:
+    """``mpicode.x.y`` -> path, every module of the package."""
+    out = {}
+    for p in sorted(PKG.rglob("*.py")):
+        if "__pycache__" in p.parts:
+            continue
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
     return out
 
 
+MODULES = _modules()
+
+
+def _is_type_checking(node) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path, name: str, *, in_functions: bool | None = False):
+    """(ImportNode, [imported module names]) of a module: at module level (if/try blocks
+    included, ``TYPE_CHECKING`` not), inside functions (``in_functions=True``) or both
+    (None). ``from pkg import sub`` names ``pkg.sub`` when that is a module."""
+    is_pkg = path.name == "__init__.py"
+    out = []
+
+    def names(node):
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        base = node.module or ""
+        if node.level:
+            pkg = name.split(".") if is_pkg else name.split(".")[:-1]
+            pkg = pkg[:len(pkg) - node.level + 1]
+            base = ".".join(pkg + ([base] if base else []))
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                for a in node.names]
+
+    def walk(node, in_fn):
+        for ch in ast.iter_child_nodes(node):
+            if _is_type_checking(ch):
+                continue
+            fn = in_fn or isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(ch, (ast.Import, ast.ImportFrom)) and (
+                    in_functions is None or in_functions == in_fn):
+                out.append((ch, names(ch)))
+            walk(ch, fn)
+
+    walk(ast.parse(path.read_text()), False)
+    return out
+
+
+def _module_of(target: str) -> str | None:
+    """The mpicode module an imported name lives in (``mpicode.a.b.Name`` -> ``mpicode.a.b``)."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module-level imports between mpicode modules. Importing ``a.b.c`` also imports the
+    packages ``a`` and ``a.b`` (unless the importer lives in them: a package may import
+    its own submodules)."""
+    g: dict[str, set[str]] = {m: set() for m in MODULES}
+    for m, p in MODULES.items():
+        for _, targets in _imports(p, m):
+            for t in targets:
+                t = _module_of(t) if t.startswith("mpicode") else None
+                if t is None or t == m:
+                    continue
+                g[m].add(t)
+                parts = t.split(".")
+                for i in range(1, len(parts)):
+                    parent = ".".join(parts[:i])
+                    if parent in MODULES and parent != m and not m.startswith(parent + "."):
+                        g[m].add(parent)
+    return g
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle ``[a, b, ..., a]`` of the graph, or None."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(v):
+        state[v] = 1
+        path.append(v)
+        for w in sorted(g.get(v, ())):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        path.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(g):
+        if v not in state:
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def _rel(m: str) -> str:
+    return str(MODULES[m].relative_to(PKG))
+
+
+def _all_imported(m: str) -> set[str]:
+    return {t for _, ts in _imports(MODULES[m], m, in_functions=None) for t in ts}
+
+
+# ---- the rules ------------------------------------------------------------------------
+def test_no_import_cycle_at_module_level():
+    cycle = find_cycle(_graph())
+    assert cycle is None, "import cycle at module level: " + " -> ".join(cycle)
+
+
 def test_only_the_mpi_package_imports_mpi4py():
-    bad = [str(p.relative_to(PKG)) for p in _modules()
-           if any(m == "mpi4py" or m.startswith("mpi4py.") for m in _imports(p))
-           and p.parent.name != "mpi"]
+    bad = [_rel(m) for m in MODULES if not m.startswith("mpicode.mpi")
+           and any(t == "mpi4py" or t.startswith("mpi4py.") for t in _all_imported(m))]
     assert not bad, f"mpi4py imported outside mpicode/mpi/: {bad}"
 
 
-@pytest.mark.parametrize("layer", ["schemes", "schedulers", "models", "engine"])
-def test_policies_models_and_engine_do_not_reach_mpi(layer):
-    bad = [str(p.relative_to(PKG)) for p in (PKG / layer).rglob("*.py")
-           if any(m.startswith("mpicode.mpi") for m in _imports(p))]
-    assert not bad, bad
-
-
 def test_kernels_import_nothing_of_ours():
-    for name in ("kernels.py",):
-        mods = _imports(PKG / "numerics" / name)
-        assert not [m for m in mods if m.startswith("mpicode")], mods
+    mods = _all_imported("mpicode.numerics.kernels")
+    assert not [t for t in mods if t.startswith("mpicode")], mods
 
 
-def test_modules_are_small():
-    big = {str(p.relative_to(PKG)): n for p in _modules()
-           if (n := p.read_text().count("\n")) > MODULE_LINES
-           and str(p.relative_to(PKG)) not in LONG_MODULES}
-    assert not big, f"modules over {MODULE_LINES} lines: {big}"
+def test_the_leaf_layer_imports_only_itself():
+    bad = {_rel(m): sorted(t for t in map(_module_of, _all_imported(m)) if t and
+                           t not in LEAF and t != "mpicode")
+           for m in LEAF if _rel(m) not in LEAF_EXCEPTIONS}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"leaf modules importing above the leaf: {bad}"
 
 
-def test_functions_are_small():
-    long = {}
-    for p in _modules():
+def _allowed_for_policy(m: str, t: str) -> bool:
+    own = m.split(".")[1]
+    return (t in LEAF or t == "mpicode.registry" or t.startswith("mpicode.numerics")
+            or t == f"mpicode.{own}" or t.startswith(f"mpicode.{own}."))
+
+
+def test_policies_import_only_the_leaf_layer_the_registry_and_numerics():
+    bad = {}
+    for m in MODULES:
+        if m.split(".")[1:2] and m.split(".")[1] in POLICIES:
+            wrong = sorted({t for t in map(_module_of, _all_imported(m))
+                            if t and not _allowed_for_policy(m, t)})
+            if wrong:
+                bad[_rel(m)] = wrong
+    assert not bad, f"policies importing more than leaf, registry and numerics: {bad}"
+
+
+def test_models_read_no_files():
+    bad = {_rel(m): sorted(t for t in _all_imported(m) if t.startswith("mpicode.io")
+                           or t == "h5py" or t.startswith("h5py."))
+           for m in MODULES if m.startswith("mpicode.models")}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"models/ importing io/ or h5py: {bad}"
+
+
+def test_imports_inside_functions_say_why():
+    bad = []
+    for m, p in MODULES.items():
+        if _rel(m) in UNREASONED_LAZY:
+            continue
+        lines = p.read_text().splitlines()
+        for node, targets in _imports(p, m, in_functions=True):
+            if not any(t.startswith("mpicode") for t in targets):
+                continue
+            text = "\n".join(lines[node.lineno - 1:node.end_lineno])
+            if "# lazy:" not in text:
+                bad.append(f"{_rel(m)}:{node.lineno}: {ast.unparse(node)}")
+    assert not bad, ("imports of mpicode inside functions without '# lazy: REASON' (move "
+                     "them to the top, or say why they must wait):\n" + "\n".join(bad))
+
+
+def test_long_modules_and_functions_are_one_concept_each():
+    long_modules = {_rel(m) for m, p in MODULES.items()
+                    if p.read_text().count("\n") > MODULE_LINES}
+    long_functions = set()
+    for m, p in MODULES.items():
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = node.end_lineno - node.lineno + 1
-                key = f"{p.relative_to(PKG)}:{node.name}"
-                if n > FUNCTION_LINES and key not in LONG_FUNCTIONS:
-                    long[key] = n
-    assert not long, f"functions over {FUNCTION_LINES} lines: {long}"
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    node.end_lineno - node.lineno + 1 > FUNCTION_LINES:
+                long_functions.add(f"{_rel(m)}:{node.name}")
+    assert long_modules <= set(LONG_MODULES), (
+        f"modules over {MODULE_LINES} lines without a reason in LONG_MODULES: "
+        f"{sorted(long_modules - set(LONG_MODULES))} (one concept may be long: say why; "
+        "two concepts are two modules)")
+    assert long_functions <= set(LONG_FUNCTIONS), sorted(long_functions - set(LONG_FUNCTIONS))
+    stale = (set(LONG_MODULES) - long_modules) | (set(LONG_FUNCTIONS) - long_functions)
+    assert not stale, f"allow-list entries no longer needed: {sorted(stale)}"
+    assert all(r.strip() for r in (*LONG_MODULES.values(), *LONG_FUNCTIONS.values()))
+
+
+def test_known_exceptions_still_exist():
+    """Each entry of UNREASONED_LAZY names a file that still has an unreasoned lazy import,
+    each of LEAF_EXCEPTIONS a leaf module that still imports above the leaf: remove the
+    entry when its issue lands."""
+    for rel, why in LEAF_EXCEPTIONS.items():
+        m = next(k for k in MODULES if _rel(k) == rel)
+        above = [t for t in map(_module_of, _all_imported(m)) if t and t not in LEAF
+                 and t != "mpicode"]
+        assert above, f"{rel} is a clean leaf now ({why}): remove its entry"
+    for rel, why in UNREASONED_LAZY.items():
+        m = next(k for k in MODULES if _rel(k) == rel)
+        lines = MODULES[m].read_text().splitlines()
+        left = [n for n, ts in _imports(MODULES[m], m, in_functions=True)
+                if any(t.startswith("mpicode") for t in ts)
+                and "# lazy:" not in "\n".join(lines[n.lineno - 1:n.end_lineno])]
+        assert left, f"{rel} needs no exception any more ({why}): remove its entry"
+
+
+# ---- the scanner itself ------------------------------------------------------------------
+def test_the_cycle_finder_reports_the_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
 def test_the_scanner_is_not_vacuous(tmp_path):
     p = tmp_path / "m.py"
-    p.write_text("from mpi4py import MPI\nimport mpicode.mpi.comm\n")
-    assert "mpi4py" in _imports(p) and "mpicode.mpi.comm" in _imports(p)
+    p.write_text("from mpi4py import MPI\nimport mpicode.mpi.comm\n"
+                 "def f():\n    from mpicode import registry  # lazy: test\n")
+    top = {t for _, ts in _imports(p, "mpicode.m") for t in ts}
+    inner = {t for _, ts in _imports(p, "mpicode.m", in_functions=True) for t in ts}
+    assert top == {"mpi4py", "mpicode.mpi.comm"} and inner == {"mpicode.registry"}
+    g = _graph()
+    assert "mpicode.registry" in g["mpicode.config"]            # a real arrow is seen
+    assert "mpicode.config" not in g["mpicode.registry"]        # ... and the layers hold
+
+
+def test_the_design_module_map_names_every_module():
+    """docs/design.md §1.1 lists every module (a new one is added there with its layer)."""
+    text = (PKG.parent / "docs" / "design.md").read_text()
+    tree = text[text.index("### 1.1 The tree"):text.index("### 1.2")]
+    missing = [_rel(m) for m, p in MODULES.items() if p.name not in tree]
+    assert not missing, f"modules missing from docs/design.md §1.1: {missing}"

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from mpicode import config
 from mpicode.bench.comm import iterations, near_far, streaming
+from mpicode.io.replay import load_trace
 from mpicode.models.channels import (
     BLOCK,
     Constant,
     GilbertElliott,
     Rayleigh,
     expint_e1,
-    load_trace,
     make_channel,
     rayleigh_mean_bits,
     snr_profile,

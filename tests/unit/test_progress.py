@@ -75,20 +75,21 @@ def test_auto_is_a_bar_on_a_terminal_and_lines_elsewhere():
         make_progress("fancy", 5, "x")
 
 
-def test_heartbeat_prints_during_a_long_first_iteration():
-    """issue 27: an iteration longer than the interval shows progress while it runs, from
-    the first iteration on; the s/it of the next line still counts whole iterations."""
-    clock, out = Clock(), io.StringIO()
-    p = make_progress("lines", 10, "", stream=out, clock=clock, interval=3.0)
-    for _ in range(20):  # iteration 0 runs 10 s (heartbeats every 0.5 s, virtual t given)
-        clock.t += 0.5
-        p.heartbeat(t=clock.t * 1000)
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 3, lines  # at 3, 6 and 9 s
-    assert lines[0] == "mpicode: it 0/10 running  3.0 s of wall time so far (virtual 3e+03 s)"
-    p.update(_row())  # iteration 0 ends at 10 s
-    clock.t += 2.0
-    p.update(_row())  # iteration 1 ends at 12 s: 3 s after the last heartbeat line
-    assert out.getvalue().splitlines()[-1].startswith("mpicode: it 2/10  loss 0.5000")
-    assert "6 s/it" in out.getvalue().splitlines()[-1]  # (12 - 0) / 2 iterations
-    NoProgress().heartbeat(1.0)  # the other displays take the call too
+def test_a_long_iteration_gets_heartbeat_lines_between_iterations():
+    import io
+
+    from mpicode.engine.progress import LineProgress
+    t = [0.0]
+    out = io.StringIO()
+    p = LineProgress(10, stream=out, clock=lambda: t[0], interval=3.0)
+    p.heartbeat(0, 2048)
+    assert out.getvalue() == ""            # not yet: the interval has not passed
+    t[0] = 3.5
+    p.heartbeat(0, 4096)
+    t[0] = 4.0
+    p.heartbeat(0, 6144)                   # within the interval of the last heartbeat
+    assert out.getvalue().splitlines() == [
+        "mpicode: it 0/10  iteration 0 still running (4096 events so far)"]
+    t[0] = 7.0
+    p.update({"loss": 0.5})                # the next regular line: rate from the start
+    assert out.getvalue().splitlines()[-1].startswith("mpicode: it 1/10  loss 0.5000  7 s/it")

@@ -144,12 +144,15 @@ def test_trace_import_replaces_a_link_never_its_target(tmp_path, victim):
 
 
 def test_profile_is_written_by_the_safe_path(tmp_path, victim):
-    from mpicode.profile import write_profile
+    """``mpicode calibrate`` writes its profile with safefile.output_text (rank 0)."""
+    from pathlib import Path
+    src = (Path(__file__).resolve().parents[2] / "mpicode" / "mpi" / "calibrate.py").read_text()
+    assert "safefile.output_text(out, text, force=args.force)" in src
     out = tmp_path / "p.toml"
     out.symlink_to(victim)
     with pytest.raises(UsageError, match="output exists"):
-        write_profile(out, "a = 1\n", force=False)
-    write_profile(out, "a = 1\n", force=True)
+        safefile.output_text(out, "a = 1\n", force=False)
+    safefile.output_text(out, "a = 1\n", force=True)
     assert victim.read_text() == "precious" and out.read_text() == "a = 1\n"
 
 

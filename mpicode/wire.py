@@ -1,0 +1,174 @@
+"""The wire protocol between rank 0 and the workers: tags, header layouts, encode/decode.
+
+Pure (no MPI), outside :mod:`mpicode.mpi` so that the simulator, the cost model and the
+benchmarks size messages from the same layout (:func:`result_bytes`) without importing
+mpi4py; unit-tested serially. Every message is a float64 buffer whose first element is the
+iteration number; nothing on the hot path is pickled. A header is a :class:`Layout`: its
+fields are named once, and their offsets, the header's size and every message size follow
+(adding a field to RESULT is one name in ``Result``, and the value where it is written).
+
+* ``MODEL``  0 -> i: ``[it, w...]`` at the start of iteration ``it``.
+* ``TASK``   0 -> i: ``[it, task_id, stage, n, has_coeffs, delay_s, p_1..p_n, c_1..c_n]``.
+* ``CANCEL`` 0 -> i: ``[it, task_id]`` (``task_id = -1``: every task of ``it``).
+* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]`` (``ideal`` channel).
+* With an emulated uplink (``--channel`` not ideal) a finished task is announced instead:
+  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss]``; rank 0 runs the slot
+  clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
+  last]``; the worker sends exactly that byte range of its RESULT buffer as ``CHUNK`` i -> 0
+  ``[it, task_id, first_element, elements...]``. A result counts as arrived when its last
+  chunk is here and the slot that carried it has ended.
+* ``STOP``   0 -> i: ``[-1]``; the worker waits for its sends, answers ``ACK`` and returns.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
+TAG_READY, TAG_GRANT, TAG_CHUNK = range(17, 20)
+TAG_STARTUP = 20  # i -> 0 at each start-up step: [step, pid, host crc] (mpicode.mpi.startup)
+
+# Every message starts with the iteration (``IT``) and, except MODEL and STOP, the task id
+# (``TASK``).
+IT, TASK = 0, 1
+
+
+class Layout:
+    """The header of one kind of message: named float64 fields at offsets 0, 1, ..., then
+    the payload. ``layout.NAME`` is the offset of field ``name``, ``layout.HEADER`` the
+    number of fields."""
+
+    def __init__(self, kind: str, *fields: str):
+        self.kind, self.fields, self.HEADER = kind, fields, len(fields)
+        for i, f in enumerate(fields):
+            setattr(self, f.upper(), i)
+
+    def size(self, n_payload: int) -> int:
+        """Elements of a message with ``n_payload`` elements after the header."""
+        return self.HEADER + int(n_payload)
+
+    def nbytes(self, n_payload: int) -> int:
+        """Bytes of such a message (float64)."""
+        return 8 * self.size(n_payload)
+
+    def write(self, out: np.ndarray, **values) -> None:
+        """Fill ``out``'s header from one keyword per field (all of them)."""
+        if values.keys() != set(self.fields):
+            raise ValueError(f"{self.kind} header: fields {self.fields}, got {tuple(values)}")
+        out[:self.HEADER] = tuple(values[f] for f in self.fields)
+
+    def __repr__(self):
+        return f"Layout({self.kind!r}, {', '.join(map(repr, self.fields))})"
+
+
+# RESULT: the gradient follows the header
+Result = Layout("RESULT", "it", "task", "compute_s", "delay_s", "loss")
+# TASK: then n partitions, then (if HAS_COEFFS) n coefficients
+Task = Layout("TASK", "it", "task", "stage", "n", "has_coeffs", "delay_s")
+
+
+class Ready(NamedTuple):
+    it: int
+    task_id: int
+    nbytes: int
+    compute_s: float
+    delay_s: float
+    loss: float
+
+
+class Grant(NamedTuple):
+    it: int
+    task_id: int
+    offset: int
+    nbytes: int
+    last: bool
+
+
+# CHUNK: then the elements of the RESULT buffer from FIRST on
+Chunk = Layout("CHUNK", "it", "task", "first")
+
+
+RESULT_HEADER, TASK_HEADER, CHUNK_HEADER = Result.HEADER, Task.HEADER, Chunk.HEADER
+
+
+def result_bytes(dim: int) -> int:
+    """Bytes of the RESULT message of a model with ``dim`` parameters (header + gradient):
+    what the uplink carries and the simulator's cost model charges."""
+    return Result.nbytes(dim)
+
+
+def result_header(out: np.ndarray, it: int, task_id: int, compute_s: float, delay_s: float,
+                  loss: float) -> None:
+    """Fill the header of a RESULT buffer (the gradient is already in ``out[HEADER:]``)."""
+    Result.write(out, it=it, task=task_id, compute_s=compute_s, delay_s=delay_s, loss=loss)
+
+
+def encode_ready(r: Ready) -> np.ndarray:
+    return np.array(r, dtype=float)
+
+
+def decode_ready(buf: np.ndarray) -> Ready:
+    it, tid, nbytes, comp, dl, loss = buf[:6]
+    return Ready(int(it), int(tid), int(nbytes), float(comp), float(dl), float(loss))
+
+
+def encode_grant(g: Grant) -> np.ndarray:
+    return np.array([g.it, g.task_id, g.offset, g.nbytes, float(g.last)])
+
+
+def decode_grant(buf: np.ndarray) -> Grant:
+    return Grant(int(buf[0]), int(buf[1]), int(buf[2]), int(buf[3]), bool(buf[4]))
+
+
+def encode_cancel(it: int, task_id: int) -> np.ndarray:
+    """CANCEL ``[it, task_id]``; ``task_id = -1``: every task of ``it``."""
+    return np.array([it, task_id], dtype=float)
+
+
+def decode_cancel(buf: np.ndarray) -> tuple[int, int]:
+    return int(buf[0]), int(buf[1])
+
+
+def encode_chunk(it: int, task_id: int, first: int, elements: np.ndarray) -> np.ndarray:
+    chunk = np.empty(Chunk.HEADER + len(elements))
+    chunk[:Chunk.HEADER] = (it, task_id, first)
+    chunk[Chunk.HEADER:] = elements
+    return chunk
+
+
+def encode_model(it: int, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.empty(len(w) + 1) if out is None else out
+    out[0] = it
+    out[1:] = w
+    return out
+
+
+def chunk_range(offset: int, nbytes: int, last: bool, n_elements: int) -> tuple[int, int]:
+    """Elements of a float64 buffer that the byte range [offset, offset + nbytes) carries:
+    floor at both ends, and the last chunk runs to the end, so chunks tile the buffer."""
+    e0 = offset // 8
+    e1 = n_elements if last else min(n_elements, (offset + nbytes) // 8)
+    return e0, e1
+
+
+def encode_task(iteration: int, task, delay: float) -> np.ndarray:
+    n = task.n
+    has_c = task.coeffs is not None
+    buf = np.empty(Task.HEADER + n * (2 if has_c else 1))
+    buf[:Task.HEADER] = (iteration, task.task_id, task.stage, n, float(has_c), delay)
+    buf[Task.HEADER:Task.HEADER + n] = task.partitions
+    if has_c:
+        buf[Task.HEADER + n:] = task.coeffs
+    return buf
+
+
+def decode_task(buf: np.ndarray) -> dict:
+    it, tid, stage, n, has_c, delay = buf[:Task.HEADER]
+    n = int(n)
+    h = Task.HEADER
+    parts = buf[h:h + n].astype(np.int64)
+    coeffs = buf[h + n:h + 2 * n] if has_c else None
+    return {"it": int(it), "task_id": int(tid), "stage": int(stage), "partitions": parts,
+            "coeffs": coeffs, "delay": float(delay)}
