@@ -11,8 +11,11 @@ until ``MPIEXEC_TIMEOUT`` killed the job without a word. Here every step is:
 2. the step's collective, nonblocking (``Ibcast``/``Iallreduce``/``Ibarrier``) and polled.
 
 Rank 0 waits at most ``--startup-timeout`` seconds a step, and answers SIGTERM/SIGINT within a
-couple of seconds: it prints one line naming the workers that did not answer (worker w is
+couple of seconds when a silent worker cannot answer (it never said hello, or it is stopped
+or gone on this host): it prints one line naming the workers that did not answer (worker w is
 rank w + 1), and the job ends (``MPI_Abort`` without MPICH's banner; nothing was written).
+Workers that are merely busy (loading, compiling) got the signal too: the step completes and
+the job stops cleanly after it, as before.
 A worker that was told to stop and hears nothing from rank 0 leaves after a grace period.
 No pickle: texts and the stored configuration travel as UTF-8/JSON bytes::
 
@@ -35,8 +38,8 @@ from mpicode.mpi import bounds
 from mpicode.mpi.comm import Backoff
 from mpicode.mpi.protocol import TAG_STARTUP
 
-GRACE_S = 2.0  # after a stop signal: how long a step may still take before the job ends
-WORKER_GRACE_S = 10.0  # a worker told to stop, whose rank 0 says nothing: then it leaves
+GRACE_S = 2.0  # after a stop signal: the wait for workers that cannot answer (stopped, gone)
+WORKER_GRACE_S = 60.0  # a worker told to stop, whose rank 0 says nothing: then it leaves
 
 
 def _host_crc() -> int:
@@ -129,7 +132,8 @@ class Startup:
             if STOP["signal"] is not None and stopped_at is None:
                 stopped_at = now
             if self.comm.rank == 0:
-                if stopped_at is not None and now - stopped_at > GRACE_S:
+                if (stopped_at is not None and now - stopped_at > GRACE_S
+                        and not any(self._may_answer(r) for r in waiting)):
                     self._give_up(what, waiting, STOP["signal"])
                 if now - t0 > self.timeout:
                     self._give_up(what, waiting, None)
@@ -137,6 +141,23 @@ class Startup:
                 sys.stderr.flush()
                 os._exit(3)  # rank 0 never said a word: it is stopped or gone
             backoff.sleep()
+
+    def _may_answer(self, rank: int) -> bool:
+        """Rank 0, after a stop signal: may this silent worker still reach the step (busy
+        loading or compiling, as every worker got the signal too and will stop there)? Not
+        if it never said hello (stopped or stuck before the first step) or if it is on this
+        host and stopped or gone; a worker on another host is given the benefit of the
+        doubt (until --startup-timeout)."""
+        if rank not in self.peers:
+            return False
+        pid, crc = self.peers[rank]
+        if crc != _host_crc():
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X")
+        except OSError:
+            return False
 
     def _give_up(self, what: str, waiting: set, signum: int | None) -> None:
         """Rank 0: one line naming who did not answer at step ``what``, then end the job."""
