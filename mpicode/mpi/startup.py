@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -153,9 +154,9 @@ class Startup:
         pid, crc = self.peers[rank]
         if crc != _host_crc():
             return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X")
+        try:  # a read of /proc (the MPI package writes no file)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X")
         except OSError:
             return False
 
