@@ -59,12 +59,12 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 test: install test-banner test-fast test-unit-slow test-e2e test-mpi  ## everything CI runs (~13 min on 2 quiet cores, ~30 loaded)
 
 test-banner:
-	@echo "make test: unit (< 1 min), end-to-end (~11 min), MPI at 2, 3 and 5 ranks (< 1 min):"
+	@echo "make test: unit (~1.5 min with its slow tier), end-to-end (~11 min), MPI at 2, 3, 5 ranks (< 1 min):"
 	@echo "  about 13 min on 2 quiet cores, 30 or more on a loaded machine. As root, tests/e2e/test_slurm.py"
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
 	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
 
-test-fast: install  ## unit tests but the slow tier: serial, no subprocess (< 1 min quiet)
+test-fast: install  ## unit tests but the slow tier: serial, no subprocess (~45 s, 2.5 min loaded)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
 
 test-unit-slow: install  ## the unit tests' slow tier (tests/conftest.py SLOW; in make test)
