@@ -20,7 +20,7 @@ from mpicode.stats import mean_ci
 
 SKIP = {"run", "file", "target_loss"}  # numeric but not worth a mean (or not numeric)
 DEFAULT = ["final_loss", "test_accuracy", "mean_iter_s", "total_s", "time_to_target_s",
-           "vs_oracle", "mean_load"]
+           "S", "removed", "vs_oracle", "mean_load"]
 
 
 def parse_keys(text: str) -> list[str]:

@@ -279,7 +279,8 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
               target_loss: float | None = None, groups=None,
               log_loss: bool = False) -> tuple[list[str], list[str]]:
     """Every plot into ``out_dir`` (created): loss_vs_time.png, loss_vs_iteration.png,
-    metric_vs_time.png, load_coverage.png, straggler_scores.png, gantt_<run>_<A>-<B>.png
+    metric_vs_time.png, load_coverage.png, straggler_scores.png, slowdown_attribution.png,
+    gantt_<run>_<A>-<B>.png
     (``--gantt-iterations A:B``), backlog_<run>.png (runs with a scheduler and Q/Z logged),
     groups.png (``groups``: [(label, runs)], whose curves become means with CI bands).
 
@@ -294,6 +295,8 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
     written.append(plots_more.metric_vs_time(runs, d / "metric_vs_time.png", groups))
     written.append(load_coverage(runs, d / "load_coverage.png"))
     written.append(plots_more.straggler_scores(runs, d / "straggler_scores.png"))
+    written.append(plots_more.slowdown_attribution(runs, d / "slowdown_attribution.png",
+                                                   groups))
     if groups:
         written.append(plots_more.group_bars(groups, target_loss, d / "groups.png"))
     stems = dict(zip(map(id, runs), _stems(runs), strict=True))

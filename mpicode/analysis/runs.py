@@ -369,11 +369,19 @@ def summary(run, target_loss: float | None = None) -> dict:
         # busy, and its mean time in scheme and scheduler calls per iteration
         "coord_busy": _mean(it.get("coord_busy", nan)),
         "mean_policy_s": _mean(it.get("policy_s", nan)),
+        # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
+        # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
+        "S": _slowdown(run),
     }
     if target_loss is not None:
         row["target_loss"] = float(target_loss)
         row["target_reached"] = bool(math.isfinite(row["time_to_target_s"]))
     return row
+
+
+def _slowdown(run) -> float:
+    from mpicode.analysis.slowdown import slowdown
+    return slowdown(run)
 
 
 def config(run) -> dict:

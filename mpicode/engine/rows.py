@@ -83,7 +83,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
     """The iteration's rows for the run log: ``row`` (with the scheme's ``log_fields``),
     ``workers`` (N-vectors), ``tasks``, and ``notes`` (the scheme's ``log_notes``).
     ``oracle``: the ``oracle_s``/``oracle_part_s`` of :func:`mpicode.models.oracle.oracle_row`
-    (NaN when the driver gives none)."""
+    and the ``ideal_s`` of :class:`mpicode.engine.ideal.IdealReplay` (NaN when the driver
+    gives none)."""
     N = info.n_workers
     # communication time: from the moment every used message was ready to decodability
     ready = [info.ready[t.task_id] for t in scheme.tasks.values()
@@ -95,7 +96,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "n_cancelled": info.cancelled, "n_stale": info.stale,
            "bytes_up": _bytes_up(scheme, info),
            "grad_norm": grad_norm,
-           "oracle_s": math.nan, "oracle_part_s": math.nan, **(oracle or {})}
+           "oracle_s": math.nan, "oracle_part_s": math.nan, "ideal_s": math.nan,
+           **(oracle or {})}
     for k in scheme.log_fields:  # the scheme's own per-iteration fields (from end())
         if k in summary:
             row[k] = summary[k]

@@ -11,6 +11,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "log_s": "f8", "update_s": "f8", "eval_s": "f8",
     # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
     "oracle_s": "f8", "oracle_part_s": "f8",
+    # the iteration replayed without straggler delays (mpicode/engine/ideal.py): its wait
+    "ideal_s": "f8",
     "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
     # rank 0 as a server (docs/design.md §2.6): its time in scheme and scheduler calls
     # (measured on the wall clock, charged in virtual time) and the fraction of the row it

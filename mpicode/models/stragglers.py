@@ -162,6 +162,18 @@ class StragglerModel:
         """Seconds of injected delay for this task."""
         return self.overhead
 
+    def nominal_rate(self, iteration: int) -> float:
+        """Seconds of delay per share of a task that does not straggle: what remains of the
+        model when its straggling is taken out (the ideal of straggler what-if analysis,
+        ``ideal_s``: mpicode.engine.ideal). 0 here; each model says what its own is."""
+        return 0.0
+
+    def ideal_delay(self, iteration: int, worker: int, task_index: int,
+                    n_partitions: int) -> float:
+        """This task's delay without straggling: the nominal rate times its load, plus the
+        per-task overhead (a cost, not a delay); no one-off."""
+        return self.nominal_rate(iteration) * self.load(n_partitions) + self.overhead
+
 
 @register_straggler_model
 class NoStragglers(StragglerModel):
@@ -187,6 +199,9 @@ class ShiftedExp(StragglerModel):
         tail = self.exponential(1.0 / self.p["mu"], iteration, worker, self.key(task_index))
         return self.unit * (self.p["shift"] + tail)
 
+    def nominal_rate(self, iteration):
+        return self.unit * self.p["shift"]   # the exponential tail is the straggling
+
 
 @register_straggler_model
 class ExpPerIteration(StragglerModel):
@@ -206,6 +221,9 @@ class ExpPerIteration(StragglerModel):
 
     def one_off(self, iteration, worker):
         return self.unit * self.exponential(self.p["delay_mean"], iteration, worker, 0)
+
+    def nominal_rate(self, iteration):
+        return self.unit                     # the one-off Exp draw is the straggling
 
 
 @register_straggler_model
@@ -230,6 +248,9 @@ class Bimodal(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.slow[worker] else 1.0)
 
+    def nominal_rate(self, iteration):
+        return self.unit                     # every worker at the fast workers' speed
+
 
 @register_straggler_model
 class Pareto(StragglerModel):
@@ -250,6 +271,9 @@ class Pareto(StragglerModel):
 
     def rate(self, iteration, worker, task_index=0):
         return self.unit * self._x(iteration, worker, task_index)
+
+    def nominal_rate(self, iteration):
+        return self.unit                     # X at its minimum x_m = 1
 
 
 @register_straggler_model
@@ -279,6 +303,9 @@ class GilbertElliott(StragglerModel):
 
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.state(iteration)[worker] else 1.0)
+
+    def nominal_rate(self, iteration):
+        return self.unit                     # every chain in its good state
 
 
 class RecordedTasks(NamedTuple):
@@ -358,6 +385,15 @@ class Trace(StragglerModel):
 
     def one_off(self, iteration, worker):
         return self.once.get((iteration, worker), 0.0)
+
+    def nominal_rate(self, iteration):
+        """The iteration's typical rate: the median over workers of their recorded rate (a
+        recording's straggling is whatever lies above its iteration's typical worker)."""
+        cache = self.__dict__.setdefault("_nominal", {})
+        if iteration not in cache:
+            cache[iteration] = float(np.median([self.rate(iteration, w, 0)
+                                                for w in range(self.N)]))
+        return cache[iteration]
 
     def delay(self, iteration, worker, task_index, n_partitions):
         d = self.rate(iteration, worker, task_index) * self.load(n_partitions) + self.overhead
