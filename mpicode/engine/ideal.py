@@ -64,13 +64,15 @@ class IdealReplay:
     partition cost are reused). Call :meth:`before` when an iteration begins (it takes the
     scheme's state) and :meth:`wait` after it; the replay never touches the live scheme."""
 
-    def __init__(self, events, n_workers: int):
+    def __init__(self, events, n_workers: int, delays=None):
         self.events = events
         self.N = int(n_workers)
         self._shadow = None
         self._state: dict | None = None
         self.broken: str | None = None   # why there is no replay (a scheme not copyable)
-        self.no_delay = _Nominal(events.stragglers)
+        # the replay's delay model: the run's straggler-free twin (``delays`` replaces it: a
+        # test replays with the real delays and must get the real iteration back)
+        self.no_delay = delays if delays is not None else _Nominal(events.stragglers)
 
     def before(self, scheme) -> None:
         """The iteration is about to begin: remember the scheme's state."""
@@ -89,7 +91,8 @@ class IdealReplay:
     def wait(self, it: int, partition_cost: float) -> float:
         """The iteration's time to decodability without straggler delays (NaN when the
         partition cost is unknown, or the scheme cannot finish the replay)."""
-        if self.broken is not None or self._state is None or partition_cost is None or not math.isfinite(partition_cost):
+        if self.broken is not None or self._state is None or partition_cost is None \
+                or not math.isfinite(partition_cost):
             return math.nan
         shadow = self._shadow
         shadow.load_state_dict(_frozen(self._state))
