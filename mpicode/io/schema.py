@@ -32,4 +32,5 @@ TASK_FIELDS: dict[str, str] = {
     "iteration": "i8", "worker": "i4", "stage": "i1", "n_partitions": "i4",
     "first_partition": "i4", "t_dispatch": "f8", "t_done": "f8", "used": "i1",
     "cancelled": "i1", "compute_s": "f8", "delay_s": "f8", "t_ready": "f8",
+    "n_computed": "i4",  # partitions the message sums (fewer when a time limit cut it)
 }
