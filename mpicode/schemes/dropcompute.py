@@ -74,7 +74,8 @@ def best_threshold(per_partition: np.ndarray, step_s: np.ndarray, m: int) -> flo
 
     Returns the threshold (seconds) with the largest mean effective speed-up
     ``(1 - drop rate) / (1 - saved / step time) - 1``, ``saved`` being how much earlier the
-    slowest worker stops; the largest candidate (nothing dropped) when nothing helps.
+    slowest worker stops; of equally good candidates the largest (so nothing is dropped when
+    nothing helps).
     """
     u = np.asarray(per_partition, np.float64)
     u = np.where(np.isfinite(u) & (u > 0), u, np.nan)
@@ -97,7 +98,11 @@ def best_threshold(per_partition: np.ndarray, step_s: np.ndarray, m: int) -> flo
     speedup = saved / raw[None]
     drop = 1.0 - kept.mean(axis=2) / m
     effective = (1.0 - drop) / (1.0 - speedup) - 1.0
-    best = int(np.argmax(effective.mean(axis=1)))
+    mean = effective.mean(axis=1)
+    # ties (a flat objective: with no overhead the fast workers are busy until any
+    # threshold) go to the largest threshold, which drops least; the reference code's
+    # argmax took the smallest
+    best = int(np.flatnonzero(mean >= mean.max() - 1e-12 * max(1.0, abs(mean.max())))[-1])
     return float(taus[best, 0, 0])
 
 
