@@ -52,7 +52,7 @@ class Task:
     state: str = "pending"                # pending | done | cancelled
     used: bool = False
     # a compute budget (seconds of the worker's time on this task, inf: none): no partition
-    # starts past it and the message sums those done (DropCompute, docs/design.md §3.4)
+    # starts past it and the message sums those done (DropCompute, docs/design.md §3.4a)
     time_limit: float = math.inf
     n_done: int | None = None             # partitions its message sums (None: all of them)
 

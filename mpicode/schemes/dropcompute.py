@@ -18,7 +18,7 @@ earliest finish of a worker's 6th micro-batch (its last when it has fewer) and t
 finish of any, the one that maximises the mean effective speed-up ``(1 - drop rate) /
 (1 - time saved / step time) - 1`` is kept for the rest of the run (``--dc-threshold T``
 fixes it instead). The threshold travels in the TASK message as a compute budget
-(``Task.time_limit``, docs/design.md §3.4 on why), so each worker stops on its own clock and
+(``Task.time_limit``, docs/design.md §3.4a on why), so each worker stops on its own clock and
 no extra message is needed; a worker that stopped early says after how many partitions
 (``PARTIAL``).
 

@@ -16,7 +16,7 @@ fractional repetition, ``frc``, is the special case of equal speeds and equal gr
 The capabilities are this run's measured speeds (the estimate tau_i of docs/design.md §3.1,
 re-planned every iteration), as ``speed-aware`` uses them; the groups are formed by the
 longest-processing-time rule (fastest worker first, each to the group of least total speed),
-which the papers leave open (docs/design.md §3.4, "hetero-gc"). Only active workers are
+which the papers leave open (docs/design.md §3.4a). Only active workers are
 planned (``--dead-after``); with fewer than s + 1 of them the groups are as many as there are
 workers, noted in ``/notes``.
 """

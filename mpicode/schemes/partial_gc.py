@@ -26,7 +26,7 @@ order has to be computed.
 
 In mpicode each chunk is one task; a worker's tasks queue in the chosen order, so chunk by
 chunk sending is one message per finished task. Where the implementation had to choose
-something the paper leaves open: docs/design.md §3.4 ("partial-gc").
+something the paper leaves open: docs/design.md §3.4a.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def partial_runs(draw):
 def test_decode_weights_and_the_documented_error_bound(case):
     """Every computed partition gets the same weight (K / computed, or 1 for ``nominal``),
     the coverage is the computed fraction, and with ``computed`` normalisation the decoded
-    sum is within 2 (1 - coverage) K max_k |g_k| of the full sum (docs/design.md §3.4)."""
+    sum is within 2 (1 - coverage) K max_k |g_k| of the full sum (docs/design.md §3.4a)."""
     N, m, speed, tau, norm, seed = case
     K = N * m
     sc = DropCompute(N, K, dc_threshold=tau, dc_normalise=norm)
