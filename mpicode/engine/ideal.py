@@ -7,9 +7,9 @@ replayed by the simulator's own event loop (:class:`mpicode.engine.events.EventL
 :class:`mpicode.engine.vworkers.VirtualWorkers`, the same cost model) with a copy of the
 scheme in the state it had when the iteration began (its ``state_dict``: speed estimates,
 active workers, ...), every task's injected delay replaced by the straggler model's
-*nominal* delay (:meth:`StragglerModel.ideal_delay`: the share of a task that does not
-straggle, e.g. ``bimodal`` with every worker at the fast workers' speed, ``shifted-exp``
-without its exponential tail, a trace at its iteration's median worker; the per-task
+*nominal* delay (:meth:`StragglerModel.nominal_rate` times its load: the share of a task
+that does not straggle, e.g. ``bimodal`` with every worker at the fast workers' speed,
+``shifted-exp`` without its exponential tail, a trace at its iteration's median worker; the per-task
 overhead, ``--task-overhead``, is a cost, not a delay, and stays) and the iteration's
 partition cost: the model's in virtual time, the one the workers measured in a
 real-time run (as the oracle, :mod:`mpicode.models.oracle`). The replay decides as the
@@ -41,14 +41,16 @@ log = logging.getLogger("mpicode")
 
 
 class _Nominal:
-    """A straggler model's straggler-free twin: every task gets its ``ideal_delay``."""
+    """A straggler model's straggler-free twin: every task gets the model's nominal rate
+    times its load, plus the per-task overhead (a cost, not a delay); no one-off."""
 
     def __init__(self, model):
         self.model = model
 
     def delay(self, iteration, worker, task_index, n_partitions):
-        f = getattr(self.model, "ideal_delay", None)
-        return f(iteration, worker, task_index, n_partitions) if f is not None else 0.0
+        m = self.model
+        rate = m.nominal_rate(iteration) if hasattr(m, "nominal_rate") else 0.0
+        return rate * m.load(n_partitions) + getattr(m, "overhead", 0.0)
 
 
 def _frozen(state: dict) -> dict:

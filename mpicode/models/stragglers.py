@@ -163,16 +163,11 @@ class StragglerModel:
         return self.overhead
 
     def nominal_rate(self, iteration: int) -> float:
-        """Seconds of delay per share of a task that does not straggle: what remains of the
-        model when its straggling is taken out (the ideal of straggler what-if analysis,
-        ``ideal_s``: mpicode.engine.ideal). 0 here; each model says what its own is."""
+        """Seconds of delay per share without straggling (``ideal_s``, docs/design.md §5.1)."""
         return 0.0
 
-    def ideal_delay(self, iteration: int, worker: int, task_index: int,
-                    n_partitions: int) -> float:
-        """This task's delay without straggling: the nominal rate times its load, plus the
-        per-task overhead (a cost, not a delay); no one-off."""
-        return self.nominal_rate(iteration) * self.load(n_partitions) + self.overhead
+    def unit_rate(self, iteration: int) -> float:  # one delay unit per share: no straggling
+        return self.unit
 
 
 @register_straggler_model
@@ -199,9 +194,8 @@ class ShiftedExp(StragglerModel):
         tail = self.exponential(1.0 / self.p["mu"], iteration, worker, self.key(task_index))
         return self.unit * (self.p["shift"] + tail)
 
-    def nominal_rate(self, iteration):
-        return self.unit * self.p["shift"]   # the exponential tail is the straggling
-
+    def nominal_rate(self, iteration):  # without the exponential tail
+        return self.unit * self.p["shift"]
 
 @register_straggler_model
 class ExpPerIteration(StragglerModel):
@@ -222,8 +216,7 @@ class ExpPerIteration(StragglerModel):
     def one_off(self, iteration, worker):
         return self.unit * self.exponential(self.p["delay_mean"], iteration, worker, 0)
 
-    def nominal_rate(self, iteration):
-        return self.unit                     # the one-off Exp draw is the straggling
+    nominal_rate = StragglerModel.unit_rate
 
 
 @register_straggler_model
@@ -248,8 +241,7 @@ class Bimodal(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.slow[worker] else 1.0)
 
-    def nominal_rate(self, iteration):
-        return self.unit                     # every worker at the fast workers' speed
+    nominal_rate = StragglerModel.unit_rate
 
 
 @register_straggler_model
@@ -272,8 +264,7 @@ class Pareto(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * self._x(iteration, worker, task_index)
 
-    def nominal_rate(self, iteration):
-        return self.unit                     # X at its minimum x_m = 1
+    nominal_rate = StragglerModel.unit_rate
 
 
 @register_straggler_model
@@ -304,8 +295,7 @@ class GilbertElliott(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.state(iteration)[worker] else 1.0)
 
-    def nominal_rate(self, iteration):
-        return self.unit                     # every chain in its good state
+    nominal_rate = StragglerModel.unit_rate
 
 
 class RecordedTasks(NamedTuple):
@@ -386,13 +376,10 @@ class Trace(StragglerModel):
     def one_off(self, iteration, worker):
         return self.once.get((iteration, worker), 0.0)
 
-    def nominal_rate(self, iteration):
-        """The iteration's typical rate: the median over workers of their recorded rate (a
-        recording's straggling is whatever lies above its iteration's typical worker)."""
+    def nominal_rate(self, iteration):  # the iteration's median worker
         cache = self.__dict__.setdefault("_nominal", {})
         if iteration not in cache:
-            cache[iteration] = float(np.median([self.rate(iteration, w, 0)
-                                                for w in range(self.N)]))
+            cache[iteration] = float(np.median([self.rate(iteration, w) for w in range(self.N)]))
         return cache[iteration]
 
     def delay(self, iteration, worker, task_index, n_partitions):

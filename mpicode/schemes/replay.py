@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicode.schemes.base import Decoding, Scheme, Task
+from mpicode.schemes.base import Decoding, Scheme, Task, cut_short
 
 
 class GradientOracle:
@@ -69,6 +69,17 @@ class Outcome:
     cancelled: list[tuple[float, Task]]
 
 
+def _run_time(task: Task, d: float, cut: dict) -> float:
+    """A task's run time: ``d``, or, with a time limit, as far as the worker's rule lets it
+    (partitions of equal time; :func:`cut_short`), noting the partitions done in ``cut``."""
+    if task.time_limit == math.inf:
+        return d
+    done, d = cut_short(task.n, 0.0, d, task.time_limit)
+    if done < task.n:
+        cut[task.task_id] = done
+    return d
+
+
 def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], float], *,
                   deliver_cancelled: bool = False, max_events: int = 100_000) -> Outcome:
     """Drive one iteration of ``scheme`` in virtual time.
@@ -81,22 +92,16 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
         Still deliver the results of cancelled tasks (a CANCEL that raced with the send);
         the scheme must ignore them.
     """
-    from mpicode.schemes.base import cut_short
     heap: list[tuple[float, int, int]] = []
     free_at = np.zeros(scheme.N)
     seq = 0
     out = Outcome(Decoding({}), {}, 0.0, [], [], [], [])
-    took: dict[int, float] = {}
-    cut: dict[int, int] = {}
+    took, cut = {}, {}   # task id -> run time; task id -> partitions done (a time limit)
 
     def dispatch(tasks, t):
         nonlocal seq
         for task in tasks:
-            d = float(duration(task))
-            if task.time_limit < math.inf:  # the worker's rule (partitions of equal time)
-                done, d = cut_short(task.n, 0.0, d, task.time_limit)
-                if done < task.n:
-                    cut[task.task_id] = done
+            d = _run_time(task, float(duration(task)), cut)
             start = max(t, free_at[task.worker])
             free_at[task.worker] = start + d
             took[task.task_id] = d

@@ -66,7 +66,8 @@ def test_nominal_rates():
                          ("shifted-exp", cfg.delay_unit * cfg.shift), ("none", 0.0)]:
         m = make_straggler_model(cfg.replace(stragglers=name), 4, 16)
         assert m.nominal_rate(3) == pytest.approx(expect)
-        assert m.ideal_delay(3, 1, 0, 4) == pytest.approx(expect * 1.0 + m.overhead)
+        from mpicode.engine.ideal import _Nominal
+        assert _Nominal(m).delay(3, 1, 0, 4) == pytest.approx(expect * 1.0 + m.overhead)
 
 
 def _simulate(tmp_path, scheme, **kw) -> str:
