@@ -180,7 +180,28 @@ def main(argv=None) -> int:
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
+    rivals_claim(suite, out, res)
     return 0
+
+
+def rivals_claim(suite, out: Path, res: dict) -> None:
+    """The rivals (issue 29): the MPI half from the seeded comparison, the simulator half run
+    here (N = 64 and 256); written to ``OUT/rivals.{json,md}``."""
+    import json
+
+    from mpicode.experiments import rivals
+    print("experiments: the rivals (partial-gc, hetero-gc, dropcompute) in the simulator",
+          flush=True)
+    rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
+    mpi_rows = res["seeded"].get("rivals", [])
+    (out / "rivals.json").write_text(json.dumps(
+        {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
+        indent=1, default=float))
+    (out / "rivals.md").write_text(rivals.markdown(tab, head, meta) + "\n"
+                                   + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
+    for h in head:
+        print(f"rivals: {h['scenario']} N={h['N']} {h['placement']}: two-stage / partial-gc "
+              f"{rivals._fmt(h['ratio'])} {h['verdict']}", flush=True)
 
 
 def _runs_record(out: Path, a, started, mpi_s: float) -> dict:
