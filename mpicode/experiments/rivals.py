@@ -203,6 +203,28 @@ def headline(rows: list[dict]) -> list[dict]:
     return out
 
 
+def tally(head: list[dict]) -> str:
+    """One sentence: how the headline cells came out, and, where partial-gc was sooner, what
+    the logs say about why (its S, load and messages against two-stage's)."""
+    n = {v: sum(h["verdict"] == v for h in head)
+         for v in ("two-stage sooner", "partial-gc sooner", "tie", "n/a")}
+    text = (f"Of {len(head)} cells: two-stage sooner in {n['two-stage sooner']}, partial-gc "
+            f"sooner in {n['partial-gc sooner']}, ties (the interval contains 1) in {n['tie']}"
+            + (f", no interval in {n['n/a']}" if n["n/a"] else "") + ".")
+    won = [h for h in head if h["verdict"] == "partial-gc sooner"]
+    if won:
+        text += (" Where partial-gc is sooner (" + ", ".join(
+            f"{h['scenario']} N={h['N']} {h['placement']}" for h in won) + "), its S is "
+            f"{np.mean([h['S_pgc'] for h in won]):.2f} against two-stage's "
+            f"{np.mean([h['S_ts'] for h in won]):.2f} at load "
+            f"{np.mean([h['load_pgc'] for h in won]):.2f} against "
+            f"{np.mean([h['load_ts'] for h in won]):.2f}: every chunk is computed by s + 1 "
+            "workers from the start, so no straggler has to be detected and its work "
+            "re-issued (two-stage's trigger and re-planning wait for evidence first), and a "
+            "slow worker's finished chunks count as they arrive.")
+    return text
+
+
 def _fmt(c: dict) -> str:
     if not math.isfinite(c.get("mean", math.nan)):
         return "never" if c.get("never") else "-"
@@ -216,6 +238,7 @@ def markdown(tab: list[dict], head: list[dict], meta: dict) -> str:
              f"coordinator cost: {meta['coordinator'] or 'zero (option not in this build)'}; "
              "time to target = time to uncoded's loss at half of the iterations (same seed).",
              "", "## Headline: two-stage / partial-gc, time to target (95% CI)", "",
+             tally(head), "",
              "| scenario | N | placement | two-stage / partial-gc | verdict | S two-stage | "
              "S partial-gc | removed two-stage | removed partial-gc | load ts / pgc | "
              "msgs/worker ts / pgc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
