@@ -175,13 +175,18 @@ def main(argv=None) -> int:
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
     _publish(a, out, meta, claims, res, suite)
+    _publish_simulated(a, out, study_out, mlp_out)
+    rivals_claim(suite, out, res)
+    return 0
+
+
+def _publish_simulated(a, out: Path, study_out, mlp_out) -> None:
+    """The simulator studies' tables and README sections (two-stage, the MLP)."""
     rows, cmp, smeta = study_out
     study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
-    rivals_claim(suite, out, res)
-    return 0
 
 
 def rivals_claim(suite, out: Path, res: dict) -> None:
