@@ -109,13 +109,15 @@ def _partition_cost(comp, n, done) -> float:
 
 def projected_finish(tasks: dict, rows: np.ndarray, n_rows: int, N: int) -> np.ndarray:
     """iterations x workers: when each worker would have finished every task it was given,
-    running them back to back in dispatch order at the speed it showed: a task that arrived
-    took ``compute_s + delay_s``; one that was cancelled would have taken its partitions at
-    the iteration's median compute cost plus its whole drawn ``delay_s``. -inf: no task."""
+    in dispatch order at the speed it showed: a task that arrived finished when rank 0 had
+    it (``t_done``, on the same clock as ``ideal_s``); one that was cancelled would have run,
+    after what came before it, its partitions at the iteration's median compute cost plus
+    its whole drawn ``delay_s``. -inf: no task."""
     finish = np.full((n_rows, N), -np.inf)
     w = np.asarray(tasks["worker"], np.int64)
     nan = np.full(len(w), np.nan)
     disp = np.nan_to_num(np.asarray(tasks.get("t_dispatch", nan), float))
+    tdone = np.asarray(tasks.get("t_done", nan), float)
     comp = np.asarray(tasks.get("compute_s", nan), float)
     delay = np.nan_to_num(np.asarray(tasks.get("delay_s", nan), float))
     n = np.asarray(tasks.get("n_partitions", np.ones(len(w))), float)
@@ -133,9 +135,10 @@ def projected_finish(tasks: dict, rows: np.ndarray, n_rows: int, N: int) -> np.n
         r, wk = int(rows[j]), int(w[j])
         if (r, wk) != key:
             key, f = (r, wk), 0.0
-        dur = (comp[j] + delay[j]) if done[j] and np.isfinite(comp[j]) else \
-            n[j] * cost[r] + delay[j]
-        f = max(f, disp[j]) + dur
+        if done[j] and np.isfinite(tdone[j]):   # it arrived: when rank 0 had it
+            f = max(f, tdone[j])
+        else:                                    # cancelled: as long as it would have run
+            f = max(f, disp[j]) + n[j] * cost[r] + delay[j]
         finish[r, wk] = f
     return finish
 
