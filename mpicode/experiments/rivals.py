@@ -71,6 +71,7 @@ def coordinator_options() -> dict:
 
 def measure(opts: dict, N: int, iterations: int) -> dict:
     """One cell and seed: per-iteration loss and end time, and the run's summary metrics."""
+    from mpicode.engine.costs import CostModel
     from mpicode.numerics.problem import Problem
     from mpicode.schemes import make_scheme
     from mpicode.simulator import Simulator, model_partition_cost
@@ -82,7 +83,7 @@ def measure(opts: dict, N: int, iterations: int) -> dict:
     cost = model_partition_cost(cfg.samples / K, cfg.features)
     sim = Simulator(make_scheme(cfg, N, K), study.straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=cost, problem=problem, lr=cfg.lr,
-                    msg_bytes=8 * (5 + problem.dim))
+                    msg_bytes=8 * (5 + problem.dim), costs=CostModel.from_config(cfg))
     rows = []
     for it in range(iterations):
         out = sim.iteration(it)
