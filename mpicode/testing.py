@@ -39,6 +39,7 @@ import numpy as np
 
 from mpicode.core_options import OPTIONS
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.schemes.base import cut_short
 
 ITERATIONS = 3
 DIM = 3
@@ -73,7 +74,6 @@ def _options(cls, params: dict) -> dict:
 def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
     """One iteration in virtual time; returns (decoding, summary, arrived ids)."""
     vw = VirtualWorkers(scheme.N)
-    from mpicode.schemes.base import cut_short
     late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
     took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
     cut: dict[int, int] = {}             # task id -> partitions done (a time limit cut it)

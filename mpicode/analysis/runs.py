@@ -380,7 +380,7 @@ def summary(run, target_loss: float | None = None) -> dict:
 
 
 def _slowdown(run) -> float:
-    from mpicode.analysis.slowdown import slowdown
+    from mpicode.analysis.slowdown import slowdown  # lazy: slowdown reads runs through this module
     return slowdown(run)
 
 

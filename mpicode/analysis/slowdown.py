@@ -32,6 +32,7 @@ import math
 import numpy as np
 
 import mpicode.analysis.runs as runs
+from mpicode.registry import plugin_options
 
 # configuration keys that do not make a different scenario: the scheme and its options, the
 # tolerance, where the output goes, how much is printed
@@ -74,7 +75,6 @@ def removed(s: float, s_uncoded: float) -> float:
 
 
 def _scheme_options() -> set[str]:
-    from mpicode.registry import plugin_options
     return {o.name for o in plugin_options("scheme")}
 
 

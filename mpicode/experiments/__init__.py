@@ -38,6 +38,7 @@ from mpicode.experiments import (
     mlp_publish,
     mlp_study,
     publish,
+    rivals,
     seeded,
     study,
     study_publish,
@@ -193,8 +194,6 @@ def rivals_claim(suite, out: Path, res: dict) -> None:
     """The rivals (issue 29): the MPI half from the seeded comparison, the simulator half run
     here (N = 64 and 256); written to ``OUT/rivals.{json,md}``."""
     import json
-
-    from mpicode.experiments import rivals
     print("experiments: the rivals (partial-gc, hetero-gc, dropcompute) in the simulator",
           flush=True)
     rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))

@@ -40,8 +40,14 @@ import time
 
 import numpy as np
 
+from mpicode.config import by_name
+from mpicode.engine.costs import CostModel
 from mpicode.experiments import study
+from mpicode.numerics.problem import Problem
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator, model_partition_cost
 from mpicode.stats import ci_dict as _ci
+from mpicode.wire import result_bytes
 
 SUBJECT = "two-stage"
 HEADLINE = "partial-gc"
@@ -65,16 +71,11 @@ QUICK = ([8], 2, 12)
 
 def coordinator_options() -> dict:
     """The rank-0 cost model when this build has it (issue 23's --coordinator-cost)."""
-    from mpicode.config import by_name
     return {"coordinator_cost": "model"} if "coordinator_cost" in by_name() else {}
 
 
 def measure(opts: dict, N: int, iterations: int) -> dict:
     """One cell and seed: per-iteration loss and end time, and the run's summary metrics."""
-    from mpicode.engine.costs import CostModel
-    from mpicode.numerics.problem import Problem
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, model_partition_cost
     cfg = study.config({**opts, "iterations": iterations, "compute": "real",
                         "dataset": "synthetic", "model": "logistic", "lr": 0.5,
                         **coordinator_options()}, N)
@@ -83,7 +84,7 @@ def measure(opts: dict, N: int, iterations: int) -> dict:
     cost = model_partition_cost(cfg.samples / K, cfg.features)
     sim = Simulator(make_scheme(cfg, N, K), study.straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=cost, problem=problem, lr=cfg.lr,
-                    msg_bytes=8 * (5 + problem.dim), costs=CostModel.from_config(cfg))
+                    msg_bytes=result_bytes(problem.dim), costs=CostModel.from_config(cfg))
     rows = []
     for it in range(iterations):
         out = sim.iteration(it)

@@ -98,6 +98,7 @@ class StragglerModel:
     calls; delays are finite and >= 0."""
 
     name = "base"
+    nominal = 0.0  # delay units per share of a task that does not straggle
     options: tuple[Option, ...] = ()
     argument: str | None = None  # "RUN.h5": the model is chosen as NAME:ARGUMENT
 
@@ -164,10 +165,7 @@ class StragglerModel:
 
     def nominal_rate(self, iteration: int) -> float:
         """Seconds of delay per share without straggling (``ideal_s``, docs/design.md §5.1)."""
-        return 0.0
-
-    def unit_rate(self, iteration: int) -> float:  # one delay unit per share: no straggling
-        return self.unit
+        return self.unit * self.nominal
 
 
 @register_straggler_model
@@ -197,11 +195,13 @@ class ShiftedExp(StragglerModel):
     def nominal_rate(self, iteration):  # without the exponential tail
         return self.unit * self.p["shift"]
 
+
 @register_straggler_model
 class ExpPerIteration(StragglerModel):
     """unit * load per task, plus one Exp(delay_mean) per worker and iteration on its first task."""
 
     name = "exp-per-iteration"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (DELAY_MEAN,)
 
     def delay(self, iteration, worker, task_index, n_partitions):
@@ -216,8 +216,6 @@ class ExpPerIteration(StragglerModel):
     def one_off(self, iteration, worker):
         return self.unit * self.exponential(self.p["delay_mean"], iteration, worker, 0)
 
-    nominal_rate = StragglerModel.unit_rate
-
 
 @register_straggler_model
 class Bimodal(StragglerModel):
@@ -225,6 +223,7 @@ class Bimodal(StragglerModel):
     every task by ``slowdown``; everyone else takes unit * load."""
 
     name = "bimodal"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (SLOW_FRACTION, SLOWDOWN)
 
     def __init__(self, *a, **kw):
@@ -241,8 +240,6 @@ class Bimodal(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.slow[worker] else 1.0)
 
-    nominal_rate = StragglerModel.unit_rate
-
 
 @register_straggler_model
 class Pareto(StragglerModel):
@@ -250,6 +247,7 @@ class Pareto(StragglerModel):
     (``worker`` form) or per task (``task`` form)."""
 
     name = "pareto"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (PARETO_SHAPE,)
 
     def _x(self, iteration, worker, task_index):
@@ -264,8 +262,6 @@ class Pareto(StragglerModel):
     def rate(self, iteration, worker, task_index=0):
         return self.unit * self._x(iteration, worker, task_index)
 
-    nominal_rate = StragglerModel.unit_rate
-
 
 @register_straggler_model
 class GilbertElliott(StragglerModel):
@@ -273,6 +269,7 @@ class GilbertElliott(StragglerModel):
     ``slowdown``. States are computed forward from iteration 0 and cached."""
 
     name = "gilbert-elliott"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (SLOWDOWN, GE_P_BAD, GE_P_GOOD)
 
     def __init__(self, *a, **kw):
@@ -294,8 +291,6 @@ class GilbertElliott(StragglerModel):
 
     def rate(self, iteration, worker, task_index=0):
         return self.unit * (self.p["slowdown"] if self.state(iteration)[worker] else 1.0)
-
-    nominal_rate = StragglerModel.unit_rate
 
 
 class RecordedTasks(NamedTuple):
