@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import heapq
 
+from mpicode.schemes.base import cut_short  # noqa: F401  (the worker's rule, re-exported)
+
 
 class VirtualWorkers:
     def __init__(self, n_workers: int):

@@ -51,10 +51,25 @@ class Task:
     duration: float = math.nan
     state: str = "pending"                # pending | done | cancelled
     used: bool = False
+    # a compute budget (seconds of the worker's time on this task, inf: none): no partition
+    # starts past it and the message sums those done (DropCompute, docs/design.md §3.4a)
+    time_limit: float = math.inf
+    n_done: int | None = None             # partitions its message sums (None: all of them)
 
     @property
     def n(self) -> int:
         return len(self.partitions)
+
+    @property
+    def computed(self) -> np.ndarray:
+        """The partitions the message sums: all, or the first ``n_done`` of a task its time
+        limit cut short."""
+        return self.partitions if self.n_done is None else self.partitions[:self.n_done]
+
+    @property
+    def computed_coeffs(self) -> np.ndarray | None:
+        return None if self.coeffs is None or self.n_done is None else \
+            self.coeffs[:self.n_done]
 
 
 @dataclass
@@ -199,11 +214,15 @@ class Scheme(ABC):
         self.log_notes = []
         return Actions(dispatch=self.plan())
 
-    def on_result(self, task_id: int, t: float, duration: float = math.nan) -> Actions:
-        """A task's message arrived. Unknown or no-longer-pending tasks are ignored."""
+    def on_result(self, task_id: int, t: float, duration: float = math.nan,
+                  n_done: int | None = None) -> Actions:
+        """A task's message arrived. Unknown or no-longer-pending tasks are ignored.
+        ``n_done``: its time limit cut it short after that many partitions."""
         task = self.tasks.get(task_id)
         if task is None or task.state != "pending":
             return Actions()
+        if n_done is not None and n_done < task.n:
+            task.n_done = int(n_done)
         task.state = "done"
         self._arrived.add(task_id)
         task.t_done = t
@@ -226,7 +245,8 @@ class Scheme(ABC):
             if task.stage != 1 or task.n == 0:
                 continue
             if task.state == "done":
-                self.observe(task.worker, task.duration / task.n)
+                self.observe(task.worker, task.duration / len(task.computed)
+                             if len(task.computed) else task.duration)
             elif task.state == "cancelled" and np.isfinite(task.t_done):
                 self.observe(task.worker, (task.t_done - task.t_dispatch) / task.n,
                              lower_bound=True)
@@ -268,6 +288,24 @@ class Scheme(ABC):
     @abstractmethod
     def decode(self) -> Decoding:
         """Weights of the arrived messages that make the gradient; marks them ``used``."""
+
+
+def cut_short(n: int, cost: float, delay: float, limit: float) -> tuple[int, float]:
+    """(partitions done, seconds) of a task of ``n`` partitions, each taking ``cost`` plus
+    its even share of ``delay``, whose worker starts no partition once ``limit`` seconds
+    passed since the task began (the first always starts): the worker's rule in
+    ``mpicode.mpi.worker.Worker.run_task``."""
+    if n <= 0 or not math.isfinite(limit):
+        return n, n * cost + delay
+    u = cost + delay / n
+    if u <= 0:
+        return n, n * cost + delay
+    done = n
+    for j in range(1, n):   # partition j starts at j * u (as the worker adds them up)
+        if j * u >= limit:
+            done = j
+            break
+    return done, done * u
 
 
 def multiple_of_workers(name: str, n_workers: int, n_partitions: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 class IdlePool(set):
     """Two-stage's idle pool: a set that also keeps a heap of its workers by rate, for
@@ -13,6 +15,17 @@ class IdlePool(set):
         self.joined: list[int] = []  # added since the heap last looked
         self.heap: list[tuple[float, int]] = []
         self.seen = None  # the rates array the heap last looked at
+
+    def __deepcopy__(self, memo):
+        # a set subclass whose __init__ takes no items: copy.deepcopy (the straggler-free
+        # replay of mpicode.engine.ideal copies the scheme) would call IdlePool(items)
+        new = IdlePool()
+        memo[id(self)] = new
+        set.update(new, self)
+        new.joined = list(self.joined)
+        new.heap = list(self.heap)
+        new.seen = copy.deepcopy(self.seen, memo)
+        return new
 
     def add(self, w: int) -> None:
         super().add(w)
