@@ -1,0 +1,56 @@
+"""Two-stage's coverage map: the stage-1 sets, the groups of blocks that tile them, and what
+covered each first (pure).
+
+Every stage-1 task j is a set of partitions. A *group* of j is a list of blocks (stage-2
+tasks, or the arrived blocks of an earlier group kept by a re-planning round) that tile j's
+set exactly; group g of j completes when its last block arrives. ``cover[j]`` records what
+covered j first: ``SELF`` (its own message) or a group. The gradient is complete when every
+stage-1 set is covered; the decode is then the sum of each set's cover, each partition once.
+
+:class:`Coverage` also counts what the groups cost: the partitions re-issued
+(``reissued``) and the messages a group adds beyond one (``extra_msgs``), which the load and
+message caps of stage 2 and the re-planning rounds keep in bounds.
+"""
+
+from __future__ import annotations
+
+from mpicode.schemes.base import Task
+
+SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
+
+
+class Coverage:
+    """The stage-1 sets of an iteration and their groups."""
+
+    def __init__(self):
+        self.s1: dict[int, Task] = {}                 # stage-1 id -> task (live sets)
+        self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
+        self.owner: dict[int, list[tuple[int, int]]] = {}  # block id -> [(group, stage-1 id)]
+        self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
+        self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
+        self.n_done = 0          # stage-1 messages arrived
+        self.reissued = 0        # partitions stage 2 and the rounds re-issued
+        self.extra_msgs = 0      # messages groups add if they win (blocks beyond one)
+
+    def add_set(self, task: Task) -> None:
+        self.s1[task.task_id] = task
+        self.tiles[task.task_id] = []
+
+    def remove_set(self, j: int) -> None:
+        """Stage-1 task j moved to another worker (stolen before it started)."""
+        del self.s1[j], self.tiles[j]
+
+    def complete(self) -> bool:
+        return len(self.cover) == len(self.s1)
+
+    def live(self, j: int) -> bool:
+        """Is j a stage-1 set still running and uncovered?"""
+        x = self.s1.get(j)
+        return x is not None and j not in self.cover and x.state == "pending"
+
+    def has_groups(self, j: int) -> bool:
+        """Has j a group with blocks? (A group left empty had no holder: it is no group.)"""
+        return any(self.tiles[j])
+
+    def __len__(self) -> int:
+        return len(self.s1)
