@@ -1,52 +1,87 @@
-"""Two-stage's pool of idle workers, with a heap by rate (pure).
+"""Two-stage's pool of idle workers, taken fastest first from heaps (pure).
 
-The pool holds the workers that went idle and were given nothing since. Re-planning takes
-them fastest first (key: (rate, worker)) and usually stops after a few, so the pool keeps a
-heap instead of sorting itself: entries go stale when a worker leaves or its rate changes and
-are dropped when met; a worker that joins, or whose rate changes, is pushed anew.
+The pool holds the workers that went idle and were given nothing since. Stealing and
+re-planning take them fastest first (key: (rate, worker)) and usually stop after a few, so
+the pool keeps heaps instead of sorting itself: one keyed by each worker's own rate, and,
+without history, one of the workers not measured yet, who all share the measured ones' mean
+(keyed by worker). Entries go stale when a worker leaves or its rate changes and are dropped
+when met; a worker that joins, or whose rate changes (:attr:`Rates.changed`), is pushed anew.
+Taking k workers costs O((k + stale) log N).
 """
 
 from __future__ import annotations
 
 import heapq
 
-import numpy as np
+from mpicode.schemes.rates import Rates
 
 
 class IdlePool(set):
-    """A set of idle workers that also keeps a heap of them by rate."""
+    """A set of idle workers that can hand them out fastest first."""
 
-    def __init__(self):
+    def __init__(self, rates: Rates, active):
         super().__init__()
-        self.joined: list[int] = []  # added since the heap last looked
-        self.heap: list[tuple[float, int]] = []
-        self.seen = None  # the rates array the heap last looked at
+        self.rates = rates
+        self.active = active
+        self.joined: list[int] = []  # added since the heaps last looked
+        self.own: list[tuple[float, int]] = []  # (rate, worker): estimated or measured
+        self.mean: list[int] = []    # no history: workers at the measured mean
         self.taken: list[int] = []
 
     def add(self, w: int) -> None:
         super().add(w)
         self.joined.append(w)
 
-    def fastest(self, tau: np.ndarray, tl: list[float], active: np.ndarray):
-        """The pool's active workers fastest first (``tau``/``tl``: the rates as an array
-        and as a list), lazily, O(log N) a worker taken; :meth:`restore` puts them back.
-        The rates may change only where measured (the iteration's estimates are fixed)."""
-        h = self.heap
-        fresh = self.joined
-        if self.seen is not None and self.seen is not tau:
-            fresh += np.flatnonzero(tau != self.seen).tolist()
-        for w in fresh:
-            if w in self:
-                heapq.heappush(h, (tl[w], w))
-        self.joined, self.seen, self.taken = [], tau, []
-        while h:
-            r, w = heapq.heappop(h)
-            if w in self and r == tl[w] and active[w] and w not in self.taken:
-                self.taken.append(w)
-                yield w
+    def _push(self, w: int) -> None:
+        r = self.rates
+        if r.history or r.measured(w):
+            heapq.heappush(self.own, (r.rate(w), w))
+        else:
+            heapq.heappush(self.mean, w)
 
-    def restore(self, tl: list[float]) -> None:
+    def _refresh(self) -> None:
+        changed = self.rates.changed
+        for w in self.joined:
+            if w in self:
+                self._push(w)
+        for w in changed:
+            if w in self:
+                self._push(w)
+        self.joined = []
+        changed.clear()
+
+    def fastest(self):
+        """The pool's active workers fastest first, key (rate, worker), lazily; the rates
+        must not change until :meth:`restore` puts those handed out back."""
+        self._refresh()
+        self.taken = []
+        rates, own, mean, active, taken = self.rates, self.own, self.mean, self.active, \
+            self.taken
+        rate, measured = rates.rate, rates.measured
+        while True:
+            while own:  # drop stale entries at the tops
+                r, w = own[0]
+                if w in self and active[w] and r == rate(w) and w not in taken and (
+                        rates.history or measured(w)):
+                    break
+                heapq.heappop(own)
+            while mean:
+                w = mean[0]
+                if w in self and active[w] and not measured(w) and w not in taken:
+                    break
+                heapq.heappop(mean)
+            if own and (not mean or own[0] < (rate(mean[0]), mean[0])):
+                w = heapq.heappop(own)[1]
+            elif mean:
+                w = heapq.heappop(mean)
+            else:
+                return
+            taken.append(w)
+            yield w
+
+    def restore(self) -> None:
         """Put back the workers :meth:`fastest` handed out."""
         for w in self.taken:
-            heapq.heappush(self.heap, (tl[w], w))
+            if w in self:
+                self._push(w)
         self.taken = []

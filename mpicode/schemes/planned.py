@@ -58,16 +58,16 @@ class PlannedFinishes:
             heapq.heappop(h)
         return h[0][0] if h else None
 
-    def rekey(self, queues, tau) -> None:
-        """Plan every pending stage-1 task's finish again at the rates ``tau`` (without
-        history the first plan guessed 1 s a partition; once, at the first arrival)."""
+    def rekey(self, queues, rates) -> None:
+        """Plan every pending stage-1 task's finish again at ``rates`` (without history the
+        first plan guessed 1 s a partition; once, at the first arrival)."""
         s1 = self.coverage.s1
         self.heap = []
         for w, xs in enumerate(queues.tasks):
             f = 0.0
             for x in xs:
                 if x.task_id in s1 and x.state == "pending":
-                    f += tau[w] * x.n
+                    f += rates.rate(w) * x.n
                     self.at[x.task_id] = f
                     self.heap.append((f, x.task_id))
         heapq.heapify(self.heap)

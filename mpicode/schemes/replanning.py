@@ -70,33 +70,31 @@ class Replanner:
         changes = sc.changes
         if self.placement.shared and not changes.dirty:
             return Actions()  # nothing changed since a round found nothing to do: O(1)
-        tau = sc.rates.array()
         late = self._late_stragglers(t, near)
         if not late:
             changes.dirty = False
             return Actions()
         # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
         # bound on its speed in rates: a slow machine stays slow)
-        tl = sc.rates.list()
-        idle = self._idle_order(tl, late)
+        idle = self._idle_order(late)
         if idle is None:
             changes.dirty = False
             return Actions()
         acts = Actions()
-        groups = self._groups(t, idle, late, tl)
-        sc.idle_pool.restore(tl)
+        groups = self._groups(t, idle, late)
+        sc.idle_pool.restore()
         for c in groups:
             if self.rounds >= self.cap:
                 break
-            acts += self._new_group(t, c[5], c[6], c[7], c[8], c[3], tau)
+            acts += self._new_group(t, c[5], c[6], c[7], c[8], c[3])
         if not acts.dispatch:
             changes.dirty = False
         return acts
 
-    def _best_group(self, j: int, t: float, tl) -> tuple[int, list, float]:
+    def _best_group(self, j: int, t: float) -> tuple[int, list, float]:
         """(group, its pending blocks, predicted cover time) of the group of j that is
-        predicted to complete first (``tl``: rates as a list; :func:`predicted_finish`
-        inlined)."""
+        predicted to complete first (:func:`predicted_finish` inlined)."""
+        rate = self.sc.rates.rate
         best = (-1, [], math.inf)
         for g, blks in enumerate(self.sc.coverage.tiles[j]):
             if not blks:  # (empty: no holder)
@@ -108,7 +106,7 @@ class Replanner:
                     break
                 if st == "pending":
                     pend.append(b)
-                    a = tl[b.worker] * len(b.partitions)
+                    a = rate(b.worker) * len(b.partitions)
                     fb = b.t_dispatch + a
                     if not fb >= t:
                         fb = t + max(a, t - b.t_dispatch)
@@ -135,11 +133,11 @@ class Replanner:
         # few suffice (the cost of an event stays independent of N)
         limit = min(2 * len(sc.idle_pool) + 8, 32) if self.placement.shared else len(
             planned.late)
-        tl, gone = sc.rates.list(), []
+        gone = []
         for j in planned.late:  # past their planned finish (see PlannedFinishes)
             if len(late) >= limit:
                 break
-            e = self._straggler(j, t, tl, True)
+            e = self._straggler(j, t, True)
             if e is None and not sc.coverage.live(j):
                 gone.append(j)
             elif e is not None:
@@ -151,24 +149,24 @@ class Replanner:
             run = sc.queues.running(v)
             if run is not None and run.task_id in s1 and all(e[1] != run.task_id
                                                              for e in late):
-                e = self._straggler(run.task_id, t, tl, False)
+                e = self._straggler(run.task_id, t, False)
                 if e is not None:
                     late.append(e)
         return late
 
-    def _straggler(self, j: int, t: float, tl, late_only: bool):
-        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None (``tl``: the
-        rates as a list; :func:`predicted_finish` inlined)."""
+    def _straggler(self, j: int, t: float, late_only: bool):
+        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None
+        (:func:`predicted_finish` inlined)."""
         sc = self.sc
         cov = sc.coverage
         x = cov.s1.get(j)
         if x is None or j in cov.cover or x.state != "pending":
             return None
         start = sc.queues.start(x)
-        a = tl[x.worker] * len(x.partitions)
+        a = sc.rates.rate(x.worker) * len(x.partitions)
         g = -1
         if cov.has_groups(j):
-            g, pend, f = self._best_group(j, t, tl)
+            g, pend, f = self._best_group(j, t)
         if g < 0:
             if start is None:  # queued behind its worker's running task: work stealing's
                 return None
@@ -181,7 +179,7 @@ class Replanner:
             fx = t + max(a, t - s)
         return (min(f, fx) if g >= 0 else fx, j, g, pend)
 
-    def _groups(self, t: float, idle, late: list, tl: list) -> list:
+    def _groups(self, t: float, idle, late: list) -> list:
         """Deal the idle workers (fastest first) to the late stragglers, each to the one
         predicted to be covered last that it can speed up (it holds all of its rest): a
         straggler's group covers its m pending partitions at t + m / (sum of speeds)."""
@@ -202,6 +200,7 @@ class Replanner:
         for c in cands if not shared else ():
             near.setdefault(s1[c[5]].worker, []).append(c)
         N, R = self.placement.N, self.placement.R
+        rate = self.sc.rates.rate
         heap = [(-c[0], c[5], i) for i, c in enumerate(cands)]  # latest predicted cover
         heapq.heapify(heap)
         for w in idle:  # fastest first
@@ -211,7 +210,7 @@ class Replanner:
             else:  # only stragglers within R - 1 of w can share a block with it
                 mine = sorted((c for v in {(w + d) % N for d in range(1 - R, R)}
                                for c in near.get(v, ())), key=lambda c: (-c[0], c[5]))
-            took = self._join(w, mine, t, 1.0 / tl[w])
+            took = self._join(w, mine, t, 1.0 / rate(w))
             if shared:
                 for _, j, i in top:  # back, with the cover w brought forward
                     heapq.heappush(heap, (-cands[i][0], j, i))
@@ -222,28 +221,33 @@ class Replanner:
             c[8] = np.concatenate([b.partitions for b in c[7]])
         return out
 
-    def _idle_order(self, tl: list, late: list):
+    def _idle_order(self, late: list):
         """The idle workers that may join a group, fastest first (key (rate, worker)), lazily
-        from a heap: a round stops at the first that helps none (shared placement), so it
-        looks at a few, not all; None if no worker is idle. Replicated placement: only those
-        within R - 1 of a late straggler's worker (the others share no block with it)."""
+        from the idle pool's heaps: a round stops at the first that helps none (shared
+        placement), so it looks at a few, not all; None if no worker is idle. Replicated
+        placement: only those within R - 1 of a late straggler's worker (the others share no
+        block with it), found from the smaller of that neighbourhood and the pool."""
         sc = self.sc
+        rate = sc.rates.rate
         if sc.first_event:
             pool = sc.idle_candidates()
-        elif self.placement.shared and sc.rates.history:
-            return (sc.idle_pool.fastest(sc.rates.array(), tl, sc.active)
-                    if sc.idle_pool else None)
+        elif self.placement.shared:
+            return sc.idle_pool.fastest() if sc.idle_pool else None
         else:
-            act = sc.active.tolist()
-            pool = [w for w in sc.idle_pool if act[w]]
+            pool = sc.idle_pool
         if not pool:
             return None
         if not self.placement.shared:
             N, R = self.placement.N, self.placement.R
             s1 = sc.coverage.s1
             near = {(s1[e[1]].worker + d) % N for e in late for d in range(1 - R, R)}
-            pool = [w for w in pool if w in near]
-        keys = [(tl[w], w) for w in pool]
+            act = sc.active
+            pool = pool if isinstance(pool, set) else set(pool)
+            if len(near) < len(pool):
+                pool = [w for w in near if w in pool and act[w]]
+            else:
+                pool = [w for w in pool if w in near and act[w]]
+        keys = [(rate(w), w) for w in pool]
         heapq.heapify(keys)
         return (heapq.heappop(keys)[1] for _ in range(len(keys)))
 
@@ -261,8 +265,8 @@ class Replanner:
                 return True
         return False
 
-    def _new_group(self, t: float, j: int, g: int, pend: list, rest, members: list,
-                   tau) -> Actions:
+    def _new_group(self, t: float, j: int, g: int, pend: list, rest, members: list
+                   ) -> Actions:
         """Group of stage-1 task j: the arrived blocks of its group g plus ``rest`` split
         among ``members`` in proportion to their speeds."""
         sc = self.sc
@@ -272,8 +276,8 @@ class Replanner:
         # the message cap: one member replaces the straggler's message, each other adds one
         room = int(sc.replan_messages * sc.N) - len(cov.s1) - cov.extra_msgs
         members = members[:max(1, 1 + room)]
-        quotas = largest_remainder(len(rest), 1.0 / tau[members], minimum=1)
-        got = assign(rest, members, quotas, tau, self.placement)
+        quotas = largest_remainder(len(rest), 1.0 / sc.rates.take(members), minimum=1)
+        got = assign(rest, members, quotas, sc.rates, self.placement)
         if got.get(-1):
             return Actions()
         self.rounds += 1

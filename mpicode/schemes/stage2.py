@@ -162,9 +162,9 @@ class Stage2:
         """The stragglers predicted to finish last whose sets fit in ``replan_load`` (the
         latest one in any case)."""
         sc = self.sc
-        rt = sc.rates.array()
-        start = sc.queues.start
-        stragglers.sort(key=lambda x: (-predicted_finish(x, t, rt, start(x)), x.task_id))
+        rate, start = sc.rates.rate, sc.queues.start
+        stragglers.sort(key=lambda x: (-predicted_finish(x, t, rate(x.worker), start(x)),
+                                       x.task_id))
         out, n = [], sc.coverage.reissued
         for x in stragglers:  # (the first always: stage 2 covers someone)
             if n + x.n <= sc.replan_load * sc.K or not out:

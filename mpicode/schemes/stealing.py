@@ -39,6 +39,7 @@ class Stealer:
         self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
         self.steals = 0          # stage-1 tasks stolen by idle workers
         self.stolen_n = 0        # their partitions (never computed on the victim)
+        self.queued: list[int] = []  # replicated: workers that had queued stage-1 work
 
     # ---- the plan ------------------------------------------------------------------------
     def chunked(self, worker: int, parts, rate: float) -> list[Task]:
@@ -95,6 +96,8 @@ class Stealer:
         q = self._queued(w)
         if len(q) > 1:
             x = q[-1]
+            if not self.placement.shared:  # (offered only by the plan)
+                self.queued.append(w)
             heapq.heappush(self.victims, (-self.sc.planned.at[x.task_id], w, x.task_id))
 
     # ---- thefts --------------------------------------------------------------------------
@@ -106,79 +109,113 @@ class Stealer:
         if self.placement.shared:
             while self.victims and self._stale(self.victims[0]):
                 heapq.heappop(self.victims)
-            if not self.victims:  # nothing queued to steal: no thief to sort
+            if not self.victims:  # nothing queued to steal: no thief to look at
                 return Actions()
+            return self._steal_shared(t)
+        return self._steal_replicated(t)
+
+    def _steal_replicated(self, t: float) -> Actions:
+        """Replicated placement: only workers within R - 1 of a thief share blocks with it,
+        so the thieves that may steal are the idle workers near a worker with queued work
+        (found from the smaller of the two sets, O(R min(#idle, #queues)) an event)."""
         sc = self.sc
-        tau = sc.rates.array()
-        tl = sc.rates.list()
-        thieves = sorted(sc.idle_candidates(), key=lambda u: (tl[u], u))
-        if not thieves:
-            return Actions()
-        if self.placement.shared:
-            return self._steal_shared(t, thieves, tau)
-        acts = Actions()
-        N, R = self.placement.N, self.placement.R
+        rate, N, R = sc.rates.rate, self.placement.N, self.placement.R
         tiles = sc.coverage.tiles
-        for w in thieves:  # replicated: only workers within R - 1 of w share blocks with it
+        if sc.first_event:
+            pool = sc.idle_candidates()
+        else:
+            queues = self._stealable()
+            if not queues:
+                return Actions()
+            if len(sc.idle_pool) <= len(queues) * (2 * R - 1):
+                pool = [w for w in sc.idle_pool if sc.active[w]]
+            else:
+                pool = [w for w in {(v + d) % N for v in queues for d in range(1 - R, R)}
+                        if w in sc.idle_pool and sc.active[w]]
+        thieves = sorted(pool, key=lambda u: (rate(u), u))
+        acts = Actions()
+        for w in thieves:
             best = None
+            rw = rate(w)
             for v in {(w + d) % N for d in range(1 - R, R)} - {w}:
                 q = self._queued(v)
                 if len(q) < 2 or any(tiles[q[-1].task_id]):  # (empty: no holder)
                     continue
-                x, end = q[-1], self._queue_end(v, t, tau)
-                if ((best is None or end > best[0]) and t + tau[w] * x.n < end
+                x, end = q[-1], self._queue_end(v, t)
+                if ((best is None or end > best[0]) and t + rw * x.n < end
                         and all(self.placement.holds(w, int(k)) for k in x.partitions)):
                     best = (end, v, q)
             if best is not None:
-                acts.cancel += self._move(self._tail(best[2], w, best[0], t, tau), w, t, tau,
-                                          acts)
+                acts.cancel += self._move(self._tail(best[2], w, best[0], t), w, t, acts)
         return acts
 
-    def _tail(self, q: list[Task], w: int, end: float, t: float, tau) -> list[Task]:
+    def _stealable(self) -> list[int]:
+        """Workers with queued stage-1 work to steal (pruned as they lose it: a worker gets
+        queued work only from the plan, so the set only shrinks)."""
+        tiles = self.sc.coverage.tiles
+        keep = []
+        for v in self.queued:
+            q = self._queued(v)
+            if len(q) >= 2 and not any(tiles[q[-1].task_id]):
+                keep.append(v)
+        self.queued = keep
+        return keep
+
+    def _tail(self, q: list[Task], w: int, end: float, t: float) -> list[Task]:
         """The queued stage-1 tasks of a victim (``q``, running first) that thief w takes,
         from the last: while w would finish them sooner than the victim (done by ``end``),
         and w holds them."""
         took: list[Task] = []
         n = 0
-        v = q[0].worker
+        rate = self.sc.rates.rate
+        rw, rv = rate(w), rate(q[0].worker)
         tiles = self.sc.coverage.tiles
         for x in reversed(q[1:]):
-            if any(tiles[x.task_id]) or t + tau[w] * (n + x.n) >= end or not all(
+            if any(tiles[x.task_id]) or t + rw * (n + x.n) >= end or not all(
                     self.placement.holds(w, int(k)) for k in x.partitions):
                 break
             took.append(x)
             n += x.n
-            end -= tau[v] * x.n
+            end -= rv * x.n
         return took
 
-    def _queue_end(self, v: int, t: float, tau) -> float:
+    def _queue_end(self, v: int, t: float) -> float:
         """When worker v is predicted to finish everything it has pending (then its last
         queued task): its running task's predicted finish plus the rest at its rate."""
         q = self.sc.queues.pending(v)
         if not q:
             return t
-        f = predicted_finish(q[0], t, tau, self.sc.queues.start(q[0]))
-        return f + tau[v] * sum(x.n for x in q[1:])
+        r = self.sc.rates.rate(v)
+        f = predicted_finish(q[0], t, r, self.sc.queues.start(q[0]))
+        return f + r * sum(x.n for x in q[1:])
 
-    def _steal_shared(self, t: float, thieves: list[int], tau) -> Actions:
-        """Shared placement: a heap of victims keyed by planned finish, O(log N) a steal."""
+    def _steal_shared(self, t: float) -> Actions:
+        """Shared placement: a heap of victims keyed by planned finish and the idle pool's
+        heaps of thieves by rate, O(log N) a steal."""
+        sc = self.sc
         acts = Actions()
-        s1 = self.sc.coverage.s1
-        while self.victims and self._stale(self.victims[0]):
-            heapq.heappop(self.victims)
-        while thieves and self.victims:
+        s1, rate = sc.coverage.s1, sc.rates.rate
+        if sc.first_event:  # every idle worker: once an iteration, O(N log N)
+            thieves = iter(sorted(sc.idle_candidates(), key=lambda u: (rate(u), u)))
+        else:
+            thieves = sc.idle_pool.fastest()
+        thief = next(thieves, None)
+        while thief is not None and self.victims:
             entry = heapq.heappop(self.victims)
             if self._stale(entry):
                 continue  # that task ran, was stolen, or has stage-2 blocks
             x = s1[entry[2]]
-            if t + tau[thieves[0]] * x.n >= self._queue_end(entry[1], t, tau):
+            if t + rate(thief) * x.n >= self._queue_end(entry[1], t):
                 heapq.heappush(self.victims, entry)  # the fastest thief would not be sooner
                 break
-            acts.cancel += self._move(x, thieves.pop(0), t, tau, acts)
+            acts.cancel += self._move(x, thief, t, acts)
             self.offer(entry[1])
+            thief = next(thieves, None)
+        if not sc.first_event:
+            sc.idle_pool.restore()
         return acts
 
-    def _move(self, xs, w: int, t: float, tau, acts: Actions) -> list[Task]:
+    def _move(self, xs, w: int, t: float, acts: Actions) -> list[Task]:
         """Stage-1 task(s) xs move, not yet started, to worker w: cancelled on their worker,
         their union dispatched to w as one stage-1 task (into ``acts``); the cancels."""
         sc = self.sc
@@ -190,7 +227,7 @@ class Stealer:
         x = xs[0] if len(xs) == 1 else Task(-1, w, 1, np.sort(np.concatenate(
             [z.partitions for z in xs])))
         y = sc.dispatch(w, 1, x.partitions, t=t)
-        sc.planned.set(y.task_id, t + tau[w] * y.n)
+        sc.planned.set(y.task_id, t + sc.rates.rate(w) * y.n)
         sc.coverage.add_set(y)
         acts.dispatch.append(y)
         self.steals += 1

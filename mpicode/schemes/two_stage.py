@@ -190,7 +190,7 @@ class TwoStage(Scheme):
         self.queues = WorkerQueues(self.N)        # every worker's tasks, running, idle
         self.rates = Rates(speeds, history)       # s/partition: estimates, measured now
         self.planned = PlannedFinishes(self.coverage, self.changes)  # who is late
-        self.idle_pool = IdlePool()               # idle workers given nothing yet
+        self.idle_pool = IdlePool(self.rates, self.active)  # idle, given nothing yet
         self.stealer = Stealer(self, self.stage1_chunks)  # stage-1 chunks and thefts
         self.replanner = Replanner(self)          # stage k: re-planning rounds
         self.stage2 = Stage2(self, k1=0, deadline=None)  # the trigger and stage 2
@@ -312,7 +312,7 @@ class TwoStage(Scheme):
             self.rates.measure(task.worker, task.duration / task.n)
             self.changes.bump()
             if self.first_event and not self.rates.history:
-                self.planned.rekey(self.queues, self.rates.array())
+                self.planned.rekey(self.queues, self.rates)
         if task.stage == 1:
             j = task.task_id
             cov.n_done += 1
