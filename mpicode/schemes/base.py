@@ -51,10 +51,10 @@ class Task:
     duration: float = math.nan
     state: str = "pending"                # pending | done | cancelled
     used: bool = False
+    n: int = field(init=False, repr=False, compare=False)  # len(partitions), read per event
 
-    @property
-    def n(self) -> int:
-        return len(self.partitions)
+    def __post_init__(self):
+        self.n = len(self.partitions)
 
 
 @dataclass

@@ -31,10 +31,39 @@ class Coverage:
         self.n_done = 0          # stage-1 messages arrived
         self.reissued = 0        # partitions stage 2 and the rounds re-issued
         self.extra_msgs = 0      # messages groups add if they win (blocks beyond one)
+        self.grouped: set[int] = set()  # stage-1 ids with a block in some group
+        self.gen: dict[int, int] = {}   # stage-1 id -> bumped when its groups change
+        self.watched: set[int] = set()  # ids whose change sets watch_hit (re-planning's)
+        self.watch_hit = False
 
     def add_set(self, task: Task) -> None:
         self.s1[task.task_id] = task
         self.tiles[task.task_id] = []
+
+    def new_group(self, j: int, blocks: list[Task]) -> int:
+        """A new group of stage-1 task j (with these blocks so far); its index."""
+        self.tiles[j].append(list(blocks))
+        if blocks:
+            self.grouped.add(j)
+        self.touch(j)
+        return len(self.tiles[j]) - 1
+
+    def add_block(self, j: int, g: int, block: Task) -> None:
+        self.tiles[j][g].append(block)
+        self.grouped.add(j)
+        self.touch(j)
+
+    def touch(self, j: int) -> None:
+        """Stage-1 task j, its worker or its groups changed (it arrived or was cancelled, its
+        worker's rate or running task changed, a block was added, arrived or was cancelled
+        or its worker changed): what was derived from them is stale."""
+        self.gen[j] = self.gen.get(j, 0) + 1
+        if j in self.watched:
+            self.watch_hit = True
+
+    def touch_block(self, block_id: int) -> None:
+        for _, j in self.owner.get(block_id, ()):
+            self.touch(j)
 
     def remove_set(self, j: int) -> None:
         """Stage-1 task j moved to another worker (stolen before it started)."""
@@ -50,7 +79,7 @@ class Coverage:
 
     def has_groups(self, j: int) -> bool:
         """Has j a group with blocks? (A group left empty had no holder: it is no group.)"""
-        return any(self.tiles[j])
+        return j in self.grouped
 
     def __len__(self) -> int:
         return len(self.s1)

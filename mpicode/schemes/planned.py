@@ -32,6 +32,7 @@ class PlannedFinishes:
         self.at: dict[int, float] = {}       # stage-1 id -> planned finish
         self.heap: list[tuple[float, int]] = []  # (planned finish, id), not yet late
         self.late: dict[int, None] = {}      # ids past their planned finish (a dict: ordered)
+        self.added = 0                       # entries ever put in ``late``
 
     def set(self, j: int, f: float) -> None:
         self.at[j] = f
@@ -42,6 +43,7 @@ class PlannedFinishes:
         h = self.heap
         while h and h[0][0] < t:
             self.late[heapq.heappop(h)[1]] = None
+            self.added += 1
             self.changes.bump()
         live = self.coverage.live
         while self.late:  # drop the finished from the front (amortised O(1))

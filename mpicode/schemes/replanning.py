@@ -13,6 +13,7 @@ most R rounds an iteration bound the extra load and messages.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 
 import numpy as np
@@ -58,6 +59,10 @@ class Replanner:
         self.cap = scheme.replan
         self.placement = scheme.placement
         self.rounds = 0          # re-planning rounds used this iteration
+        self._cover: dict[int, tuple] = {}  # stage-1 id -> (gen, valid until, best group)
+        self._entries: dict[int, tuple] = {}  # stage-1 id -> (gen, until, strict, entry)
+        self._last = None  # shared: (late list, limit, until, until_strict, full, added)
+        self._refused_speed = 0.0  # ... the fastest idle speed that helped none of it
 
     def left(self) -> bool:
         return self.rounds < self.cap
@@ -80,6 +85,15 @@ class Replanner:
         if idle is None:
             changes.dirty = False
             return Actions()
+        if self.placement.shared:
+            # the fastest idle worker joins one of the (8) latest candidates, or the round
+            # does nothing: unless it would bring one of them forward, skip the dealing
+            w0 = next(idle, None)
+            if w0 is None or not self._helps(w0, t, late):
+                sc.idle_pool.restore()
+                changes.dirty = False
+                return Actions()
+            idle = itertools.chain((w0,), idle)
         acts = Actions()
         groups = self._groups(t, idle, late)
         sc.idle_pool.restore()
@@ -91,93 +105,164 @@ class Replanner:
             changes.dirty = False
         return acts
 
-    def _best_group(self, j: int, t: float) -> tuple[int, list, float]:
-        """(group, its pending blocks, predicted cover time) of the group of j that is
-        predicted to complete first (:func:`predicted_finish` inlined)."""
-        rate = self.sc.rates.rate
-        best = (-1, [], math.inf)
-        for g, blks in enumerate(self.sc.coverage.tiles[j]):
+    def _best_group(self, j: int, t: float) -> tuple[int, list, float, int]:
+        """(group, its pending blocks, predicted cover time, their partitions) of the group of
+        j that is predicted to complete first (:func:`predicted_finish` inlined). Cached until
+        j's groups change (:meth:`Coverage.touch`) or a pending block's predicted finish
+        passes (then it is overdue: its prediction moves with the clock)."""
+        cov = self.sc.coverage
+        gen = cov.gen.get(j, 0)
+        hit = self._cover.get(j)
+        if hit is not None and hit[0] == gen and t <= hit[1]:
+            return hit[2]
+        rates = self.sc.rates
+        rate, steady = rates.rate, rates.history
+        horizon = math.inf  # the predictions below hold until then (-inf: not at all)
+        best = (-1, [], math.inf, 0)
+        for g, blks in enumerate(cov.tiles[j]):
             if not blks:  # (empty: no holder)
                 continue
-            pend, f = [], -math.inf
+            pend, f, m = [], -math.inf, 0
             for b in blks:
                 st = b.state
                 if st == "cancelled":
                     break
                 if st == "pending":
                     pend.append(b)
-                    a = rate(b.worker) * len(b.partitions)
+                    n = len(b.partitions)
+                    m += n
+                    a = rate(b.worker) * n
                     fb = b.t_dispatch + a
                     if not fb >= t:
                         fb = t + max(a, t - b.t_dispatch)
+                        horizon = -math.inf
+                    elif fb < horizon:
+                        horizon = fb
+                    if not steady and not rates.measured(b.worker):
+                        horizon = -math.inf  # at the measured mean, which moves
                     if fb > f:
                         f = fb
             else:
                 if not pend:
                     f = t
+                    horizon = -math.inf
                 if f < best[2]:
-                    best = (g, pend, f)
+                    best = (g, pend, f, m)
+        self._cover[j] = (gen, horizon, best)
         return best
 
     def _late_stragglers(self, t: float, near=()) -> list:
-        """(predicted cover time, stage-1 id, best group or -1, its pending tasks) of every
-        late straggler: a running stage-1 task past its predicted finish (a set on time is
-        not worth the extra load), or one whose groups are all late; and the running
-        stage-1 tasks of the workers ``near`` (replicated placement: the neighbours of the
-        event's worker) whatever their planned finish, since this iteration's rates may
-        show them slow (whether an idle holder would be sooner is :meth:`_groups`' test)."""
+        """(predicted cover time, stage-1 id, best group or -1, its pending tasks, their
+        partitions) of every late straggler: a running stage-1 task past its predicted
+        finish (a set on time is not worth the extra load), or one whose groups are all
+        late; and the running stage-1 tasks of the workers ``near`` (replicated placement:
+        the neighbours of the event's worker) whatever their planned finish, since this
+        iteration's rates may show them slow (whether an idle holder would be sooner is
+        :meth:`_groups`' test)."""
         sc = self.sc
         late = []
-        planned = sc.planned
+        planned, cov = sc.planned, sc.coverage
         # shared: a round gives each idle worker at most one group, so the most overdue
         # few suffice (the cost of an event stays independent of N)
-        limit = min(2 * len(sc.idle_pool) + 8, 32) if self.placement.shared else len(
-            planned.late)
+        shared = self.placement.shared
+        limit = min(2 * len(sc.idle_pool) + 8, 32) if shared else len(planned.late)
+        prev = self._last
+        if (shared and prev is not None and not cov.watch_hit and prev[1] == limit
+                and t <= prev[2] and t < prev[3] and (prev[4] or prev[5] == planned.added)):
+            return prev[0]  # no entry it looked at changed, nor the clock enough, nor limit
         gone = []
+        s1, cover, gens, cache = cov.s1, cov.cover, cov.gen, self._entries
+        seen, until, until_strict = [], math.inf, math.inf
         for j in planned.late:  # past their planned finish (see PlannedFinishes)
             if len(late) >= limit:
                 break
-            e = self._straggler(j, t, True)
-            if e is None and not sc.coverage.live(j):
+            x = s1.get(j)
+            if x is None or j in cover or x.state != "pending":
                 gone.append(j)
-            elif e is not None:
-                late.append(e)
+                continue
+            seen.append(j)
+            hit = cache.get(j)
+            if hit is None or hit[0] != gens.get(j, 0) or not (
+                    t < hit[1] if hit[2] else t <= hit[1]):
+                e, u, strict = self._evaluate(j, t, True)
+                hit = cache[j] = (gens.get(j, 0), u, strict, e)
+            if hit[2]:
+                until_strict = min(until_strict, hit[1])
+            else:
+                until = min(until, hit[1])
+            if hit[3] is not None:
+                late.append(hit[3])
         for j in gone:
             del planned.late[j]
-        s1 = sc.coverage.s1
+        if shared:  # what this list depends on: the entries seen, the clock, the limit
+            cov.watched, cov.watch_hit = set(seen), False
+            self._last = (late, limit, until, until_strict, len(late) >= limit,
+                          planned.added)
+            self._refused_speed = 0.0
         for v in near:
             run = sc.queues.running(v)
             if run is not None and run.task_id in s1 and all(e[1] != run.task_id
                                                              for e in late):
-                e = self._straggler(run.task_id, t, False)
+                e = self._evaluate(run.task_id, t, False)[0]
                 if e is not None:
                     late.append(e)
         return late
 
-    def _straggler(self, j: int, t: float, late_only: bool):
-        """The entry of :meth:`_late_stragglers` for stage-1 task j, or None
-        (:func:`predicted_finish` inlined)."""
+    def _evaluate(self, j: int, t: float, late_only: bool):
+        """(entry, until, strict): the entry of :meth:`_late_stragglers` for stage-1 task j
+        or None (:func:`predicted_finish` inlined), and until when it holds while j's groups,
+        worker and tasks do not change (:meth:`Coverage.touch`): while ``t <= until``
+        (``t < until`` if ``strict``); -inf: it moves with the clock."""
         sc = self.sc
         cov = sc.coverage
         x = cov.s1.get(j)
         if x is None or j in cov.cover or x.state != "pending":
-            return None
+            return None, math.inf, False
         start = sc.queues.start(x)
-        a = sc.rates.rate(x.worker) * len(x.partitions)
+        grouped = j in cov.grouped
+        if start is None and not grouped:
+            return None, math.inf, False  # queued behind its worker's running task: stealing's
+        rates = sc.rates
+        steady = rates.history or rates.measured(x.worker)  # (else: the moving mean)
+        n = len(x.partitions)
+        a = rates.rate(x.worker) * n
+        b = max(start or 0.0, x.t_dispatch) + a
+        if late_only and t < b:
+            return None, (b if steady else -math.inf), True  # not late yet from its start
+        until = math.inf if steady else -math.inf
         g = -1
-        if cov.has_groups(j):
-            g, pend, f = self._best_group(j, t)
+        if grouped:
+            g, pend, f, m = self._best_group(j, t)
+            until = min(until, self._cover[j][1])
         if g < 0:
-            if start is None:  # queued behind its worker's running task: work stealing's
-                return None
-            pend = [x]  # no group yet: a backup of its whole set, in pieces
-        if not pend or (late_only and t < max(start or 0.0, x.t_dispatch) + a):
-            return None
+            if start is None:
+                return None, until, False
+            pend, m = [x], n  # no group yet: a backup of its whole set, in pieces
+        if not pend:
+            return None, until, False
         s = x.t_dispatch if start is None else max(start, x.t_dispatch)
         fx = s + a
         if not fx >= t:
-            fx = t + max(a, t - s)
-        return (min(f, fx) if g >= 0 else fx, j, g, pend)
+            fx = t + max(a, t - s)  # overdue: grows with the clock
+            if g < 0 or fx < f:
+                until = -math.inf
+        else:
+            until = min(until, fx)
+        return (min(f, fx) if g >= 0 else fx, j, g, pend, m), until, False
+
+    def _helps(self, w: int, t: float, late: list) -> bool:
+        """Would worker w, alone, bring the cover of some late straggler forward
+        (:meth:`_join`'s test on a candidate without members)? Not if a worker at least as
+        fast helped none of the same list before (the clock only moves on)."""
+        v = 1.0 / self.sc.rates.rate(w)
+        if late is (self._last[0] if self._last else None) and v <= self._refused_speed:
+            return False
+        for f, _, _, _, m in late:
+            if t + m / v < f:
+                return True
+        if self._last is not None and late is self._last[0]:
+            self._refused_speed = max(self._refused_speed, v)
+        return False
 
     def _groups(self, t: float, idle, late: list) -> list:
         """Deal the idle workers (fastest first) to the late stragglers, each to the one
@@ -185,9 +270,8 @@ class Replanner:
         straggler's group covers its m pending partitions at t + m / (sum of speeds)."""
         cands = []  # [cover, m, speed, members, f, j, g, pend, rest, hold]
         shared = self.placement.shared
-        for f, j, g, pend in late:
+        for f, j, g, pend, m in late:
             if shared:  # the rest itself only for the groups made (below)
-                m = sum(len(b.partitions) for b in pend)
                 cands.append([f, m, 0.0, [], f, j, g, pend, None, None])
                 continue
             rest = np.concatenate([b.partitions for b in pend])
@@ -282,9 +366,8 @@ class Replanner:
             return Actions()
         self.rounds += 1
         cov.reissued += len(rest)
-        g2 = len(cov.tiles[j])
         keep = [b for b in cov.tiles[j][g] if b.state == "done"] if g >= 0 else []
-        cov.tiles[j].append(list(keep))
+        g2 = cov.new_group(j, keep)
         for b in keep:
             cov.owner[b.task_id].append((g2, j))
         acts = Actions()
@@ -292,7 +375,7 @@ class Replanner:
             if got[w]:
                 b = sc.dispatch(w, 2, got[w], t=t)
                 cov.owner[b.task_id] = [(g2, j)]
-                cov.tiles[j][g2].append(b)
+                cov.add_block(j, g2, b)
                 acts.dispatch.append(b)
         cov.missing[g2, j] = len(acts.dispatch)
         cov.extra_msgs += max(0, len(acts.dispatch) - 1)

@@ -140,7 +140,7 @@ class Stage2:
                 sc.log_notes.append(f"stage 2 group {g}: no holder for part of stage-1 task "
                                     f"{j}; that group does not cover it")
             for x in stragglers:
-                cov.tiles[x.task_id].append([])
+                cov.new_group(x.task_id, [])
             for w in members:
                 by_owner: dict[int, list[int]] = {}
                 for k in got[w]:
@@ -152,7 +152,7 @@ class Stage2:
                     cov.reissued += b.n
                     gj = base[j] + g
                     cov.owner[b.task_id] = [(gj, j)]
-                    cov.tiles[j][gj].append(b)
+                    cov.add_block(j, gj, b)
                     cov.missing[gj, j] = cov.missing.get((gj, j), 0) + 1
                     cov.extra_msgs += cov.missing[gj, j] > 1
                     acts.dispatch.append(b)

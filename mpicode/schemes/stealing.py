@@ -120,7 +120,7 @@ class Stealer:
         (found from the smaller of the two sets, O(R min(#idle, #queues)) an event)."""
         sc = self.sc
         rate, N, R = sc.rates.rate, self.placement.N, self.placement.R
-        tiles = sc.coverage.tiles
+        grouped = sc.coverage.grouped
         if sc.first_event:
             pool = sc.idle_candidates()
         else:
@@ -139,7 +139,7 @@ class Stealer:
             rw = rate(w)
             for v in {(w + d) % N for d in range(1 - R, R)} - {w}:
                 q = self._queued(v)
-                if len(q) < 2 or any(tiles[q[-1].task_id]):  # (empty: no holder)
+                if len(q) < 2 or q[-1].task_id in grouped:
                     continue
                 x, end = q[-1], self._queue_end(v, t)
                 if ((best is None or end > best[0]) and t + rw * x.n < end
@@ -152,11 +152,11 @@ class Stealer:
     def _stealable(self) -> list[int]:
         """Workers with queued stage-1 work to steal (pruned as they lose it: a worker gets
         queued work only from the plan, so the set only shrinks)."""
-        tiles = self.sc.coverage.tiles
+        grouped = self.sc.coverage.grouped
         keep = []
         for v in self.queued:
             q = self._queued(v)
-            if len(q) >= 2 and not any(tiles[q[-1].task_id]):
+            if len(q) >= 2 and q[-1].task_id not in grouped:
                 keep.append(v)
         self.queued = keep
         return keep
@@ -169,9 +169,9 @@ class Stealer:
         n = 0
         rate = self.sc.rates.rate
         rw, rv = rate(w), rate(q[0].worker)
-        tiles = self.sc.coverage.tiles
+        grouped = self.sc.coverage.grouped
         for x in reversed(q[1:]):
-            if any(tiles[x.task_id]) or t + rw * (n + x.n) >= end or not all(
+            if x.task_id in grouped or t + rw * (n + x.n) >= end or not all(
                     self.placement.holds(w, int(k)) for k in x.partitions):
                 break
             took.append(x)

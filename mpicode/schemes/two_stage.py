@@ -216,16 +216,37 @@ class TwoStage(Scheme):
             if x.state == "pending" and not rates.measured(x.worker):
                 s = queues.start(x)
                 if s is not None and t > s and x.n:
-                    rates.measure(x.worker, (t - s) / x.n)
-                    self.changes.bump()
+                    self._measure(x.worker, (t - s) / x.n)
         out = self._cancel(tasks, t)
+        cov = self.coverage
         for x in out:
             queues.left(x)
+            if x.stage == 2:
+                cov.touch_block(x.task_id)
+            else:
+                cov.touch(x.task_id)
+        for w in {x.worker for x in out}:
+            self._worker_changed(w)
         for x in out:
             if self.active[x.worker] and queues.idle(x.worker):
                 self.idle_pool.add(x.worker)
                 self.changes.bump()
         return out
+
+    def _measure(self, w: int, rate: float) -> None:
+        """Worker w's rate this iteration is ``rate``."""
+        self.rates.measure(w, rate)
+        self.changes.bump()
+
+    def _worker_changed(self, w: int) -> None:
+        """Worker w's rate or running task changed: what re-planning derived from the tasks
+        it still has to run (their start, their predicted finish) is stale."""
+        cov = self.coverage
+        for x in self.queues.pending(w):
+            if x.stage == 1:
+                cov.touch(x.task_id)
+            else:
+                cov.touch_block(x.task_id)
 
     def outstanding(self, t: float = math.nan) -> list[Task]:
         return self.cancel(self.pending(), t)
@@ -308,17 +329,18 @@ class TwoStage(Scheme):
         acts = Actions()
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
-        if task.n and np.isfinite(task.duration) and task.duration > 0:
-            self.rates.measure(task.worker, task.duration / task.n)
-            self.changes.bump()
+        if task.n and math.isfinite(task.duration) and task.duration > 0:
+            self._measure(task.worker, task.duration / task.n)
             if self.first_event and not self.rates.history:
                 self.planned.rekey(self.queues, self.rates)
+        self._worker_changed(task.worker)
         if task.stage == 1:
             j = task.task_id
+            cov.touch(j)
             cov.n_done += 1
             cov.cover.setdefault(j, SELF)
-            # its stage-2 blocks, in every group, are now redundant
-            acts.cancel += self.cancel((b for g in cov.tiles[j] for b in g), t)
+            if j in cov.grouped:  # its stage-2 blocks, in every group, are now redundant
+                acts.cancel += self.cancel((b for g in cov.tiles[j] for b in g), t)
             self.stage2.count_fires(t)
             if self.queues.idle(task.worker):
                 self._free(task.worker)
@@ -330,6 +352,7 @@ class TwoStage(Scheme):
                 acts += self.stage2.issue(t)
         else:
             for g, j in cov.owner[task.task_id]:
+                cov.touch(j)
                 cov.missing[g, j] -= 1
                 if cov.missing[g, j] == 0 and j not in cov.cover:
                     cov.cover[j] = g  # group g's blocks tile j's set: the rest is redundant
