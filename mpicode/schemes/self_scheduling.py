@@ -29,6 +29,7 @@ its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, holders
+from mpicode.schemes.selfsched_index import GRACE, Backups, Dirty, Watch, holders
 from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
 __all__ = ["GRACE", "SelfScheduling", "chunk_error"]
@@ -138,9 +139,16 @@ class SelfScheduling(Scheme):
         self._vsum = None       # (rates, sum of the active workers' speeds) for weighted
         self._rate: np.ndarray | None = None        # rates() of the current state
         self.idle = np.zeros(self.N, bool)            # active workers with no pending task
+        self.n_idle = 0
         self.rate_now = np.full(self.N, np.nan)       # s/partition measured this iteration
         self.n_active = 1
         self.t_last = 0.0
+        # with speed estimates (not the first iteration) the rates are kept up to date in
+        # place (rarr, rl: array and list, version) and Backups indexes the running chunks
+        self.backups: Backups | None = None
+        self.rarr: np.ndarray | None = None
+        self.rl: list[float] = []
+        self.rate_version = 0
 
     # ---- planning ------------------------------------------------------------------------
     def plan(self):
@@ -158,11 +166,21 @@ class SelfScheduling(Scheme):
                                    "holder")
         self.n_active = len(live)
         self.idle[live] = True
+        self.n_idle = len(live)
+        if np.isfinite(self.tau).any():
+            self.rarr = self.speeds()
+            self.rl = self.rarr.tolist()
+            self.backups = Backups(self)
+            self.backups.fast = [(self.rl[w], w) for w in live]
+            heapq.heapify(self.backups.fast)
         return self._feed(0.0)
 
     def rates(self) -> np.ndarray:
         """Seconds per partition: this iteration's measure where there is one, else the
-        speed estimate; before any estimate, the mean of this iteration's measures."""
+        speed estimate; before any estimate, the mean of this iteration's measures (do not
+        modify)."""
+        if self.backups is not None:
+            return self.rarr
         if self._rate is not None:
             return self._rate
         r = self.rate_now.copy()
@@ -192,6 +210,9 @@ class SelfScheduling(Scheme):
         self.start.append(float(self.cs[j]))
         self.owner.append(w)
         self.idle[w] = False
+        self.n_idle -= 1
+        if self.backups is not None:
+            self.backups.copy(x, j, w, t, self.nsize[x])
         return task
 
     def _pull(self, w: int, t: float) -> Task | None:
@@ -200,8 +221,9 @@ class SelfScheduling(Scheme):
             size = self.fixed
         elif self.weighted:
             rate = self.rates()
-            if self._vsum is None or self._vsum[0] is not rate:
-                self._vsum = (rate, (1.0 / rate)[self.active].sum())
+            if (self._vsum is None or self._vsum[0] is not rate
+                    or self._vsum[2] != self.rate_version):
+                self._vsum = (rate, (1.0 / rate)[self.active].sum(), self.rate_version)
             size = math.ceil(self.n_left * (1.0 / rate[w]) / self._vsum[1] - 1e-9)
         else:
             size = math.ceil(self.n_left / self.n_active)
@@ -276,8 +298,11 @@ class SelfScheduling(Scheme):
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
-        if self.done() or not self.idle.any():
+        if self.done() or not self.n_idle:
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
+        if self.backups is not None:
+            self._feed_indexed(t, out)
+            return out
         rate = self.rates()
         if not self.placement.shared:
             self.dirty.note(self.watch.look(self, rate, t), rate)
@@ -287,7 +312,7 @@ class SelfScheduling(Scheme):
                     or (self.cur[change[0]] >= 0).any():
                 self.settled = -1  # what it was refused may have changed
         if self.placement.shared:  # everyone can take anything: only the fastest idle matters
-            while self.idle.any() and (self.n_left or self.backup):
+            while self.n_idle and (self.n_left or self.backup):
                 w = int(np.argmin(np.where(self.idle, rate, np.inf)))
                 if not self.n_left and w == self.settled:
                     break  # refused a copy, and nothing it could take has changed since
@@ -302,6 +327,41 @@ class SelfScheduling(Scheme):
         self.dirty.feed(t, rate.tolist(), out)
         return out
 
+    def _feed_indexed(self, t: float, out: list[Task]) -> None:
+        """:meth:`_feed` with speed estimates: the fastest idle worker and its backup from
+        :class:`Backups` (shared), or the idle workers that may get something (replicated:
+        those that went idle, and the holders of a chunk whose copy turned overdue)."""
+        bk = self.backups
+        if not self.placement.shared:
+            bk.advance(t)
+            if self.watch.prev is None:  # the first look of the iteration: everyone idle
+                self.watch.prev = self.rarr
+                self.dirty.note(None, self.rarr)
+            idle = self.idle
+            for x in bk.crossed:
+                self.dirty.maybe.update(v for v in self.holders_of[x] if idle[v])
+            bk.crossed.clear()
+            self.dirty.feed(t, self.rl, out)
+            return
+        bk.crossed.clear()
+        while self.n_idle and (self.n_left or self.backup):
+            w = bk.fastest()
+            if self.n_left:
+                task = self._pull(w, t)
+            else:
+                x = bk.backup(w, t)
+                task = None if x is None else self._dispatch(w, x, 2, t)
+            if task is None:
+                break  # the fastest idle worker cannot help: nor can a slower one
+            out.append(task)
+
+    def _now_idle(self, w: int) -> None:
+        if not self.idle[w]:
+            self.idle[w] = True
+            self.n_idle += 1
+            if self.backups is not None:
+                self.backups.idle(w)
+
     # ---- events ----------------------------------------------------------------------------
     def react(self, task, t):
         acts = Actions()
@@ -309,8 +369,11 @@ class SelfScheduling(Scheme):
         if task.n:
             self.rate_now[w] = task.duration / task.n
             self._rate = None
+            if self.backups is not None:
+                self.rarr[w] = self.rl[w] = self.rate_now[w]
+                self.rate_version += 1
         if self.active[w]:
-            self.idle[w] = True
+            self._now_idle(w)
             self.dirty.add(w)
         x = self.chunk_of[task.task_id]
         self.cpend[self.copy_of[task.task_id]] = False
@@ -318,12 +381,14 @@ class SelfScheduling(Scheme):
         if self.winner[x] is None:  # the first copy wins; the others are redundant
             self.winner[x] = task
             self.n_won += 1
+            if self.backups is not None:
+                self.backups.won(x)
             lost = self._cancel([c for c in self.copies[x] if c is not task], t)
             for c in lost:
                 self.cpend[self.copy_of[c.task_id]] = False
                 self.cur[c.worker] = -1
                 if self.active[c.worker]:
-                    self.idle[c.worker] = True
+                    self._now_idle(c.worker)
                     self.dirty.add(c.worker)
             acts.cancel += lost
         self.live[x] = [j for j in self.live[x] if self.cpend[j]]
@@ -335,9 +400,11 @@ class SelfScheduling(Scheme):
 
     def next_deadline(self):
         """When a running copy becomes overdue, while a worker idles with nothing to pull."""
-        if not self.backup or not self.idle.any() or self.done() or (
+        if not self.backup or not self.n_idle or self.done() or (
                 self.placement.shared and self.n_left):
             return None
+        if self.backups is not None:
+            return self.backups.next_due(self.t_last)
         _, start, run = self._copies(self.rates())
         due = start + run * (1 + GRACE)
         due = due[due > self.t_last]
