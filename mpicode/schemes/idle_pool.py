@@ -50,6 +50,25 @@ class IdlePool(set):
         self.joined = []
         changed.clear()
 
+    def top(self) -> int | None:
+        """The pool's fastest active worker, without taking it (None if none)."""
+        self._refresh()
+        rates, own, mean, active = self.rates, self.own, self.mean, self.active
+        rate, measured = rates.rate, rates.measured
+        while own:
+            r, w = own[0]
+            if w in self and active[w] and r == rate(w) and (rates.history or measured(w)):
+                break
+            heapq.heappop(own)
+        while mean:
+            w = mean[0]
+            if w in self and active[w] and not measured(w):
+                break
+            heapq.heappop(mean)
+        if own and (not mean or own[0] < (rate(mean[0]), mean[0])):
+            return own[0][1]
+        return mean[0] if mean else None
+
     def fastest(self):
         """The pool's active workers fastest first, key (rate, worker), lazily; the rates
         must not change until :meth:`restore` puts those handed out back."""

@@ -79,6 +79,12 @@ class Replanner:
         if not late:
             changes.dirty = False
             return Actions()
+        if (self.placement.shared and not sc.first_event and late is self._last[0]
+                and self._refused_speed):
+            w0 = sc.idle_pool.top()  # (the common event: the same list, no faster worker)
+            if w0 is None or 1.0 / sc.rates.rate(w0) <= self._refused_speed:
+                changes.dirty = False
+                return Actions()
         # idle: nothing pending (a stage-1 straggler whose set was covered has a lower
         # bound on its speed in rates: a slow machine stays slow)
         idle = self._idle_order(late)

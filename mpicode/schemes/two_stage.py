@@ -443,11 +443,12 @@ class TwoStage(Scheme):
 
     def _measured(self) -> np.ndarray:
         """Per worker, this iteration's seconds per partition over its arrived tasks."""
-        busy, n = np.zeros(self.N), np.zeros(self.N)
+        busy, n = [0.0] * self.N, [0.0] * self.N  # (Python floats: the same sums, faster)
         for x in self.tasks.values():
-            if x.state == "done" and x.n and np.isfinite(x.duration):
+            if x.state == "done" and x.n and math.isfinite(x.duration):
                 busy[x.worker] += x.duration
                 n[x.worker] += x.n
+        busy, n = np.array(busy), np.array(n)
         out = np.full(self.N, np.nan)
         out[n > 0] = busy[n > 0] / n[n > 0]
         return out
