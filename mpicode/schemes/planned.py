@@ -33,6 +33,7 @@ class PlannedFinishes:
         self.heap: list[tuple[float, int]] = []  # (planned finish, id), not yet late
         self.late: dict[int, None] = {}      # ids past their planned finish (a dict: ordered)
         self.added = 0                       # entries ever put in ``late``
+        self.late_of: dict[int, list[int]] = {}  # worker -> its ids put in ``late``
 
     def set(self, j: int, f: float) -> None:
         self.at[j] = f
@@ -42,7 +43,11 @@ class PlannedFinishes:
         """Is a running, uncovered stage-1 task past its planned finish?"""
         h = self.heap
         while h and h[0][0] < t:
-            self.late[heapq.heappop(h)[1]] = None
+            j = heapq.heappop(h)[1]
+            self.late[j] = None
+            x = self.coverage.s1.get(j)
+            if x is not None:
+                self.late_of.setdefault(x.worker, []).append(j)
             self.added += 1
             self.changes.bump()
         live = self.coverage.live

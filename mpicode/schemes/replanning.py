@@ -179,7 +179,17 @@ class Replanner:
         gone = []
         s1, cover, gens, cache = cov.s1, cov.cover, cov.gen, self._entries
         seen, until, until_strict = [], math.inf, math.inf
-        for j in planned.late:  # past their planned finish (see PlannedFinishes)
+        ids = planned.late  # past their planned finish (see PlannedFinishes)
+        N, R = self.placement.N, self.placement.R
+        # replicated: only a straggler within R - 1 of an idle worker can get a group; look
+        # there when that is fewer (the others would get no member: the same groups)
+        if not shared and (sc.first_event or len(sc.idle_pool) * (2 * R - 1) < len(ids)):
+            pool = sc.idle_candidates()
+            if len(pool) * (2 * R - 1) < len(ids):
+                late_of = planned.late_of
+                ids = {j for w in pool for d in range(1 - R, R)
+                       for j in late_of.get((w + d) % N, ())}
+        for j in ids:
             if len(late) >= limit:
                 break
             x = s1.get(j)
@@ -199,7 +209,7 @@ class Replanner:
             if hit[3] is not None:
                 late.append(hit[3])
         for j in gone:
-            del planned.late[j]
+            planned.late.pop(j, None)
         if shared:  # what this list depends on: the entries seen, the clock, the limit
             cov.watched, cov.watch_hit = set(seen), False
             self._last = (late, limit, until, until_strict, len(late) >= limit,

@@ -16,9 +16,11 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
-Cost per event: a few O(N) vector passes plus work for the idle workers whose options changed
-(the others are known to get nothing: :mod:`mpicode.schemes.selfsched_index`), under every
-placement; the decisions are those of the plain scan of every idle worker and chunk.
+Cost per decision (:mod:`mpicode.schemes.selfsched_index`): once the iteration has speed
+estimates, O(S log N) with S the number of distinct chunk sizes (heaps of the idle workers by
+rate and of the running chunks by expected finish); in the first iteration, without estimates,
+a few O(N) vector passes plus work for the idle workers whose options changed. Either way the
+decisions are those of the plain scan of every idle worker and chunk.
 
 Expected finishes use this iteration's measured seconds per partition of a worker once one of
 its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
