@@ -51,7 +51,7 @@ BENCH_ARGS = {
     "policy": [("--workers", {"metavar": "N,N", "default": None,
                               "help": "these N (default 64,1024,10000,100000)"}),
                ("--budget", {"type": float, "default": None, "metavar": "SECONDS",
-                             "help": "wall seconds per scheme and N before it is stopped "
+                             "help": "CPU seconds per scheme and N before it is stopped "
                                      "(default 120)"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",

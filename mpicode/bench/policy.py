@@ -18,8 +18,9 @@ counted). Reported:
   smallest N >= 1000 measured) to the largest, and over every N measured.
 
 A scheme that cannot run at an N (its ``validate_size``, e.g. ``frc`` needs (s+1) | N) is
-listed with the reason; one that does not finish an iteration within ``--budget`` wall
-seconds (default 120) is stopped there and listed as such (then, larger N are not tried).
+listed with the reason; one that does not finish an iteration within ``--budget``
+CPU seconds (default 120) is stopped there and listed as such (then, larger N are not
+tried).
 The timer's own cost per call (measured on an empty method) is subtracted. The first
 iteration (no speed history) is reported apart (``1st it ms``); if it alone exceeds the
 budget, the steady iterations run with speed estimates seeded from the straggler model and the
@@ -180,14 +181,15 @@ def measure(name: str, N: int, budget_s: float, overhead: float,
 
 
 def _arm(budget_s: float):
-    """Raise :class:`_OverBudget` in this (main) thread after ``budget_s`` wall seconds."""
+    """Raise :class:`_OverBudget` in this (main) thread after ``budget_s`` seconds of this
+    process's CPU time (not wall time: a shared machine's load does not stop a cell early)."""
     if not budget_s or budget_s <= 0:
         return None
     try:
-        old = signal.signal(signal.SIGALRM, _alarm)
+        old = signal.signal(signal.SIGPROF, _alarm)
     except ValueError:  # not the main thread: no budget
         return None
-    signal.setitimer(signal.ITIMER_REAL, budget_s)
+    signal.setitimer(signal.ITIMER_PROF, budget_s)
     return old
 
 
@@ -198,8 +200,8 @@ def _alarm(signum, frame):
 def _disarm(old) -> None:
     if old is None:
         return
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, old)
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.signal(signal.SIGPROF, old)
 
 
 def slope(x, y) -> float:
@@ -235,7 +237,7 @@ def run(as_json: bool = False, quick: bool = False, workers=None,
     rows, notes = [], []
     say = (lambda *a: None) if as_json else (lambda s: print(s, flush=True))
     say(f"policy CPU in process (timer overhead {overhead * 1e6:.2f} us a call, "
-        f"subtracted); budget {budget_s:g} s of wall time per scheme and N")
+        f"subtracted); budget {budget_s:g} s of CPU per scheme and N")
     say(f"{'scheme':>18} {'N':>7} {'K':>7} {'its':>3} {'events/it':>10} {'us/event':>9} "
         f"{'ms/iteration':>13} {'1st it ms':>10} {'wall s':>7}")
     for name in registry.schemes():
@@ -257,13 +259,13 @@ def run(as_json: bool = False, quick: bool = False, workers=None,
                 continue
             rows.append(r)
             if r.get("over_budget"):
-                msg = (f"stopped after {r['iterations']} iteration(s) in {r['wall_s']:.0f} s: "
-                       f"over the {budget_s:g} s budget")
+                msg = (f"stopped after {r['iterations']} iteration(s) ({r['wall_s']:.0f} s of wall "
+                       f"time): over the {budget_s:g} s CPU budget")
                 notes.append(f"{name} N={N}: {msg}")
                 stop = f"N={N} was over the budget"
             if r.get("cold_over_budget"):
                 notes.append(f"{name} N={N}: the first iteration (no speed history) did not "
-                             f"finish in {budget_s:g} s; the steady cost was measured with "
+                             f"finish in {budget_s:g} s of CPU; the steady cost was measured with "
                              "speed estimates seeded from the straggler model")
             if "ms_per_iteration" in r:
                 cold = (f"{r['cold_ms']:>10.1f}" if "cold_ms" in r
@@ -275,7 +277,7 @@ def run(as_json: bool = False, quick: bool = False, workers=None,
                     + ("  (seeded)" if r.get("seeded") else ""))
             else:
                 say(f"{name:>18} {N:>7} {r['K']:>7}   -  did not finish one iteration in "
-                    f"{budget_s:g} s")
+                    f"{budget_s:g} s of CPU")
     fits = {}
     for name in registry.schemes():
         done = [r for r in rows if r["scheme"] == name and "ms_per_iteration" in r]

@@ -83,3 +83,45 @@ class Coverage:
 
     def __len__(self) -> int:
         return len(self.s1)
+
+    def block_arrived(self, block: Task):
+        """A block's message arrived: (j, the other groups' blocks) for each set j that the
+        block's group now covers (its blocks tile j's set)."""
+        out = []
+        for g, j in self.owner[block.task_id]:
+            self.touch(j)
+            self.missing[g, j] -= 1
+            if self.missing[g, j] == 0 and j not in self.cover:
+                self.cover[j] = g
+                mine = {b.task_id for b in self.tiles[j][g]}
+                out.append((j, [b for blks in self.tiles[j] for b in blks
+                                if b.task_id not in mine]))
+        return out
+
+    # ---- the decode ----------------------------------------------------------------------
+    def decodable_with(self, task_ids) -> bool:
+        """Would these messages cover every stage-1 set (its own, or a whole group)?"""
+        for j, blocks in self.tiles.items():
+            if j in task_ids:
+                continue
+            if not any(g and all(b.task_id in task_ids for b in g) for g in blocks):
+                return False
+        return True
+
+    def chosen(self, partial: bool) -> list[Task]:
+        """The messages of the decode: each stage-1 set's own message or the blocks of the
+        group that covered it, each partition once. ``partial`` (``max_wait`` passed): an
+        uncovered set contributes the arrived blocks of the group that has most of it."""
+        out: list[Task] = []
+        for j, x in self.s1.items():
+            c = self.cover.get(j)
+            if c == SELF:
+                out.append(x)
+            elif c is not None:
+                out += self.tiles[j][c]
+            elif partial:
+                out += max(([b for b in g if b.state == "done"] for g in self.tiles[j]),
+                           key=lambda bs: sum(b.n for b in bs), default=[])
+            else:
+                raise RuntimeError("two-stage: decode() before the gradient is covered")
+        return out

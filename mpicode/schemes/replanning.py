@@ -64,7 +64,7 @@ class Replanner:
         self._last = None  # shared: (late list, limit, until, until_strict, full, added)
         self._refused_speed = 0.0  # ... the fastest idle speed that helped none of it
 
-    def left(self) -> bool:
+    def left(self) -> bool:  # rounds left this iteration
         return self.rounds < self.cap
 
     # ---- a round -------------------------------------------------------------------------
@@ -180,9 +180,8 @@ class Replanner:
         s1, cover, gens, cache = cov.s1, cov.cover, cov.gen, self._entries
         seen, until, until_strict = [], math.inf, math.inf
         ids = planned.late  # past their planned finish (see PlannedFinishes)
-        N, R = self.placement.N, self.placement.R
-        # replicated: only a straggler within R - 1 of an idle worker can get a group; look
-        # there when that is fewer (the others would get no member: the same groups)
+        N, R = self.placement.N, self.placement.R  # replicated: only a straggler within R - 1
+        # of an idle worker can get a group: look only there when that is fewer (same groups)
         if not shared and (sc.first_event or len(sc.idle_pool) * (2 * R - 1) < len(ids)):
             pool = sc.idle_candidates()
             if len(pool) * (2 * R - 1) < len(ids):

@@ -39,7 +39,15 @@ import numpy as np
 from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.selfsched_index import GRACE, Backups, Dirty, Watch, holders
+from mpicode.schemes.selfsched_index import (
+    GRACE,
+    Backups,
+    Dirty,
+    Vectors,
+    Watch,
+    holders,
+    pending_copies,
+)
 from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
 __all__ = ["GRACE", "SelfScheduling", "chunk_error"]
@@ -137,7 +145,7 @@ class SelfScheduling(Scheme):
         self.held: list[list[int]] = [[] for _ in range(self.N)]  # per worker: those chunks
         self.watch = Watch()
         self.dirty = Dirty(self)
-        self.settled = -1       # shared: fastest idle worker known to get no copy, or -1
+        self.vectors = Vectors(self)  # the rule without estimates (first iteration)
         self._vsum = None       # (rates, sum of the active workers' speeds) for weighted
         self._rate: np.ndarray | None = None        # rates() of the current state
         self.idle = np.zeros(self.N, bool)            # active workers with no pending task
@@ -262,100 +270,32 @@ class SelfScheduling(Scheme):
             self.dirty.add_chunk(x, self.holders_of[x])
         return self._dispatch(w, x, 1, t)
 
-    def _copies(self, rate: np.ndarray):
-        """Pending copies (at most one per worker) as arrays: (chunk, start, run time)."""
-        busy = np.flatnonzero(self.cur >= 0)
-        pend = self.cur[busy]
-        x = self.cx[pend]
-        return x, self.cs[pend], self.csize[x] * rate[busy]
-
-    def _estimates(self, t: float, rate: np.ndarray):
-        """Per chunk: expected finish (the earliest of its copies that are not overdue; inf
-        if all are; NaN for chunks with no pending copy, i.e. won) and earliest start."""
-        x, start, run = self._copies(rate)
-        nx = len(self.chunks)
-        E = np.full(nx, np.nan)
-        E[x] = np.inf
-        ok = t < start + run * (1 + GRACE)
-        np.minimum.at(E, x[ok], (start + run)[ok])
-        first = np.full(nx, np.inf)
-        np.minimum.at(first, x, start)
-        return E, first
-
-    def _copy(self, w: int, t: float, rate: np.ndarray) -> Task | None:
-        """Shared placement: a backup copy for ``w`` of the running chunk expected to finish
-        last, if w's copy would beat it; None if there is none. (An idle w has no copy of a
-        running chunk: its copies of a chunk end only when the chunk is won.) Replicated:
-        :func:`mpicode.schemes.selfsched_index.exam`, the same rule over w's chunks."""
-        E, first = self._estimates(t, rate)
-        mine = t + self.csize[:len(self.chunks)] * rate[w]
-        cand = np.flatnonzero(mine < E)  # NaN (won) compares False
-        if not len(cand):
-            return None
-        # latest expected finish first; among the overdue (inf), the longest running
-        x = cand[np.lexsort((first[cand], -E[cand]))[0]]
-        return self._dispatch(w, int(x), 2, t)
-
     def _feed(self, t: float) -> list[Task]:
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
         if self.done() or not self.n_idle:
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
-        if self.backups is not None:
-            self._feed_indexed(t, out)
-            return out
-        rate = self.rates()
+        rule = self.backups or self.vectors  # with estimates: indexed; without: vectors
         if not self.placement.shared:
-            self.dirty.note(self.watch.look(self, rate, t), rate)
-        elif self.settled >= 0:
-            change = self.watch.look(self, rate, t)
-            if change is None or self.settled in change[0] or len(change[1]) \
-                    or (self.cur[change[0]] >= 0).any():
-                self.settled = -1  # what it was refused may have changed
-        if self.placement.shared:  # everyone can take anything: only the fastest idle matters
-            while self.n_idle and (self.n_left or self.backup):
-                w = int(np.argmin(np.where(self.idle, rate, np.inf)))
-                if not self.n_left and w == self.settled:
-                    break  # refused a copy, and nothing it could take has changed since
-                task = self._pull(w, t) if self.n_left else self._copy(w, t, rate)
-                if task is None:
-                    self.settled = w  # changes are looked for from now on
-                    self.watch.prev, self.watch.t_seen = rate, t
-                    break  # the fastest idle worker cannot help: nor can a slower one
-                out.append(task)
+            # every idle worker that may get something, fastest first: pull, else a copy
+            rule.note_dirty(t)
+            self.dirty.feed(t, rule.rate_list(), out)
             return out
-        # every idle worker, fastest first: pull, else (backup) copy; minus the known refusals
-        self.dirty.feed(t, rate.tolist(), out)
-        return out
-
-    def _feed_indexed(self, t: float, out: list[Task]) -> None:
-        """:meth:`_feed` with speed estimates: the fastest idle worker and its backup from
-        :class:`Backups` (shared), or the idle workers that may get something (replicated:
-        those that went idle, and the holders of a chunk whose copy turned overdue)."""
-        bk = self.backups
-        if not self.placement.shared:
-            bk.advance(t)
-            if self.watch.prev is None:  # the first look of the iteration: everyone idle
-                self.watch.prev = self.rarr
-                self.dirty.note(None, self.rarr)
-            idle = self.idle
-            for x in bk.crossed:
-                self.dirty.maybe.update(v for v in self.holders_of[x] if idle[v])
-            bk.crossed.clear()
-            self.dirty.feed(t, self.rl, out)
-            return
-        bk.crossed.clear()
+        rule.start(t)  # everyone can take anything: only the fastest idle worker matters
         while self.n_idle and (self.n_left or self.backup):
-            w = bk.fastest()
+            w = rule.fastest()
+            if w is None:
+                break  # (refused a copy, and nothing it could take has changed since)
             if self.n_left:
                 task = self._pull(w, t)
             else:
-                x = bk.backup(w, t)
+                x = rule.backup(w, t)
                 task = None if x is None else self._dispatch(w, x, 2, t)
             if task is None:
                 break  # the fastest idle worker cannot help: nor can a slower one
             out.append(task)
+        return out
 
     def _now_idle(self, w: int) -> None:
         if not self.idle[w]:
@@ -407,7 +347,7 @@ class SelfScheduling(Scheme):
             return None
         if self.backups is not None:
             return self.backups.next_due(self.t_last)
-        _, start, run = self._copies(self.rates())
+        _, start, run = pending_copies(self, self.rates())
         due = start + run * (1 + GRACE)
         due = due[due > self.t_last]
         return float(due.min()) if len(due) else None

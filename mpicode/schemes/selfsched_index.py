@@ -39,6 +39,76 @@ def holders(blocks: list[int], N: int, R: int) -> list[int]:
                   if all((v - b) % N < R for b in blocks))
 
 
+def pending_copies(sc, rate: np.ndarray):
+    """Pending copies (at most one per worker) as arrays: (chunk, start, run time)."""
+    busy = np.flatnonzero(sc.cur >= 0)
+    pend = sc.cur[busy]
+    x = sc.cx[pend]
+    return x, sc.cs[pend], sc.csize[x] * rate[busy]
+
+
+def vector_backup(sc, w: int, t: float, rate: np.ndarray) -> int | None:
+    """The plain rule as vectors over the pending copies and chunks (shared placement, no
+    estimates yet): the running chunk expected to finish last that w's copy would beat
+    (expected finish: the earliest of its copies that are not overdue, inf if all are);
+    among the overdue, the longest running; None if there is none. (An idle w has no copy of
+    a running chunk: its copies of a chunk end only when the chunk is won.)"""
+    x, start, run = pending_copies(sc, rate)
+    nx = len(sc.chunks)
+    E = np.full(nx, np.nan)  # NaN: won (no pending copy), compares False below
+    E[x] = np.inf
+    ok = t < start + run * (1 + GRACE)
+    np.minimum.at(E, x[ok], (start + run)[ok])
+    first = np.full(nx, np.inf)
+    np.minimum.at(first, x, start)
+    mine = t + sc.csize[:nx] * rate[w]
+    cand = np.flatnonzero(mine < E)
+    if not len(cand):
+        return None
+    return int(cand[np.lexsort((first[cand], -E[cand]))[0]])
+
+
+class Vectors:
+    """The rule without speed estimates (the first iteration), as vectors: the fastest idle
+    worker by ``argmin`` over the rates, its backup by :func:`vector_backup`; ``settled``, an
+    idle worker known to get no copy until :class:`Watch` sees a change, skips a repeat."""
+
+    def __init__(self, sc):
+        self.sc = sc
+        self.settled = -1
+        self.rate = None
+
+    def start(self, t: float) -> None:
+        sc = self.sc
+        self.rate = rate = sc.rates()
+        if self.settled >= 0:
+            change = sc.watch.look(sc, rate, t)
+            if change is None or self.settled in change[0] or len(change[1]) \
+                    or (sc.cur[change[0]] >= 0).any():
+                self.settled = -1  # what it was refused may have changed
+
+    def fastest(self) -> int | None:
+        sc = self.sc
+        w = int(np.argmin(np.where(sc.idle, self.rate, np.inf)))
+        return None if not sc.n_left and w == self.settled else w
+
+    def backup(self, w: int, t: float) -> int | None:
+        x = vector_backup(self.sc, w, t, self.rate)
+        if x is None:
+            self.settled = w  # changes are looked for from now on
+            self.sc.watch.prev, self.sc.watch.t_seen = self.rate, t
+        return x
+
+    def note_dirty(self, t: float) -> None:
+        """Replicated: mark the idle workers a change since the last look may concern."""
+        sc = self.sc
+        self.rate = sc.rates()
+        sc.dirty.note(sc.watch.look(sc, self.rate, t), self.rate)
+
+    def rate_list(self) -> list[float]:
+        return self.rate.tolist()
+
+
 class Watch:
     """Which pending copies changed since the last look: a speed estimate changed, or the copy
     crossed its overdue point. ``sc`` is the scheme (its ``cur``: per worker the pending
@@ -231,6 +301,25 @@ class Backups:
             self.on_time[x] = [(f, c) for f, c in self.on_time[x] if c != j]
             self.crossed.append(x)
             self._key(x)
+
+    def start(self, t: float) -> None:
+        self.crossed.clear()  # (shared: nobody to mark)
+
+    def note_dirty(self, t: float) -> None:
+        """Replicated: mark the idle holders of the chunks whose copy turned overdue (and, at
+        the first look of the iteration, every idle worker)."""
+        sc = self.sc
+        self.advance(t)
+        if sc.watch.prev is None:
+            sc.watch.prev = sc.rarr
+            sc.dirty.note(None, sc.rarr)
+        idle = sc.idle
+        for x in self.crossed:
+            sc.dirty.maybe.update(v for v in sc.holders_of[x] if idle[v])
+        self.crossed.clear()
+
+    def rate_list(self) -> list[float]:
+        return self.sc.rl
 
     def next_due(self, t: float) -> float | None:
         """The earliest overdue point after ``t`` of a pending copy."""

@@ -46,6 +46,25 @@ class Stage2:
         self.r2 = 0
         self.n_u = 0
 
+    @classmethod
+    def planned(cls, scheme, tasks: list[Task], tau) -> Stage2:
+        """Stage 2 of an iteration whose stage-1 plan is ``tasks`` (``tau``: the estimates):
+        k1 = n1 - ceil(s n1 / N) or ``--trigger-k``, in [1, n1]; the deadline beta x the
+        predicted stage-1 time, if some stage-1 worker has a history (none in the first
+        iteration: a prediction needs one)."""
+        n1 = len(tasks)
+        k1 = n1 - math.ceil(scheme.s * n1 / scheme.N)
+        if scheme.trigger_k is not None:
+            k1 = scheme.trigger_k
+        deadline = None
+        if scheme.trigger != "count" and np.isfinite(scheme.tau[[t.worker for t in tasks]]).any():
+            share: dict[int, int] = {}
+            for x in tasks:  # a worker's chunks run one after another
+                share[x.worker] = share.get(x.worker, 0) + x.n
+            predicted = max(n * tau[w] for w, n in share.items())
+            deadline = float(scheme.beta * predicted)
+        return cls(scheme, k1=min(max(1, k1), n1), deadline=deadline)
+
     # ---- the trigger ----------------------------------------------------------------------
     def count_fires(self, t: float) -> bool:
         """At a stage-1 arrival: does the count trigger fire now? (Arms stage 2 if so.)"""

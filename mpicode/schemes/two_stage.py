@@ -101,10 +101,7 @@ class TwoStage(Scheme):
         within this many per worker; a group of one is always allowed.
     replan : int, None or "auto"
         Re-planning rounds (new groups) per iteration (None: N; "auto": max(64, N); 0: the
-        paper's single stage 2).
-        Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
-        covered later than the idle workers could cover what is left of it, the pending rest
-        of its best group is re-split among the idle workers as a new group (stage k).
+        paper's single stage 2): :mod:`mpicode.schemes.replanning`.
     """
 
     name = "two-stage"
@@ -127,35 +124,25 @@ class TwoStage(Scheme):
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan="auto",
                  stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho}")
-        if trigger not in TRIGGERS:
-            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
-        if trigger_k is not None and trigger_k < 1:
-            raise ValueError(f"trigger_k must be >= 1, got {trigger_k}")
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if stage2_tolerance < 0:
-            raise ValueError(f"stage2_tolerance must be >= 0, got {stage2_tolerance}")
-        if max_wait is not None and not max_wait > 0:
-            raise ValueError(f"max_wait must be > 0, got {max_wait}")
-        self.rho = float(rho)
-        self.trigger = trigger
-        self.trigger_k = trigger_k
-        self.beta = float(beta)
-        self.s2 = int(stage2_tolerance)
+        for bad, what, value in (
+                (not 0 < rho <= 1, "rho must be in (0, 1]", rho),
+                (trigger not in TRIGGERS, f"trigger must be one of {TRIGGERS}", trigger),
+                (trigger_k is not None and trigger_k < 1, "trigger_k must be >= 1", trigger_k),
+                (not beta > 0, "beta must be > 0", beta),
+                (stage2_tolerance < 0, "stage2_tolerance must be >= 0", stage2_tolerance),
+                (max_wait is not None and not max_wait > 0, "max_wait must be > 0", max_wait),
+                (int(stage1_chunks) < 1, "stage1_chunks must be >= 1", stage1_chunks),
+                (not replan_load >= 0, "replan_load must be >= 0", replan_load),
+                (not replan_messages >= 0, "replan_messages must be >= 0", replan_messages)):
+            if bad:
+                raise ValueError(f"{what}, got {value!r}")
+        self.rho, self.trigger, self.trigger_k = float(rho), trigger, trigger_k
+        self.beta, self.s2 = float(beta), int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
         self.replan = replan_groups(replan, self.N)
-        if int(stage1_chunks) < 1:
-            raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)
-        if not replan_load >= 0:
-            raise ValueError(f"replan_load must be >= 0, got {replan_load}")
-        self.replan_load = float(replan_load)
-        if not replan_messages >= 0:
-            raise ValueError(f"replan_messages must be >= 0, got {replan_messages}")
-        self.replan_messages = float(replan_messages)
+        self.replan_load, self.replan_messages = float(replan_load), float(replan_messages)
         self.exact = self.max_wait is None
         # how well last iterations' estimates predicted the speeds then measured (a
         # correlation, 0..1; NaN before any): shares trust the history only that much
@@ -279,8 +266,10 @@ class TwoStage(Scheme):
         order = sorted(live, key=lambda w: (tau[w], w))
         n1 = min(math.ceil(self.rho * self.N), len(live), self.K)
         s1 = set(order[:n1])
-        if not self.placement.shared:
-            s1 = self._with_holders(s1, order)
+        if not self.placement.shared:  # the fastest live holder of what S1 holds none of
+            for k, h in shares.add_holders(s1, order, self.placement):
+                self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
+                                      f"partition {k}")
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
@@ -291,36 +280,8 @@ class TwoStage(Scheme):
         for w in workers:  # their queued chunks, for idle workers to steal
             self.stealer.offer(w)
         self.n1 = len(tasks)
-        k1 = self.n1 - math.ceil(self.s * self.n1 / self.N)
-        if self.trigger_k is not None:
-            k1 = self.trigger_k
-        deadline = None
-        # the deadline needs a prediction, which needs history: none in the first iteration
-        if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
-            share: dict[int, int] = {}
-            for x in tasks:  # a worker's chunks run one after another
-                share[x.worker] = share.get(x.worker, 0) + x.n
-            predicted = max(n * tau[w] for w, n in share.items())
-            deadline = float(self.beta * predicted)
-        self.stage2 = Stage2(self, k1=min(max(1, k1), self.n1), deadline=deadline)
+        self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
-
-    def _with_holders(self, s1: set[int], order: list[int]) -> set[int]:
-        """Under replicated placement, add the fastest live holder of any partition that no
-        stage-1 worker holds (else stage 1 could not cover it)."""
-        rank = {w: i for i, w in enumerate(order)}
-        for k in range(self.K):
-            hs = self.placement.holders(k)
-            if any(h in s1 for h in hs):
-                continue
-            live = [h for h in hs if h in rank]
-            if not live:
-                raise RuntimeError(f"two-stage: partition {k} has no live holder")
-            h = min(live, key=rank.__getitem__)
-            s1.add(h)
-            self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
-                                  f"partition {k}")
-        return s1
 
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):
@@ -350,16 +311,10 @@ class TwoStage(Scheme):
             if (self.stage2.armed and not self.stage2.issued and not cov.complete()
                     and not self.expired):
                 acts += self.stage2.issue(t)
-        else:
-            for g, j in cov.owner[task.task_id]:
-                cov.touch(j)
-                cov.missing[g, j] -= 1
-                if cov.missing[g, j] == 0 and j not in cov.cover:
-                    cov.cover[j] = g  # group g's blocks tile j's set: the rest is redundant
-                    acts.cancel += self.cancel([cov.s1[j]], t)
-                    mine = {b.task_id for b in cov.tiles[j][g]}
-                    acts.cancel += self.cancel((b for blks in cov.tiles[j] for b in blks
-                                                if b.task_id not in mine), t)
+        else:  # a group whose last block this is covers its set: the rest is redundant
+            for j, redundant in cov.block_arrived(task):
+                acts.cancel += self.cancel([cov.s1[j]], t)
+                acts.cancel += self.cancel(redundant, t)
         near = () if self.placement.shared else {
             (task.worker + d) % self.N for d in range(1 - self.placement.R, self.placement.R)}
         if (self.replanner.left() and self._may_act(task) and not cov.complete()
@@ -406,52 +361,19 @@ class TwoStage(Scheme):
         return self.coverage.complete() or self.expired
 
     def decodable_with(self, task_ids):
-        for j, blocks in self.coverage.tiles.items():
-            if j in task_ids:
-                continue
-            if not any(g and all(b.task_id in task_ids for b in g) for g in blocks):
-                return False
-        return True
+        return self.coverage.decodable_with(task_ids)
 
     def decode(self):
-        """Sum of the chosen messages, each partition once; O(n1 + |U|), no linear algebra.
-
-        After ``max_wait`` with coverage incomplete, an uncovered stage-1 set contributes the
-        arrived blocks of the one group that has most of it, and the sum is scaled by
-        K / |covered| (``coverage`` < 1). With nothing covered the weights are empty.
-        """
-        chosen: list[Task] = []
-        cov = self.coverage
-        for j, x in cov.s1.items():
-            c = cov.cover.get(j)
-            if c == SELF:
-                chosen.append(x)
-            elif c is not None:
-                chosen += cov.tiles[j][c]
-            elif self.expired:
-                best = max(([b for b in g if b.state == "done"] for g in cov.tiles[j]),
-                           key=lambda bs: sum(b.n for b in bs), default=[])
-                chosen += best
-            else:
-                raise RuntimeError("two-stage: decode() before the gradient is covered")
+        """Sum of the chosen messages, each partition once; O(n1 + |U|), no linear algebra
+        (:meth:`Coverage.chosen`: after ``max_wait``, partial and scaled by K / |covered|;
+        with nothing covered the weights are empty)."""
+        chosen = self.coverage.chosen(self.expired)
         covered = sum(b.n for b in chosen)
         scale = self.K / covered if covered else 0.0
         for b in chosen:
             b.used = True
         self.covered = covered / self.K
         return Decoding({b.task_id: scale for b in chosen}, self.covered)
-
-    def _measured(self) -> np.ndarray:
-        """Per worker, this iteration's seconds per partition over its arrived tasks."""
-        busy, n = [0.0] * self.N, [0.0] * self.N  # (Python floats: the same sums, faster)
-        for x in self.tasks.values():
-            if x.state == "done" and x.n and math.isfinite(x.duration):
-                busy[x.worker] += x.duration
-                n[x.worker] += x.n
-        busy, n = np.array(busy), np.array(n)
-        out = np.full(self.N, np.nan)
-        out[n > 0] = busy[n > 0] / n[n > 0]
-        return out
 
     def end(self, t):
         """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
@@ -461,8 +383,8 @@ class TwoStage(Scheme):
         before = self.tau.copy()
         out = super().end(t)
         self._speeds = None
-        self.reliability = shares.update_reliability(self.reliability, before,
-                                                     self._measured())
+        self.reliability = shares.update_reliability(
+            self.reliability, before, shares.measured_rates(self.tasks.values(), self.N))
         # a stolen task never ran on its first worker: only its thief's copy is load
         out["load"] = (sum(x.n for x in self.tasks.values()) - self.stealer.stolen_n) / self.K
         cov, st2 = self.coverage, self.stage2
