@@ -39,6 +39,12 @@ import time
 
 import numpy as np
 
+from mpicode import registry
+from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.models.stragglers import make_straggler_model
+from mpicode.schemes import make_scheme
+from mpicode.simulator import Simulator, _partition_cost
+
 NS = (64, 1024, 10_000, 100_000)
 EVENT_METHODS = ("on_result", "on_tick", "next_deadline", "done")
 METHODS = ("begin", *EVENT_METHODS, "decode", "outstanding", "end")
@@ -97,7 +103,6 @@ def timer_overhead(n: int = 20000) -> float:
 def config(name: str, N: int):
     """``mpicode simulate --workers N --compute none --scheme NAME --stragglers shifted-exp``'s
     configuration (every other option at its default)."""
-    from mpicode.config import Config, defaults, validate_for_size
     v = dict(defaults().values)
     v.update(scheme=name, compute="none", stragglers="shifted-exp", quiet=True)
     return validate_for_size(Config(v), N)
@@ -107,68 +112,75 @@ def iterations_at(N: int) -> int:
     return 6 if N <= 1024 else 3 if N <= 10_000 else 2
 
 
+def _iterations(cfg, N: int, first: int, count: int, budget_s: float, row: dict,
+                seed_history: bool = False) -> list:
+    """Run ``count`` iterations from ``first`` in the simulator, within ``budget_s`` of CPU;
+    the proxy's (cpu, calls) before and after each. ``seed_history``: the scheme starts with
+    the straggler model's rates of iteration 0 as its speed estimates."""
+    K = cfg.partitions
+    cost = _partition_cost(cfg, None, K)
+    c0 = time.thread_time()
+    scheme = make_scheme(cfg, N, K)
+    model = make_straggler_model(cfg, N, K)
+    if seed_history:
+        scheme.load_state_dict({"tau": model.worker_profile(0, cost)[0]})
+    row.setdefault("setup_s", time.thread_time() - c0)
+    timed = TimedScheme(scheme)
+    sim = Simulator(timed, model, n_workers=N, partition_cost=cost)
+    per_it = []
+    armed = _arm(budget_s)
+    try:
+        for it in range(first, first + count):
+            before = timed.snapshot()
+            sim.iteration(it)
+            per_it.append((before, timed.snapshot()))
+    except _OverBudget:
+        row["over_budget"] = True
+    finally:
+        _disarm(armed)
+    return per_it
+
+
 def measure(name: str, N: int, budget_s: float, overhead: float,
             iterations: int | None = None) -> dict:
     """One cell: the scheme's CPU per event and per iteration at N (raises
     :class:`~mpicode.config.UsageError` if the scheme cannot run at N).
 
     The iterations run in order from the first, which has no speed history; the per-event
-    and per-iteration figures leave it out when later ones ran (``cold_ms``: its own CPU).
-    If the first iteration alone exceeds the budget, it is stopped there (``cold_over_budget``)
-    and the others run on a fresh scheme whose speed estimates are seeded with the straggler
-    model's own rates of that iteration (``seeded``), so that a scheme whose first iteration
-    is slow still has its steady cost measured, and says so."""
-    from mpicode.models.stragglers import make_straggler_model
-    from mpicode.schemes import make_scheme
-    from mpicode.simulator import Simulator, _partition_cost
-
+    and per-iteration figures leave it out when later ones ran (``cold_ms``: its own CPU;
+    ``steady``: later ones were measured). If the first iteration alone exceeds the budget,
+    it is stopped there (``cold_over_budget``) and the others run on a fresh scheme whose
+    speed estimates are seeded with the straggler model's own rates (``seeded``), so that a
+    scheme whose first iteration is slow still has its steady cost measured, and says so."""
     cfg = config(name, N)
-    K = cfg.partitions
     its = iterations or iterations_at(N)
-    cost = _partition_cost(cfg, None, K)
-    row = {"scheme": name, "N": N, "K": K, "iterations": 0}
+    row = {"scheme": name, "N": N, "K": cfg.partitions, "iterations": 0}
     t_wall = time.perf_counter()
-
-    def run(seed_history: bool, first: int, count: int) -> list:
-        c0 = time.thread_time()
-        scheme = make_scheme(cfg, N, K)
-        model = make_straggler_model(cfg, N, K)
-        if seed_history:
-            scheme.load_state_dict({"tau": model.worker_profile(0, cost)[0]})
-        row.setdefault("setup_s", time.thread_time() - c0)
-        timed = TimedScheme(scheme)
-        sim = Simulator(timed, model, n_workers=N, partition_cost=cost)
-        per_it = []
-        armed = _arm(budget_s)
-        try:
-            for it in range(first, first + count):
-                before = timed.snapshot()
-                sim.iteration(it)
-                per_it.append((before, timed.snapshot()))
-        except _OverBudget:
-            row["over_budget"] = True
-        finally:
-            _disarm(armed)
-        return per_it
-
-    per_it = run(False, 0, its)
+    per_it = _iterations(cfg, N, 0, its, budget_s, row)
     if per_it:
         row["cold_ms"] = 1e3 * sum(b[0][m] - a[0][m] for a, b in per_it[:1] for m in METHODS)
+        use = per_it[1:] or per_it
+        row["steady"] = len(per_it) > 1
     elif row.pop("over_budget", False):  # the first iteration alone: steady cost seeded
-        row["cold_over_budget"] = True
-        per_it = [None] + run(True, 1, max(1, its - 1))
-        row["seeded"] = True
+        row["cold_over_budget"] = row["seeded"] = True
+        use = _iterations(cfg, N, 1, max(1, its - 1), budget_s, row, seed_history=True)
+        row["steady"] = bool(use)
+    else:
+        use = []
     row["wall_s"] = time.perf_counter() - t_wall
-    row["iterations"] = len([p for p in per_it if p is not None])
-    per_it = [p for p in per_it if p is not None]
-    if not per_it:
-        return row
-    use = per_it[1:] if len(per_it) > 1 and not row.get("seeded") else per_it
+    row["iterations"] = len(per_it) + (len(use) if row.get("seeded") else 0)
+    if use:
+        row.update(_summary(use, overhead))
+    return row
+
+
+def _summary(use: list, overhead: float) -> dict:
+    """Per event and per iteration CPU of these iterations, the timer's cost subtracted."""
     cpu = {m: sum(b[0][m] - a[0][m] for a, b in use) for m in METHODS}
     calls = {m: sum(b[1][m] - a[1][m] for a, b in use) for m in METHODS}
     net = {m: max(0.0, cpu[m] - calls[m] * overhead) for m in METHODS}
     n_it, events = len(use), max(1, calls["on_result"])
-    row.update(
+    return dict(
         measured_iterations=n_it,
         events_per_iteration=calls["on_result"] / n_it,
         ticks_per_iteration=calls["on_tick"] / n_it,
@@ -177,7 +189,6 @@ def measure(name: str, N: int, budget_s: float, overhead: float,
         ms_per_iteration=1e3 * sum(net.values()) / n_it,
         ms_by_method={m: 1e3 * net[m] / n_it for m in METHODS},
     )
-    return row
 
 
 def _arm(budget_s: float):
@@ -215,7 +226,6 @@ def slope(x, y) -> float:
 def parse_workers(workers) -> tuple[int, ...]:
     if workers is None:
         return NS
-    from mpicode.config import UsageError
     try:
         ns = tuple(int(n) for n in str(workers).split(","))
     except ValueError:
@@ -225,21 +235,9 @@ def parse_workers(workers) -> tuple[int, ...]:
     return ns
 
 
-def run(as_json: bool = False, quick: bool = False, workers=None,
-        budget: float | None = None) -> dict:
-    from mpicode import registry
-    from mpicode.config import UsageError
-    ns = parse_workers(workers) if workers else ((64, 1024) if quick else NS)
-    budget_s = 120.0 if budget is None else float(budget)
-    if budget_s <= 0:
-        raise UsageError(f"--budget {budget}: must be > 0 seconds")
-    overhead = timer_overhead()
+def _cells(ns, budget_s: float, overhead: float, say) -> tuple[list, list]:
+    """Every registered scheme at every N: (rows, notes)."""
     rows, notes = [], []
-    say = (lambda *a: None) if as_json else (lambda s: print(s, flush=True))
-    say(f"policy CPU in process (timer overhead {overhead * 1e6:.2f} us a call, "
-        f"subtracted); budget {budget_s:g} s of CPU per scheme and N")
-    say(f"{'scheme':>18} {'N':>7} {'K':>7} {'its':>3} {'events/it':>10} {'us/event':>9} "
-        f"{'ms/iteration':>13} {'1st it ms':>10} {'wall s':>7}")
     for name in registry.schemes():
         stop = None
         for N in ns:
@@ -259,28 +257,37 @@ def run(as_json: bool = False, quick: bool = False, workers=None,
                 continue
             rows.append(r)
             if r.get("over_budget"):
-                msg = (f"stopped after {r['iterations']} iteration(s) ({r['wall_s']:.0f} s of wall "
-                       f"time): over the {budget_s:g} s CPU budget")
-                notes.append(f"{name} N={N}: {msg}")
+                notes.append(f"{name} N={N}: stopped after {r['iterations']} iteration(s) "
+                             f"({r['wall_s']:.0f} s of wall time): over the {budget_s:g} s "
+                             "CPU budget")
                 stop = f"N={N} was over the budget"
             if r.get("cold_over_budget"):
                 notes.append(f"{name} N={N}: the first iteration (no speed history) did not "
-                             f"finish in {budget_s:g} s of CPU; the steady cost was measured with "
-                             "speed estimates seeded from the straggler model")
-            if "ms_per_iteration" in r:
-                cold = (f"{r['cold_ms']:>10.1f}" if "cold_ms" in r
-                        else f"{'>budget':>10}" if r.get("cold_over_budget") else f"{'-':>10}")
-                say(f"{name:>18} {N:>7} {r['K']:>7} {r['measured_iterations']:>3} "
-                    f"{r['events_per_iteration']:>10.0f} {r['us_per_event']:>9.2f} "
-                    f"{r['ms_per_iteration']:>13.2f} {cold} {r['wall_s']:>7.1f}"
-                    + ("  (over budget)" if r.get("over_budget") else "")
-                    + ("  (seeded)" if r.get("seeded") else ""))
-            else:
-                say(f"{name:>18} {N:>7} {r['K']:>7}   -  did not finish one iteration in "
-                    f"{budget_s:g} s of CPU")
+                             f"finish in {budget_s:g} s of CPU; the steady cost was measured "
+                             "with speed estimates seeded from the straggler model")
+            say(_line(r, budget_s))
+    return rows, notes
+
+
+def _line(r: dict, budget_s: float) -> str:
+    name, N = r["scheme"], r["N"]
+    if "ms_per_iteration" not in r:
+        return f"{name:>18} {N:>7} {r['K']:>7}   -  no iteration within {budget_s:g} s of CPU"
+    cold = (f"{r['cold_ms']:>10.1f}" if "cold_ms" in r
+            else f"{'>budget':>10}" if r.get("cold_over_budget") else f"{'-':>10}")
+    return (f"{name:>18} {N:>7} {r['K']:>7} {r['measured_iterations']:>3} "
+            f"{r['events_per_iteration']:>10.0f} {r['us_per_event']:>9.2f} "
+            f"{r['ms_per_iteration']:>13.2f} {cold} {r['wall_s']:>7.1f}"
+            + ("" if r.get("steady") else "  (first iteration only)")
+            + ("  (seeded)" if r.get("seeded") else ""))
+
+
+def _fits(rows: list) -> dict:
+    """Per scheme, the log-log slope of the steady CPU per iteration over N (from N =
+    1,000 up, and over every N)."""
     fits = {}
     for name in registry.schemes():
-        done = [r for r in rows if r["scheme"] == name and "ms_per_iteration" in r]
+        done = [r for r in rows if r["scheme"] == name and r.get("steady")]
         big = [r for r in done if r["N"] >= 1000]
         fits[name] = {
             "slope_1000_up": slope([r["N"] for r in big], [r["ms_per_iteration"] for r in big])
@@ -289,12 +296,29 @@ def run(as_json: bool = False, quick: bool = False, workers=None,
             "range": [min((r["N"] for r in big), default=None),
                       max((r["N"] for r in big), default=None)],
         }
+    return fits
+
+
+def run(as_json: bool = False, quick: bool = False, workers=None,
+        budget: float | None = None) -> dict:
+    ns = parse_workers(workers) if workers else ((64, 1024) if quick else NS)
+    budget_s = 120.0 if budget is None else float(budget)
+    if budget_s <= 0:
+        raise UsageError(f"--budget {budget}: must be > 0 seconds")
+    overhead = timer_overhead()
+    say = (lambda *a: None) if as_json else (lambda s: print(s, flush=True))
+    say(f"policy CPU in process (timer overhead {overhead * 1e6:.2f} us a call, "
+        f"subtracted); budget {budget_s:g} s of CPU per scheme and N")
+    say(f"{'scheme':>18} {'N':>7} {'K':>7} {'its':>3} {'events/it':>10} {'us/event':>9} "
+        f"{'ms/iteration':>13} {'1st it ms':>10} {'wall s':>7}")
+    rows, notes = _cells(ns, budget_s, overhead, say)
+    fits = _fits(rows)
     res = {"timer_overhead_us": overhead * 1e6, "budget_s": budget_s, "rows": rows,
            "fits": fits, "notes": notes}
     if as_json:
         print(json.dumps(res, indent=2))
         return res
-    say("log-log slope of CPU per iteration over N (1,000 up / every N):")
+    say("log-log slope of the steady CPU per iteration over N (1,000 up / every N):")
     for name, f in fits.items():
         lo, hi = f["range"]
         rng = f" (N {lo}..{hi})" if lo is not None and hi is not None and lo != hi else ""

@@ -7,7 +7,7 @@ among the idle workers as a *new group*: the group's arrived blocks plus new blo
 the rest. Groups still tile the set exactly, so the coverage-map decode stays exact and
 O(|U|); the first group to complete covers the set and the others are cancelled. A round is
 spent only when the idle workers would cover the rest sooner than its predicted finish; at
-most R rounds an iteration bound the extra load and messages.
+most R rounds an iteration bound the extra load and messages. Costs: docs/design.md §3.2.
 """
 
 from __future__ import annotations
@@ -46,12 +46,9 @@ def replan_groups(value, n_workers: int) -> int:
 class Replanner:
     """The re-planning rounds of one iteration.
 
-    Parameters
-    ----------
-    scheme : TwoStage
-        For its options (``replan``, ``replan_load``, ``replan_messages``, ``placement``),
-        task factory, notes, and this iteration's coverage map, worker queues, rates,
-        planned finishes, idle pool and change tracker.
+    ``scheme`` (TwoStage): its options (``replan``, ``replan_load``, ``replan_messages``,
+    ``placement``), task factory, notes, and this iteration's coverage map, worker queues,
+    rates, planned finishes, idle pool and change tracker.
     """
 
     def __init__(self, scheme):
@@ -158,15 +155,11 @@ class Replanner:
         return best
 
     def _late_stragglers(self, t: float, near=()) -> list:
-        """(predicted cover time, stage-1 id, best group or -1, its pending tasks, their
-        partitions) of every late straggler: a running stage-1 task past its predicted
-        finish (a set on time is not worth the extra load), or one whose groups are all
-        late; and the running stage-1 tasks of the workers ``near`` (replicated placement:
-        the neighbours of the event's worker) whatever their planned finish, since this
-        iteration's rates may show them slow (whether an idle holder would be sooner is
-        :meth:`_groups`' test)."""
+        """(predicted cover, stage-1 id, best group or -1, its pending tasks, their
+        partitions) of the late stragglers (running past their predicted finish, or with all
+        groups late), and of the running tasks of the workers ``near`` (replicated: the event
+        worker's neighbours; this iteration's rates may show them slow)."""
         sc = self.sc
-        late = []
         planned, cov = sc.planned, sc.coverage
         # shared: a round gives each idle worker at most one group, so the most overdue
         # few suffice (the cost of an event stays independent of N)
@@ -176,13 +169,35 @@ class Replanner:
         if (shared and prev is not None and not cov.watch_hit and prev[1] == limit
                 and t <= prev[2] and t < prev[3] and (prev[4] or prev[5] == planned.added)):
             return prev[0]  # no entry it looked at changed, nor the clock enough, nor limit
-        gone = []
+        late, seen, until, until_strict = self._scan(t, limit)
+        if shared:  # what this list depends on: the entries seen, the clock, the limit
+            cov.watched, cov.watch_hit = set(seen), False
+            self._last = (late, limit, until, until_strict, len(late) >= limit,
+                          planned.added)
+            self._refused_speed = 0.0
+        s1 = cov.s1
+        for v in near:
+            run = sc.queues.running(v)
+            if run is not None and run.task_id in s1 and all(e[1] != run.task_id
+                                                             for e in late):
+                e = self._evaluate(run.task_id, t, False)[0]
+                if e is not None:
+                    late.append(e)
+        return late
+
+    def _scan(self, t: float, limit: int):
+        """The first ``limit`` late stragglers in ``PlannedFinishes.late`` order (dropping the
+        finished): (entries, ids seen, until, until_strict)."""
+        sc = self.sc
+        planned, cov = sc.planned, sc.coverage
+        late, gone = [], []
         s1, cover, gens, cache = cov.s1, cov.cover, cov.gen, self._entries
         seen, until, until_strict = [], math.inf, math.inf
         ids = planned.late  # past their planned finish (see PlannedFinishes)
         N, R = self.placement.N, self.placement.R  # replicated: only a straggler within R - 1
         # of an idle worker can get a group: look only there when that is fewer (same groups)
-        if not shared and (sc.first_event or len(sc.idle_pool) * (2 * R - 1) < len(ids)):
+        if not self.placement.shared and (sc.first_event
+                                          or len(sc.idle_pool) * (2 * R - 1) < len(ids)):
             pool = sc.idle_candidates()
             if len(pool) * (2 * R - 1) < len(ids):
                 late_of = planned.late_of
@@ -209,19 +224,7 @@ class Replanner:
                 late.append(hit[3])
         for j in gone:
             planned.late.pop(j, None)
-        if shared:  # what this list depends on: the entries seen, the clock, the limit
-            cov.watched, cov.watch_hit = set(seen), False
-            self._last = (late, limit, until, until_strict, len(late) >= limit,
-                          planned.added)
-            self._refused_speed = 0.0
-        for v in near:
-            run = sc.queues.running(v)
-            if run is not None and run.task_id in s1 and all(e[1] != run.task_id
-                                                             for e in late):
-                e = self._evaluate(run.task_id, t, False)[0]
-                if e is not None:
-                    late.append(e)
-        return late
+        return late, seen, until, until_strict
 
     def _evaluate(self, j: int, t: float, late_only: bool):
         """(entry, until, strict): the entry of :meth:`_late_stragglers` for stage-1 task j
@@ -266,9 +269,8 @@ class Replanner:
         return (min(f, fx) if g >= 0 else fx, j, g, pend, m), until, False
 
     def _helps(self, w: int, t: float, late: list) -> bool:
-        """Would worker w, alone, bring the cover of some late straggler forward
-        (:meth:`_join`'s test on a candidate without members)? Not if a worker at least as
-        fast helped none of the same list before (the clock only moves on)."""
+        """Would worker w, alone, bring some late straggler's cover forward (:meth:`_join`'s
+        test)? Not if a worker as fast helped none of the same list (the clock moves on)."""
         v = 1.0 / self.sc.rates.rate(w)
         if late is (self._last[0] if self._last else None) and v <= self._refused_speed:
             return False
@@ -322,10 +324,8 @@ class Replanner:
 
     def _idle_order(self, late: list):
         """The idle workers that may join a group, fastest first (key (rate, worker)), lazily
-        from the idle pool's heaps: a round stops at the first that helps none (shared
-        placement), so it looks at a few, not all; None if no worker is idle. Replicated
-        placement: only those within R - 1 of a late straggler's worker (the others share no
-        block with it), found from the smaller of that neighbourhood and the pool."""
+        (shared: a round stops at the first that helps none); None if none. Replicated: only
+        those within R - 1 of a late straggler's worker (found from the smaller set)."""
         sc = self.sc
         rate = sc.rates.rate
         if sc.first_event:
