@@ -210,9 +210,11 @@ class EventLoop:
     def _computed(self, it, t, info) -> None:
         _, tid = self.vw.pop()
         task = self.scheme.tasks[tid]
-        done = info.cut.get(tid, task.n)
-        info.measured[tid] = (done * self.cost, info.delay[tid] * done / task.n if task.n
-                              else info.delay[tid])
+        done = info.cut.get(tid)
+        if done is None:  # (not delay * n / n: that is not always delay in floating point)
+            info.measured[tid] = (task.n * self.cost, info.delay[tid])
+        else:             # a time limit cut it short: the share of its delay it ran
+            info.measured[tid] = (done * self.cost, info.delay[tid] * done / task.n)
         info.ready[tid] = t
         self._hook("computed", task)
         if self.uplink is None:

@@ -55,10 +55,10 @@ class Task:
     # starts past it and the message sums those done (DropCompute, docs/design.md §3.4a)
     time_limit: float = math.inf
     n_done: int | None = None             # partitions its message sums (None: all of them)
+    n: int = field(init=False, repr=False, compare=False)  # len(partitions), read per event
 
-    @property
-    def n(self) -> int:
-        return len(self.partitions)
+    def __post_init__(self):
+        self.n = len(self.partitions)
 
     @property
     def computed(self) -> np.ndarray:
@@ -241,21 +241,35 @@ class Scheme(ABC):
 
     def end(self, t: float) -> dict:
         """Close the iteration: learn speeds from stage-1 tasks, return its summary."""
+        own = type(self).observe is not Scheme.observe  # (a subclass's rule, per task)
+        # else :meth:`observe`'s arithmetic on Python floats, without a numpy scalar per task
+        tau, a = self.tau.tolist(), self.alpha
         for task in self.tasks.values():
             if task.stage != 1 or task.n == 0:
                 continue
             if task.state == "done":
-                self.observe(task.worker, task.duration / len(task.computed)
-                             if len(task.computed) else task.duration)
-            elif task.state == "cancelled" and np.isfinite(task.t_done):
-                self.observe(task.worker, (task.t_done - task.t_dispatch) / task.n,
-                             lower_bound=True)
+                k = task.n if task.n_done is None else task.n_done  # DropCompute cuts short
+                x, low = (task.duration / k if k else task.duration), False
+            elif task.state == "cancelled" and math.isfinite(task.t_done):
+                x, low = (task.t_done - task.t_dispatch) / task.n, True
+            else:
+                continue
+            if own:
+                self.observe(task.worker, x, lower_bound=low)
+                continue
+            old = tau[task.worker]
+            if not math.isfinite(old):
+                tau[task.worker] = x
+            elif not low or x > old:  # a cut-short task only ever raises the estimate
+                tau[task.worker] = (1 - a) * old + a * x
+        if not own:
+            self.tau[:] = tau
         started = sum(t.n for t in self.tasks.values())
-        stage2 = [t for t in self.tasks.values() if t.stage == 2]
+        n_stage2 = sum(t.stage == 2 for t in self.tasks.values())
         return {
             "load": started / self.K,
-            "stage2": int(bool(stage2)),
-            "n_stage2": len(stage2),
+            "stage2": int(bool(n_stage2)),
+            "n_stage2": n_stage2,
         }
 
     def arrived_ids(self) -> set[int]:
