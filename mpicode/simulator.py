@@ -30,6 +30,7 @@ from mpicode.engine import budget
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
+from mpicode.engine.membership import make_membership
 from mpicode.engine.rows import IterationInfo
 from mpicode.engine.session import Session
 from mpicode.engine.signals import STOP, install_stop_handlers
@@ -74,18 +75,19 @@ class SimBackend:
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
               checkpoint_every: int = 0, dead_after: int = 0, optimizer=None,
-              costs=None, rank0=None) -> Trainer:
+              costs=None, rank0=None, membership=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler). Every logged value
     is a function of the seed and of the cost model ``costs`` (:class:`CostModel`; by default
     zero: the decode takes no virtual time, ``decode_s`` is 0), so equal seeds give equal
     files. ``rank0``: a :class:`mpicode.engine.rank0.Rank0` (default: charged by
-    ``costs.rank0``)."""
+    ``costs.rank0``). ``membership``: who is alive and when workers die
+    (:func:`mpicode.engine.membership.make_membership`; None: nobody ever fails)."""
     dim = problem.dim if problem is not None else 0
     backend = SimBackend(problem)
     events = EventLoop(scheme, stragglers, partition_cost=partition_cost, uplink=uplink,
                        msg_bytes=msg_bytes or result_bytes(dim),
                        vworkers=VirtualWorkers(n_workers),
-                       hooks=backend, costs=costs, rank0=rank0)
+                       hooks=backend, costs=costs, rank0=rank0, membership=membership)
     return Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=backend,
                    eval_every=eval_every, checkpoint_every=checkpoint_every,
                    dead_after=dead_after, log=log, optimizer=optimizer)
@@ -193,7 +195,7 @@ def simulate(cfg) -> int:
                     msg_bytes=result_bytes(problem.dim if problem is not None else cfg.features),
                     checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after,
                     optimizer=make_optimizer(cfg, problem.dim) if problem is not None else None,
-                    costs=CostModel.from_config(cfg))
+                    costs=CostModel.from_config(cfg), membership=make_membership(cfg, N))
     t0 = time.perf_counter()
     code = session.run(sim)
     if code == 0 and not cfg.quiet and sim.history:

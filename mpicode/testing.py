@@ -24,7 +24,13 @@ as the worker would and reports how many partitions its message sums) until ``do
 * ``end()`` returns ``load`` and every declared ``log_fields`` entry, castable to its dtype;
 * nothing is pending after ``outstanding``; ``log_notes`` are strings;
 * ``state_dict()`` holds only numbers and numeric arrays, and a fresh instance that loads it
-  gives the same ``state_dict()``.
+  gives the same ``state_dict()``;
+* for a scheme that declares ``elastic = True`` (it survives ``--on-failure continue``), in
+  about half the trials up to two workers fail for good, each at a random moment of a random
+  iteration (``on_failure``; its running and queued tasks vanish), and the survivors are the
+  members from the next iteration on (``set_members``): the iteration with the failure
+  still finishes and decodes as above (exactly, for an exact scheme: no partition dropped),
+  and nothing is ever dispatched to a dead worker.
 
 Trials come from hypothesis (seeds, shrunk on failure) when it is installed, else from a
 seeded loop; either way an ``AssertionError`` says what broke.
@@ -71,17 +77,22 @@ def _options(cls, params: dict) -> dict:
     return opts
 
 
-def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
-    """One iteration in virtual time; returns (decoding, summary, arrived ids)."""
+def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str, dead: set | None = None,
+                   fails=()):
+    """One iteration in virtual time; returns (decoding, summary, arrived ids). ``dead``:
+    the workers that failed before; ``fails``: (worker, time) of the failures in this one."""
     vw = VirtualWorkers(scheme.N)
     late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
     took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
     cut: dict[int, int] = {}             # task id -> partitions done (a time limit cut it)
+    dead, fails = set() if dead is None else dead, sorted(fails, key=lambda f: (f[1], f[0]))
+    t_fail = fails[0][1] if fails else math.inf
 
     def apply(acts, t):
         for task in acts.dispatch:
-            if not 0 <= task.worker < scheme.N:
-                _fail(ctx, f"task {task.task_id} dispatched to worker {task.worker}")
+            if not 0 <= task.worker < scheme.N or task.worker in dead:
+                _fail(ctx, f"task {task.task_id} dispatched to worker {task.worker}"
+                      + (", which failed" if task.worker in dead else ""))
             d = task.n * tau[task.worker] * (1 + 0.2 * rng.random())
             if task.worker in slow:
                 d *= rng.uniform(5, 50)
@@ -107,11 +118,14 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
         t_late = min(late)[0] if late else math.inf
         dl = scheme.next_deadline()
         t_dl = dl if dl is not None else math.inf
-        t_next = min(t_comp, t_late, t_dl)
+        t_next = min(t_comp, t_late, t_dl, t_fail)
         if t_next == math.inf:
             _fail(ctx, f"iteration {it} cannot finish: not done and nothing pending")
         t = max(t, t_next)
-        if t_comp == t_next:
+        if t_fail == t_next:  # the worker dies: its tasks vanish, nothing of it arrives
+            late = _kill(scheme, vw, late, dead, fails.pop(0)[0], t, apply, ctx)
+            t_fail = fails[0][1] if fails else math.inf
+        elif t_comp == t_next:
             _, tid = vw.pop()
             apply(scheme.on_result(tid, t, took[tid], n_done=cut.get(tid)), t)
         elif t_late == t_next:
@@ -128,6 +142,19 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
         vw.cancel(x.task_id, t)
     summary = scheme.end(t)
     return dec, summary, arrived, exact
+
+
+def _kill(scheme, vw, late, dead, w, t, apply, ctx):
+    """Worker ``w`` dies at ``t``: its tasks vanish, the scheme recovers (``on_failure``);
+    returns the late results still to come (none of ``w``'s)."""
+    dead.add(w)
+    for tid in [x for x, v in vw.worker_of.items() if v == w and x in vw.finish]:
+        vw.cancel(tid, t)
+    apply(scheme.on_failure(w, t), t)
+    for x in scheme.tasks.values():
+        if x.worker == w and x.state == "pending":
+            _fail(ctx, f"task {x.task_id} of failed worker {w} still pending")
+    return [(tt, x) for tt, x in late if scheme.tasks[x].worker != w]
 
 
 def _check_decode(scheme, dec, arrived, exact, ctx):
@@ -206,14 +233,46 @@ def _trial(cls, seed: int, n_workers, n_partitions, tolerance, params):
     except Exception as e:
         _fail(ctx, f"constructor refused a size validate_size accepts: {e}")
     tau = rng.uniform(0.5, 2.0, N)
+    failures = _failures(cls, seed, N, float(tau.mean()) * K / N)
+    dead: set[int] = set()
     for it in range(ITERATIONS):
         slow = set(rng.choice(N, size=int(rng.integers(0, min(s, N) + 1)), replace=False)
                    .tolist())
-        ictx = f"{ctx} iteration {it} stragglers {sorted(slow)}"
-        dec, summary, arrived, exact = _run_iteration(scheme, it, rng, tau, slow, ictx)
+        fails = failures.get(it, [])
+        ictx = f"{ctx} iteration {it} stragglers {sorted(slow)}" + "".join(
+            f" worker {w} fails at t={t:.3g}" for w, t in fails)
+        dec, summary, arrived, exact = _run_iteration(scheme, it, rng, tau, slow, ictx, dead,
+                                                      fails)
         _check_decode(scheme, dec, arrived, exact, ictx)
         _check_end(scheme, summary, ictx)
+        if dead:  # between iterations: the survivors are the members
+            alive = np.ones(N, bool)
+            alive[sorted(dead)] = False
+            scheme.set_members(alive)
+            if not np.array_equal(scheme.members, alive):
+                _fail(ictx, "set_members(alive) did not make the survivors the members")
     _check_state(cls, scheme, make, ctx)
+
+
+def _failures(cls, seed: int, N: int, t_typ: float) -> dict[int, list[tuple[int, float]]]:
+    """iteration -> [(worker, time)] of the failures of an elastic scheme's trial (about half
+    the trials, up to two, never the last worker; both in one iteration half the time, so
+    a re-issued piece can be lost too); drawn from their own generator, so the other draws
+    are those of a trial without failures."""
+    if not getattr(cls, "elastic", False) or N < 2:
+        return {}
+    rng = np.random.default_rng([seed, 26])
+    if rng.random() < 0.5:
+        return {}
+    k = int(rng.integers(1, min(2, N - 1) + 1))
+    workers = rng.choice(N, size=k, replace=False).tolist()
+    its = sorted(rng.choice(ITERATIONS, size=k, replace=False).tolist())
+    if rng.random() < 0.5:
+        its = [its[0]] * k
+    out: dict[int, list[tuple[int, float]]] = {}
+    for it, w in zip(its, workers, strict=True):
+        out.setdefault(int(it), []).append((int(w), float(rng.uniform(0.0, 1.5) * t_typ)))
+    return out
 
 
 def check_scheme(cls, *, trials: int = 25, seed: int = 0, n_workers: int | None = None,

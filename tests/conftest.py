@@ -16,10 +16,19 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("random", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+from mpicode import launcher  # noqa: E402  (the one launcher helper: MPICH or Open MPI)
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
-MPIEXEC = os.environ.get("MPIEXEC") or str(BIN / "mpiexec")
+MPIEXEC = launcher.mpiexec_path()
+MPI_FAMILY = launcher.family(MPIEXEC)   # "mpich" or "openmpi": the library the tests launch
+
+
+def mpiexec_cmd(n, ft=False):
+    """``[mpiexec, flags the library needs..., "-n", n]`` (Open MPI: --oversubscribe, as root
+    --allow-run-as-root; ``ft``: --with-ft ulfm)."""
+    return launcher.mpiexec_argv(n, ft=ft, mpiexec=MPIEXEC)
 
 
 def wait_until(ok, timeout: float, period: float = 0.1) -> bool:
@@ -44,13 +53,14 @@ def run_attr(path, key):
         return None
 
 
-def mpirun(n, args, timeout=120, cwd=None, env=None, **kw):
-    """``mpiexec -n n python -m mpi4py -m mpicode ARGS`` with a hard timeout."""
+def mpirun(n, args, timeout=120, cwd=None, env=None, ft=False, **kw):
+    """``mpiexec -n n python -m mpi4py -m mpicode ARGS`` with a hard timeout (``ft``: with
+    fault tolerance, Open MPI's ULFM)."""
     e = dict(os.environ)
     e.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
     e["OMP_NUM_THREADS"] = e["NUMBA_NUM_THREADS"] = "1"
     e.update(env or {})
-    cmd = [MPIEXEC, "-n", str(n), PY, "-m", "mpi4py", "-m", "mpicode", *map(str, args)]
+    cmd = [*mpiexec_cmd(n, ft), PY, "-m", "mpi4py", "-m", "mpicode", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           cwd=cwd or ROOT, env=e, **kw)
 

@@ -61,6 +61,12 @@ def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], li
         elif r["status"] != "complete":
             notes.append(f"note: {r['file']} is {r['status']}: showing its {r['n']} completed "
                          "iterations")
+        for e in r.get("events", ()):
+            how = {"silent": "went silent (--dead-after)", "failed": "failed",
+                   "simulated": "failed (simulated)"}.get(e["cause"], e["cause"])
+            notes.append(f"note: {r['file']}: worker {e['worker']} (rank {e['rank']}) {how} in "
+                         f"iteration {e['iteration']}, detected at t={e['t_detect']:.4g} s; "
+                         f"{e['n_alive']} workers went on")
     bases = {row["jain_of"] for row in rows}
     what = {"delivered": "per-worker delivered bytes (/workers/delivered)",
             "used": "per-worker counts of results used in a decode (/workers/used; the log has "

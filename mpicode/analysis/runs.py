@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from mpicode.errors import UsageError
+from mpicode.io.eventlog import read_events
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
 from mpicode.options import file_kind
 from mpicode.stats import jain
@@ -110,8 +111,9 @@ def _load(f, path: str, file: Path) -> dict:
         g = f["slots"]
         ns = g.attrs.get("n_slots", attrs.get("n_slots"))
         sl = _read_group(g, None if ns is None else int(ns))
+    events = [e for e in read_events(f) if e["iteration"] < n]
     return {"path": str(path), "file": str(file), "attrs": attrs, "n": n, "iterations": it,
-            "workers": wk, "tasks": tk, "n_tasks": nt, "slots": sl,
+            "workers": wk, "tasks": tk, "n_tasks": nt, "slots": sl, "events": events,
             "cumulative": cumulative,
             "status": str(attrs.get("status", "?")),
             "in_progress": str(attrs.get("status", "")) == "running"}
@@ -376,6 +378,10 @@ def summary(run, target_loss: float | None = None) -> dict:
         # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
         # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
         "S": _slowdown(run),
+        # membership (--on-failure continue): failures seen, workers alive at the end
+        "failures": len(run.get("events", ())),
+        "n_alive": int(it["n_alive"][-1]) if n and "n_alive" in it else int(a.get("n_workers",
+                                                                                    0)),
     }
     row["mode"] = run_mode(run)
     if target_loss is not None:

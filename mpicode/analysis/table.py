@@ -37,7 +37,7 @@ COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}
            ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
            ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.2f}"),
            ("coord_busy", "{:.2f}"), ("mean_policy_s", "{:.3g}"), ("mode", "{}"),
-           ("S", "{:.3f}"), ("removed", "{:.3f}")]
+           ("S", "{:.3f}"), ("removed", "{:.3f}"), ("failures", "{}"), ("n_alive", "{}")]
 FORMATS = {**dict(COLUMNS), "final_test_loss": "{:.6g}", "target_loss": "{:g}",
            "mean_oracle_s": "{:.4f}", "vs_oracle_part": "{:.2f}"}
 LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of", "file",

@@ -9,7 +9,11 @@ in the order that breaks ties:
 3. a task's compute finishing in virtual time (``n * partition_cost + delay`` after it starts
    on its worker; virtual delay mode and the simulator),
 4. the next uplink slot,
-5. the scheme's deadline.
+5. the scheme's deadline,
+6. a worker's death planned by the failure model (virtual time; the worker's own event),
+7. rank 0 learning of a death (:mod:`mpicode.engine.membership`): the model's, ``--detect-s``
+   later, or reported by the MPI receiver (``failed``),
+8. the ``--dead-after`` silence check (``--on-failure continue``).
 
 In virtual time the cost model (:mod:`mpicode.engine.costs`) starts a task ``dispatch_s``
 after it was decided and, with the ``ideal`` channel, has its result arrive ``msg_latency_s +
@@ -27,6 +31,7 @@ The driver's hooks (all optional):
   RESULT (ideal) or READY (uplink); the simulator computes the message;
 * ``grant(grant)``: MPI sends GRANT; ``delivered(task)``: MPI waits for the last chunk;
 * ``present(task_id)``: is the delivered message really here (MPI, real time)? default True.
+* ``failed(worker)``: rank 0 knows ``worker`` is dead: send it nothing more (MPI).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ HEARTBEAT_EVENTS = 2048  # virtual time: events between two heartbeats (~ms of w
 class EventLoop:
     def __init__(self, scheme, stragglers, *, partition_cost: float = 0.0, uplink=None,
                  msg_bytes: int = 8, vworkers=None, clock=None, hooks=None, costs=None,
-                 rank0=None):
+                 rank0=None, membership=None):
         self.scheme = scheme
         self.stragglers = stragglers
         self.cost = float(partition_cost)
@@ -69,6 +74,11 @@ class EventLoop:
         self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
         self.effects: list = []         # heap of (time, seq, Actions, first): decisions made
         self._seq = itertools.count()   # ties: first come, first served
+        self.membership = membership    # who is alive (None: nobody ever fails)
+        self.deaths: list = []          # heap of (time, seq, worker): the failure model's deaths
+        self.fails: list = []           # heap of (time, seq, worker, time of death, cause)
+        self._t_silence = INF           # next --dead-after silence check
+        self._last_arrival: dict[int, float] = {}
 
     def _hook(self, name, *a):
         f = getattr(self.hooks, name, None)
@@ -108,6 +118,11 @@ class EventLoop:
         """The receiver's report (real time): the result of ``tid`` is here at ``t``."""
         heapq.heappush(self.arrivals, (t, next(self._seq), tid))
 
+    def failed(self, worker: int, t: float) -> None:
+        """The receiver's report: ``worker`` is dead (an MPI error named it) at ``t``; when
+        it died is not known (NaN)."""
+        heapq.heappush(self.fails, (t, next(self._seq), int(worker), math.nan, "failed"))
+
     def _present(self):
         """The hooks' ``present(tid)`` (MPI in real time: the last chunk is here), if any."""
         return getattr(self.hooks, "present", None)
@@ -131,8 +146,11 @@ class EventLoop:
         deadline = self.scheme.next_deadline()
         t_dl = deadline if deadline is not None else INF
         t_eff = self.effects[0][0] if self.effects else INF
+        t_die = self.deaths[0][0] if self.deaths else INF
+        t_fail = self.fails[0][0] if self.fails else INF
         return min((t_eff, -1), (max(t_del, busy), 0), (max(t_arr, busy), 1), (t_comp, 2),
-                   (max(t_slot, busy), 3), (max(t_dl, busy), 4))
+                   (max(t_slot, busy), 3), (max(t_dl, busy), 4), (t_die, 5),
+                   (max(t_fail, busy), 6), (max(self._t_silence, busy), 7))
 
     def _decided(self, it, acts, c: float, t: float, info, first: bool | None = None) -> None:
         """Rank 0 decided ``acts`` at ``t`` and was busy ``c`` seconds doing so: the decision
@@ -161,6 +179,7 @@ class EventLoop:
         self.effects.clear()
         if self.uplink is not None:
             self.uplink.new_iteration(it)
+        self._start_failures(it, t0)
         clock.start(t0)
         acts, c = r0.act(scheme.name, "begin", scheme.begin, it, sends=scheme.N)  # + MODEL
         self._decided(it, acts, c, 0.0, info, first=True)
@@ -197,9 +216,17 @@ class EventLoop:
                 self.busy = t + c
                 for g in grants:
                     self._hook("grant", g)
-            else:
+            elif kind == 4:
                 acts, c = r0.act(scheme.name, "tick", scheme.on_tick, t)
                 self._decided(it, acts, c, t, info)
+            elif kind == 5:
+                _, _, w = heapq.heappop(self.deaths)
+                self._death(it, w, t, info)
+            elif kind == 6:
+                _, _, w, t_fail, cause = heapq.heappop(self.fails)
+                self._detected(it, w, t, t_fail, cause, info)
+            else:
+                self._silence(it, t, info)
             if kind != 2:  # rank 0's backoff restarts at what it sees (not a worker's compute)
                 self.t_event = max(t, self.busy) if r0.charging else t
         while self.effects:  # the last decision (its cancels) takes effect
@@ -237,12 +264,71 @@ class EventLoop:
         if hook:
             self._hook("delivered", task)
         comp, dl = info.measured[tid]
+        self._last_arrival[task.worker] = t
         cut = info.cut.get(tid)  # a time limit cut it short: its message sums a prefix
         args = (tid, t, comp + dl) if cut is None else (tid, t, comp + dl, cut)
         acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_result, *args,
                                  recvs=1)
         self._decided(it, acts, c, t, info)
 
+
+    # ---- failures (--on-failure, docs/design.md §2.7) ---------------------------------------
+    def _start_failures(self, it: int, t0: float) -> None:
+        """The deaths the failure model plans (they strike at their time if the iteration
+        lasts that long; the others are asked again next iteration), and the first silence
+        check. Detections still waiting were about the last iteration: kept, at 0."""
+        self.fails = [(0.0, s, w, tf, c) for _, s, w, tf, c in self.fails]
+        self.deaths = []
+        self._last_arrival = {}
+        mem = self.membership
+        if mem is None:
+            self._t_silence = INF
+            return
+        for t, w in mem.planned(it, t0):
+            heapq.heappush(self.deaths, (t, next(self._seq), w))
+        self._t_silence = mem.silence_limit()
+
+    def _death(self, it, worker, t, info) -> None:
+        """The failure model kills ``worker`` (virtual time): its work stops now (the
+        worker's event, whatever rank 0 is doing); rank 0 learns of it ``detect_s`` later."""
+        mem = self.membership
+        if not mem.alive[worker]:
+            return
+        if self.vw is not None:
+            self.vw.kill(worker, t)
+        if mem.detect_s > 0 and mem.elastic:
+            heapq.heappush(self.fails, (t + mem.detect_s, next(self._seq), worker, t,
+                                        "simulated"))
+        else:
+            self._detected(it, worker, t, t, "simulated", info)
+
+    def _detected(self, it, worker, t, t_fail, cause, info) -> None:
+        """Rank 0 knows ``worker`` is dead: record it (WorkerFailed under abort), forget its
+        work, and let the scheme recover (its lost tasks re-issued to the survivors; charged
+        to rank 0 like a result: an error return of a receive, then a re-plan)."""
+        if not self.membership.alive[worker]:
+            return
+        self.membership.fail(it, worker, t_fail=t_fail, t_detect=t, t0=self.t0, cause=cause)
+        if self.vw is not None:
+            self.vw.kill(worker, t)
+        self._hook("failed", worker)
+        acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_failure, worker, t,
+                                 recvs=1)
+        lost = [x for x in self.scheme.tasks.values() if x.worker == worker and x.lost]
+        info.cancelled += len(lost)
+        if self.uplink is not None:
+            self.uplink.drop({(it, x.task_id) for x in lost})
+        self._decided(it, acts, c, t, info)
+
+    def _silence(self, it, t, info) -> None:
+        """``--dead-after`` under ``continue``: workers with work and nothing delivered for
+        that many median iterations are treated as dead."""
+        limit = self.membership.silence_limit()
+        gone, nxt = self.membership.silent(self.scheme, self._last_arrival, t, limit)
+        for w in gone:
+            if self.membership.n_alive() > 1:  # (the last worker is never left out)
+                self._detected(it, w, t, t, "silent", info)
+        self._t_silence = min(nxt, t + limit) if gone else nxt
 
 def _slot_work(grants) -> dict:
     """A slot step's work: the grants it made (each a GRANT sent and a CHUNK received)."""

@@ -10,6 +10,11 @@ run starts:
 * ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins,
 * ``stop:RANK``       worker RANK stops itself (SIGSTOP) at the first start-up step, as a
                       ``kill -STOP`` during start-up would,
+* ``sigkill:RANK:ITER[:P]`` worker RANK SIGKILLs itself in iteration ITER, mid-task: after
+                      computing P partitions (default 1) of a task of that iteration (the
+                      elastic tests: a worker killed mid-iteration, ``--on-failure``),
+* ``sigstop:RANK:ITER[:P]`` the same with SIGSTOP (a hung process), after writing its PID to
+                      ``MPICODE_FAULT_MARK.RANK`` (if set), so that a test can SIGCONT it,
 * ``pause:PLACE:SEC`` rank 0 sleeps SEC seconds when it reaches PLACE (``checkpoint``: before
                       each checkpoint write; ``shutdown``: before it stops the workers),
                       after creating the file named by ``MPICODE_FAULT_MARK`` (if set): the
@@ -89,6 +94,21 @@ def stop_at_startup(rank: int) -> None:
     for it in _items():
         if it[0] == "stop" and int(it[1]) == rank:
             os.kill(os.getpid(), signal.SIGSTOP)
+_SIGNALLED: set = set()  # the sigkill/sigstop items already carried out (each fires once)
+
+
+def signal_mid_task(rank: int, iteration: int, done: int) -> None:
+    """SIGKILL (SIGSTOP) this worker if a ``sigkill`` (``sigstop``) item says so, ``done``
+    partitions into a task of ``iteration``; once per item (a continued worker goes on)."""
+    for it in _items():
+        if it[0] in ("sigkill", "sigstop") and int(it[1]) == rank and it not in _SIGNALLED \
+                and int(it[2]) == iteration and done >= (int(it[3]) if len(it) > 3 else 1):
+            _SIGNALLED.add(it)
+            mark = os.environ.get("MPICODE_FAULT_MARK")
+            if it[0] == "sigstop" and mark:
+                with open(f"{mark}.{rank}", "w") as f:
+                    f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL if it[0] == "sigkill" else signal.SIGSTOP)
 
 
 def pause(place: str) -> None:

@@ -29,6 +29,7 @@ from mpicode.engine import faults
 from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.ideal import IdealReplay
 from mpicode.engine.liveness import DeadWorkers
+from mpicode.engine.membership import WorkerFailed
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
 from mpicode.io import checkpoint
@@ -64,6 +65,7 @@ class Trainer:
         self.runlog, self.progress, self.log = runlog, progress, log
         self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
         self.dead = DeadWorkers(n_workers, dead_after)
+        self.membership = getattr(events, "membership", None)  # --on-failure (None: never)
         self.w = problem.initial_w() if problem is not None else np.zeros(0)
         if optimizer is None:
             optimizer = GD(lr)
@@ -225,7 +227,7 @@ class Trainer:
             row["eval_s"] = t_end - row["t_end"]
             row["t_end"] = t_end
 
-    def _mark_dead(self, it: int, out: dict) -> None:
+    def _mark_dead(self, it: int, out: dict) -> list[int]:
         gone = self.dead.update(it, out, self.scheme.active)
         for w in gone:
             if self.log is not None:
@@ -234,6 +236,33 @@ class Trainer:
                                  int(self.dead.missed[w]))
         if gone and self.runlog is not None:
             self.runlog.set_attrs(dead_workers=json.dumps(self.dead.left))
+        return gone
+
+    def _members(self, it: int, out: dict, gone: list[int]) -> None:
+        """After an iteration: the failures it saw go to the run log (``/events``) and the
+        scheme re-plans for the survivors (``set_members``); under ``continue`` the
+        workers ``--dead-after`` left out count as failures too."""
+        mem = self.membership
+        if mem is None:
+            return
+        mem.iteration_done(out["row"]["wait_s"])
+        if mem.elastic:  # --dead-after's "left out" is a failure: out of the membership
+            t = out["row"]["wait_s"]
+            for w in gone:
+                mem.fail(it, w, t_fail=t, t_detect=t, t0=out["row"]["t_start"], cause="silent")
+        records = mem.take()
+        for r in records:
+            if self.log is not None:
+                what = {"silent": "went silent", "failed": "failed (MPI reported it)"}.get(
+                    r["cause"], f"failed ({r['cause']}, detected {r['detect_s']:.3g} s later)")
+                self.log.warning("iteration %d: worker %d (rank %d) %s at t=%.4g s: %d "
+                                 "workers go on", r["iteration"], r["worker"], r["rank"], what,
+                                 r["t_detect"], r["n_alive"])
+        if records and self.runlog is not None:
+            self.runlog.add_events(records)
+        out["row"]["n_alive"] = mem.n_alive()
+        if records:
+            self.scheme.set_members(mem.alive)
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
@@ -252,7 +281,7 @@ class Trainer:
             except Interrupted:
                 self.status = "interrupted"
                 break
-            except Stalled as e:
+            except (Stalled, WorkerFailed) as e:
                 self.status, self.error = "failed", str(e)
                 break
             row = out["row"]
@@ -262,7 +291,12 @@ class Trainer:
                                                                      self.divergence.hint())
                 break
             self._t_mark = row["t_end"]
-            self._mark_dead(it, out)
+            gone = self._mark_dead(it, out)
+            try:
+                self._members(it, out, gone)
+            except WorkerFailed as e:
+                self.status, self.error = "failed", str(e)
+                break
             self.history.append(row)
             if not self._bookkeeping(it, out):
                 break
@@ -306,8 +340,13 @@ class Trainer:
             w=self._snap_w, copy_w=False, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
-            runtime={**self.dead.state_dict(), "log_charge": np.float64(self._log_charge)},
-            optimizer=self.optimizer)
+            runtime=self._runtime_state(), optimizer=self.optimizer)
+
+    def _runtime_state(self) -> dict:
+        state = {**self.dead.state_dict(), "log_charge": np.float64(self._log_charge)}
+        if self.membership is not None:
+            state.update(self.membership.state_dict())
+        return state
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
@@ -318,6 +357,12 @@ class Trainer:
         runtime = snap.get("runtime", {})
         self.dead.load_state_dict(runtime)
         self._log_charge = float(runtime.get("log_charge", 0.0))
+        if self.membership is not None:
+            # in virtual time the failures are the model's: the membership goes on as it
+            # was; a wall-clock run resumes as a new job, whose ranks are all alive
+            if self.clock is None:
+                self.membership.load_state_dict(runtime)
+            self.scheme.set_members(self.membership.alive)
         return int(snap["iteration"])
 
     def write_checkpoint(self) -> None:

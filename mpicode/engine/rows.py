@@ -96,7 +96,7 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "stage2": summary.get("stage2", 0), "n_stage2": summary.get("n_stage2", 0),
            "n_cancelled": info.cancelled, "n_stale": info.stale,
            "bytes_up": _bytes_up(scheme, info),
-           "grad_norm": grad_norm,
+           "grad_norm": grad_norm, "n_alive": int(np.count_nonzero(scheme.members)),
            "oracle_s": math.nan, "oracle_part_s": math.nan, "ideal_s": math.nan,
            **(oracle or {})}
     for k in scheme.log_fields:  # the scheme's own per-iteration fields (from end())

@@ -15,6 +15,7 @@ from mpicode.schemes.base import cut_short  # noqa: F401  (the worker's rule, re
 class VirtualWorkers:
     def __init__(self, n_workers: int):
         self.N = n_workers
+        self.dead: set[int] = set()   # workers that died: their tasks never finish
         self.reset()
 
     def reset(self) -> None:
@@ -45,6 +46,8 @@ class VirtualWorkers:
         finish time."""
         q = self.queue[worker]
         self.worker_of[tid] = worker
+        if worker in self.dead:  # sent to a worker already dead: it never finishes
+            return float("inf")
         if not q:
             self.start[worker] = t
             q.append((tid, duration, t))
@@ -77,6 +80,15 @@ class VirtualWorkers:
             for x, dur, avail in q[idx:]:
                 tt = max(tt, avail) + dur
                 self.finish[x] = tt
+
+    def kill(self, worker: int, t: float) -> None:
+        """``worker`` dies at ``t``: its running and queued tasks never finish."""
+        self.dead.add(int(worker))
+        for tid, _, _ in self.queue[worker]:
+            self.finish.pop(tid, None)
+            self.version[tid] = self.version.get(tid, 0) + 1
+        self.queue[worker] = []
+        self.start[worker] = t
 
     def peek(self) -> tuple[float, int] | None:
         """(finish time, tid) of the earliest pending completion, or None."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from mpicode import FORMAT_VERSION, __version__
 from mpicode.errors import UsageError
-from mpicode.io import checkpoint, safefile, schemelog
+from mpicode.io import checkpoint, eventlog, safefile, schemelog
 from mpicode.io.integrity import check_objects
 from mpicode.io.rowbuffer import Columns, fill_value
 from mpicode.io.runfile import check_layout, check_snapshot, resume_target, stored_int
@@ -221,6 +221,7 @@ class RunLog:
             raise
         self.N = int(self.f.attrs["n_workers"])
         self.layout = schemelog.reopen(self.f, LAYOUT, n_rows)
+        eventlog.cut_events(self.f, n_rows)
         _create_layout(self.f, self.N, n_rows, n_tasks, self.layout)
         for g, shape in (("iterations", (n_rows,)), ("workers", (n_rows, self.N)),
                          ("tasks", (n_tasks,))):
@@ -250,6 +251,8 @@ class RunLog:
         self._rows = Columns(fields_i, None, cap)
         self._notes = schemelog.Notes()
         self.add_notes = self._notes.add  # (iteration, texts): the scheme's notes
+        self._events = eventlog.Events()
+        self.add_events = self._events.add  # membership changes (records of failures)
         self._workers = Columns(WORKER_FIELDS, self.N, cap)
         self._tasks = Columns(TASK_FIELDS, None, 4 * cap)
         self._limit = BLOCK_BYTES
@@ -293,6 +296,7 @@ class RunLog:
             raise
         self._broken = True  # until the block is complete: a failed write is not retried
         self._notes.write(self.f)
+        self._events.write(self.f)
         self._rows.write(self._dsets["iterations"], self._written)
         self._workers.write(self._dsets["workers"], self._written)
         self._tasks.write(self._dsets["tasks"], self._tasks_written)
@@ -321,7 +325,7 @@ class RunLog:
     def _drop_pending(self) -> None:
         """Forget the buffered rows: ``n_done`` falls back to the rows the file announces."""
         self.n_done, self.n_tasks = self._written, self._tasks_written
-        for c in (self._rows, self._workers, self._tasks, self._notes):
+        for c in (self._rows, self._workers, self._tasks, self._notes, self._events):
             c.clear()
 
     def checkpoint(self, snap: dict) -> None:

@@ -18,6 +18,7 @@ ITERATION_FIELDS: dict[str, str] = {
     # (measured on the wall clock, charged in virtual time) and the fraction of the row it
     # was busy
     "policy_s": "f8", "coord_busy": "f8",
+    "n_alive": "i4",  # workers alive at the iteration's end (--on-failure continue)
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

@@ -8,6 +8,14 @@ arrive) or :class:`VirtualTime` (the models say when a task finishes; the loop w
 worker's real message before the scheme sees it). Launched by ``mpicode train`` on rank 0::
 
     mpiexec -n 5 python -m mpi4py -m mpicode train --scheme two-stage --iterations 20
+
+Dead ranks (``--on-failure continue`` under ULFM, docs/design.md §2.7): a receive or probe
+that fails with ``MPI_ERR_PROC_FAILED`` is acknowledged (``Ack_failed``, so wildcard
+receives go on), the failed ranks (``Get_failed``) are reported to the event loop, and
+nothing is sent to them again; a worker left out by ``--dead-after`` gets nothing either,
+but STOP at the end. The communicator is not shrunk: ``Shrink`` is collective over the
+survivors, which would have to learn of the failure first (``Revoke``), while rank 0 alone
+talks to each worker and only needs to stop addressing the dead.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from mpi4py import MPI
 from mpicode.engine.clock import Backoff
 from mpicode.engine.signals import Interrupted, stalled, stop_requested
 from mpicode.mpi import bounds
-from mpicode.mpi.comm import SendPool
+from mpicode.mpi.comm import PROC_FAILED, SendPool, failed_ranks
 from mpicode.wire import (
     CHUNK_HEADER,
     IT,
@@ -75,6 +83,8 @@ class Coordinator:
         self.max_wait: float | None = None   # --max-wait of a scheme without its own
         self.now_wall = time.perf_counter
         self.t_begin = 0.0
+        self.dead: set[int] = set()       # ranks MPI reported failed (never addressed again)
+        self.excluded: set[int] = set()   # ranks out of the run (dead, or left out): no work
 
     def attach(self, scheme, mode) -> None:
         self.scheme, self.mode = scheme, mode
@@ -86,7 +96,8 @@ class Coordinator:
         self.t_begin = self.now_wall()
         model = encode_model(it, w)  # a new buffer: the last one may still be in flight
         for r in range(1, self.N + 1):
-            self.sends.isend(self.comm, model, r, TAG_MODEL)
+            if r not in self.excluded:
+                self._isend(model, r, TAG_MODEL)
 
     def after_decode(self, info) -> None:
         for g, _ in info.msgs.values():
@@ -96,17 +107,45 @@ class Coordinator:
     # ---- messages out -------------------------------------------------------------------------
     def send_task(self, task, delay: float, n: int | None = None,
                   time_limit: float | None = None) -> None:
-        self.sends.isend(self.comm, encode_task(self.it, task, delay, n, time_limit),
-                         task.worker + 1, TAG_TASK)
+        self._isend(encode_task(self.it, task, delay, n, time_limit), task.worker + 1, TAG_TASK)
 
     def send_cancel(self, task) -> None:
-        self.sends.isend(self.comm, encode_cancel(self.it, task.task_id), task.worker + 1,
-                         TAG_CANCEL)
+        self._isend(encode_cancel(self.it, task.task_id), task.worker + 1, TAG_CANCEL)
 
     def send_grant(self, g) -> None:
         it, tid = g.msg_id
-        self.sends.isend(self.comm, encode_grant(Grant(it, tid, g.offset, g.nbytes, g.last)),
-                         g.worker + 1, TAG_GRANT)
+        self._isend(encode_grant(Grant(it, tid, g.offset, g.nbytes, g.last)), g.worker + 1,
+                    TAG_GRANT)
+
+    def _isend(self, buf, rank: int, tag: int) -> None:
+        """Send, unless ``rank`` is out of the run; a send that finds it dead reports it."""
+        if rank in self.excluded:
+            return
+        try:
+            self.sends.isend(self.comm, buf, rank, tag)
+        except MPI.Exception as e:
+            self._mpi_error(e)
+
+    # ---- dead ranks (ULFM) --------------------------------------------------------------------
+    def _mpi_error(self, e: MPI.Exception) -> None:
+        """A failed rank (``MPI_ERR_PROC_FAILED``): acknowledge it and report the newly
+        failed to the event loop; any other MPI error is raised."""
+        if e.Get_error_class() not in PROC_FAILED:
+            raise e
+        for r in failed_ranks(self.comm):
+            if r != 0 and r not in self.dead:
+                self.dead.add(r)
+                self.excluded.add(r)
+                self.sends.forget(r)
+                if self.mode is not None:  # (before the first iteration: reported at 0)
+                    events = self.mode.events
+                    t = events.clock.now() if hasattr(events.clock, "now") else events.t_event
+                    events.failed(r - 1, t)
+
+    def exclude(self, worker: int) -> None:
+        """The run goes on without ``worker`` (it failed, or went silent): send it nothing
+        but STOP."""
+        self.excluded.add(worker + 1)
 
     # ---- messages in --------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -119,7 +158,11 @@ class Coordinator:
     def receive(self) -> bool:
         """Handle one waiting message from a worker, if any (False: nothing waits). Stale
         messages (another iteration, an unknown task) are dropped and counted."""
-        msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self.status)
+        try:
+            msg = self.comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self.status)
+        except MPI.Exception as e:  # a dead rank (ULFM): reported, then the others go on
+            self._mpi_error(e)
+            return True
         if msg is None:
             return False
         st, info = self.status, self.info
@@ -128,6 +171,9 @@ class Coordinator:
         # is refilled after each decode, so steady state allocates nothing
         buf = self.free.pop() if count == self.size and self.free else np.empty(count)
         msg.Recv(buf)
+        if src in self.excluded:  # a worker left out (it went silent, then came back)
+            self._stale(buf)
+            return True
         tid = int(buf[TASK])
         task = self.scheme.tasks.get(tid) if info is not None else None
         if int(buf[IT]) != self.it or task is None or task.worker != src - 1:
@@ -195,7 +241,8 @@ class Coordinator:
         """STOP every worker (with the job's exit ``code``, which they exit with); drain
         stale results until every worker ACKed, for at most ``timeout`` seconds. Returns the
         ranks that did not ACK (the caller aborts the job: MPI_Finalize would hang)."""
-        return bounds.stop_workers(self.comm, self.sends, self.N, timeout, code)
+        return bounds.stop_workers(self.comm, self.sends, self.N, timeout, code,
+                                   dead=self.dead)
 
 
 class RealTime:
@@ -216,6 +263,9 @@ class RealTime:
 
     def present(self, tid) -> bool:
         return tid in self.c.info.msgs
+
+    def failed(self, worker):
+        self.c.exclude(worker)
 
     def _measured(self, task, compute_s, delay_s) -> float:
         t = self.events.clock.now()
@@ -249,13 +299,14 @@ class VirtualTime(RealTime):
     def computed(self, task):
         tid, c = task.task_id, self.c
         c.info.n_msgs = (c.info.n_msgs or 0) + 1  # bytes_up in virtual time, as simulate
+        # (a task lost meanwhile, its worker dead, is waited for no more)
         if self.uplink is None:
-            c.wait_for(lambda: tid in c.info.msgs)
+            c.wait_for(lambda: tid in c.info.msgs or task.lost)
         else:
-            c.wait_for(lambda: tid in c.partial or tid in c.info.msgs)
+            c.wait_for(lambda: tid in c.partial or tid in c.info.msgs or task.lost)
 
     def delivered(self, task):
-        self.c.wait_for(lambda: task.task_id in self.c.info.msgs)
+        self.c.wait_for(lambda: task.task_id in self.c.info.msgs or task.lost)
 
     def result(self, task, buf):
         pass

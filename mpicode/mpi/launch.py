@@ -25,6 +25,7 @@ from mpicode.engine.clock import WallClock
 from mpicode.engine.costs import CostModel
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
+from mpicode.engine.membership import make_membership
 from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
 from mpicode.engine.signals import install_stop_handlers, stop_requested
@@ -34,7 +35,7 @@ from mpicode.errors import UsageError
 from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
-from mpicode.mpi import bounds
+from mpicode.mpi import bounds, library
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
 from mpicode.mpi.deathwatch import DeathWatch
 from mpicode.mpi.startup import Startup
@@ -111,6 +112,7 @@ def prepare(cfg: Config, st: Startup, snap: dict | None = None):
             if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
                 check_output(cfg.out, cfg.force)
             budget.check_run(cfg, N, budget.local_ranks(comm.size))  # before any allocation
+            check_failure_launch(cfg)
             # the problem and the policies, built once here so that their own checks fail
             # before training
             problem = Problem.from_config(cfg, cfg.partitions)
@@ -141,6 +143,22 @@ def prepare(cfg: Config, st: Startup, snap: dict | None = None):
             error = str(e)
     _agree(st, error, "rank 0 prepares the output")
     return cfg, problem
+
+
+def check_failure_launch(cfg: Config) -> None:
+    """``--on-failure continue`` needs a launch with fault tolerance (ULFM); the failure
+    model (``--fail``, ``--failure-model``) strikes in virtual time only."""
+    if cfg.on_failure == "continue" and not library.fault_tolerance_enabled():
+        name, ver = library.vendor()
+        how = ("launch with mpiexec --with-ft ulfm" if library.fault_tolerance_built() else
+               "install an MPI that has it: make install MPI=openmpi, then mpiexec --with-ft "
+               "ulfm")
+        raise UsageError(f"--on-failure continue needs MPI fault tolerance (ULFM), which this "
+                         f"job does not have ({name} {ver}): {how}; see mpicode info")
+    if cfg.delay_mode != "virtual" and (cfg.fail or cfg.failure_model != "none"):
+        raise UsageError("--fail and --failure-model kill workers in virtual time: use them "
+                         "with --delay-mode virtual (or mpicode simulate); to kill a real "
+                         "worker, kill its process")
 
 
 def resumed(cfg: Config, st: Startup) -> tuple[Config, dict | None]:
@@ -198,24 +216,42 @@ def run(cfg: Config) -> int:
         if code:
             runtime.finalize()  # exit with the code, not an MPI_Abort
         return code
+    session, code = _coordinate(cfg, st, problem, compile_s, snap)
+    if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
+        bounds.abort_quietly(comm, code)
+    if code == EXIT_OK:
+        _final_line(cfg, session)
+    if session.trainer.backend.dead:  # a rank died (ULFM): finalize could wait for it
+        bounds.exit_now(code)
+    if code != EXIT_OK:
+        runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
+    return code
+
+
+def _coordinate(cfg: Config, st: Startup, problem, compile_s: float,
+                snap: dict | None) -> tuple[Session, int]:
+    """Rank 0's run, logged by its session; and its exit code. The death watch names a
+    worker that dies before the launcher ends the job; under ``--on-failure continue`` a
+    worker's death does not end the job (the run goes on without it), so it watches only
+    rank 0 itself."""
+    comm = st.comm
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
-             "dim": problem.dim, "compile_s": compile_s, "n_ranks": size}
-    session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
-    watch = DeathWatch(st.same_host_pids(), (cfg.resume or cfg.out).removesuffix(".part")).start()
+             "dim": problem.dim, "compile_s": compile_s, "n_ranks": comm.size}
+    session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs, snap=snap)
+    pids = st.same_host_pids() if cfg.on_failure != "continue" else {}
+    watch = DeathWatch(pids, (cfg.resume or cfg.out).removesuffix(".part")).start()
     try:
         code = execute(cfg, comm, problem, session, watch=watch)
     finally:
         watch.disarm()  # (already, before STOP; again here if the run raised)
-    if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
-        bounds.abort_quietly(comm, code)
-    if code != EXIT_OK:
-        runtime.finalize()  # the workers are stopped: exit with a code, not an MPI_Abort
-        return code
+    return session, code
+
+
+def _final_line(cfg: Config, session: Session) -> None:
     last = session.trainer.history[-1] if session.trainer.history else {}
     log.info("wrote %s: %d iterations, final loss %.6g, test accuracy %.4f, %.2f s",
              cfg.out, session.runlog.n_done, last.get("loss", float("nan")),
              last.get("accuracy", float("nan")), last.get("t_end", float("nan")))
-    return 0
 
 
 def build(cfg: Config, comm, problem, record: list | None = None):
@@ -234,7 +270,8 @@ def build(cfg: Config, comm, problem, record: list | None = None):
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
                        partition_cost=cost, msg_bytes=result_bytes(problem.dim),
                        vworkers=VirtualWorkers(N) if virtual else None, costs=costs,
-                       rank0=Rank0(costs.rank0, N, virtual=virtual, record=record))
+                       rank0=Rank0(costs.rank0, N, virtual=virtual, record=record),
+                       membership=make_membership(cfg, N))
     trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
                       optimizer=make_optimizer(cfg, problem.dim),
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
@@ -264,6 +301,8 @@ def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
     if comm.rank != 0:
         worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
         worker.loop()
+        if worker.exit_now:  # a rank died (ULFM): MPI_Finalize could wait for it forever
+            bounds.exit_now(worker.exit_code)
         return worker.exit_code
     trainer, coord = build(cfg, comm, problem, record)
 

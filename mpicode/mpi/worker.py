@@ -56,6 +56,7 @@ class Worker:
         self.sends = SendPool()
         self.stopped = False
         self.exit_code = 0
+        self.exit_now = False  # rank 0 says: leave without MPI_Finalize (a rank died)
         self.hung = False  # fault injection: stops answering (see mpicode.faults)
         self.cancel_current = False
         self.current: dict | None = None
@@ -63,6 +64,7 @@ class Worker:
         # result buffers whose send completed, reused (zeroed) instead of allocated: at 10^6
         # parameters a fresh 8 MB buffer costs its page faults on every task
         self.spent: list[tuple[np.ndarray, MPI.Request | None]] = []
+        self._kills = any(f[0] in ("sigkill", "sigstop") for f in faults._items())  # (tests)
         self._handlers = {TAG_MODEL: self._on_model, TAG_TASK: self._on_task,
                           TAG_CANCEL: self._on_cancel, TAG_GRANT: self._on_grant,
                           TAG_STOP: self._on_stop}
@@ -123,9 +125,10 @@ class Worker:
                              TAG_CHUNK)
 
     def _on_stop(self, msg, status) -> None:
-        buf = np.empty(1)
+        buf = np.empty(status.Get_count(MPI.DOUBLE))
         msg.Recv(buf)
         self.exit_code = max(0, int(buf[0]))  # the job's exit code, as rank 0 decided
+        self.exit_now = len(buf) > 1 and buf[1] > 0
         self.stopped = True
         self.cancel_current = True
 
@@ -174,6 +177,8 @@ class Worker:
                                             it=task["it"])
             t1 = time.perf_counter()
             compute += t1 - t0
+            if self._kills:
+                faults.signal_mid_task(self.comm.rank, task["it"], j + 1)
             self.poll()
             if self.cancel_current:
                 break

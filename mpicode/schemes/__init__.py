@@ -9,7 +9,7 @@ from __future__ import annotations
 # isort: off
 # registration order is the order of `--scheme` choices and of `mpicode schemes`
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.uncoded import IgnoreStragglers, Uncoded
+from mpicode.schemes.uncoded import IgnoreStragglers, Quorum, Uncoded
 from mpicode.schemes.speed_aware import SpeedAware
 from mpicode.schemes.frc import FractionalRepetition
 from mpicode.schemes.cyclic import CyclicRepetition
@@ -34,6 +34,7 @@ def scheme_params(cfg) -> dict:
 
 
 __all__ = ["Actions", "Decoding", "Scheme", "Task", "SCHEMES", "make_scheme", "scheme_params",
-           "CyclicRepetition", "FractionalRepetition", "IgnoreStragglers", "SelfScheduling",
+           "CyclicRepetition", "FractionalRepetition", "IgnoreStragglers", "Quorum",
+           "SelfScheduling",
            "SpeedAware",
            "TwoStage", "Uncoded"]

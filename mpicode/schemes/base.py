@@ -23,6 +23,17 @@ fields (``log_fields``: name -> HDF5 dtype) whose values ``end()`` returns; they
 Times ``t`` are seconds since the iteration began, on the driver's clock. ``duration`` is the
 worker's own measure of a task (compute + injected delay), which feeds the speed estimates.
 Workers are numbered 0..N-1 here (MPI rank = worker + 1). Nothing here imports MPI.
+
+**Membership** (``--on-failure continue``, docs/design.md §2.7): a worker that dies is a
+permanent straggler. During an iteration the driver calls ``on_failure(worker, t)``, which
+returns the actions that keep the iteration exact: the dead worker's pending tasks are lost,
+and the ones the scheme can no longer decode without are re-issued to the survivors (split
+into pieces with the same per-partition coefficients, whose messages add up to the lost
+one's); between iterations ``set_members(alive)`` re-plans for the survivors. A task stands
+for a *slot* of the plan (``Task.slot``, its own id unless it is a piece of a lost task);
+an elastic scheme counts, decodes and answers ``decodable_with`` in slots
+(``self.slots``, :class:`mpicode.schemes.slots.Slots`) so that a re-issued slot counts as
+the original.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import numpy as np
 
 from mpicode.errors import UsageError
 from mpicode.options import Option, finite_float, unit_open_closed
+from mpicode.schemes.slots import Slots, split
 
 
 @dataclass
@@ -56,6 +68,8 @@ class Task:
     time_limit: float = math.inf
     n_done: int | None = None             # partitions its message sums (None: all of them)
     n: int = field(init=False, repr=False, compare=False)  # len(partitions), read per event
+    slot: int = -1                        # the plan position it fills (-1: its own id)
+    lost: bool = False                    # cancelled because its worker failed
 
     def __post_init__(self):
         self.n = len(self.partitions)
@@ -107,6 +121,10 @@ class Scheme(ABC):
 
     name = "base"
     exact = True
+    # survives a worker's death mid-run (--on-failure continue): its plan, done() and decode
+    # reason about slots, so the base class's on_failure/reissue keep it exact. A scheme
+    # that does not say so is refused with --on-failure continue (check_scheme tests it)
+    elastic = False
     # every scheme learns speeds (end()), so the estimator's weight is everyone's option
     options: tuple[Option, ...] = (SPEED_ALPHA,)
     log_fields: dict[str, str] = {}
@@ -133,7 +151,7 @@ class Scheme(ABC):
         rebuilt by :meth:`begin`; whatever the constructor derives from (N, K, s, seed,
         options) is rebuilt by constructing the scheme again."""
         return {"tau": self.tau.copy(), "active": self.active.copy(),
-                "iteration": int(self.iteration)}
+                "members": self.members.copy(), "iteration": int(self.iteration)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (extra keys, e.g. of older checkpoints, are ignored)."""
@@ -141,6 +159,8 @@ class Scheme(ABC):
             self.tau = np.array(state["tau"], np.float64).reshape(self.N)
         if "active" in state:
             self.active = np.array(state["active"], bool).reshape(self.N)
+        if "members" in state:
+            self.set_members(np.array(state["members"], bool).reshape(self.N))
         if "iteration" in state:
             self.iteration = int(state["iteration"])
 
@@ -155,11 +175,14 @@ class Scheme(ABC):
         # tau[i]: estimated seconds per partition of worker i (NaN until first observed)
         self.tau = np.full(self.N, np.nan)
         self.active = np.ones(self.N, bool)   # workers planning may use (dead ones are not)
+        self.members = np.ones(self.N, bool)  # workers alive (set_members, on_failure)
+        self._planned_for = self.members.copy()  # the members the structure was built for
         self.iteration = -1
         self.tasks: dict[int, Task] = {}
         self._arrived: set[int] = set()
         self._next_id = 0
         self.log_notes: list[str] = []
+        self.slots = Slots(self.tasks)       # this iteration's plan positions
 
     # ---- speed estimates --------------------------------------------------------------
     def speeds(self) -> np.ndarray:
@@ -183,7 +206,8 @@ class Scheme(ABC):
     # ---- task bookkeeping ---------------------------------------------------------------
     def new_task(self, worker: int, stage: int, partitions, coeffs=None, t: float = 0.0) -> Task:
         task = Task(self._next_id, int(worker), stage, np.asarray(partitions, np.int64),
-                    None if coeffs is None else np.asarray(coeffs, np.float64), t_dispatch=t)
+                    None if coeffs is None else np.asarray(coeffs, np.float64), t_dispatch=t,
+                    slot=self._next_id)
         self._next_id += 1
         self.tasks[task.task_id] = task
         return task
@@ -212,6 +236,7 @@ class Scheme(ABC):
         self._arrived: set[int] = set()
         self._next_id = 0
         self.log_notes = []
+        self.slots = Slots(self.tasks)
         return Actions(dispatch=self.plan())
 
     def on_result(self, task_id: int, t: float, duration: float = math.nan,
@@ -227,6 +252,8 @@ class Scheme(ABC):
         self._arrived.add(task_id)
         task.t_done = t
         task.duration = duration if np.isfinite(duration) else t - task.t_dispatch
+        if not self.slots.arrived(task):  # a piece of a lost task, others still to come
+            return Actions()
         return self.react(task, t)
 
     def on_tick(self, t: float) -> Actions:
@@ -245,7 +272,7 @@ class Scheme(ABC):
         # else :meth:`observe`'s arithmetic on Python floats, without a numpy scalar per task
         tau, a = self.tau.tolist(), self.alpha
         for task in self.tasks.values():
-            if task.stage != 1 or task.n == 0:
+            if task.stage != 1 or task.n == 0 or task.lost:
                 continue
             if task.state == "done":
                 k = task.n if task.n_done is None else task.n_done  # DropCompute cuts short
@@ -276,6 +303,94 @@ class Scheme(ABC):
         """Ids of the tasks of this iteration whose message arrived (kept incrementally:
         O(1), so that ``done()`` after every event does not make an iteration O(N^2))."""
         return self._arrived
+
+    # ---- membership: workers that die (--on-failure continue) -------------------------------
+    def alive(self) -> np.ndarray:
+        """Indices of the workers alive (members), ascending."""
+        return np.flatnonzero(self.members)
+
+    def set_members(self, alive) -> None:
+        """Between iterations: the workers in ``alive`` (a boolean N-vector) are the run's
+        members from now on; the others are gone for good. Re-plans for the survivors
+        (:meth:`on_members_changed`) when the set changed. Idempotent."""
+        alive = np.asarray(alive, bool).reshape(self.N)
+        if not alive.any():
+            raise ValueError("set_members: no worker left")
+        changed = not np.array_equal(alive, self._planned_for)
+        self.members, self._planned_for = alive.copy(), alive.copy()
+        self.active = (self.active & alive) if (self.active & alive).any() else alive.copy()
+        if changed:
+            self.on_members_changed()
+
+    def on_members_changed(self) -> None:
+        """Rebuild what depends on the member set (a code over the survivors). Default:
+        nothing (a scheme that plans from :meth:`alive` or ``active`` needs nothing)."""
+        return None
+
+    def on_failure(self, worker: int, t: float) -> Actions:
+        """``worker`` failed at ``t`` (seconds since the iteration began), for good.
+
+        Its pending tasks are lost (cancelled, ``lost``; no message will come and nothing
+        must be sent to it). If the scheme can still decode from what arrived and what the
+        survivors are computing (a coded scheme within its tolerance), nothing else happens;
+        otherwise every lost task the decode needs is re-issued to the survivors
+        (:meth:`reissue`). Returns the tasks to dispatch. A subclass with its own recovery
+        overrides :meth:`react_failure`."""
+        worker = int(worker)
+        if not self.members[worker]:
+            return Actions()
+        self.members[worker] = self.active[worker] = False
+        if not self.members.any():
+            raise RuntimeError("every worker failed")
+        if not self.active.any():
+            self.active = self.members.copy()
+        lost = [x for x in self.tasks.values() if x.worker == worker and x.state == "pending"]
+        for x in lost:
+            x.state, x.t_done, x.lost = "cancelled", t, True
+        return self.react_failure(worker, lost, t)
+
+    def react_failure(self, worker: int, lost: list[Task], t: float) -> Actions:
+        """Default recovery: re-issue lost tasks, in plan order, only while the arrived
+        messages and the survivors' pending work cannot decode."""
+        acts = Actions()
+        if not lost:
+            return acts
+        possible = {x.task_id for x in self.tasks.values() if x.state in ("pending", "done")}
+        for x in lost:
+            if self.decodable_with(possible):
+                break
+            acts += self.reissue(x, t)
+            possible |= {y.task_id for y in acts.dispatch}
+        return acts
+
+    def holders(self, task: Task) -> np.ndarray:
+        """The survivors that may compute ``task``'s partitions (default: every member;
+        every rank can load any partition from the dataset file)."""
+        return self.alive()
+
+    def reissue(self, task: Task, t: float) -> Actions:
+        """Re-issue lost ``task`` to the survivors: its partitions split among
+        :meth:`holders` in proportion to speed (at least one each while they last), each
+        piece with the same per-partition coefficients, so that the pieces' messages add up
+        to ``task``'s. They fill ``task``'s slot, which is complete when all arrived."""
+        hold = self.holders(task)
+        if len(hold) == 0:
+            raise RuntimeError(f"no survivor can take the partitions of task {task.task_id}")
+        busy = np.zeros(self.N)  # a survivor's queued work delays its piece
+        for x in self.tasks.values():
+            if x.state == "pending":
+                busy[x.worker] += x.n
+        acts = Actions()
+        for w, sl in split(task.n, hold, self.speeds(), busy):
+            piece = self.new_task(w, task.stage, task.partitions[sl],
+                                  None if task.coeffs is None else task.coeffs[sl], t=t)
+            piece.slot = task.slot
+            acts.dispatch.append(piece)
+        self.slots.replace(task, acts.dispatch)
+        self.log_notes.append(f"worker {task.worker} failed: task {task.task_id} "
+                              f"({task.n} partitions) re-issued to workers "
+                              f"{[x.worker for x in acts.dispatch]}")
+        return acts
 
     # ---- for subclasses ---------------------------------------------------------------------
     @abstractmethod
@@ -330,6 +445,9 @@ def multiple_of_workers(name: str, n_workers: int, n_partitions: int) -> None:
 
 
 def equal_blocks(N: int, K: int) -> list[np.ndarray]:
-    """Classic schemes' view of the data: N equal blocks of K/N micro-partitions."""
-    b = K // N
-    return [np.arange(i * b, (i + 1) * b, dtype=np.int64) for i in range(N)]
+    """Classic schemes' view of the data: N equal blocks of K/N micro-partitions (when N
+    does not divide K, as after a failure, the first K mod N blocks are one longer)."""
+    if K % N == 0:
+        b = K // N
+        return [np.arange(i * b, (i + 1) * b, dtype=np.int64) for i in range(N)]
+    return [np.asarray(x, np.int64) for x in np.array_split(np.arange(K, dtype=np.int64), N)]

@@ -11,6 +11,11 @@ a_i * message_i. Two constructions of B (see docs/cyclic.md):
 * otherwise Tandon's random Algorithm 2 (rows span the null space of a Gaussian s x N matrix
   H with H 1 = 0), seeded, decoded by least squares; its accuracy falls with N.
 
+After a failure (``--on-failure continue``) the code is rebuilt over the M survivors: M
+blocks (as equal as K allows), row j of an M x M code on the j-th survivor, tolerance
+min(s, M - 1). ``n_code`` and ``s_code`` are the current code's size and tolerance
+(N and s until a worker fails).
+
 Check the circulant construction on random straggler sets (a few minutes)::
 
     python -m mpicode.schemes.cyclic --sets 10000 --n 64 256 1024
@@ -164,6 +169,7 @@ class CyclicRepetition(Scheme):
     """
 
     name = "cyclic"
+    elastic = True
 
     @classmethod
     def validate_size(cls, cfg, n_workers, n_partitions):
@@ -176,41 +182,61 @@ class CyclicRepetition(Scheme):
             raise ValueError(f"cyclic needs K={self.K} to be a multiple of N={self.N}")
         if not 0 <= self.s < self.N:
             raise ValueError(f"cyclic needs 0 <= s < N, got s={self.s}, N={self.N}")
-        self.support = [(i + np.arange(self.s + 1)) % self.N for i in range(self.N)]
         if construction not in ("auto", "circulant", "tandon"):
             raise ValueError(f"unknown cyclic construction {construction!r}")
-        circ = B is None and self.s % 2 == 1 and self.N % 2 == 0 and construction != "tandon"
+        self.construction_asked = construction
+        self._build(np.arange(self.N), self.s, B, construction)
+
+    def _build(self, rows, s, B=None, construction="auto") -> None:
+        """The code over ``rows`` (row j is worker rows[j]) with tolerance s."""
+        n = len(rows)
+        self.rows = np.asarray(rows, np.int64)
+        self.n_code, self.s_code = n, s
+        self.support = [(i + np.arange(s + 1)) % n for i in range(n)]
+        circ = B is None and s % 2 == 1 and n % 2 == 0 and construction != "tandon"
         if B is None and construction == "circulant" and not circ:
             raise ValueError(f"the circulant construction needs odd s and even N, got "
-                             f"s={self.s}, N={self.N}")
+                             f"s={s}, N={n}")
         self.construction = "circulant" if circ else "tandon"
         self._g = self._Z = self._B = None
         if circ:  # banded only: no N x N matrix (N = 10^4 would take 800 MB)
-            self._g, self._Z = circulant_generator(self.N, self.s), circulant_kernel(self.N, self.s)
-            self.band = np.tile(self._g, (self.N, 1))
+            self._g, self._Z = circulant_generator(n, s), circulant_kernel(n, s)
+            self.band = np.tile(self._g, (n, 1))
         else:
             if B is None:
-                B = conditioned_cyclic_B(self.N, self.s, self.seed)
+                B = conditioned_cyclic_B(n, s, self.seed)
             B = np.array(B, dtype=np.float64)
-            if B.shape != (self.N, self.N):
-                raise ValueError(f"B must be {self.N} x {self.N}, got {B.shape}")
+            if B.shape != (n, n):
+                raise ValueError(f"B must be {n} x {n}, got {B.shape}")
             for i, supp in enumerate(self.support):
-                off = np.ones(self.N, bool)
+                off = np.ones(n, bool)
                 off[supp] = False
                 if np.any(B[i, off] != 0):
                     raise ValueError(f"row {i} of B is non-zero outside blocks {list(supp)}")
             self._B = B
             self.band = np.stack([B[i, supp] for i, supp in enumerate(self.support)])
-        self.block = np.arange(self.K) // (self.K // self.N)  # block of each micro-partition
+        # block of each micro-partition (n blocks, as equal as K allows)
+        sizes = np.full(n, self.K // n, np.int64)
+        sizes[:self.K % n] += 1  # (np.array_split's sizes: equal when n divides K)
+        self.block_start = np.concatenate([[0], np.cumsum(sizes)])
+        self.block = np.repeat(np.arange(n), sizes)
         self._a_cache: dict[frozenset, np.ndarray] = {}
+
+    def on_members_changed(self):
+        alive = self.alive()
+        if np.array_equal(alive, self.rows):
+            return
+        self._build(alive, min(self.s, len(alive) - 1),
+                    construction="auto" if len(alive) != self.N else self.construction_asked)
 
     @property
     def B(self) -> np.ndarray:
         """The dense N x N B (built on first use for the circulant construction)."""
         if self._B is None:
-            B = np.zeros((self.N, self.N))
-            for j in range(self.s + 1):
-                B[np.arange(self.N), (np.arange(self.N) + j) % self.N] = self.band[:, j]
+            n = self.n_code
+            B = np.zeros((n, n))
+            for j in range(self.s_code + 1):
+                B[np.arange(n), (np.arange(n) + j) % n] = self.band[:, j]
             self._B = B
         return self._B
 
@@ -223,51 +249,58 @@ class CyclicRepetition(Scheme):
 
     def plan(self):
         tasks = []
-        bs = self.K // self.N  # block b is partitions b*bs .. (b+1)*bs - 1 (K is a multiple)
+        n = self.n_code
+        self._slot_row: dict[int, int] = {}
+        self._plan_rows, self._plan_s = n, self.s_code  # (the code may change after it)
+        lo = self.block_start  # block b is partitions lo[b] .. lo[b+1] - 1: O(K) in all
         for i, supp in enumerate(self.support):
-            parts = np.concatenate([np.arange(b * bs, (b + 1) * bs, dtype=np.int64)
+            parts = np.concatenate([np.arange(lo[b], lo[b + 1], dtype=np.int64)
                                     for b in supp.tolist()])
-            coeffs = self.band[i, (self.block[parts] - i) % self.N]  # B[i, block of p]
-            tasks.append(self.new_task(i, 1, parts, coeffs=coeffs))
+            coeffs = self.band[i, (self.block[parts] - i) % n]  # B[i, block of p]
+            task = self.new_task(int(self.rows[i]), 1, parts, coeffs=coeffs)
+            self._slot_row[task.slot] = i
+            tasks.append(task)
         return tasks
 
     def done(self):
-        return len(self._arrived) >= self.N - self.s  # one task per worker
+        return len(self.slots.done) >= self._plan_rows - self._plan_s  # one slot per row
 
     def decodable_with(self, task_ids):
-        workers = {self.tasks[i].worker for i in task_ids if i in self.tasks}
-        return len(workers) >= self.N - self.s
+        return len(self.slots.complete(task_ids)) >= self._plan_rows - self._plan_s
 
-    def coefficients(self, workers) -> np.ndarray:
-        """a with a^T B_F = 1 for the worker set F (closed form for the circulant B, least
-        squares for Algorithm 2's; cached per F)."""
-        F = frozenset(int(w) for w in workers)
+    def coefficients(self, rows) -> np.ndarray:
+        """a with a^T B_F = 1 for the set F of the code's rows (closed form for the circulant
+        B, least squares for Algorithm 2's; cached per F). Rows are workers until a worker
+        failed (then row j is the j-th survivor)."""
+        F = frozenset(int(w) for w in rows)
         a = self._a_cache.get(F)
         if a is None:
             rows = sorted(F)
+            n = self.n_code
             if self._g is not None:
-                full = circulant_decode(self._g, self._Z, set(range(self.N)) - F)
+                full = circulant_decode(self._g, self._Z, set(range(n)) - F)
                 a, err = full[rows], cyclic_residual(self.band, full)
             else:
                 BF = self.B[rows]
-                a, *_ = np.linalg.lstsq(BF.T, np.ones(self.N), rcond=None)
+                a, *_ = np.linalg.lstsq(BF.T, np.ones(n), rcond=None)
                 err = np.abs(a @ BF - 1.0).max()
             if err > 1e-8:
                 shown = rows if len(rows) <= 12 else rows[:12] + ["..."]
                 raise RuntimeError(f"cyclic: the {len(rows)} workers {shown} cannot decode "
                                    f"(residual {err:.2e}): B is too ill-conditioned at "
-                                   f"N={self.N}")
+                                   f"N={n}")
             self._a_cache[F] = a
         return a
 
     def decode(self):
-        got = sorted(self.arrived(), key=lambda t: (t.t_done, t.task_id))[: self.N - self.s]
-        rows = sorted(t.worker for t in got)
+        order = sorted(self.arrived(), key=lambda t: (t.t_done, t.task_id))
+        got = [t.slot for t in order if self.slots.is_done(t.slot)]
+        got = list(dict.fromkeys(got))[: self._plan_rows - self._plan_s]
+        rows = sorted(self._slot_row[sl] for sl in got)
         a = self.coefficients(rows)
-        by_worker = {t.worker: t for t in got}
-        for t in got:
-            t.used = True
-        return Decoding({by_worker[w].task_id: float(x) for w, x in zip(rows, a, strict=True)}, 1.0)
+        by_row = {self._slot_row[sl]: sl for sl in got}
+        weights = {by_row[r]: float(x) for r, x in zip(rows, a, strict=True)}
+        return Decoding(self.slots.expand(weights), 1.0)
 
 
 def worst_on_random_sets(sc: CyclicRepetition, n_sets: int, seed: int = 0) -> float:
@@ -275,7 +308,7 @@ def worst_on_random_sets(sc: CyclicRepetition, n_sets: int, seed: int = 0) -> fl
     one in ten a run of s consecutive workers (the hardest for a banded code), the rest
     uniform."""
     rng = np.random.default_rng(seed)
-    n, s = sc.N, sc.s
+    n, s = sc.n_code, sc.s_code
     worst = 0.0
     for m in range(n_sets):
         if m % 10 == 0:

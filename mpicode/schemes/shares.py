@@ -176,6 +176,24 @@ class Placement:
         b = k * self.N // self.K
         return (worker - b) % self.N < self.R
 
+    def survivors_for(self, parts, members) -> np.ndarray:
+        """The members (boolean N-vector) that may compute all of ``parts`` after failures:
+        those holding every one of them; if every holder failed, the R members nearest
+        after the home block of the first partition, in cyclic order: they load the
+        partitions from the dataset file (every rank can read it). Never empty while some
+        member is."""
+        alive = np.flatnonzero(np.asarray(members, bool))
+        if self.shared or len(alive) == 0:
+            return alive
+        parts = np.asarray(parts, np.int64)
+        b = parts * self.N // self.K                      # home blocks
+        held = ((alive[:, None] - b[None, :]) % self.N < self.R).all(axis=1)
+        if held.any():
+            return alive[held]
+        b0 = int(b[0]) if len(b) else 0
+        order = sorted(alive.tolist(), key=lambda w: ((w - b0) % self.N, w))
+        return np.asarray(order[:self.R], np.int64)
+
 
 def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tuple[int, int]]:
     """Under replicated placement, add to the worker set ``s1`` (in place) the fastest live

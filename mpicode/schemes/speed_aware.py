@@ -25,6 +25,7 @@ from mpicode.schemes.shares import (
 @register_scheme
 class SpeedAware(Scheme):
     name = "speed-aware"
+    elastic = True
     options = Scheme.options + (PLACEMENT,)
 
     @classmethod
@@ -37,7 +38,7 @@ class SpeedAware(Scheme):
         self.placement = Placement(placement, self.N, self.K)
 
     def plan(self):
-        workers = np.flatnonzero(self.active)
+        workers = np.flatnonzero(self.active & self.members)
         if len(workers) == 0:
             raise RuntimeError("speed-aware: no active worker")
         tau = self.speeds()
@@ -46,19 +47,24 @@ class SpeedAware(Scheme):
             blocks = contiguous(counts)
         else:
             got = assign(range(self.K), workers.tolist(), counts, tau, self.placement)
-            if got.get(-1):
-                raise RuntimeError("speed-aware: a partition has no live holder")
+            for k in got.pop(-1, []):  # every holder failed: a survivor loads it
+                w = int(self.placement.survivors_for([k], self.active & self.members)[0])
+                got[w].append(k)
             blocks = [got[int(w)] for w in workers]
-        return [self.new_task(w, 1, b) for w, b in zip(workers, blocks, strict=True) if len(b)]
+        tasks = [self.new_task(w, 1, b) for w, b in zip(workers, blocks, strict=True) if len(b)]
+        self.n_slots = len(tasks)
+        return tasks
+
+    def holders(self, task):
+        """Survivors holding every partition of ``task``; if none (every holder died), the
+        survivors nearest its home block: they load the partitions from the dataset file."""
+        return self.placement.survivors_for(task.partitions, self.members)
 
     def decodable_with(self, task_ids):
-        return all(tid in task_ids for tid in self.tasks)
+        return len(self.slots.complete(task_ids)) == self.n_slots
 
     def done(self):
-        return len(self._arrived) == len(self.tasks)
+        return len(self.slots.done) == self.n_slots
 
     def decode(self):
-        got = self.arrived()
-        for t in got:
-            t.used = True
-        return Decoding({t.task_id: 1.0 for t in got}, 1.0)
+        return Decoding(self.slots.expand({sl: 1.0 for sl in self.slots.done}), 1.0)

@@ -269,8 +269,8 @@ def launch(n: int, argv: list, codes: Path, cwd: Path) -> subprocess.CompletedPr
     env = dict(os.environ, MPICODE_CODES=str(codes), MPIEXEC_TIMEOUT=str(LIMIT - 20),
                OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    from conftest import MPIEXEC
-    return subprocess.run([MPIEXEC, "-n", str(n), PY, "-m", "mpi4py", str(codes / "wrapper.py"),
+    from conftest import mpiexec_cmd
+    return subprocess.run([*mpiexec_cmd(n), PY, "-m", "mpi4py", str(codes / "wrapper.py"),
                            *argv], capture_output=True, text=True, timeout=LIMIT, cwd=cwd,
                           env=env)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpirun
+from conftest import PY, ROOT, mpiexec_cmd, mpirun
 
 from mpicode.io.datasets import Dataset, synthetic, write_dataset
 
@@ -394,7 +394,7 @@ def launch(n: int, args: list, codes: Path, cwd: Path, env: dict | None = None
     env = dict(os.environ, MPICODE_CODES=str(codes), MPIEXEC_TIMEOUT=str(LIMIT),
                OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    cmd = [MPIEXEC, "-n", str(n), PY, "-m", "mpi4py", str(wrapper), *map(str, args)]
+    cmd = [*mpiexec_cmd(n), PY, "-m", "mpi4py", str(wrapper), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT, cwd=cwd, env=env)
 
 

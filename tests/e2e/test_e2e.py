@@ -7,7 +7,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpirun, wait_until
+from conftest import PY, ROOT, mpiexec_cmd, mpirun, wait_until
 
 from mpicode.analysis.report import read_run, render
 
@@ -79,7 +79,7 @@ def kill_session(p, sig=signal.SIGKILL):
 @pytest.mark.parametrize("kill_after", [1.5, 3.0])
 def test_sigkill_leaves_readable_rows(tmp_path, kill_after):
     out = tmp_path / "killed.h5"
-    cmd = [MPIEXEC, "-n", "3", PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
+    cmd = [*mpiexec_cmd(3), PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
            "100000", "--stragglers", "shifted-exp", "--delay-unit", "0.005", "--out", str(out),
            *map(str, SMALL)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -118,7 +118,7 @@ def test_coded_schemes_agree_at_9_ranks():
     """The pytest-mpi agreement test, at 9 ranks (make test-mpi runs it at 5)."""
     import os
     env = dict(os.environ, MPIEXEC_TIMEOUT="200")
-    r = subprocess.run([MPIEXEC, "-n", "9", PY, "-m", "mpi4py", "-m", "pytest", "-q",
+    r = subprocess.run([*mpiexec_cmd(9), PY, "-m", "mpi4py", "-m", "pytest", "-q",
                         "-p", "no:cacheprovider", "--with-mpi", "--only-mpi",
                         "tests/mpi/test_mpi.py::test_coded_schemes_agree_with_uncoded"],
                        cwd=ROOT, capture_output=True, text=True, timeout=230, env=env)

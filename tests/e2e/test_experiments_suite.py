@@ -78,9 +78,9 @@ def test_inner_job_at_the_wrong_size_exits_2_with_one_line(tmp_path):
     line names the size (no MPI_Abort banner, nothing written)."""
     import os
 
-    from conftest import MPIEXEC
+    from conftest import mpiexec_cmd
     env = dict(os.environ, MPIEXEC_TIMEOUT="100", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    r = subprocess.run([MPIEXEC, "-n", "2", PY, "-m", "mpi4py", "-m",
+    r = subprocess.run([*mpiexec_cmd(2), PY, "-m", "mpi4py", "-m",
                         "mpicode.experiments.mpirun", "--inner", "--out", str(tmp_path / "o"),
                         "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
                        timeout=130, cwd=ROOT, env=env)

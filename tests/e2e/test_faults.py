@@ -12,7 +12,7 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpicode, mpirun, run_attr, wait_until
+from conftest import PY, ROOT, mpicode, mpiexec_cmd, mpirun, run_attr, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -117,7 +117,7 @@ def test_train_virtual_killed_and_resumed_is_bit_identical(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_checkpoints_marks_interrupted_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "s.h5"
-    cmd = [MPIEXEC, "-n", "4", PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
+    cmd = [*mpiexec_cmd(4), PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
            "100000", "--stragglers", "shifted-exp", "--delay-unit", "0.01", "--out", str(out),
            *map(str, SMALL)]
     env = dict(os.environ, MPIEXEC_TIMEOUT="120")

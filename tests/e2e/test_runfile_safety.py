@@ -20,7 +20,7 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpicode, mpirun, run_attr, wait_until
+from conftest import PY, ROOT, mpicode, mpiexec_cmd, mpirun, run_attr, wait_until
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -78,7 +78,7 @@ def test_second_simulate_on_a_live_output_is_refused(tmp_path):
 
 def test_second_train_on_a_live_output_is_refused(tmp_path):
     out = tmp_path / "live.h5"
-    cmd = [MPIEXEC, "-n", "3", PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
+    cmd = [*mpiexec_cmd(3), PY, "-m", "mpi4py", "-m", "mpicode", "train", "--iterations",
            "100000", "--stragglers", "shifted-exp", "--delay-unit", "0.01", "--out", str(out),
            *map(str, SMALL)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, MPIEXEC_TIMEOUT="300"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import MPIEXEC, PY, ROOT, mpicode, run_attr, wait_until
+from conftest import PY, ROOT, mpicode, mpiexec_cmd, run_attr, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -77,7 +77,7 @@ class Job:
                  **(env or {}))
         e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
         self.before = md5s(self.work)
-        cmd = [MPIEXEC, "-n", str(n), PY, "-m", "mpi4py", str(self.codes / "wrapper.py"),
+        cmd = [*mpiexec_cmd(n), PY, "-m", "mpi4py", str(self.codes / "wrapper.py"),
                *map(str, args)]
         self.p = subprocess.Popen(cmd, cwd=self.work, env=e, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)

@@ -34,6 +34,10 @@ LONG_MODULES: dict[str, str] = {
                     "fill), bounds, the file and its command",
     "registry.py": "one concept: the four plugin kinds, their loading (built-ins, entry "
                    "points on demand), origins, option merging and listing",
+    "schemes/base.py": "one concept: the Scheme contract every driver calls, task "
+                       "bookkeeping, speed estimates and the membership API (on_failure, "
+                       "set_members, reissue; docs/design.md §2.7); the slots' bookkeeping "
+                       "is its own module (schemes/slots.py)",
 }
 LONG_FUNCTIONS: dict[str, str] = {
     "engine/loop.py:iteration": "one iteration's steps in order, each charged to rank 0 (§2.6): "
