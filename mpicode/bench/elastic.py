@@ -1,7 +1,8 @@
 """``mpicode bench elastic``: real workers SIGKILLed mid-iteration under Open MPI's ULFM.
 
-For every elastic exact scheme and two kill points, one ``mpicode train --on-failure
-continue`` job of 1 + :data:`N` ranks in which two workers kill themselves
+For every scheme that survives a failure (elastic, or tolerant: the rivals) and two kill
+points, one ``mpicode train --on-failure continue`` job of 1 + :data:`N` ranks in which two
+workers kill themselves
 (``MPICODE_FAULT=sigkill:RANK:ITER:P``, docs/design.md §2.7): rank 2 in iteration 3 and rank
 4 in iteration 8, after P partitions of their task (``early``: P = 1; ``late``: P = all but
 one of their share). Per run: iterations completed, the largest relative difference of its
@@ -37,7 +38,13 @@ VARIANTS = {"uncoded": ["--scheme", "uncoded"], "speed-aware": ["--scheme", "spe
             "frc": ["--scheme", "frc", "--stragglers-tolerated", "1"],
             "cyclic": ["--scheme", "cyclic", "--stragglers-tolerated", "1"],
             "self-scheduling": ["--scheme", "self-scheduling"],
-            "two-stage": ["--scheme", "two-stage", "--stragglers-tolerated", "1"]}
+            "two-stage": ["--scheme", "two-stage", "--stragglers-tolerated", "1"],
+            # the tolerant rivals (they re-issue nothing; ranks 2 and 4, workers 1 and 3,
+            # never hold the same chunk of partial-gc's cyclic assignment at s = 1);
+            # dropcompute drops the dead worker's block: not exact, by design
+            "partial-gc": ["--scheme", "partial-gc", "--stragglers-tolerated", "1"],
+            "hetero-gc": ["--scheme", "hetero-gc", "--stragglers-tolerated", "1"],
+            "dropcompute": ["--scheme", "dropcompute"]}
 
 
 def train(out: Path, args: list[str], fault: str | None, timeout_s: int = 600) -> int:
@@ -45,7 +52,10 @@ def train(out: Path, args: list[str], fault: str | None, timeout_s: int = 600) -
     cmd = [*launcher.mpiexec_argv(N + 1, ft=True), *launcher.python_m(
         "mpicode", "train", *args, *COMMON, "--iterations", str(ITERATIONS),
         "--on-failure", "continue", "--out", str(out))]
-    env = launcher.launch_env(timeout=timeout_s, **({"MPICODE_FAULT": fault} if fault else {}))
+    # (fault injection is live only with the test switch: docs/design.md §2.5)
+    env = launcher.launch_env(timeout=timeout_s, **({"MPICODE_FAULT": fault,
+                                                     "MPICODE_TEST_FAULTS": "1"}
+                                                    if fault else {}))
     return subprocess.run(cmd, env=env, timeout=timeout_s + 60, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True).returncode
 
@@ -78,7 +88,8 @@ def run(as_json: bool = False, quick: bool = False) -> list[dict]:
     share = 4  # partitions per worker (K = 4N)
     points = {"early": 1, "late": share - 1}
     variants = {k: v for k, v in VARIANTS.items()
-                if SCHEMES.get(v[1]) is not None and SCHEMES[v[1]].elastic}
+                if SCHEMES.get(v[1]) is not None
+                and (SCHEMES[v[1]].elastic or SCHEMES[v[1]].tolerant)}
     if quick:
         variants = {k: variants[k] for k in ("uncoded", "cyclic") if k in variants}
         points = {"early": 1}

@@ -324,10 +324,15 @@ class EventLoop:
         """``--dead-after`` under ``continue``: workers with work and nothing delivered for
         that many median iterations are treated as dead."""
         limit = self.membership.silence_limit()
-        gone, nxt = self.membership.silent(self.scheme, self._last_arrival, t, limit)
+        # rank 0's scan of the pending tasks: charged like its other actions (a tick)
+        (gone, nxt, scanned), c = self.rank0.act(
+            "engine", "tick", self.membership.silent, self.scheme, self._last_arrival, t,
+            limit, policy_call=False, count=lambda out: {"tasks": out[2]})
+        if c:
+            self.busy = t + c
         for w in gone:
             if self.membership.n_alive() > 1:  # (the last worker is never left out)
-                self._detected(it, w, t, t, "silent", info)
+                self._detected(it, w, t + c, t, "silent", info)
         self._t_silence = min(nxt, t + limit) if gone else nxt
 
 def _slot_work(grants) -> dict:

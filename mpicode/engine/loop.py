@@ -36,6 +36,7 @@ from mpicode.io import checkpoint
 from mpicode.io.runlog import DiskFull
 from mpicode.models.oracle import measured_partition_cost, oracle_row
 from mpicode.numerics.optim import GD
+from mpicode.schemes.base import CannotDecode
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
@@ -281,7 +282,7 @@ class Trainer:
             except Interrupted:
                 self.status = "interrupted"
                 break
-            except (Stalled, WorkerFailed) as e:
+            except (Stalled, WorkerFailed, CannotDecode) as e:
                 self.status, self.error = "failed", str(e)
                 break
             row = out["row"]

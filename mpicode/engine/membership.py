@@ -112,17 +112,21 @@ class Membership:
             del self.durations[:-64]  # the median of the recent past
 
     def silent(self, scheme, last_arrival: dict, t: float, limit: float):
-        """(workers silent for ``limit`` seconds at ``t``, the next time to look). A worker
-        is silent since the later of its oldest pending task's dispatch and its last
-        arrival of this iteration."""
+        """(workers silent for ``limit`` seconds at ``t``, the next time to look, the tasks
+        scanned). A worker is silent since the later of its oldest pending
+        task's dispatch and its last arrival of this iteration. O(tasks) per call;
+        a call happens only when a silence deadline passed (``limit`` is ``--dead-after``
+        median iterations: none in an iteration that does not overrun it), and each either
+        finds a silent worker (at most N - 1 in a run) or one that delivered since."""
         since: dict[int, float] = {}
+        scanned = len(scheme.tasks)  # (pending() looks at every task of the iteration)
         for x in scheme.pending():
             if self.alive[x.worker]:
                 a = max(x.t_dispatch, last_arrival.get(x.worker, -math.inf))
                 since[x.worker] = min(since.get(x.worker, math.inf), a)
         gone = sorted(w for w, a in since.items() if t - a >= limit)
         rest = [a + limit for w, a in since.items() if w not in gone]
-        return gone, min(rest, default=math.inf)
+        return gone, min(rest, default=math.inf), scanned
 
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:

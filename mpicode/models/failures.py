@@ -131,9 +131,10 @@ def check_failure_options(cfg, scheme_cls, n_workers: int) -> None:
     """``--on-failure continue`` needs a scheme that survives a failure; the failure
     model's workers must exist (UsageError)."""
     if getattr(cfg, "on_failure", "abort") == "continue" and \
-            not getattr(scheme_cls, "elastic", False):
+            not (getattr(scheme_cls, "elastic", False) or getattr(scheme_cls, "tolerant", False)):
         raise UsageError(f"--on-failure continue: scheme {cfg.scheme} does not survive a "
-                         "worker's failure (it does not declare elastic = True)")
+                         "worker's failure (it declares neither elastic = True nor "
+                         "tolerant = True)")
     FailurePlan(n_workers, getattr(cfg, "fail", ""), getattr(cfg, "failure_model", "none"),
                 getattr(cfg, "lifetime_mean", 600.0), 0)
 

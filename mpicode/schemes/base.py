@@ -49,6 +49,11 @@ from mpicode.options import Option, finite_float, unit_open_closed
 from mpicode.schemes.slots import Slots, split
 
 
+class CannotDecode(RuntimeError):
+    """A :attr:`Scheme.tolerant` scheme lost more workers than its decode can go around
+    (``--on-failure continue``): the run stops with this one line, status ``failed``."""
+
+
 @dataclass
 class Task:
     """A unit of work: the (weighted) sum of the gradients of ``partitions``."""
@@ -125,6 +130,11 @@ class Scheme(ABC):
     # reason about slots, so the base class's on_failure/reissue keep it exact. A scheme
     # that does not say so is refused with --on-failure continue (check_scheme tests it)
     elastic = False
+    # survives a worker's death as a permanent straggler, without re-issuing its work, for
+    # as long as its decode can go around the dead (its straggler tolerance): their tasks
+    # are lost (at once, in every later iteration's plan too); beyond that the run stops
+    # with one line (:class:`CannotDecode`). The rivals partial-gc, hetero-gc, dropcompute
+    tolerant = False
     # every scheme learns speeds (end()), so the estimator's weight is everyone's option
     options: tuple[Option, ...] = (SPEED_ALPHA,)
     log_fields: dict[str, str] = {}
@@ -176,6 +186,8 @@ class Scheme(ABC):
         self.tau = np.full(self.N, np.nan)
         self.active = np.ones(self.N, bool)   # workers planning may use (dead ones are not)
         self.members = np.ones(self.N, bool)  # workers alive (set_members, on_failure)
+        self._n_dead = 0                      # N - members.sum(), read per begin()
+        self.n_lost = 0                      # this iteration's lost tasks (done() of some)
         self._planned_for = self.members.copy()  # the members the structure was built for
         self.iteration = -1
         self.tasks: dict[int, Task] = {}
@@ -237,7 +249,31 @@ class Scheme(ABC):
         self._next_id = 0
         self.log_notes = []
         self.slots = Slots(self.tasks)
-        return Actions(dispatch=self.plan())
+        self.n_lost = 0
+        tasks = self.plan()
+        if self._n_dead:  # (a run without failures never gets here: decisions unchanged)
+            tasks = self._drop_dead(tasks)
+        return Actions(dispatch=tasks)
+
+    def _drop_dead(self, tasks: list[Task]) -> list[Task]:
+        """The planned tasks of dead workers are lost at once (a scheme whose plan still
+        counts them: a tolerant one); the iteration must still be decodable without them."""
+        live = []
+        for x in tasks:
+            if self.members[x.worker]:
+                live.append(x)
+            else:
+                x.state, x.t_done, x.lost = "cancelled", 0.0, True
+                self.n_lost += 1
+        if len(live) < len(tasks) and not self.decodable_with({x.task_id for x in live}):
+            raise CannotDecode(self._beyond(np.flatnonzero(~self.members).tolist()))
+        return live
+
+    def _beyond(self, dead: list[int]) -> str:
+        return (f"{self.name} cannot decode without the {len(dead)} failed workers {dead} "
+                f"(more than it tolerates: --stragglers-tolerated {self.s}) and does not "
+                f"re-issue their work; the run stops (an elastic scheme re-issues it: "
+                f"uncoded, frc, cyclic, speed-aware, quorum)")
 
     def on_result(self, task_id: int, t: float, duration: float = math.nan,
                   n_done: int | None = None) -> Actions:
@@ -318,6 +354,7 @@ class Scheme(ABC):
             raise ValueError("set_members: no worker left")
         changed = not np.array_equal(alive, self._planned_for)
         self.members, self._planned_for = alive.copy(), alive.copy()
+        self._n_dead = self.N - int(alive.sum())
         self.active = (self.active & alive) if (self.active & alive).any() else alive.copy()
         if changed:
             self.on_members_changed()
@@ -340,6 +377,7 @@ class Scheme(ABC):
         if not self.members[worker]:
             return Actions()
         self.members[worker] = self.active[worker] = False
+        self._n_dead += 1
         if not self.members.any():
             raise RuntimeError("every worker failed")
         if not self.active.any():
@@ -347,15 +385,22 @@ class Scheme(ABC):
         lost = [x for x in self.tasks.values() if x.worker == worker and x.state == "pending"]
         for x in lost:
             x.state, x.t_done, x.lost = "cancelled", t, True
+        self.n_lost += len(lost)
         return self.react_failure(worker, lost, t)
 
     def react_failure(self, worker: int, lost: list[Task], t: float) -> Actions:
         """Default recovery: re-issue lost tasks, in plan order, only while the arrived
-        messages and the survivors' pending work cannot decode."""
+        messages and the survivors' pending work cannot decode. A :attr:`tolerant` scheme
+        re-issues nothing: it goes on if it can decode without them, else
+        :class:`CannotDecode`."""
         acts = Actions()
         if not lost:
             return acts
         possible = {x.task_id for x in self.tasks.values() if x.state in ("pending", "done")}
+        if not self.elastic:
+            if not self.decodable_with(possible):
+                raise CannotDecode(self._beyond(np.flatnonzero(~self.members).tolist()))
+            return acts
         for x in lost:
             if self.decodable_with(possible):
                 break

@@ -112,6 +112,9 @@ class DropCompute(Scheme):
 
     name = "dropcompute"
     exact = False
+    # a dead worker's block is dropped as a whole, every iteration (a threshold of 0 for it):
+    # the decode rescales by what was computed, as for any drop (--on-failure continue)
+    tolerant = True
     options = Scheme.options + (DC_THRESHOLD, DC_TUNE, DC_NORMALISE)
     # threshold_s: the compute budget of the iteration's tasks (NaN while tuning);
     # dropped: partitions not computed
@@ -162,10 +165,10 @@ class DropCompute(Scheme):
         return tasks
 
     def decodable_with(self, task_ids):
-        return all(tid in task_ids for tid in self.tasks)
+        return all(tid in task_ids for tid, x in self.tasks.items() if not x.lost)
 
     def done(self):
-        return len(self._arrived) == len(self.tasks)
+        return len(self._arrived) + self.n_lost == len(self.tasks)
 
     def decode(self):
         got = self.arrived()

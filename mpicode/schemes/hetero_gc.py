@@ -55,6 +55,9 @@ class HeteroGC(Scheme):
     """s + 1 groups of equal total speed, each splitting the data by speed (module docstring)."""
 
     name = "hetero-gc"
+    # within an iteration a dead worker is a straggler (another group whole: up to s); its
+    # next plan groups the survivors (``active``), so the code is rebuilt without it
+    tolerant = True
     # groups: groups planned (s + 1 unless fewer workers are active); group_used: the group
     # whose messages made the gradient
     log_fields = {"groups": "i4", "group_used": "i4"}

@@ -187,6 +187,7 @@ class PartialGC(Scheme):
     """Chunk-by-chunk gradient coding over a biregular assignment (module docstring)."""
 
     name = "partial-gc"
+    tolerant = True  # a dead worker's chunks come from their other s holders (up to s dead)
     options = Scheme.options + (PGC_ORDER, PGC_ASSIGNMENT, PGC_CANCEL)
     # partial_used: chunks the decode took from workers that did not finish all they held;
     # chunks_in: chunk messages that arrived before the decode

@@ -37,7 +37,7 @@ def _losses(path):
 
 def _train(tmp_path, name, args, ft=True, fault=None, timeout=240, n=6):
     out = tmp_path / f"{name}.h5"
-    env = {"MPICODE_FAULT": fault} if fault else None
+    env = {"MPICODE_FAULT": fault, "MPICODE_TEST_FAULTS": "1"} if fault else None
     r = mpirun(n, ["train", *args, "--iterations", ITERS, "--out", out, *SMALL],
                timeout=timeout, env=env, ft=ft)
     return r, out
@@ -94,7 +94,11 @@ def test_simulated_abort_is_resumable_with_continue(tmp_path):
 @needs_ulfm
 @pytest.mark.parametrize("scheme,workers,extra", [
     ("uncoded", 5, []), ("speed-aware", 5, []), ("frc", 6, ["--stragglers-tolerated", 1]),
-    ("cyclic", 5, ["--stragglers-tolerated", 1])])
+    ("cyclic", 5, ["--stragglers-tolerated", 1]),
+    # the tolerant rivals: workers 1 and 3 never hold the same chunk (partial-gc's cyclic
+    # assignment, s = 1); hetero-gc regroups the survivors after the first
+    ("partial-gc", 5, ["--stragglers-tolerated", 1]),
+    ("hetero-gc", 5, ["--stragglers-tolerated", 1])])
 def test_two_workers_killed_mid_iteration_the_run_stays_exact(tmp_path, reference, scheme,
                                                                workers, extra):
     r, out = _train(tmp_path, scheme, ["--scheme", scheme, *extra, "--stragglers",
@@ -122,7 +126,7 @@ def test_a_stopped_worker_past_dead_after_is_excluded(tmp_path, reference):
     mark = tmp_path / "pid"
     out = tmp_path / "stop.h5"
     env = dict(os.environ, MPICODE_FAULT="sigstop:3:3", MPICODE_FAULT_MARK=str(mark),
-               MPIEXEC_TIMEOUT="240")
+               MPICODE_TEST_FAULTS="1", MPIEXEC_TIMEOUT="240")
     import subprocess
 
     from conftest import PY, ROOT, mpiexec_cmd

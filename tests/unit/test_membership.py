@@ -162,7 +162,7 @@ def test_quorum_drops_the_share_and_says_so(tmp_path):
 
 def test_continue_refuses_a_scheme_that_does_not_survive_a_failure(tmp_path):
     from mpicode.registry import schemes
-    plain = [n for n, c in schemes().items() if not c.elastic]
+    plain = [n for n, c in schemes().items() if not (c.elastic or c.tolerant)]
     if not plain:
         pytest.skip("every registered scheme is elastic")
     with pytest.raises(UsageError, match="does not survive"):
@@ -191,3 +191,39 @@ def test_the_last_worker_dying_ends_the_run_cleanly_and_resumably(tmp_path, caps
     with h5py.File(out, "r") as f:
         assert int(f["checkpoint/iteration"][()]) == 4
     assert list(ev["worker"]) == [0]
+
+
+@pytest.mark.parametrize("scheme", ["partial-gc", "hetero-gc"])
+def test_a_tolerant_rival_goes_around_a_dead_worker_exactly(tmp_path, reference, scheme):
+    """partial-gc and hetero-gc re-issue nothing: within their tolerance (s = 1) the dead
+    worker is a permanent straggler and every iteration stays exact."""
+    code, out = _sim(tmp_path, "x", workers=6, iterations=9, scheme=scheme,
+                     stragglers_tolerated=1, on_failure="continue", fail="4@i2+0.004")
+    assert code == 0
+    it, ev, attrs = _read(out)
+    assert attrs["status"] == "complete" and len(it["loss"]) == 9
+    np.testing.assert_allclose(it["loss"], reference["loss"], rtol=1e-9, atol=0)
+    assert (it["coverage"] == 1).all() and it["n_alive"][-1] == 5 and list(ev["worker"]) == [4]
+
+
+def test_a_tolerant_rival_beyond_its_tolerance_stops_with_one_line(tmp_path, capsys):
+    """partial-gc with s = 1: workers 1 and 2 both hold chunk 2 (cyclic assignment), so
+    once both are dead no decode exists: one line, status failed, the rows before kept."""
+    code, out = _sim(tmp_path, "x", workers=6, iterations=9, scheme="partial-gc",
+                     stragglers_tolerated=1, on_failure="continue", fail="1@i2,2@i4+0.002",
+                     checkpoint_every=1)
+    it, ev, attrs = _read(out)
+    assert code == 1 and attrs["status"] == "failed" and len(it["loss"]) == 4
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mpicode:")]
+    assert len(err) == 1 and "partial-gc cannot decode without the 2 failed workers [1, 2]" \
+        in err[0]
+
+
+def test_dropcompute_drops_a_dead_workers_block(tmp_path):
+    """dropcompute (not exact by design) drops the dead worker's whole block: the decode
+    rescales by the partitions computed, coverage 5/6 from the failure on."""
+    code, out = _sim(tmp_path, "d", workers=6, iterations=6, scheme="dropcompute",
+                     on_failure="continue", fail="3@i2")
+    assert code == 0
+    it, _, _ = _read(out)
+    np.testing.assert_allclose(it["coverage"], [1, 1] + [5 / 6] * 4, rtol=1e-12)
