@@ -25,7 +25,9 @@ as the worker would and reports how many partitions its message sums) until ``do
 * nothing is pending after ``outstanding``; ``log_notes`` are strings;
 * ``state_dict()`` holds only numbers and numeric arrays, and a fresh instance that loads it
   gives the same ``state_dict()``;
-* for a scheme that declares ``elastic = True`` (it survives ``--on-failure continue``), in
+* for a scheme that declares ``elastic = True`` or ``tolerant = True`` (it survives
+  ``--on-failure continue``; a tolerant one may stop with ``CannotDecode``, but only with
+  more than s workers dead), in
   about half the trials up to two workers fail for good, each at a random moment of a random
   iteration (``on_failure``; its running and queued tasks vanish), and the survivors are the
   members from the next iteration on (``set_members``): the iteration with the failure
@@ -45,7 +47,7 @@ import numpy as np
 
 from mpicode.core_options import OPTIONS
 from mpicode.engine.vworkers import VirtualWorkers
-from mpicode.schemes.base import cut_short
+from mpicode.schemes.base import CannotDecode, cut_short
 
 ITERATIONS = 3
 DIM = 3
@@ -241,8 +243,14 @@ def _trial(cls, seed: int, n_workers, n_partitions, tolerance, params):
         fails = failures.get(it, [])
         ictx = f"{ctx} iteration {it} stragglers {sorted(slow)}" + "".join(
             f" worker {w} fails at t={t:.3g}" for w, t in fails)
-        dec, summary, arrived, exact = _run_iteration(scheme, it, rng, tau, slow, ictx, dead,
-                                                      fails)
+        try:
+            dec, summary, arrived, exact = _run_iteration(scheme, it, rng, tau, slow, ictx,
+                                                          dead, fails)
+        except CannotDecode as e:  # a tolerant scheme past its tolerance: legitimate then only
+            if len(dead) <= scheme.s:
+                _fail(ictx, f"CannotDecode with {len(dead)} dead, within tolerance s = "
+                      f"{scheme.s}: {e}")
+            break
         _check_decode(scheme, dec, arrived, exact, ictx)
         _check_end(scheme, summary, ictx)
         if dead:  # between iterations: the survivors are the members
@@ -259,7 +267,7 @@ def _failures(cls, seed: int, N: int, t_typ: float) -> dict[int, list[tuple[int,
     the trials, up to two, never the last worker; both in one iteration half the time, so
     a re-issued piece can be lost too); drawn from their own generator, so the other draws
     are those of a trial without failures."""
-    if not getattr(cls, "elastic", False) or N < 2:
+    if not (getattr(cls, "elastic", False) or getattr(cls, "tolerant", False)) or N < 2:
         return {}
     rng = np.random.default_rng([seed, 26])
     if rng.random() < 0.5:
