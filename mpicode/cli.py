@@ -35,8 +35,8 @@ BENCHES = {
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
     "policy": "every scheme's own CPU per result event and per iteration against N "
               "(64 .. 100,000, in process), with the log-log slope",
-    "elastic": "Open MPI ULFM: two workers SIGKILLed mid-iteration under every elastic "
-               "scheme (--on-failure continue): iterations, loss vs uncoded, recovery; "
+    "elastic": "Open MPI ULFM: two workers SIGKILLed mid-iteration under every scheme that "
+               "survives it (--on-failure continue): iterations, loss vs uncoded, recovery; "
                "detection latency",
 }
 BENCH_ARGS = {

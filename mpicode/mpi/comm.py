@@ -7,6 +7,8 @@ every arrival: MPICH's blocking calls spin, and a spinning rank steals a core fr
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from mpi4py import MPI
 
@@ -76,7 +78,6 @@ class SendPool:
         if self.pending and timeout is None:
             MPI.Request.Waitall([r for r, _, _ in self.pending])
         elif self.pending:
-            import time
             t_end, backoff = time.perf_counter() + timeout, Backoff()
             while self.pending and time.perf_counter() < t_end:
                 self.prune()
