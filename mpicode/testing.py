@@ -95,15 +95,7 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str, dead: set | N
             if not 0 <= task.worker < scheme.N or task.worker in dead:
                 _fail(ctx, f"task {task.task_id} dispatched to worker {task.worker}"
                       + (", which failed" if task.worker in dead else ""))
-            d = task.n * tau[task.worker] * (1 + 0.2 * rng.random())
-            if task.worker in slow:
-                d *= rng.uniform(5, 50)
-            d += 1e-6 * rng.random()
-            if task.time_limit < math.inf:   # the worker's rule: no partition past the limit
-                done, d = cut_short(task.n, 0.0, d, task.time_limit)
-                if done < task.n:
-                    cut[task.task_id] = done
-            took[task.task_id] = d
+            took[task.task_id] = _task_time(task, tau, slow, rng, cut)
             vw.add(task.worker, task.task_id, t, took[task.task_id])
         for task in acts.cancel:
             if rng.random() < 0.3 and task.task_id in vw.finish:
@@ -144,6 +136,20 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str, dead: set | N
         vw.cancel(x.task_id, t)
     summary = scheme.end(t)
     return dec, summary, arrived, exact
+
+
+def _task_time(task, tau, slow: set, rng, cut: dict) -> float:
+    """A dispatched task's run time: its worker's speed, jitter, 5-50x for a straggler; a
+    time limit cuts it short as the worker would (recorded in ``cut``)."""
+    d = task.n * tau[task.worker] * (1 + 0.2 * rng.random())
+    if task.worker in slow:
+        d *= rng.uniform(5, 50)
+    d += 1e-6 * rng.random()
+    if task.time_limit < math.inf:   # the worker's rule: no partition past the limit
+        done, d = cut_short(task.n, 0.0, d, task.time_limit)
+        if done < task.n:
+            cut[task.task_id] = done
+    return d
 
 
 def _kill(scheme, vw, late, dead, w, t, apply, ctx):

@@ -327,6 +327,13 @@ def _ratio(durations: np.ndarray, oracle: np.ndarray) -> float:
     return float(durations.mean() / o.mean())
 
 
+def _membership(run) -> dict:
+    """``failures`` (rows of ``/events``) and ``n_alive`` (at the last row; N if none)."""
+    it, n = run["iterations"], run["n"]
+    alive = it["n_alive"][-1] if n and "n_alive" in it else run["attrs"].get("n_workers", 0)
+    return {"failures": len(run.get("events", ())), "n_alive": int(alive)}
+
+
 def summary(run, target_loss: float | None = None) -> dict:
     """One comparison row of a run (the keys of ``mpicode report --format json``)."""
     run = read_run(run)
@@ -378,10 +385,7 @@ def summary(run, target_loss: float | None = None) -> dict:
         # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
         # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
         "S": _slowdown(run),
-        # membership (--on-failure continue): failures seen, workers alive at the end
-        "failures": len(run.get("events", ())),
-        "n_alive": int(it["n_alive"][-1]) if n and "n_alive" in it else int(a.get("n_workers",
-                                                                                    0)),
+        **_membership(run),  # --on-failure continue: failures seen, workers alive at the end
     }
     row["mode"] = run_mode(run)
     if target_loss is not None:

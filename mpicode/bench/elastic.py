@@ -122,53 +122,10 @@ def run(as_json: bool = False, quick: bool = False) -> list[dict]:
     return rows
 
 
-def probe_inner(kills: int = 5, every_s: float = 0.3) -> None:
-    """The MPI side of the detection probe (``--inner``): ranks 1..kills SIGKILL themselves
-    one after another, each printing ``KILL rank t`` (CLOCK_MONOTONIC, shared by the
-    processes of a node) just before; rank 0 polls as the coordinator does (Improbe, the
-    same backoff) and prints ``DETECT rank t`` when ULFM reports each."""
-    import os
-    import signal
-    import time
-
-    from mpi4py import MPI  # lazy: the MPI side of the probe only
-
-    from mpicode.engine.clock import Backoff  # lazy: with the MPI side
-    from mpicode.mpi.comm import PROC_FAILED, failed_ranks  # lazy: with the MPI side
-    comm = MPI.COMM_WORLD
-    if comm.rank:
-        time.sleep(1.0 + comm.rank * every_s)
-        if comm.rank <= kills:
-            print(f"KILL {comm.rank} {time.monotonic():.9f}", flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(1.0 + kills * every_s)
-        return
-    seen: set[int] = set()
-    backoff, status = Backoff(), MPI.Status()
-    t_end = time.monotonic() + 5.0 + kills * every_s
-    while len(seen) < kills and time.monotonic() < t_end:
-        try:
-            msg = comm.Improbe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-        except MPI.Exception as e:
-            if e.Get_error_class() not in PROC_FAILED:
-                raise
-            t = time.monotonic()
-            for r in failed_ranks(comm):
-                if r not in seen:
-                    seen.add(r)
-                    print(f"DETECT {r} {t:.9f}", flush=True)
-            backoff.reset()
-            continue
-        if msg is None:
-            backoff.sleep()
-    sys.stdout.flush()
-    os._exit(0)  # (a job with dead ranks: no MPI_Finalize, docs/design.md §2.7)
-
-
 def detection(kills: int = 5) -> list[float]:
     """Seconds from a worker's SIGKILL to rank 0's probe reporting it, per kill."""
     cmd = [*launcher.mpiexec_argv(kills + 2, ft=True),
-           *launcher.python_m("mpicode.bench.elastic", "--inner", str(kills))]
+           *launcher.python_m("mpicode.mpi.ulfm_probe", str(kills))]
     r = subprocess.run(cmd, env=launcher.launch_env(timeout=120), timeout=180,
                        capture_output=True, text=True)
     kill, det = {}, {}
@@ -195,7 +152,4 @@ def _line(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--inner"]:
-        probe_inner(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
-    else:
-        run(quick="--quick" in sys.argv)
+    run(quick="--quick" in sys.argv)

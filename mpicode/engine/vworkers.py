@@ -85,8 +85,7 @@ class VirtualWorkers:
         """``worker`` dies at ``t``: its running and queued tasks never finish."""
         self.dead.add(int(worker))
         for tid, _, _ in self.queue[worker]:
-            self.finish.pop(tid, None)
-            self.version[tid] = self.version.get(tid, 0) + 1
+            self.finish.pop(tid, None)  # (its heap entry, if it ran, is now stale)
         self.queue[worker] = []
         self.start[worker] = t
 

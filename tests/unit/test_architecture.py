@@ -34,6 +34,8 @@ LONG_MODULES: dict[str, str] = {
                     "fill), bounds, the file and its command",
     "registry.py": "one concept: the four plugin kinds, their loading (built-ins, entry "
                    "points on demand), origins, option merging and listing",
+    "testing.py": "one concept: check_scheme's simulated trials (with failures for the "
+                  "schemes that survive them, §2.7) and the plugin kinds' conformance checks",
     "schemes/base.py": "one concept: the Scheme contract every driver calls, task "
                        "bookkeeping, speed estimates and the membership API (on_failure, "
                        "set_members, reissue; docs/design.md §2.7); the slots' bookkeeping "
