@@ -31,7 +31,8 @@ from mpicode.errors import UsageError
 
 SWITCH = "MPICODE_TEST_FAULTS"
 _FORMS = {"kill": "kill:ITER", "hang": "hang:RANK:ITER", "die": "die:RANK:ITER",
-          "stop": "stop:RANK",
+          "stop": "stop:RANK", "sigkill": "sigkill:RANK:ITER[:P]",
+          "sigstop": "sigstop:RANK:ITER[:P]",
           "pause": "pause:checkpoint|shutdown:SEC"}
 
 
@@ -44,6 +45,9 @@ def _valid(item: tuple[str, ...]) -> bool:
             return len(args) == 1 and int(args[0]) >= 1
         if kind in ("hang", "die"):
             return len(args) == 2 and int(args[0]) >= 1 and int(args[1]) >= 0
+        if kind in ("sigkill", "sigstop"):
+            return (len(args) in (2, 3) and int(args[0]) >= 1 and int(args[1]) >= 0
+                    and (len(args) == 2 or int(args[2]) >= 1))
         if kind == "pause":
             return (len(args) == 2 and args[0] in ("checkpoint", "shutdown")
                     and 0 <= float(args[1]) < 3600)

@@ -227,3 +227,22 @@ def test_dropcompute_drops_a_dead_workers_block(tmp_path):
     assert code == 0
     it, _, _ = _read(out)
     np.testing.assert_allclose(it["coverage"], [1, 1] + [5 / 6] * 4, rtol=1e-12)
+
+
+def test_sigkill_and_sigstop_fault_items_parse_and_bad_ones_are_one_line(monkeypatch):
+    """The elastic tests' fault items are valid with the test switch (they were refused
+    by the item check once: every elastic e2e test failed before training)."""
+    from mpicode.engine import faults
+    monkeypatch.setenv(faults.SWITCH, "1")
+    monkeypatch.setenv("MPICODE_FAULT", "sigkill:2:2,sigkill:4:6:2,sigstop:3:3")
+    faults._items.cache_clear()
+    try:
+        assert faults._items() == (("sigkill", "2", "2"), ("sigkill", "4", "6", "2"),
+                                   ("sigstop", "3", "3"))
+        for bad in ("sigkill:0:2", "sigkill:2", "sigstop:2:1:0", "sigkill:2:1:2:3"):
+            monkeypatch.setenv("MPICODE_FAULT", bad)
+            faults._items.cache_clear()
+            with pytest.raises(UsageError, match="sigkill:RANK:ITER"):
+                faults.check()
+    finally:
+        faults._items.cache_clear()
