@@ -10,10 +10,12 @@ fields are named once, and their offsets, the header's size and every message si
 * ``MODEL``  0 -> i: ``[it, w...]`` at the start of iteration ``it``.
 * ``TASK``   0 -> i: ``[it, task_id, stage, n, has_coeffs, delay_s, p_1..p_n, c_1..c_n]``.
 * ``CANCEL`` 0 -> i: ``[it, task_id]`` (``task_id = -1``: every task of ``it``).
-* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]`` (``ideal`` channel).
+* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, metric, g...]`` (``ideal``
+  channel): ``loss``, ``metric`` and ``g`` are the task's sums (each partition's weighted by
+  its coefficient), so rank 0 decodes all three with the same weights.
 * With an emulated uplink (``--channel`` not ideal) a finished task is announced instead:
-  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss]``; rank 0 runs the slot
-  clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
+  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss, metric]``; rank 0 runs
+  the slot clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
   last]``; the worker sends exactly that byte range of its RESULT buffer as ``CHUNK`` i -> 0
   ``[it, task_id, first_element, elements...]``. A result counts as arrived when its last
   chunk is here and the slot that carried it has ended.
@@ -63,7 +65,7 @@ class Layout:
 
 
 # RESULT: the gradient follows the header
-Result = Layout("RESULT", "it", "task", "compute_s", "delay_s", "loss")
+Result = Layout("RESULT", "it", "task", "compute_s", "delay_s", "loss", "metric")
 # TASK: then n partitions, then (if HAS_COEFFS) n coefficients
 Task = Layout("TASK", "it", "task", "stage", "n", "has_coeffs", "delay_s")
 
@@ -75,6 +77,7 @@ class Ready(NamedTuple):
     compute_s: float
     delay_s: float
     loss: float
+    metric: float
 
 
 class Grant(NamedTuple):
@@ -99,9 +102,10 @@ def result_bytes(dim: int) -> int:
 
 
 def result_header(out: np.ndarray, it: int, task_id: int, compute_s: float, delay_s: float,
-                  loss: float) -> None:
+                  loss: float, metric: float) -> None:
     """Fill the header of a RESULT buffer (the gradient is already in ``out[HEADER:]``)."""
-    Result.write(out, it=it, task=task_id, compute_s=compute_s, delay_s=delay_s, loss=loss)
+    Result.write(out, it=it, task=task_id, compute_s=compute_s, delay_s=delay_s, loss=loss,
+                 metric=metric)
 
 
 def encode_ready(r: Ready) -> np.ndarray:
@@ -109,8 +113,9 @@ def encode_ready(r: Ready) -> np.ndarray:
 
 
 def decode_ready(buf: np.ndarray) -> Ready:
-    it, tid, nbytes, comp, dl, loss = buf[:6]
-    return Ready(int(it), int(tid), int(nbytes), float(comp), float(dl), float(loss))
+    it, tid, nbytes, comp, dl, loss, metric = buf[:7]
+    return Ready(int(it), int(tid), int(nbytes), float(comp), float(dl), float(loss),
+                 float(metric))
 
 
 def encode_grant(g: Grant) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from mpicode.engine import faults
 from mpicode.engine.divergence import DivergenceWatch
+from mpicode.engine.evaluation import EvalSchedule
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
@@ -51,7 +52,7 @@ class Trainer:
     log_broken = False  # a write to the run log failed half-way: write nothing more
 
     def __init__(self, scheme, events, *, n_workers: int, problem=None, lr: float = 0.0,
-                 backend=None, now=None, runlog=None, progress=None, eval_every: int = 1,
+                 backend=None, now=None, runlog=None, progress=None, eval_every=1,
                  checkpoint_every: int = 0, dead_after: int = 0, log=None, optimizer=None):
         self.scheme, self.events, self.backend = scheme, events, backend
         self.uplink = events.uplink
@@ -107,8 +108,9 @@ class Trainer:
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
         dec, c_dec = r0.act(scheme.name, "decode", scheme.decode, count=_decode_work)
-        gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
+        sums = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])
                 if self.problem is not None else None)
+        gsum = sums[0] if sums is not None else None
         # virtual time charges the cost model's decode, not the measured one: the file is a
         # function of the seed and the trace (bench scale measures the decode)
         decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s + c_dec
@@ -123,6 +125,9 @@ class Trainer:
         self.events.cancel(it, late, t_wait)
         info.cancelled += len(late)
         grad_norm = math.nan
+        # issue 25: the workers' loss and metric of the broadcast model (self.w, before the
+        # update replaces it), decoded with the gradient's weights: no pass over the data here
+        train = self.problem.decoded(sums[1], sums[2], self.w) if sums is not None else {}
         if gsum is not None:
             self._update(gsum)
             grad_norm = self._grad_norm
@@ -141,6 +146,7 @@ class Trainer:
         out, c_rows = r0.act("engine", "rows", rows, policy_call=False,
                              tasks=self._last_tasks)
         row = out["row"]
+        row.update(train)
         if not wall:
             update_s = c_end + costs.coord_update_s + c_rows
             self.vt += t_wait + decode_s + update_s
@@ -194,6 +200,18 @@ class Trainer:
             bufs[2] = self.w if self.w.shape == w.shape else np.empty(self.dim)
         self.w = w
 
+    def _evaluation_schedule(self) -> EvalSchedule:
+        """``--eval-every`` as a schedule; in virtual time auto's evaluation cost is the cost
+        model's (see :mod:`mpicode.engine.evaluation`), never a measurement."""
+        model = None
+        if self.clock is None:
+            model = self.events.costs.coord_eval_s
+            if not model and self.problem is not None:  # rank 0 reads train + test rows
+                p = self.problem
+                model = (self.events.cost * self.scheme.K
+                         * (p.n + p.X_test.shape[0]) / max(1, p.n))
+        return EvalSchedule(self.eval_every, model)
+
     def _evaluate(self, it: int, last: int, row: dict) -> None:
         self._evaluate_due(it, last, row)
         # rank 0 was busy for its actions and the evaluation; the rest of the row it waited
@@ -202,7 +220,7 @@ class Trainer:
         row["coord_busy"] = min(1.0, max(0.0, busy / span)) if span > 0 else 0.0
 
     def _evaluate_due(self, it: int, last: int, row: dict) -> None:
-        due = (it + 1) % self.eval_every == 0 or it == last
+        due = self.evals.due(it, last)
         row["eval_s"] = 0.0
         if self.clock is None and due and self.events.costs.coord_eval_s:
             # virtual time: the model's cost of the evaluation the real run would do
@@ -216,6 +234,18 @@ class Trainer:
             t_end = self.now()
             row["eval_s"] = t_end - row["t_end"]
             row["t_end"] = t_end
+
+    def _learn_interval(self, it: int, row: dict) -> None:
+        """``--eval-every auto``: once chosen, say so (log and run-log attribute)."""
+        chosen = self.evals.observe(it, row)
+        if chosen is None:
+            return
+        if self.log is not None:
+            self.log.info("--eval-every auto: evaluating every %d iterations (evaluation "
+                          "%.3g s, an iteration %.3g s)", chosen, self.evals.eval_cost,
+                          self.evals.iteration_cost)
+        if self.runlog is not None:
+            self.runlog.set_attrs(eval_every_auto=chosen)
 
     def _mark_dead(self, it: int, out: dict) -> None:
         gone = self.dead.update(it, out, self.scheme.active)
@@ -231,6 +261,8 @@ class Trainer:
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
         self.clock0 = time.perf_counter()
         self.divergence = DivergenceWatch(self.problem, self.w)  # warns once, says why
+        self.evals = self._evaluation_schedule()
+        self.evals.begin(start)
         self.snap = self.take_snapshot(start)
         self._t_mark = self.now()
         for it in range(start, start + iterations):
@@ -249,6 +281,7 @@ class Trainer:
                 break
             row = out["row"]
             self._evaluate(it, start + iterations - 1, row)
+            self._learn_interval(it, row)
             if self.problem is not None and diverged(self.w, row):
                 self.status, self.error = "failed", divergence_error(it, self.lr,
                                                                      self.divergence.hint())

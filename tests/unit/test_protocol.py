@@ -21,10 +21,11 @@ def test_task_round_trip_with_and_without_coefficients():
 
 def test_result_ready_grant_cancel_model_fields():
     out = np.zeros(p.Result.HEADER + 3)
-    p.result_header(out, 5, 8, 0.25, 0.5, 1.75)
+    p.result_header(out, 5, 8, 0.25, 0.5, 1.75, 3.0)
     assert out[p.IT] == 5 and out[p.TASK] == 8 and out[p.Result.LOSS] == 1.75
     assert out[p.Result.COMPUTE_S] == 0.25 and out[p.Result.DELAY_S] == 0.5
-    r = p.Ready(3, 4, 4096, 0.1, 0.2, 9.5)
+    assert out[p.Result.METRIC] == 3.0 and p.Result.HEADER == 6
+    r = p.Ready(3, 4, 4096, 0.1, 0.2, 9.5, 7.0)
     assert p.decode_ready(p.encode_ready(r)) == r
     g = p.Grant(3, 4, 800, 1600, True)
     assert p.decode_grant(p.encode_grant(g)) == g
