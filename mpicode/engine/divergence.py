@@ -24,8 +24,11 @@ class DivergenceWatch:
         self.warned = False
 
     def check(self, it: int, row: dict) -> str | None:
-        """The warning (also printed to stderr) the first time the loss diverges, else None."""
+        """The warning (also printed to stderr) the first time the loss diverges, else None.
+        The loss is rank 0's evaluation, else (not evaluated) the workers' ``train_loss``."""
         loss = row.get("loss")
+        if loss is None or (isinstance(loss, float) and math.isnan(loss)):
+            loss = row.get("train_loss")
         if self.warned or loss is None or self.w0 is None:
             return None
         loss = float(loss)

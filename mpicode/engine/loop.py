@@ -227,6 +227,8 @@ class Trainer:
             self.vt += self.events.costs.coord_eval_s
             row["eval_s"], row["t_end"] = self.events.costs.coord_eval_s, self.vt
         if self.problem is None or not due:
+            if self.problem is not None:
+                self.divergence.check(it, row)  # on the workers' train_loss
             return
         row.update(self.problem.evaluate(self.w))
         self.divergence.check(it, row)
@@ -358,7 +360,8 @@ class Trainer:
 
 def diverged(w: np.ndarray, row: dict) -> bool:
     """The model or its loss is no longer finite (a too large learning rate)."""
-    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0)))
+    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0))
+                and math.isfinite(row.get("train_loss", 0.0)))
 
 
 def divergence_error(it: int, lr: float, hint: str = "") -> str:
