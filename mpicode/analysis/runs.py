@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpicode.analysis.series import iteration_seconds, loss_after_step
 from mpicode.errors import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
 from mpicode.stats import jain
@@ -279,24 +280,6 @@ def fairness(run) -> tuple[float, str]:
     return math.nan, "none"
 
 
-def loss_after_step(run) -> np.ndarray:
-    """Per row, the training objective of the model the row's step produced: rank 0's
-    evaluation (``loss``) where one ran, else the workers' ``train_loss`` of the next row
-    (the same model, decoded from their loss sums: exact for an exact scheme, the decoded
-    estimate when that row's ``coverage`` < 1). NaN where neither exists (the row after the
-    last). With mini-batches (``--batch-size``) ``train_loss`` is a sampled batch's loss,
-    not the objective: only the evaluated rows count."""
-    run = read_run(run)
-    it, n = run["iterations"], run["n"]
-    loss = np.asarray(it.get("loss", np.full(n, np.nan)), float).copy()
-    nxt = it.get("train_loss")
-    if nxt is None or n < 2 or config(run).get("batch_size") is not None:
-        return loss
-    fill = ~np.isfinite(loss[:-1])
-    loss[:-1][fill] = np.asarray(nxt, float)[1:][fill]
-    return loss
-
-
 def time_to_loss(run, target: float | None) -> float:
     """Seconds (``t_end``) at the end of the first iteration whose model's loss is <=
     target (:func:`loss_after_step`: rank 0's evaluation, else the workers' training loss of
@@ -307,21 +290,8 @@ def time_to_loss(run, target: float | None) -> float:
         return math.nan
     if "loss" not in run["iterations"] or "t_end" not in run["iterations"]:
         return math.nan
-    loss = loss_after_step(run)
-    hit = np.flatnonzero(loss <= target)
+    hit = np.flatnonzero(loss_after_step(run) <= target)
     return float(run["iterations"]["t_end"][hit[0]]) if hit.size else math.inf
-
-
-def iteration_seconds(run) -> np.ndarray:
-    """Per row, ``t_end - t_start`` less rank 0's evaluation (``eval_s``, 0 when absent):
-    the iteration's own time, the same whatever ``--eval-every`` (the basis of
-    ``mean_iter_s``, ``p95_iter_s`` and ``vs_oracle``; ``total_s`` stays the wall time)."""
-    run = read_run(run)
-    it, n = run["iterations"], run["n"]
-    nan = np.full(n, np.nan)
-    dur = np.asarray(it.get("t_end", nan), float) - np.asarray(it.get("t_start", nan), float)
-    ev = np.nan_to_num(np.asarray(it.get("eval_s", np.zeros(n)), float))
-    return dur - ev
 
 
 def _last_finite(x) -> float:

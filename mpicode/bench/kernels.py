@@ -116,15 +116,19 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                 "fused_s": t_fused, "numpy_s": t_numpy, "floor_s": t_floor,
                 "fused_GBps": gb / t_fused, "numpy_GBps": gb / t_numpy, "floor_GBps": gb / t_floor,
                 "fused_over_floor": t_fused / t_floor, "numpy_over_floor": t_numpy / t_floor,
-                "speedup_vs_numpy": t_numpy / t_fused,
-                # roofline: what a row costs at the floor's bandwidth, and its arithmetic
-                "bytes_per_row": int(d * X.itemsize), "flops_per_row": 4 * d,
-                "floor_ns_per_row": t_floor / n * 1e9, "fused_ns_per_row": t_fused / n * 1e9,
-            })
+                "speedup_vs_numpy": t_numpy / t_fused, **_roofline(n, d, X.itemsize,
+                                                                   t_fused, t_floor)})
     res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats,
            "quick": quick, "threads": 1, "rows": rows, "mlp": _mlp_rows(quick, repeats)}
     _print(res, as_json, out)
     return res
+
+
+def _roofline(n: int, d: int, itemsize: int, t_fused: float, t_floor: float) -> dict:
+    """What a row costs: its bytes (read once), its flops (dot product and update, two per
+    element each) and its time at the floor's bandwidth and in the fused pass."""
+    return {"bytes_per_row": int(d * itemsize), "flops_per_row": 4 * d,
+            "floor_ns_per_row": t_floor / n * 1e9, "fused_ns_per_row": t_fused / n * 1e9}
 
 
 def _numpy_mlp(X, y, Ws, bs):

@@ -2,12 +2,10 @@
 
 This module imports nothing of mpicode. Every ``*_pass`` kernel *accumulates*
 ``scale * gradient-sum`` into ``g`` and returns ``(scale * loss-sum, scale * metric-sum)``
-from the same read of the data, so a worker can form a weighted sum of partitions (cyclic
-codes) without a temporary and rank 0 can decode the loss and the metric with the
-gradient's coefficients. The metric is the number of correct predictions for classifiers and
-the sum of squared errors for regression. ``*_grad`` (the older signature) returns only
-``scale * loss-sum``; every ``*_eval`` kernel returns the unscaled ``(loss-sum, metric)``
-without a gradient.
+from the same read of the data (a worker forms weighted sums of partitions without a
+temporary; rank 0 decodes loss and metric with the gradient's coefficients). Metric: correct
+predictions (classifiers), squared errors (regression). ``*_grad`` (older) returns the loss
+only; ``*_eval`` returns the unscaled ``(loss-sum, metric)`` without a gradient.
 
 Models (``w`` is always 1-D):
 
@@ -65,10 +63,9 @@ def _bits_to_float(typingctx, i):
 
 @numba.njit(cache=True, fastmath=_LINK_MATH, error_model="numpy", inline="always")
 def _exp_neg(a):
-    """``exp(-a)`` for ``a >= 0`` to 1 ulp, in arithmetic only (no libm call, so a loop over
-    rows vectorizes): ``a = k ln2 + r`` with ``|r| <= ln2/2``, ``exp(-r)`` a degree-14 Taylor
-    polynomial (remainder < 1e-19), ``2^-k`` from the bits of two halves of ``k`` (so
-    subnormal results are right; beyond ``a = 746`` the result is 0)."""
+    """``exp(-a)``, ``a >= 0``, to 1 ulp in arithmetic only (a loop over rows vectorizes):
+    ``a = k ln2 + r``, ``|r| <= ln2/2``, ``exp(-r)`` a degree-14 Taylor polynomial (remainder
+    < 1e-19), ``2^-k`` from the bits of two halves of ``k`` (subnormals right; 0 past 746)."""
     a = min(a, 746.0)
     k = math.floor(a * _INV_LN2 + 0.5)
     x = k * _LN2_LO - (a - k * _LN2_HI)  # = -r
@@ -95,10 +92,8 @@ def _log1p_unit(e):
 
 @numba.njit(cache=True, fastmath=_LINK_MATH, error_model="numpy", inline="always")
 def _link(kind, z, y):
-    """Per-row (loss, dloss/dz, metric) of a linear model at margin ``z``, all float64.
-
-    The metric is 1.0 for a correct prediction (logistic: the sign of ``z`` matches the
-    label) and the squared error for least squares."""
+    """Per-row (loss, dloss/dz, metric) at margin ``z`` in float64; metric: 1.0 for a correct
+    prediction (logistic: the sign of ``z`` matches the label), the squared error (LS)."""
     if kind == LEAST_SQUARES:
         r = z - y
         return 0.5 * r * r, r, r * r
@@ -132,12 +127,8 @@ def _dot(X, w, i):
 
 @numba.njit(cache=True, fastmath=True)
 def _dots4(X, w, i0, i1, i2, i3):
-    """Margins of rows i0..i3 in the data dtype, in one sweep (each ``w[j]`` read once for
-    the four)."""
-    z0 = w[0] - w[0]
-    z1 = z0
-    z2 = z0
-    z3 = z0
+    """Margins of rows i0..i3 in the data dtype, in one sweep (``w[j]`` read once)."""
+    z0 = z1 = z2 = z3 = w[0] - w[0]
     for j in range(X.shape[1]):
         wj = w[j]
         z0 += X[i0, j] * wj
@@ -150,26 +141,56 @@ def _dots4(X, w, i0, i1, i2, i3):
 WIDE_ROW_BYTES = 16384  # rows at least this long: margins four rows a sweep (see _linear_pass)
 
 
+@numba.njit(cache=True, fastmath=True)
+def _margins(X, w, i0, m, zb):
+    """Margins of rows ``i0 .. i0+m`` into ``zb`` (see :func:`_linear_pass`)."""
+    last = X.shape[0] - 1
+    if X.shape[1] * X.itemsize >= WIDE_ROW_BYTES:
+        for q in range(0, m, 4):
+            i = i0 + q
+            z0, z1, z2, z3 = _dots4(X, w, i, min(i + 1, last), min(i + 2, last),
+                                    min(i + 3, last))
+            zb[q] = z0
+            zb[q + 1] = z1
+            zb[q + 2] = z2
+            zb[q + 3] = z3
+    else:
+        for q in range(m):
+            zb[q] = _dot(X, w, i0 + q)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _update(X, rb, i0, m, acc):
+    """``acc += X[i0:i0+m].T @ rb[:m]``, four rows a sweep."""
+    d = X.shape[1]
+    q = 0
+    while q + 4 <= m:
+        i = i0 + q
+        r0 = rb[q]
+        r1 = rb[q + 1]
+        r2 = rb[q + 2]
+        r3 = rb[q + 3]
+        for j in range(d):
+            acc[j] += r0 * X[i, j] + r1 * X[i + 1, j] + r2 * X[i + 2, j] + r3 * X[i + 3, j]
+        q += 4
+    while q < m:  # the m % 4 last rows
+        r0 = rb[q]
+        for j in range(d):
+            acc[j] += r0 * X[i0 + q, j]
+        q += 1
+
+
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _linear_pass(X, y, w, g, acc, flush, scale, kind, grad):
-    """One pass over the rows of ``X`` in blocks: the margins of a block, then the links of
-    the whole block in one vectorized loop (:func:`_links`), then (``grad``)
-    ``acc += X_block.T @ r`` four rows a sweep while the block is still in cache (L1/L2).
-    ``acc`` is ``g`` itself (``flush`` False: float64 data) or a zeroed data-dtype d-vector
-    added into ``g`` after every block (float32: the update runs at float32's full SIMD
-    width, the sum across blocks in float64). Returns the unscaled (loss sum, metric sum).
-
-    Margins run row after row, one sequential stream that the hardware prefetcher follows,
-    except for rows of :data:`WIDE_ROW_BYTES` or more, where four rows a sweep (each
-    ``w[j]`` read once for four rows) is faster. Measured on this project's machine (AMD
-    Zen 4, ``mpicode bench kernels``): margins four rows a sweep on 500-wide rows, or software
-    prefetches of the next block, cost 1.5-2x the time of the plain row-after-row stream.
-    The choice depends on the width only, so a row's margin is the same bits in every pass
-    over it (gradient or evaluation, in any partition)."""
+    """One pass over the rows of ``X`` in blocks (see the module docstring); returns the
+    unscaled (loss sum, metric sum). ``acc`` is ``g`` itself (``flush`` False: float64 data)
+    or a zeroed data-dtype d-vector added into ``g`` after every block (float32: the update
+    at float32's SIMD width, the sum across blocks in float64). Margins row after row, four
+    rows a sweep only for rows of :data:`WIDE_ROW_BYTES` or more: measured on AMD Zen 4, four
+    rows a sweep on 500-wide rows, or software prefetches, cost 1.5-2x the plain stream.
+    The choice depends on the width only: a row's margin is the same bits in every pass."""
     n, d = X.shape
     R = 16 if d * X.itemsize < 2048 else 32  # rows per block (measured: 50 and 500 wide)
-    wide = d * X.itemsize >= WIDE_ROW_BYTES
-    last = n - 1
     zb = np.empty(R)
     lo = np.empty(R)
     hit = np.empty(R)
@@ -178,18 +199,7 @@ def _linear_pass(X, y, w, g, acc, flush, scale, kind, grad):
     metric = 0.0
     for i0 in range(0, n, R):
         m = min(R, n - i0)
-        if wide:
-            for q in range(0, m, 4):
-                i = i0 + q
-                z0, z1, z2, z3 = _dots4(X, w, i, min(i + 1, last), min(i + 2, last),
-                                        min(i + 3, last))
-                zb[q] = z0
-                zb[q + 1] = z1
-                zb[q + 2] = z2
-                zb[q + 3] = z3
-        else:
-            for q in range(m):
-                zb[q] = _dot(X, w, i0 + q)
+        _margins(X, w, i0, m, zb)
         _links(kind, zb, y, i0, m, scale, lo, rb, hit)
         lb = 0.0
         mb = 0.0
@@ -198,27 +208,12 @@ def _linear_pass(X, y, w, g, acc, flush, scale, kind, grad):
             mb += hit[q]
         loss += lb
         metric += mb
-        if not grad:
-            continue
-        q = 0
-        while q + 4 <= m:
-            i = i0 + q
-            r0 = rb[q]
-            r1 = rb[q + 1]
-            r2 = rb[q + 2]
-            r3 = rb[q + 3]
-            for j in range(d):
-                acc[j] += r0 * X[i, j] + r1 * X[i + 1, j] + r2 * X[i + 2, j] + r3 * X[i + 3, j]
-            q += 4
-        while q < m:  # the n % 4 last rows
-            r0 = rb[q]
-            for j in range(d):
-                acc[j] += r0 * X[i0 + q, j]
-            q += 1
-        if flush:
-            for j in range(d):
-                g[j] += acc[j]
-                acc[j] = 0.0
+        if grad:
+            _update(X, rb, i0, m, acc)
+            if flush:
+                for j in range(d):
+                    g[j] += acc[j]
+                    acc[j] = 0.0
     return loss, metric
 
 
@@ -303,7 +298,7 @@ def _softmax_row(X, i, w, C, z):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _argmax(z, C):
+def _argmax(z, C):  # the first largest
     best = 0
     for c in range(1, C):
         if z[c] > z[best]:

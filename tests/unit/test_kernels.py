@@ -184,3 +184,64 @@ def test_vectorized_link_matches_libm_to_float64_precision():
     a = np.linspace(0.0, 708.0, 100001)
     assert np.max(np.abs(exps(a) - np.exp(-a)) / np.exp(-a)) <= 2.3e-16
     assert exps(np.array([746.0, 1e300]))[0] == 0.0
+
+
+# ---- the fused pass: gradient, loss and metric from one read (issue 25) ----------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n=st.integers(1, 70), d=st.integers(1, 40), seed=st.integers(0, 2**16),
+       model=st.sampled_from(["logistic", "least-squares", "softmax"]),
+       dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([1.0, -0.5, 3.0]))
+def test_pass_returns_gradient_loss_and_metric(n, d, seed, model, dtype, scale):
+    """``*_pass``: ``g += scale * grad``, ``(scale * loss, scale * metric)``: against numpy, and
+    against the evaluation kernel on the same rows, which gives the same loss and metric bit
+    for bit (rank 0 and a worker compute every row's margin and link the same way)."""
+    C = 3
+    X, y = _data(n, d, model, seed=seed, C=C, dtype=dtype)
+    dim = d * C if model == "softmax" else d
+    w = (np.random.default_rng(seed + 1).standard_normal(dim) * 0.4).astype(dtype)
+    g = np.zeros(dim)
+    loss, metric = kernels.PASS[model](X, y, w, g, scale)
+    lref, gref, mref = _ref(model, X, y, w, C)
+    tol = TOL[dtype]
+    assert abs(loss - scale * lref) <= tol * max(1.0, abs(scale * lref))
+    assert _rel(g, scale * gref) <= tol or np.max(np.abs(gref)) < 1e-12
+    lev, mev = kernels.EVAL[model](X, y, w)
+    assert loss == scale * lev and metric == scale * mev  # the same bits (scale exact here)
+    if model == "least-squares":
+        assert abs(metric - scale * mref) <= tol * max(1.0, abs(scale * mref))
+    elif dtype == "float64":  # correct predictions: a count
+        assert metric == scale * mref
+    g2 = np.zeros(dim)
+    assert kernels.GRAD[model](X, y, w, g2, scale) == loss  # the older signature: the loss
+    np.testing.assert_array_equal(g2, g)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("model", ["logistic", "least-squares", "softmax", "mlp"])
+def test_partition_sums_decode_to_the_evaluation(model, dtype):
+    """The workers' sums of every partition, decoded as an uncoded scheme would (weights 1),
+    give rank 0's evaluation of the training set: loss to 1e-12 relative, the metric
+    (accuracy, or RMSE) equal, in float64 and float32 alike (the margins are the same bits)."""
+    if model == "mlp":
+        rng = np.random.default_rng(4)
+        X, Xt = rng.standard_normal((203, 6)), rng.standard_normal((30, 6))
+        y, yt = rng.integers(0, 3, 203) * 1.0, rng.integers(0, 3, 30) * 1.0
+        ds = Dataset("t", X, y, Xt, yt, "multiclass", 3)
+    else:
+        ds = _dataset(model, n=203)
+    pb = Problem(ds, 7, model=model, l2=0.1, dtype=dtype, hidden="5", seed=2)
+    w = pb.initial_w() + np.random.default_rng(5).standard_normal(pb.dim) * 0.3
+    g = np.zeros(pb.dim)
+    sums = np.sum([pb.accumulate(k, w, g) for k in range(pb.K)], axis=0)
+    dec = pb.decoded(sums[0], sums[1], w)
+    ev = pb.evaluate(w)
+    assert dec["train_loss"] == pytest.approx(ev["loss"], rel=1e-12)
+    if model == "mlp" and dtype == "float32":  # BLAS blocks rows differently: float32 logits
+        assert abs(dec["train_metric"] - ev["train_accuracy"]) <= 2 / pb.n
+    else:
+        assert dec["train_metric"] == pytest.approx(ev["train_accuracy"], rel=1e-12)
+
