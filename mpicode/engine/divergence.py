@@ -23,6 +23,12 @@ class DivergenceWatch:
         self.base: float | None = None
         self.warned = False
 
+    def prepare(self) -> None:
+        """Evaluate the zero model's loss now (the reference of :meth:`check`) rather than
+        at the first check, inside a timed row."""
+        if self.base is None and self.w0 is not None:
+            self.base = float(self.problem.evaluate(self.w0)["loss"])
+
     def check(self, it: int, row: dict) -> str | None:
         """The warning (also printed to stderr) the first time the loss diverges, else None.
         The loss is rank 0's evaluation, else (not evaluated) the workers' ``train_loss``."""

@@ -261,8 +261,11 @@ class Trainer:
 
     # ---- the run ------------------------------------------------------------------------------
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
-        self.clock0 = time.perf_counter()
         self.divergence = DivergenceWatch(self.problem, self.w)  # warns once, says why
+        # its one evaluation (the zero model's loss) before the clock: not inside the first
+        # row's eval_s, which --eval-every auto takes as the cost of an evaluation
+        self.divergence.prepare()
+        self.clock0 = time.perf_counter()
         self.evals = self._evaluation_schedule()
         self.evals.begin(start)
         self.snap = self.take_snapshot(start)

@@ -57,9 +57,18 @@ def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
            "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)]}
     k = target_iteration(cfg.iterations)
     out = cell_metrics(per, trainer.events.uplink.sched, k)
-    out["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
+    out["loss_at_target"] = _loss_after(h, min(k, len(h) - 1))
     out["iterations_done"] = len(h)
     return out
+
+
+def _loss_after(h: list[dict], k: int) -> float:
+    """The training loss after row k's step: rank 0's evaluation, else (``--eval-every``
+    skipped it) the workers' ``train_loss`` of the next row, the same model."""
+    loss = float(h[k].get("loss", math.nan)) if h else math.nan
+    if not math.isfinite(loss) and k + 1 < len(h):
+        loss = float(h[k + 1].get("train_loss", math.nan))
+    return loss
 
 
 def _inner(argv) -> int:
