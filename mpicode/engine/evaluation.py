@@ -63,11 +63,20 @@ class EvalSchedule:
         self._probe: list[float] = []
 
     def begin(self, start: int) -> None:
-        """The run (or its resumed part) starts at iteration ``start``: auto probes again."""
+        """The run (or its resumed part) starts at iteration ``start``; auto probes from
+        there unless a checkpoint gave it its interval (:meth:`load_state_dict`)."""
         self.start = int(start)
-        if self.auto:
-            self.every, self._probe = None, []
-            self.eval_cost = self.iteration_cost = math.nan
+        self._probe = []
+
+    def state_dict(self) -> dict:
+        """Auto's chosen interval for a checkpoint (-1: not chosen yet): a resumed run keeps
+        it rather than probing again (and evaluating its first iteration)."""
+        return {"eval_every_auto": self.every or -1} if self.auto else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        v = state.get("eval_every_auto")
+        if self.auto and v is not None and int(v) > 0:
+            self.every = int(v)
 
     def due(self, it: int, last: int) -> bool:
         if it == last:

@@ -80,6 +80,7 @@ class Trainer:
         self._last_tasks = 0   # tasks of the last iteration (the work of its bookkeeping)
         self._log_charge = 0.0  # virtual time: the model's cost of that bookkeeping
         self._busy = 0.0       # rank 0's busy seconds in the current row (coord_busy)
+        self.evals = self._evaluation_schedule()  # when rank 0 evaluates (--eval-every)
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -266,7 +267,6 @@ class Trainer:
         # row's eval_s, which --eval-every auto takes as the cost of an evaluation
         self.divergence.prepare()
         self.clock0 = time.perf_counter()
-        self.evals = self._evaluation_schedule()
         self.evals.begin(start)
         self.snap = self.take_snapshot(start)
         self._t_mark = self.now()
@@ -336,7 +336,8 @@ class Trainer:
             w=self._snap_w, copy_w=False, iteration=next_iteration,
             n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
             t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
-            runtime={**self.dead.state_dict(), "log_charge": np.float64(self._log_charge)},
+            runtime={**self.dead.state_dict(), "log_charge": np.float64(self._log_charge),
+                     **self.evals.state_dict()},
             optimizer=self.optimizer)
 
     def restore(self, snap: dict) -> int:
@@ -348,6 +349,7 @@ class Trainer:
         runtime = snap.get("runtime", {})
         self.dead.load_state_dict(runtime)
         self._log_charge = float(runtime.get("log_charge", 0.0))
+        self.evals.load_state_dict(runtime)
         return int(snap["iteration"])
 
     def write_checkpoint(self) -> None:

@@ -146,3 +146,22 @@ def test_inexact_decode_estimate_is_within_its_documented_bound():
         assert abs(est - exact) <= (1 - c) * (max(means) - min(means)) + 1e-12 * abs(exact)
         partial += c < 1
     assert partial >= 1  # the bound was exercised
+
+
+def test_auto_interval_survives_a_checkpoint():
+    """A resumed run keeps auto's interval (runtime/eval_every_auto in the checkpoint): it
+    does not probe again, nor evaluate its first iteration."""
+    s = EvalSchedule("auto", model_eval_s=0.5)
+    s.begin(0)
+    for it in range(1 + PROBE):
+        s.observe(it, {"t_start": float(it), "t_end": it + 0.5})
+    assert s.state_dict() == {"eval_every_auto": 19}
+    r = EvalSchedule("auto", model_eval_s=0.5)
+    assert r.state_dict() == {"eval_every_auto": -1}
+    r.load_state_dict({"eval_every_auto": np.array(19)})
+    r.begin(20)
+    assert not r.due(20, 100) and r.due(37, 100) and r.observe(20, {}) is None
+    fixed = EvalSchedule(4)
+    assert fixed.state_dict() == {}
+    fixed.load_state_dict({"eval_every_auto": 19})
+    assert fixed.every == 4
