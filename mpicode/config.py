@@ -287,5 +287,6 @@ def show(cfg: Config) -> str:
 AUTO_NOTES = {
     "eval_every": "; auto: evaluate the first iteration, time 3 more, then every E "
                   "iterations so evaluation takes <= 5% of the time, and the last (E is "
-                  "logged and stored as the run-log attribute eval_every_auto)",
+                  "logged and stored as the run-log attribute eval_every_auto; in virtual "
+                  "time E = 1 unless the cost model charges coord_eval_s)",
 }

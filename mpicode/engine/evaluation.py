@@ -14,11 +14,12 @@ that evaluation cost against what an iteration costs without one over the next
 
 iterations (``B`` = :data:`BUDGET`, 5%), so that evaluation takes at most about 5% of the run's
 time; and always the last iteration. On the wall clock both costs are measured (``eval_s``,
-and the median of ``t_end - t_start`` of the probe rows); in virtual time (the simulator,
+and the median of ``t_end - t_start`` of the probe rows). In virtual time (the simulator,
 ``train --delay-mode virtual``) the rule is deterministic: the iteration cost is the probe
-rows' virtual duration and the evaluation cost the cost model's ``coord_eval_s`` or, when
-that is 0, the modelled cost of reading every training and test row at the kernel's rate
-(``K * partition_cost * (n_train + n_test) / n_train``).
+rows' virtual duration and the evaluation cost what the virtual clock charges for one, the
+cost model's ``coord_eval_s``; with the zero cost model (the default) evaluation takes no
+virtual time, so auto evaluates every iteration (E = 1), as before auto existed; with a
+calibrated profile (``--profile``) it chooses the interval the real run would.
 """
 
 from __future__ import annotations

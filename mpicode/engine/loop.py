@@ -202,16 +202,10 @@ class Trainer:
         self.w = w
 
     def _evaluation_schedule(self) -> EvalSchedule:
-        """``--eval-every`` as a schedule; in virtual time auto's evaluation cost is the cost
-        model's (see :mod:`mpicode.engine.evaluation`), never a measurement."""
-        model = None
-        if self.clock is None:
-            model = self.events.costs.coord_eval_s
-            if not model and self.problem is not None:  # rank 0 reads train + test rows
-                p = self.problem
-                model = (self.events.cost * self.scheme.K
-                         * (p.n + p.X_test.shape[0]) / max(1, p.n))
-        return EvalSchedule(self.eval_every, model)
+        """``--eval-every`` as a schedule; in virtual time auto's evaluation cost is the one
+        the virtual clock charges (``coord_eval_s``), never a measurement."""
+        return EvalSchedule(self.eval_every,
+                            None if self.clock is not None else self.events.costs.coord_eval_s)
 
     def _evaluate(self, it: int, last: int, row: dict) -> None:
         self._evaluate_due(it, last, row)
