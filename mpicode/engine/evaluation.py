@@ -62,6 +62,10 @@ class EvalSchedule:
         self.eval_cost = math.nan       # auto: seconds of one evaluation (measured/modelled)
         self.iteration_cost = math.nan  # auto: median seconds of a probe iteration
         self._probe: list[float] = []
+        self._announce = False
+        if self.auto and model_eval_s is not None and not model_eval_s > 0:
+            # virtual time, evaluation free on the virtual clock: nothing to probe
+            self.every, self.eval_cost, self._announce = 1, 0.0, True
 
     def begin(self, start: int) -> None:
         """The run (or its resumed part) starts at iteration ``start``; auto probes from
@@ -89,6 +93,9 @@ class EvalSchedule:
     def observe(self, it: int, row: dict) -> int | None:
         """Learn from iteration ``it``'s finished row (``t_start``, ``t_end``, ``eval_s``);
         returns the interval when auto has just chosen it, else None."""
+        if self._announce:  # chosen up front: said once
+            self._announce = False
+            return self.every
         if not self.auto or self.every is not None:
             return None
         if it == self.start:

@@ -237,7 +237,7 @@ class Trainer:
         chosen = self.evals.observe(it, row)
         if chosen is None:
             return
-        if self.log is not None:
+        if self.log is not None and chosen > 1:
             self.log.info("--eval-every auto: evaluating every %d iterations (evaluation "
                           "%.3g s, an iteration %.3g s)", chosen, self.evals.eval_cost,
                           self.evals.iteration_cost)

@@ -165,3 +165,11 @@ def test_auto_interval_survives_a_checkpoint():
     assert fixed.state_dict() == {}
     fixed.load_state_dict({"eval_every_auto": 19})
     assert fixed.every == 4
+
+
+def test_auto_in_virtual_time_without_an_evaluation_cost_evaluates_every_iteration():
+    s = EvalSchedule("auto", model_eval_s=0.0)
+    s.begin(0)
+    assert all(s.due(it, 50) for it in range(51))
+    assert s.observe(0, {}) == 1 and s.observe(1, {}) is None  # said once
+    assert s.state_dict() == {"eval_every_auto": 1}
