@@ -5,6 +5,7 @@ from mpicode.wire import *  # noqa: F401,F403
 from mpicode.wire import (  # noqa: F401
     CHUNK_HEADER,
     IT,
+    REPORT,
     RESULT_HEADER,
     TAG_ACK,
     TAG_CANCEL,
@@ -21,7 +22,6 @@ from mpicode.wire import (  # noqa: F401
     Chunk,
     Grant,
     Layout,
-    REPORT,
     Ready,
     ReadyLayout,
     Result,
