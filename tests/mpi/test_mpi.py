@@ -213,3 +213,37 @@ def test_decoded_training_loss_is_rank0s_evaluation(model, dtype):
                                        err_msg=f"{scheme} {model} {dtype} metric")
     comm.Barrier()
     comm.Free()
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.parametrize("channel", ["ideal", "rayleigh"])
+def test_a_stale_loss_and_metric_are_dropped(channel):
+    """A RESULT (ideal channel) or READY (uplink) of an iteration that never was, carrying an
+    absurd loss and metric, is counted stale and dropped: train_loss/train_metric stay the
+    decoded values of the current iteration's messages (= rank 0's evaluation)."""
+    from mpi4py import MPI
+
+    from mpicode import wire
+    comm = MPI.COMM_WORLD.Dup()
+    N = comm.size - 1
+    cfg = _cfg(N, scheme="uncoded", channel=channel, scheduler="lyapunov", bandwidth=2e6,
+               iterations=4)
+    comm.Barrier()
+    if comm.rank == 1:
+        if channel == "ideal":
+            stale = np.zeros(wire.Result.size(cfg.features))
+            wire.result_header(stale, -7, 0, 0.0, 0.0, 1e9, 1e9)
+            comm.Send(stale, dest=0, tag=wire.TAG_RESULT)
+        else:
+            ready = wire.Ready(-7, 0, wire.result_bytes(cfg.features), 0.0, 0.0, 1e9, 1e9)
+            comm.Send(wire.encode_ready(ready), dest=0, tag=wire.TAG_READY)
+    _, coord = _run(comm, cfg)
+    if comm.rank == 0:
+        h = coord.history
+        assert sum(r["n_stale"] for r in h) >= 1
+        np.testing.assert_allclose([r["train_loss"] for r in h[1:]],
+                                   [r["loss"] for r in h[:-1]], rtol=1e-12)
+        np.testing.assert_allclose([r["train_metric"] for r in h[1:]],
+                                   [r["train_accuracy"] for r in h[:-1]], rtol=1e-12)
+    comm.Barrier()
+    comm.Free()

@@ -49,6 +49,28 @@ def test_auto_in_virtual_time_uses_the_model_cost():
     assert s.every == interval(0.5, 0.5) == 19
 
 
+def test_config_show_prints_eval_every_auto_and_what_it_means():
+    from mpicode.config import show
+    line = next(ln for ln in show(defaults()).splitlines() if ln.startswith("eval_every"))
+    assert 'eval_every = "auto"' in line and "5%" in line and "eval_every_auto" in line
+    v = dict(defaults().values)
+    v["eval_every"] = 1
+    line = next(ln for ln in show(Config(v)).splitlines() if ln.startswith("eval_every"))
+    assert "eval_every = 1" in line and "5%" not in line
+
+
+def test_the_schema_marks_an_inexact_decode_as_an_estimate():
+    """docs/hdf5-schema.md: train_loss and train_metric of a row with coverage < 1
+    (ignore-stragglers) are the decoded estimate, with its bound."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[2] / "docs" / "hdf5-schema.md").read_text()
+    rows = {ln.split("|")[1].strip(" `"): ln for ln in doc.splitlines()
+            if ln.startswith("| `train_")}
+    assert "ignore-stragglers" in rows["train_loss"] and "**estimate**" in rows["train_loss"]
+    assert "(1 - coverage) x" in rows["train_loss"]
+    assert "estimate when `coverage` < 1" in rows["train_metric"]
+
+
 def test_eval_every_option_takes_auto_or_a_positive_integer():
     from mpicode.config import UsageError, _coerce, by_name
     o = by_name()["eval_every"]
