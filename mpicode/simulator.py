@@ -27,7 +27,14 @@ import numpy as np
 
 from mpicode.config import merge_resumed, validate_for_size
 from mpicode.engine import budget
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import (  # noqa: F401  (the kernel model's old home: re-exported)
+    KERNEL_ELEMENTS_PER_S,
+    KERNEL_OVERHEAD_S,
+    CostModel,
+    measure_partition_cost,
+    model_partition_cost,
+    run_partition_cost,
+)
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
 from mpicode.engine.rows import IterationInfo
@@ -90,52 +97,6 @@ def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, prob
                    dead_after=dead_after, log=log, optimizer=optimizer)
 
 
-# The default partition cost: a documented constant model of the fused kernel (fitted on the
-# project's 2-core machine for data that fits in cache), so that two runs with the same options
-# are bit-identical anywhere. ``--measure-partition-cost`` times the kernel instead.
-KERNEL_OVERHEAD_S = 1e-6
-KERNEL_ELEMENTS_PER_S = 2e9
-
-
-def model_partition_cost(rows: float, features: int,
-                         elements_per_s: float | None = None) -> float:
-    """Seconds for one partition of ``rows x features``: the constant model, or a calibrated
-    profile's ``kernel_elements_per_s``."""
-    return KERNEL_OVERHEAD_S + rows * features / (elements_per_s or KERNEL_ELEMENTS_PER_S)
-
-
-def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
-    """Seconds the fused kernel takes for one partition of this shape (median, warmed up)."""
-    from mpicode.numerics import kernels  # lazy: numba (~1 s) only to measure
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((max(1, rows), features))
-    y = (rng.random(max(1, rows)) < 0.5).astype(float)
-    w = np.zeros(features)
-    g = np.zeros(features)
-    kernels.logistic_grad(X, y, w, g, 1.0)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        kernels.logistic_grad(X, y, w, g, 1.0)
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-
-def _partition_cost(cfg, problem, K: int) -> float:
-    """``--partition-cost``, else the kernel model (or a measurement, if asked for)."""
-    if cfg.partition_cost is not None:
-        return cfg.partition_cost
-    if problem is not None and problem.model == "mlp":  # the MLP's own cost model
-        return problem.partition_cost()
-    if problem is not None:
-        rows, feats = problem.n / K, problem.dim
-    else:
-        rows, feats = max(1.0, cfg.samples / K), cfg.features
-    if cfg.measure_partition_cost:
-        return measure_partition_cost(int(round(rows)), feats)
-    return model_partition_cost(rows, feats, cfg.kernel_elements_per_s)
-
-
 def prepare(cfg):
     """Every check of a simulation, before anything is written: (cfg, problem, scheme,
     uplink, stragglers, snap). Usage errors raise :class:`UsageError`."""
@@ -155,7 +116,7 @@ def prepare(cfg):
     if note and not cfg.quiet:
         print(note, file=sys.stderr, flush=True)
     cfg = with_epochs(cfg, n_train)
-    cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
+    cfg = cfg.replace(partition_cost=run_partition_cost(cfg, problem, K))
     try:
         scheme = make_scheme(cfg, N, K)
         uplink = make_uplink(cfg, N, scheme)

@@ -34,6 +34,7 @@ from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import Session
 from mpicode.errors import UsageError
 from mpicode.simulator import Simulator, prepare
+from mpicode.wire import result_bytes
 
 # the sizes and runs of a fit: several N for the log N and N terms, stragglers so that the
 # schemes re-plan and cancel, a few iterations each (the first one warms up and is dropped)
@@ -126,7 +127,7 @@ def record_run(cfg, records: list) -> None:
     cfg, problem, scheme, uplink, stragglers, _ = prepare(cfg)
     mine: list = []
     sim = Simulator(scheme, stragglers, n_workers=scheme.N, partition_cost=cfg.partition_cost,
-                    problem=problem, uplink=uplink, msg_bytes=8 * (5 + cfg.features),
+                    problem=problem, uplink=uplink, msg_bytes=result_bytes(cfg.features),
                     rank0=Rank0(n_workers=scheme.N, virtual=True, record=mine))
     session = Session(cfg, mode="simulated", n_workers=scheme.N, attrs={})
     session.open()

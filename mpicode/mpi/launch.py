@@ -22,7 +22,7 @@ from mpicode import mpi as runtime
 from mpicode.config import Config, merge_resumed, validate_for_size
 from mpicode.engine import budget
 from mpicode.engine.clock import WallClock
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import CostModel, virtual_partition_cost
 from mpicode.engine.events import EventLoop
 from mpicode.engine.loop import Trainer
 from mpicode.engine.rank0 import Rank0
@@ -44,7 +44,6 @@ from mpicode.numerics.batches import epochs_note, with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
-from mpicode.simulator import model_partition_cost
 from mpicode.wire import result_bytes
 
 log = logging.getLogger("mpicode")
@@ -226,9 +225,7 @@ def build(cfg: Config, comm, problem, record: list | None = None):
     uplink = make_uplink(cfg, N, scheme)
     coord = Coordinator(comm, problem.dim, now=None)
     virtual = cfg.delay_mode == "virtual"
-    cost = cfg.partition_cost or 0.0
-    if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
-        cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
+    cost = virtual_partition_cost(cfg, problem, K) if virtual else (cfg.partition_cost or 0.0)
     # the cost model is virtual time's: with real delays the costs are real (and measured)
     costs = CostModel.from_config(cfg) if virtual else CostModel()
     events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
