@@ -26,7 +26,9 @@ The driver's hooks (all optional):
 * ``computed(task)``: the task's compute finished in virtual time: MPI waits for the worker's
   RESULT (ideal) or READY (uplink); the simulator computes the message;
 * ``grant(grant)``: MPI sends GRANT; ``delivered(task)``: MPI waits for the last chunk;
-* ``present(task_id)``: is the delivered message really here (MPI, real time)? default True.
+* ``present(task_id)``: is the delivered message really here (MPI, real time)? default True;
+* ``poll()``: file every message waiting (MPI, real time), True if there was one: the wall
+  clock calls it while it waits.
 
 Results that arrived wait in an :class:`Inbox`, which the loop and the driver's hooks are both
 given at construction (the MPI receiver files what comes in; the loop takes it out, earliest
@@ -196,6 +198,7 @@ class EventLoop:
         may show progress and raise :class:`~mpicode.engine.signals.Interrupted` on a stop
         request (the wall clock's waits check the stop flag themselves)."""
         scheme, clock, r0 = self.scheme, self.clock, self.rank0
+        poll = getattr(self.hooks, "poll", None)  # the MPI receiver (real time)
         n_events = 0
         self.t0 = t0
         if self.vw is not None:
@@ -214,7 +217,7 @@ class EventLoop:
             if t_next == INF and clock.virtual:
                 raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
                                    "nothing is pending")
-            now = clock.wait_until(t_next)
+            now = clock.wait_until(t_next, poll)
             if self.max_wait is not None and now > self.max_wait:
                 raise stalled(scheme, it, self.max_wait)
             if now < t_next:

@@ -280,8 +280,7 @@ def test_two_stage_summary_and_notes_reach_the_run_log(tmp_path):
     log = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=4, n_partitions=cfg.partitions,
                  mode="simulated")
     sim = Simulator(sc, make_straggler_model(cfg, 4, cfg.partitions), n_workers=4,
-                    partition_cost=1e-3)
-    sim.runlog = log
+                    partition_cost=1e-3, runlog=log)
     sim.run(6)
     log.close()
     with h5py.File(cfg.out, "r") as f:
