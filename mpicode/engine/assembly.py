@@ -177,10 +177,13 @@ def assemble(cfg, *, n_workers: int, problem=None, policies: Policies | None = N
 
     ``driver``: ``simulate`` (virtual time; the partition cost is the configuration's, see
     :func:`mpicode.engine.costs.run_partition_cost`) or ``train`` (``--delay-mode`` decides;
-    the cost model is virtual time's only). ``session``: an opened
-    :class:`~mpicode.engine.session.Session` whose hooks (run log, progress, checkpoints) go
-    last; ``hooks``: the caller's own, between the standard ones and the session's."""
+    the cost model is virtual time's only). ``session``: a
+    :class:`~mpicode.engine.session.Session` (opened here, creating the run log, unless it
+    is already) whose hooks (run log, progress, checkpoints) go last; ``hooks``: the
+    caller's own, between the standard ones and the session's."""
     pol = policies or Policies.from_config(cfg, n_workers)
+    if session is not None and session.runlog is None:
+        session.open()
     scheme = pol.scheme
     virtual = driver == "simulate" or cfg.delay_mode == "virtual"
     K = cfg.partitions

@@ -31,10 +31,11 @@ from mpicode.engine.divergence import DivergenceWatch
 from mpicode.engine.hooks import RunFailed, runtime_state
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
+from mpicode.errors import PluginError
 from mpicode.io import checkpoint
 from mpicode.models.oracle import oracle_row
 from mpicode.numerics.optim import GD
-from mpicode.registry import plugin_failure
+from mpicode.registry import misbehaved, plugin_failure
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
@@ -120,7 +121,7 @@ class Trainer:
         self._backend("begin", it, self.w, info)
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
-        dec, c_dec = r0.act(scheme.name, "decode", scheme.decode, count=_decode_work)
+        dec, c_dec = r0.act(scheme.name, "decode", self._decode, count=_decode_work)
         gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
                 if self.problem is not None else None)
         # virtual time charges the cost model's decode, not the measured one: the file is a
@@ -176,6 +177,24 @@ class Trainer:
                       + costs.coord_update_s)
         return out
 
+    def _decode(self):
+        """The scheme's decode, if the loop can use it: a ``Decoding`` whose weights name
+        tasks of this iteration that arrived (else the error naming the scheme)."""
+        scheme = self.scheme
+        dec = scheme.decode()
+        weights = getattr(dec, "weights", None)
+        if not isinstance(weights, dict):
+            raise misbehaved(scheme, "decode", f"returned {type(dec).__name__}, not a "
+                             "Decoding with a dict of weights")
+        tasks = scheme.tasks
+        for tid in weights:
+            task = tasks.get(tid)
+            if task is None or task.state != "done":
+                raise misbehaved(scheme, "decode", f"weighted task {tid}, which "
+                                 + ("does not exist" if task is None else
+                                    f"did not arrive (it is {task.state})"))
+        return dec
+
     def _heartbeat(self, it: int, events: int) -> None:
         """Inside a long iteration: honour a stop request within moments, and let the hooks
         (the progress display) say the iteration is still running."""
@@ -222,8 +241,8 @@ class Trainer:
         try:
             self._loop(start, last)
         except Exception as e:  # one try around the run: free while nothing raises
-            line = plugin_failure(e)
-            if line is None:
+            line = str(e) if isinstance(e, PluginError) else plugin_failure(e)
+            if line is None:  # mpicode's own bug: a traceback
                 raise
             self.status, self.error, self.exc = "failed", line, e
         self._each("end")

@@ -12,9 +12,9 @@ line and an exit code (0 complete, 1 failed, 3 interrupted)::
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
+import traceback
 
 from mpicode.engine.hooks import Checkpoints, Every, RunLogWriter, ShowProgress
 from mpicode.engine.progress import make_progress
@@ -116,8 +116,8 @@ class Session:
         the run itself is then complete in the file); return the exit code."""
         t, out, n = self.trainer, self.cfg.out, self.runlog.n_done
         stuck = f"; {self.shutdown}" if self.shutdown else ""
-        if t.exc is not None:  # a plugin's exception: its traceback with --verbose
-            logging.getLogger("mpicode").debug("the plugin's traceback:", exc_info=t.exc)
+        if t.exc is not None and getattr(self.cfg, "verbose", False):
+            traceback.print_exception(t.exc, file=sys.stderr)  # a plugin's, with --verbose
         if t.error:
             line = f"mpicode: error: {t.error}; {out}: {self.runlog.kept()}"
             code = EXIT_FAILED
