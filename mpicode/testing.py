@@ -11,7 +11,8 @@ Each trial draws a size (N, K, s) that the class's ``validate_size`` accepts, pe
 per-worker speeds, a straggler set (up to s workers, 5-50x slower, different every
 iteration) and per-task noise, so completion orders vary; then it runs a few iterations
 through the engine's own event loop (:class:`mpicode.engine.events.EventLoop`, virtual
-time, virtual workers: the tie order, cancels and checks of ``train`` and ``simulate``):
+time, virtual workers, assembled by :func:`mpicode.engine.assembly.build`: the tie order,
+cancels and checks of ``train`` and ``simulate``):
 ``begin``, results and ``on_tick`` at ``next_deadline`` in time order (a cancelled task
 frees its worker; its result sometimes still arrives, as when a CANCEL races the send, and
 the engine drops it) until ``done``, then ``decode``, ``outstanding``, ``end``. It asserts,
@@ -40,9 +41,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpicode.core_options import OPTIONS
-from mpicode.engine.events import EventLoop, Inbox
+from mpicode.engine import assembly
 from mpicode.engine.rows import IterationInfo
-from mpicode.engine.vworkers import VirtualWorkers
 from mpicode.errors import PluginError
 
 ITERATIONS = 3
@@ -76,15 +76,13 @@ def _options(cls, params: dict) -> dict:
     return opts
 
 
-class _World:
-    """One trial's world, as the engine sees it: the straggler model (each dispatched
-    task's whole run time is its "delay", the partition cost being 0: the worker's speed,
-    +-20% noise, 5-50x for this iteration's stragglers) and the driver's hooks (a cancelled
-    task's result still arrives now and then, when its compute would have finished: a CANCEL
-    that raced the send; the engine must drop it)."""
+class _Durations:
+    """One trial's straggler model: each dispatched task's whole run time is its "delay"
+    (the partition cost is 0): the worker's speed, +-20% noise, 5-50x for this iteration's
+    stragglers (``slow``)."""
 
-    def __init__(self, rng, tau, vworkers: VirtualWorkers, inbox: Inbox):
-        self.rng, self.tau, self.vw, self.inbox = rng, tau, vworkers, inbox
+    def __init__(self, rng, tau):
+        self.rng, self.tau = rng, tau
         self.slow: set[int] = set()
 
     def delay(self, it: int, worker: int, index: int, n: int) -> float:
@@ -93,6 +91,15 @@ class _World:
             d *= self.rng.uniform(5, 50)
         return d + 1e-6 * self.rng.random()
 
+
+class _LateResults:
+    """One trial's driver hooks: now and then a cancelled task's result still arrives, when
+    its compute would have finished (a CANCEL that raced the send); the engine must drop
+    it."""
+
+    def __init__(self, rng, vworkers, inbox):
+        self.rng, self.vw, self.inbox = rng, vworkers, inbox
+
     def cancel(self, task) -> None:  # (called before the workers' model forgets the task)
         t_done = self.vw.finish.get(task.task_id)
         if self.rng.random() < 0.3 and t_done is not None:
@@ -100,11 +107,12 @@ class _World:
 
 
 def _event_loop(scheme, rng, tau):
-    """The engine's :class:`EventLoop` in virtual time (zero costs), driving ``scheme``."""
-    vw, inbox = VirtualWorkers(scheme.N), Inbox()
-    world = _World(rng, tau, vw, inbox)
-    return EventLoop(scheme, world, partition_cost=0.0, vworkers=vw, hooks=world,
-                     inbox=inbox), world
+    """The engine's event loop in virtual time (zero costs) driving ``scheme``, assembled
+    as every run is (:func:`mpicode.engine.assembly.build`)."""
+    durations = _Durations(rng, tau)
+    run = assembly.build(scheme, durations, n_workers=scheme.N, partition_cost=0.0,
+                         backend=lambda **p: _LateResults(rng, p["vworkers"], p["inbox"]))
+    return run.events, durations
 
 
 def _too_long(it: int, events: int) -> None:

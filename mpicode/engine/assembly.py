@@ -9,7 +9,7 @@ The order (an arrow: "is handed to")::
     straggler model
     cost model -> Rank0                           what rank 0's actions cost (§2.6)
     RunClock -> event clock (virtual | wall)      the one clock (§2.4)
-    Inbox                                         results that arrived, waiting for rank 0
+    Inbox, VirtualWorkers (virtual time)          results that arrived; the workers' model
     backend (SimBackend | MPI Coordinator)        the driver's, built by ``backend(**parts)``
     EventLoop (all of the above)                  one iteration as events (§2.3)
     hooks: Evaluation, DeadWorkerWatch, the caller's, the session's (run log, progress,
@@ -136,9 +136,10 @@ def build(scheme, stragglers, *, n_workers: int, uplink=None, problem=None,
         Virtual time (the simulator, ``train --delay-mode virtual``: virtual workers, the
         cost model charged) or the wall clock (``train``: real delays, costs measured).
     backend : callable or None
-        ``backend(scheme=, uplink=, clock=, events_clock=, inbox=, virtual=, max_wait=)``
-        -> the driver's backend (the simulator's or the MPI coordinator); None: none
-        (decisions and timing only, no messages).
+        ``backend(scheme=, uplink=, clock=, events_clock=, inbox=, vworkers=, virtual=,
+        max_wait=)`` -> the driver's backend (the simulator's, the MPI coordinator, a
+        conformance check's); its ``hooks`` attribute (else itself) are the event loop's
+        hooks. None: none (decisions and timing only, no messages).
     hooks : sequence of Hook
         The run loop's hooks, in order (:func:`standard_hooks`, the caller's, the
         session's).
@@ -155,12 +156,12 @@ def build(scheme, stragglers, *, n_workers: int, uplink=None, problem=None,
     clock = RunClock(None if virtual else time.perf_counter)
     events_clock = VirtualClock() if virtual else WallClock(clock.now, stop_requested)
     inbox = Inbox()
+    vworkers = VirtualWorkers(n_workers) if virtual else None
     be = None if backend is None else backend(
         scheme=scheme, uplink=uplink, clock=clock, events_clock=events_clock, inbox=inbox,
-        virtual=virtual, max_wait=max_wait if virtual else None)
+        vworkers=vworkers, virtual=virtual, max_wait=max_wait if virtual else None)
     events = EventLoop(scheme, stragglers, partition_cost=partition_cost, uplink=uplink,
-                       msg_bytes=msg_bytes or result_bytes(dim),
-                       vworkers=VirtualWorkers(n_workers) if virtual else None,
+                       msg_bytes=msg_bytes or result_bytes(dim), vworkers=vworkers,
                        clock=events_clock, hooks=getattr(be, "hooks", be), costs=costs,
                        rank0=rank0, inbox=inbox, max_wait=None if virtual else max_wait)
     trainer = Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=be,
