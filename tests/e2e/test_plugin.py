@@ -239,7 +239,8 @@ BAD = {  # option -> (the line's plugin part, its callback and error, rows kept)
 def _one_failed_line(r, out, plugin, what, kept):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 1, r.stderr
-    assert lines == [f"mpicode: error: {plugin} {what}; kept {kept} iterations in {out}"]
+    assert lines == [f"mpicode: error: {plugin} {what}; {out}: {kept} iterations readable "
+                     f"and a checkpoint at iteration {kept} (--resume continues from there)"]
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "failed" and f.attrs["n_done"] == kept
         assert "checkpoint" in f  # resumable from the last complete iteration

@@ -341,7 +341,8 @@ def test_a_plugin_that_raises_mid_run_fails_it_in_one_line(fake_plugin, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mpicode: error: plugin scheme 'fake-toy' (entry point mpicode.schemes "
                    f"'fake-toy = mpicode_fakeplugin:FakeToy' of fake-dist 1.2) failed in "
-                   f"FakeToy.plan: ValueError: boom in plan; kept 1 iterations in {out}"]
+                   f"FakeToy.plan: ValueError: boom in plan; {out}: 1 iterations readable "
+                   f"and a checkpoint at iteration 1 (--resume continues from there)"]
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "failed" and f.attrs["n_done"] == 1
         assert int(f["checkpoint/iteration"][()]) == 1
