@@ -144,7 +144,9 @@ class Evaluation(Hook):
     On the wall clock the evaluation is part of the row's time (``eval_s``, a later
     ``t_end``); in virtual time it takes the cost model's ``coord_eval_s`` (0 by default),
     charged even without a model (``--compute none``), so that a simulated row lasts what
-    the real one would."""
+    the real one would. ``schedule``: :class:`Every` ``(E, last=True)``, or an adaptive one
+    (``begin``, ``due``, and ``observe(it, row)`` for every finished row, ``state_dict``:
+    what ``--eval-every auto`` needs)."""
 
     def __init__(self, schedule):
         self.schedule = schedule
@@ -155,6 +157,21 @@ class Evaluation(Hook):
         self.divergence = DivergenceWatch(trainer.problem, trainer.w)  # warns once, says why
 
     def complete_row(self, trainer, it, out):
+        self._evaluate(trainer, it, out)
+        observe = getattr(self.schedule, "observe", None)
+        if observe is not None:  # an adaptive schedule learns from every finished row
+            observe(it, out["row"])
+
+    def state_dict(self):  # an adaptive schedule's choice survives a resume
+        f = getattr(self.schedule, "state_dict", None)
+        return f() if f is not None else {}
+
+    def load_state_dict(self, state):
+        f = getattr(self.schedule, "load_state_dict", None)
+        if f is not None:
+            f(state)
+
+    def _evaluate(self, trainer, it, out):
         if not self.due(it):
             return
         row, clock = out["row"], trainer.clock
