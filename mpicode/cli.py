@@ -33,6 +33,8 @@ BENCHES = {
     "overhead": "rank 0's per-iteration cost by phase vs the floor (slowest worker's compute "
                 "+ Bcast/Reduce), N = 4, 8, 16, 10^3..10^6 parameters",
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
+    "policy": "every scheme's own CPU per result event and per iteration against N "
+              "(64 .. 100,000, in process), with the log-log slope",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
@@ -47,6 +49,11 @@ BENCH_ARGS = {
                                 "help": "only these N (default 4,8,16)"}),
                  ("--sizes", {"metavar": "LABEL,LABEL", "default": None,
                               "help": "only these model sizes: demo,1e3,1e4,1e5,1e6"})],
+    "policy": [("--workers", {"metavar": "N,N", "default": None,
+                              "help": "these N (default 64,1024,10000,100000)"}),
+               ("--budget", {"type": float, "default": None, "metavar": "SECONDS",
+                             "help": "CPU seconds per scheme and N before it is stopped "
+                                     "(default 120)"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],

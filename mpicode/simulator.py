@@ -64,7 +64,8 @@ class SimBackend:
         g = np.zeros(self.dim)
         loss = 0.0
         c = task.coeffs
-        for j, p in enumerate(task.partitions):
+        done = self.info.cut.get(task.task_id, task.n)  # a time limit: only the prefix
+        for j, p in enumerate(task.partitions[:done]):
             loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]),
                                             it=self.it)
         self.info.msgs[task.task_id] = (g, loss)
@@ -73,7 +74,7 @@ class SimBackend:
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,
               lr: float = 0.0, eval_every: int = 1, uplink=None, msg_bytes: int | None = None,
               checkpoint_every: int = 0, dead_after: int = 0, optimizer=None,
-              costs=None, rank0=None, runlog=None, hooks=()) -> Trainer:
+              costs=None, rank0=None, runlog=None, hooks=(), ideal_delays=None) -> Trainer:
     """The virtual-time trainer of a scheme (and of an uplink scheduler), assembled from the
     given policies (:func:`mpicode.engine.assembly.build`). Every logged value is a function
     of the seed and of the cost model ``costs`` (:class:`CostModel`; by default zero: the
@@ -81,14 +82,16 @@ def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, prob
     ``rank0``: a :class:`mpicode.engine.rank0.Rank0` (default: charged by ``costs.rank0``).
     Its hooks: the evaluation (every ``eval_every`` and the last), ``--dead-after``,
     ``hooks`` (the caller's), and with ``runlog`` the rows written to it and checkpoints
-    every ``checkpoint_every`` iterations."""
+    every ``checkpoint_every`` iterations. ``ideal_delays``: the delays of the
+    straggler-free replay (default the model's nominal twin; see
+    :func:`mpicode.engine.assembly.build`)."""
     cfg = SimpleNamespace(eval_every=eval_every, dead_after=dead_after)
     logged = [] if runlog is None else [RunLogWriter(runlog),
                                          Checkpoints(runlog, Every(checkpoint_every))]
     run = assembly.build(scheme, stragglers, n_workers=n_workers, uplink=uplink,
                          problem=problem, partition_cost=partition_cost, msg_bytes=msg_bytes,
                          costs=costs, rank0=rank0, virtual=True, backend=sim_backend(problem),
-                         lr=lr, optimizer=optimizer,
+                         lr=lr, optimizer=optimizer, ideal_delays=ideal_delays,
                          hooks=[*assembly.standard_hooks(cfg, n_workers, runlog=runlog),
                                 *hooks, *logged])
     return run.trainer

@@ -15,8 +15,9 @@ time, virtual workers, assembled by :func:`mpicode.engine.assembly.build`: the t
 cancels and checks of ``train`` and ``simulate``):
 ``begin``, results and ``on_tick`` at ``next_deadline`` in time order (a cancelled task
 frees its worker; its result sometimes still arrives, as when a CANCEL races the send, and
-the engine drops it) until ``done``, then ``decode``, ``outstanding``, ``end``. It asserts,
-with a message naming the trial:
+the engine drops it; a task with a ``time_limit`` stops as the worker would and reports how
+many partitions its message sums) until ``done``, then ``decode``, ``outstanding``,
+``end``. It asserts, with a message naming the trial:
 
 * the iteration finishes (every task eventually completes, within 100,000 events), and every
   answer is one the engine can carry out (``Actions`` with tasks for workers 0..N-1, a
@@ -147,10 +148,11 @@ def _check_decode(scheme, dec, arrived, exact, ctx):
         if tid not in arrived:
             _fail(ctx, f"decode weights task {tid}, which did not arrive")
         task = scheme.tasks[tid]
-        parts = np.asarray(task.partitions)
+        parts = np.asarray(task.computed)   # a time limit: the prefix its message sums
         if parts.size and (parts.min() < 0 or parts.max() >= scheme.K):
             _fail(ctx, f"task {tid} has partitions outside 0..K-1")
-        coeffs = np.ones(len(parts)) if task.coeffs is None else np.asarray(task.coeffs)
+        coeffs = np.ones(len(parts)) if task.coeffs is None else \
+            np.asarray(task.coeffs)[:len(parts)]
         total += w * (coeffs @ g[parts])
         np.add.at(c, parts, w * coeffs)
     if exact:

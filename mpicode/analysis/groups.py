@@ -21,8 +21,8 @@ from mpicode.stats import mean_ci
 SKIP = {"run", "file", "target_loss"}  # numeric but not worth a mean (or not numeric)
 # the grouped table's default columns, in the order they stay when it is too wide (the last
 # go first; before any of them, the columns equal in every group: they compare nothing)
-DEFAULT = ["mean_iter_s", "vs_oracle", "mean_load", "time_to_target_s", "final_loss",
-           "test_accuracy", "total_s"]
+DEFAULT = ["mean_iter_s", "vs_oracle", "mean_load", "S", "removed", "time_to_target_s",
+           "final_loss", "test_accuracy", "total_s"]
 # configuration keys that do not change what a run measures: runs differing only in these
 # (and the seed) are replicates of one another
 NOT_A_DIFFERENCE = {"seed", "out", "force", "quiet", "progress", "verbose", "eval_every",

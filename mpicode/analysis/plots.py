@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import mpicode.analysis as analysis
-from mpicode.analysis import whatif
+from mpicode.analysis import slowdown, whatif
 from mpicode.analysis.table import distinguishing
 from mpicode.errors import UsageError, WriteError
 from mpicode.io import safefile
@@ -554,7 +554,8 @@ def write_all(runs: list[dict], out_dir: str, gantt_run: dict | None = None,
               target_loss: float | None = None, groups=None,
               log_loss: bool = False) -> tuple[list[str], list[str]]:
     """Every plot into ``out_dir`` (created): loss_vs_time.png, loss_vs_iteration.png,
-    metric_vs_time.png, load_coverage.png, straggler_scores.png, gantt_<run>_<A>-<B>.png
+    metric_vs_time.png, load_coverage.png, straggler_scores.png, slowdown_attribution.png,
+    gantt_<run>_<A>-<B>.png
     (``--gantt-iterations A:B``), backlog_<run>.png (runs with a scheduler and Q/Z logged),
     groups.png (``groups``: [(label, runs)], whose curves become means with CI bands).
 
@@ -582,6 +583,7 @@ def _write_all(runs, d: Path, written: list[str], gantt_run, gantt_span, target_
     written.append(metric_vs_time(runs, d / "metric_vs_time.png", groups))
     written.append(load_coverage(runs, d / "load_coverage.png", groups))
     written.append(straggler_scores(runs, d / "straggler_scores.png", groups))
+    written.append(slowdown_attribution(runs, d / "slowdown_attribution.png", groups))
     if groups:
         written.append(group_bars(groups, target_loss, d / "groups.png"))
     stems = dict(zip(map(id, runs), _stems(runs), strict=True))
@@ -600,3 +602,57 @@ def _write_all(runs, d: Path, written: list[str], gantt_run, gantt_span, target_
     if not with_q:
         notes.append("note: no backlog plot: no run logged /workers/Q or Z with a scheduler on")
     return notes
+
+
+def slowdown_attribution(runs, path, groups=None) -> str:
+    """Rows (runs, or ``--group-by`` groups: mean over their runs) x workers, coloured by the
+    worker's share of the slowdown versus ideal; each row labelled with its S. Sized so that
+    the title, the row labels and the colour bar's label fit (constrained layout)."""
+    import textwrap
+    sets = run_sets(runs, groups)
+    rows, names = [], []
+    for name, members in sets:
+        shares = [[a["slowdown_share"] for a in slowdown.attribution(r)] for r in members]
+        shares = [x for x in shares if x and np.isfinite(x).any()]
+        if not shares:
+            continue
+        N = max(len(x) for x in shares)
+        a = np.full((len(shares), N), np.nan)
+        for i, x in enumerate(shares):
+            a[i, :len(x)] = x
+        with np.errstate(invalid="ignore"):
+            rows.append(np.nanmean(a, axis=0))
+        S = [slowdown.slowdown(r) for r in members]
+        S = [x for x in S if math.isfinite(x)]
+        tag = f"S={np.mean(S):.2f}" if S else "S -"
+        names.append("\n".join(textwrap.wrap(f"{name} ({tag})", 48)))
+    n_rows = max(1, len(rows))
+    fig, (ax,) = _figure(w=10.0, h=2.2 + 0.45 * n_rows + 0.15 * sum(n.count("\n")
+                                                                     for n in names))
+    title = ("Share of the slowdown versus the straggler-free ideal, per worker "
+             "(its time past ideal_s, over every worker's)")
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize="medium")
+    if not rows:
+        ax.text(0.5, 0.5, "no /iterations/ideal_s in these runs: no attribution", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return _save(fig, path)
+    N = max(len(r) for r in rows)
+    a = np.full((len(rows), N), np.nan)
+    for i, r in enumerate(rows):
+        a[i, :len(r)] = r
+    im = ax.imshow(a, aspect="auto", cmap="magma_r", interpolation="nearest", vmin=0.0)
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+    cb.set_label("share of the slowdown\n(a row sums to 1)", fontsize="small")
+    ax.set_yticks(range(len(names)), names, fontsize="x-small")
+    step = max(1, N // 16)
+    ax.set_xticks(range(0, N, step))
+    ax.set_xlabel("worker (rank = worker + 1)")
+    if N <= 16 and len(rows) <= 12:  # small enough to print the numbers
+        top = np.nanmax(a)
+        for (i, w), v in np.ndenumerate(a):
+            if np.isfinite(v):
+                ax.text(w, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > top * 0.6 else "black")
+    return _save(fig, path)

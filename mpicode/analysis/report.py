@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import mpicode.analysis as analysis
-from mpicode.analysis import groups, plots, table, whatif
+from mpicode.analysis import groups, plots, slowdown, table, whatif
 from mpicode.errors import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
@@ -52,6 +52,7 @@ def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], li
     for run, row in zip(runs, rows, strict=True):
         if "vs_oracle" not in row:  # summary() gives it once the log has /iterations/oracle_s
             row["vs_oracle"] = whatif.vs_oracle(run)
+    slowdown.add_removed(runs, rows)  # against the uncoded run of the same scenario
     notes = []
     for r in runs:
         if r["in_progress"]:
@@ -103,18 +104,28 @@ def _short_names(rows: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def _workers(runs: list[dict], fmt: str, columns) -> tuple[str, list[str]]:
-    rows = [w for r in runs for w in whatif.straggler_scores(r)]
+    rows = []
+    for r in runs:
+        share = {a["worker"]: a for a in slowdown.attribution(r)}
+        for w in whatif.straggler_scores(r):
+            a = share.get(w["worker"], {})
+            rows.append({**w, "excess_s": a.get("excess_s", math.nan),
+                         "slowdown_share": a.get("slowdown_share", math.nan)})
     keys = ["run", "worker", "rank", "score", "p95_slowdown", "slow_frac", "iterations",
-            "censored"]
+            "censored", "excess_s", "slowdown_share"]
     if columns:
         keys = table.parse_columns(columns, keys)
     notes = ["note: score: the worker's mean time per partition relative to the median of its "
              "iteration's workers (1 = typical); slow_frac: iterations at >= 1.5x the median; "
-             "censored: iterations whose time is a lower bound (a result that never arrived)"]
+             "censored: iterations whose time is a lower bound (a result that never arrived)",
+             "note: excess_s: the worker's time past its iterations' straggler-free ideal "
+             "(ideal_s), summed; slowdown_share: its part of every worker's excess (the "
+             "shares of a run add to 1)"]
     if fmt != "table":
         return _machine(rows, keys, fmt), notes
     shown, where = _short_names(rows)
-    f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}"}
+    f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}",
+         "excess_s": "{:.4g}", "slowdown_share": "{:.3f}"}
     shown = [{**r, "run": r["run"].removesuffix(".h5")} for r in shown]  # as the main table
     body = [[table.cell(f.get(k, "{}"), r[k]) for k in keys] for r in shown]
     return "\n".join(table.lay_out(keys, body, [k == "run" for k in keys])), where + notes

@@ -373,6 +373,9 @@ def summary(run, target_loss: float | None = None) -> dict:
         # busy, and its mean time in scheme and scheduler calls per iteration
         "coord_busy": _mean(it.get("coord_busy", nan)),
         "mean_policy_s": _mean(it.get("policy_s", nan)),
+        # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
+        # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
+        "S": _slowdown(run),
     }
     row["mode"] = run_mode(run)
     if target_loss is not None:
@@ -391,6 +394,11 @@ def run_mode(run) -> str:
     if mode in ("simulated", "simulate"):
         return "simulate"
     return "virtual-delay" if config(run).get("delay_mode") == "virtual" else "mpi"
+
+
+def _slowdown(run) -> float:
+    from mpicode.analysis.slowdown import slowdown  # lazy: slowdown reads runs through this module
+    return slowdown(run)
 
 
 def config(run) -> dict:

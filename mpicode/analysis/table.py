@@ -36,7 +36,8 @@ COLUMNS = [("run", "{}"), ("status", "{}"), ("scheme", "{}"), ("stragglers", "{}
            ("bytes_delivered", _bytes), ("jain", "{:.3f}"), ("jain_of", "{}"),
            ("throughput_Bps", "{:.4g}"), ("mean_comm_s", "{:.4f}"), ("p95_comm_s", "{:.4f}"),
            ("participation_jain", "{:.3f}"), ("vs_oracle", "{:.2f}"),
-           ("coord_busy", "{:.2f}"), ("mean_policy_s", "{:.3g}"), ("mode", "{}")]
+           ("coord_busy", "{:.2f}"), ("mean_policy_s", "{:.3g}"), ("mode", "{}"),
+           ("S", "{:.3f}"), ("removed", "{:.3f}")]
 FORMATS = {**dict(COLUMNS), "final_test_loss": "{:.6g}", "target_loss": "{:g}",
            "mean_oracle_s": "{:.4f}", "vs_oracle_part": "{:.2f}"}
 LEFT = {"run", "status", "scheme", "stragglers", "scheduler", "channel", "jain_of", "file",
@@ -48,13 +49,14 @@ COMPACT = [("run", "run"), ("status", "status"), ("scheme", "scheme"), ("N", "N"
            ("mode", "mode"),
            ("iterations", "iters"), ("final_loss", "loss"), ("test_accuracy", "acc"),
            ("mean_iter_s", "iter_s"), ("p95_iter_s", "p95_s"), ("total_s", "total_s"),
-           ("mean_load", "load"), ("coord_busy", "busy"), ("time_to_target_s", "target_s"),
-           ("vs_oracle", "vs_oracle")]
+           ("mean_load", "load"), ("coord_busy", "busy"), ("S", "S"), ("removed", "removed"),
+           ("time_to_target_s", "target_s"), ("vs_oracle", "vs_oracle")]
 PRIORITY = ["run", "status", "scheme", "N", "iterations", "final_loss", "mean_iter_s",
-            "time_to_target_s", "vs_oracle", "mode", "test_accuracy", "mean_load", "coord_busy",
-            "total_s", "p95_iter_s"]
+            "time_to_target_s", "vs_oracle", "S", "removed", "mode", "test_accuracy",
+            "mean_load", "coord_busy", "total_s", "p95_iter_s"]
 COMPACT_FORMATS = {"final_loss": "{:.4g}", "test_accuracy": "{:.3f}", "total_s": "{:.2f}",
-                   "mean_load": "{:.2f}", "vs_oracle": "{:.2f}", "time_to_target_s": "{:.2f}"}
+                   "mean_load": "{:.2f}", "vs_oracle": "{:.2f}", "time_to_target_s": "{:.2f}",
+                   "S": "{:.2f}", "removed": "{:.2f}"}
 
 
 def cell(fmt, v) -> str:

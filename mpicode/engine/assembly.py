@@ -34,6 +34,7 @@ from mpicode.engine.clock import RunClock, VirtualClock, WallClock
 from mpicode.engine.costs import CostModel, run_partition_cost, virtual_partition_cost
 from mpicode.engine.events import EventLoop, Inbox
 from mpicode.engine.hooks import DeadWorkerWatch, Evaluation, Every
+from mpicode.engine.ideal import IdealReplay
 from mpicode.engine.loop import Trainer
 from mpicode.engine.rank0 import Rank0
 from mpicode.engine.signals import stop_requested
@@ -126,7 +127,8 @@ def standard_hooks(cfg, n_workers: int, *, runlog=None, log=log) -> list:
 def build(scheme, stragglers, *, n_workers: int, uplink=None, problem=None,
           partition_cost: float = 0.0, msg_bytes: int | None = None, costs=None, rank0=None,
           virtual: bool = True, backend=None, lr: float = 0.0, optimizer=None, hooks=(),
-          max_wait: float | None = None, record: list | None = None) -> Run:
+          max_wait: float | None = None, record: list | None = None,
+          ideal_delays=None) -> Run:
     """A run from its policies: the cost model, rank 0, the clocks, the inbox, the backend,
     the event loop and the trainer, in that order.
 
@@ -148,6 +150,10 @@ def build(scheme, stragglers, *, n_workers: int, uplink=None, problem=None,
         event loop's bound, in virtual time the backend's (waiting for a real message).
     record : list or None
         Rank 0's actions are appended to it (``mpicode calibrate``, §2.6).
+    ideal_delays : StragglerModel or None
+        The delays of the straggler-free replay (``ideal_s``); default the straggler
+        model's nominal twin (a test gives the run's own model: the replay must then be the
+        iteration).
     """
     costs = costs if costs is not None else CostModel()
     dim = problem.dim if problem is not None else 0
@@ -164,10 +170,23 @@ def build(scheme, stragglers, *, n_workers: int, uplink=None, problem=None,
                        msg_bytes=msg_bytes or result_bytes(dim), vworkers=vworkers,
                        clock=events_clock, hooks=getattr(be, "hooks", be), costs=costs,
                        rank0=rank0, inbox=inbox, max_wait=None if virtual else max_wait)
+    ideal = IdealReplay(stragglers, n_workers, _shadow_loop(events, n_workers),
+                        delays=ideal_delays)
     trainer = Trainer(scheme, events, n_workers=n_workers, problem=problem, lr=lr, backend=be,
-                      clock=clock, hooks=hooks, optimizer=optimizer)
+                      clock=clock, hooks=hooks, optimizer=optimizer, ideal=ideal)
     return Run(Policies(scheme, uplink, stragglers), costs, rank0, clock, inbox, be, events,
                list(hooks), trainer)
+
+
+def _shadow_loop(events: EventLoop, n_workers: int):
+    """The factory of the straggler-free replay's event loops (:mod:`mpicode.engine.ideal`):
+    the run's cost model and message size, fresh virtual workers and clock, no uplink (the
+    ideal channel), no hooks, rank 0 not charged."""
+    def loop(scheme, delays, partition_cost: float) -> EventLoop:
+        return EventLoop(scheme, delays, partition_cost=partition_cost, uplink=None,
+                         msg_bytes=events.msg_bytes, vworkers=VirtualWorkers(n_workers),
+                         clock=VirtualClock(), hooks=None, costs=events.costs)
+    return loop
 
 
 def assemble(cfg, *, n_workers: int, problem=None, policies: Policies | None = None,

@@ -33,7 +33,7 @@ from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
 from mpicode.errors import PluginError
 from mpicode.io import checkpoint
-from mpicode.models.oracle import oracle_row
+from mpicode.models.oracle import measured_partition_cost, oracle_row
 from mpicode.numerics.optim import GD
 from mpicode.registry import misbehaved, plugin_failure
 
@@ -58,6 +58,9 @@ class Trainer:
     hooks : sequence of Hook
         The handlers on the loop, called in this order at every point
         (:mod:`mpicode.engine.hooks`).
+    ideal : IdealReplay or None
+        The straggler-free replay of every iteration (``ideal_s``,
+        :mod:`mpicode.engine.ideal`); None: ``ideal_s`` is NaN.
     """
 
     status = "complete"
@@ -66,7 +69,8 @@ class Trainer:
     log_broken = False  # a write to the run log failed half-way: write nothing more
 
     def __init__(self, scheme, events, *, n_workers: int, problem=None, lr: float = 0.0,
-                 backend=None, clock: RunClock | None = None, hooks=(), optimizer=None):
+                 backend=None, clock: RunClock | None = None, hooks=(), optimizer=None,
+                 ideal=None):
         self.scheme, self.events, self.backend = scheme, events, backend
         self.uplink = events.uplink
         self.N = n_workers
@@ -87,6 +91,7 @@ class Trainer:
         self._last_tasks = 0   # tasks of the last iteration (the work of its bookkeeping)
         self._log_charge = 0.0  # virtual time: the model's cost of that bookkeeping
         self._busy = 0.0       # rank 0's busy seconds in the current row (coord_busy)
+        self.ideal = ideal  # ideal_s: the straggler-free what-if (None: not logged, NaN)
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -118,6 +123,8 @@ class Trainer:
             r0.busy_s += self._log_charge
             self.vt += costs.coord_log_s + self._log_charge
         a = self.now()  # the previous row's bookkeeping ends here
+        if self.ideal is not None:
+            self.ideal.before(scheme)
         self._backend("begin", it, self.w, info)
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
@@ -142,12 +149,17 @@ class Trainer:
             self._update(gsum)
             grad_norm = self._grad_norm
         t_end = math.nan  # wall clock: once the rows are built (they are the update's cost)
+        # the models' partition cost in virtual time, the measured one on the wall clock
+        cost = measured_partition_cost(scheme, info) if wall else self.events.cost
+        # the same iteration replayed without straggler delays (docs/design.md §8.1): an
+        # observer of the run, not charged to rank 0 in virtual time (on the wall clock it is
+        # real time, in update_s)
+        ideal_s = self.ideal.wait(it, cost) if self.ideal is not None else math.nan
 
         def rows():
-            # the clairvoyant oracle of this iteration's draws: the models' partition cost
-            # in virtual time, the measured one on the wall clock
-            oracle = oracle_row(self.events.stragglers, it, scheme,
-                                None if wall else self.events.cost, info)
+            # the clairvoyant oracle of this iteration's draws, and the replay's ideal_s
+            oracle = oracle_row(self.events.stragglers, it, scheme, cost, info)
+            oracle["ideal_s"] = ideal_s
             return collect_rows(scheme, it, info, t_start=t_start, t_end=t_end,
                                 t_wait=t_wait, decode_s=decode_s, dec=dec, summary=summary,
                                 grad_norm=grad_norm, oracle=oracle)

@@ -38,6 +38,7 @@ from mpicode.experiments import (
     mlp_publish,
     mlp_study,
     publish,
+    rivals,
     seeded,
     study,
     study_publish,
@@ -176,12 +177,36 @@ def main(argv=None) -> int:
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
     _publish(a, out, meta, claims, res, suite)
+    _publish_simulated(a, out, study_out, mlp_out)
+    rivals_claim(suite, out, res)
+    return 0
+
+
+def _publish_simulated(a, out: Path, study_out, mlp_out) -> None:
+    """The simulator studies' tables and README sections (two-stage, the MLP)."""
     rows, cmp, smeta = study_out
     study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
-    return 0
+
+
+def rivals_claim(suite, out: Path, res: dict) -> None:
+    """The rivals (issue 29): the MPI half from the seeded comparison, the simulator half run
+    here (N = 64 and 256); written to ``OUT/rivals.{json,md}``."""
+    import json
+    print("experiments: the rivals (partial-gc, hetero-gc, dropcompute) in the simulator",
+          flush=True)
+    rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
+    mpi_rows = res["seeded"].get("rivals", [])
+    (out / "rivals.json").write_text(json.dumps(
+        {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
+        indent=1, default=float))
+    (out / "rivals.md").write_text(rivals.markdown(tab, head, meta) + "\n"
+                                   + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
+    for h in head:
+        print(f"rivals: {h['scenario']} N={h['N']} {h['placement']}: two-stage / partial-gc "
+              f"{rivals._fmt(h['ratio'])} {h['verdict']}", flush=True)
 
 
 def _runs_record(out: Path, a, started, mpi_s: float) -> dict:

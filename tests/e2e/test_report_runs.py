@@ -55,7 +55,7 @@ def test_plots_written(two_runs, tmp_path):
     names = sorted(p.name for p in d.iterdir())
     assert names == ["backlog_b.png", "gantt_a_2-5.png", "load_coverage.png",
                      "loss_vs_iteration.png", "loss_vs_time.png", "metric_vs_time.png",
-                     "straggler_scores.png"], names
+                     "slowdown_attribution.png", "straggler_scores.png"], names
     for p in d.iterdir():
         _png(p)
         assert f"wrote {p}" in r.stderr
@@ -68,7 +68,7 @@ def test_plots_without_backlogs_say_so(two_runs, tmp_path):
     from mpicode.analysis import plots
     written, notes = plots.write_all(runs, str(tmp_path / "p"), gantt_run=runs[0],
                                      gantt_span=(0, 6))
-    assert len(written) == 6 and any("no backlog plot" in n for n in notes)
+    assert len(written) == 7 and any("no backlog plot" in n for n in notes)
 
 
 # -- bad input: one line, exit 2 -------------------------------------------------------------
