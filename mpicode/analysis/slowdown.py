@@ -42,7 +42,7 @@ NOT_SCENARIO = {"scheme", "stragglers_tolerated", "out", "force", "quiet", "verb
 
 # T, T_ideal and S of a run are sums over its rows, which the run's summary (its S) computes
 # (mpicode.analysis.runs); the names here are the ones the report and the studies use
-_rows, totals, slowdown = runs.ideal_rows, runs.ideal_totals, runs.ideal_slowdown
+totals, slowdown = runs.ideal_totals, runs.ideal_slowdown
 
 
 def removed(s: float, s_uncoded: float) -> float:
