@@ -84,4 +84,4 @@ def test_train_and_simulate_examples_are_valid(tmp_path, section):
         for flag, value in zip(args, args[1:], strict=False):
             if flag.startswith("--") and not value.startswith("--"):
                 key = flag[2:].replace("-", "_")
-                assert re.search(rf"^{key} = .*# command line", r.stdout, re.M), (flag, r.stdout)
+                assert re.search(rf"^{key} = .*# cli$", r.stdout, re.M), (flag, r.stdout)
