@@ -67,6 +67,16 @@ class EvalSchedule:
             # virtual time, evaluation free on the virtual clock: nothing to probe
             self.every, self.eval_cost, self._announce = 1, 0.0, True
 
+    def bind(self, model_eval_s: float | None) -> None:
+        """The clock the run keeps: ``model_eval_s``, the virtual clock's charge for one
+        evaluation (the cost model's ``coord_eval_s``), or None on the wall clock, where the
+        first evaluation is measured. Called by the evaluation hook at the run's start."""
+        self.model_eval_s = model_eval_s
+        if self.auto and self.every is None and model_eval_s is not None and \
+                not model_eval_s > 0:
+            # virtual time, evaluation free on the virtual clock: nothing to probe
+            self.every, self.eval_cost, self._announce = 1, 0.0, True
+
     def begin(self, start: int) -> None:
         """The run (or its resumed part) starts at iteration ``start``; auto probes from
         there unless a checkpoint gave it its interval (:meth:`load_state_dict`)."""
