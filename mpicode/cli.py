@@ -15,7 +15,7 @@ import signal
 import sys
 
 from mpicode import __version__, memory, registry
-from mpicode.config import add_options, resolve, show
+from mpicode.config import add_options, resolve, show, write_reference
 from mpicode.core_options import SIMULATE_ONLY
 from mpicode.engine import faults
 from mpicode.engine.signals import STOP, install_stop_handlers
@@ -35,9 +35,8 @@ BENCHES = {
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
     "policy": "every scheme's own CPU per result event and per iteration against N "
               "(64 .. 100,000, in process), with the log-log slope",
-    "elastic": "Open MPI ULFM: two workers SIGKILLed mid-iteration under every scheme that "
-               "survives it (--on-failure continue): iterations, loss vs uncoded, recovery; "
-               "detection latency",
+    "elastic": "Open MPI ULFM: two workers SIGKILLed mid-iteration, every scheme that survives "
+               "it (--on-failure continue): iterations, loss vs uncoded, recovery, detection",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
@@ -68,6 +67,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+REPORT_COLUMNS = """timing columns:
+  iter_s, p95_s         mean and 95th percentile of an iteration's time (mean_iter_s,
+                        p95_iter_s): t_end - t_start less rank 0's evaluation (eval_s),
+                        the same whatever --eval-every
+  vs_oracle             mean_iter_s over the clairvoyant oracle's mean time; '-' without
+                        oracle_s or when the oracle's time is under 5% of an iteration's
+  total_s               wall time of the run, evaluation and everything else included
+  loss (final_loss)     the last model's training loss: evaluated, else workers' train_loss
+"""
 
 
 def add_report_views(rp) -> None:
@@ -138,13 +148,15 @@ def build_parser() -> Parser:
                         "discrete-event simulator")
     add_options(si)
 
-    rp = sub.add_parser("report", help="comparison table (and plots) of HDF5 runs")
+    rp = sub.add_parser(
+        "report", help="comparison table (and plots) of HDF5 runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=REPORT_COLUMNS)
     rp.add_argument("runs", nargs="+", metavar="RUN.h5",
                     help="run logs (RUN.h5.part, a run in progress, is read too)")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="output format (default: table; csv/json print notes on stderr)")
     rp.add_argument("--target-loss", type=float, default=None, metavar="X",
-                    help="also report the wall time at which the loss first reached X")
+                    help="also report when the loss (else train_loss) first reached X")
     rp.add_argument("--plots", metavar="DIR", default=None,
                     help="write PNG plots into DIR (needs matplotlib)")
     rp.add_argument("--gantt-run", metavar="RUN", default=None,
@@ -163,6 +175,10 @@ def build_parser() -> Parser:
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
     sh = csub.add_parser("show", help="print the effective configuration (TOML)")
     add_options(sh)
+    rf = csub.add_parser("reference", help="print the option reference of docs/user-guide.md "
+                         "(Markdown tables)")
+    rf.add_argument("--write", metavar="FILE.md", default=None,
+                    help="replace the reference between its markers in FILE.md instead")
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     add_calibrate(sub)
@@ -237,30 +253,6 @@ def _data(args) -> int:
     return 0
 
 
-def _info(as_json: bool) -> int:
-    """``mpicode info``: mpicode, the MPI library (as mpi4py loaded it), the launcher and
-    fault tolerance."""
-    from mpicode.mpi import library  # lazy: mpi4py initialises MPI; only `info` needs it
-    d = {"mpicode": __version__, **library.describe()}
-    if as_json:
-        import json
-        print(json.dumps(d, indent=1))
-        return 0
-    ft = ("yes" if d["fault_tolerance"] else "no") + (
-        ": launched with it (--on-failure continue works)" if d["fault_tolerance_enabled"]
-        else ": launch with mpiexec --with-ft ulfm for --on-failure continue"
-        if d["fault_tolerance"] else " (--on-failure continue needs Open MPI: make install "
-        "MPI=openmpi)")
-    print(f"mpicode {d['mpicode']}\n"
-          f"MPI library: {d['mpi_library']} {d['mpi_version']} (MPI {d['mpi_standard']}, "
-          f"mpi4py {d['mpi4py']})\n"
-          f"  {d['library']}\n"
-          f"launcher: {d['mpiexec']} ({d['mpiexec_family']}: {d['launcher']})\n"
-          f"fault tolerance (ULFM): {ft}\n"
-          f"launch: {d['launch']}")
-    return 0
-
-
 def dispatch(args) -> int:
     if args.command in ("train", "simulate"):
         faults.check()  # a malformed MPICODE_FAULT (tests only) is one line, before the run
@@ -295,6 +287,8 @@ def dispatch(args) -> int:
     if args.command == "config" and args.config_command == "show":
         print(show(resolve(args)))
         return 0
+    if args.command == "config" and args.config_command == "reference":
+        return write_reference(args.write)
     if args.command == "calibrate":
         from mpicode.mpi import calibrate  # lazy: importing mpi4py initialises MPI
         return calibrate.main(args)
@@ -303,7 +297,9 @@ def dispatch(args) -> int:
         print(registry.describe(as_json=args.json, kinds=kinds))
         return 0
     if args.command == "info":
-        return _info(args.json)
+        from mpicode.mpi import library  # lazy: mpi4py initialises MPI; only `info` needs it
+        print(library.info_text(__version__, as_json=args.json))
+        return 0
     if args.command == "warmup":
         from mpicode.numerics import kernels  # lazy: numba (~1 s)
         kernels.warmup()

@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpicode.analysis.series import iteration_seconds, loss_after_step
 from mpicode.errors import UsageError
 from mpicode.io.eventlog import read_events
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
@@ -32,7 +33,8 @@ from mpicode.options import file_kind
 from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
-           "fairness", "time_to_loss", "resolve_path", "per_worker_total",
+           "fairness", "time_to_loss", "loss_after_step", "iteration_seconds",
+           "resolve_path", "per_worker_total",
            "participation_jain", "config"]
 
 
@@ -285,15 +287,16 @@ def fairness(run) -> tuple[float, str]:
 
 
 def time_to_loss(run, target: float | None) -> float:
-    """Seconds (``t_end``) at the end of the first iteration whose loss is <= target; inf if
-    never reached, NaN without a target or a loss field."""
+    """Seconds (``t_end``) at the end of the first iteration whose model's loss is <=
+    target (:func:`loss_after_step`: rank 0's evaluation, else the workers' training loss of
+    that model, so the answer does not depend on ``--eval-every``); inf if never reached,
+    NaN without a target or a loss field."""
     run = read_run(run)
     if target is None:
         return math.nan
-    loss = run["iterations"].get("loss")
-    if loss is None or "t_end" not in run["iterations"]:
+    if "loss" not in run["iterations"] or "t_end" not in run["iterations"]:
         return math.nan
-    hit = np.flatnonzero(loss <= target)
+    hit = np.flatnonzero(loss_after_step(run) <= target)
     return float(run["iterations"]["t_end"][hit[0]]) if hit.size else math.inf
 
 
@@ -318,11 +321,21 @@ def participation_jain(run) -> float:
     return float(jain(np.asarray(p[-1], float)))
 
 
+# vs_oracle is left out (NaN, shown ``-``) when the oracle's mean time is below this
+# fraction of the mean iteration time: the work the oracle splits is then a sliver of the
+# iteration (no stragglers, tiny partitions), and the ratio measures rank 0's fixed costs,
+# not the scheme (a no-straggler run printed vs_oracle 64.64)
+ORACLE_MIN_SHARE = 0.05
+
+
 def _ratio(durations: np.ndarray, oracle: np.ndarray) -> float:
-    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs)."""
+    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs, or
+    when the oracle's time is under :data:`ORACLE_MIN_SHARE` of the iteration's)."""
     o = np.asarray(oracle, float)
     o = o[np.isfinite(o)]
     if not durations.size or not o.size or o.mean() <= 0:
+        return math.nan
+    if o.mean() < ORACLE_MIN_SHARE * durations.mean():
         return math.nan
     return float(durations.mean() / o.mean())
 
@@ -339,8 +352,8 @@ def summary(run, target_loss: float | None = None) -> dict:
     run = read_run(run)
     a, it, n = run["attrs"], run["iterations"], run["n"]
     nan = np.full(n, np.nan)
-    t0, t1 = it.get("t_start", nan), it.get("t_end", nan)
-    dur = t1 - t0
+    t1 = it.get("t_end", nan)
+    dur = iteration_seconds(run)  # rank 0's evaluation left out (total_s keeps it)
     fin = dur[np.isfinite(dur)]
     jf, basis = fairness(run)
     delivered = per_worker_total(run, "delivered")
@@ -348,7 +361,7 @@ def summary(run, target_loss: float | None = None) -> dict:
         "run": run["path"], "status": run["status"],
         "scheme": str(a.get("scheme", "?")), "stragglers": str(a.get("stragglers", "?")),
         "N": int(a.get("n_workers", 0)), "iterations": n,
-        "final_loss": _last_finite(it.get("loss", nan)),
+        "final_loss": _last_finite(loss_after_step(run)) if n else math.nan,
         "test_accuracy": _last_finite(it.get("accuracy", nan)),
         "mean_iter_s": float(fin.mean()) if fin.size else math.nan,
         "p95_iter_s": float(np.percentile(fin, 95)) if fin.size else math.nan,
@@ -384,7 +397,7 @@ def summary(run, target_loss: float | None = None) -> dict:
         "mean_policy_s": _mean(it.get("policy_s", nan)),
         # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
         # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
-        "S": _slowdown(run),
+        "S": ideal_slowdown(run),
         **_membership(run),  # --on-failure continue: failures seen, workers alive at the end
     }
     row["mode"] = run_mode(run)
@@ -406,9 +419,31 @@ def run_mode(run) -> str:
     return "virtual-delay" if config(run).get("delay_mode") == "virtual" else "mpi"
 
 
-def _slowdown(run) -> float:
-    from mpicode.analysis.slowdown import slowdown  # lazy: slowdown reads runs through this module
-    return slowdown(run)
+def ideal_rows(run) -> tuple[np.ndarray, np.ndarray]:
+    """(duration, ideal duration) of every row that has both: the ideal duration is the row's
+    with ``wait_s`` replaced by ``ideal_s`` (:mod:`mpicode.analysis.slowdown`)."""
+    run = read_run(run)
+    it, n = run["iterations"], run["n"]
+    nan = np.full(n, np.nan)
+    dur = np.asarray(it.get("t_end", nan), float) - np.asarray(it.get("t_start", nan), float)
+    ideal = dur - np.asarray(it.get("wait_s", nan), float) + \
+        np.asarray(it.get("ideal_s", nan), float)
+    ok = np.isfinite(dur) & np.isfinite(ideal) & (ideal > 0)
+    return dur[ok], ideal[ok]
+
+
+def ideal_totals(run) -> tuple[float, float]:
+    """(T, T_ideal) of a run, seconds (NaN without ``ideal_s``)."""
+    dur, ideal = ideal_rows(run)
+    if not dur.size:
+        return math.nan, math.nan
+    return float(dur.sum()), float(ideal.sum())
+
+
+def ideal_slowdown(run) -> float:
+    """``S = T / T_ideal`` (NaN when the log has no ``ideal_s``)."""
+    t, ti = ideal_totals(run)
+    return t / ti if ti > 0 else math.nan
 
 
 def config(run) -> dict:

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m mpicode.experiments                 # full suite -> results/, README "Results"
+    python -m mpicode.experiments                 # full suite -> results/, results/README.md
     python -m mpicode.experiments --quick --out /tmp/r --no-readme   # < 1 min, for tests
 
 Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
@@ -15,8 +15,9 @@ scheme comparison (:mod:`~mpicode.experiments.study`) and the MLP on digits
 (:mod:`~mpicode.experiments.comm_study`: virtual time and one more MPI job); the scale sweep in
 the simulator; then metrics, the verdict of each claim by the rules of
 :mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
-``OUT/summary.json`` and the README section between ``<!-- results:start -->`` and
-``<!-- results:end -->``. ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
+``OUT/summary.json`` and the sections of ``OUT/README.md`` (``--readme FILE``: another file)
+between ``<!-- results:start -->`` and ``<!-- results:end -->`` (and the simulator studies'
+markers). ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mpicode.experiments import (
     mlp_study,
     publish,
     rivals,
+    saturation,
     seeded,
     study,
     study_publish,
@@ -118,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--quick", action="store_true", help="a tiny suite (4 workers), for tests")
-    p.add_argument("--readme", default="README.md", help="README to update (default README.md)")
+    p.add_argument("--readme", default=None,
+                   help="the Markdown file whose generated sections to update (default "
+                        "OUT/README.md: results/README.md, which the project README links)")
     p.add_argument("--no-readme", action="store_true", help="do not touch the README")
     p.add_argument("--analyse-only", action="store_true",
                    help="skip the runs: analyse the HDF5 runs already in --out")
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     suite = Suite.make(a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.readme is None:
+        a.readme = str(out / "README.md")
     data_dir = out / "datasets"
     load_at_start = machine("")["loadavg"]
     mpi_s = 0.0
@@ -179,6 +185,7 @@ def main(argv=None) -> int:
     _publish(a, out, meta, claims, res, suite)
     _publish_simulated(a, out, study_out, mlp_out)
     rivals_claim(suite, out, res)
+    saturation_table(suite, out)
     return 0
 
 
@@ -199,14 +206,26 @@ def rivals_claim(suite, out: Path, res: dict) -> None:
           flush=True)
     rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
     mpi_rows = res["seeded"].get("rivals", [])
-    (out / "rivals.json").write_text(json.dumps(
+    safefile.write_text(out / "rivals.json", json.dumps(
         {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
         indent=1, default=float))
-    (out / "rivals.md").write_text(rivals.markdown(tab, head, meta) + "\n"
-                                   + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
+    safefile.write_text(out / "rivals.md", rivals.markdown(tab, head, meta) + "\n"
+                        + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
     for h in head:
         print(f"rivals: {h['scenario']} N={h['N']} {h['placement']}: two-stage / partial-gc "
               f"{rivals._fmt(h['ratio'])} {h['verdict']}", flush=True)
+
+
+def saturation_table(suite, out: Path) -> None:
+    """Rank 0's saturation N per scheme (issue 23), in the simulator with the coordinator
+    charged by the default profile: ``OUT/saturation.{md,json}``."""
+    import json
+    print("experiments: rank 0's saturation N per scheme in the simulator", flush=True)
+    res = saturation.run(ns=saturation.QUICK_NS if suite.quick else saturation.NS,
+                         log=lambda m: print(m, flush=True))
+    safefile.write_text(out / "saturation.json", json.dumps(res, indent=1, default=float))
+    safefile.write_text(out / "saturation.md", "# Rank 0's saturation N\n"
+                        + "\n".join(saturation.section(res)) + "\n")
 
 
 def _runs_record(out: Path, a, started, mpi_s: float) -> dict:

@@ -18,6 +18,7 @@ import math
 import sys
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+from mpicode.engine.hooks import Hook
 from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,
     config,
@@ -26,10 +27,20 @@ from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old na
     run_mpi,
     target_iteration,
 )
-from mpicode.mpi import bounds  # lazy: importing mpi4py initialises MPI
 from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
-from mpicode.mpi.launch import build, execute  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
+
+
+class LinkTimes(Hook):
+    """A hook on rank 0's run loop: each iteration's link time (it needs the iteration's
+    tasks, which the scheme forgets at the next), after the row is final."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def post_step(self, trainer, it, out):
+        self.times.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"]))
 
 
 def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
@@ -40,26 +51,25 @@ def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None
-    trainer, coord = build(cfg, comm, problem)
-    links: list[float] = []
-    plain = trainer.iteration
-
-    def iteration(it):  # the link time needs the iteration's tasks (gone after the next)
-        out = plain(it)
-        links.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"]))
-        return out
-
-    trainer.iteration = iteration
-    trainer.run(cfg.iterations)
-    coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
+    links = LinkTimes()
+    trainer = execute(cfg, comm, problem, hooks=[links]).trainer
     h = trainer.history
     per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
-           "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)]}
+           "comm_s": [r["comm_s"] for r in h], "link_s": links.times[:len(h)]}
     k = target_iteration(cfg.iterations)
     out = cell_metrics(per, trainer.events.uplink.sched, k)
-    out["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
+    out["loss_at_target"] = _loss_after(h, min(k, len(h) - 1))
     out["iterations_done"] = len(h)
     return out
+
+
+def _loss_after(h: list[dict], k: int) -> float:
+    """The training loss after row k's step: rank 0's evaluation, else (``--eval-every``
+    skipped it) the workers' ``train_loss`` of the next row, the same model."""
+    loss = float(h[k].get("loss", math.nan)) if h else math.nan
+    if not math.isfinite(loss) and k + 1 < len(h):
+        loss = float(h[k + 1].get("train_loss", math.nan))
+    return loss
 
 
 def _inner(argv) -> int:

