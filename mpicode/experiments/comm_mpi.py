@@ -32,8 +32,11 @@ from mpicode.mpi.launch import build, execute  # lazy: importing mpi4py initiali
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 
 
-def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
-    """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
+def run_series(opts: dict, comm, cache: dict, after=None) -> tuple | None:
+    """Run one cell's options in the MPI runtime (every rank; real sleeps, the wall clock);
+    rank 0 returns ``(trainer, per)``: per-iteration lists ``iter_s``, ``t_end``, ``comm_s``,
+    ``link_s`` (NaN without an uplink) and ``loss``. ``after(it)`` is called on rank 0 after
+    each iteration (the cluster study throttles a link there)."""
     N = comm.size - 1
     cfg = config(opts, N, delay_mode="sleep")
     problem = cached_problem(cfg, comm, cache)
@@ -46,7 +49,10 @@ def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
 
     def iteration(it):  # the link time needs the iteration's tasks (gone after the next)
         out = plain(it)
-        links.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"]))
+        links.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"])
+                     if trainer.uplink is not None else math.nan)
+        if after is not None:
+            after(it)
         return out
 
     trainer.iteration = iteration
@@ -54,12 +60,23 @@ def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
     h = trainer.history
     per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
-           "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)]}
-    k = target_iteration(cfg.iterations)
-    out = cell_metrics(per, trainer.events.uplink.sched, k)
-    out["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
-    out["iterations_done"] = len(h)
-    return out
+           "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)],
+           "loss": [r.get("loss", math.nan) for r in h]}
+    return trainer, per
+
+
+def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
+    """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
+    out = run_series(opts, comm, cache)
+    if out is None:
+        return None
+    trainer, per = out
+    h = trainer.history
+    k = target_iteration(opts["iterations"])
+    res = cell_metrics(per, trainer.events.uplink.sched, k)
+    res["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
+    res["iterations_done"] = len(h)
+    return res
 
 
 def _inner(argv) -> int:

@@ -154,6 +154,7 @@ class Coordinator:
         if p.missing == 0:
             del self.partial[tid]
             self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss)
+            self.mode.assembled(self.scheme.tasks[tid])
 
     def _stale(self, buf) -> None:
         if self.info is not None:
@@ -193,10 +194,13 @@ class Coordinator:
 
 class RealTime:
     """Hooks of ``--delay-mode sleep``: tasks carry their delay (the worker sleeps it); a
-    result is an event when it arrives; with an uplink, READY offers the message at once."""
+    result is an event when it arrives; with an uplink, READY offers the message at once.
+    With ``real_link`` (``--link-timing real``) a granted message is an event when its last
+    chunk arrives, whatever the slot clock says: the real network's time."""
 
-    def __init__(self, coord: Coordinator, events, uplink=None):
+    def __init__(self, coord: Coordinator, events, uplink=None, real_link: bool = False):
         self.c, self.events, self.uplink = coord, events, uplink
+        self.real_link = real_link
 
     def dispatch(self, task, delay):
         self.c.send_task(task, delay)
@@ -226,6 +230,12 @@ class RealTime:
             self.uplink.offer(task.worker, (self.c.it, task.task_id), 8 * self.c.size,
                               self.c.now())
 
+    def assembled(self, task):
+        """The last chunk of ``task``'s result is here: with a real link, that is its
+        delivery (with an emulated one, the end of its last slot is)."""
+        if self.real_link:
+            self.events.arrived(task.task_id, self.events.clock.now())
+
 
 class VirtualTime(RealTime):
     """Hooks of ``--delay-mode virtual``: what is real are the messages (tasks go out with no
@@ -253,4 +263,7 @@ class VirtualTime(RealTime):
         pass
 
     def ready(self, task, ready):
+        pass
+
+    def assembled(self, task):
         pass

@@ -212,9 +212,10 @@ def build(cfg: Config, comm, problem, record: list | None = None):
     which rank 0's actions are appended (``mpicode calibrate``; docs/design.md §2.6)."""
     N, K = comm.size - 1, cfg.partitions
     scheme = make_scheme(cfg, N, K)
-    uplink = make_uplink(cfg, N, scheme)
-    coord = Coordinator(comm, problem.dim, now=None)
     virtual = cfg.delay_mode == "virtual"
+    real_link = cfg.link_timing == "real" and not virtual
+    uplink = make_uplink(cfg, N, scheme, real_link=real_link)
+    coord = Coordinator(comm, problem.dim, now=None)
     cost = cfg.partition_cost or 0.0
     if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
         cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
@@ -229,7 +230,8 @@ def build(cfg: Config, comm, problem, record: list | None = None):
                       now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
                       checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after, log=log)
     coord.now = trainer.now
-    events.hooks = (VirtualTime if virtual else RealTime)(coord, events, uplink)
+    events.hooks = (VirtualTime(coord, events, uplink) if virtual
+                    else RealTime(coord, events, uplink, real_link=real_link))
     if not virtual:
         events.clock = WallClock(trainer.now, coord.poll, stop_requested)
     coord.attach(scheme, events.hooks)
