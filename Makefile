@@ -23,7 +23,7 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-faults bench lint data experiments clean
+.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-cluster test-faults bench lint data experiments cluster-study clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -56,19 +56,32 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-e2e test-mpi  ## everything CI runs (~13 min on 2 quiet cores, ~30 loaded)
+test: install test-banner test-fast test-e2e test-mpi test-cluster  ## everything CI runs (~16 min on 2 quiet cores, ~35 loaded)
 
 test-banner:
 	@echo "make test: unit (< 1 min), end-to-end (~11 min), MPI at 2, 3 and 5 ranks (< 1 min):"
 	@echo "  about 13 min on 2 quiet cores, 30 or more on a loaded machine. As root, tests/e2e/test_slurm.py"
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
-	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
+	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true). As root, tests/cluster"
+	@echo "  builds a 5-node virtual cluster of network namespaces (multi-node MPI, SLURM with a"
+	@echo "  slurmd per node, rate-limited links): ~3 min more; skipped with one line if not root."
 
 test-fast: install  ## unit tests: serial, no subprocess (< 1 min)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
+
+# a virtual cluster of network namespaces (mpicode.vcluster): multi-node mpiexec, SLURM with a
+# slurmd per node, real rate-limited links; root only, skipped with one line otherwise
+test-cluster: install  ## multi-node MPI, SLURM and real links on a virtual cluster (root; ~3 min)
+	@why=$$($(PY) -c "from mpicode.vcluster import unavailable; print(unavailable() or '')"); \
+	if [ -n "$$why" ]; then \
+	  if [ "$${CI:-}" = true ]; then echo "test-cluster: cannot run in CI: $$why"; exit 1; fi; \
+	  echo "test-cluster: skipped: $$why"; \
+	else \
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/cluster; \
+	fi
 
 test-serial: test-fast test-e2e
 
@@ -98,6 +111,11 @@ bench: install  ## every benchmark (run on a quiet machine)
 data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
 	$(PY) -m mpicode.experiments.shipped --data-dir data
+
+# the real-link study (root: a virtual cluster of network namespaces, ~8 min):
+# results/cluster_links/cluster_links.{md,json}
+cluster-study: install  ## uplink schedulers and a slow link on real rate-limited links (root)
+	$(PY) -m mpicode.experiments.cluster_links --out results/cluster_links
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install  ## the seeded experiment suite: results/ and README Results

@@ -100,6 +100,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 SchedulerType=sched/builtin
+# a requeued job becomes eligible again after the credential's lifetime (15 s below); the
+# main scheduling loop then starts it at its next pass: every 2 s here, not 60
+SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

@@ -189,7 +189,7 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=print,
                          text=True, env=env)
     killer = threading.Timer(timeout_s + 60, p.kill)
     killer.start()
-    out, t0 = {}, time.time()
+    out, throttled, t0 = {}, {}, time.time()
     try:
         for line in p.stdout:
             word, _, rest = line.rstrip("\n").partition(" ")
@@ -199,8 +199,11 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=print,
                 p.stdin.flush()
             elif word == "THROTTLE":
                 throttle(vc, links)
+                throttled[rest] = time.time() - t0
             elif word == "CELL":
                 rec = json.loads(rest)
+                if rec["name"] in throttled:  # when, in the job's time (seconds)
+                    rec["throttled_at_s"] = throttled[rec["name"]]
                 out[rec["name"]] = rec
                 log(f"  [{len(out)}/{len(cells)}] {rec['name']}: {len(rec['loss'])} "
                     f"iterations ({time.time() - t0:.0f} s)")
@@ -264,6 +267,15 @@ def link_goodput(vc, links: Links, nbytes: int = 2_000_000) -> list[dict]:
     return out
 
 
+def write_traces(links: Links, out: Path) -> dict:
+    """The scheduler's channel under each model, as ``--channel-trace`` files in ``out``."""
+    traces = {a: (out / f"channel-{a}.csv").resolve() for a in ("wired", "tdma")}
+    for access, path in traces.items():
+        path.write_text(f"# bytes per {links.slot_ms} ms slot, worker 0..N-1 ({access})\n"
+                        + links.trace_row(access))
+    return traces
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mpicode.experiments.cluster_links")
     p.add_argument("--out", default="results/cluster_links")
@@ -280,10 +292,7 @@ def main(argv=None) -> int:
     st = Study.make(a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    traces = {a: (out / f"channel-{a}.csv").resolve() for a in ("wired", "tdma")}
-    for access, path in traces.items():
-        path.write_text(f"# bytes per {st.links.slot_ms} ms slot, worker 0..N-1 ({access})\n"
-                        + st.links.trace_row(access))
+    traces = write_traces(st.links, out)
     blocks = a.blocks.split(",")
     res: dict = {"study": {**st.__dict__, "links": st.links.__dict__,
                            "throttle": {"worker": THROTTLED_WORKER, "factor": THROTTLE_FACTOR,

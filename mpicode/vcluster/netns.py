@@ -47,6 +47,7 @@ _OWNED = re.compile(r"^mpc(\d+)([a-z])")
 _live: list[VirtualCluster] = []
 _letters = iter(string.ascii_lowercase[:-1])  # 'z' is the availability probe's
 _handlers: dict[int, object] = {}
+_made_etc_netns = False  # /etc/netns did not exist before this process's first cluster
 
 NODE_EXEC = r"""#!/bin/sh
 # node-exec NODE COMMAND [ARG...]: run COMMAND on node NODE of the virtual cluster in {dir}:
@@ -341,6 +342,9 @@ class VirtualCluster:
         names = sorted({host, host.split(".")[0], self.router})
         lines = ["127.0.0.1 localhost", f"{HEAD_IP} {' '.join(names)}"]
         lines += [f"{self.ip[n]} {n}" for n in self.nodes]
+        global _made_etc_netns
+        if not ETC_NETNS.exists():
+            _made_etc_netns = True
         for ns in (self.router, *self.nodes):
             d = ETC_NETNS / ns
             d.mkdir(parents=True, exist_ok=True)
@@ -365,3 +369,8 @@ class VirtualCluster:
             shutil.rmtree(self.dir, ignore_errors=True)
         if self in _live:
             _live.remove(self)
+        if not _live and _made_etc_netns:  # /etc/netns was ours: gone with the last cluster
+            try:
+                ETC_NETNS.rmdir()
+            except OSError:
+                pass  # not empty: somebody else's namespaces use it now

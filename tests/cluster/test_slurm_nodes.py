@@ -1,0 +1,136 @@
+"""SLURM over several nodes of the virtual cluster: slurmctld on the login node, one slurmd per
+node namespace (NodeName = the node's hostname, NodeAddr = its address), munged shared
+(tests/slurmlib.py). The batch scripts of jobs/ run unchanged:
+
+* ``jobs/train-multinode.sbatch`` over 3 nodes x 2 tasks (rank 0 beside a worker on the first
+  node, srun's block placement), sent SLURM's time-limit warning (``scancel --signal=USR1
+  --batch``, what ``#SBATCH --signal=B:USR1@120`` does): it checkpoints, requeues itself and
+  resumes to a complete run;
+* the sweep array (``jobs/submit_sweep.sh`` -> ``jobs/sweep.sbatch``, one task per node) and its
+  chained report, at the same time.
+
+The ranks talk over the nodes' links (``UCX_TLS=tcp,self`` in the job's environment, which
+sbatch passes on). Root and SLURM (apt-get installs it) needed; skipped otherwise, failed
+with ``CI=true``.
+
+    python -m pytest -q tests/cluster/test_slurm_nodes.py
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PY, ROOT, run_attr, wait_until
+from slurmlib import DONE, Cluster, Node, cannot, ensure_slurm
+
+from mpicode.analysis.report import read_run
+from mpicode.vcluster import mpi_env
+
+pytestmark = pytest.mark.timeout(900)
+JOB_TIMEOUT = 300
+NODES = 3
+
+
+def _say(msg: str) -> None:
+    print(f"[slurm-nodes {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="module")
+def slurm(vcluster, tmp_path_factory):
+    ensure_slurm(_say)
+    if os.geteuid() != 0:
+        cannot("the test cluster runs slurmd as root; not root here")
+    vc = vcluster
+    nodes = [Node(n, vc.ip[n], 4, vc.node_argv(n, [])) for n in vc.nodes[:NODES]]
+    c = Cluster(tmp_path_factory.mktemp("slurmnodes"), nodes, ctld_addr=vc.head_ip,
+                ctld_prefix=vc.head_argv([]), client_prefix=vc.head_argv([]))
+    c.write_config()
+    t0 = time.time()
+    try:
+        c.start()
+        _say(f"slurmctld + {NODES} slurmd up in {time.time() - t0:.1f} s")
+        yield c
+    finally:
+        daemons = {p.pid for _, p in c.procs}
+        c.stop(_say)
+        assert not daemons & vc.pids(), "a SLURM daemon outlived its cluster"
+
+
+def _env(c: Cluster, runs: Path) -> dict:
+    e = mpi_env(c.env)  # sockets between the nodes: passed to every task by sbatch
+    e.update(MPICODE_PYTHON=PY, MPICODE_HOME=str(ROOT), MPICODE_RUNS=str(runs),
+             NUMBA_CACHE_DIR=str(c.d / "numba_cache"))
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in e.get("PYTHONPATH", "")
+                                                     .split(os.pathsep) if p])
+    return e
+
+
+SMALL = ["--samples", "600", "--features", "8"]
+
+
+def test_multinode_job_requeues_and_resumes_beside_a_sweep(slurm, vcluster, tmp_path):
+    c, vc = slurm, vcluster
+    runs = tmp_path / "runs"
+    env = _env(c, runs)
+    r = c.run(["sbatch", "--parsable", f"--nodes={NODES}", "--ntasks-per-node=2", "--time=5",
+               str(ROOT / "jobs/train-multinode.sbatch"), "jobs/configs/demo.toml",
+               "--iterations", "200", "--delay-unit", "0.02", *SMALL],
+              cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    sweep = tmp_path / "sweep.txt"
+    sweep.write_text("--scheme uncoded --seed 3\n--scheme cyclic --seed 3\n")
+    r = c.run([str(ROOT / "jobs/submit_sweep.sh"), str(sweep), "jobs/configs/demo.toml",
+               f"--ntasks={NODES}", "--ntasks-per-node=1", "--time=5"], cwd=tmp_path,
+              env=dict(env, MPICODE_TRAIN_ARGS="--iterations 4 --delay-unit 0.005 "
+                       + " ".join(SMALL)), timeout=60)
+    assert r.returncode == 0, r.stderr + r.stdout
+    array_id = r.stdout.split("sweep array job ")[1].split()[0]
+    report_id = r.stdout.split("report job ")[1].split()[0]
+
+    part, out = runs / f"train_{job}.h5.part", runs / f"train_{job}.h5"
+    assert wait_until(lambda: (run_attr(part, "n_done") or 0) >= 3, JOB_TIMEOUT, 0.5), \
+        c.logs()
+    s = c.run(["scancel", "--signal=USR1", "--batch", job])
+    assert s.returncode == 0, s.stderr
+    t0 = time.time()
+    states = c.wait_jobs([job, array_id, report_id], JOB_TIMEOUT + 120)
+    # the requeued job ends COMPLETED only after its second part (same id)
+    assert wait_until(lambda: c.job_states(job).get(job) in DONE and out.exists(),
+                      JOB_TIMEOUT, 1.0)
+    _say(f"requeued, resumed and the sweep done {time.time() - t0:.1f} s after the signal")
+    log = (tmp_path / f"mpicode-train-multinode-{job}.out").read_text(errors="replace")
+    assert all(v == "COMPLETED" for v in {**states, **c.job_states(job)}.values()), \
+        f"{states}\n{log[-3000:]}\n{c.logs()}"
+
+    # placement: 6 ranks on the 3 nodes in blocks, rank 0 first on the first node
+    placed = dict(ln.split(": ", 1) for ln in log.splitlines() if ln.startswith("rank "))
+    hosts = [placed[f"rank {k}"] for k in range(2 * NODES)]
+    assert hosts == [n for n in vc.nodes[:NODES] for _ in range(2)], hosts
+    assert "SIGUSR1 (time limit near)" in log and f"requeueing job {job}" in log
+    assert "exists (restart 1): resuming it" in log
+    run = read_run(str(out))
+    assert run["attrs"]["status"] == "complete" and run["n"] == 200
+    assert run["attrs"]["n_workers"] == 5 and run["attrs"]["n_ranks"] == 6
+
+    cells = sorted((runs / f"sweep_{array_id}").glob("cell_*.h5"))
+    assert [p.name for p in cells] == ["cell_000_uncoded_3.h5", "cell_001_cyclic_3.h5"], cells
+    for p in cells:
+        cell = read_run(str(p))
+        assert cell["attrs"]["status"] == "complete" and cell["attrs"]["n_workers"] == 2
+    cell_log = (tmp_path / f"mpicode-sweep-{array_id}_0.out").read_text()
+    assert "cell 0: --scheme uncoded" in cell_log
+    assert "uncoded" in (runs / f"sweep_{array_id}" / "report.txt").read_text()
+
+
+def test_every_node_runs_tasks_under_its_own_name(slurm, vcluster):
+    """srun across the nodes: each task on its node's namespace, hostname and address."""
+    r = slurm.run(["srun", f"--nodes={NODES}", "--ntasks-per-node=1", "sh", "-c",
+                   'echo "$SLURM_NODEID $(hostname) $(ip -o -4 addr show scope global | '
+                   "awk '{print $4}')\""], timeout=120)
+    assert r.returncode == 0, r.stderr
+    seen = sorted(tuple(ln.split()) for ln in r.stdout.splitlines())
+    assert seen == [(str(i), n, f"{vcluster.ip[n]}/24")
+                    for i, n in enumerate(vcluster.nodes[:NODES])], seen
