@@ -85,7 +85,9 @@ def runs(vcluster, tmp_path_factory):
                        env=_env(), timeout=360)
     assert r.returncode == 0, r.stdout + r.stderr
     delta = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
-    return {"dir": d, "cells": list(cells), "delta": delta, "dataset": ds}
+    yield {"dir": d, "cells": list(cells), "delta": delta, "dataset": ds}
+    for node in vc.nodes[:3]:  # the session's cluster is shared: leave its disks as found
+        (vc.node_dir(node) / "data.h5").unlink(missing_ok=True)
 
 
 def test_every_exact_scheme_is_exact_across_nodes(runs):

@@ -7,7 +7,9 @@ node namespace (NodeName = the node's hostname, NodeAddr = its address), munged 
   --batch``, what ``#SBATCH --signal=B:USR1@120`` does): it checkpoints, requeues itself and
   resumes to a complete run;
 * the sweep array (``jobs/submit_sweep.sh`` -> ``jobs/sweep.sbatch``, one task per node) and its
-  chained report, at the same time.
+  chained report, at the same time, its cells launched by MPICH's mpiexec inside the
+  allocation (``MPICODE_LAUNCHER=mpiexec``: Hydra starts its proxies through SLURM) instead
+  of srun.
 
 The ranks talk over the nodes' links (``UCX_TLS=tcp,self`` in the job's environment, which
 sbatch passes on). Root and SLURM (apt-get installs it) needed; skipped otherwise, failed
@@ -84,7 +86,8 @@ def test_multinode_job_requeues_and_resumes_beside_a_sweep(slurm, vcluster, tmp_
     sweep.write_text("--scheme uncoded --seed 3\n--scheme cyclic --seed 3\n")
     r = c.run([str(ROOT / "jobs/submit_sweep.sh"), str(sweep), "jobs/configs/demo.toml",
                f"--ntasks={NODES}", "--ntasks-per-node=1", "--time=5"], cwd=tmp_path,
-              env=dict(env, MPICODE_TRAIN_ARGS="--iterations 4 --delay-unit 0.005 "
+              env=dict(env, MPICODE_LAUNCHER="mpiexec",  # Hydra inside the allocation
+                       MPICODE_TRAIN_ARGS="--iterations 4 --delay-unit 0.005 "
                        + " ".join(SMALL)), timeout=60)
     assert r.returncode == 0, r.stderr + r.stdout
     array_id = r.stdout.split("sweep array job ")[1].split()[0]
