@@ -175,14 +175,12 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=print,
     setting each cell's links when it is about to start; returns name -> the cell's
     ``CELL`` record. Bounded by ``timeout_s`` (the launcher's, then a kill)."""
     from mpicode.vcluster import mpi_env, mpiexec_argv
-    from mpicode.vcluster.launcher import hostfile
     n = len(links.uplinks) + 1
     spec = workdir / "cells.json"
     spec.write_text(json.dumps({k: {"opts": v["opts"], "throttle_at": v["throttle_at"]}
                                 for k, v in cells.items()}))
-    hf = hostfile(vc, [(node, 1) for node in vc.nodes[:n]], name="study-hosts")
-    argv = mpiexec_argv(vc, hf, n) + [sys.executable, "-m", "mpi4py", "-m",
-                                      "mpicode.experiments.cluster_job", str(spec)]
+    argv = mpiexec_argv(vc, [(node, 1) for node in vc.nodes[:n]]) + [
+        sys.executable, "-m", "mpi4py", "-m", "mpicode.experiments.cluster_job", str(spec)]
     env = dict(mpi_env(), MPIEXEC_TIMEOUT=str(timeout_s))
     err = open(workdir / "job.stderr", "w")
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,

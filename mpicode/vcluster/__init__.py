@@ -17,8 +17,8 @@ For the cluster tests (``make test-cluster``, ``tests/cluster/``) and the real-l
 ::
 
     with VirtualCluster(3) as vc:               # nodes mpc<pid>an0 .. mpc<pid>an2
-        hf = vc.hostfile([(vc.nodes[0], 1), (vc.nodes[1], 2), (vc.nodes[2], 2)])
-        subprocess.run(mpiexec_argv(vc, hf, 5) + [python, "-m", "mpi4py", "-m", "mpicode",
+        layout = [(vc.nodes[0], 1), (vc.nodes[1], 2), (vc.nodes[2], 2)]  # rank 0 alone
+        subprocess.run(mpiexec_argv(vc, layout) + [python, "-m", "mpi4py", "-m", "mpicode",
                        "train", ...], env=mpi_env(), timeout=300)
 """
 

@@ -9,11 +9,11 @@ hosts file maps to the login node's address. So, on the login node::
     mpiexec -launcher ssh -launcher-exec DIR/ssh -f HOSTFILE -n 5 python -m mpi4py -m mpicode ...
     mpirun --mca plm_rsh_agent DIR/ssh --hostfile HOSTFILE -n 5 ...        # Open MPI
 
-(:func:`mpiexec_argv` builds either). Environment (:func:`mpi_env`): pip's MPICH talks through
-UCX, and UCX sees that every "node" is one machine (one kernel, one boot id) and would move the
-bytes through shared memory; ``UCX_TLS=tcp,self`` makes it use sockets between nodes, as on a
-cluster without a fast fabric (ranks of one node still share memory through MPICH's own
-shared-memory transport). On a real cluster, do not set it.
+(:func:`mpiexec_argv` builds either, with its hostfile). Environment (:func:`mpi_env`):
+pip's MPICH talks through UCX, and UCX sees that every "node" is one machine (one kernel, one
+boot id) and would move the bytes through shared memory; ``UCX_TLS=tcp,self`` makes it use
+sockets between nodes, as on a cluster without a fast fabric (ranks of one node still share
+memory through MPICH's own shared-memory transport). On a real cluster, do not set it.
 """
 
 from __future__ import annotations
@@ -62,31 +62,31 @@ def mpi_kind(mpiexec: str) -> str:
     raise RuntimeError(f"{mpiexec}: neither MPICH's Hydra nor Open MPI:\n{text[:300]}")
 
 
-def hostfile(vc: VirtualCluster, slots: list[tuple[str, int]], kind: str = "mpich",
-             name: str = "hostfile") -> Path:
-    """A hostfile of ``(node, slots)`` lines in the cluster's directory; ranks fill it in
-    order (``-n`` ranks: the first node's slots first). MPICH ``node:n``, Open MPI
-    ``node slots=n``."""
+def hostfile(vc: VirtualCluster, slots: list[tuple[str, int]], kind: str = "mpich") -> Path:
+    """A new hostfile of ``(node, slots)`` lines in the cluster's directory; ranks fill it in
+    order (the first node's slots first). MPICH ``node:n``, Open MPI ``node slots=n``."""
     fmt = "{}:{}" if kind == "mpich" else "{} slots={}"
-    p = vc.dir / name
-    p.write_text("".join(fmt.format(node, n) + "\n" for node, n in slots))
+    n = len(list(vc.dir.glob("hostfile-*")))
+    p = vc.dir / f"hostfile-{n}"
+    p.write_text("".join(fmt.format(node, k) + "\n" for node, k in slots))
     return p
 
 
-def mpiexec_argv(vc: VirtualCluster, hostfile_path: Path, n: int, mpiexec: str | None = None,
-                 kind: str | None = None) -> list[str]:
-    """The launcher's command line, run on the login node, for ``n`` ranks placed by the
-    hostfile (append the program). ``mpiexec``: the venv's by default."""
+def mpiexec_argv(vc: VirtualCluster, slots: list[tuple[str, int]], n: int | None = None,
+                 mpiexec: str | None = None) -> list[str]:
+    """The launcher's command line, run on the login node, for ``n`` ranks (default: one per
+    slot) placed by a hostfile of ``slots``, ``[(node, ranks), ...]`` in rank order (append
+    the program). ``mpiexec``: the venv's by default; MPICH's Hydra or Open MPI."""
     import sys
     mpiexec = mpiexec or os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    kind = kind or mpi_kind(mpiexec)
+    kind = mpi_kind(mpiexec)
+    hf = str(hostfile(vc, slots, kind))
+    n = sum(k for _, k in slots) if n is None else n
     shim = str(ssh_shim(vc))
     if kind == "mpich":
-        argv = [mpiexec, "-launcher", "ssh", "-launcher-exec", shim, "-f", str(hostfile_path),
-                "-n", str(n)]
+        argv = [mpiexec, "-launcher", "ssh", "-launcher-exec", shim, "-f", hf, "-n", str(n)]
     else:
-        argv = [mpiexec, "--mca", "plm_rsh_agent", shim, "--hostfile", str(hostfile_path),
-                "-n", str(n)]
+        argv = [mpiexec, "--mca", "plm_rsh_agent", shim, "--hostfile", hf, "-n", str(n)]
         if os.geteuid() == 0:
             argv.insert(1, "--allow-run-as-root")
     return vc.head_argv(argv)

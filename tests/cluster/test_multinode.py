@@ -27,7 +27,6 @@ from conftest import MPIEXEC, PY, mpicode
 
 from mpicode.experiments.suite import EXACT, SCHEMES
 from mpicode.vcluster import links, mpi_env, mpiexec_argv
-from mpicode.vcluster.launcher import hostfile
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,7 +40,7 @@ def slug(label: str) -> str:
 
 def _layout(vc):
     """Rank 0 alone on node 0, ranks 1-2 on node 1, ranks 3-4 on node 2."""
-    return hostfile(vc, [(vc.nodes[0], 1), (vc.nodes[1], 2), (vc.nodes[2], 2)])
+    return [(vc.nodes[0], 1), (vc.nodes[1], 2), (vc.nodes[2], 2)]
 
 
 def _env(timeout=300):
@@ -75,7 +74,7 @@ def runs(vcluster, tmp_path_factory):
             {k: {**v, "dataset": str(path)} for k, v in cells.items()}))
     prog = [PY, "-m", "mpi4py", "-m", "mpicode.experiments.batch"]
     before = {n: links.counters(vc, n) for n in vc.nodes[:3]}
-    r = subprocess.run(mpiexec_argv(vc, _layout(vc), 5, MPIEXEC) + prog
+    r = subprocess.run(mpiexec_argv(vc, _layout(vc), mpiexec=MPIEXEC) + prog
                        + [d / "multi.json", d / "multi"], capture_output=True, text=True,
                        env=_env(), timeout=360)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -118,7 +117,7 @@ def test_train_across_nodes_reads_the_shared_filesystem(vcluster, runs, tmp_path
     args = ["train", "--dataset", runs["dataset"], "--out", out, "--quiet",
             *[f"--{k.replace('_', '-')}={v}" for k, v in {**COMMON, **SCHEMES["two-stage"]}
               .items()]]
-    r = subprocess.run(mpiexec_argv(vcluster, _layout(vcluster), 5, MPIEXEC)
+    r = subprocess.run(mpiexec_argv(vcluster, _layout(vcluster), mpiexec=MPIEXEC)
                        + [PY, "-m", "mpi4py", "-m", "mpicode", *map(str, args)],
                        capture_output=True, text=True, env=_env(), timeout=360)
     assert r.returncode == 0, r.stderr
@@ -135,7 +134,7 @@ def test_a_dataset_missing_on_one_node_is_one_line_and_exit_2(vcluster, runs, tm
     shutil.copy(runs["dataset"], vc.node_dir(vc.nodes[0]) / "only-here.h5")
     out = tmp_path / "never.h5"
     try:
-        r = subprocess.run(mpiexec_argv(vc, _layout(vc), 5, MPIEXEC)
+        r = subprocess.run(mpiexec_argv(vc, _layout(vc), mpiexec=MPIEXEC)
                            + [PY, "-m", "mpi4py", "-m", "mpicode", "train", "--dataset",
                               str(vc.local / "only-here.h5"), "--iterations", "3", "--quiet",
                               "--out", str(out)],

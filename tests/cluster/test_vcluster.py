@@ -120,9 +120,8 @@ def test_teardown_leaves_nothing_behind(vcluster):
         links.set_bottleneck(vc, vc.nodes[0], 1e6)
         sleeper = subprocess.Popen(vc.node_argv(vc.nodes[1], ["sleep", "300"]))
         from mpicode.vcluster import mpi_env, mpiexec_argv
-        from mpicode.vcluster.launcher import hostfile
-        hf = hostfile(vc, [(vc.nodes[0], 1), (vc.nodes[1], 1)])
-        job = subprocess.Popen(mpiexec_argv(vc, hf, 2) + [sys.executable, "-c",
+        job = subprocess.Popen(mpiexec_argv(vc, [(vc.nodes[0], 1), (vc.nodes[1], 1)]) + [
+                               sys.executable, "-c",
                                "import time; from mpi4py import MPI; time.sleep(300)"],
                                env=dict(mpi_env(), MPIEXEC_TIMEOUT="300"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
