@@ -246,7 +246,11 @@ class VirtualCluster:
     def __init__(self, n_nodes: int):
         if not 1 <= n_nodes <= 200:
             raise ValueError("1 to 200 nodes")
-        self.tag = f"mpc{os.getpid()}{next(_letters)}"
+        letter = next(_letters, None)
+        if letter is None:
+            raise RuntimeError("at most 25 virtual clusters per process (their names end in "
+                               "a letter after the owner's pid)")
+        self.tag = f"mpc{os.getpid()}{letter}"
         self.router = f"{self.tag}r"
         self.bridge = f"{self.tag}b"
         self.nodes = [f"{self.tag}n{i}" for i in range(n_nodes)]
