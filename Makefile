@@ -112,10 +112,10 @@ data: install  ## the bundled scikit-learn datasets and the shipped straggler tr
 	$(PY) -m mpicode data bundled --out-dir data
 	$(PY) -m mpicode.experiments.shipped --data-dir data
 
-# the real-link study (root: a virtual cluster of network namespaces, ~8 min):
-# results/cluster_links/cluster_links.{md,json}
+# the real-link study (root: a virtual cluster of network namespaces, ~15 min):
+# results/cluster_links.{md,json}; timings, hence under the benchmark lock
 cluster-study: install  ## uplink schedulers and a slow link on real rate-limited links (root)
-	$(PY) -m mpicode.experiments.cluster_links --out results/cluster_links
+	flock /tmp/mpicode-bench.lock $(PY) -m mpicode.experiments.cluster_links --out results
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
 experiments: install  ## the seeded experiment suite: results/ and README Results

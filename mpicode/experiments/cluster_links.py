@@ -2,8 +2,8 @@
 virtual cluster (:mod:`mpicode.vcluster`), against the emulated channel of the same rates.
 Root only (network namespaces)::
 
-    python -m mpicode.experiments.cluster_links --out results/cluster_links   # make cluster-study
-    python -m mpicode.experiments.cluster_links --quick --out /tmp/cl          # ~1 min
+    python -m mpicode.experiments.cluster_links                 # results/cluster_links.{md,json}
+    python -m mpicode.experiments.cluster_links --quick --out /tmp/cl    # ~1 min
 
 The cluster: rank 0 alone on node 0, worker i alone on node i + 1. Node i + 1's uplink is a
 token bucket of ``uplinks[i]`` bytes/s and everything into node 0 shares one ``bottleneck``
@@ -27,7 +27,8 @@ links between cells:
   uplink throttled to a tenth mid-run (``tc qdisc change``, after a third of the iterations).
 
 Writes ``OUT/cluster_links.json`` (every cell's series) and ``OUT/cluster_links.md`` (tables:
-:mod:`mpicode.experiments.cluster_report`).
+:mod:`mpicode.experiments.cluster_report`). ``make cluster-study`` runs it under
+``flock /tmp/mpicode-bench.lock`` (every figure is a time).
 """
 
 from __future__ import annotations
@@ -169,7 +170,11 @@ def throttle(vc, links: Links) -> None:
     tc.set_uplink(vc, vc.nodes[1 + w], links.uplinks[w] * THROTTLE_FACTOR, live=True)
 
 
-def run_job(vc, cells: dict, links: Links, workdir: Path, log=print,
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_job(vc, cells: dict, links: Links, workdir: Path, log=_say,
             timeout_s: int = 1800) -> dict:
     """Run ``cells`` as one MPI job on ``vc`` (rank 0 on node 0, worker i on node i + 1),
     setting each cell's links when it is about to start; returns name -> the cell's
@@ -276,7 +281,7 @@ def write_traces(links: Links, out: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mpicode.experiments.cluster_links")
-    p.add_argument("--out", default="results/cluster_links")
+    p.add_argument("--out", default="results", help="writes OUT/cluster_links.{md,json}")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--blocks", default="schedulers,slowlink")
     a = p.parse_args(argv)
@@ -290,26 +295,27 @@ def main(argv=None) -> int:
     st = Study.make(a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    traces = write_traces(st.links, out)
     blocks = a.blocks.split(",")
     res: dict = {"study": {**st.__dict__, "links": st.links.__dict__,
                            "throttle": {"worker": THROTTLED_WORKER, "factor": THROTTLE_FACTOR,
                                         "at": max(1, round(THROTTLE_AT * st.iterations))}},
-                 "cells": {}, "mpi_library": None, "host": os.uname().nodename}
-    t0 = time.time()
-    with VirtualCluster(st.workers + 1) as vc:
+                 "cells": {}, "host": os.uname().nodename}
+    t0, load0 = time.time(), os.getloadavg()[0]
+    with VirtualCluster(st.workers + 1) as vc:  # its directory holds the job's files
+        traces = write_traces(st.links, vc.dir)
         res["goodput"] = link_goodput(vc, st.links)
         for block, make in (("schedulers", scheduler_cells), ("slowlink", slowlink_cells)):
             if block in blocks:
                 print(f"cluster study: block {block}", flush=True)
-                res["cells"].update(run_job(vc, make(st, traces), st.links, out))
-    if "schedulers" in blocks:
-        res["cells"].update(predictions(st, traces))
+                res["cells"].update(run_job(vc, make(st, traces), st.links, vc.dir))
+        if "schedulers" in blocks:
+            res["cells"].update(predictions(st, traces))
     res["seconds"] = time.time() - t0
-    (out / "cluster_links.json").write_text(json.dumps(res, indent=1))
+    res["load"] = [load0, os.getloadavg()[0]]
+    (out / "cluster_links.json").write_text(json.dumps(res, separators=(",", ":")))
     write_report(res, out / "cluster_links.md")
     print(f"cluster study: {len(res['cells'])} cells in {res['seconds']:.0f} s -> "
-          f"{out / 'cluster_links.md'}")
+          f"{out / 'cluster_links.md'}", flush=True)
     return 0
 
 
