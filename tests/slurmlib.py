@@ -83,7 +83,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge.socket,cred_expire=15
+AuthInfo=socket={d}/munge.socket,cred_expire={cred_expire}
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
@@ -100,8 +100,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 SchedulerType=sched/builtin
-# a requeued job becomes eligible again after the credential's lifetime (15 s below); the
-# main scheduling loop then starts it at its next pass: every 2 s here, not 60
+# a requeued job becomes eligible again after the credential's lifetime (cred_expire above);
+# the main scheduling loop then starts it at its next pass: every 2 s here, not 60
 SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
@@ -131,8 +131,11 @@ class Cluster:
     Without ``nodes``: one node, this host, at 127.0.0.1 with 9 CPUs."""
 
     def __init__(self, d: Path, nodes: list[Node] | None = None, ctld_addr: str = "127.0.0.1",
-                 ctld_prefix: list[str] | None = None, client_prefix: list[str] | None = None):
+                 ctld_prefix: list[str] | None = None, client_prefix: list[str] | None = None,
+                 cred_expire: int = 15):
         self.d = d
+        # a requeued job waits this long (the job credential's lifetime) before it restarts
+        self.cred_expire = int(cred_expire)
         self.host = socket.gethostname().split(".")[0]
         self.nodes = nodes or [Node(self.host, "127.0.0.1", 9)]
         self.ctld_addr = ctld_addr
@@ -160,7 +163,7 @@ class Cluster:
                           "State=UNKNOWN" for n in self.nodes)
         (d / "slurm.conf").write_text(SLURM_CONF.format(
             host=self.host, ctld_addr=self.ctld_addr, d=d, ctld_port=ctld_port, d_port=d_port,
-            first_job_id=first, node_lines=lines,
+            first_job_id=first, node_lines=lines, cred_expire=self.cred_expire,
             node_names=",".join(n.name for n in self.nodes)))
         key = d / "munge.key"
         if not key.exists():  # a key of our own: never touch /etc/munge
