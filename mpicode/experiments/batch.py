@@ -20,10 +20,14 @@ import sys
 import time
 from pathlib import Path
 
+from mpicode import mpi as runtime  # an MPI program: importing mpi4py initialises MPI
+from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.mpi.calibrate import logged_run
+from mpicode.numerics import kernels
+
 
 def load_cells(path: str, n_workers: int, out_dir: str) -> list:
     """The validated configurations, in the file's order (``UsageError`` on a bad one)."""
-    from mpicode.config import Config, UsageError, defaults, validate_for_size
     try:
         cells = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -50,10 +54,6 @@ def main(argv: list[str]) -> int:
         print("usage: python -m mpi4py -m mpicode.experiments.batch CELLS.json OUT_DIR",
               file=sys.stderr)
         return 2
-    from mpicode import mpi as runtime
-    from mpicode.config import UsageError
-    from mpicode.mpi.calibrate import logged_run
-    from mpicode.numerics import kernels
     comm = runtime.world()
     try:
         cells = load_cells(argv[0], comm.size - 1, argv[1])

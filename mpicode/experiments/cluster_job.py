@@ -21,15 +21,16 @@ import json
 import sys
 from pathlib import Path
 
+from mpicode import mpi as runtime  # an MPI program: importing mpi4py initialises MPI
+from mpicode.experiments.comm_mpi import run_series
+from mpicode.numerics import kernels
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m mpi4py -m mpicode.experiments.cluster_job CELLS.json",
               file=sys.stderr)
         return 2
-    from mpicode import mpi as runtime
-    from mpicode.experiments.comm_mpi import run_series
-    from mpicode.numerics import kernels
     comm = runtime.world()
     cells = json.loads(Path(argv[0]).read_text())
     if comm.rank == 0:

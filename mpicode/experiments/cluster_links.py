@@ -43,8 +43,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpicode.experiments.comm_study import BASELINES, SUBJECT
+from mpicode.experiments.cluster_report import write_report
+from mpicode.experiments.comm_study import BASELINES, SUBJECT, simulate
 from mpicode.experiments.suite import EXACT, SCHEMES
+from mpicode.vcluster import VirtualCluster, cleanup_stale, mpi_env, mpiexec_argv, unavailable
+from mpicode.vcluster import links as tc
 
 SCHEDULERS = (*BASELINES, SUBJECT)
 SCHED_SCHEMES = ("cyclic", "two-stage")
@@ -152,7 +155,6 @@ def slowlink_cells(st: Study, traces: dict) -> dict:
 
 def set_links(vc, links: Links, kind: str) -> None:
     """``shaped``: every worker's uplink and the bottleneck; ``open``: no limit anywhere."""
-    from mpicode.vcluster import links as tc
     for i, node in enumerate(vc.nodes[1:len(links.uplinks) + 1]):
         if kind == "shaped":
             tc.set_uplink(vc, node, links.uplinks[i])
@@ -165,7 +167,6 @@ def set_links(vc, links: Links, kind: str) -> None:
 
 
 def throttle(vc, links: Links) -> None:
-    from mpicode.vcluster import links as tc
     w = THROTTLED_WORKER
     tc.set_uplink(vc, vc.nodes[1 + w], links.uplinks[w] * THROTTLE_FACTOR, live=True)
 
@@ -179,7 +180,6 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=_say,
     """Run ``cells`` as one MPI job on ``vc`` (rank 0 on node 0, worker i on node i + 1),
     setting each cell's links when it is about to start; returns name -> the cell's
     ``CELL`` record. Bounded by ``timeout_s`` (the launcher's, then a kill)."""
-    from mpicode.vcluster import mpi_env, mpiexec_argv
     n = len(links.uplinks) + 1
     spec = workdir / "cells.json"
     spec.write_text(json.dumps({k: {"opts": v["opts"], "throttle_at": v["throttle_at"]}
@@ -229,7 +229,6 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=_say,
 def predictions(st: Study, traces: dict) -> dict:
     """The simulator's figures (virtual time) of every scheduler cell, under both models: the
     emulated channel's prediction."""
-    from mpicode.experiments.comm_study import simulate
     out = {}
     for seed in range(st.seeds):
         for scheme in SCHED_SCHEMES:
@@ -285,8 +284,6 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--blocks", default="schedulers,slowlink")
     a = p.parse_args(argv)
-    from mpicode.experiments.cluster_report import write_report
-    from mpicode.vcluster import VirtualCluster, cleanup_stale, unavailable
     why = unavailable()
     if why:
         print(f"cluster_links: cannot build the virtual cluster: {why}", file=sys.stderr)
@@ -313,7 +310,7 @@ def main(argv=None) -> int:
     res["seconds"] = time.time() - t0
     res["load"] = [load0, os.getloadavg()[0]]
     (out / "cluster_links.json").write_text(json.dumps(res, separators=(",", ":")))
-    write_report(res, out / "cluster_links.md")
+    write_report(res, out / "cluster_links.md", SCHED_SCHEMES, SCHEDULERS)
     print(f"cluster study: {len(res['cells'])} cells in {res['seconds']:.0f} s -> "
           f"{out / 'cluster_links.md'}", flush=True)
     return 0

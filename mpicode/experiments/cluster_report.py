@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mpicode.experiments.comm_study import target_iteration
+from mpicode.experiments.suite import EXACT
 from mpicode.stats import mean_ci
 
 TARGET = 0.15  # the real link time of the best scheduler within 15% of the prediction
@@ -162,9 +163,9 @@ def exactness(cells: dict) -> float:
     return worst
 
 
-def write_report(res: dict, path) -> None:
-    from mpicode.experiments.cluster_links import SCHED_SCHEMES, SCHEDULERS
-    from mpicode.experiments.suite import EXACT
+def write_report(res: dict, path, sched_schemes, schedulers) -> None:
+    """``path``: the study's tables (markdown) from its record ``res``; the scheduler block's
+    schemes and schedulers, in the order of the table."""
     st, cells = res["study"], res["cells"]
     load = res.get("load")
     lk = st["links"]
@@ -179,7 +180,7 @@ def write_report(res: dict, path) -> None:
              "kernel has no netem.", "", "## The links", ""]
     lines += goodput_table(res.get("goodput", []))
     if any(n.startswith("sched|") for n in cells):
-        table, best = scheduler_table(cells, SCHED_SCHEMES, SCHEDULERS)
+        table, best = scheduler_table(cells, sched_schemes, schedulers)
         lines += ["", "## Schedulers: real links against the emulated channel", "",
                   "real: shaped links, `--link-timing real`; emulated: unshaped links, "
                   "`--link-timing emulated` (MPI, same job, interleaved); predicted: the "

@@ -22,6 +22,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from mpicode import launcher
 from mpicode.vcluster.netns import VirtualCluster
 
 SSH_SHIM = r"""#!/bin/sh
@@ -76,9 +77,9 @@ def mpiexec_argv(vc: VirtualCluster, slots: list[tuple[str, int]], n: int | None
                  mpiexec: str | None = None) -> list[str]:
     """The launcher's command line, run on the login node, for ``n`` ranks (default: one per
     slot) placed by a hostfile of ``slots``, ``[(node, ranks), ...]`` in rank order (append
-    the program). ``mpiexec``: the venv's by default; MPICH's Hydra or Open MPI."""
-    import sys
-    mpiexec = mpiexec or os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    the program). ``mpiexec``: :func:`mpicode.launcher.mpiexec_path` by default (``$MPIEXEC``,
+    else the venv's); MPICH's Hydra or Open MPI."""
+    mpiexec = mpiexec or launcher.mpiexec_path()
     kind = mpi_kind(mpiexec)
     hf = str(hostfile(vc, slots, kind))
     n = sum(k for _, k in slots) if n is None else n
@@ -94,8 +95,5 @@ def mpiexec_argv(vc: VirtualCluster, slots: list[tuple[str, int]], n: int | None
 
 def mpi_env(base: dict | None = None) -> dict:
     """The environment of a job on the virtual cluster: sockets between nodes (module
-    docstring), one thread per rank."""
-    env = dict(os.environ if base is None else base)
-    env.update(UCX_TLS="tcp,self", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return env
+    docstring), one thread per rank (:func:`mpicode.launcher.launch_env`)."""
+    return launcher.launch_env(base, UCX_TLS="tcp,self")

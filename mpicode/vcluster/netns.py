@@ -37,6 +37,7 @@ import socket
 import string
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -227,7 +228,6 @@ def _install_handlers() -> None:
 
 
 def _is_main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 

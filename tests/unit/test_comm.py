@@ -307,9 +307,10 @@ def test_lyapunov_never_idles_and_serves_positive_weights_first(seed, n, theta, 
             if access == "tdma":
                 top = int(np.argmax(w))
                 assert sent[top] == min(Q[top], math.floor(R[top] + 1e-9))
-        else:   # fallback: the largest Q_i R_i goes first
+        else:   # fallback: the largest Q_i R_i goes first (unless a deep fade leaves it
+            # less than one byte: its time goes to the others, as above)
             top = int(np.argmax(np.where(elig, Q * R, -1)))
-            assert sent[top] > 0
+            assert sent[top] > 0 or R[top] < 1
 
 
 # ---- lyapunov in streaming overload ------------------------------------------------------------
