@@ -65,8 +65,9 @@ def _env(c: Cluster, runs: Path) -> dict:
     # mis-parses the long, segmented UCX addresses MPICH puts ("mpi/pmi2: value not properly
     # terminated in client request", MPI_Init fails); OFI's are a few bytes (docs/cluster.md)
     e.update(MPIR_CVAR_CH4_NETMOD="ofi", FI_PROVIDER="tcp")
-    e.update(MPICODE_PYTHON=PY, MPICODE_HOME=str(ROOT), MPICODE_RUNS=str(runs),
-             NUMBA_CACHE_DIR=str(c.d / "numba_cache"))
+    # the jobs' own numba cache (env.sh: $MPICODE_HOME/.numba_cache), warm after the first
+    # session: a cold one costs every job a compile (~20 s of CPU) on a 2-core machine
+    e.update(MPICODE_PYTHON=PY, MPICODE_HOME=str(ROOT), MPICODE_RUNS=str(runs))
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in e.get("PYTHONPATH", "")
                                                      .split(os.pathsep) if p])
     return e
