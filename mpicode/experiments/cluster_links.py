@@ -269,6 +269,18 @@ def link_goodput(vc, links: Links, nbytes: int = 2_000_000) -> list[dict]:
     return out
 
 
+def _rounded(x):
+    """Every finite float to 6 significant digits (the record's size halves; no figure in
+    the tables needs more)."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}") if x == x and abs(x) != float("inf") else x
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
+
+
 def write_traces(links: Links, out: Path) -> dict:
     """The scheduler's channel under each model, as ``--channel-trace`` files in ``out``."""
     traces = {a: (out / f"channel-{a}.csv").resolve() for a in ("wired", "tdma")}
@@ -309,7 +321,7 @@ def main(argv=None) -> int:
             res["cells"].update(predictions(st, traces))
     res["seconds"] = time.time() - t0
     res["load"] = [load0, os.getloadavg()[0]]
-    (out / "cluster_links.json").write_text(json.dumps(res, separators=(",", ":")))
+    (out / "cluster_links.json").write_text(json.dumps(_rounded(res), separators=(",", ":")))
     write_report(res, out / "cluster_links.md", SCHED_SCHEMES, SCHEDULERS)
     print(f"cluster study: {len(res['cells'])} cells in {res['seconds']:.0f} s -> "
           f"{out / 'cluster_links.md'}", flush=True)
