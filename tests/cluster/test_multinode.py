@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, PY, mpicode
 
+from mpicode import launcher
 from mpicode.experiments.suite import EXACT, SCHEMES
 from mpicode.vcluster import links, mpi_env, mpiexec_argv
 
@@ -79,7 +80,7 @@ def runs(vcluster, tmp_path_factory):
                        env=_env(), timeout=360)
     assert r.returncode == 0, r.stdout + r.stderr
     after = {n: links.counters(vc, n) for n in vc.nodes[:3]}
-    r = subprocess.run([MPIEXEC, "-n", "5", *prog,
+    r = subprocess.run([*launcher.mpiexec_argv(5, mpiexec=MPIEXEC), *prog,
                         d / "single.json", d / "single"], capture_output=True, text=True,
                        env=_env(), timeout=360)
     assert r.returncode == 0, r.stdout + r.stderr
