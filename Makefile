@@ -23,7 +23,7 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-banner test-fast test-e2e test-serial test-mpi test-cluster test-faults bench lint data experiments cluster-study clean
+.PHONY: help install run test test-banner test-fast test-unit-slow test-random test-e2e test-serial test-mpi test-cluster test-faults bench lint data experiments cluster-study clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -56,18 +56,24 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-e2e test-mpi test-cluster  ## everything CI runs (~16 min on 2 quiet cores, ~35 loaded)
+test: install test-banner test-fast test-unit-slow test-e2e test-mpi test-cluster  ## everything CI runs (~16 min on 2 quiet cores, ~35 loaded)
 
 test-banner:
-	@echo "make test: unit (< 1 min), end-to-end (~11 min), MPI at 2, 3 and 5 ranks (< 1 min):"
+	@echo "make test: unit (~1.5 min with its slow tier), end-to-end (~11 min), MPI at 2, 3, 5 ranks (< 1 min):"
 	@echo "  about 13 min on 2 quiet cores, 30 or more on a loaded machine. As root, tests/e2e/test_slurm.py"
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
 	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true). As root, tests/cluster"
 	@echo "  builds a 5-node virtual cluster of network namespaces (multi-node MPI, SLURM with a"
 	@echo "  slurmd per node, rate-limited links): ~3 min more; skipped with one line if not root."
 
-test-fast: install  ## unit tests: serial, no subprocess (< 1 min)
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+test-fast: install  ## unit tests but the slow tier: serial, no subprocess (~45 s, 2.5 min loaded)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
+
+test-unit-slow: install  ## the unit tests' slow tier (tests/conftest.py SLOW; in make test)
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests/unit
+
+test-random: install  ## unit tests with fresh hypothesis draws (opt-in; CI is derandomized)
+	HYPOTHESIS_PROFILE=random $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
@@ -83,7 +89,7 @@ test-cluster: install  ## multi-node MPI, SLURM and real links on a virtual clus
 	  $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/cluster; \
 	fi
 
-test-serial: test-fast test-e2e
+test-serial: test-fast test-unit-slow test-e2e
 
 # pytest-mpi: the same files under 2, 3 and 5 ranks; only tests marked mpi run there.
 test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5

@@ -17,8 +17,9 @@ import sys
 from mpicode import __version__, memory, registry
 from mpicode.config import add_options, resolve, show
 from mpicode.core_options import SIMULATE_ONLY
+from mpicode.engine import faults
 from mpicode.engine.signals import STOP, install_stop_handlers
-from mpicode.errors import UsageError
+from mpicode.errors import UsageError, WriteError
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -32,6 +33,8 @@ BENCHES = {
     "overhead": "rank 0's per-iteration cost by phase vs the floor (slowest worker's compute "
                 "+ Bcast/Reduce), N = 4, 8, 16, 10^3..10^6 parameters",
     "runlog": "rank 0's cost of logging one iteration (RunLog.append), N = 4 and 64",
+    "policy": "every scheme's own CPU per result event and per iteration against N "
+              "(64 .. 100,000, in process), with the log-log slope",
 }
 BENCH_ARGS = {
     "comm": [("--no-e2e", {"action": "store_true",
@@ -46,6 +49,11 @@ BENCH_ARGS = {
                                 "help": "only these N (default 4,8,16)"}),
                  ("--sizes", {"metavar": "LABEL,LABEL", "default": None,
                               "help": "only these model sizes: demo,1e3,1e4,1e5,1e6"})],
+    "policy": [("--workers", {"metavar": "N,N", "default": None,
+                              "help": "these N (default 64,1024,10000,100000)"}),
+               ("--budget", {"type": float, "default": None, "metavar": "SECONDS",
+                             "help": "CPU seconds per scheme and N before it is stopped "
+                                     "(default 120)"})],
     "schemes": [("--workers", {"type": int, "default": 8, "help": "workers N (default 8)"}),
                 ("--mode", {"choices": ("mpi", "sim"), "default": "mpi",
                             "help": "real MPI ranks (default) or the simulator"})],
@@ -67,7 +75,11 @@ def add_report_views(rp) -> None:
                     help="only these columns (any key of --format json)")
     rp.add_argument("--group-by", metavar="KEY,...", default=None,
                     help="aggregate runs by these summary columns or config keys (e.g. "
-                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars")
+                         "scheme,stragglers,N): n, mean and 95%% CI; plots get error bars. "
+                         "Runs of one group that differ in more than the seed (mode, N, "
+                         "dataset, an option) are refused, naming the keys")
+    rp.add_argument("--allow-mixed", action="store_true",
+                    help="--group-by: average runs that differ in more than the seed anyway")
     rp.add_argument("--workers", action="store_true",
                     help="per-worker straggler scores (slowdown against the iteration median)")
     rp.add_argument("--log-loss", action="store_true", help="plots: log-scale loss axes")
@@ -220,6 +232,8 @@ def _data(args) -> int:
 
 
 def dispatch(args) -> int:
+    if args.command in ("train", "simulate"):
+        faults.check()  # a malformed MPICODE_FAULT (tests only) is one line, before the run
     if args.command == "train":
         from mpicode.mpi import launch as train  # lazy: importing mpi4py initialises MPI
         return train.run(resolve(args))
@@ -284,6 +298,9 @@ def main(argv=None) -> None:
         sys.stdout.flush()
     except UsageError as e:
         _usage_exit(str(e))
+    except WriteError as e:  # a full disk while writing an output: nothing half written
+        print(f"mpicode: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("mpicode: interrupted", file=sys.stderr)
         sys.exit(130)

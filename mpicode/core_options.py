@@ -16,6 +16,7 @@ from mpicode.options import (
     _is_pos_float,
     _optional_float,
     _optional_int,
+    dataset_file,
     hidden_sizes,
     nonneg,
     optional_positive,
@@ -33,7 +34,7 @@ OPTIONS: list[Option] = [
     Option("stragglers_tolerated", int, 1, "stragglers S the scheme tolerates", check=nonneg,
            group="scheme", metavar="S"),
     Option("dataset", str, "synthetic", "dataset NAME (data/NAME.h5 or a built-in) or PATH",
-           group="data"),
+           group="data", check=dataset_file),
     Option("samples", int, 4000, "rows of the built-in synthetic dataset", check=positive,
            group="data"),
     Option("features", int, 50, "columns of the built-in synthetic dataset", check=positive,
@@ -143,6 +144,10 @@ OPTIONS += [
     Option("stop_timeout", _finite_float, 30.0,
            "train: seconds to wait for every worker to acknowledge STOP; then the run log is "
            "closed and the job aborted", check=positive, group="reliability"),
+    Option("startup_timeout", _finite_float, 600.0,
+           "train: seconds rank 0 waits for every worker at each start-up step (loading the "
+           "data, compiling); then it names the ranks that did not answer and the job ends",
+           check=positive, group="reliability"),
 ]
 
 OPTIONS += COST_OPTIONS

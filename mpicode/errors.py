@@ -6,6 +6,11 @@ class UsageError(Exception):
     """Bad input from the user: a configuration, a data or run file, a command line."""
 
 
+class WriteError(Exception):
+    """An output file could not be written (a full disk, a quota, an I/O error): one line,
+    exit code 1; nothing was created or replaced under the output's name."""
+
+
 class PluginError(Exception):
     """A plugin's code raised. ``str(e)`` is the one line that names the plugin (its kind,
     name, entry point and distribution), the callback and the error; ``__cause__`` is the

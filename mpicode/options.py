@@ -32,6 +32,33 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+def file_kind(path: str) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("a FIFO (named pipe)",
+    "a character device", ...), else None. ``stat`` only: a FIFO is never opened (opening one
+    blocks until a writer comes)."""
+    import os
+    import stat
+    try:
+        m = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(m):
+        return None
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(m):
+            return name
+    return "not a regular file"
+
+
+def dataset_file(v: str):
+    """--dataset: a name, or a path to a regular file (``/dev/urandom`` is refused even when
+    the run computes nothing with it: it would be recorded as the run's dataset)."""
+    kind = file_kind(v)
+    return None if kind is None else f"is {kind}, not a dataset file"
+
+
 def positive(x):
     return None if x > 0 else "must be > 0"
 
@@ -130,6 +157,9 @@ def read_toml(path: str, where: str, missing: str) -> dict:
     file, else ``where: ...``) for everything that can be wrong with it."""
     import tomllib
     from pathlib import Path
+    kind = file_kind(path)
+    if kind is not None:
+        raise UsageError(f"{where}: is {kind}, not a file")
     if not Path(path).is_file():
         raise UsageError(missing)
     try:

@@ -39,7 +39,7 @@ from mpicode.errors import UsageError
 from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
-from mpicode.numerics.batches import with_epochs
+from mpicode.numerics.batches import epochs_note, with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.schemes import make_scheme
 from mpicode.wire import result_bytes
@@ -64,7 +64,8 @@ class SimBackend:
         g = np.zeros(self.dim)
         loss = 0.0
         c = task.coeffs
-        for j, p in enumerate(task.partitions):
+        done = self.info.cut.get(task.task_id, task.n)  # a time limit: only the prefix
+        for j, p in enumerate(task.partitions[:done]):
             loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]),
                                             it=self.it)
         self.info.msgs[task.task_id] = (g, loss)
@@ -150,7 +151,11 @@ def prepare(cfg):
     K = cfg.partitions
     budget.check_run(cfg, N)  # before any allocation: refuse what cannot fit in memory
     problem = Problem.from_config(cfg, K) if cfg.compute == "real" else None
-    cfg = with_epochs(cfg, problem.n if problem is not None else cfg.samples)
+    n_train = problem.n if problem is not None else cfg.samples
+    note = epochs_note(cfg, n_train)
+    if note and not cfg.quiet:
+        print(note, file=sys.stderr, flush=True)
+    cfg = with_epochs(cfg, n_train)
     cfg = cfg.replace(partition_cost=_partition_cost(cfg, problem, K))
     try:
         scheme = make_scheme(cfg, N, K)

@@ -12,8 +12,9 @@ per-worker speeds, a straggler set (up to s workers, 5-50x slower, different eve
 iteration) and per-task noise, so completion orders vary; then it runs a few iterations
 the way the engine's event loop (:mod:`mpicode.engine.events`) does: ``begin``, arrivals and
 ``on_tick`` at ``next_deadline`` in time order (a cancelled task frees its worker; its result
-sometimes still arrives, as when a CANCEL races the send) until ``done``, then ``decode``,
-``outstanding``, ``end``. It asserts, with a message naming the trial:
+sometimes still arrives, as when a CANCEL races the send; a task with a ``time_limit`` stops
+as the worker would and reports how many partitions its message sums) until ``done``, then
+``decode``, ``outstanding``, ``end``. It asserts, with a message naming the trial:
 
 * the iteration finishes (every task eventually completes);
 * the decode uses only arrived tasks of this iteration; with random per-partition vectors
@@ -38,6 +39,7 @@ import numpy as np
 
 from mpicode.core_options import OPTIONS
 from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.schemes.base import cut_short
 
 ITERATIONS = 3
 DIM = 3
@@ -74,6 +76,7 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
     vw = VirtualWorkers(scheme.N)
     late: list[tuple[float, int]] = []   # results of cancelled tasks that still arrive
     took: dict[int, float] = {}          # task id -> its run time (the worker's "duration")
+    cut: dict[int, int] = {}             # task id -> partitions done (a time limit cut it)
 
     def apply(acts, t):
         for task in acts.dispatch:
@@ -82,7 +85,12 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
             d = task.n * tau[task.worker] * (1 + 0.2 * rng.random())
             if task.worker in slow:
                 d *= rng.uniform(5, 50)
-            took[task.task_id] = d + 1e-6 * rng.random()
+            d += 1e-6 * rng.random()
+            if task.time_limit < math.inf:   # the worker's rule: no partition past the limit
+                done, d = cut_short(task.n, 0.0, d, task.time_limit)
+                if done < task.n:
+                    cut[task.task_id] = done
+            took[task.task_id] = d
             vw.add(task.worker, task.task_id, t, took[task.task_id])
         for task in acts.cancel:
             if rng.random() < 0.3 and task.task_id in vw.finish:
@@ -105,10 +113,10 @@ def _run_iteration(scheme, it: int, rng, tau, slow: set, ctx: str):
         t = max(t, t_next)
         if t_comp == t_next:
             _, tid = vw.pop()
-            apply(scheme.on_result(tid, t, took[tid]), t)
+            apply(scheme.on_result(tid, t, took[tid], n_done=cut.get(tid)), t)
         elif t_late == t_next:
             _, tid = late.pop(late.index(min(late)))
-            apply(scheme.on_result(tid, t, took[tid]), t)  # must be ignored
+            apply(scheme.on_result(tid, t, took[tid], n_done=cut.get(tid)), t)  # ignored
         else:
             apply(scheme.on_tick(t), t)
     else:
@@ -130,10 +138,11 @@ def _check_decode(scheme, dec, arrived, exact, ctx):
         if tid not in arrived:
             _fail(ctx, f"decode weights task {tid}, which did not arrive")
         task = scheme.tasks[tid]
-        parts = np.asarray(task.partitions)
+        parts = np.asarray(task.computed)   # a time limit: the prefix its message sums
         if parts.size and (parts.min() < 0 or parts.max() >= scheme.K):
             _fail(ctx, f"task {tid} has partitions outside 0..K-1")
-        coeffs = np.ones(len(parts)) if task.coeffs is None else np.asarray(task.coeffs)
+        coeffs = np.ones(len(parts)) if task.coeffs is None else \
+            np.asarray(task.coeffs)[:len(parts)]
         total += w * (coeffs @ g[parts])
         np.add.at(c, parts, w * coeffs)
     if exact:

@@ -8,7 +8,13 @@ fields are named once, and their offsets, the header's size and every message si
 (adding a field to RESULT is one name in ``Result``, and the value where it is written).
 
 * ``MODEL``  0 -> i: ``[it, w...]`` at the start of iteration ``it``.
-* ``TASK``   0 -> i: ``[it, task_id, stage, n, has_coeffs, delay_s, p_1..p_n, c_1..c_n]``.
+* ``TASK``   0 -> i: ``[it, task_id, stage, n, has_coeffs, delay_s, time_limit_s, p_1..p_n,
+  c_1..c_n]``; ``time_limit_s`` (inf: none) is a compute budget: the worker starts no
+  partition once that many seconds passed since it began the task, and sends the sum over
+  the partitions it did (DropCompute, docs/design.md §3.4a).
+* ``PARTIAL`` i -> 0: ``[it, task_id, n_done]``, sent just before the RESULT (or READY) of a
+  task its time limit cut short: its message sums the first ``n_done`` partitions. (MPI keeps
+  the order of two messages between the same pair of ranks, so it is always there first.)
 * ``CANCEL`` 0 -> i: ``[it, task_id]`` (``task_id = -1``: every task of ``it``).
 * ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]`` (``ideal`` channel).
 * With an emulated uplink (``--channel`` not ideal) a finished task is announced instead:
@@ -22,12 +28,15 @@ fields are named once, and their offsets, the header's size and every message si
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 TAG_MODEL, TAG_TASK, TAG_CANCEL, TAG_STOP, TAG_RESULT, TAG_ACK = range(11, 17)
 TAG_READY, TAG_GRANT, TAG_CHUNK = range(17, 20)
+TAG_STARTUP = 20  # i -> 0 at each start-up step: [step, pid, host crc] (mpicode.mpi.startup)
+TAG_PARTIAL = 21  # i -> 0: [it, task_id, n_done], a cut-short task's partitions (DropCompute)
 
 # Every message starts with the iteration (``IT``) and, except MODEL and STOP, the task id
 # (``TASK``).
@@ -65,7 +74,7 @@ class Layout:
 # RESULT: the gradient follows the header
 Result = Layout("RESULT", "it", "task", "compute_s", "delay_s", "loss")
 # TASK: then n partitions, then (if HAS_COEFFS) n coefficients
-Task = Layout("TASK", "it", "task", "stage", "n", "has_coeffs", "delay_s")
+Task = Layout("TASK", "it", "task", "stage", "n", "has_coeffs", "delay_s", "time_limit_s")
 
 
 class Ready(NamedTuple):
@@ -152,22 +161,39 @@ def chunk_range(offset: int, nbytes: int, last: bool, n_elements: int) -> tuple[
     return e0, e1
 
 
-def encode_task(iteration: int, task, delay: float) -> np.ndarray:
-    n = task.n
+def encode_task(iteration: int, task, delay: float, n: int | None = None,
+                time_limit: float | None = None) -> np.ndarray:
+    """A TASK buffer; ``n`` sends only the task's first n partitions (``--delay-mode
+    virtual``: the model already decided how many a time limit leaves), ``time_limit`` (None:
+    the task's own ``time_limit``, inf if it has none) the compute budget."""
+    n = task.n if n is None else int(n)
     has_c = task.coeffs is not None
+    if time_limit is None:
+        time_limit = getattr(task, "time_limit", math.inf)
     buf = np.empty(Task.HEADER + n * (2 if has_c else 1))
-    buf[:Task.HEADER] = (iteration, task.task_id, task.stage, n, float(has_c), delay)
-    buf[Task.HEADER:Task.HEADER + n] = task.partitions
+    Task.write(buf, it=iteration, task=task.task_id, stage=task.stage, n=n,
+               has_coeffs=float(has_c), delay_s=delay, time_limit_s=time_limit)
+    buf[Task.HEADER:Task.HEADER + n] = task.partitions[:n]
     if has_c:
-        buf[Task.HEADER + n:] = task.coeffs
+        buf[Task.HEADER + n:] = task.coeffs[:n]
     return buf
 
 
 def decode_task(buf: np.ndarray) -> dict:
-    it, tid, stage, n, has_c, delay = buf[:Task.HEADER]
+    it, tid, stage, n, has_c, delay, limit = buf[:Task.HEADER]
     n = int(n)
     h = Task.HEADER
     parts = buf[h:h + n].astype(np.int64)
     coeffs = buf[h + n:h + 2 * n] if has_c else None
     return {"it": int(it), "task_id": int(tid), "stage": int(stage), "partitions": parts,
-            "coeffs": coeffs, "delay": float(delay)}
+            "coeffs": coeffs, "delay": float(delay), "time_limit": float(limit)}
+
+
+def encode_partial(it: int, task_id: int, n_done: int) -> np.ndarray:
+    """PARTIAL ``[it, task_id, n_done]``: the task's message sums its first n_done
+    partitions (its time limit stopped it)."""
+    return np.array([it, task_id, n_done], dtype=float)
+
+
+def decode_partial(buf: np.ndarray) -> tuple[int, int, int]:
+    return int(buf[0]), int(buf[1]), int(buf[2])

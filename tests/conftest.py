@@ -7,6 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Deterministic by default (CI and `make test`): every property test draws the same examples
+# each run (derandomized, no example database), so a red run is a real regression, not a
+# new draw. `make test-random` (HYPOTHESIS_PROFILE=random) searches afresh, opt-in.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -55,6 +63,21 @@ def mpicode(args, timeout=120, cwd=None, env=None):
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 1400 KiB tmpfs (root only: skipped elsewhere, required in CI)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs in CI: {r.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
 def run_mpi():
     return mpirun
 
@@ -97,6 +120,50 @@ def two_runs(tmp_path):
     synth(b, n=4, scheme="uncoded", scheduler="lyapunov")
     add_comm_fields(b)
     return str(a), str(b)
+
+
+# -- the unit tests' slow tier ---------------------------------------------------------------
+# Property and scaling tests that take seconds each on a quiet core. They run in `make test`
+# (`make test-unit-slow`) but not in `make test-fast`, which stays under a minute on a quiet
+# machine. Nothing is weakened: the same tests, the same example counts, another make target.
+# Listed here by node id (under tests/unit/), so the tier is visible in one place; an id that
+# no longer exists fails the collection of its file (the list cannot rot).
+SLOW = {
+    # statistical scaling over 5 values of V x 12000 slots
+    "test_comm.py::test_v_sweep_gap_falls_like_1_over_v_backlog_grows_like_v",
+    # hypothesis: 300 / 200 / 300 / 300 random completion orders
+    "test_self_scheduling.py::test_self_scheduling_exact_under_any_completion_order",
+    "test_schemes.py::test_two_stage_exact_under_any_completion_order",
+    "test_two_stage_index.py::test_indexed_decisions_equal_the_scans",
+    "test_self_scheduling_index.py::test_indexed_decisions_equal_the_plain_scan",
+    # every straggler set of the largest code (C(12, <=5) subsets)
+    "test_schemes.py::test_cyclic_exact_for_every_straggler_set[12-5]",
+    # the largest seeded simulation of the index equivalence set
+    "test_two_stage_index.py::test_seeded_simulations_log_the_same_tasks"
+    "[200-replicated:2-exp-per-iteration-None]",
+    # every figure of --plots rendered (the e2e report tests render them as well)
+    "test_report_views.py::test_gantt_file_name_is_a_to_b",
+    "test_report_views.py::test_gantt_legend_and_labels",
+    "test_report_views.py::test_no_text_runs_off_any_figure[False]",
+    "test_report_views.py::test_no_text_runs_off_any_figure[True]",
+    # numba compilations of kernels no other unit test compiles
+    "test_batches.py::test_batch_gradient_is_the_exact_gradient_of_the_sampled_rows[mlp]",
+    "test_kernels.py::test_polynomial_link_of_the_float32_kernel_matches_libm",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect anything
+def pytest_collection_modifyitems(config, items):
+    ids = {item.nodeid.split("tests/unit/", 1)[-1]: item for item in items}
+    whole = not any("::" in a for a in config.args)  # whole files: every id is collected
+    files = {i.split("::")[0] for i in ids}
+    missing = [s for s in SLOW if s.split("::")[0] in files and s not in ids]
+    if whole and missing:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names tests that do not exist: "
+                                f"{missing}")
+    for nodeid, item in ids.items():
+        if nodeid in SLOW:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,15 @@ from mpicode.errors import UsageError
 from mpicode.stats import mean_ci
 
 SKIP = {"run", "file", "target_loss"}  # numeric but not worth a mean (or not numeric)
-DEFAULT = ["final_loss", "test_accuracy", "mean_iter_s", "total_s", "time_to_target_s",
-           "vs_oracle", "mean_load"]
+# the grouped table's default columns, in the order they stay when it is too wide (the last
+# go first; before any of them, the columns equal in every group: they compare nothing)
+DEFAULT = ["mean_iter_s", "vs_oracle", "mean_load", "S", "removed", "time_to_target_s",
+           "final_loss", "test_accuracy", "total_s"]
+# configuration keys that do not change what a run measures: runs differing only in these
+# (and the seed) are replicates of one another
+NOT_A_DIFFERENCE = {"seed", "out", "force", "quiet", "progress", "verbose", "eval_every",
+                    "checkpoint_every", "resume", "flush_every", "stop_timeout", "profile",
+                    "dead_after"}
 
 
 def parse_keys(text: str) -> list[str]:
@@ -66,13 +73,70 @@ def partition(runs_read: list[dict], rows: list[dict], keys: list[str]) -> dict[
     return groups
 
 
+def _fmt_values(vs) -> str:
+    out = sorted({"-" if v is None else str(v) for v in vs})
+    return ", ".join(out[:4]) + (f", ... ({len(out)} values)" if len(out) > 4 else "")
+
+
+def differences(runs_read: list[dict], rows: list[dict], idx: list[int],
+                keys: list[str]) -> dict[str, list]:
+    """What the runs ``idx`` of one group differ in, besides the seed and the options that
+    do not change what a run measures (``NOT_A_DIFFERENCE``) and the group keys: ``mode``,
+    ``N``, the dataset, any option. {key: the values seen}."""
+    confs = [runs.config(runs_read[i]) for i in idx]
+    seen: dict[str, list] = {}
+    names = {"mode": [rows[i].get("mode") for i in idx], "N": [rows[i].get("N") for i in idx]}
+    for c in confs:
+        for k in c:
+            names.setdefault(k, [c.get(k) for c in confs])
+    grouped = {k.replace("-", "_") for k in keys} | set(keys)
+    for k, vs in names.items():
+        if k in NOT_A_DIFFERENCE or k in grouped:
+            continue
+        if len({json_key(v) for v in vs}) > 1:
+            seen[k] = vs
+    return seen
+
+
+def json_key(v) -> str:
+    import json
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def check_alike(runs_read: list[dict], rows: list[dict], keys: list[str],
+                groups: dict[tuple, list[int]]) -> None:
+    """UsageError (one line, exit 2) naming the keys in which some group's runs differ
+    besides the seed: a mean over MPI wall-clock and simulated virtual-time runs, or over
+    N = 8 and N = 1024, is no statistic. ``--allow-mixed`` skips this check."""
+    bad: dict[str, set] = {}
+    where = None
+    for gkey, idx in groups.items():
+        for k, vs in differences(runs_read, rows, idx, keys).items():
+            bad.setdefault(k, set()).update(json_key(v) if not isinstance(v, str) else v
+                                            for v in vs)
+            where = where or label(keys, gkey)
+    if not bad:
+        return
+    order = sorted(bad, key=lambda k: (k not in ("mode", "N", "dataset"), k))
+    what = "; ".join(f"{k} ({_fmt_values(bad[k])})" for k in order[:6])
+    more = f" and {len(order) - 6} more" if len(order) > 6 else ""
+    raise UsageError(f"--group-by {','.join(keys)}: the runs of group {where} differ in more "
+                     f"than the seed: {what}{more}; add them to --group-by (e.g. --group-by "
+                     f"{','.join(keys + [k for k in order[:3] if k not in keys])}) or pass "
+                     "--allow-mixed to average them anyway")
+
+
 def label(keys: list[str], values: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
 
 
-def aggregate(runs_read: list[dict], rows: list[dict], keys: list[str]) -> list[dict]:
-    """One row per group (in the order groups first appear)."""
+def aggregate(runs_read: list[dict], rows: list[dict], keys: list[str],
+              allow_mixed: bool = False) -> list[dict]:
+    """One row per group (in the order groups first appear); groups whose runs differ in
+    more than the seed are refused unless ``allow_mixed`` (:func:`check_alike`)."""
     groups = partition(runs_read, rows, keys)
+    if not allow_mixed:
+        check_alike(runs_read, rows, keys, groups)
     target = any("target_loss" in r for r in rows)
     numeric = [c for c in _numeric(rows) if c != "time_to_target_s" or target]
     out = []
@@ -130,9 +194,14 @@ def render(groups: list[dict], keys: list[str], columns: list[str] | None, wide:
     lines = lay_out(header, body, left)
     dropped = []
     while not wide and not columns and max(map(len, lines)) > WIDTH and cols:
-        dropped.insert(0, cols.pop())
-        header, body = header[:-1], [b[:-1] for b in body]
-        lines = lay_out(header, body, left[:len(header)])
+        j = len(keys) + 1
+        same = [i for i, c in enumerate(cols) if len({b[j + i] for b in body}) == 1]
+        i = same[-1] if same and len(body) > 1 else len(cols) - 1
+        dropped.insert(0, cols.pop(i))
+        header = header[:j + i] + header[j + i + 1:]
+        body = [b[:j + i] + b[j + i + 1:] for b in body]
+        left = left[:j + i] + left[j + i + 1:]
+        lines = lay_out(header, body, left)
     notes = ["note: mean±h: the mean over the group's n runs and the half-width h of its 95% "
              "confidence interval (Student t); no ±: a single run"]
     if dropped:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import mpicode.analysis as analysis
-from mpicode.analysis import groups, plots, table, whatif
+from mpicode.analysis import groups, plots, slowdown, table, whatif
 from mpicode.errors import UsageError
 
 # the readers live in mpicode.analysis.runs; these names stay importable from here
@@ -52,6 +52,7 @@ def build(paths: list, target_loss: float | None = None) -> tuple[list[dict], li
     for run, row in zip(runs, rows, strict=True):
         if "vs_oracle" not in row:  # summary() gives it once the log has /iterations/oracle_s
             row["vs_oracle"] = whatif.vs_oracle(run)
+    slowdown.add_removed(runs, rows)  # against the uncoded run of the same scenario
     notes = []
     for r in runs:
         if r["in_progress"]:
@@ -103,26 +104,37 @@ def _short_names(rows: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def _workers(runs: list[dict], fmt: str, columns) -> tuple[str, list[str]]:
-    rows = [w for r in runs for w in whatif.straggler_scores(r)]
+    rows = []
+    for r in runs:
+        share = {a["worker"]: a for a in slowdown.attribution(r)}
+        for w in whatif.straggler_scores(r):
+            a = share.get(w["worker"], {})
+            rows.append({**w, "excess_s": a.get("excess_s", math.nan),
+                         "slowdown_share": a.get("slowdown_share", math.nan)})
     keys = ["run", "worker", "rank", "score", "p95_slowdown", "slow_frac", "iterations",
-            "censored"]
+            "censored", "excess_s", "slowdown_share"]
     if columns:
         keys = table.parse_columns(columns, keys)
     notes = ["note: score: the worker's mean time per partition relative to the median of its "
              "iteration's workers (1 = typical); slow_frac: iterations at >= 1.5x the median; "
-             "censored: iterations whose time is a lower bound (a result that never arrived)"]
+             "censored: iterations whose time is a lower bound (a result that never arrived)",
+             "note: excess_s: the worker's time past its iterations' straggler-free ideal "
+             "(ideal_s), summed; slowdown_share: its part of every worker's excess (the "
+             "shares of a run add to 1)"]
     if fmt != "table":
         return _machine(rows, keys, fmt), notes
     shown, where = _short_names(rows)
-    f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}"}
+    f = {"score": "{:.2f}", "p95_slowdown": "{:.2f}", "slow_frac": "{:.2f}",
+         "excess_s": "{:.4g}", "slowdown_share": "{:.3f}"}
     shown = [{**r, "run": r["run"].removesuffix(".h5")} for r in shown]  # as the main table
     body = [[table.cell(f.get(k, "{}"), r[k]) for k in keys] for r in shown]
     return "\n".join(table.lay_out(keys, body, [k == "run" for k in keys])), where + notes
 
 
-def _grouped(runs, rows, fmt, group_by, columns, wide, target) -> tuple[str, list[str]]:
+def _grouped(runs, rows, fmt, group_by, columns, wide, target,
+             allow_mixed=False) -> tuple[str, list[str]]:
     keys = groups.parse_keys(group_by)
-    agg = groups.aggregate(runs, rows, keys)
+    agg = groups.aggregate(runs, rows, keys, allow_mixed)
     valid = _all_keys(agg, keys + ["n"])
     cols = table.parse_columns(columns, valid) if columns else None
     if fmt != "table":
@@ -133,12 +145,14 @@ def _grouped(runs, rows, fmt, group_by, columns, wide, target) -> tuple[str, lis
 
 def render(paths: list, fmt: str = "table", target_loss: float | None = None,
            notes: list[str] | None = None, columns: str | None = None, wide: bool = False,
-           group_by: str | None = None, workers: bool = False) -> str:
+           group_by: str | None = None, workers: bool = False,
+           allow_mixed: bool = False) -> str:
     """The comparison of ``paths`` as a text table (notes below it), CSV or JSON.
 
     ``columns`` ("a,b,c") picks the columns, ``wide`` shows all of them in the table (CSV and
     JSON always have all of them unless ``columns`` is given); ``group_by`` ("k1,k2")
-    aggregates across runs (mean and 95% CI); ``workers`` gives per-worker straggler scores.
+    aggregates across runs (mean and 95% CI; groups whose runs differ in more than the seed
+    are refused unless ``allow_mixed``); ``workers`` gives per-worker straggler scores.
     ``notes``, when a list, receives the notes instead of the table (for csv/json, whose
     output stays machine-readable)."""
     runs = [read_run(p) for p in paths]
@@ -147,7 +161,7 @@ def render(paths: list, fmt: str = "table", target_loss: float | None = None,
     if workers:
         text, extra = _workers(runs, fmt, columns)
     elif group_by:
-        text, extra = _grouped(runs, rows, fmt, group_by, columns, wide, target)
+        text, extra = _grouped(runs, rows, fmt, group_by, columns, wide, target, allow_mixed)
     else:
         valid = [k for k in table.valid_columns(rows) if k != "time_to_target_s" or target]
         cols = table.parse_columns(columns, valid) if columns else None
@@ -221,7 +235,8 @@ def main(args) -> int:
     text = render(runs, fmt=args.format, target_loss=args.target_loss,
                   notes=None if args.format == "table" else notes,
                   columns=getattr(args, "columns", None), wide=getattr(args, "wide", False),
-                  group_by=group_by, workers=getattr(args, "workers", False))
+                  group_by=group_by, workers=getattr(args, "workers", False),
+                  allow_mixed=getattr(args, "allow_mixed", False))
     written = []
     if out_dir is not None:
         g = runs[args.runs.index(gantt_run)]
@@ -230,7 +245,7 @@ def main(args) -> int:
         if group_by:
             keys = groups.parse_keys(group_by)
             rows, _ = build(runs, args.target_loss)
-            sets = [(groups.label(keys, v), [runs[i] for i in idx])
+            sets = [(plots.group_label(keys, v), [runs[i] for i in idx])
                     for v, idx in groups.partition(runs, rows, keys).items()]
         written, plot_notes = plots.write_all(runs, out_dir, gantt_run=g, gantt_span=span,
                                               target_loss=args.target_loss, groups=sets,

@@ -27,6 +27,7 @@ import numpy as np
 
 from mpicode.errors import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
+from mpicode.options import file_kind
 from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
@@ -40,6 +41,9 @@ def resolve_path(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"cannot read run {path}: is a directory")
+    kind = file_kind(str(p))
+    if kind is not None:  # a FIFO would block the read for ever
+        raise UsageError(f"cannot read run {path}: is {kind}, not a run file")
     if p.exists():
         return p
     part = Path(str(p) + ".part")
@@ -176,7 +180,7 @@ def _frame(table: np.ndarray, as_frame: bool):
         import pandas as pd
     except ImportError:
         raise ImportError("as_frame=True needs pandas, which is not installed: "
-                          "pip install pandas (or use the numpy structured array, "
+                          "pip install 'mpicode[pandas]' (or use the numpy structured array, "
                           "as_frame=False)") from None
     return pd.DataFrame.from_records(table)
 
@@ -369,11 +373,32 @@ def summary(run, target_loss: float | None = None) -> dict:
         # busy, and its mean time in scheme and scheduler calls per iteration
         "coord_busy": _mean(it.get("coord_busy", nan)),
         "mean_policy_s": _mean(it.get("policy_s", nan)),
+        # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
+        # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
+        "S": _slowdown(run),
     }
+    row["mode"] = run_mode(run)
     if target_loss is not None:
         row["target_loss"] = float(target_loss)
         row["target_reached"] = bool(math.isfinite(row["time_to_target_s"]))
     return row
+
+
+def run_mode(run) -> str:
+    """How the run's times were made: ``mpi`` (wall clock of real ranks), ``virtual-delay``
+    (real ranks, injected delays in virtual time: ``--delay-mode virtual``) or ``simulate``
+    (the discrete-event simulator's virtual time). Runs of different modes measure different
+    things and are never averaged together silently (``report --group-by``)."""
+    run = read_run(run)
+    mode = str(run["attrs"].get("mode", "mpi"))
+    if mode in ("simulated", "simulate"):
+        return "simulate"
+    return "virtual-delay" if config(run).get("delay_mode") == "virtual" else "mpi"
+
+
+def _slowdown(run) -> float:
+    from mpicode.analysis.slowdown import slowdown  # lazy: slowdown reads runs through this module
+    return slowdown(run)
 
 
 def config(run) -> dict:

@@ -9,7 +9,7 @@
 The file is the one ``jobs/sweep.sbatch`` reads on SLURM: one line of ``mpicode train``
 options per cell (comments and blank lines skipped; cell numbers 0-based, as array task ids).
 Each cell runs as ``mpiexec -n NP python -m mpi4py -m mpicode train [--config C] LINE
-$MPICODE_TRAIN_ARGS --out DIR/cell_NNN_<values>.h5 --quiet`` (the file name and the extra
+$MPICODE_TRAIN_ARGS --out DIR/cell_NNN_<name=value_...>.h5 --quiet`` (the file name and the extra
 options of ``sweep.sbatch``), under ``MPIEXEC_TIMEOUT`` (default 3600 s per cell) and a
 subprocess timeout 60 s longer, after one ``mpicode warmup`` (numba cache). A cell
 whose output exists with status ``complete`` is skipped; one with a ``.part`` file (or an
@@ -17,7 +17,9 @@ unfinished output) that holds a checkpoint is resumed (``--resume``); one withou
 checkpoint is run again from the start (``--force``); one whose file a live process still
 writes (another sweep) is left alone and counted as failed. A resumed cell continues with the
 configuration stored in its file, with the line's options on top. Each cell's output goes to
-``DIR/cell_NNN_<values>.log``. Exit code 1 if a cell failed, 2 for a bad sweep file.
+``DIR/cell_NNN_<name=value_...>.log``. Exit code 1 if a cell failed (a cell whose job exited
+non-zero with its run complete in the file is not failed: a next sweep skips it), 2 for a
+bad sweep file.
 """
 
 from __future__ import annotations
@@ -60,15 +62,32 @@ def read_cells(path: str) -> list[str]:
     return cells
 
 
+SLUG_MAX = 180  # characters of a cell name's option part (the whole name stays < NAME_MAX)
+
+
 def slug(line: str) -> str:
-    """The option values of a line joined by ``_``, as ``jobs/sweep.sbatch`` names cells."""
+    """``name=value`` of every option of a line joined by ``_`` (``--scheme uncoded --seed 3``
+    -> ``scheme=uncoded_seed=3``), as ``jobs/sweep.sbatch`` names cells: the name says which
+    option each value belongs to, the seed included."""
+    s = re.sub(r"--([A-Za-z0-9-]+)[ =]+", r"\1=", line.strip())
+    s = re.sub(r"[^A-Za-z0-9.=-]+", "_", s)
+    return re.sub(r"_+$", "", s)[:SLUG_MAX]
+
+
+def old_slug(line: str) -> str:
+    """The values only (cell names before issue 27): a sweep begun then is continued."""
     s = re.sub(r"--[A-Za-z0-9-]+[ =]+", "", line)
     s = re.sub(r"[^A-Za-z0-9.=-]+", "_", s)
     return re.sub(r"_+$", "", s)
 
 
 def out_path(out_dir: Path, index: int, line: str) -> Path:
-    return out_dir / f"cell_{index:03d}_{slug(line)}.h5"
+    new = out_dir / f"cell_{index:03d}_{slug(line)}.h5"
+    old = out_dir / f"cell_{index:03d}_{old_slug(line)}.h5"
+    if not any(os.path.lexists(f"{p}{x}") for p in (new,) for x in ("", ".part")) and \
+            any(os.path.lexists(f"{old}{x}") for x in ("", ".part")):
+        return old
+    return new
 
 
 def state(out: Path) -> tuple[str, Path | None]:
@@ -115,18 +134,54 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def _text(out) -> str:
+    """A TimeoutExpired's output: bytes even under ``text=True``, or None."""
+    if out is None:
+        return ""
+    return out.decode(errors="replace") if isinstance(out, bytes) else out
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a cell: the cell stopped cleanly (or was killed on a second Ctrl-C)."""
+
+
 def run_cell(cmd: list[str], log: Path, timeout: int) -> tuple[int, str]:
-    """(exit code, one-line reason) of one cell; its output goes to ``log``."""
+    """(exit code, one-line reason) of one cell; its output goes to ``log``.
+
+    The cell's ``mpiexec`` runs in a session of its own, so that a Ctrl-C in the terminal
+    reaches only the sweep, which relays it to ``mpiexec`` exactly once (MPICH's mpiexec
+    force-aborts the job on a second SIGINT, which a terminal's and a relayed one made) and
+    waits for the cell's clean stop (a checkpoint, "interrupted"); a second Ctrl-C kills
+    it. Either way :class:`Interrupted` follows, after the log is written."""
+    import signal  # lazy: only this function relays a signal
     env = launcher.launch_env(timeout=timeout)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
-    except subprocess.TimeoutExpired as e:
-        log.write_text(f"$ {shlex.join(cmd)}\n{e.stdout or ''}{e.stderr or ''}")
-        return 124, f"timed out after {timeout + 60} s"
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)
     except OSError as e:
         return 127, f"cannot start {cmd[0]}: {e.strerror}"
-    log.write_text(f"$ {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
-    return p.returncode, "" if p.returncode == 0 else _last_line(p.stderr or p.stdout)
+    interrupted = False
+    try:
+        out, err = p.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(out)}{_text(err)}")
+        return 124, f"timed out after {timeout + 60} s"
+    except KeyboardInterrupt:
+        interrupted = True
+        print("sweep: Ctrl-C: the cell stops cleanly (its checkpoint); Ctrl-C again kills it",
+              file=sys.stderr, flush=True)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=timeout + 60)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            p.kill()
+            out, err = p.communicate()
+    safefile.write_text(log, f"$ {shlex.join(cmd)}\n{_text(out)}{_text(err)}")
+    if interrupted:
+        raise Interrupted(_last_line(err or out))
+    return p.returncode, "" if p.returncode == 0 else _last_line(err or out)
 
 
 def warmup(timeout: int) -> None:
@@ -182,10 +237,14 @@ def one_cell(args, i: int, line: str, out_dir: Path, timeout: int) -> str:
     if code == 0:
         _progress(i, n, out.name, f"{_how(action, found, False)}: ok in {took:.1f} s")
         return "resumed" if action == "resume" else "ran"
-    done = state(out)[0] == "skip"  # e.g. killed by the timeout while shutting down
+    if state(out)[0] == "skip":  # e.g. killed by the timeout while shutting down
+        # the run is complete in its file (a next sweep skips it): not a failed cell, so
+        # this sweep's exit code agrees with the next one's
+        _progress(i, n, out.name, f"{_how(action, found, False)}: complete in {took:.1f} s, "
+                  f"but the job ended with exit {code}: {why} (log: {log})")
+        return "warned"
     _progress(i, n, out.name, f"{_how(action, found, False)}: FAILED (exit {code}) in "
-              f"{took:.1f} s: {why} (log: {log})"
-              + ("; its output is complete, a next sweep skips it" if done else ""))
+              f"{took:.1f} s: {why} (log: {log})")
     return "failed"
 
 
@@ -206,16 +265,27 @@ def main(args) -> int:
     t_all = time.monotonic()
     if not args.dry_run:
         warmup(timeout)
-    results = [one_cell(args, i, line, out_dir, timeout) for i, line in enumerate(cells)]
-    count = {k: results.count(k) for k in ("ran", "resumed", "skipped", "failed", "dry")}
+    results = []
+    for i, line in enumerate(cells):
+        try:
+            results.append(one_cell(args, i, line, out_dir, timeout))
+        except Interrupted as e:
+            print(f"sweep: interrupted in cell {i} ({e}); run the sweep again to continue: "
+                  "complete cells are skipped, an interrupted one resumes from its checkpoint",
+                  file=sys.stderr, flush=True)
+            return 130
+    count = {k: results.count(k) for k in ("ran", "resumed", "skipped", "failed", "dry",
+                                            "warned")}
     if args.dry_run:
         print(f"sweep: {len(cells)} cells, dry run: {count['skipped']} complete, "
               f"{count['dry']} to run, into {out_dir}/")
         return 0
     failed = [i for i, r in enumerate(results) if r == "failed"]
     which = f" (cells {','.join(map(str, failed))})" if failed else ""
+    warned = (f", {count['warned']} complete but their job exited non-zero (see their logs)"
+              if count["warned"] else "")
     print(f"sweep: {len(cells)} cells in {time.monotonic() - t_all:.1f} s: {count['ran']} ran, "
           f"{count['resumed']} resumed, {count['skipped']} skipped (complete), "
-          f"{count['failed']} failed{which}; runs in {out_dir}/ "
+          f"{count['failed']} failed{which}{warned}; runs in {out_dir}/ "
           f"(mpicode report {out_dir}/*.h5)")
     return 1 if failed else 0

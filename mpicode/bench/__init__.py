@@ -1,4 +1,5 @@
-"""Benchmarks (commands, not tests): ``mpicode bench kernels|schemes|comm|scale|messaging``."""
+"""Benchmarks (commands, not tests): ``mpicode bench NAME`` (kernels, schemes, comm, scale,
+messaging, twin, overhead, runlog, policy)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import numpy as np
 from mpicode import analysis
 from mpicode.bench import launch_inner
 from mpicode.errors import UsageError
+from mpicode.io import safefile
 
 TARGET = 1.5
 SKIP = 3
@@ -126,7 +127,7 @@ def _inner(argv) -> int:
             if x is not None:
                 res.setdefault(label, {"features": f, "samples": n, "reps": []})["reps"].append(x)
     if comm.rank == 0:
-        Path(a.dir, f"overhead-{N}.json").write_text(json.dumps(res))
+        safefile.write_text(Path(a.dir, f"overhead-{N}.json"), json.dumps(res))
     comm.Free()
     return 0
 

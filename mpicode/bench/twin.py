@@ -38,6 +38,7 @@ import numpy as np
 from mpicode import analysis
 from mpicode.bench import launch_inner
 from mpicode.engine.costs import CostModel
+from mpicode.io import safefile
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.numerics import kernels
 from mpicode.numerics.problem import Problem
@@ -109,7 +110,7 @@ def _inner(argv) -> int:
     plan = _plan(a.quick, (N,), [x for x in a.schemes.split(",") if x])
     res = measure(comm, a.quick, a.dir)
     if res is not None:
-        Path(a.dir, f"profile-{N}.toml").write_text(render_profile(*res, header(argv)))
+        safefile.write_text(Path(a.dir, f"profile-{N}.toml"), render_profile(*res, header(argv)))
     cache: dict = {}
     for rep in range(plan["reps"]):
         for strag, scheme in cells(N, plan["schemes"]):

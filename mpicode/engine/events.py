@@ -40,6 +40,7 @@ from mpicode.engine.costs import ZERO, Work
 from mpicode.engine.rank0 import Rank0
 from mpicode.engine.rows import IterationInfo
 from mpicode.engine.signals import stalled
+from mpicode.engine.vworkers import cut_short
 
 INF = math.inf
 HEARTBEAT_EVENTS = 2048  # virtual time: events between two heartbeats (~ms of wall time)
@@ -84,8 +85,12 @@ class EventLoop:
             task.t_dispatch = t
             info.delay[task.task_id] = delay
             if self.vw is not None:
-                self.vw.add(task.worker, task.task_id, t + latency,
-                            task.n * self.cost + delay)
+                dur = task.n * self.cost + delay
+                if task.time_limit < INF:  # a compute budget: the model says how far it gets
+                    done, dur = cut_short(task.n, self.cost, delay, task.time_limit)
+                    if done < task.n:
+                        info.cut[task.task_id] = done
+                self.vw.add(task.worker, task.task_id, t + latency, dur)
             self._hook("dispatch", task, delay)
         self.cancel(it, acts.cancel, t)
         info.cancelled += len(acts.cancel)
@@ -205,7 +210,11 @@ class EventLoop:
     def _computed(self, it, t, info) -> None:
         _, tid = self.vw.pop()
         task = self.scheme.tasks[tid]
-        info.measured[tid] = (task.n * self.cost, info.delay[tid])
+        done = info.cut.get(tid)
+        if done is None:  # (not delay * n / n: that is not always delay in floating point)
+            info.measured[tid] = (task.n * self.cost, info.delay[tid])
+        else:             # a time limit cut it short: the share of its delay it ran
+            info.measured[tid] = (done * self.cost, info.delay[tid] * done / task.n)
         info.ready[tid] = t
         self._hook("computed", task)
         if self.uplink is None:
@@ -228,8 +237,10 @@ class EventLoop:
         if hook:
             self._hook("delivered", task)
         comp, dl = info.measured[tid]
-        acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_result, tid, t,
-                                 comp + dl, recvs=1)
+        cut = info.cut.get(tid)  # a time limit cut it short: its message sums a prefix
+        args = (tid, t, comp + dl) if cut is None else (tid, t, comp + dl, cut)
+        acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_result, *args,
+                                 recvs=1)
         self._decided(it, acts, c, t, info)
 
 

@@ -1,10 +1,15 @@
 """Fault injection for the fault tests, from the environment variable ``MPICODE_FAULT``
-(never set in normal use; comma-separated items):
+(comma-separated items), live only when the test switch ``MPICODE_TEST_FAULTS=1`` is set too:
+in a normal run both variables are inert (a stray ``MPICODE_FAULT=kill:3`` in a shell must
+not kill a real study). With the switch, a malformed item is one line (exit 2) before the
+run starts:
 
 * ``kill:ITER``       rank 0 SIGKILLs itself at the start of iteration ITER (the whole job dies),
 * ``hang:RANK:ITER``  worker RANK stops answering from iteration ITER on: it drops every task
                       but still honours STOP, so the job can end,
 * ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins,
+* ``stop:RANK``       worker RANK stops itself (SIGSTOP) at the first start-up step, as a
+                      ``kill -STOP`` during start-up would,
 * ``pause:PLACE:SEC`` rank 0 sleeps SEC seconds when it reaches PLACE (``checkpoint``: before
                       each checkpoint write; ``shutdown``: before it stops the workers),
                       after creating the file named by ``MPICODE_FAULT_MARK`` (if set): the
@@ -17,12 +22,50 @@ import functools
 import os
 import signal
 
+from mpicode.errors import UsageError
+
+SWITCH = "MPICODE_TEST_FAULTS"
+_FORMS = {"kill": "kill:ITER", "hang": "hang:RANK:ITER", "die": "die:RANK:ITER",
+          "stop": "stop:RANK",
+          "pause": "pause:checkpoint|shutdown:SEC"}
+
+
+def _valid(item: tuple[str, ...]) -> bool:
+    kind, args = item[0], item[1:]
+    try:
+        if kind == "kill":
+            return len(args) == 1 and int(args[0]) >= 0
+        if kind == "stop":
+            return len(args) == 1 and int(args[0]) >= 1
+        if kind in ("hang", "die"):
+            return len(args) == 2 and int(args[0]) >= 1 and int(args[1]) >= 0
+        if kind == "pause":
+            return (len(args) == 2 and args[0] in ("checkpoint", "shutdown")
+                    and 0 <= float(args[1]) < 3600)
+    except ValueError:
+        return False
+    return False
+
 
 @functools.cache
 def _items() -> tuple[tuple[str, ...], ...]:
-    """The injected faults, parsed once (the environment is read at the first call)."""
+    """The injected faults, parsed and checked once (the environment is read at the first
+    call); none unless the test switch is set."""
+    if os.environ.get(SWITCH) != "1":
+        return ()
     spec = os.environ.get("MPICODE_FAULT", "")
-    return tuple(tuple(x.split(":")) for x in spec.split(",") if x)
+    items = tuple(tuple(x.strip().split(":")) for x in spec.split(",") if x.strip())
+    for it in items:
+        if not _valid(it):
+            raise UsageError(f"MPICODE_FAULT {':'.join(it)!r}: expected one of "
+                             f"{', '.join(_FORMS.values())} (comma-separated)")
+    return items
+
+
+def check() -> None:
+    """Parse the faults now (train/simulate, before anything runs): a malformed one is one
+    line, never a traceback in the middle of a run."""
+    _items()
 
 
 def kill_at(iteration: int) -> None:
@@ -41,11 +84,22 @@ def worker_fault(rank: int, iteration: int) -> str | None:
     return None
 
 
+def stop_at_startup(rank: int) -> None:
+    """``stop:RANK``: this worker stops itself (SIGSTOP) at its first start-up step."""
+    for it in _items():
+        if it[0] == "stop" and int(it[1]) == rank:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def pause(place: str) -> None:
     import time
     for it in _items():
         if it[0] == "pause" and it[1] == place:
             mark = os.environ.get("MPICODE_FAULT_MARK")
-            if mark:
-                open(mark, "a").close()
+            if mark:  # created, never through a symlink, never truncated
+                try:
+                    os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644))
+                except OSError:
+                    pass
             time.sleep(float(it[2]))

@@ -27,12 +27,13 @@ import numpy as np
 
 from mpicode.engine import faults
 from mpicode.engine.divergence import DivergenceWatch
+from mpicode.engine.ideal import IdealReplay
 from mpicode.engine.liveness import DeadWorkers
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
 from mpicode.io import checkpoint
 from mpicode.io.runlog import DiskFull
-from mpicode.models.oracle import oracle_row
+from mpicode.models.oracle import measured_partition_cost, oracle_row
 from mpicode.numerics.optim import GD
 
 # re-exported: drivers and tests import these from here
@@ -79,6 +80,7 @@ class Trainer:
         self._last_tasks = 0   # tasks of the last iteration (the work of its bookkeeping)
         self._log_charge = 0.0  # virtual time: the model's cost of that bookkeeping
         self._busy = 0.0       # rank 0's busy seconds in the current row (coord_busy)
+        self.ideal = IdealReplay(events, n_workers)  # ideal_s: the straggler-free what-if
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -103,6 +105,7 @@ class Trainer:
             r0.busy_s += self._log_charge
             self.vt += costs.coord_log_s + self._log_charge
         a = self.now()  # the previous row's bookkeeping ends here
+        self.ideal.before(scheme)
         self._hook("begin", it, self.w, info)
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
@@ -127,12 +130,17 @@ class Trainer:
             self._update(gsum)
             grad_norm = self._grad_norm
         t_end = math.nan  # wall clock: once the rows are built (they are the update's cost)
+        # the models' partition cost in virtual time, the measured one on the wall clock
+        cost = measured_partition_cost(scheme, info) if wall else self.events.cost
+        # the same iteration replayed without straggler delays (docs/design.md §8.1): an
+        # observer of the run, not charged to rank 0 in virtual time (on the wall clock it is
+        # real time, in update_s)
+        ideal_s = self.ideal.wait(it, cost)
 
         def rows():
-            # the clairvoyant oracle of this iteration's draws: the models' partition cost
-            # in virtual time, the measured one on the wall clock
-            oracle = oracle_row(self.events.stragglers, it, scheme,
-                                None if wall else self.events.cost, info)
+            # the clairvoyant oracle of this iteration's draws, and the replay's ideal_s
+            oracle = oracle_row(self.events.stragglers, it, scheme, cost, info)
+            oracle["ideal_s"] = ideal_s
             return collect_rows(scheme, it, info, t_start=t_start, t_end=t_end,
                                 t_wait=t_wait, decode_s=decode_s, dec=dec, summary=summary,
                                 grad_norm=grad_norm, oracle=oracle)

@@ -21,6 +21,7 @@ class IterationInfo:
     measured: dict = field(default_factory=dict)   # tid -> (compute_s, delay_s) reported
     msgs: dict = field(default_factory=dict)       # tid -> (gradient sum, loss sum)
     ready: dict = field(default_factory=dict)      # tid -> time its message was ready to go
+    cut: dict = field(default_factory=dict)        # tid -> partitions done, if a limit cut it
     stale: int = 0
     cancelled: int = 0
     msg_bytes: int = 0
@@ -74,7 +75,7 @@ def _bytes_up(scheme, info: IterationInfo) -> int:
 
 
 TASK_KEYS = ("iteration", "worker", "stage", "n_partitions", "first_partition", "t_dispatch",
-             "t_done", "used", "cancelled", "compute_s", "delay_s", "t_ready")
+             "t_done", "used", "cancelled", "compute_s", "delay_s", "t_ready", "n_computed")
 
 
 def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end: float,
@@ -83,7 +84,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
     """The iteration's rows for the run log: ``row`` (with the scheme's ``log_fields``),
     ``workers`` (N-vectors), ``tasks``, and ``notes`` (the scheme's ``log_notes``).
     ``oracle``: the ``oracle_s``/``oracle_part_s`` of :func:`mpicode.models.oracle.oracle_row`
-    (NaN when the driver gives none)."""
+    and the ``ideal_s`` of :class:`mpicode.engine.ideal.IdealReplay` (NaN when the driver
+    gives none)."""
     N = info.n_workers
     # communication time: from the moment every used message was ready to decodability
     ready = [info.ready[t.task_id] for t in scheme.tasks.values()
@@ -95,7 +97,8 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
            "n_cancelled": info.cancelled, "n_stale": info.stale,
            "bytes_up": _bytes_up(scheme, info),
            "grad_norm": grad_norm,
-           "oracle_s": math.nan, "oracle_part_s": math.nan, **(oracle or {})}
+           "oracle_s": math.nan, "oracle_part_s": math.nan, "ideal_s": math.nan,
+           **(oracle or {})}
     for k in scheme.log_fields:  # the scheme's own per-iteration fields (from end())
         if k in summary:
             row[k] = summary[k]
@@ -127,7 +130,10 @@ def collect_rows(scheme, it: int, info: IterationInfo, *, t_start: float, t_end:
     tasks = {"iteration": np.full(len(w), it, np.int64), "worker": w, "stage": stage,
              "n_partitions": n, "first_partition": first, "t_dispatch": t_disp,
              "t_done": t_done, "used": used, "cancelled": canc.astype(np.int8),
-             "compute_s": comp, "delay_s": delay, "t_ready": rdy}
+             "compute_s": comp, "delay_s": delay, "t_ready": rdy,
+             # partitions the message sums: n_partitions unless a time limit cut it short
+             "n_computed": np.asarray([len(t.computed) for t in scheme.tasks.values()],
+                                      np.int64)}
     return {"row": row, "workers": workers, "tasks": tasks, "notes": list(scheme.log_notes)}
 
 

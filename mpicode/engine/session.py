@@ -88,7 +88,8 @@ class Session:
         t, out, n = self.trainer, self.cfg.out, self.runlog.n_done
         stuck = f"; {self.shutdown}" if self.shutdown else ""
         if t.error:
-            line, code = f"mpicode: error: {t.error}; kept {n} iterations in {out}", EXIT_FAILED
+            line = f"mpicode: error: {t.error}; {out}: {self.runlog.kept()}"
+            code = EXIT_FAILED
         elif self.status == "interrupted":
             sig = f" (signal {STOP['signal']})" if STOP["signal"] is not None else ""
             line = (f"mpicode: interrupted{sig}: {n} iterations and a checkpoint in {out}; "

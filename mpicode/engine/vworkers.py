@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import heapq
 
+from mpicode.schemes.base import cut_short  # noqa: F401  (the worker's rule, re-exported)
+
 
 class VirtualWorkers:
     def __init__(self, n_workers: int):
@@ -21,19 +23,21 @@ class VirtualWorkers:
         self.queue: list[list[tuple[int, float, float]]] = [[] for _ in range(self.N)]
         self.start: list[float] = [0.0] * self.N      # start time of the head task
         self.finish: dict[int, float] = {}            # tid -> current finish time
-        self.heap: list[tuple[float, int, int]] = []  # (finish, tid, version)
-        self.version: dict[int, int] = {}
+        # (finish, tid) of each worker's running (head) task: the earliest completion is
+        # always a head (a queued task ends no sooner than the one before it, and has a
+        # larger id), so the heap holds at most one live entry per worker, not one per task
+        self.heap: list[tuple[float, int]] = []
         self.worker_of: dict[int, int] = {}
 
     def _reschedule(self, w: int, t_free: float) -> None:
         """Recompute finish times of worker w's queue, its head starting at ``t_free``."""
         t = t_free
-        for tid, dur, avail in self.queue[w]:
+        q = self.queue[w]
+        for tid, dur, avail in q:
             t = max(t, avail) + dur
             self.finish[tid] = t
-            v = self.version.get(tid, 0) + 1
-            self.version[tid] = v
-            heapq.heappush(self.heap, (t, tid, v))
+        if q:
+            heapq.heappush(self.heap, (self.finish[q[0][0]], q[0][0]))
 
     def add(self, worker: int, tid: int, t: float, duration: float) -> float:
         """Task ``tid`` reaches ``worker`` at ``t`` (its dispatch time plus the dispatch
@@ -50,8 +54,6 @@ class VirtualWorkers:
             q.append((tid, duration, t))
             prev_finish = self.finish[q[-2][0]]
             self.finish[tid] = max(prev_finish, t) + duration
-            self.version[tid] = self.version.get(tid, 0) + 1
-            heapq.heappush(self.heap, (self.finish[tid], tid, self.version[tid]))
         return self.finish[tid]
 
     def cancel(self, tid: int, t: float) -> None:
@@ -65,8 +67,7 @@ class VirtualWorkers:
             return
         running = idx == 0
         del q[idx]
-        del self.finish[tid]
-        self.version[tid] = self.version.get(tid, 0) + 1  # invalidates its heap entry
+        del self.finish[tid]  # (its heap entry, if it ran, is now stale)
         if running:
             self.start[w] = t
             self._reschedule(w, t)
@@ -76,15 +77,13 @@ class VirtualWorkers:
             for x, dur, avail in q[idx:]:
                 tt = max(tt, avail) + dur
                 self.finish[x] = tt
-                self.version[x] += 1
-                heapq.heappush(self.heap, (tt, x, self.version[x]))
 
     def peek(self) -> tuple[float, int] | None:
         """(finish time, tid) of the earliest pending completion, or None."""
-        h = self.heap
+        h, finish, queue, worker_of = self.heap, self.finish, self.queue, self.worker_of
         while h:
-            t, tid, v = h[0]
-            if self.version.get(tid) == v and tid in self.finish:
+            t, tid = h[0]
+            if finish.get(tid) == t and queue[worker_of[tid]][0][0] == tid:
                 return t, tid
             heapq.heappop(h)
         return None
@@ -102,4 +101,6 @@ class VirtualWorkers:
         q.pop(0)
         del self.finish[tid]
         self.start[w] = t
+        if q:
+            heapq.heappush(self.heap, (self.finish[q[0][0]], q[0][0]))
         return t, tid

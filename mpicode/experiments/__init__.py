@@ -38,6 +38,7 @@ from mpicode.experiments import (
     mlp_publish,
     mlp_study,
     publish,
+    rivals,
     seeded,
     study,
     study_publish,
@@ -46,6 +47,7 @@ from mpicode.experiments import (
 )
 from mpicode.experiments.shipped import build_datasets  # noqa: F401  (old name, here)
 from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
+from mpicode.io import safefile
 
 
 def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
@@ -84,9 +86,9 @@ def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
         return json.loads(path.read_text())["compare"] if path.exists() else []
     print("experiments: claim 2 with CIs (uplink schedulers; virtual time and MPI)", flush=True)
     rows, cmp, cm = comm_study.suite(quick, log=lambda m: print(m, flush=True))
-    path.write_text(json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
+    safefile.write_text(path, json.dumps({"rows": rows, "compare": cmp, "meta": cm}, indent=1,
                                default=float))
-    (out / "comm_study.md").write_text(comm_study.markdown(cmp, cm))
+    safefile.write_text(out / "comm_study.md", comm_study.markdown(cmp, cm))
     return cmp
 
 
@@ -175,12 +177,36 @@ def main(argv=None) -> int:
     meta["figures"] = figures.write_all(suite, read, res, out)
     meta["wall_s"] = time.perf_counter() - t0
     _publish(a, out, meta, claims, res, suite)
+    _publish_simulated(a, out, study_out, mlp_out)
+    rivals_claim(suite, out, res)
+    return 0
+
+
+def _publish_simulated(a, out: Path, study_out, mlp_out) -> None:
+    """The simulator studies' tables and README sections (two-stage, the MLP)."""
     rows, cmp, smeta = study_out
     study_publish.write(out, None if a.no_readme else Path(a.readme), rows, cmp, smeta,
                         study.SUBJECT)
     print(f"experiments: simulator comparison: {study.SUBJECT} {study_publish.tally(cmp)}")
     mlp_publish.write(out, None if a.no_readme else Path(a.readme), *mlp_out, mlp_study.SUBJECT)
-    return 0
+
+
+def rivals_claim(suite, out: Path, res: dict) -> None:
+    """The rivals (issue 29): the MPI half from the seeded comparison, the simulator half run
+    here (N = 64 and 256); written to ``OUT/rivals.{json,md}``."""
+    import json
+    print("experiments: the rivals (partial-gc, hetero-gc, dropcompute) in the simulator",
+          flush=True)
+    rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
+    mpi_rows = res["seeded"].get("rivals", [])
+    (out / "rivals.json").write_text(json.dumps(
+        {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
+        indent=1, default=float))
+    (out / "rivals.md").write_text(rivals.markdown(tab, head, meta) + "\n"
+                                   + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
+    for h in head:
+        print(f"rivals: {h['scenario']} N={h['N']} {h['placement']}: two-stage / partial-gc "
+              f"{rivals._fmt(h['ratio'])} {h['verdict']}", flush=True)
 
 
 def _runs_record(out: Path, a, started, mpi_s: float) -> dict:
@@ -192,12 +218,12 @@ def _runs_record(out: Path, a, started, mpi_s: float) -> dict:
         return json.loads(path.read_text()) if path.exists() else {}
     rec = {"date": started.isoformat(timespec="seconds"), "mpi_wall_s": mpi_s,
            "quick": a.quick}
-    path.write_text(json.dumps(rec))
+    safefile.write_text(path, json.dumps(rec))
     return rec
 
 
 def _publish(a, out: Path, meta: dict, claims: list, res: dict, suite) -> None:
-    (out / "results.md").write_text(publish.results_md(meta, claims, res, suite))
+    safefile.write_text(out / "results.md", publish.results_md(meta, claims, res, suite))
     publish.write_json(out / "summary.json", {"meta": meta, "claims": claims,
                                               "target_rule": analyse.TARGET_RULE, **res})
     if not a.no_readme:

@@ -48,6 +48,7 @@ from mpicode.config import Config, defaults, validate_for_size
 from mpicode.engine.uplink import make_uplink
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
+from mpicode.io import safefile
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.schemes import make_scheme
 from mpicode.simulator import Simulator, model_partition_cost
@@ -342,11 +343,10 @@ def main(argv=None) -> int:
         print("\n".join(table(cmp, block)))
     print(f"\ncomm study: {len(rows)} rows in {meta['wall_s']:.0f} s", file=sys.stderr)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"rows": rows, "compare": cmp, "meta": meta}, f, indent=1, default=float)
+        safefile.write_text(a.json, json.dumps({"rows": rows, "compare": cmp, "meta": meta},
+                                               indent=1, default=float))
     if a.md:
-        with open(a.md, "w") as f:
-            f.write(markdown(cmp, meta))
+        safefile.write_text(a.md, markdown(cmp, meta))
     return 0
 
 

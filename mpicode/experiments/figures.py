@@ -28,6 +28,7 @@ from mpicode.experiments.suite import (
     SWEEP_SCHEMES,
     slug,
 )
+from mpicode.io import safefile
 
 PALETTE = ("#4c4c4c", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#3b75af", "#55a868",
            "#ef8636", "#8c8c8c", "#64b5cd")
@@ -61,7 +62,8 @@ def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, format="png")
+    with safefile.writing(path) as f:  # never through a symlink, never half a PNG
+        fig.savefig(f, format="png")
     return path.name
 
 

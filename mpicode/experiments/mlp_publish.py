@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from mpicode.experiments.study_publish import replace_between
+from mpicode.io import safefile
 from mpicode.stats import mean_ci
 
 START, END = "<!-- mlp:start -->", "<!-- mlp:end -->"
@@ -87,9 +88,9 @@ def section(rows: list[dict], cmp: list[dict], meta: dict, subject: str, rel: st
 
 def write(out: Path, readme: Path | None, rows: list[dict], cmp: list[dict], meta: dict,
           subject: str) -> None:
-    (out / "mlp.json").write_text(json.dumps({"meta": meta, "rows": rows, "compare": cmp},
+    safefile.write_text(out / "mlp.json", json.dumps({"meta": meta, "rows": rows, "compare": cmp},
                                              indent=1, default=float))
-    (out / "mlp.md").write_text("# MLP on digits under the straggler scenarios\n\n"
+    safefile.write_text(out / "mlp.md", "# MLP on digits under the straggler scenarios\n\n"
                                 + section(rows, cmp, meta, subject, ".") + "\n")
     if readme is not None:
         rel = os.path.relpath(out.resolve(), readme.resolve().parent)

@@ -38,6 +38,7 @@ from mpicode.experiments import study
 from mpicode.experiments.mlp_publish import cell_table
 from mpicode.experiments.shipped import build_datasets, locate
 from mpicode.experiments.shipped import data_dir as repo_data
+from mpicode.io import safefile
 from mpicode.io.traces import _write, read_trace
 from mpicode.schemes import SCHEMES as REGISTERED
 from mpicode.simulator import simulate
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
               f"{ACC_TARGET}: {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {c['verdict']}")
     print(f"mlp study: {len(rows)} cells in {meta['wall_s']:.0f} s", file=sys.stderr)
     if a.json:
-        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows, "compare": cmp},
+        safefile.write_text(a.json, json.dumps({"meta": meta, "rows": rows, "compare": cmp},
                                            indent=1, default=float))
     return 0
 

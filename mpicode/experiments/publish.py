@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from mpicode.experiments.analyse import TARGET_RULE
@@ -21,6 +20,7 @@ from mpicode.experiments.suite import (
     SCHEDULERS,
     SCHEMES,
 )
+from mpicode.io import safefile
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -277,9 +277,7 @@ def write_readme(path: Path, section: str) -> None:
         text = text[:a] + section + text[b:]
     else:
         text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{section}\n"
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    safefile.write_text(path, text)
 
 
 def jsonable(x):
@@ -300,4 +298,4 @@ def jsonable(x):
 
 
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(jsonable(obj), indent=1, sort_keys=False) + "\n")
+    safefile.write_text(path, json.dumps(jsonable(obj), indent=1, sort_keys=False) + "\n")

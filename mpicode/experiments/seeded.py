@@ -18,11 +18,13 @@ import math
 
 import numpy as np
 
+from mpicode.analysis import slowdown
 from mpicode.experiments import analyse
 from mpicode.experiments.suite import EXACT, FIXED, PLACEMENTS
 from mpicode.stats import ci_dict as ci
 
-METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load", "vs_oracle")
+METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load", "vs_oracle", "S",
+           "msgs_per_worker")
 SUBJECTS = ("two-stage", "two-stage (paper)")
 # claim 1's baselines: every exact scheme that is not a two-stage variant
 BASELINES = tuple(k for k in EXACT if not k.startswith("two-stage"))
@@ -39,12 +41,23 @@ def collect(suite, read) -> dict:
             _, rows = analyse.scheme_case(runs, list(runs))
             for (label, pl), m in rows.items():
                 m["vs_oracle"] = vs_oracle(runs[label, pl])
+                m["S"] = slowdown.slowdown(runs[label, pl])
+                m["msgs_per_worker"] = msgs_per_worker(runs[label, pl])
                 for place in PLACEMENTS if pl == FIXED else (pl,):
                     d = cases.setdefault((scen, place), {}).setdefault(
                         label, {x: [] for x in METRICS})
                     for x in METRICS:
                         d[x].append(float(m[x]))
     return cases
+
+
+def msgs_per_worker(run: dict) -> float:
+    """Result messages that reached rank 0 before the decode, per worker and iteration."""
+    tk, n, N = run["tasks"], run["n"], int(run["attrs"].get("n_workers", 0))
+    if not tk or "cancelled" not in tk or not n or not N:
+        return math.nan
+    keep = np.asarray(tk["iteration"]) < n
+    return float(np.sum(np.asarray(tk["cancelled"])[keep] == 0)) / (n * N)
 
 
 def vs_oracle(run: dict) -> float:
@@ -131,8 +144,34 @@ def vs_codes(cases: dict, subject: str = "two-stage", placement: str = "replicat
 def table_rows(cases: dict) -> list[dict]:
     """One row per (scenario, placement, scheme): mean and interval of every metric."""
     return [{"scenario": scen, "placement": pl, "scheme": label,
-             **{x: ci(v[x]) for x in METRICS}}
+             **{x: ci(v[x]) for x in METRICS if x in v}}
             for (scen, pl), rows in cases.items() for label, v in rows.items()]
+
+
+def rivals(cases: dict, subject: str = "two-stage", headline: str = "partial-gc") -> list[dict]:
+    """Per (scenario, placement, scheme): time to the loss target over ``subject``'s, paired
+    by seed (mean, 95% CI), S, the fraction of uncoded's slowdown removed (paired with
+    uncoded's S of the same seed), load and messages per worker; the ``headline`` scheme's
+    row also carries ``subject / headline`` (below 1: the subject is sooner)."""
+    out = []
+    for (scen, pl), rows in cases.items():
+        if subject not in rows:
+            continue
+        s_unc = np.asarray(rows["uncoded"]["S"], float) if "uncoded" in rows else None
+        for label, v in rows.items():
+            s = np.asarray(v["S"], float)
+            removed = ((s_unc - s) / (s_unc - 1) if s_unc is not None
+                       else np.full(len(s), math.nan))
+            r = {"scenario": scen, "placement": pl, "scheme": label,
+                 "vs_subject": ratio_ci(v["t_loss"], rows[subject]["t_loss"]),
+                 "S": ci(s), "removed": ci(removed),
+                 "load": float(np.mean(v["mean_load"])),
+                 "msgs_per_worker": float(np.nanmean(v["msgs_per_worker"]))}
+            if label == headline:
+                h = ratio_ci(rows[subject]["t_loss"], v["t_loss"])
+                r["headline"] = {**h, "verdict": direction(h)}
+            out.append(r)
+    return out
 
 
 def analyse_all(suite, read) -> dict:
@@ -140,5 +179,5 @@ def analyse_all(suite, read) -> dict:
     cases = collect(suite, read)
     return {"cases": cases, "rows": table_rows(cases),
             "compare": {s: compare(cases, s) for s in SUBJECTS},
-            "vs_codes": vs_codes(cases), "seeds": suite.seeds,
+            "vs_codes": vs_codes(cases), "rivals": rivals(cases), "seeds": suite.seeds,
             "dataset": suite.seeded_dataset, "iterations": suite.iterations}

@@ -41,6 +41,7 @@ import numpy as np
 
 from mpicode.config import Config, defaults, validate_for_size
 from mpicode.experiments.shipped import locate
+from mpicode.io import safefile
 from mpicode.io.traces import read_trace
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.models.trace_replay import ImportedTrace
@@ -310,8 +311,8 @@ def main(argv=None) -> int:
               f"(target {CODED_TARGET}x)")
     print(f"study: {len(rows)} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"rows": rows, "compare": cmp, "coded": coded}, f, indent=1, default=float)
+        safefile.write_text(a.json, json.dumps({"rows": rows, "compare": cmp, "coded": coded},
+                                               indent=1, default=float))
     return 0
 
 

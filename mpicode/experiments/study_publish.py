@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpicode.io import safefile
+
 START, END = "<!-- study:start -->", "<!-- study:end -->"
 
 
@@ -120,11 +122,11 @@ def per_scheme_table(rows: list[dict]) -> list[str]:
 def write(out: Path, readme: Path | None, rows: list[dict], cmp: list[dict], meta: dict,
           subject: str) -> None:
     import json
-    (out / "study.json").write_text(json.dumps({"meta": meta, "rows": rows, "compare": cmp},
+    safefile.write_text(out / "study.json", json.dumps({"meta": meta, "rows": rows, "compare": cmp},
                                                indent=1, default=float))
     md = ["# Seeded simulator comparison", "", section(cmp, meta, subject, "."), "",
           "## Every scheme", ""] + per_scheme_table(rows)
-    (out / "study.md").write_text("\n".join(md) + "\n")
+    safefile.write_text(out / "study.md", "\n".join(md) + "\n")
     if readme is not None:
         rel = os.path.relpath(out.resolve(), readme.resolve().parent)
         replace_between(readme, section(cmp, meta, subject, rel))
@@ -138,6 +140,4 @@ def replace_between(path: Path, text: str, start: str = START, end: str = END) -
         doc = doc[:doc.index(start)] + text + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(doc)
-    os.replace(tmp, path)
+    safefile.write_text(path, doc)

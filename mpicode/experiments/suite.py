@@ -62,9 +62,13 @@ for _name in registry.schemes():
         SCHEMES["two-stage (paper)"] = PAPER
 EXACT_CLASSIC = ("uncoded", "frc", "cyclic")  # claim 1 compares two-stage with these
 EXACT = tuple(label for label, o in SCHEMES.items() if registry.scheme(o["scheme"]).exact)
-# the seeded comparison: the exact schemes; frc, cyclic and uncoded have a fixed layout (the code
-# is the placement), the others run under each of PLACEMENTS
-FIXED_PLACEMENT = ("uncoded", "frc", "cyclic")
+# the seeded comparison: the exact schemes; a scheme without a placement option (uncoded, frc,
+# cyclic, partial-gc: the code is the placement) has a fixed layout, the others run under each
+# of PLACEMENTS; hetero-gc needs every worker to read any partition: shared only
+FIXED_PLACEMENT = tuple(label for label, o in SCHEMES.items() if not any(
+    opt.name == "placement" for opt in registry.scheme(o["scheme"]).options)
+    and label not in ("hetero-gc",))
+SHARED_ONLY = ("hetero-gc",)
 FIXED = "fixed"                    # the placement label of a fixed-layout scheme
 PLACEMENTS = ("shared", "replicated:2")
 # every registered scheduler; lyapunov last (the figures' order: baselines, then ours)
@@ -218,7 +222,8 @@ class Suite:
     def variants() -> list[tuple[str, str]]:
         """(scheme label, placement) of the seeded comparison, every exact scheme."""
         return [(label, pl) for label in EXACT
-                for pl in ((FIXED,) if label in FIXED_PLACEMENT else PLACEMENTS)]
+                for pl in ((FIXED,) if label in FIXED_PLACEMENT else ("shared",)
+                           if label in SHARED_ONLY else PLACEMENTS)]
 
     def seeded_name(self, scen: str, k: int, label: str, placement: str) -> str:
         """The file stem of a seeded cell; realisation 0 under the default placement is the

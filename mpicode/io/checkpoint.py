@@ -63,6 +63,11 @@ def check(snap: dict, *, dim: int | None, scheme, uplink=None) -> str | None:
     if dim is not None and w.shape != (dim,):
         return f"the checkpoint's model w has shape {w.shape}, this run's model has {dim} " \
             "parameters"
+    if w.dtype.kind in "fc" and not np.all(np.isfinite(w)):
+        bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+        return (f"the checkpoint's model w has {bad} of {np.size(w)} values that are not finite "
+                "(NaN or inf): a diverged or damaged checkpoint cannot be continued (the file "
+                "is left as it is)")
     try:
         restore(snap, scheme=scheme, uplink=uplink)
     except (KeyError, TypeError, ValueError, IndexError) as e:

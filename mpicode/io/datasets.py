@@ -16,7 +16,6 @@ partitions with Dirichlet(ALPHA) proportions: small ALPHA, strong label skew; se
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import numpy as np
 
 from mpicode import memory
 from mpicode.errors import UsageError
+from mpicode.io import safefile
+from mpicode.options import file_kind
 
 DATA_FORMAT = "mpicode-dataset"
 BUILTIN = ("synthetic",)
@@ -74,21 +75,17 @@ def synthetic(samples: int, features: int, seed: int, test_fraction: float = 0.2
 
 
 def write_dataset(ds: Dataset, path: str, force: bool = False, attrs: dict | None = None) -> None:
-    """Write ``ds`` as a dataset file (atomically: ``PATH.part`` then rename); ``attrs`` are
-    extra root attributes."""
-    p = Path(path)
-    if p.exists() and not force:
-        raise UsageError(f"output exists: {path} (use --force to overwrite)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(p) + ".part"
-    with h5py.File(tmp, "w") as f:
-        for k in ("X", "y", "X_test", "y_test"):
-            f.create_dataset(k, data=getattr(ds, k))
-        f.attrs.update(name=ds.name, task=ds.task, n_classes=ds.n_classes, format=DATA_FORMAT,
-                       created=_dt.datetime.now(_dt.UTC).isoformat())
-        if attrs:
-            f.attrs.update(attrs)
-    os.replace(tmp, p)
+    """Write ``ds`` as a dataset file (:func:`mpicode.io.safefile.output`: built under a
+    temporary name, never through a symlink, named only when complete; an existing ``path``
+    is refused unless ``force``); ``attrs`` are extra root attributes."""
+    with safefile.output(path, force=force) as tmp:
+        with h5py.File(tmp, "x") as f:
+            for k in ("X", "y", "X_test", "y_test"):
+                f.create_dataset(k, data=getattr(ds, k))
+            f.attrs.update(name=ds.name, task=ds.task, n_classes=ds.n_classes,
+                           format=DATA_FORMAT, created=_dt.datetime.now(_dt.UTC).isoformat())
+            if attrs:
+                f.attrs.update(attrs)
 
 
 def resolve_path(spec: str) -> Path | None:
@@ -131,6 +128,9 @@ def read_dataset(path: str | Path) -> Dataset:
     """
     path = str(path)
     where = f"dataset {path}"
+    kind = file_kind(path)
+    if kind is not None:  # a FIFO would block the open for ever
+        raise UsageError(f"{where}: is {kind}, not a dataset file")
     try:
         f = h5py.File(path, "r", locking=False)
     except (OSError, ValueError) as e:

@@ -51,6 +51,11 @@ def check_output(path: str, force: bool) -> None:
     ``PATH.part`` that is a symlink or that a live run holds is refused even with it."""
     p = Path(path)
     part = str(p) + ".part"
+    limit = safefile.name_max(str(p.parent))
+    if len(p.name) + len(".part") > limit:
+        raise UsageError(f"output name too long: {p.name[:40]}... has {len(p.name)} characters; "
+                         f"with .part (the run in progress) it must fit in {limit}: at most "
+                         f"{limit - 5}")
     if os.path.islink(part):
         raise UsageError(f"output {part} is a symbolic link: refusing to write through it")
     for name in (str(p), part):
@@ -145,6 +150,8 @@ class RunLog:
         self.f = None
         self._lock = None
         self._broken = False
+        self._full = ""  # why the disk was found full: no more rows after that
+        self.checkpoint_at: int | None = None  # the iteration of the last checkpoint written
         if _resume is not None:
             self._reopen(path, *_resume, config_json=config_json)
         else:
@@ -220,12 +227,18 @@ class RunLog:
             for d in self.f[g].values():
                 d.resize(shape)
         self.n_done, self.n_tasks = n_rows, n_tasks
+        self.checkpoint_at = n_rows  # resumed from it; it stays in the file until replaced
         a = self.f.attrs
         a["n_done"], a["n_tasks"], a["status"] = n_rows, n_tasks, "running"
         if config_json:
             a["config"] = config_json
-        a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [
-            {"at": _now(), "iteration": n_rows}])
+        entry = {"at": _now(), "iteration": n_rows}
+        for stale in ("failure", "finished"):  # said of the run that stopped, not this one
+            if stale in a:
+                v = a[stale]
+                entry[f"previous_{stale}"] = v.decode() if isinstance(v, bytes) else str(v)
+                del a[stale]
+        a["resumed"] = json.dumps(json.loads(a.get("resumed", "[]")) + [entry])
         self.f.flush()
 
     def _start_buffers(self) -> None:
@@ -247,6 +260,8 @@ class RunLog:
         """Raise DiskFull unless the next write (as large as the largest so far, plus
         ``extra``) fits with a margin. HDF5 does not survive a failed write (a half-written
         file, even a crash at exit), so the run stops cleanly *before* the disk is full."""
+        if self._full:
+            raise DiskFull(self._full)
         size = os.path.getsize(self.part)
         self._growth = max(getattr(self, "_growth", 0), size - getattr(self, "_size", size))
         self._size = size
@@ -255,8 +270,9 @@ class RunLog:
         # the next block may not outgrow a fraction of the room left
         self._limit = max(1, min(BLOCK_BYTES, (left - need) // 8))
         if left < need:
-            raise DiskFull(f"only {left} bytes left for the run log, the next rows need "
-                           f"about {need}")
+            self._full = (f"only {left} bytes left for the run log, the next rows need "
+                          f"about {need}")
+            raise DiskFull(self._full)
 
     def _pending_bytes(self) -> int:
         return ((self._rows.row_bytes + self._workers.row_bytes) * self._rows.n
@@ -271,11 +287,9 @@ class RunLog:
                                               and self._tasks_written == self.n_tasks):
             return
         try:
-            self.ensure_room(2 * self._pending_bytes())
+            self.ensure_room(2 * self._pending_bytes() + self._chunk_bytes())
         except DiskFull:
-            self.n_done, self.n_tasks = self._written, self._tasks_written
-            for c in (self._rows, self._workers, self._tasks, self._notes):
-                c.clear()
+            self._drop_pending()
             raise
         self._broken = True  # until the block is complete: a failed write is not retried
         self._notes.write(self.f)
@@ -291,6 +305,25 @@ class RunLog:
         for c in (self._rows, self._workers, self._tasks):
             c.clear()
 
+    def _chunk_bytes(self) -> int:
+        """Bytes of the chunks the pending block allocates (those its rows reach past the
+        rows written): the first blocks grow the file by whole chunks."""
+        total = 0
+        for g, dsets in self._dsets.items():
+            w, r = ((self._tasks_written, self._tasks.n) if g == "tasks"
+                    else (self._written, self._rows.n))
+            for d in dsets.values():
+                c = d.chunks
+                new = -(-(w + r) // c[0]) - -(-w // c[0])  # ceil((w+r)/c) - ceil(w/c)
+                total += new * int(np.prod(c)) * d.dtype.itemsize
+        return total
+
+    def _drop_pending(self) -> None:
+        """Forget the buffered rows: ``n_done`` falls back to the rows the file announces."""
+        self.n_done, self.n_tasks = self._written, self._tasks_written
+        for c in (self._rows, self._workers, self._tasks, self._notes):
+            c.clear()
+
     def checkpoint(self, snap: dict) -> None:
         """Write the rows, then ``snap`` as ``/checkpoint`` (it must match the rows)."""
         self.flush()
@@ -299,7 +332,20 @@ class RunLog:
                            f"only {self.n_done} rows are in the run log")
         nbytes = sum(np.asarray(v).nbytes for v in snap.values() if not isinstance(v, dict))
         self.ensure_room(2 * nbytes)
+        self._broken = True  # a checkpoint half written is a failed write like any other
         checkpoint.write(self.f, snap)
+        self._broken = False
+        self.checkpoint_at = int(snap["iteration"])
+
+    def kept(self) -> str:
+        """What a stopped run left readable, for its last line: the iterations the file
+        announces (``n_done`` as written, not as counted in memory) and whether a checkpoint
+        lets ``--resume`` continue (it cuts the rows past the checkpoint)."""
+        n = self._written
+        if self.checkpoint_at is None:
+            return f"{n} iterations readable, no checkpoint (it cannot be resumed)"
+        return (f"{n} iterations readable and a checkpoint at iteration {self.checkpoint_at} "
+                f"(--resume continues from there)")
 
     def start_watchdog(self) -> None:
         """A process of its own session that marks the run ``failed`` if this process dies
@@ -317,6 +363,8 @@ class RunLog:
         if not (fi.issuperset(row) and fw.issuperset(workers) and ft.issuperset(tasks)):
             unknown = set(row) - fi | set(workers) - fw | set(tasks) - ft
             raise KeyError(f"fields not in the log schema: {sorted(unknown)}")
+        if self._full:  # rows after a full disk would not follow the ones in the file
+            raise DiskFull(self._full)
         m = len(next(iter(tasks.values()))) if tasks else 0
         self._rows.put(row)
         self._workers.put(workers)
@@ -332,6 +380,7 @@ class RunLog:
             self.f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
 
     def write_group(self, name: str, arrays: dict[str, np.ndarray], compress: bool = False):
+        self.ensure_room(2 * sum(np.asarray(v).nbytes for v in arrays.values()))
         g = self.f.require_group(name)
         for k, v in arrays.items():
             if k in g:
@@ -351,10 +400,12 @@ class RunLog:
         except (OSError, RuntimeError):  # disk full: the rows below n_done stay valid
             pass
         try:
+            if self._broken:  # a write failed halfway: writing more could only make it worse
+                raise DiskFull("the run log's last write failed")
             self.f.attrs["status"] = status
             self.f.attrs["finished"] = _now()
             self.f.close()
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError):  # no room even for the status: the file as it stands
             try:
                 self.f.close()
             except Exception:

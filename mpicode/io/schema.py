@@ -11,6 +11,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "log_s": "f8", "update_s": "f8", "eval_s": "f8",
     # clairvoyant oracle (mpicode/models/oracle.py): perfect-split seconds of the iteration
     "oracle_s": "f8", "oracle_part_s": "f8",
+    # the iteration replayed without straggler delays (mpicode/engine/ideal.py): its wait
+    "ideal_s": "f8",
     "rmse": "f8",  # least-squares: test RMSE (= accuracy's column for that model)
     # rank 0 as a server (docs/design.md §2.6): its time in scheme and scheduler calls
     # (measured on the wall clock, charged in virtual time) and the fraction of the row it
@@ -30,4 +32,5 @@ TASK_FIELDS: dict[str, str] = {
     "iteration": "i8", "worker": "i4", "stage": "i1", "n_partitions": "i4",
     "first_partition": "i4", "t_dispatch": "f8", "t_done": "f8", "used": "i1",
     "cancelled": "i1", "compute_s": "f8", "delay_s": "f8", "t_ready": "f8",
+    "n_computed": "i4",  # partitions the message sums (fewer when a time limit cut it)
 }

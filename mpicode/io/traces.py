@@ -12,8 +12,21 @@
   (``pip install 'mpicode[parquet]'``).
 
 Iterations and workers must be consecutive integers (any first value: it is subtracted and
-recorded) and every (iteration, worker) cell present; durations finite and >= 0. Anything
-else is a one-line :class:`~mpicode.config.UsageError` (exit 2).
+recorded) and every (iteration, worker) cell present; durations finite, >= 0 and bounded
+(at most ``MAX_DURATION_S`` seconds and ``MAX_RELATIVE`` times the median: a replay of 1e12 s
+would keep a run busy forever), the offending cells named. Anything else is a one-line
+:class:`~mpicode.config.UsageError` (exit 2). Real traces are sampled and gappy:
+
+* ``--renumber``: the iterations present, in order, become 0, 1, 2, ... (a trace sampled
+  every 10th step); ``--iteration-stride K``: iterations are ``first + K * j`` and become
+  ``j`` (a multiple missing is an iteration without rows, for ``--fill``);
+* ``--fill median|previous|drop-iteration|error`` for missing (iteration, worker) cells:
+  the median of that iteration's present workers (the trace's median for an iteration with
+  none), the same worker's previous duration (its next one for the first iteration), the
+  iteration dropped, or (the default) a one-line error suggesting both options.
+
+Both are recorded in the trace's attributes (``iterations``, ``fill``, ``filled_cells``,
+``dropped_iterations``).
 
 Trace file (HDF5), ``format = "mpicode-trace"``:
 
@@ -37,18 +50,24 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mpicode.errors import UsageError
+from mpicode.io import safefile
 from mpicode.io.textformats import _is_number, _number
+from mpicode.options import file_kind
 
 TRACE_FORMAT = "mpicode-trace"
 FORMATS = ("auto", "csv", "parquet")
 LAYOUTS = ("auto", "long", "wide")
 COMBINE = ("sum", "max", "mean", "error")
+FILL = ("error", "median", "previous", "drop-iteration")
+MAX_DURATION_S = 86400.0  # a day per (iteration, worker): longer is a unit mistake
+MAX_RELATIVE = 1e4  # a cell 10^4 times the trace's median: replaying it stalls a run
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 NORMALISATION = "relative = durations / median of all entries (global median)"
 
@@ -128,9 +147,87 @@ def _consecutive(path: str, what: str, ids: np.ndarray) -> int:
     """First id of ``ids`` (sorted unique), refusing gaps."""
     gaps = np.flatnonzero(np.diff(ids) != 1)
     if gaps.size:
+        hint = ("; a sampled trace: --renumber or --iteration-stride K, and --fill for "
+                "missing rows" if what == "iteration" else "")
         raise UsageError(f"{path}: gap in {what}s: {ids[gaps[0]]} is followed by "
-                         f"{ids[gaps[0] + 1]} (they must be consecutive integers)")
+                         f"{ids[gaps[0] + 1]} (they must be consecutive integers{hint})")
     return int(ids[0])
+
+
+def _rows_of(path: str, its: np.ndarray, renumber: bool, stride: int) -> tuple[np.ndarray, int]:
+    """(source iteration of each matrix row, first iteration) for the sorted unique source
+    iterations ``its``: consecutive (default), renumbered, or on a stride."""
+    if renumber:
+        return its, int(its[0])
+    if stride > 1:
+        off = (its - its[0]) % stride
+        if np.any(off):
+            bad = int(its[np.flatnonzero(off)[0]])
+            raise UsageError(f"{path}: iteration {bad} is not on --iteration-stride {stride} "
+                             f"from {int(its[0])} (--renumber takes any iterations in order)")
+        return np.arange(int(its[0]), int(its[-1]) + 1, stride), int(its[0])
+    i0 = _consecutive(path, "iteration", its)
+    return its, i0
+
+
+def fill_missing(path: str, m: np.ndarray, missing: np.ndarray, how: str, iters: np.ndarray,
+                 w0: int) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
+    """Fill the cells ``missing`` (T x N bool) of ``m`` by ``how`` (see the module doc).
+    Returns (matrix, source iterations of its rows, cells filled, iterations dropped)."""
+    if not missing.any():
+        return m, iters, 0, []
+    if how == "error":
+        t, w = map(int, np.argwhere(missing)[0])
+        raise UsageError(f"{path}: no row for iteration {int(iters[t])}, worker {w + w0} "
+                         f"({int(missing.sum())} cells missing: --fill median|previous|"
+                         "drop-iteration fills them; --renumber or --iteration-stride K for a "
+                         "sampled trace)")
+    if how == "drop-iteration":
+        keep = ~missing.any(axis=1)
+        if not keep.any():
+            raise UsageError(f"{path}: --fill drop-iteration drops every iteration (each "
+                             "misses a worker)")
+        return m[keep], iters[keep], 0, [int(i) for i in iters[~keep]]
+    m = m.copy()
+    if how == "median":
+        glob = float(np.median(m[~missing]))
+        for t in np.flatnonzero(missing.any(axis=1)):
+            have = m[t][~missing[t]]
+            m[t][missing[t]] = float(np.median(have)) if have.size else glob
+    else:  # previous: the same worker's last duration (its next one before the first)
+        for w in np.flatnonzero(missing.any(axis=0)):
+            col, gone = m[:, w], missing[:, w]
+            if gone.all():
+                raise UsageError(f"{path}: --fill previous: worker {w + w0} has no duration "
+                                 "at all")
+            seen = np.flatnonzero(~gone)
+            prev = np.maximum.accumulate(np.where(~gone, np.arange(len(col)), -1))
+            src = np.where(prev >= 0, prev, seen[0])
+            col[gone] = col[src[gone]]
+    return m, iters, int(missing.sum()), []
+
+
+def check_bounds(where: str, durations: np.ndarray | None, relative: np.ndarray,
+                 iters: np.ndarray | None = None, w0: int = 0) -> None:
+    """Durations finite, at most MAX_DURATION_S, and at most MAX_RELATIVE x the median: a
+    trace that would keep a replay busy for ever is refused, its first cells named."""
+    bad = ~np.isfinite(relative) | (relative > MAX_RELATIVE) | (relative < 0)
+    what = f"more than {MAX_RELATIVE:g} x the median or not finite"
+    if durations is not None:
+        long_ = ~np.isfinite(durations) | (durations > MAX_DURATION_S)
+        if long_.any() and not bad.any():
+            what = f"longer than {MAX_DURATION_S:g} s or not finite"
+        bad |= long_
+    if not bad.any():
+        return
+    cells = np.argwhere(bad)
+    it = (lambda t: int(iters[t])) if iters is not None else (lambda t: int(t))
+    vals = durations if durations is not None else relative
+    named = ", ".join(f"iteration {it(t)} worker {w + w0} ({vals[t, w]:.3g})"
+                      for t, w in cells[:3])
+    more = f" and {len(cells) - 3} more" if len(cells) > 3 else ""
+    raise UsageError(f"{where}: {len(cells)} durations {what}: {named}{more} (a unit "
+                     "mistake? --units ms|us|ns)")
 
 
 def _column(path: str, header: list[str] | None, name: str, flag: str) -> int:
@@ -140,8 +237,10 @@ def _column(path: str, header: list[str] | None, name: str, flag: str) -> int:
     return header.index(name)
 
 
-def _long_matrix(path, header, rows, nums, cols, combine: str):
-    """T x N matrix of a long table; (matrix, first iteration, first worker)."""
+def _long_matrix(path, header, rows, nums, cols, combine: str, renumber: bool = False,
+                 stride: int = 1, fill: str = "error"):
+    """T x N matrix of a long table; (matrix, source iteration of each row, first worker,
+    cells filled, iterations dropped)."""
     ci = _column(path, header, cols[0], "--iteration-col")
     cw = _column(path, header, cols[1], "--worker-col")
     cd = _column(path, header, cols[2], "--duration-col")
@@ -149,48 +248,61 @@ def _long_matrix(path, header, rows, nums, cols, combine: str):
     wk = np.array([_cell_int(path, n, cols[1], r[cw]) for r, n in zip(rows, nums, strict=True)])
     du = np.array([_cell_float(path, n, cols[2], r[cd]) for r, n in zip(rows, nums, strict=True)])
     its, wks = np.unique(it), np.unique(wk)
-    i0, w0 = _consecutive(path, "iteration", its), _consecutive(path, "worker", wks)
-    T, N = its.size, wks.size
-    flat = (it - i0) * N + (wk - w0)
+    iters, _ = _rows_of(path, its, renumber, stride)
+    w0 = _consecutive(path, "worker", wks)
+    T, N = iters.size, wks.size
+    flat = np.searchsorted(iters, it) * N + (wk - w0)
     count = np.bincount(flat, minlength=T * N)
-    if np.any(count == 0):
-        k = int(np.flatnonzero(count == 0)[0])
-        raise UsageError(f"{path}: no row for iteration {k // N + i0}, worker {k % N + w0} "
-                         "(every (iteration, worker) pair needs a duration)")
     if combine == "error" and np.any(count > 1):
         k = int(np.flatnonzero(count > 1)[0])
-        raise UsageError(f"{path}: iteration {k // N + i0}, worker {k % N + w0} appears "
-                         f"{count[k]} times (--combine sum|max|mean to combine repeats)")
+        raise UsageError(f"{path}: iteration {int(iters[k // N])}, worker {k % N + w0} "
+                         f"appears {count[k]} times (--combine sum|max|mean to combine repeats)")
     if combine == "max":
         m = np.full(T * N, -np.inf)
         np.maximum.at(m, flat, du)
     else:
         m = np.bincount(flat, weights=du, minlength=T * N)
         if combine == "mean":
-            m = m / count
-    return m.reshape(T, N), i0, w0
+            with np.errstate(invalid="ignore"):
+                m = m / count
+    m, iters, filled, dropped = fill_missing(path, m.reshape(T, N),
+                                             (count == 0).reshape(T, N), fill, iters, w0)
+    return m, iters, w0, filled, dropped
 
 
-def _wide_matrix(path, header, rows, nums, iteration_col: str):
-    """T x N matrix of a wide table (rows = iterations, columns = workers)."""
-    i0 = 0
+def _wide_matrix(path, header, rows, nums, iteration_col: str, renumber: bool = False,
+                 stride: int = 1, fill: str = "error"):
+    """T x N matrix of a wide table (rows = iterations, columns = workers); (matrix, source
+    iteration of each row, first worker, cells filled, iterations dropped). An empty cell is
+    a missing one."""
+    its = np.arange(len(rows))
     if header is not None and iteration_col in header:
         ci = header.index(iteration_col)
         its = np.array([_cell_int(path, n, iteration_col, r[ci])
                         for r, n in zip(rows, nums, strict=True)])
-        if np.any(np.diff(its) != 1):
+        if (renumber or stride > 1) and np.any(np.diff(its) <= 0):
+            k = int(np.flatnonzero(np.diff(its) <= 0)[0])
+            raise UsageError(f"{path}: column {iteration_col!r}: iteration {its[k]} is "
+                             f"followed by {its[k + 1]} (one row per iteration, increasing)")
+        if not (renumber or stride > 1) and np.any(np.diff(its) != 1):
             k = int(np.flatnonzero(np.diff(its) != 1)[0])
             raise UsageError(f"{path}: column {iteration_col!r}: iteration {its[k]} is "
-                             f"followed by {its[k + 1]} (one row per iteration, consecutive)")
-        i0 = int(its[0])
+                             f"followed by {its[k + 1]} (one row per iteration, consecutive; "
+                             "a sampled trace: --renumber or --iteration-stride K)")
         rows = [r[:ci] + r[ci + 1:] for r in rows]
         header = header[:ci] + header[ci + 1:]
     if not rows[0]:
         raise UsageError(f"{path}: no worker columns")
     names = header or [str(c) for c in range(len(rows[0]))]
-    m = np.array([[_cell_float(path, n, names[c], t) for c, t in enumerate(r)]
+    missing_ok = fill != "error"
+    m = np.array([[math.nan if missing_ok and not t.strip() else
+                   _cell_float(path, n, names[c], t) for c, t in enumerate(r)]
                   for r, n in zip(rows, nums, strict=True)])
-    return m, i0, 0
+    iters, _ = _rows_of(path, its, renumber, stride)
+    full = np.full((iters.size, m.shape[1]), np.nan)
+    full[np.searchsorted(iters, its)] = m
+    m, iters, filled, dropped = fill_missing(path, full, np.isnan(full), fill, iters, 0)
+    return m, iters, 0, filled, dropped
 
 
 # --- the trace format ----------------------------------------------------------------------
@@ -198,7 +310,8 @@ def _wide_matrix(path, header, rows, nums, iteration_col: str):
 def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "auto",
                  cols=("iteration", "worker", "duration"), combine: str = "sum",
                  units: str = "s", license: str = "", license_file: str = "",
-                 description: str = "", force: bool = False) -> dict:
+                 description: str = "", force: bool = False, renumber: bool = False,
+                 iteration_stride: int = 1, fill: str = "error") -> dict:
     """Read ``source``, write the trace file ``out``; returns its attributes."""
     if not Path(source).is_file():
         raise UsageError(f"trace source not found: {source}")
@@ -207,6 +320,12 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
     license_text = _read_license(license_file) if license_file else ""
     if units not in UNITS:
         raise UsageError(f"--units {units!r}: choose from {', '.join(UNITS)}")
+    if fill not in FILL:
+        raise UsageError(f"--fill {fill!r}: choose from {', '.join(FILL)}")
+    if iteration_stride < 1:
+        raise UsageError(f"--iteration-stride {iteration_stride}: must be >= 1")
+    if renumber and iteration_stride > 1:
+        raise UsageError("--renumber and --iteration-stride: choose one")
     if fmt == "auto":
         fmt = "parquet" if Path(source).suffix.lower() in (".parquet", ".pq") else "csv"
     if fmt == "parquet":
@@ -216,27 +335,44 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
     # auto: long when the header names the worker or the duration column, else wide
     long = layout == "long" or (layout == "auto" and header is not None
                                 and (cols[1] in header or cols[2] in header))
+    how = {"renumber": renumber, "stride": iteration_stride, "fill": fill}
     if long:
-        m, i0, w0 = _long_matrix(source, header, rows, nums, cols, combine)
+        m, iters, w0, filled, dropped = _long_matrix(source, header, rows, nums, cols, combine,
+                                                     **how)
     else:
-        m, i0, w0 = _wide_matrix(source, header, rows, nums, cols[0])
+        m, iters, w0, filled, dropped = _wide_matrix(source, header, rows, nums, cols[0], **how)
+    i0 = int(iters[0])
     m = m * UNITS[units]
     med = float(np.median(m))
     if not med > 0:
         raise UsageError(f"{source}: the median duration is 0: nothing to normalise by")
+    check_bounds(str(source), m, m / med, iters, w0)
     attrs = {"format": TRACE_FORMAT, "source": str(source), "license": license or "unknown",
              "units": "s", "source_units": units, "source_format": fmt,
              "layout": "long" if long else "wide",
              "combine": combine if long else "none (one value per cell)",
              "normalisation": NORMALISATION, "median_s": med, "first_iteration": i0,
              "first_worker": w0, "n_iterations": m.shape[0], "n_workers": m.shape[1],
-             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+             "iterations": _iterations_note(iters, renumber, iteration_stride),
+             "fill": fill, "filled_cells": filled,
+             "dropped_iterations": ",".join(map(str, dropped[:1000]))}
     if description:
         attrs["description"] = description
     if license_file:  # the license travels inside the trace file
         attrs.update(license_file=Path(license_file).name, license_text=license_text)
-    _write(out, m, m / med, attrs)
+    _write(out, m, m / med, attrs, force)
     return attrs
+
+
+def _iterations_note(iters: np.ndarray, renumber: bool, stride: int) -> str:
+    """Provenance of the row numbers: how source iterations became rows 0..T-1."""
+    span = f"source iterations {int(iters[0])}..{int(iters[-1])}"
+    if renumber:
+        return f"renumbered: the {len(iters)} {span} present, in order, as 0..{len(iters) - 1}"
+    if stride > 1:
+        return f"stride {stride}: {span}, iteration first + {stride} j as j"
+    return f"consecutive: {span} as 0..{len(iters) - 1}"
 
 
 def _read_license(path: str) -> str:
@@ -247,25 +383,22 @@ def _read_license(path: str) -> str:
                          f"({getattr(e, 'strerror', None) or e})") from None
 
 
-def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict) -> None:
+def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
+           force: bool = True) -> None:
     import h5py
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{out}.{os.getpid()}.tmp"  # a temporary name, then rename: never half a file
-    try:
+
+    with safefile.output(out, force=force) as tmp:  # never half a file, never via a link
         with h5py.File(tmp, "x") as f:
             f.create_dataset("durations", data=durations.astype(np.float64))
             f.create_dataset("relative", data=relative.astype(np.float64))
             f.attrs.update(attrs)
-        os.replace(tmp, out)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UsageError(f"cannot write {out} ({' '.join(str(e).split())})") from None
 
 
 def is_trace_file(path: str) -> bool:
     """True if ``path`` is an imported trace (not a run file)."""
     import h5py
+    if file_kind(path) is not None:  # a FIFO would block h5py's open for ever
+        return False
     try:
         with h5py.File(path, "r", locking=False) as f:
             return f.attrs.get("format") in (TRACE_FORMAT, TRACE_FORMAT.encode())
@@ -277,6 +410,9 @@ def read_trace(path: str) -> tuple[np.ndarray, dict]:
     """(relative speeds T x N, attributes) of an imported trace, checked."""
     import h5py
     where = f"trace {path}"
+    kind = file_kind(path)
+    if kind is not None:
+        raise UsageError(f"{where}: is {kind}, not a trace file")
     try:
         with h5py.File(path, "r", locking=False) as f:
             rel = np.asarray(f["relative"][()], dtype=np.float64)
@@ -291,6 +427,7 @@ def read_trace(path: str) -> tuple[np.ndarray, dict]:
                          f"got shape {rel.shape}")
     if not np.all(np.isfinite(rel) & (rel >= 0)):
         raise UsageError(f"{where}: /relative must be finite and >= 0")
+    check_bounds(where, None, rel)
     return rel, attrs
 
 
@@ -322,6 +459,15 @@ def add_import_arguments(p) -> None:
     p.add_argument("--license-file", default="", metavar="PATH",
                    help="license text of the source data, stored in the trace file")
     p.add_argument("--description", default="", help="free text recorded with the trace")
+    p.add_argument("--renumber", action="store_true",
+                   help="the iterations present, in order, become 0, 1, 2, ... (a sampled "
+                        "trace; recorded)")
+    p.add_argument("--iteration-stride", type=int, default=1, metavar="K",
+                   help="iterations are first + K j and become j; a missing multiple is an "
+                        "iteration without rows (for --fill)")
+    p.add_argument("--fill", choices=FILL, default="error",
+                   help="missing (iteration, worker) rows: the iteration's median, the "
+                        "worker's previous duration, drop the iteration, or error (default)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
 
 
@@ -331,8 +477,12 @@ def run_import(args) -> int:
                      cols=(args.iteration_col, args.worker_col, args.duration_col),
                      combine=args.combine, units=args.units, license=args.license,
                      license_file=args.license_file, description=args.description,
-                     force=args.force)
+                     force=args.force, renumber=args.renumber,
+                     iteration_stride=args.iteration_stride, fill=args.fill)
     print(f"wrote {args.out}: {a['n_iterations']} iterations x {a['n_workers']} workers "
-          f"({a['layout']} {a['source_format']}), median {a['median_s']:.4g} s; replay with "
-          f"--stragglers trace:{args.out}")
+          f"({a['layout']} {a['source_format']}), median {a['median_s']:.4g} s"
+          + (f", {a['filled_cells']} cells filled ({a['fill']})" if a["filled_cells"] else "")
+          + (f", iterations {a['dropped_iterations']} dropped" if a["dropped_iterations"]
+             else "")
+          + f"; replay with --stragglers trace:{args.out}")
     return 0

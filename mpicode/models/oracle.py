@@ -128,9 +128,10 @@ def measured_partition_cost(scheme, info) -> float:
     comp, parts = 0.0, 0
     for tid, (c, _) in info.measured.items():
         task = scheme.tasks.get(tid)
-        if task is not None and task.n and math.isfinite(c):
+        n = len(task.computed) if task is not None else 0  # (a time limit: those done)
+        if n and math.isfinite(c):
             comp += c
-            parts += task.n
+            parts += n
     return comp / parts if parts else math.nan
 
 

@@ -98,6 +98,7 @@ class StragglerModel:
     calls; delays are finite and >= 0."""
 
     name = "base"
+    nominal = 0.0  # delay units per share of a task that does not straggle
     options: tuple[Option, ...] = ()
     argument: str | None = None  # "RUN.h5": the model is chosen as NAME:ARGUMENT
 
@@ -162,6 +163,10 @@ class StragglerModel:
         """Seconds of injected delay for this task."""
         return self.overhead
 
+    def nominal_rate(self, iteration: int) -> float:
+        """Seconds of delay per share without straggling (``ideal_s``, docs/design.md §5.1)."""
+        return self.unit * self.nominal
+
 
 @register_straggler_model
 class NoStragglers(StragglerModel):
@@ -187,12 +192,16 @@ class ShiftedExp(StragglerModel):
         tail = self.exponential(1.0 / self.p["mu"], iteration, worker, self.key(task_index))
         return self.unit * (self.p["shift"] + tail)
 
+    def nominal_rate(self, iteration):  # without the exponential tail
+        return self.unit * self.p["shift"]
+
 
 @register_straggler_model
 class ExpPerIteration(StragglerModel):
     """unit * load per task, plus one Exp(delay_mean) per worker and iteration on its first task."""
 
     name = "exp-per-iteration"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (DELAY_MEAN,)
 
     def delay(self, iteration, worker, task_index, n_partitions):
@@ -214,6 +223,7 @@ class Bimodal(StragglerModel):
     every task by ``slowdown``; everyone else takes unit * load."""
 
     name = "bimodal"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (SLOW_FRACTION, SLOWDOWN)
 
     def __init__(self, *a, **kw):
@@ -237,6 +247,7 @@ class Pareto(StragglerModel):
     (``worker`` form) or per task (``task`` form)."""
 
     name = "pareto"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (PARETO_SHAPE,)
 
     def _x(self, iteration, worker, task_index):
@@ -258,6 +269,7 @@ class GilbertElliott(StragglerModel):
     ``slowdown``. States are computed forward from iteration 0 and cached."""
 
     name = "gilbert-elliott"
+    nominal = 1.0  # one delay unit per share: no straggling
     options = (SLOWDOWN, GE_P_BAD, GE_P_GOOD)
 
     def __init__(self, *a, **kw):
@@ -358,6 +370,12 @@ class Trace(StragglerModel):
 
     def one_off(self, iteration, worker):
         return self.once.get((iteration, worker), 0.0)
+
+    def nominal_rate(self, iteration):  # the iteration's median worker
+        cache = self.__dict__.setdefault("_nominal", {})
+        if iteration not in cache:
+            cache[iteration] = float(np.median([self.rate(iteration, w) for w in range(self.N)]))
+        return cache[iteration]
 
     def delay(self, iteration, worker, task_index, n_partitions):
         d = self.rate(iteration, worker, task_index) * self.load(n_partitions) + self.overhead

@@ -62,3 +62,8 @@ class ImportedTrace(StragglerModel):
 
     def delay(self, iteration, worker, task_index, n_partitions):
         return self.load(n_partitions) * self.rate(iteration, worker) + self.overhead
+
+    def nominal_rate(self, iteration):
+        """The iteration's median worker: what-if analysis puts a straggling duration back
+        at the typical one (mpicode.engine.ideal)."""
+        return self.unit * float(np.median(self.rel[iteration % self.T]))

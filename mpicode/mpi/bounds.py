@@ -95,10 +95,9 @@ def abort_quietly(comm, code: int) -> None:
     os._exit(code)  # not reached
 
 
-def agree_on_stop(comm) -> int:
+def agree_on_stop(st, what: str = "agreeing on a stop signal") -> int:
     """The largest stop signal any rank received so far (0: none): a barrier that also
-    makes every rank take the same decision. A numpy buffer, no pickle."""
+    makes every rank take the same decision. A start-up step of ``st``
+    (:class:`mpicode.mpi.startup.Startup`): bounded and interruptible. No pickle."""
     mine = np.array([STOP["signal"] or 0], np.int64)
-    out = np.zeros_like(mine)
-    comm.Allreduce(mine, out, op=MPI.MAX)
-    return int(out[0])
+    return int(st.reduce_buffer(mine, what, op=MPI.MAX)[0])

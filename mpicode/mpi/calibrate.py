@@ -31,13 +31,14 @@ from mpicode.analysis.calibration import fit_profile
 from mpicode.config import Config, defaults, validate_for_size
 from mpicode.engine.session import Session
 from mpicode.errors import UsageError
+from mpicode.io import safefile
 from mpicode.io.datasets import load
 from mpicode.mpi.comm import Backoff
 from mpicode.mpi.floor import barrier, pingpong, rank0_messages
 from mpicode.mpi.launch import execute
 from mpicode.numerics import kernels
 from mpicode.numerics.problem import Problem
-from mpicode.profile import render_profile, write_profile
+from mpicode.profile import render_profile
 from mpicode.wire import result_bytes
 
 SIZES = (8, 800, 8_000, 80_000, 800_000)
@@ -173,7 +174,7 @@ def main(args) -> int:
     if res is not None:
         values, record = res
         text = render_profile(values, record, header(sys.argv[1:]))
-        write_profile(out, text)
+        safefile.output_text(out, text, force=args.force)  # never through a link
         if not args.quiet:
             print(text, end="")
             print(f"wrote {out}")

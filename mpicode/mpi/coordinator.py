@@ -12,6 +12,7 @@ worker's real message before the scheme sees it). Launched by ``mpicode train`` 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from mpicode.wire import (
     TAG_CHUNK,
     TAG_GRANT,
     TAG_MODEL,
+    TAG_PARTIAL,
     TAG_READY,
     TAG_RESULT,
     TAG_TASK,
@@ -37,6 +39,7 @@ from mpicode.wire import (
     Chunk,
     Grant,
     Result,
+    decode_partial,
     decode_ready,
     encode_cancel,
     encode_grant,
@@ -91,8 +94,10 @@ class Coordinator:
         self.sends.prune()
 
     # ---- messages out -------------------------------------------------------------------------
-    def send_task(self, task, delay: float) -> None:
-        self.sends.isend(self.comm, encode_task(self.it, task, delay), task.worker + 1, TAG_TASK)
+    def send_task(self, task, delay: float, n: int | None = None,
+                  time_limit: float | None = None) -> None:
+        self.sends.isend(self.comm, encode_task(self.it, task, delay, n, time_limit),
+                         task.worker + 1, TAG_TASK)
 
     def send_cancel(self, task) -> None:
         self.sends.isend(self.comm, encode_cancel(self.it, task.task_id), task.worker + 1,
@@ -139,6 +144,8 @@ class Coordinator:
             self.mode.ready(task, ready)
         elif tag == TAG_CHUNK:
             self._chunk(tid, buf, count)
+        elif tag == TAG_PARTIAL:  # the RESULT/READY that follows sums a prefix (real time)
+            info.cut[tid] = decode_partial(buf)[2]
         else:
             raise RuntimeError(f"coordinator: unexpected tag {tag} from rank {src}")
         return True
@@ -240,10 +247,11 @@ class RealTime:
 class VirtualTime(RealTime):
     """Hooks of ``--delay-mode virtual``: what is real are the messages (tasks go out with no
     delay to sleep); an event waits for the worker's real message before the scheme sees it,
-    and the times are the models' (not the messages')."""
+    and the times are the models' (not the messages'). A task with a time limit goes out as
+    the prefix of partitions the model says the limit leaves, with no limit of its own."""
 
     def dispatch(self, task, delay):
-        self.c.send_task(task, 0.0)
+        self.c.send_task(task, 0.0, self.c.info.cut.get(task.task_id), math.inf)
 
     def present(self, tid) -> bool:
         return True

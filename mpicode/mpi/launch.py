@@ -36,9 +36,11 @@ from mpicode.io.runlog import check_output, read_checkpoint
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.mpi import bounds
 from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
+from mpicode.mpi.deathwatch import DeathWatch
+from mpicode.mpi.startup import Startup
 from mpicode.mpi.worker import Worker
 from mpicode.numerics import kernels, mlp
-from mpicode.numerics.batches import with_epochs
+from mpicode.numerics.batches import epochs_note, with_epochs
 from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
@@ -63,26 +65,24 @@ class BadInput(SystemExit):
     """Raised after every rank agreed on a usage error and MPI was finalized."""
 
 
-def _agree(comm, error: str | None) -> None:
-    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2.
-
-    A pickle-based (lowercase) mpi4py call, allowed at start-up only: a str or None from
-    rank 0, which the other ranks trust."""
-    verdict = comm.bcast(error, root=0)
+def _agree(st: Startup, error: str | None, what: str) -> None:
+    """Rank 0's verdict on the input, shared by all; on error, finalize and exit 2. A
+    start-up step (:mod:`mpicode.mpi.startup`): bounded, interruptible, no pickle."""
+    verdict = st.bcast_text(error, what)
     if verdict:
-        if comm.rank == 0:
+        if st.comm.rank == 0:
             print(f"mpicode: error: {verdict}", file=sys.stderr, flush=True)
         runtime.finalize()
         raise BadInput(2)
 
 
-def _agree_all(comm, error: str | None) -> None:
+def _agree_all(st: Startup, error: str | None, what: str) -> None:
     """Every rank's own verdict (after rank 0 agreed): if any rank failed, the lowest such
     rank prints its one line, every rank finalizes and exits 2. A numpy buffer, no pickle."""
+    comm = st.comm
     failed = np.zeros(comm.size, np.int32)
     failed[comm.rank] = error is not None
-    total = np.zeros_like(failed)
-    comm.Allreduce(failed, total)  # default op: SUM
+    total = st.reduce_buffer(failed, what)  # default op: SUM
     bad = np.flatnonzero(total)
     if bad.size:
         if comm.rank == bad[0]:
@@ -91,7 +91,7 @@ def _agree_all(comm, error: str | None) -> None:
         raise BadInput(2)
 
 
-def prepare(cfg: Config, comm, snap: dict | None = None):
+def prepare(cfg: Config, st: Startup, snap: dict | None = None):
     """Check the input (identically on every rank) and build the problem.
 
     1. Rank 0 checks what needs the file system (dataset, labels, K <= rows, trace files,
@@ -101,6 +101,7 @@ def prepare(cfg: Config, comm, snap: dict | None = None):
     3. Only then does rank 0 prepare the output (which may create its directory), and
        broadcasts that verdict: a refused run changes nothing on disk.
     No rank exits before all agreed, and all exit 2 after one line on stderr."""
+    comm = st.comm
     N = comm.size - 1
     error = None
     problem = None
@@ -122,48 +123,52 @@ def prepare(cfg: Config, comm, snap: dict | None = None):
                     raise UsageError(f"--resume {cfg.resume}: {bad}")
     except (UsageError, ValueError) as e:
         error = str(e)
-    _agree(comm, error)
+    _agree(st, error, "rank 0 checks the input")
     if comm.rank != 0:
         try:
             problem = Problem.from_config(cfg, cfg.partitions)
         except (UsageError, ValueError) as e:
             error = str(e)
-    _agree_all(comm, error)
+    _agree_all(st, error, "every rank loads the data")
+    note = epochs_note(cfg, problem.n)
     cfg = with_epochs(cfg, problem.n)
     if comm.rank == 0:
+        if note and not cfg.quiet:
+            print(note, file=sys.stderr, flush=True)
         try:
             check_output(cfg.out, cfg.force)  # may create the output's directory
         except UsageError as e:
             error = str(e)
-    _agree(comm, error)
+    _agree(st, error, "rank 0 prepares the output")
     return cfg, problem
 
 
-def resumed(cfg: Config, comm) -> tuple[Config, dict | None]:
+def resumed(cfg: Config, st: Startup) -> tuple[Config, dict | None]:
     """With ``--resume RUN.h5``: rank 0 reads the stored configuration and checkpoint and
     shares the configuration; every rank continues with it (the command line on top)."""
     if not cfg.resume:
         return cfg, None
     error = stored = snap = None
-    if comm.rank == 0:
+    if st.comm.rank == 0:
         try:
-            stored, snap = read_checkpoint(cfg.resume, n_workers=comm.size - 1, mode="mpi")
+            stored, snap = read_checkpoint(cfg.resume, n_workers=st.comm.size - 1, mode="mpi")
         except UsageError as e:
             error = str(e)
-    _agree(comm, error)
-    stored = comm.bcast(stored, root=0)  # start-up only: a small dict (JSON-safe)
+    _agree(st, error, "rank 0 reads the run to resume")
+    stored = st.bcast_json(stored, "rank 0 shares the stored configuration")
     return merge_resumed(cfg, stored), snap
 
 
-def _warmup(cfg: Config, comm) -> float:
+def _warmup(cfg: Config, st: Startup) -> float:
     """Compile before any timing starts; rank 0 first, so that only one process writes
     numba's on-disk cache and the others load it. Returns the seconds it took."""
+    comm = st.comm
     t0 = time.perf_counter()
     warm = (kernels.warmup, mlp.warmup) if cfg.model == "mlp" else (kernels.warmup,)
     if comm.rank == 0:
         for f in warm:
             f()
-    comm.Barrier()
+    st.wait_all("rank 0 compiles the kernels")
     if comm.rank != 0:
         for f in warm:
             f()
@@ -174,12 +179,14 @@ def run(cfg: Config) -> int:
     comm = runtime.world()
     rank, size = comm.rank, comm.size
     setup_logging(rank, size, cfg)
-    cfg, snap = resumed(cfg, comm)
+    st = Startup(comm, cfg.startup_timeout)  # every start-up wait: bounded, interruptible
+    cfg, snap = resumed(cfg, st)
     # Usage errors found before any communication are the same on every rank.
-    cfg, problem = prepare(cfg, comm, snap)
-    compile_s = _warmup(cfg, comm)
+    cfg, problem = prepare(cfg, st, snap)
+    compile_s = _warmup(cfg, st)
     install_stop_handlers()
-    signum = bounds.agree_on_stop(comm)  # everybody compiled: the clock starts after this
+    # everybody compiled: the clock starts after this
+    signum = bounds.agree_on_stop(st, "every rank compiles the kernels")
     if signum:  # SIGTERM/SIGINT during start-up, on any rank: nothing was written yet
         if rank == 0:
             print(f"mpicode: interrupted (signal {signum}) during start-up: nothing written",
@@ -194,7 +201,11 @@ def run(cfg: Config) -> int:
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
              "dim": problem.dim, "compile_s": compile_s, "n_ranks": size}
     session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
-    code = execute(cfg, comm, problem, session)
+    watch = DeathWatch(st.same_host_pids(), (cfg.resume or cfg.out).removesuffix(".part")).start()
+    try:
+        code = execute(cfg, comm, problem, session, watch=watch)
+    finally:
+        watch.disarm()  # (already, before STOP; again here if the run raised)
     if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
         bounds.abort_quietly(comm, code)
     if code != EXIT_OK:
@@ -245,11 +256,13 @@ def build(cfg: Config, comm, problem, record: list | None = None):
 
 
 def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
-            record: list | None = None):
+            record: list | None = None, watch=None):
     """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
     returns the exit code, or the trainer when there is no session; the other ranks work and
     return their exit code (rank 0's decision, sent with STOP). STOP/ACK on the way out,
-    bounded by ``--stop-timeout``."""
+    bounded by ``--stop-timeout``. ``record``: rank 0's per-action log (as ``build``);
+    ``watch`` (a :class:`~mpicode.mpi.deathwatch.DeathWatch`) is disarmed before the workers
+    are told to stop."""
     if comm.rank != 0:
         worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
         worker.loop()
@@ -257,6 +270,8 @@ def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
     trainer, coord = build(cfg, comm, problem, record)
 
     def stop() -> str | None:
+        if watch is not None:
+            watch.disarm()
         silent = coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
         return bounds.silent_ranks_text(silent, cfg.stop_timeout) if silent else None
 

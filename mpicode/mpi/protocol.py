@@ -11,6 +11,7 @@ from mpicode.wire import (  # noqa: F401
     TAG_CHUNK,
     TAG_GRANT,
     TAG_MODEL,
+    TAG_PARTIAL,
     TAG_READY,
     TAG_RESULT,
     TAG_STOP,

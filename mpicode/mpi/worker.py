@@ -7,6 +7,7 @@ Launched by ``mpicode train`` on every rank but 0::
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -22,6 +23,7 @@ from mpicode.wire import (
     TAG_CHUNK,
     TAG_GRANT,
     TAG_MODEL,
+    TAG_PARTIAL,
     TAG_READY,
     TAG_RESULT,
     TAG_STOP,
@@ -32,6 +34,7 @@ from mpicode.wire import (
     decode_grant,
     decode_task,
     encode_chunk,
+    encode_partial,
     encode_ready,
     result_header,
 )
@@ -158,8 +161,14 @@ class Worker:
         compute = 0.0
         slept = 0.0
         per_part = task["delay"] / max(1, n)
+        limit = task.get("time_limit", math.inf)   # DropCompute's compute budget (inf: none)
+        t_task = time.perf_counter()
+        n_done = n
         for j in range(n):
             t0 = time.perf_counter()
+            if j and t0 - t_task >= limit:  # no partition starts past the budget
+                n_done = j
+                break
             loss += self.problem.accumulate(int(parts[j]), self.w, g,
                                             1.0 if coeffs is None else float(coeffs[j]),
                                             it=task["it"])
@@ -178,6 +187,9 @@ class Worker:
             self._spend(out, None)
             return
         result_header(out, task["it"], task["task_id"], compute, slept, loss)
+        if n_done < n:  # cut short: say how much the sum covers, before the result itself
+            self.sends.isend(self.comm, encode_partial(task["it"], task["task_id"], n_done),
+                             0, TAG_PARTIAL)
         if self.uplink:
             self.outbox[(task["it"], task["task_id"])] = out
             ready = Ready(task["it"], task["task_id"], out.nbytes, compute, slept, loss)

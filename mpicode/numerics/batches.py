@@ -57,6 +57,20 @@ def iterations(cfg, n_train: int) -> int:
     return max(1, math.ceil(epochs * n_train / B))
 
 
+def epochs_note(cfg, n_train: int) -> str | None:
+    """The one line that says what ``--epochs E`` without ``--batch-size`` means: full-batch
+    gradient descent, so an epoch is one iteration (E iterations in all), not E passes of
+    mini-batches. None when it does not apply."""
+    epochs = getattr(cfg, "epochs", None)
+    if epochs is None or getattr(cfg, "batch_size", None) or \
+            cfg.source.get("iterations") not in (None, "default", "resumed") or \
+            cfg.source.get("epochs") in (None, "default", "resumed"):
+        return None
+    return (f"note: --epochs {epochs:g} without --batch-size is full-batch gradient descent: "
+            f"one iteration per epoch, {iterations(cfg, n_train)} iterations of all "
+            f"{n_train} rows (--batch-size B for mini-batches)")
+
+
 def with_epochs(cfg, n_train: int):
     """``cfg`` with ``iterations`` resolved from ``--epochs`` (unchanged without it)."""
     it = iterations(cfg, n_train)

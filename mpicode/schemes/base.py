@@ -51,10 +51,25 @@ class Task:
     duration: float = math.nan
     state: str = "pending"                # pending | done | cancelled
     used: bool = False
+    # a compute budget (seconds of the worker's time on this task, inf: none): no partition
+    # starts past it and the message sums those done (DropCompute, docs/design.md §3.4a)
+    time_limit: float = math.inf
+    n_done: int | None = None             # partitions its message sums (None: all of them)
+    n: int = field(init=False, repr=False, compare=False)  # len(partitions), read per event
+
+    def __post_init__(self):
+        self.n = len(self.partitions)
 
     @property
-    def n(self) -> int:
-        return len(self.partitions)
+    def computed(self) -> np.ndarray:
+        """The partitions the message sums: all, or the first ``n_done`` of a task its time
+        limit cut short."""
+        return self.partitions if self.n_done is None else self.partitions[:self.n_done]
+
+    @property
+    def computed_coeffs(self) -> np.ndarray | None:
+        return None if self.coeffs is None or self.n_done is None else \
+            self.coeffs[:self.n_done]
 
 
 @dataclass
@@ -199,11 +214,15 @@ class Scheme(ABC):
         self.log_notes = []
         return Actions(dispatch=self.plan())
 
-    def on_result(self, task_id: int, t: float, duration: float = math.nan) -> Actions:
-        """A task's message arrived. Unknown or no-longer-pending tasks are ignored."""
+    def on_result(self, task_id: int, t: float, duration: float = math.nan,
+                  n_done: int | None = None) -> Actions:
+        """A task's message arrived. Unknown or no-longer-pending tasks are ignored.
+        ``n_done``: its time limit cut it short after that many partitions."""
         task = self.tasks.get(task_id)
         if task is None or task.state != "pending":
             return Actions()
+        if n_done is not None and n_done < task.n:
+            task.n_done = int(n_done)
         task.state = "done"
         self._arrived.add(task_id)
         task.t_done = t
@@ -222,20 +241,35 @@ class Scheme(ABC):
 
     def end(self, t: float) -> dict:
         """Close the iteration: learn speeds from stage-1 tasks, return its summary."""
+        own = type(self).observe is not Scheme.observe  # (a subclass's rule, per task)
+        # else :meth:`observe`'s arithmetic on Python floats, without a numpy scalar per task
+        tau, a = self.tau.tolist(), self.alpha
         for task in self.tasks.values():
             if task.stage != 1 or task.n == 0:
                 continue
             if task.state == "done":
-                self.observe(task.worker, task.duration / task.n)
-            elif task.state == "cancelled" and np.isfinite(task.t_done):
-                self.observe(task.worker, (task.t_done - task.t_dispatch) / task.n,
-                             lower_bound=True)
+                k = task.n if task.n_done is None else task.n_done  # DropCompute cuts short
+                x, low = (task.duration / k if k else task.duration), False
+            elif task.state == "cancelled" and math.isfinite(task.t_done):
+                x, low = (task.t_done - task.t_dispatch) / task.n, True
+            else:
+                continue
+            if own:
+                self.observe(task.worker, x, lower_bound=low)
+                continue
+            old = tau[task.worker]
+            if not math.isfinite(old):
+                tau[task.worker] = x
+            elif not low or x > old:  # a cut-short task only ever raises the estimate
+                tau[task.worker] = (1 - a) * old + a * x
+        if not own:
+            self.tau[:] = tau
         started = sum(t.n for t in self.tasks.values())
-        stage2 = [t for t in self.tasks.values() if t.stage == 2]
+        n_stage2 = sum(t.stage == 2 for t in self.tasks.values())
         return {
             "load": started / self.K,
-            "stage2": int(bool(stage2)),
-            "n_stage2": len(stage2),
+            "stage2": int(bool(n_stage2)),
+            "n_stage2": n_stage2,
         }
 
     def arrived_ids(self) -> set[int]:
@@ -268,6 +302,24 @@ class Scheme(ABC):
     @abstractmethod
     def decode(self) -> Decoding:
         """Weights of the arrived messages that make the gradient; marks them ``used``."""
+
+
+def cut_short(n: int, cost: float, delay: float, limit: float) -> tuple[int, float]:
+    """(partitions done, seconds) of a task of ``n`` partitions, each taking ``cost`` plus
+    its even share of ``delay``, whose worker starts no partition once ``limit`` seconds
+    passed since the task began (the first always starts): the worker's rule in
+    ``mpicode.mpi.worker.Worker.run_task``."""
+    if n <= 0 or not math.isfinite(limit):
+        return n, n * cost + delay
+    u = cost + delay / n
+    if u <= 0:
+        return n, n * cost + delay
+    done = n
+    for j in range(1, n):   # partition j starts at j * u (as the worker adds them up)
+        if j * u >= limit:
+            done = j
+            break
+    return done, done * u
 
 
 def multiple_of_workers(name: str, n_workers: int, n_partitions: int) -> None:

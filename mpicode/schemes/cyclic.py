@@ -223,8 +223,10 @@ class CyclicRepetition(Scheme):
 
     def plan(self):
         tasks = []
+        bs = self.K // self.N  # block b is partitions b*bs .. (b+1)*bs - 1 (K is a multiple)
         for i, supp in enumerate(self.support):
-            parts = np.concatenate([np.flatnonzero(self.block == b) for b in supp])
+            parts = np.concatenate([np.arange(b * bs, (b + 1) * bs, dtype=np.int64)
+                                    for b in supp.tolist()])
             coeffs = self.band[i, (self.block[parts] - i) % self.N]  # B[i, block of p]
             tasks.append(self.new_task(i, 1, parts, coeffs=coeffs))
         return tasks

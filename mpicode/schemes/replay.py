@@ -4,7 +4,8 @@ It runs one iteration the way the MPI coordinator does (``begin``, then arrivals
 ticks in time order until ``done``, then ``decode``/``outstanding``/``end``) and lets tests
 check a decode against the uncoded sum. Each partition k gets a random gradient g_k and loss;
 a task's message is sum_p coeff_p * g_p. A worker runs its tasks one after another, in the
-order they were dispatched; the ``duration`` callback gives each task's run time.
+order they were dispatched; the ``duration`` callback gives each task's run time (all of its
+partitions; a task with a ``time_limit`` stops as the worker would, :func:`cut_short`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicode.schemes.base import Decoding, Scheme, Task
+from mpicode.schemes.base import Decoding, Scheme, Task, cut_short
 
 
 class GradientOracle:
@@ -28,8 +29,9 @@ class GradientOracle:
         self.loss = rng.random(n_partitions)
 
     def message(self, task: Task) -> tuple[np.ndarray, float]:
-        c = np.ones(task.n) if task.coeffs is None else task.coeffs
-        return c @ self.g[task.partitions], float(c @ self.loss[task.partitions])
+        parts = task.computed   # a task a time limit cut short sums only its prefix
+        c = np.ones(len(parts)) if task.coeffs is None else task.coeffs[:len(parts)]
+        return c @ self.g[parts], float(c @ self.loss[parts])
 
     def full(self) -> tuple[np.ndarray, float]:
         return self.g.sum(axis=0), float(self.loss.sum())
@@ -51,7 +53,8 @@ def effective_coeffs(scheme: Scheme, dec: Decoding) -> np.ndarray:
     c = np.zeros(scheme.K)
     for tid, w in dec.weights.items():
         task = scheme.tasks[tid]
-        np.add.at(c, task.partitions, w * (1.0 if task.coeffs is None else task.coeffs))
+        parts = task.computed
+        np.add.at(c, parts, w * (1.0 if task.coeffs is None else task.coeffs[:len(parts)]))
     return c
 
 
@@ -64,6 +67,17 @@ class Outcome:
     ticks: list[float]       # times of on_tick calls
     dispatched: list[tuple[float, Task]]
     cancelled: list[tuple[float, Task]]
+
+
+def _run_time(task: Task, d: float, cut: dict) -> float:
+    """A task's run time: ``d``, or, with a time limit, as far as the worker's rule lets it
+    (partitions of equal time; :func:`cut_short`), noting the partitions done in ``cut``."""
+    if task.time_limit == math.inf:
+        return d
+    done, d = cut_short(task.n, 0.0, d, task.time_limit)
+    if done < task.n:
+        cut[task.task_id] = done
+    return d
 
 
 def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], float], *,
@@ -82,12 +96,12 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
     free_at = np.zeros(scheme.N)
     seq = 0
     out = Outcome(Decoding({}), {}, 0.0, [], [], [], [])
-    took: dict[int, float] = {}
+    took, cut = {}, {}   # task id -> run time; task id -> partitions done (a time limit)
 
     def dispatch(tasks, t):
         nonlocal seq
         for task in tasks:
-            d = float(duration(task))
+            d = _run_time(task, float(duration(task)), cut)
             start = max(t, free_at[task.worker])
             free_at[task.worker] = start + d
             took[task.task_id] = d
@@ -118,7 +132,7 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
         if task.state == "cancelled" and not deliver_cancelled:
             continue
         out.arrivals.append(tid)
-        apply(scheme.on_result(tid, t, took[tid]), t)
+        apply(scheme.on_result(tid, t, took[tid], n_done=cut.get(tid)), t)
     else:
         raise RuntimeError(f"{scheme.name}: no decision after {max_events} events")
     out.decoding = scheme.decode()

@@ -16,9 +16,11 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
-Cost per event: a few O(N) vector passes plus work for the idle workers whose options changed
-(the others are known to get nothing: :mod:`mpicode.schemes.selfsched_index`), under every
-placement; the decisions are those of the plain scan of every idle worker and chunk.
+Cost per decision (:mod:`mpicode.schemes.selfsched_index`): once the iteration has speed
+estimates, O(S log N) with S the number of distinct chunk sizes (heaps of the idle workers by
+rate and of the running chunks by expected finish); in the first iteration, without estimates,
+a few O(N) vector passes plus work for the idle workers whose options changed. Either way the
+decisions are those of the plain scan of every idle worker and chunk.
 
 Expected finishes use this iteration's measured seconds per partition of a worker once one of
 its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
@@ -29,6 +31,7 @@ its chunks arrived, else the scheme's speed estimate (:meth:`Scheme.speeds`)::
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -36,7 +39,15 @@ import numpy as np
 from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
-from mpicode.schemes.selfsched_index import GRACE, Dirty, Watch, holders
+from mpicode.schemes.selfsched_index import (
+    GRACE,
+    Backups,
+    Dirty,
+    Vectors,
+    Watch,
+    holders,
+    pending_copies,
+)
 from mpicode.schemes.shares import PLACEMENT, Placement, check_placement_size
 
 __all__ = ["GRACE", "SelfScheduling", "chunk_error"]
@@ -134,13 +145,20 @@ class SelfScheduling(Scheme):
         self.held: list[list[int]] = [[] for _ in range(self.N)]  # per worker: those chunks
         self.watch = Watch()
         self.dirty = Dirty(self)
-        self.settled = -1       # shared: fastest idle worker known to get no copy, or -1
+        self.vectors = Vectors(self)  # the rule without estimates (first iteration)
         self._vsum = None       # (rates, sum of the active workers' speeds) for weighted
         self._rate: np.ndarray | None = None        # rates() of the current state
         self.idle = np.zeros(self.N, bool)            # active workers with no pending task
+        self.n_idle = 0
         self.rate_now = np.full(self.N, np.nan)       # s/partition measured this iteration
         self.n_active = 1
         self.t_last = 0.0
+        # with speed estimates (not the first iteration) the rates are kept up to date in
+        # place (rarr, rl: array and list, version) and Backups indexes the running chunks
+        self.backups: Backups | None = None
+        self.rarr: np.ndarray | None = None
+        self.rl: list[float] = []
+        self.rate_version = 0
 
     # ---- planning ------------------------------------------------------------------------
     def plan(self):
@@ -158,11 +176,21 @@ class SelfScheduling(Scheme):
                                    "holder")
         self.n_active = len(live)
         self.idle[live] = True
+        self.n_idle = len(live)
+        if np.isfinite(self.tau).any():
+            self.rarr = self.speeds()
+            self.rl = self.rarr.tolist()
+            self.backups = Backups(self)
+            self.backups.fast = [(self.rl[w], w) for w in live]
+            heapq.heapify(self.backups.fast)
         return self._feed(0.0)
 
     def rates(self) -> np.ndarray:
         """Seconds per partition: this iteration's measure where there is one, else the
-        speed estimate; before any estimate, the mean of this iteration's measures."""
+        speed estimate; before any estimate, the mean of this iteration's measures (do not
+        modify)."""
+        if self.backups is not None:
+            return self.rarr
         if self._rate is not None:
             return self._rate
         r = self.rate_now.copy()
@@ -192,6 +220,9 @@ class SelfScheduling(Scheme):
         self.start.append(float(self.cs[j]))
         self.owner.append(w)
         self.idle[w] = False
+        self.n_idle -= 1
+        if self.backups is not None:
+            self.backups.copy(x, j, w, t, self.nsize[x])
         return task
 
     def _pull(self, w: int, t: float) -> Task | None:
@@ -200,8 +231,9 @@ class SelfScheduling(Scheme):
             size = self.fixed
         elif self.weighted:
             rate = self.rates()
-            if self._vsum is None or self._vsum[0] is not rate:
-                self._vsum = (rate, (1.0 / rate)[self.active].sum())
+            if (self._vsum is None or self._vsum[0] is not rate
+                    or self._vsum[2] != self.rate_version):
+                self._vsum = (rate, (1.0 / rate)[self.active].sum(), self.rate_version)
             size = math.ceil(self.n_left * (1.0 / rate[w]) / self._vsum[1] - 1e-9)
         else:
             size = math.ceil(self.n_left / self.n_active)
@@ -238,69 +270,39 @@ class SelfScheduling(Scheme):
             self.dirty.add_chunk(x, self.holders_of[x])
         return self._dispatch(w, x, 1, t)
 
-    def _copies(self, rate: np.ndarray):
-        """Pending copies (at most one per worker) as arrays: (chunk, start, run time)."""
-        busy = np.flatnonzero(self.cur >= 0)
-        pend = self.cur[busy]
-        x = self.cx[pend]
-        return x, self.cs[pend], self.csize[x] * rate[busy]
-
-    def _estimates(self, t: float, rate: np.ndarray):
-        """Per chunk: expected finish (the earliest of its copies that are not overdue; inf
-        if all are; NaN for chunks with no pending copy, i.e. won) and earliest start."""
-        x, start, run = self._copies(rate)
-        nx = len(self.chunks)
-        E = np.full(nx, np.nan)
-        E[x] = np.inf
-        ok = t < start + run * (1 + GRACE)
-        np.minimum.at(E, x[ok], (start + run)[ok])
-        first = np.full(nx, np.inf)
-        np.minimum.at(first, x, start)
-        return E, first
-
-    def _copy(self, w: int, t: float, rate: np.ndarray) -> Task | None:
-        """Shared placement: a backup copy for ``w`` of the running chunk expected to finish
-        last, if w's copy would beat it; None if there is none. (An idle w has no copy of a
-        running chunk: its copies of a chunk end only when the chunk is won.) Replicated:
-        :func:`mpicode.schemes.selfsched_index.exam`, the same rule over w's chunks."""
-        E, first = self._estimates(t, rate)
-        mine = t + self.csize[:len(self.chunks)] * rate[w]
-        cand = np.flatnonzero(mine < E)  # NaN (won) compares False
-        if not len(cand):
-            return None
-        # latest expected finish first; among the overdue (inf), the longest running
-        x = cand[np.lexsort((first[cand], -E[cand]))[0]]
-        return self._dispatch(w, int(x), 2, t)
-
     def _feed(self, t: float) -> list[Task]:
         """Work for the idle workers, fastest first: a pulled chunk, else a backup copy."""
         self.t_last = t
         out: list[Task] = []
-        if self.done() or not self.idle.any():
+        if self.done() or not self.n_idle:
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
-        rate = self.rates()
+        rule = self.backups or self.vectors  # with estimates: indexed; without: vectors
         if not self.placement.shared:
-            self.dirty.note(self.watch.look(self, rate, t), rate)
-        elif self.settled >= 0:
-            change = self.watch.look(self, rate, t)
-            if change is None or self.settled in change[0] or len(change[1]) \
-                    or (self.cur[change[0]] >= 0).any():
-                self.settled = -1  # what it was refused may have changed
-        if self.placement.shared:  # everyone can take anything: only the fastest idle matters
-            while self.idle.any() and (self.n_left or self.backup):
-                w = int(np.argmin(np.where(self.idle, rate, np.inf)))
-                if not self.n_left and w == self.settled:
-                    break  # refused a copy, and nothing it could take has changed since
-                task = self._pull(w, t) if self.n_left else self._copy(w, t, rate)
-                if task is None:
-                    self.settled = w  # changes are looked for from now on
-                    self.watch.prev, self.watch.t_seen = rate, t
-                    break  # the fastest idle worker cannot help: nor can a slower one
-                out.append(task)
+            # every idle worker that may get something, fastest first: pull, else a copy
+            rule.note_dirty(t)
+            self.dirty.feed(t, rule.rate_list(), out)
             return out
-        # every idle worker, fastest first: pull, else (backup) copy; minus the known refusals
-        self.dirty.feed(t, rate.tolist(), out)
+        rule.start(t)  # everyone can take anything: only the fastest idle worker matters
+        while self.n_idle and (self.n_left or self.backup):
+            w = rule.fastest()
+            if w is None:
+                break  # (refused a copy, and nothing it could take has changed since)
+            if self.n_left:
+                task = self._pull(w, t)
+            else:
+                x = rule.backup(w, t)
+                task = None if x is None else self._dispatch(w, x, 2, t)
+            if task is None:
+                break  # the fastest idle worker cannot help: nor can a slower one
+            out.append(task)
         return out
+
+    def _now_idle(self, w: int) -> None:
+        if not self.idle[w]:
+            self.idle[w] = True
+            self.n_idle += 1
+            if self.backups is not None:
+                self.backups.idle(w)
 
     # ---- events ----------------------------------------------------------------------------
     def react(self, task, t):
@@ -309,8 +311,11 @@ class SelfScheduling(Scheme):
         if task.n:
             self.rate_now[w] = task.duration / task.n
             self._rate = None
+            if self.backups is not None:
+                self.rarr[w] = self.rl[w] = self.rate_now[w]
+                self.rate_version += 1
         if self.active[w]:
-            self.idle[w] = True
+            self._now_idle(w)
             self.dirty.add(w)
         x = self.chunk_of[task.task_id]
         self.cpend[self.copy_of[task.task_id]] = False
@@ -318,12 +323,14 @@ class SelfScheduling(Scheme):
         if self.winner[x] is None:  # the first copy wins; the others are redundant
             self.winner[x] = task
             self.n_won += 1
+            if self.backups is not None:
+                self.backups.won(x)
             lost = self._cancel([c for c in self.copies[x] if c is not task], t)
             for c in lost:
                 self.cpend[self.copy_of[c.task_id]] = False
                 self.cur[c.worker] = -1
                 if self.active[c.worker]:
-                    self.idle[c.worker] = True
+                    self._now_idle(c.worker)
                     self.dirty.add(c.worker)
             acts.cancel += lost
         self.live[x] = [j for j in self.live[x] if self.cpend[j]]
@@ -335,10 +342,12 @@ class SelfScheduling(Scheme):
 
     def next_deadline(self):
         """When a running copy becomes overdue, while a worker idles with nothing to pull."""
-        if not self.backup or not self.idle.any() or self.done() or (
+        if not self.backup or not self.n_idle or self.done() or (
                 self.placement.shared and self.n_left):
             return None
-        _, start, run = self._copies(self.rates())
+        if self.backups is not None:
+            return self.backups.next_due(self.t_last)
+        _, start, run = pending_copies(self, self.rates())
         due = start + run * (1 + GRACE)
         due = due[due > self.t_last]
         return float(due.min()) if len(due) else None

@@ -87,6 +87,20 @@ def update_reliability(old: float, before: np.ndarray, measured: np.ndarray,
     return c if not np.isfinite(old) else (1 - weight) * old + weight * c
 
 
+def measured_rates(tasks, n_workers: int) -> np.ndarray:
+    """Per worker, this iteration's seconds per partition over its arrived tasks (NaN: none).
+    (Sums on Python floats: the same values as in numpy, in task order.)"""
+    busy, n = [0.0] * n_workers, [0.0] * n_workers
+    for x in tasks:
+        if x.state == "done" and x.n and math.isfinite(x.duration):
+            busy[x.worker] += x.duration
+            n[x.worker] += x.n
+    busy, n = np.array(busy), np.array(n)
+    out = np.full(n_workers, np.nan)
+    out[n > 0] = busy[n > 0] / n[n > 0]
+    return out
+
+
 def correlation(a: np.ndarray, b: np.ndarray, spread: float = 1e-12) -> float | None:
     """Pearson's r of two vectors, bit for bit ``np.corrcoef(a, b)[0, 1]`` (the same
     centring, dot product and divisions) at a fifth of its cost (it runs on rank 0 every
@@ -161,6 +175,25 @@ class Placement:
             return True
         b = k * self.N // self.K
         return (worker - b) % self.N < self.R
+
+
+def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tuple[int, int]]:
+    """Under replicated placement, add to the worker set ``s1`` (in place) the fastest live
+    holder (earliest in ``order``, the live workers fastest first) of every partition that no
+    worker of ``s1`` holds; the (partition, worker) pairs added."""
+    rank = {w: i for i, w in enumerate(order)}
+    added = []
+    for k in range(placement.K):
+        hs = placement.holders(k)
+        if any(h in s1 for h in hs):
+            continue
+        live = [h for h in hs if h in rank]
+        if not live:
+            raise RuntimeError(f"two-stage: partition {k} has no live holder")
+        h = min(live, key=rank.__getitem__)
+        s1.add(h)
+        added.append((k, h))
+    return added
 
 
 def assign(parts, workers, quotas, tau, placement: Placement) -> dict[int, list[int]]:

@@ -10,7 +10,6 @@ whether its own message or one group's blocks (which tile its set exactly) arriv
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
@@ -21,13 +20,17 @@ from mpicode.options import Option
 from mpicode.registry import register_scheme
 from mpicode.schemes import shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.coverage import SELF, Coverage
 from mpicode.schemes.idle_pool import IdlePool
-from mpicode.schemes.replanning import Replanning, replan_groups, replan_value
+from mpicode.schemes.planned import Changes, PlannedFinishes
+from mpicode.schemes.queues import WorkerQueues
+from mpicode.schemes.rates import Rates
+from mpicode.schemes.replanning import Replanner, replan_groups, replan_value
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
 from mpicode.schemes.stage2 import Stage2
-from mpicode.schemes.stealing import Stealing
+from mpicode.schemes.stealing import Stealer
 
-SELF = -1  # cover[j] == SELF: stage-1 task j is covered by its own message
+__all__ = ["SELF", "TwoStage", "OPTIONS", "TRIGGERS"]
 
 TRIGGERS = ("count", "deadline", "both")
 GRACE = 0.05  # a re-planning tick comes 5% of a task's planned finish after it
@@ -67,7 +70,7 @@ OPTIONS = (
 
 
 @register_scheme
-class TwoStage(Stealing, Replanning, Stage2, Scheme):
+class TwoStage(Scheme):
     """Two-stage dynamic partial gradient coding.
 
     Parameters (besides :class:`Scheme`'s)
@@ -98,10 +101,7 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         within this many per worker; a group of one is always allowed.
     replan : int, None or "auto"
         Re-planning rounds (new groups) per iteration (None: N; "auto": max(64, N); 0: the
-        paper's single stage 2).
-        Whenever a worker goes idle while a straggler's set is uncovered and predicted to be
-        covered later than the idle workers could cover what is left of it, the pending rest
-        of its best group is re-split among the idle workers as a new group (stage k).
+        paper's single stage 2): :mod:`mpicode.schemes.replanning`.
     """
 
     name = "two-stage"
@@ -124,47 +124,39 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
                  beta=1.5, stage2_tolerance=0, max_wait=None, placement="shared", replan="auto",
                  stage1_chunks=3, replan_load=0.3, replan_messages=3.0, **kw):
         super().__init__(n_workers, n_partitions, **kw)
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho}")
-        if trigger not in TRIGGERS:
-            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
-        if trigger_k is not None and trigger_k < 1:
-            raise ValueError(f"trigger_k must be >= 1, got {trigger_k}")
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if stage2_tolerance < 0:
-            raise ValueError(f"stage2_tolerance must be >= 0, got {stage2_tolerance}")
-        if max_wait is not None and not max_wait > 0:
-            raise ValueError(f"max_wait must be > 0, got {max_wait}")
-        self.rho = float(rho)
-        self.trigger = trigger
-        self.trigger_k = trigger_k
-        self.beta = float(beta)
-        self.s2 = int(stage2_tolerance)
+        for bad, what, value in (
+                (not 0 < rho <= 1, "rho must be in (0, 1]", rho),
+                (trigger not in TRIGGERS, f"trigger must be one of {TRIGGERS}", trigger),
+                (trigger_k is not None and trigger_k < 1, "trigger_k must be >= 1", trigger_k),
+                (not beta > 0, "beta must be > 0", beta),
+                (stage2_tolerance < 0, "stage2_tolerance must be >= 0", stage2_tolerance),
+                (max_wait is not None and not max_wait > 0, "max_wait must be > 0", max_wait),
+                (int(stage1_chunks) < 1, "stage1_chunks must be >= 1", stage1_chunks),
+                (not replan_load >= 0, "replan_load must be >= 0", replan_load),
+                (not replan_messages >= 0, "replan_messages must be >= 0", replan_messages)):
+            if bad:
+                raise ValueError(f"{what}, got {value!r}")
+        self.rho, self.trigger, self.trigger_k = float(rho), trigger, trigger_k
+        self.beta, self.s2 = float(beta), int(stage2_tolerance)
         self.max_wait = None if max_wait is None else float(max_wait)
         self.placement = Placement(placement, self.N, self.K)
         self.replan = replan_groups(replan, self.N)
-        if int(stage1_chunks) < 1:
-            raise ValueError(f"stage1_chunks must be >= 1, got {stage1_chunks}")
         self.stage1_chunks = int(stage1_chunks)
-        if not replan_load >= 0:
-            raise ValueError(f"replan_load must be >= 0, got {replan_load}")
-        self.replan_load = float(replan_load)
-        if not replan_messages >= 0:
-            raise ValueError(f"replan_messages must be >= 0, got {replan_messages}")
-        self.replan_messages = float(replan_messages)
+        self.replan_load, self.replan_messages = float(replan_load), float(replan_messages)
         self.exact = self.max_wait is None
         # how well last iterations' estimates predicted the speeds then measured (a
         # correlation, 0..1; NaN before any): shares trust the history only that much
         self.reliability = math.nan
-        self._reset()
+        self._speeds: np.ndarray | None = None  # speeds() of the iteration (cached)
+        self._new_iteration(np.ones(self.N), history=False)
 
+    # ---- explicit state (checkpoints) ---------------------------------------------------
     def state_dict(self) -> dict:
         return {**super().state_dict(), "reliability": float(self.reliability)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self._speeds = self._rates = None
+        self._speeds = None
         if "reliability" in state:
             self.reliability = float(state["reliability"])
 
@@ -176,127 +168,163 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
             self._speeds = shares.shrink(super().speeds(), self.reliability)
         return self._speeds.copy()
 
-    def _reset(self):
-        self.s1: dict[int, Task] = {}                # stage-1 task id -> task
-        self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
-        self.owner: dict[int, list[tuple[int, int]]] = {}  # block id -> [(group, stage-1 id)]
-        self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
-        self.cover: dict[int, int] = {}               # stage-1 id -> SELF or group
-        self.n1 = self.k1 = 0
-        self.n_done1 = 0          # stage-1 messages arrived
-        self.deadline: float | None = None
-        self.fired = ""          # "", "count" or "deadline": what triggered stage 2
-        self.t_trigger = math.nan
-        self.armed = False       # triggered, but nobody was idle yet to take stage 2
-        self.issued = False      # stage 2 handed out (once per iteration)
-        self.expired = False     # max_wait passed
-        self.r2 = 0
-        self.n_u = 0
-        self.rounds = 0          # re-planning rounds used this iteration
-        self.reissued = 0        # partitions stage 2 and the rounds re-issued
-        self.extra_msgs = 0      # messages groups add if they win (blocks beyond one)
-        self.steals = 0          # stage-1 tasks stolen by idle workers
-        self.by_worker: dict[int, list[Task]] = {}  # every task of a worker, in dispatch order
-        self.finish_heap: list = []  # (planned finish, task id) of stage-1 tasks: who is late
+    # ---- the iteration's collaborators --------------------------------------------------
+    def _new_iteration(self, speeds: np.ndarray, history: bool) -> None:
+        """Fresh per-iteration state, built in dependency order: what each part owns is
+        declared in its class (docs/design.md §3.2)."""
+        self.changes = Changes()                  # a round's "anything new?" flag
+        self.coverage = Coverage()                # stage-1 sets, their groups, covers
+        self.queues = WorkerQueues(self.N)        # every worker's tasks, running, idle
+        self.rates = Rates(speeds, history)       # s/partition: estimates, measured now
+        self.planned = PlannedFinishes(self.coverage, self.changes)  # who is late
+        self.idle_pool = IdlePool(self.rates, self.active)  # idle, given nothing yet
+        self.stealer = Stealer(self, self.stage1_chunks)  # stage-1 chunks and thefts
+        self.replanner = Replanner(self)          # stage k: re-planning rounds
+        self.stage2 = Stage2(self, k1=0, deadline=None)  # the trigger and stage 2
+        self.n1 = 0
         self.first_event = True  # the first arrival also looks at workers idle from the start
-        self.idle_pool = IdlePool()  # workers that went idle and were given nothing
-        self.planned: dict[int, float] = {}  # stage-1 task id -> planned finish
-        self.victims: list = []  # heap of (-planned finish, worker, id of its last queued task)
-        self.late_ids: dict[int, None] = {}  # stage-1 tasks past their planned finish
-        self.stolen_n = 0        # their partitions (never computed on the victim)
-        self.coverage = math.nan
-        self.rate_now = np.full(self.N, np.nan)  # s/partition measured this iteration
-        self._speeds = self._rates = None  # caches of speeds() and rates()
-        self.version = 0         # bumped when a worker idles, a task turns late, a rate...
-        self.failed_at = -1      # ... is measured; the version a round last found nothing
+        self.expired = False     # max_wait passed
+        self.covered = math.nan  # fraction of the K partitions the decode covered
+
+    def dispatch(self, worker: int, stage: int, partitions, t: float = 0.0) -> Task:
+        """A new task of this iteration (the collaborators' one task factory)."""
+        task = self.new_task(worker, stage, partitions, t=t)
+        self.queues.add(task)
+        self.idle_pool.discard(task.worker)  # the pool holds only workers with nothing to do
+        return task
+
+    def cancel(self, tasks, t: float) -> list[Task]:
+        """Cancel, and free the workers left with nothing pending: they take work again (a
+        cancelled running task frees its worker at once). A cancelled running task also
+        bounds its worker's speed this iteration from below."""
+        tasks = list(tasks)
+        rates, queues = self.rates, self.queues
+        for x in tasks:
+            if x.state == "pending" and not rates.measured(x.worker):
+                s = queues.start(x)
+                if s is not None and t > s and x.n:
+                    self._measure(x.worker, (t - s) / x.n)
+        out = self._cancel(tasks, t)
+        cov = self.coverage
+        for x in out:
+            queues.left(x)
+            if x.stage == 2:
+                cov.touch_block(x.task_id)
+            else:
+                cov.touch(x.task_id)
+        for w in {x.worker for x in out}:
+            self._worker_changed(w)
+        for x in out:
+            if self.active[x.worker] and queues.idle(x.worker):
+                self.idle_pool.add(x.worker)
+                self.changes.bump()
+        return out
+
+    def _measure(self, w: int, rate: float) -> None:
+        """Worker w's rate this iteration is ``rate``."""
+        self.rates.measure(w, rate)
+        self.changes.bump()
+
+    def _worker_changed(self, w: int) -> None:
+        """Worker w's rate or running task changed: what re-planning derived from the tasks
+        it still has to run (their start, their predicted finish) is stale."""
+        cov = self.coverage
+        for x in self.queues.pending(w):
+            if x.stage == 1:
+                cov.touch(x.task_id)
+            else:
+                cov.touch_block(x.task_id)
+
+    def outstanding(self, t: float = math.nan) -> list[Task]:
+        return self.cancel(self.pending(), t)
+
+    def idle_candidates(self) -> list[int]:
+        """Workers that may take work now: those known idle (and, at the first arrival,
+        every idle worker: a reserve)."""
+        if self.first_event:
+            return [int(w) for w in np.flatnonzero(self.active) if self.queues.idle(int(w))]
+        return [w for w in self.idle_pool if self.active[w]]
+
+    def _may_act(self, task) -> bool:
+        """Stealing and re-planning need an idle worker: the one that just finished, one that
+        went idle before and got nothing, or (at the first arrival) a reserve."""
+        return self.first_event or bool(self.idle_pool) or self.queues.idle(task.worker)
+
+    def _free(self, w: int) -> None:
+        if w not in self.idle_pool:
+            self.idle_pool.add(w)
+            self.changes.bump()
 
     # ---- stage 1 ---------------------------------------------------------------------------
     def plan(self):
-        self._reset()
+        self._speeds = None  # the estimates as they are now (end() or a test set them)
         tau = self.speeds()
+        self._new_iteration(tau.copy(), history=bool(np.isfinite(self.tau).any()))
         live = [int(w) for w in np.flatnonzero(self.active)]
         if not live:
             raise RuntimeError("two-stage: no active worker")
         order = sorted(live, key=lambda w: (tau[w], w))
         n1 = min(math.ceil(self.rho * self.N), len(live), self.K)
         s1 = set(order[:n1])
-        if not self.placement.shared:
-            s1 = self._with_holders(s1, order)
+        if not self.placement.shared:  # the fastest live holder of what S1 holds none of
+            for k, h in shares.add_holders(s1, order, self.placement):
+                self.log_notes.append(f"stage 1: added worker {h}, the fastest holder of "
+                                      f"partition {k}")
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
-        tasks = [x for w in workers if parts[w] for x in self._chunked(w, parts[w])]
-        self.s1 = {t.task_id: t for t in tasks}
+        tasks = [x for w in workers if parts[w]
+                 for x in self.stealer.chunked(w, parts[w], float(tau[w]))]
+        for x in tasks:
+            self.coverage.add_set(x)
         for w in workers:  # their queued chunks, for idle workers to steal
-            self._push_victim(w)
-        self.tiles = {t.task_id: [] for t in tasks}
+            self.stealer.offer(w)
         self.n1 = len(tasks)
-        k1 = self.n1 - math.ceil(self.s * self.n1 / self.N)
-        if self.trigger_k is not None:
-            k1 = self.trigger_k
-        self.k1 = min(max(1, k1), self.n1)
-        # the deadline needs a prediction, which needs history: none in the first iteration
-        if self.trigger != "count" and np.isfinite(self.tau[[t.worker for t in tasks]]).any():
-            share: dict[int, int] = {}
-            for x in tasks:  # a worker's chunks run one after another
-                share[x.worker] = share.get(x.worker, 0) + x.n
-            predicted = max(n * tau[w] for w, n in share.items())
-            self.deadline = float(self.beta * predicted)
+        self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
 
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):
+        self.queues.left(task)
+        cov = self.coverage
         acts = Actions()
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
-        if task.n and np.isfinite(task.duration) and task.duration > 0:
-            self.rate_now[task.worker] = task.duration / task.n
-            self._rates = None
-            self.version += 1
-            if self.first_event and not np.isfinite(self.tau).any():
-                self._rekey()
+        if task.n and math.isfinite(task.duration) and task.duration > 0:
+            self._measure(task.worker, task.duration / task.n)
+            if self.first_event and not self.rates.history:
+                self.planned.rekey(self.queues, self.rates)
+        self._worker_changed(task.worker)
         if task.stage == 1:
             j = task.task_id
-            self.n_done1 += 1
-            self.cover.setdefault(j, SELF)
-            # its stage-2 blocks, in every group, are now redundant
-            acts.cancel += self._cancel((b for g in self.tiles[j] for b in g), t)
-            if (not self.fired and self.trigger != "deadline" and not self._complete()
-                    and self.n_done1 >= self.k1 and self._worth_it(t)):
-                self.fired, self.t_trigger = "count", t
-                self.armed = True
-            if self.idle(task.worker):
+            cov.touch(j)
+            cov.n_done += 1
+            cov.cover.setdefault(j, SELF)
+            if j in cov.grouped:  # its stage-2 blocks, in every group, are now redundant
+                acts.cancel += self.cancel((b for g in cov.tiles[j] for b in g), t)
+            self.stage2.count_fires(t)
+            if self.queues.idle(task.worker):
                 self._free(task.worker)
-            if self._may_act(task) and not self._complete() and not self.expired:
-                acts += self._steal(t)
+            if self._may_act(task) and not cov.complete() and not self.expired:
+                acts += self.stealer.steal(t)
                 self.idle_pool.difference_update(x.worker for x in acts.dispatch)
-            if self.armed and not self.issued and not self._complete() and not self.expired:
-                acts += self._stage2(t)
-        else:
-            for g, j in self.owner[task.task_id]:
-                self.missing[g, j] -= 1
-                if self.missing[g, j] == 0 and j not in self.cover:
-                    self.cover[j] = g  # group g's blocks tile j's set: the rest is redundant
-                    acts.cancel += self._cancel([self.s1[j]], t)
-                    mine = {b.task_id for b in self.tiles[j][g]}
-                    acts.cancel += self._cancel((b for blks in self.tiles[j] for b in blks
-                                                 if b.task_id not in mine), t)
+            if (self.stage2.armed and not self.stage2.issued and not cov.complete()
+                    and not self.expired):
+                acts += self.stage2.issue(t)
+        else:  # a group whose last block this is covers its set: the rest is redundant
+            for j, redundant in cov.block_arrived(task):
+                acts.cancel += self.cancel([cov.s1[j]], t)
+                acts.cancel += self.cancel(redundant, t)
         near = () if self.placement.shared else {
             (task.worker + d) % self.N for d in range(1 - self.placement.R, self.placement.R)}
-        if (self.rounds < self.replan and self._may_act(task) and not self._complete()
-                and not self.expired and (self._someone_late(t) or near)):
-            acts += self._replan(t, near)
+        if (self.replanner.left() and self._may_act(task) and not cov.complete()
+                and not self.expired and (self.planned.someone_late(t) or near)):
+            acts += self.replanner.replan(t, near)
         self.first_event = False
-        if self.idle(task.worker):
+        if self.queues.idle(task.worker):
             self._free(task.worker)
         self.idle_pool.difference_update(x.worker for x in acts.dispatch)
         return acts
-
-
-    def _free(self, w: int) -> None:
-        if w not in self.idle_pool:
-            self.idle_pool.add(w)
-            self.version += 1
 
     def on_tick(self, t):
         """The deadline trigger; and, while a worker idles, the planned finish of a stage-1
@@ -304,14 +332,11 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         if self.max_wait is not None and t >= self.max_wait:
             self.expired = True
         acts = Actions()
-        if not (self.fired or self.deadline is None or t < self.deadline or self._complete()
-                or self.expired):
-            self.fired, self.t_trigger = "deadline", t
-            self.armed = True
-            acts += self._stage2(t)
-        if (self.rounds < self.replan and self.idle_pool and not self._complete()
-                and not self.expired and self._someone_late(t)):
-            acts += self._replan(t)
+        if self.stage2.deadline_fires(t):
+            acts += self.stage2.issue(t)
+        if (self.replanner.left() and self.idle_pool and not self.coverage.complete()
+                and not self.expired and self.planned.someone_late(t)):
+            acts += self.replanner.replan(t)
             self.idle_pool.difference_update(x.worker for x in acts.dispatch)
         return acts
 
@@ -320,79 +345,55 @@ class TwoStage(Stealing, Replanning, Stage2, Scheme):
         with re-planning rounds left, the next planned stage-1 finish; None once done."""
         if self.done():
             return None
-        cands = [] if self.fired or self.deadline is None else [self.deadline]
+        st2 = self.stage2
+        cands = [] if st2.fired or st2.deadline is None else [st2.deadline]
         if self.max_wait is not None:
             cands.append(self.max_wait)
-        if self.rounds < self.replan and self.idle_pool:
-            h = self.finish_heap
-            while h and (h[0][1] not in self.s1 or h[0][1] in self.cover
-                         or self.s1[h[0][1]].state != "pending"):
-                heapq.heappop(h)
-            if h:  # a little after it: then, overdue, a backup is predicted to be sooner
-                cands.append(h[0][0] * (1 + GRACE) + 1e-12)
+        if self.replanner.left() and self.idle_pool:
+            f = self.planned.next_finish()
+            if f is not None:  # a little after it: then, overdue, a backup is predicted sooner
+                cands.append(f * (1 + GRACE) + 1e-12)
         return min(cands) if cands else None
 
     # ---- decoding ----------------------------------------------------------------------------
-    def _complete(self) -> bool:
-        return len(self.cover) == len(self.s1)
-
     def done(self):
         """Exactly decodable, or ``max_wait`` passed (then :meth:`decode` is partial)."""
-        return self._complete() or self.expired
+        return self.coverage.complete() or self.expired
 
     def decodable_with(self, task_ids):
-        for j, blocks in self.tiles.items():
-            if j in task_ids:
-                continue
-            if not any(g and all(b.task_id in task_ids for b in g) for g in blocks):
-                return False
-        return True
+        return self.coverage.decodable_with(task_ids)
 
     def decode(self):
-        """Sum of the chosen messages, each partition once; O(n1 + |U|), no linear algebra.
-
-        After ``max_wait`` with coverage incomplete, an uncovered stage-1 set contributes the
-        arrived blocks of the one group that has most of it, and the sum is scaled by
-        K / |covered| (``coverage`` < 1). With nothing covered the weights are empty.
-        """
-        chosen: list[Task] = []
-        for j, x in self.s1.items():
-            c = self.cover.get(j)
-            if c == SELF:
-                chosen.append(x)
-            elif c is not None:
-                chosen += self.tiles[j][c]
-            elif self.expired:
-                best = max(([b for b in g if b.state == "done"] for g in self.tiles[j]),
-                           key=lambda bs: sum(b.n for b in bs), default=[])
-                chosen += best
-            else:
-                raise RuntimeError("two-stage: decode() before the gradient is covered")
+        """Sum of the chosen messages, each partition once; O(n1 + |U|), no linear algebra
+        (:meth:`Coverage.chosen`: after ``max_wait``, partial and scaled by K / |covered|;
+        with nothing covered the weights are empty)."""
+        chosen = self.coverage.chosen(self.expired)
         covered = sum(b.n for b in chosen)
         scale = self.K / covered if covered else 0.0
         for b in chosen:
             b.used = True
-        self.coverage = covered / self.K
-        return Decoding({b.task_id: scale for b in chosen}, self.coverage)
+        self.covered = covered / self.K
+        return Decoding({b.task_id: scale for b in chosen}, self.covered)
 
     def end(self, t):
         """Base summary plus: ``coverage``, ``r2`` (0 without stage 2), ``n1``, ``k1``,
         ``u`` (|U|), ``trigger`` ("", "count", "deadline"), ``t_trigger``, ``deadline`` (NaN
         if none), ``expired`` (1 if max_wait forced a partial decode), ``replans``
-        (re-planning rounds used)."""
+        (re-planning rounds used), ``steals``."""
         before = self.tau.copy()
         out = super().end(t)
-        self._speeds = self._rates = None
-        self.reliability = shares.update_reliability(self.reliability, before,
-                                                     self._measured())
+        self._speeds = None
+        self.reliability = shares.update_reliability(
+            self.reliability, before, shares.measured_rates(self.tasks.values(), self.N))
         # a stolen task never ran on its first worker: only its thief's copy is load
-        out["load"] = (sum(x.n for x in self.tasks.values()) - self.stolen_n) / self.K
-        if not np.isfinite(self.coverage):
-            covered = sum(x.n for j, x in self.s1.items() if j in self.cover)
-            self.coverage = covered / self.K
-        out.update(coverage=self.coverage, r2=self.r2, n1=self.n1, k1=self.k1, u=self.n_u,
-                   replans=self.rounds, steals=self.steals,
-                   trigger=self.fired, t_trigger=self.t_trigger,
-                   deadline=math.nan if self.deadline is None else self.deadline,
-                   expired=int(self.expired and not self._complete()))
+        out["load"] = (sum(x.n for x in self.tasks.values()) - self.stealer.stolen_n) / self.K
+        cov, st2 = self.coverage, self.stage2
+        if not np.isfinite(self.covered):
+            covered = sum(x.n for j, x in cov.s1.items() if j in cov.cover)
+            self.covered = covered / self.K
+        out.update(coverage=self.covered, r2=st2.r2, n1=self.n1, k1=st2.k1, u=st2.n_u,
+                   replans=self.replanner.rounds, steals=self.stealer.steals,
+                   trigger=st2.fired, t_trigger=st2.t_trigger,
+                   deadline=math.nan if st2.deadline is None else st2.deadline,
+                   expired=int(self.expired and not cov.complete()))
         return out

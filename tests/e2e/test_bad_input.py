@@ -121,6 +121,32 @@ def _file(name: str, text: str | bytes):
     return make
 
 
+def _fifo(name: str):
+    def make(tmp: Path) -> None:
+        os.mkfifo(tmp / name)
+    return make
+
+
+def _nan_checkpoint(tmp: Path) -> None:
+    """A complete simulated run whose checkpoint's model is NaN (a damaged checkpoint)."""
+    r = subprocess.run([PY, "-m", "mpicode", "simulate", "--workers", "2", "--samples", "400",
+                        "--features", "5", "--iterations", "2", "--checkpoint-every", "1",
+                        "--out", str(tmp / "nanck.h5"), "--quiet"], capture_output=True, text=True,
+                       timeout=LIMIT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp / "nanck.h5", "a") as f:
+        f["checkpoint/w"][...] = np.nan
+
+
+def _absurd_trace(tmp: Path) -> None:
+    from mpicode.io.traces import import_trace
+    (tmp / "t.csv").write_text("iteration,worker,duration\n"
+                               + "".join(f"{t},{w},1\n" for t in range(4) for w in range(2)))
+    import_trace(str(tmp / "t.csv"), str(tmp / "absurd.h5"))
+    with h5py.File(tmp / "absurd.h5", "a") as f:  # hand-edited, or from an older version
+        f["relative"][2, 1] = 1e12
+
+
 def _trace(tmp: Path) -> None:
     shutil.copy(RECORDED["trace"], tmp / "trace.h5")
 
@@ -150,6 +176,7 @@ class Case:
     setup: list = field(default_factory=list)  # callables(tmp) creating input files
     out: str = OUT
     trace: bool = False         # needs the recorded trace
+    env: dict = field(default_factory=dict)  # extra environment of the run
 
 
 def S(id, args, msg, **kw):
@@ -284,6 +311,40 @@ CASES = [
       "trace {tmp}/gone.h5: file not found"),
     S("sim-toml-unknown-key", ["--config", "{tmp}/c.toml"], "unknown key 'nope'",
       setup=[_file("c.toml", "nope = 1\n")]),
+    # issue 27: input files that are not regular files (a FIFO is never opened: no hang)
+    Case("config-fifo", ["--config", "{tmp}/c.fifo"],
+         "config file {tmp}/c.fifo: is a FIFO (named pipe), not a file",
+         setup=[_fifo("c.fifo")]),
+    Case("config-dev-zero", ["--config", "/dev/zero"],
+         "config file /dev/zero: is a character device, not a file"),
+    Case("dataset-fifo", ["--dataset", "{tmp}/d.fifo"],
+         "--dataset: '{tmp}/d.fifo' is a FIFO (named pipe), not a dataset file",
+         setup=[_fifo("d.fifo")]),
+    S("sim-dataset-dev-urandom-compute-none",
+      ["--workers", 2, "--compute", "none", "--dataset", "/dev/urandom"],
+      "--dataset: '/dev/urandom' is a character device, not a dataset file"),
+    S("sim-config-dev-zero", ["--config", "/dev/zero"],
+      "config file /dev/zero: is a character device, not a file"),
+    S("sim-profile-fifo", ["--profile", "{tmp}/p.fifo"],
+      "profile {tmp}/p.fifo: is a FIFO (named pipe), not a file", setup=[_fifo("p.fifo")]),
+    S("sim-trace-fifo", ["--workers", 2, "--stragglers", "trace:{tmp}/t.fifo"],
+      "trace {tmp}/t.fifo: not a file", setup=[_fifo("t.fifo")]),
+    # issue 27: traces whose durations would stall a replay
+    S("sim-trace-absurd-durations", ["--workers", 2, "--stragglers", "trace:{tmp}/absurd.h5"],
+      "trace {tmp}/absurd.h5: 1 durations more than 10000 x the median or not finite: "
+      "iteration 2 worker 1", setup=[_absurd_trace]),
+    # issue 27: fault injection is for tests only; malformed is one line
+    S("sim-fault-malformed", [], "MPICODE_FAULT 'kill:soon': expected one of",
+      env={"MPICODE_TEST_FAULTS": "1", "MPICODE_FAULT": "kill:soon"}),
+    Case("fault-malformed", [], "MPICODE_FAULT 'pause:nowhere:1': expected one of",
+         env={"MPICODE_TEST_FAULTS": "1", "MPICODE_FAULT": "pause:nowhere:1"}),
+    # issue 27: output names the file system cannot hold with .part
+    S("sim-out-name-too-long", [], "output name too long", out="r" * 252 + ".h5"),
+    Case("out-name-too-long", [], "output name too long", out="{tmp}/" + "r" * 252 + ".h5"),
+    # issue 27: a checkpoint with NaN weights is refused, the file unchanged
+    S("sim-resume-nan-checkpoint", ["--resume", "{tmp}/nanck.h5"],
+      "--resume {tmp}/nanck.h5: the checkpoint's model w has", out="{tmp}/nanck.h5",
+      setup=[_nan_checkpoint]),
 ]
 
 
@@ -296,6 +357,9 @@ def snapshot(root: Path) -> dict:
     for p in sorted(root.rglob("*")):
         st = p.lstat()
         rel = str(p.relative_to(root))
+        if not (p.is_dir() or p.is_file()):  # a FIFO: never read (it would block)
+            snap[rel] = ("special", st.st_mode, st.st_mtime_ns)
+            continue
         snap[rel] = ("dir", st.st_mtime_ns) if p.is_dir() else (
             "file", st.st_size, st.st_mtime_ns, p.read_bytes())
     return snap
@@ -347,10 +411,10 @@ def run_case(case: Case, tmp_path: Path) -> tuple[subprocess.CompletedProcess, s
     if case.n == 0:
         r = subprocess.run([PY, "-m", "mpicode", *map(str, argv)], capture_output=True,
                            text=True, timeout=LIMIT, cwd=work,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                           env=dict(os.environ, PYTHONPATH=str(ROOT), **case.env))
     else:
         codes = tmp_path / "codes"
-        r = launch(case.n, argv, codes, cwd=work)
+        r = launch(case.n, argv, codes, cwd=work, env=case.env)
         got = {p.name: p.read_text() for p in codes.glob("code.*")}
         assert got == {f"code.{i}": "2" for i in range(case.n)}, (got, r.stderr)
     line = check_refused(r, _fmt(case.msg, work))
@@ -400,7 +464,7 @@ def test_a_worker_that_cannot_load_stops_every_rank(tmp_path):
 
 
 def test_battery_is_big_enough():
-    assert len(CASES) >= 24
+    assert len(CASES) >= 76
     assert len({c.id for c in CASES}) == len(CASES)
 
 

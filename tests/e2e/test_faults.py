@@ -57,7 +57,7 @@ def test_simulate_killed_and_resumed_is_bit_identical(tmp_path):
     ref = tmp_path / "ref.h5"
     assert mpicode([*SIM, "--out", ref]).returncode == 0
     out = tmp_path / "cut.h5"
-    env = dict(os.environ, MPICODE_FAULT="kill:11")
+    env = dict(os.environ, MPICODE_FAULT="kill:11", MPICODE_TEST_FAULTS="1")
     r = subprocess.run([PY, "-m", "mpicode", *map(str, SIM), "--out", str(out),
                         "--checkpoint-every", "4"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)
@@ -102,7 +102,8 @@ def test_train_virtual_killed_and_resumed_is_bit_identical(tmp_path):
     ref = tmp_path / "ref.h5"
     assert mpirun(4, [*args, "--out", ref]).returncode == 0
     out = tmp_path / "cut.h5"
-    r = mpirun(4, [*args, "--out", out], env={"MPICODE_FAULT": "kill:7"})
+    r = mpirun(4, [*args, "--out", out],
+               env={"MPICODE_FAULT": "kill:7", "MPICODE_TEST_FAULTS": "1"})
     assert r.returncode != 0
     wait_status(tmp_path / "cut.h5.part", "failed")
     r = mpirun(4, ["train", "--resume", out, "--quiet"])
@@ -144,7 +145,8 @@ def test_hung_worker_is_left_out_and_coded_scheme_carries_on(tmp_path):
     out = tmp_path / "h.h5"
     r = mpirun(5, ["train", "--scheme", "two-stage", "--stragglers", "shifted-exp",
                    "--delay-unit", 0.005, "--iterations", 12, "--dead-after", 2,
-                   "--out", out, *SMALL], env={"MPICODE_FAULT": "hang:2:3"})
+                   "--out", out, *SMALL], env={"MPICODE_FAULT": "hang:2:3",
+                                           "MPICODE_TEST_FAULTS": "1"})
     assert r.returncode == 0, r.stderr
     assert "left out of planning" in r.stderr
     with h5py.File(out, "r") as f:
@@ -162,7 +164,7 @@ def test_dying_worker_ends_the_job_fails_the_run_and_resume_works(tmp_path):
     # bounded: MPIEXEC_TIMEOUT=60 and the subprocess timeout; a hang fails, not a clock check
     r = mpirun(4, ["train", "--scheme", "two-stage", "--iterations", 10,
                    "--checkpoint-every", 2, "--out", out, *SMALL],
-               env={"MPICODE_FAULT": "die:2:5"}, timeout=60)
+               env={"MPICODE_FAULT": "die:2:5", "MPICODE_TEST_FAULTS": "1"}, timeout=60)
     # MPICH's launcher ends the job with the dead rank's code (17), usually, not always,
     # with its "BAD TERMINATION" banner
     assert r.returncode != 0
@@ -206,20 +208,6 @@ def test_file_size_limit_stops_cleanly_with_rows_kept(tmp_path):
     _check_kept(out, r.stderr)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a small tmpfs in CI: {r.stderr.strip()}")
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 def test_full_disk_stops_train_cleanly_with_rows_kept(small_disk):
     out = small_disk / "train.h5"
     r = mpirun(3, ["train", "--iterations", 100000, "--checkpoint-every", 10, "--out", out,
@@ -234,3 +222,18 @@ def test_no_room_is_an_error_before_training(small_disk):
     assert r.returncode == 2 and "no room for the run log" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (small_disk / "t.h5").exists() and not (small_disk / "t.h5.part").exists()
+
+
+# ---- issue 27: fault injection is inert in normal runs ---------------------------------------
+def test_fault_variables_are_inert_without_the_test_switch(tmp_path):
+    mark = tmp_path / "elsewhere" / "mark"
+    env = {k: v for k, v in os.environ.items() if k != "MPICODE_TEST_FAULTS"}
+    env.update(MPICODE_FAULT="kill:1,pause:checkpoint:not-a-number", MPICODE_FAULT_MARK=str(mark))
+    out = tmp_path / "n.h5"
+    r = subprocess.run([PY, "-m", "mpicode", *map(str, SIM), "--checkpoint-every", "2",
+                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr  # neither killed nor a traceback for the bad item
+    assert not mark.exists() and not mark.parent.exists()
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete"

@@ -55,7 +55,7 @@ def test_plots_written(two_runs, tmp_path):
     names = sorted(p.name for p in d.iterdir())
     assert names == ["backlog_b.png", "gantt_a_2-5.png", "load_coverage.png",
                      "loss_vs_iteration.png", "loss_vs_time.png", "metric_vs_time.png",
-                     "straggler_scores.png"], names
+                     "slowdown_attribution.png", "straggler_scores.png"], names
     for p in d.iterdir():
         _png(p)
         assert f"wrote {p}" in r.stderr
@@ -68,7 +68,7 @@ def test_plots_without_backlogs_say_so(two_runs, tmp_path):
     from mpicode.analysis import plots
     written, notes = plots.write_all(runs, str(tmp_path / "p"), gantt_run=runs[0],
                                      gantt_span=(0, 6))
-    assert len(written) == 6 and any("no backlog plot" in n for n in notes)
+    assert len(written) == 7 and any("no backlog plot" in n for n in notes)
 
 
 # -- bad input: one line, exit 2 -------------------------------------------------------------
@@ -122,3 +122,26 @@ def test_real_run_report_and_gantt(tmp_path):
     assert r.returncode == 0, r.stderr
     scores = json.loads(r.stdout)
     assert [w["rank"] for w in scores] == [1, 2] and all(w["score"] > 0 for w in scores)
+
+
+# -- issue 27: unlike runs are never averaged silently ------------------------------------
+def test_group_of_mpi_and_simulated_runs_is_refused(tmp_path):
+    sim = tmp_path / "s.h5"
+    r = mpicode(["simulate", "--workers", 2, "--iterations", 3, "--samples", 400, "--features",
+                 5, "--out", sim, "--quiet"])
+    assert r.returncode == 0, r.stderr
+    mpi = tmp_path / "m.h5"
+    r = mpirun(3, ["train", "--iterations", 3, "--samples", 400, "--features", 5, "--out", mpi,
+                   "--quiet"])
+    assert r.returncode == 0, r.stderr
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "differ in more than the seed: mode (mpi, simulate)" in lines[0], lines[0]
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme,mode"])
+    assert r.returncode == 0, r.stderr
+    r = mpicode(["report", sim, mpi, "--group-by", "scheme", "--allow-mixed"])
+    assert r.returncode == 0 and " 2 " in r.stdout.splitlines()[2], r.stdout
+    r = mpicode(["report", sim, mpi, "--columns", "run,mode,iters"])
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["run", "mode",
+                                                                      "iterations"]

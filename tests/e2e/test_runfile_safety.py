@@ -161,3 +161,99 @@ def test_progress_lines_under_mpiexec(tmp_path):
     lines = re.findall(r"^mpicode: it (\d+)/400  loss [\d.]+  acc [\d.]+  [\d.e-]+ s/it  "
                        r"ETA [\d.]+ (?:s|min)$", r.stderr, re.M)
     assert lines and int(lines[-1]) == 400, r.stderr
+
+
+# -- issue 27: every file kind by the one safe path, full disks ------------------------------
+FILL = """
+import os, sys, time, h5py
+part, filler = sys.argv[1], sys.argv[2]
+end = time.monotonic() + 120
+while time.monotonic() < end:  # wait for the run's first rows, then fill the disk
+    try:
+        with h5py.File(part, "r", locking=False) as f:
+            if int(f.attrs["n_done"]) >= 2:
+                break
+    except (OSError, KeyError):
+        pass
+    time.sleep(0.05)
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+for size in (65536, 512):
+    while True:
+        try:
+            os.write(fd, b"x" * size)
+        except OSError:
+            break
+"""
+
+def test_simulate_disk_filled_by_another_process_stays_readable(small_disk, tmp_path):
+    """Another process fills the disk while ``simulate`` writes: the run stops before a
+    write that would not fit, its line says what is readable (the file's own n_done), and
+    both ``report`` and ``--resume`` open the file."""
+    out = small_disk / "r.h5"
+    filler = subprocess.Popen([PY, "-c", FILL, str(out) + ".part", str(small_disk / "fill")])
+    r = subprocess.run([PY, "-m", "mpicode", *map(str, SIM), "--iterations", "1000000",
+                        "--checkpoint-every", "20", "--flush-every", "0", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    filler.wait(timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    m = re.search(r"(\d+) iterations readable", line)
+    assert m and "stopped before the disk is full" in line, line
+    os.unlink(small_disk / "fill")
+    n, status = _rows_valid(out)
+    assert n == int(m.group(1)) and status == "failed"
+    rep = mpicode(["report", out])
+    assert rep.returncode == 0, rep.stderr
+    assert f"showing its {n} completed iterations" in rep.stdout + rep.stderr, rep
+    if "a checkpoint at iteration" in line:
+        res = mpicode(["simulate", "--resume", out, "--iterations", n + 3, "--quiet"])
+        # it opens the file and continues (the small disk may stop it again, cleanly)
+        assert res.returncode in (0, 1) and "Traceback" not in res.stderr, res.stderr
+        assert res.returncode == 1 or _rows_valid(out)[0] == n + 3
+        assert _rows_valid(out)[0] >= int(re.search(r"checkpoint at iteration (\d+)",
+                                                    line).group(1))
+
+
+def test_report_plots_on_a_full_disk_leave_no_half_png(small_disk, tmp_path):
+    pytest.importorskip("matplotlib")
+    from runfiles import synth
+    runs = [str(synth(tmp_path / f"{k}.h5", n=40).path) for k in "ab"]
+    d = small_disk / "plots"
+    d.mkdir()
+    fd = os.open(small_disk / "fill", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    os.close(fd)
+    os.truncate(small_disk / "fill", os.path.getsize(small_disk / "fill") - 60_000)
+    r = mpicode(["report", *runs, "--plots", d])
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("mpicode: error")]
+    assert len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0], \
+        r.stderr
+    assert "figures written whole before it" in lines[0], lines[0]  # what is readable
+    for p in d.iterdir():  # what is there is whole: no temporary file, no half PNG
+        assert not p.name.startswith("."), p
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[-8:-4] == b"IEND", p
+
+
+def test_data_synth_part_link_and_concurrent_writers(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "d.h5"
+    (tmp_path / "d.h5.part").symlink_to(victim)
+    args = ["data", "synth", "--samples", 3000, "--features", 50, "--out", out]
+    ps = [subprocess.Popen([PY, "-m", "mpicode", *map(str, args)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(2)]
+    res = [(p.wait(timeout=120), p.stderr.read()) for p in ps]
+    assert victim.read_text() == "precious"
+    assert sorted(c for c, _ in res) == [0, 2], res  # one wins, the other is refused
+    loser = next(e for c, e in res if c == 2)
+    assert "output" in loser and "Traceback" not in loser, loser
+    from mpicode.io.datasets import read_dataset
+    assert read_dataset(out).X.shape[1] == 50  # one whole file, never truncated
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

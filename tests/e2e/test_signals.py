@@ -73,6 +73,7 @@ class Job:
         self.mark = tmp / "mark"
         e = dict(os.environ, MPICODE_CODES=str(self.codes), MPIEXEC_TIMEOUT=str(LIMIT - 20),
                  OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPICODE_FAULT_MARK=str(self.mark),
+                 MPICODE_TEST_FAULTS="1",
                  **(env or {}))
         e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
         self.before = md5s(self.work)
@@ -317,6 +318,65 @@ def test_sigkill(tmp_path, who, state):
         assert wait_until(lambda: run_attr(part, "status") == "failed", 60, 0.2)
         if status(part)[2] is not None:
             resume_ok(job.work, 3)
+
+
+# ---- issue 27: a worker stopped during start-up; a worker killed mid-run -------------------
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def test_worker_stopped_at_startup_then_sigterm_names_it(tmp_path):
+    """Worker 1 (rank 2) stops itself at the first start-up step (``stop:2``: a kill -STOP
+    right there); SIGTERM to mpiexec then ends the job within the start-up grace (the
+    subprocess bound, far below MPIEXEC_TIMEOUT, fails a hang), with one line naming it."""
+    job = Job(tmp_path, 4, ["train", "--out", "out.h5", *SMALL, "--iterations", 3],
+              {"MPICODE_FAULT": "stop:2"})
+    pid = job.pid(2)
+    assert wait_until(lambda: _stopped(pid), job.left(), 0.05), "the worker never stopped"
+    job.p.send_signal(signal.SIGTERM)
+    _, err = job.p.communicate(timeout=60)
+    lines = our_lines(err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("mpicode: interrupted (signal 15) during start-up"), lines[0]
+    assert "no answer from worker 1 (rank 2); nothing written" in lines[0], lines[0]
+    assert job.p.returncode == 3, job.p.returncode
+    assert job.files() == set()
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_stopped_at_startup_times_out_naming_it(tmp_path):
+    job = Job(tmp_path, 3, ["train", "--out", "out.h5", *SMALL, "--iterations", 3,
+                            "--startup-timeout", 5], {"MPICODE_FAULT": "stop:1"})
+    pid = job.pid(1)
+    _, err = job.p.communicate(timeout=90)
+    lines = our_lines(err)
+    assert len(lines) == 1 and job.p.returncode == 1, (job.p.returncode, err)
+    assert "waited more than --startup-timeout 5 s: no answer from worker 0 (rank 1)" in lines[0]
+    assert job.files() == set()
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_worker_is_named_before_the_job_ends(tmp_path):
+    """SIGKILL of worker 1 (rank 2) mid-run: rank 0's helper names it (with its pid) before
+    the launcher ends the job; the run is resumable as before."""
+    job = Job(tmp_path, 3, ["train", "--out", "out.h5", *SMALL, *SLOW, "--iterations", 100000,
+                            "--checkpoint-every", 2])
+    job.rows(3)
+    pid = job.pid(2)
+    os.kill(pid, signal.SIGKILL)
+    rc, lines, codes = job.finish()
+    assert rc != 0 and len(lines) == 1, (rc, lines)
+    assert lines[0].startswith(f"mpicode: error: worker 1 (rank 2, pid {pid}) died during the "
+                               "run"), lines[0]
+    assert "continue with --resume" in lines[0]
+    part = job.work / "out.h5.part"
+    assert wait_until(lambda: run_attr(part, "status") == "failed", 60, 0.2)
+    resume_ok(job.work, 3)
 
 
 # ---- the serial twin -----------------------------------------------------------------------

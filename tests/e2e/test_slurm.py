@@ -133,8 +133,9 @@ def test_train_and_sweep_jobs(cluster, tmp_path):
     assert "complete" in log  # the job's closing report
     # the sweep: one complete file per cell, %A_%a logs, and the chained report
     cells = sorted((runs / f"sweep_{array_id}").glob("cell_*.h5"))
-    assert [p.name for p in cells] == ["cell_000_uncoded_shifted-exp_3.h5",
-                                       "cell_001_ignore-stragglers_shifted-exp_3.h5"], cells
+    assert [p.name for p in cells] == [
+        "cell_000_scheme=uncoded_stragglers=shifted-exp_seed=3.h5",
+        "cell_001_scheme=ignore-stragglers_stragglers=shifted-exp_seed=3.h5"], cells
     for p, scheme in zip(cells, ("uncoded", "ignore-stragglers"), strict=True):
         cell = read_run(str(p))
         assert cell["attrs"]["status"] == "complete" and cell["n"] == 3

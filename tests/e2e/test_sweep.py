@@ -32,8 +32,9 @@ def test_sweep_runs_skips_resumes_and_fails(tmp_path):
     assert len(lines) == 2 and all(": ran: ok in" in ln for ln in lines), r.stdout
     assert "2 cells" in r.stdout and "0 failed" in r.stdout
     cells = sorted(out.glob("cell_*.h5"))
-    assert [c.name for c in cells] == ["cell_000_uncoded_0_4_400_8_2.h5",
-                                       "cell_001_two-stage_1_4_400_8_2.h5"]
+    tail = "iterations=4_samples=400_features=8_checkpoint-every=2.h5"
+    assert [c.name for c in cells] == [f"cell_000_scheme=uncoded_seed=0_{tail}",
+                                       f"cell_001_scheme=two-stage_seed=1_{tail}"]
     for c in cells:
         with h5py.File(c, "r") as h:
             assert h.attrs["status"] == "complete" and int(h.attrs["n_done"]) == 4

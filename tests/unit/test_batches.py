@@ -127,3 +127,15 @@ def test_mlp_layout_is_a_flat_float64_vector():
     assert p.dim == mlp.n_params(p.sizes) == 5 * 6 + 6 + 6 * 4 + 4 + 4 * 3 + 3
     w = p.initial_w()
     assert w.dtype == np.float64 and w.shape == (p.dim,)
+
+
+def test_epochs_without_batch_size_says_it_is_full_batch():
+    """issue 27: --epochs 2 without --batch-size is 2 full-batch iterations, said in a line."""
+    from mpicode.cli import build_parser
+    cfg = config.resolve(build_parser().parse_args(["simulate", "--epochs", "2"]))
+    note = batches.epochs_note(cfg, 1000)
+    assert note.startswith("note: --epochs 2 without --batch-size is full-batch") and \
+        "2 iterations of all 1000 rows" in note
+    cfg = config.resolve(build_parser().parse_args(["simulate", "--epochs", "2",
+                                                    "--batch-size", "100"]))
+    assert batches.epochs_note(cfg, 1000) is None and batches.iterations(cfg, 1000) == 20

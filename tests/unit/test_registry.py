@@ -313,3 +313,24 @@ def test_the_scheduler_example_of_docs_extending_works():
         np.testing.assert_array_equal(again.served, s.served)
     finally:
         registry._SCHEDULERS.pop("shortest-first", None)
+
+
+def test_extending_dispatch_example_passes_the_conformance_check():
+    """issue 27: docs/extending.md shows dispatching during an iteration (new_task(..., t=t)
+    in react); the class, as written there, is exact under the conformance check, and its
+    backups carry the event's time as their dispatch time."""
+    import re
+    import types
+    from pathlib import Path
+
+    from mpicode.testing import check_scheme
+    text = (Path(__file__).resolve().parents[2] / "docs" / "extending.md").read_text()
+    code = re.search(r"<!-- example: dispatch -->\n```python\n(.*?)```", text, re.S).group(1)
+    assert "new_task(task.worker, 2, self.blocks[m], t=t)" in code
+    mod = types.ModuleType("doc_dispatch")
+    exec(compile(code, "docs/extending.md", "exec"), mod.__dict__)
+    check_scheme(mod.Backup, trials=10)
+    s = mod.Backup(3, 6)
+    first = s.begin(0).dispatch
+    acts = s.on_result(first[0].task_id, 0.7, 0.7)
+    assert [(t.worker, t.stage, t.t_dispatch) for t in acts.dispatch] == [(0, 2, 0.7)]

@@ -128,7 +128,7 @@ def test_as_frame(two_runs):
     try:
         import pandas  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="needs pandas.*pip install pandas"):
+        with pytest.raises(ImportError, match=r"needs pandas.*pip install 'mpicode\[pandas\]'"):
             analysis.iterations(two_runs[0], as_frame=True)
         return
     df = analysis.workers(two_runs[0], as_frame=True)

@@ -77,7 +77,11 @@ def test_compact_default_fits_and_marks_empty_values(tmp_path):
     for n in names:
         synth(n, scheme="ignore-stragglers")
     text = report.render(names, target_loss=0.3).splitlines()
-    assert max(map(len, text[:4])) <= 100 and "~" in text[2]  # the name elided
+    # what tells the cells apart stays (index and seed), what they share goes to a note
+    assert max(map(len, text[:4])) <= 100 and text[2].split()[0] == "000_0"
+    assert text[3].split()[0] == "001_1"
+    assert "note: run names without what every run shares: ignore-stragglers_shifted-exp_and_more" \
+        in text
     assert any(t.startswith("note: left out to fit 100 columns: p95_iter_s") for t in text)
 
 
@@ -191,8 +195,6 @@ def captured(monkeypatch):
     figs = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: figs.setdefault(path.name, fig)
                         and str(path))
-    from mpicode.analysis import plots_more
-    monkeypatch.setattr(plots_more, "_save", plots._save)
     return figs
 
 
@@ -255,7 +257,7 @@ def test_overlapping_series_styles_differ():
 
 
 def test_band_matches_mean_ci():
-    from mpicode.analysis.plots_more import band
+    from mpicode.analysis.plots import band
     ys = [np.array([1.0, 2.0, np.nan]), np.array([2.0, 4.0, 3.0]), np.array([3.0, 3.0, 5.0])]
     m, lo, hi = band(ys)
     for j in range(3):
@@ -272,9 +274,13 @@ def test_group_plots_and_log_loss(seeds, tmp_path, captured):
     ax = captured["loss_vs_iteration.png"].axes[0]
     assert ax.get_yscale() == "log" and len(ax.collections) == 2  # a CI band per group
     assert "groups.png" in captured
-    bars = captured["groups.png"].axes[0]
-    assert len(bars.patches) == 2  # mean iteration time of the 2 groups, with error bars
-    assert any("vs_oracle: no values" in t for t in _texts(captured["groups.png"]))
+    fig = captured["groups.png"]
+    # the two schemes' mean iteration times are equal here: no panel, said at the bottom
+    sup = fig.get_supxlabel()
+    assert "mean iteration time 0.6" in (sup if isinstance(sup, str) else sup.get_text())
+    bars = fig.axes[0]
+    assert bars.get_title().startswith("time to target") or len(bars.patches) == 2
+    assert any("slowdown vs clairvoyant oracle: no values" in t for t in _texts(fig))
 
 
 # -- sweep (the pure parts; tests/e2e/test_sweep.py runs cells) ------------------------------
@@ -284,9 +290,15 @@ def test_sweep_cells_and_names(tmp_path):
                  "  --scheme two-stage --stragglers bimodal --seed 2 --delay-unit=0.01\n")
     cells = sweep.read_cells(str(f))
     assert len(cells) == 2
-    # the names jobs/sweep.sbatch gives (its sed: values joined by _)
-    assert sweep.out_path(tmp_path, 0, cells[0]).name == "cell_000_uncoded_shifted-exp_0.h5"
-    assert sweep.slug(cells[1]) == "two-stage_bimodal_2_0.01"
+    # the names jobs/sweep.sbatch gives (its sed: name=value joined by _): the seed and every
+    # option can be read off the name
+    assert sweep.out_path(tmp_path, 0, cells[0]).name == \
+        "cell_000_scheme=uncoded_stragglers=shifted-exp_seed=0.h5"
+    assert sweep.slug(cells[1]) == "scheme=two-stage_stragglers=bimodal_seed=2_delay-unit=0.01"
+    # a sweep begun with the old names (values only) goes on under them
+    old = tmp_path / "cell_001_two-stage_bimodal_2_0.01.h5.part"
+    old.write_text("")
+    assert sweep.out_path(tmp_path, 1, cells[1]).name == "cell_001_two-stage_bimodal_2_0.01.h5"
     f.write_text("--scheme uncoded --out x.h5\n")
     with pytest.raises(UsageError, match="cell 0: --out/--resume are set by the sweep"):
         sweep.read_cells(str(f))
@@ -331,3 +343,200 @@ def test_sweep_bad_arguments(tmp_path, monkeypatch):
         sweep.main(args)
     monkeypatch.setenv("MPIEXEC_TIMEOUT", "60")
     assert sweep.main(args) == 0 and not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+# -- issue 27: report never mixes unlike runs silently ------------------------------------
+def _run(path, *, mode="mpi", N=3, seed=0, **conf):
+    synth(path, N=N, scheme="uncoded", seed=seed)
+    with h5py.File(path, "a") as f:
+        f.attrs["mode"] = mode
+        f.attrs["config"] = json.dumps({"slot_ms": 2.0, "seed": seed, "scheme": "uncoded",
+                                        "out": str(path), **conf})
+    return str(path)
+
+
+def test_mode_column_says_how_the_times_were_made(tmp_path):
+    paths = [_run(tmp_path / "a.h5"), _run(tmp_path / "b.h5", mode="simulated"),
+             _run(tmp_path / "c.h5", delay_mode="virtual")]
+    rows, _ = report.build(paths)
+    assert [r["mode"] for r in rows] == ["mpi", "simulate", "virtual-delay"]
+    head = report.render(paths).splitlines()[0].split()
+    assert "mode" in head
+    assert json.loads(report.render(paths, fmt="json"))[1]["mode"] == "simulate"
+
+
+def test_group_of_unlike_runs_is_refused_naming_the_keys(tmp_path):
+    paths = [_run(tmp_path / "m0.h5", seed=0), _run(tmp_path / "m1.h5", seed=1),
+             _run(tmp_path / "s0.h5", mode="simulated", N=4, seed=0, dataset="a"),
+             _run(tmp_path / "s1.h5", mode="simulated", N=4, seed=1, dataset="b")]
+    with pytest.raises(UsageError) as e:
+        report.render(paths, group_by="scheme")
+    msg = str(e.value)
+    assert "group scheme=uncoded differ in more than the seed" in msg
+    for key in ("mode (mpi, simulate)", "N (3, 4)", "dataset"):
+        assert key in msg, msg
+    assert "--allow-mixed" in msg and "\n" not in msg
+    # seeds and output names alone are no difference; the keys named split the groups
+    assert "n" in report.render(paths[:2], group_by="scheme").splitlines()[0].split()
+    text = report.render(paths, group_by="scheme,mode,N,dataset")
+    assert len(text.split("\n\n")[0].splitlines()) >= 5  # header, rule, three groups
+    # --allow-mixed averages them anyway
+    assert " 4 " in report.render(paths, group_by="scheme", allow_mixed=True).splitlines()[2]
+
+
+def test_grouped_table_keeps_vs_oracle_and_load_and_columns_take_headers(seeds, tmp_path):
+    for p in seeds:
+        with h5py.File(p, "a") as f:
+            n = int(f.attrs["n_done"])
+            f["iterations/oracle_s"].resize((max(n, f["iterations/oracle_s"].shape[0]),))
+            f["iterations/oracle_s"][:n] = 0.25
+    lines = report.render(seeds, group_by="scheme,stragglers,channel,scheduler",
+                          target_loss=0.3).splitlines()
+    head = lines[0].split()
+    assert "vs_oracle" in head and "load" in head, lines  # (mean_load under its short header)
+    # every header a table prints is a --columns name
+    compact = report.render(seeds).splitlines()[0].split()
+    for h in compact:
+        report.render(seeds, columns=h)
+    assert report.render(seeds, columns="iters").splitlines()[0].split() == ["iterations"]
+
+
+# -- issue 27: figures fit for a paper -------------------------------------------------------
+def _off_canvas(fig) -> list[str]:
+    """Every drawn artist (axes with their titles, labels, tick labels and legends, colour
+    bars, figure-level texts) whose tight bounding box leaves the figure: cut titles,
+    labels, colour-bar labels, legends. Texts are named one by one."""
+    from matplotlib.text import Text
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    W, H = fig.bbox.width, fig.bbox.height
+
+    def out(bb):
+        return bb is not None and (bb.x0 < -0.5 or bb.y0 < -0.5 or bb.x1 > W + 0.5
+                                   or bb.y1 > H + 0.5)
+    bad = []
+    for a in fig.get_children():
+        if not a.get_visible() or not out(a.get_tightbbox(r)):
+            continue
+        texts = [t for t in a.findobj(Text) if t.get_visible() and t.get_text().strip()
+                 and t.get_window_extent(r) is not None and out(t.get_window_extent(r))]
+        ticks = {id(t) for ax in getattr(a, "_axis_map", {}).values()
+                 for t in ax.get_ticklabels()}
+        named = [t.get_text() for t in texts if id(t) not in ticks] or [repr(a)]
+        bad.extend(named)
+    return bad
+
+
+def _long_runs(tmp_path, k=8, seeds=2):
+    paths = []
+    for i, scheme in enumerate(["two-stage", "uncoded", "cyclic", "frc"] * (k // 4)):
+        seed = i % seeds
+        p = tmp_path / f"cell_{i:03d}_scheme={scheme}_stragglers=bimodal_seed={seed}_x.h5"
+        synth(p, n=30, N=6, scheme=scheme, seed=seed)
+        with h5py.File(p, "a") as f:
+            n = int(f.attrs["n_done"])
+            f["iterations/oracle_s"][:n] = 0.3
+        paths.append(str(p))
+    return [analysis.read_run(p) for p in paths]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_no_text_runs_off_any_figure(tmp_path, captured, grouped):
+    runs = _long_runs(tmp_path)
+    sets = None
+    if grouped:
+        rows = [analysis.summary(r) for r in runs]
+        sets = [(plots.group_label(["scheme"], v), [runs[i] for i in idx])
+                for v, idx in groups.partition(runs, rows, ["scheme"]).items()]
+    plots.write_all(runs, str(tmp_path / "p"), gantt_run=runs[0], gantt_span=(2, 6),
+                    target_loss=0.1, groups=sets)
+    assert len(captured) >= 6
+    for name, fig in captured.items():
+        assert not _off_canvas(fig), (name, _off_canvas(fig))
+
+
+def test_the_off_canvas_check_is_not_vacuous(captured):
+    fig, (ax,) = plots._figure(w=3, h=2)
+    ax.set_title("a title far too long for a three-inch figure " * 3)
+    assert _off_canvas(fig)
+
+
+def test_legends_say_scheme_names_and_groups_drop_empty_panels(tmp_path, captured):
+    runs = _long_runs(tmp_path, 4, seeds=1)
+    assert plots.run_labels(runs) == ["two-stage", "uncoded", "cyclic", "frc"]
+    assert plots.run_labels(_long_runs(tmp_path / "s", 4))[:2] == ["two-stage, seed 0",
+                                                                   "uncoded, seed 1"]
+    rows = [analysis.summary(r) for r in runs * 2]
+    sets = [(plots.group_label(["scheme"], v), [(runs * 2)[i] for i in idx])
+            for v, idx in groups.partition(runs * 2, rows, ["scheme"]).items()]
+    assert [n for n, _ in sets] == ["two-stage", "uncoded", "cyclic", "frc"]
+    plots.write_all(runs * 2, str(tmp_path / "p"), groups=sets)
+    fig = captured["groups.png"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert not any("final loss" in t for t in titles), titles  # equal for exact schemes
+    sup = fig.get_supxlabel()
+    assert "final loss" in (sup if isinstance(sup, str) else sup.get_text())
+    # straggler scores follow --group-by: one bar series per group
+    legend = [t.get_text() for t in captured["straggler_scores.png"].axes[0].get_legend()
+              .get_texts()]
+    assert legend == ["iteration median", "two-stage", "uncoded", "cyclic", "frc"]
+    gantt = plots.gantt(runs[0], tmp_path / "g.png", (0, 3))
+    assert ".h5" not in captured["g.png"].axes[0].get_title() and gantt
+
+
+def test_sweep_cell_complete_but_nonzero_is_not_failed(tmp_path, monkeypatch, capsys):
+    """issue 27: a cell whose job exits non-zero with its run complete in the file (e.g. a
+    shutdown that timed out) is skipped by the next sweep, so this sweep does not fail it."""
+    import sys
+    script = ("import sys; sys.path.insert(0, {tests!r}); from runfiles import synth; "
+              "synth(sys.argv[1]); sys.exit(1)")
+    from pathlib import Path
+    tests = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(sweep, "command", lambda np_, line, out, config, action, found:
+                        [sys.executable, "-c", script.format(tests=tests), str(out)])
+    monkeypatch.setattr(sweep, "warmup", lambda timeout: None)
+    f = tmp_path / "s.txt"
+    f.write_text("--scheme uncoded --seed 0\n")
+    args = SimpleNamespace(file=str(f), np=2, config=None, out_dir=str(tmp_path / "o"),
+                           dry_run=False)
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    assert "complete in" in out and "but the job ended with exit 1" in out
+    assert "0 failed, 1 complete but their job exited non-zero" in out
+    assert sweep.main(args) == 0 and "skipped (complete)" in capsys.readouterr().out
+
+
+def test_sweep_relays_one_ctrl_c_and_waits_for_the_clean_stop(tmp_path):
+    """issue 27: Ctrl-C during a cell reaches the cell's mpiexec once (a second SIGINT makes
+    MPICH's mpiexec force an abort), and the sweep waits for its clean stop."""
+    import os
+    import signal
+    import sys
+    import threading
+    child = ("import signal, sys, time\n"
+             "n = []\n"
+             "def h(s, f):\n"
+             "    n.append(s)\n"
+             "    time.sleep(0.5)  # a checkpoint being written: a second SIGINT would land\n"
+             "    print(f'stopped cleanly after {len(n)} SIGINT', flush=True); sys.exit(3)\n"
+             "signal.signal(signal.SIGINT, h)\n"
+             f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+             "time.sleep(60)\n")
+    log = tmp_path / "cell.log"
+
+    def ctrl_c():  # the terminal's Ctrl-C, once the cell listens for it
+        from conftest import wait_until
+        wait_until((tmp_path / "ready").exists, 60, 0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    # Python's own SIGINT handler (KeyboardInterrupt), as in a terminal: an earlier test of
+    # train/simulate in this process may have installed mpicode's stop handlers
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Thread(target=ctrl_c)
+    timer.start()
+    try:
+        with pytest.raises(sweep.Interrupted):
+            sweep.run_cell([sys.executable, "-c", child], log, 30)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, old)
+    assert "stopped cleanly after 1 SIGINT" in log.read_text(), log.read_text()

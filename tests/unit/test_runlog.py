@@ -318,3 +318,28 @@ def test_watchdog_leaves_a_file_a_live_run_took_over_alone(tmp_path):
     watchdog.watch(_dead_pid(), live.part, period=0.01)
     assert _file_attr(live.part, "status") == "running"
     live.close()
+
+
+def test_a_resumed_run_drops_the_stale_failure(tmp_path):
+    """issue 27: the watchdog's ``failure`` of the run that died is history once it is
+    resumed: moved into ``resumed``, not left on a run that then completes."""
+    run = tmp_path / "f.h5"
+    make_run(run, rows=6, ckpt=4)
+    with h5py.File(run, "r+") as f:
+        f.attrs["status"] = "failed"
+        f.attrs["failure"] = "the writer (pid 1) died without closing the run"
+    log = RunLog.resume(str(run), 4, 8)
+    log.append(*_row(4))
+    log.close()
+    with h5py.File(run, "r") as f:
+        assert "failure" not in f.attrs and f.attrs["status"] == "complete"
+        entry = json.loads(f.attrs["resumed"])[-1]
+        assert entry["previous_failure"].startswith("the writer (pid 1) died")
+
+
+def test_checkpoint_with_nan_weights_is_refused():
+    """issue 27: a NaN model in a checkpoint is refused by name, not blamed on --lr later."""
+    from mpicode.schemes.uncoded import Uncoded
+    snap = {"w": np.array([1.0, np.nan, 2.0])}
+    msg = checkpoint.check(snap, dim=3, scheme=Uncoded(2, 2))
+    assert msg and "1 of 3 values that are not finite" in msg

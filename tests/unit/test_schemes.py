@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mpicode.config import Config, add_options, defaults, resolve
@@ -61,19 +61,34 @@ def all_subsets(n, s):
 
 
 # ---- shares and placement -------------------------------------------------------------------
+def _water_fill(total, w):
+    """The spec, independently: pin to 1 every share whose proportional part of what the
+    unpinned ones share is below 1, until none is; the floor is dropped (plain proportional
+    quotas) when ``total`` cannot give everyone 1. Returns (pinned mask, quotas)."""
+    w = np.asarray(w, float)
+    pinned = np.zeros(len(w), bool)
+    if total < len(w):
+        return pinned, total * w / w.sum()
+    while True:
+        quota = np.where(pinned, 1.0, (total - pinned.sum()) * w / w[~pinned].sum())
+        low = ~pinned & (quota < 1)
+        if not low.any():
+            return pinned, quota
+        pinned |= low
+
+
 @FAST
 @given(total=st.integers(0, 200), w=st.lists(st.floats(0.01, 100), min_size=1, max_size=20))
+@example(total=5, w=[1.0, 1.0, 2.0, 2.0, 9.0, 1.5, 1.5])  # the floor dropped: ones not pinned
 def test_largest_remainder(total, w):
     c = largest_remainder(total, w)
-    assert c.sum() == total and c.dtype == np.int64
+    assert c.sum() == total and c.dtype == np.int64 and c.min() >= 0
     if total >= len(w):
         assert c.min() >= 1
-    pinned = c == 1
-    free = ~pinned
-    if free.any():  # the unpinned shares are within one unit of their proportional quota
-        w = np.asarray(w)
-        quota = (total - pinned.sum()) * w[free] / w[free].sum()
-        assert np.all(np.abs(c[free] - quota) < 1 + 1e-9)
+    pinned, quota = _water_fill(total, w)
+    assert np.all(c[pinned] == 1)
+    # every unpinned share is within one unit of its proportional quota
+    assert np.all(np.abs(c[~pinned] - quota[~pinned]) < 1 + 1e-9)
 
 
 def test_largest_remainder_ties_by_index_and_floor():
@@ -253,7 +268,7 @@ def check_two_stage_iteration(sc: TwoStage, out, oracle):
     assert_stopped_at_first_decodable(sc, out)
     # stage 1 (its live tasks: a stolen one moved to its thief) covers every partition
     # exactly once, only with holders
-    parts = np.concatenate([t.partitions for t in sc.s1.values()])
+    parts = np.concatenate([t.partitions for t in sc.coverage.s1.values()])
     assert np.array_equal(np.sort(parts), np.arange(sc.K))
     for t in sc.tasks.values():
         assert all(sc.placement.holds(t.worker, int(k)) for k in t.partitions)
@@ -264,10 +279,10 @@ def check_two_stage_iteration(sc: TwoStage, out, oracle):
             continue
         # (a worker may steal a queued stage-1 task later, once this block is done or was
         # cancelled; one whose stage-1 task was cancelled, covered by others, is free again)
-        own = [x for x in sc.s1.values() if x.worker == task.worker
+        own = [x for x in sc.coverage.s1.values() if x.worker == task.worker
                and order[x.task_id] < order[task.task_id]]
         assert all(x.state in ("done", "cancelled") and x.t_done <= t_disp for x in own)
-        owner = sc.s1[sc.owner[task.task_id][0][1]]
+        owner = sc.coverage.s1[sc.coverage.owner[task.task_id][0][1]]
         assert set(task.partitions.tolist()) <= set(owner.partitions.tolist())
         assert owner.t_done >= t_disp or owner.state == "cancelled"
     summ = out.summary
@@ -277,7 +292,7 @@ def check_two_stage_iteration(sc: TwoStage, out, oracle):
         assert summ["load"] == 1.0
     assert summ["coverage"] == 1.0 and summ["expired"] == 0
     # stage 2 re-issues U at most r2 times; each re-planning round at most one set again
-    biggest = max(t.n for t in sc.s1.values())
+    biggest = max(t.n for t in sc.coverage.s1.values())
     assert n2 <= max(summ["r2"], 1) * summ["u"] + summ["replans"] * biggest
 
 
@@ -328,12 +343,12 @@ def test_two_stage_count_trigger_fires_on_k1th_arrival():
     N, K = 8, 32
     sc = TwoStage(N, K, tolerance=2, trigger="count", stage1_chunks=1, replan=0)
     tasks = sc.begin(0).dispatch
-    assert sc.k1 == 8 - math.ceil(2 * 8 / 8) and sc.next_deadline() is None
+    assert sc.stage2.k1 == 8 - math.ceil(2 * 8 / 8) and sc.next_deadline() is None
     for i, t in enumerate(tasks[:6]):
         acts = sc.on_result(t.task_id, 1.0 + i, 1.0)
         if i < 5:
             assert not acts.dispatch
-    assert sc.fired == "count" and sc.t_trigger == 6.0
+    assert sc.stage2.fired == "count" and sc.stage2.t_trigger == 6.0
     s2 = acts.dispatch
     assert s2 and {t.worker for t in s2} <= {t.worker for t in tasks[:6]}
     assert sorted(np.concatenate([t.partitions for t in s2])) == \
@@ -343,7 +358,7 @@ def test_two_stage_count_trigger_fires_on_k1th_arrival():
 def test_two_stage_trigger_k_override():
     sc = TwoStage(8, 32, tolerance=2, trigger_k=3, stage1_chunks=1, replan=0)
     sc.begin(0)
-    assert sc.k1 == 3
+    assert sc.stage2.k1 == 3
 
 
 def test_two_stage_deadline_trigger_fires_on_tick_without_arrival():
@@ -357,7 +372,7 @@ def test_two_stage_deadline_trigger_fires_on_tick_without_arrival():
     assert sc.next_deadline() == pytest.approx(1.5 * pred)
     assert not sc.on_tick(1.5 * pred - 1e-9).dispatch
     acts = sc.on_tick(1.5 * pred)
-    assert sc.fired == "deadline" and acts.dispatch
+    assert sc.stage2.fired == "deadline" and acts.dispatch
     assert {t.worker for t in acts.dispatch} <= {0, 1, 2, 3, 4, 5, 6, 7} - {
         t.worker for t in tasks}  # only the reserve: nobody finished
     assert sc.next_deadline() is None
@@ -368,10 +383,10 @@ def test_two_stage_deadline_with_nobody_idle_waits_for_first_finisher():
                   replan=0)
     sc.tau[:] = 1.0
     tasks = sc.begin(0).dispatch
-    assert not sc.on_tick(sc.deadline).dispatch  # everybody busy
+    assert not sc.on_tick(sc.stage2.deadline).dispatch  # everybody busy
     acts = sc.on_result(tasks[0].task_id, 10.0, 4.0)
     assert acts.dispatch and {t.worker for t in acts.dispatch} == {tasks[0].worker}
-    assert sc.r2 == 1 and any("r2 shrunk" in n for n in sc.log_notes)
+    assert sc.stage2.r2 == 1 and any("r2 shrunk" in n for n in sc.log_notes)
 
 
 def test_two_stage_cancels_both_ways():
@@ -381,8 +396,8 @@ def test_two_stage_cancels_both_ways():
     sc.on_result(tasks[0].task_id, 1.0, 1.0)
     acts = sc.on_result(tasks[1].task_id, 1.0, 1.0)
     blocks = acts.dispatch
-    of2 = [b for b in blocks if sc.owner[b.task_id][0][1] == tasks[2].task_id]
-    of3 = [b for b in blocks if sc.owner[b.task_id][0][1] == tasks[3].task_id]
+    of2 = [b for b in blocks if sc.coverage.owner[b.task_id][0][1] == tasks[2].task_id]
+    of3 = [b for b in blocks if sc.coverage.owner[b.task_id][0][1] == tasks[3].task_id]
     assert of2 and of3
     # straggler 2's own message first: its stage-2 blocks are cancelled
     acts = sc.on_result(tasks[2].task_id, 2.0, 2.0)
@@ -462,7 +477,7 @@ def test_two_stage_decode_does_no_linear_algebra(monkeypatch):
         assert np.all(c == 1.0)
         g, _ = oracle.combine(sc, out.decoding)
         assert np.allclose(g, oracle.g.sum(axis=0))
-        tiled += sum(c != SELF for c in sc.cover.values())
+        tiled += sum(c != SELF for c in sc.coverage.cover.values())
     assert tiled  # some stage-1 sets really were decoded from stage-2 blocks
 
 
@@ -531,3 +546,14 @@ def test_every_scheme_class_is_registered():
                     and c.__module__.startswith("mpicode.schemes")}
     assert classes and {SCHEMES[c.name] for c in classes} == classes
     assert by_name()["scheme"].choices == tuple(SCHEMES)
+
+
+def test_hypothesis_is_derandomized_by_default():
+    """CI draws the same examples every run (tests/conftest.py's "ci" profile), unless
+    HYPOTHESIS_PROFILE=random asks for fresh ones."""
+    import os
+
+    from hypothesis import settings as current
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        assert current.default.derandomize and current.default.database is None
+        assert FAST.derandomize  # the per-test settings inherit it

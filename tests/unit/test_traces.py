@@ -271,3 +271,93 @@ def test_replay_profile_feeds_the_oracle_and_pays_the_task_overhead(trace3x2):
             took = K // N * cost + m.delay(it, w, 0, K // N)
             assert d[w] + K // N * c[w] == pytest.approx(took, rel=1e-12)
             assert m.delay(it, w, 0, 2) == pytest.approx(0.5 * rel[it, w] + 0.01)
+
+
+# -- issue 27: real traces are sampled and gappy; durations bounded ---------------------------
+def _sampled(tmp_path, missing=((4, 2),), stride=10, T=6, N=3):
+    """Every ``stride``-th iteration of a run, (row index, worker) pairs in ``missing``
+    absent: the newcomer's trace."""
+    rows = [(t * stride, w, 1.0 + t + 10 * w) for t in range(T) for w in range(N)
+            if (t, w) not in missing]
+    return _long(tmp_path, rows)
+
+
+def test_sampled_gappy_trace_default_error_suggests_both(tmp_path):
+    src = _sampled(tmp_path)
+    with pytest.raises(UsageError, match="--renumber or --iteration-stride") as e:
+        import_trace(src, str(tmp_path / "t.h5"))
+    assert "gap in iterations: 0 is followed by 10" in str(e.value)
+    with pytest.raises(UsageError) as e:
+        import_trace(src, str(tmp_path / "t.h5"), renumber=True)
+    msg = str(e.value)
+    assert "no row for iteration 40, worker 2" in msg and "--fill median|previous|" \
+        "drop-iteration" in msg and "--renumber" in msg
+    assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize("fill, want, filled, dropped, T", [
+    ("median", None, 1, "", 6),  # the median of iteration 40's present workers
+    ("previous", 1.0 + 3 + 20, 1, "", 6),
+    ("drop-iteration", None, 0, "40", 5),
+])
+def test_fill_and_renumber_are_applied_and_recorded(tmp_path, fill, want, filled, dropped, T):
+    src = _sampled(tmp_path)
+    out = tmp_path / "t.h5"
+    a = import_trace(src, str(out), renumber=True, fill=fill)
+    assert a["fill"] == fill and a["filled_cells"] == filled
+    assert a["dropped_iterations"] == dropped and a["n_iterations"] == T
+    assert a["iterations"].startswith("renumbered: the") and "0..50" in a["iterations"]
+    with h5py.File(out) as f:
+        d = f["durations"][()]
+        assert f.attrs["fill"] == fill and f.attrs["iterations"] == a["iterations"]
+    if fill == "median":
+        assert d[4, 2] == np.median([1.0 + 4, 1.0 + 4 + 10])
+    elif fill == "previous":
+        assert d[4, 2] == want
+    else:
+        assert d.shape == (5, 3) and d[4, 0] == 1.0 + 5  # row 4 is source iteration 50
+
+
+def test_iteration_stride_makes_missing_iterations_fillable(tmp_path):
+    rows = [(t * 10, w, 2.0 + w) for t in (0, 1, 3) for w in range(2)]  # iteration 20 absent
+    src = _long(tmp_path, rows)
+    with pytest.raises(UsageError, match="no row for iteration 20, worker 0"):
+        import_trace(src, str(tmp_path / "a.h5"), iteration_stride=10)
+    a = import_trace(src, str(tmp_path / "b.h5"), iteration_stride=10, fill="previous")
+    assert a["n_iterations"] == 4 and a["filled_cells"] == 2
+    assert a["iterations"].startswith("stride 10")
+    with pytest.raises(UsageError, match="iteration 25 is not on --iteration-stride 10"):
+        import_trace(_long(tmp_path, rows + [(25, 0, 1.0), (25, 1, 1.0)], name="s.csv"),
+                     str(tmp_path / "c.h5"), iteration_stride=10)
+    with pytest.raises(UsageError, match="choose one"):
+        import_trace(src, str(tmp_path / "d.h5"), iteration_stride=10, renumber=True)
+
+
+def test_wide_sampled_trace_with_empty_cells(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("iteration,a,b\n0,1,2\n10,3,\n20,5,6\n")
+    with pytest.raises(UsageError, match="missing value"):
+        import_trace(str(p), str(tmp_path / "a.h5"), renumber=True)
+    a = import_trace(str(p), str(tmp_path / "b.h5"), renumber=True, fill="previous")
+    with h5py.File(tmp_path / "b.h5") as f:
+        np.testing.assert_array_equal(f["durations"][()], [[1, 2], [3, 2], [5, 6]])
+    assert a["filled_cells"] == 1
+
+
+def test_absurd_durations_are_refused_naming_the_cells(tmp_path):
+    rows = _grid(4, 3, lambda t, w: 1e12 if (t, w) in ((2, 1), (3, 0)) else 1.0)
+    with pytest.raises(UsageError) as e:
+        import_trace(_long(tmp_path, rows), str(tmp_path / "t.h5"))
+    msg = str(e.value)
+    assert "2 durations" in msg and "iteration 2 worker 1 (1e+12)" in msg
+    assert "iteration 3 worker 0" in msg and not (tmp_path / "t.h5").exists()
+
+
+def test_absurd_trace_file_is_refused_at_load(tmp_path):
+    out = tmp_path / "t.h5"
+    import_trace(_long(tmp_path, _grid(3, 2)), str(out))
+    with h5py.File(out, "a") as f:  # an old or hand-made trace file
+        f["relative"][1, 1] = 1e9
+    with pytest.raises(UsageError, match=r"trace .*t.h5: 1 durations more than 10000 x the "
+                                         r"median or not finite: iteration 1 worker 1"):
+        read_trace(str(out))

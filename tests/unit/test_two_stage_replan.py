@@ -20,7 +20,7 @@ def exact(sc, out, oracle):
 def test_replicated_chunks_never_cross_a_home_block():
     sc = TwoStage(8, 32, placement="replicated:2", stage1_chunks=3)
     sc.begin(0)
-    for x in sc.s1.values():
+    for x in sc.coverage.s1.values():
         blocks = {int(k) * 8 // 32 for k in x.partitions}
         assert len(blocks) == 1, x.partitions
 
@@ -36,7 +36,7 @@ def test_replicated_holder_steals_after_a_non_holder_went_idle_first():
     exact(sc, out, oracle)
     assert out.summary["steals"] >= 1
     assert any(t.worker == 1 and t.stage == 1 and set(t.partitions.tolist()) <= set(range(4))
-               for t in sc.s1.values())
+               for t in sc.coverage.s1.values())
     assert out.t_end < 50.0 * 4  # not waiting for the slow worker's whole share
 
 
@@ -68,11 +68,11 @@ def test_the_load_and_message_caps_hold():
                 assert out.summary["replans"] == 0
             # the rounds never re-issue past the cap; stage 2 (with re-planning) keeps to it
             # too, but covers at least its latest straggler: at most one set more
-            biggest = max(x.n for x in sc.s1.values())
-            assert sc.reissued <= load * K + biggest
+            biggest = max(x.n for x in sc.coverage.s1.values())
+            assert sc.coverage.reissued <= load * K + biggest
             assert out.summary["load"] <= 1 + load + biggest / K + 1e-9
             if msgs == 0.0:  # groups of one: a block replaces its straggler's message
-                assert sc.extra_msgs == 0
+                assert sc.coverage.extra_msgs == 0
 
 
 def test_reliability_shrinks_estimates_that_do_not_predict():
