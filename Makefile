@@ -79,8 +79,16 @@ test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocess
 	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
 
 # a virtual cluster of network namespaces (mpicode.vcluster): multi-node mpiexec, SLURM with a
-# slurmd per node, real rate-limited links; root only, skipped with one line otherwise
+# slurmd per node, real rate-limited links; root only, skipped with one line otherwise. As
+# root on a clean Debian machine it first installs what it needs with apt-get: iproute2 here
+# (ip, tc), slurm-wlm and munge in tests/slurmlib.py (as tests/e2e/test_slurm.py does)
 test-cluster: install  ## multi-node MPI, SLURM and real links on a virtual cluster (root; ~3 min)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && ! { command -v ip && command -v tc; } >/dev/null; then \
+	  echo "test-cluster: installing iproute2 (ip, tc) with apt-get"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; \
+	fi
 	@why=$$($(PY) -c "from mpicode.vcluster import unavailable; print(unavailable() or '')"); \
 	if [ -n "$$why" ]; then \
 	  if [ "$${CI:-}" = true ]; then echo "test-cluster: cannot run in CI: $$why"; exit 1; fi; \

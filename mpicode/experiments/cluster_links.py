@@ -46,6 +46,7 @@ from pathlib import Path
 from mpicode.experiments.cluster_report import write_report
 from mpicode.experiments.comm_study import BASELINES, SUBJECT, simulate
 from mpicode.experiments.suite import EXACT, SCHEMES
+from mpicode.io import safefile
 from mpicode.vcluster import VirtualCluster, cleanup_stale, mpi_env, mpiexec_argv, unavailable
 from mpicode.vcluster import links as tc
 
@@ -290,6 +291,23 @@ def write_traces(links: Links, out: Path) -> dict:
     return traces
 
 
+def source_commit() -> str | None:
+    """The git commit of the code that ran (``+dirty`` with uncommitted changes), or None
+    outside a git checkout: which code produced a published table."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mpicode.experiments.cluster_links")
     p.add_argument("--out", default="results", help="writes OUT/cluster_links.{md,json}")
@@ -308,7 +326,7 @@ def main(argv=None) -> int:
     res: dict = {"study": {**st.__dict__, "links": st.links.__dict__,
                            "throttle": {"worker": THROTTLED_WORKER, "factor": THROTTLE_FACTOR,
                                         "at": max(1, round(THROTTLE_AT * st.iterations))}},
-                 "cells": {}, "host": os.uname().nodename}
+                 "cells": {}, "host": os.uname().nodename, "commit": source_commit()}
     t0, load0 = time.time(), os.getloadavg()[0]
     with VirtualCluster(st.workers + 1) as vc:  # its directory holds the job's files
         traces = write_traces(st.links, vc.dir)
@@ -321,7 +339,8 @@ def main(argv=None) -> int:
             res["cells"].update(predictions(st, traces))
     res["seconds"] = time.time() - t0
     res["load"] = [load0, os.getloadavg()[0]]
-    (out / "cluster_links.json").write_text(json.dumps(_rounded(res), separators=(",", ":")))
+    safefile.write_text(out / "cluster_links.json", json.dumps(_rounded(res),
+                                                               separators=(",", ":")))
     write_report(res, out / "cluster_links.md", SCHED_SCHEMES, SCHEDULERS)
     print(f"cluster study: {len(res['cells'])} cells in {res['seconds']:.0f} s -> "
           f"{out / 'cluster_links.md'}", flush=True)

@@ -12,12 +12,12 @@ seed). Seeds are paired; ratios are per seed, with 95% Student-t intervals.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from mpicode.experiments.comm_study import target_iteration
 from mpicode.experiments.suite import EXACT
+from mpicode.io import safefile
 from mpicode.stats import mean_ci
 
 TARGET = 0.15  # the real link time of the best scheduler within 15% of the prediction
@@ -204,5 +204,6 @@ def write_report(res: dict, path, sched_schemes, schedulers) -> None:
               f"{exactness(cells):.2e}. {len(cells)} cells, {res['seconds']:.0f} s on "
               f"{res['host']}" + (f" (load average {load[0]:.1f} before, {load[1]:.1f} after: "
                                   "other processes share the cores, and every MPI time here "
-                                  "includes waiting for a core)" if load else "") + ".", ""]
-    Path(path).write_text("\n".join(lines))
+                                  "includes waiting for a core)" if load else "") + "."
+              + (f" Code: commit {res['commit']}." if res.get("commit") else ""), ""]
+    safefile.write_text(path, "\n".join(lines))

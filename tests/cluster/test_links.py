@@ -46,7 +46,9 @@ def test_scheduled_emulated_ideal_and_throttled_cells_in_one_job(vcluster, tmp_p
     rep = tmp_path / "report.md"
     write_report({"study": {**st.__dict__, "links": st.links.__dict__,
                             "throttle": {"worker": 1, "factor": 0.1, "at": 2}},
-                  "cells": res, "goodput": [], "seconds": 1.0, "host": "test"}, rep,
+                  "cells": res, "goodput": [], "seconds": 1.0, "host": "test",
+                  "commit": cl.source_commit()}, rep,
                  cl.SCHED_SCHEMES, cl.SCHEDULERS)
     text = rep.read_text()
     assert "| cyclic | lyapunov |" in text and "A slow link mid-run" in text
+    assert cl.source_commit() is None or f"Code: commit {cl.source_commit()}." in text

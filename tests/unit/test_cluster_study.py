@@ -8,6 +8,9 @@ its two blocks, the figures of a cell, and the slot clock that only grants
 
 import argparse
 import math
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +92,17 @@ def test_wired_needs_its_bottleneck_only_with_wired():
     cfg = validate_for_size(_cfg().replace(access="wired"), 2)  # no shared limit
     assert cfg.bottleneck is None
     assert np.isinf(make_uplink(cfg.replace(channel="constant"), 2).sched.capacity)
+
+
+def test_the_record_names_the_code_that_ran():
+    """The study's record carries the commit that produced it (``+dirty`` when tracked files
+    differ from it), so a published table can be traced to its code."""
+    root = Path(cl.__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=30)
+    commit = cl.source_commit()
+    if head.returncode != 0:  # not a git checkout (an installed package): nothing to name
+        assert commit is None
+        return
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), commit
+    assert commit.split("+")[0] == head.stdout.strip()
