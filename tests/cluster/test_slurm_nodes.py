@@ -131,7 +131,8 @@ def test_multinode_job_requeues_and_resumes_beside_a_sweep(slurm, vcluster, tmp_
     assert run["attrs"]["n_workers"] == NODES - 1 and run["attrs"]["n_ranks"] == NODES
 
     cells = sorted((runs / f"sweep_{array_id}").glob("cell_*.h5"))
-    assert [p.name for p in cells] == ["cell_000_uncoded_3.h5", "cell_001_cyclic_3.h5"], cells
+    assert [p.name for p in cells] == ["cell_000_scheme=uncoded_seed=3.h5",
+                                       "cell_001_scheme=cyclic_seed=3.h5"], cells
     for p in cells:
         cell = read_run(str(p))
         assert cell["attrs"]["status"] == "complete" and cell["attrs"]["n_workers"] == NODES - 1
