@@ -50,7 +50,9 @@ class SendPool:
 
 
 def mpi_library() -> str:
-    return MPI.Get_library_version().splitlines()[0].strip()
+    """The MPI library's first version line (the ``mpi_library`` run attribute). Open MPI's
+    string ends in a NUL, which an HDF5 string attribute cannot hold."""
+    return MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()
 
 
 def world() -> MPI.Comm:
