@@ -80,6 +80,9 @@ class IdealReplay:
         """The iteration is about to begin: remember the scheme's state."""
         if self.broken is not None:
             return
+        if not getattr(scheme, "replayable", True):  # a driver's proxy (bench policy): none
+            self.broken = "not replayable"
+            return
         if self._shadow is None:   # once: everything the constructor derived (codes, orders)
             try:
                 self._shadow = copy.deepcopy(scheme)

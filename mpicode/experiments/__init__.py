@@ -39,6 +39,7 @@ from mpicode.experiments import (
     mlp_study,
     publish,
     rivals,
+    saturation,
     seeded,
     study,
     study_publish,
@@ -179,6 +180,7 @@ def main(argv=None) -> int:
     _publish(a, out, meta, claims, res, suite)
     _publish_simulated(a, out, study_out, mlp_out)
     rivals_claim(suite, out, res)
+    saturation_table(suite, out)
     return 0
 
 
@@ -199,14 +201,26 @@ def rivals_claim(suite, out: Path, res: dict) -> None:
           flush=True)
     rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
     mpi_rows = res["seeded"].get("rivals", [])
-    (out / "rivals.json").write_text(json.dumps(
+    safefile.write_text(out / "rivals.json", json.dumps(
         {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
         indent=1, default=float))
-    (out / "rivals.md").write_text(rivals.markdown(tab, head, meta) + "\n"
-                                   + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
+    safefile.write_text(out / "rivals.md", rivals.markdown(tab, head, meta) + "\n"
+                        + rivals.mpi_markdown(mpi_rows, suite.seeds, suite.workers))
     for h in head:
         print(f"rivals: {h['scenario']} N={h['N']} {h['placement']}: two-stage / partial-gc "
               f"{rivals._fmt(h['ratio'])} {h['verdict']}", flush=True)
+
+
+def saturation_table(suite, out: Path) -> None:
+    """Rank 0's saturation N per scheme (issue 23), in the simulator with the coordinator
+    charged by the default profile: ``OUT/saturation.{md,json}``."""
+    import json
+    print("experiments: rank 0's saturation N per scheme in the simulator", flush=True)
+    res = saturation.run(ns=saturation.QUICK_NS if suite.quick else saturation.NS,
+                         log=lambda m: print(m, flush=True))
+    safefile.write_text(out / "saturation.json", json.dumps(res, indent=1, default=float))
+    safefile.write_text(out / "saturation.md", "# Rank 0's saturation N\n"
+                        + "\n".join(saturation.section(res)) + "\n")
 
 
 def _runs_record(out: Path, a, started, mpi_s: float) -> dict:

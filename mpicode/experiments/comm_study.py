@@ -45,6 +45,7 @@ import numpy as np
 
 from mpicode import launcher
 from mpicode.config import Config, defaults, validate_for_size
+from mpicode.engine.costs import CostModel
 from mpicode.engine.uplink import make_uplink
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
@@ -143,7 +144,8 @@ def simulate(opts: dict, N: int) -> dict:
     uplink = make_uplink(cfg, N, scheme)
     sim = Simulator(scheme, make_straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=model_partition_cost(cfg.samples / K, cfg.features),
-                    uplink=uplink, msg_bytes=result_bytes(cfg.features))
+                    uplink=uplink, msg_bytes=result_bytes(cfg.features),
+                    costs=CostModel.from_config(cfg))  # rank 0 charged (issue 23)
     per: dict = {k: [] for k in ("iter_s", "t_end", "comm_s", "link_s")}
     for k in range(cfg.iterations):
         out = sim.iteration(k)

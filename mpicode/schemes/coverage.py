@@ -24,6 +24,7 @@ class Coverage:
 
     def __init__(self):
         self.s1: dict[int, Task] = {}                 # stage-1 id -> task (live sets)
+        self.removed: list[int] = []                  # the workers sets were stolen from
         self.tiles: dict[int, list[list[Task]]] = {}  # stage-1 id -> per group, its blocks
         self.owner: dict[int, list[tuple[int, int]]] = {}  # block id -> [(group, stage-1 id)]
         self.missing: dict[tuple[int, int], int] = {}  # (group, stage-1 id) -> blocks to come
@@ -67,6 +68,7 @@ class Coverage:
 
     def remove_set(self, j: int) -> None:
         """Stage-1 task j moved to another worker (stolen before it started)."""
+        self.removed.append(self.s1[j].worker)  # it may be free of stage 1 now (Stage2)
         del self.s1[j], self.tiles[j]
 
     def complete(self) -> bool:

@@ -45,6 +45,9 @@ class Stage2:
         self.issued = False      # stage 2 handed out (once per iteration)
         self.r2 = 0
         self.n_u = 0
+        # stage 2 armed, but no worker was free of stage 1 when it last looked: how many
+        # sets had been stolen then (a steal can free its victim); None: not waiting
+        self.blocked: int | None = None
 
     @classmethod
     def planned(cls, scheme, tasks: list[Task], tau) -> Stage2:
@@ -118,10 +121,12 @@ class Stage2:
         return False
 
     # ---- stage 2 ------------------------------------------------------------------------
-    def issue(self, t: float) -> Actions:
-        """Cover the stragglers' partitions U with r2 groups of idle workers."""
-        sc = self.sc
-        cov = sc.coverage
+    def issue(self, t: float, arrived: int | None = None) -> Actions:
+        """Cover the stragglers' partitions U with r2 groups of idle workers (``arrived``:
+        the worker whose stage-1 task just arrived, :meth:`_still_blocked`)."""
+        sc, cov = self.sc, self.sc.coverage
+        if arrived is not None and self._still_blocked(arrived):
+            return self._waiting(t)
         stragglers = [x for x in cov.s1.values()
                       if x.state == "pending" and x.task_id not in cov.cover]
         tau = sc.speeds()
@@ -132,10 +137,9 @@ class Stage2:
         u = np.concatenate([x.partitions for x in stragglers])
         w2 = self._workers(u, tau)
         if not w2:
-            if not sc.log_notes or not sc.log_notes[-1].startswith("stage 2 at"):
-                sc.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, "
-                                    "waiting for one")
-            return Actions()
+            self.blocked = len(cov.removed)
+            return self._waiting(t)
+        self.blocked = None
         self.armed, self.issued = False, True
         r2 = sc.s2 + 1
         if sc.replan:  # and the message cap: about one block per straggler beyond room
@@ -176,6 +180,30 @@ class Stage2:
                     cov.extra_msgs += cov.missing[gj, j] > 1
                     acts.dispatch.append(b)
         return acts
+
+    def _still_blocked(self, arrived: int) -> bool:
+        """Nobody was free of stage 1 at the last look, and the only workers that could have
+        become free since (the arrival's, those a set was stolen from) still have stage-1
+        work: nobody is free now either (the full scan would find the same; this costs
+        O(their tasks), not O(N), per arrival while stage 2 waits)."""
+        sc, cov = self.sc, self.sc.coverage
+        if (self.blocked is None or not sc.placement.shared or not self._in_stage1(arrived)
+                or not all(self._in_stage1(w) for w in cov.removed[self.blocked:])):
+            return False
+        self.blocked = len(cov.removed)
+        return True
+
+    def _waiting(self, t: float) -> Actions:
+        sc = self.sc
+        if not sc.log_notes or not sc.log_notes[-1].startswith("stage 2 at"):
+            sc.log_notes.append(f"stage 2 at t={t:.6g}: no idle worker yet, waiting for one")
+        return Actions()
+
+    def _in_stage1(self, w: int) -> bool:
+        """Has worker w a stage-1 set not done (what :meth:`_workers` calls busy)?"""
+        s1 = self.sc.coverage.s1
+        return any(x.stage == 1 and x.state != "done" and s1.get(x.task_id) is x
+                   for x in self.sc.queues.tasks[w])
 
     def _within_load(self, stragglers: list[Task], t: float) -> list[Task]:
         """The stragglers predicted to finish last whose sets fit in ``replan_load`` (the

@@ -310,7 +310,7 @@ class TwoStage(Scheme):
                 self.idle_pool.difference_update(x.worker for x in acts.dispatch)
             if (self.stage2.armed and not self.stage2.issued and not cov.complete()
                     and not self.expired):
-                acts += self.stage2.issue(t)
+                acts += self.stage2.issue(t, arrived=task.worker)
         else:  # a group whose last block this is covers its set: the rest is redundant
             for j, redundant in cov.block_arrived(task):
                 acts.cancel += self.cancel([cov.s1[j]], t)
