@@ -23,7 +23,7 @@ export NUMBA_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install run test test-banner test-fast test-unit-slow test-random test-e2e test-serial test-mpi test-cluster test-faults bench lint data experiments cluster-study clean
+.PHONY: help install docs run test test-banner test-fast test-unit-slow test-random test-e2e test-serial test-mpi test-cluster test-faults bench lint data experiments cluster-study clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -131,9 +131,14 @@ data: install  ## the bundled scikit-learn datasets and the shipped straggler tr
 cluster-study: install  ## uplink schedulers and a slow link on real rate-limited links (root)
 	flock /tmp/mpicode-bench.lock $(PY) -m mpicode.experiments.cluster_links --out results
 
-# the fixed, seeded experiment suite (< 15 min on 2 cores): results/ and README "Results"
-experiments: install  ## the seeded experiment suite: results/ and README Results
+# the fixed, seeded experiment suite (< 15 min on 2 cores): results/, its README.md (the
+# generated sections; the project README links it)
+experiments: install  ## the seeded experiment suite: results/ and results/README.md
 	$(PY) -m mpicode.experiments
+
+# docs/user-guide.md's option reference, regenerated from the option tables
+docs: install  ## the user guide's option reference from the option tables
+	$(PY) -m mpicode config reference --write docs/user-guide.md
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check mpicode tests

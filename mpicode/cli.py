@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from mpicode import __version__, memory, registry
-from mpicode.config import add_options, resolve, show
+from mpicode.config import REFERENCE_END, REFERENCE_START, add_options, reference, resolve, show
 from mpicode.core_options import SIMULATE_ONLY
 from mpicode.engine import faults
 from mpicode.engine.signals import STOP, install_stop_handlers
 from mpicode.errors import UsageError, WriteError
+from mpicode.io import safefile
 
 BENCHES = {
     "kernels": "fused kernels vs numpy vs the read-once floor",
@@ -160,6 +162,10 @@ def build_parser() -> Parser:
     csub = cp.add_subparsers(dest="config_command", required=True, parser_class=Parser)
     sh = csub.add_parser("show", help="print the effective configuration (TOML)")
     add_options(sh)
+    rf = csub.add_parser("reference", help="print the option reference of docs/user-guide.md "
+                         "(Markdown tables)")
+    rf.add_argument("--write", metavar="FILE.md", default=None,
+                    help="replace the reference between its markers in FILE.md instead")
 
     sub.add_parser("warmup", help="compile every numba kernel into the on-disk cache")
     add_calibrate(sub)
@@ -265,6 +271,8 @@ def dispatch(args) -> int:
     if args.command == "config" and args.config_command == "show":
         print(show(resolve(args)))
         return 0
+    if args.command == "config" and args.config_command == "reference":
+        return _write_reference(args.write)
     if args.command == "calibrate":
         from mpicode.mpi import calibrate  # lazy: importing mpi4py initialises MPI
         return calibrate.main(args)
@@ -278,6 +286,24 @@ def dispatch(args) -> int:
         print("numba kernels compiled and cached")
         return 0
     raise UsageError(f"unknown command {args.command}")
+
+
+def _write_reference(path: str | None) -> int:
+    """``mpicode config reference [--write FILE.md]``."""
+    text = reference()
+    if path is None:
+        print(text)
+        return 0
+    try:
+        doc = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"--write {path}: {e.strerror or e}") from None
+    if REFERENCE_START not in doc or REFERENCE_END not in doc:
+        raise UsageError(f"--write {path}: no {REFERENCE_START} ... {REFERENCE_END} markers")
+    a, b = doc.index(REFERENCE_START), doc.index(REFERENCE_END) + len(REFERENCE_END)
+    safefile.write_text(path, doc[:a] + text + doc[b:])
+    print(f"wrote the option reference into {path}")
+    return 0
 
 
 def main(argv=None) -> None:

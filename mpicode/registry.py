@@ -486,6 +486,20 @@ def plugin_failure(exc: BaseException, obj=None, callback: str | None = None) ->
     return f"{o} failed in {callback or 'its code'}: {_one_line(exc)}"
 
 
+def misbehaved(obj, callback: str, what: str) -> Exception:
+    """The error for ``obj.callback`` returning what the engine cannot use (``what`` says
+    how): :class:`PluginError` with the one line that names a plugin, or, for a built-in
+    (or a class never registered), a ``RuntimeError`` naming the class and the callback."""
+    e = ValueError(what)
+    line = plugin_failure(e, obj, callback)
+    if line is None:
+        cls = obj if isinstance(obj, type) else type(obj)
+        return RuntimeError(f"{cls.__qualname__}.{callback} {what}")
+    err = PluginError(line)
+    err.__cause__ = e
+    return err
+
+
 @contextlib.contextmanager
 def blame(obj, callback: str):
     """``with blame(scheme, "react"): scheme.react(...)``: an exception raised inside a

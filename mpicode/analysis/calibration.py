@@ -40,9 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpicode.engine import rank0_reference as ref
-from mpicode.engine.costs import CostModel, ModelCost
-
-KERNEL_OVERHEAD_S = 1e-6  # (the simulator's constant; kept in step by a unit test)
+from mpicode.engine.costs import KERNEL_OVERHEAD_S, CostModel, ModelCost
 
 
 def fit_message(sizes, one_way_s) -> tuple[float, float | None]:

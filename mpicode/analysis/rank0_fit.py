@@ -29,11 +29,13 @@ import numpy as np
 
 from mpicode import registry
 from mpicode.config import Config, defaults, validate_for_size
+from mpicode.engine import assembly
 from mpicode.engine.costs import FEATURES, ModelCost
 from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import Session
 from mpicode.errors import UsageError
-from mpicode.simulator import Simulator, prepare
+from mpicode.simulator import prepare, sim_backend
+from mpicode.wire import result_bytes
 
 # the sizes and runs of a fit: several N for the log N and N terms, stragglers so that the
 # schemes re-plan and cancel, a few iterations each (the first one warms up and is dropped)
@@ -125,12 +127,15 @@ def record_run(cfg, records: list) -> None:
     appended to ``records``; the first iteration (warm-up) is left out."""
     cfg, problem, scheme, uplink, stragglers, _ = prepare(cfg)
     mine: list = []
-    sim = Simulator(scheme, stragglers, n_workers=scheme.N, partition_cost=cfg.partition_cost,
-                    problem=problem, uplink=uplink, msg_bytes=8 * (5 + cfg.features),
-                    rank0=Rank0(n_workers=scheme.N, virtual=True, record=mine))
     session = Session(cfg, mode="simulated", n_workers=scheme.N, attrs={})
     session.open()
-    session.run(sim)
+    run = assembly.build(scheme, stragglers, n_workers=scheme.N, uplink=uplink,
+                         partition_cost=cfg.partition_cost, problem=problem,
+                         msg_bytes=result_bytes(cfg.features),
+                         rank0=Rank0(n_workers=scheme.N, virtual=True, record=mine),
+                         backend=sim_backend(problem),
+                         hooks=[*assembly.standard_hooks(cfg, scheme.N), *session.hooks()])
+    session.run(run.trainer)
     cut = next((i for i, (_, w, _, _) in enumerate(mine) if w.call == "log"), 0)
     records += mine[cut + 1:]
 

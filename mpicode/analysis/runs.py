@@ -375,7 +375,7 @@ def summary(run, target_loss: float | None = None) -> dict:
         "mean_policy_s": _mean(it.get("policy_s", nan)),
         # slowdown versus the straggler-free replay (/iterations/ideal_s): S = T / T_ideal;
         # `removed` (against uncoded's S) needs the other runs: mpicode.analysis.slowdown
-        "S": _slowdown(run),
+        "S": ideal_slowdown(run),
     }
     row["mode"] = run_mode(run)
     if target_loss is not None:
@@ -396,9 +396,31 @@ def run_mode(run) -> str:
     return "virtual-delay" if config(run).get("delay_mode") == "virtual" else "mpi"
 
 
-def _slowdown(run) -> float:
-    from mpicode.analysis.slowdown import slowdown  # lazy: slowdown reads runs through this module
-    return slowdown(run)
+def ideal_rows(run) -> tuple[np.ndarray, np.ndarray]:
+    """(duration, ideal duration) of every row that has both: the ideal duration is the row's
+    with ``wait_s`` replaced by ``ideal_s`` (:mod:`mpicode.analysis.slowdown`)."""
+    run = read_run(run)
+    it, n = run["iterations"], run["n"]
+    nan = np.full(n, np.nan)
+    dur = np.asarray(it.get("t_end", nan), float) - np.asarray(it.get("t_start", nan), float)
+    ideal = dur - np.asarray(it.get("wait_s", nan), float) + \
+        np.asarray(it.get("ideal_s", nan), float)
+    ok = np.isfinite(dur) & np.isfinite(ideal) & (ideal > 0)
+    return dur[ok], ideal[ok]
+
+
+def ideal_totals(run) -> tuple[float, float]:
+    """(T, T_ideal) of a run, seconds (NaN without ``ideal_s``)."""
+    dur, ideal = ideal_rows(run)
+    if not dur.size:
+        return math.nan, math.nan
+    return float(dur.sum()), float(ideal.sum())
+
+
+def ideal_slowdown(run) -> float:
+    """``S = T / T_ideal`` (NaN when the log has no ``ideal_s``)."""
+    t, ti = ideal_totals(run)
+    return t / ti if ti > 0 else math.nan
 
 
 def config(run) -> dict:

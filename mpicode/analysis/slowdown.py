@@ -40,30 +40,9 @@ NOT_SCENARIO = {"scheme", "stragglers_tolerated", "out", "force", "quiet", "verb
                 "progress", "log_slots", "resume", "config"}
 
 
-def _rows(run) -> tuple[np.ndarray, np.ndarray]:
-    """(duration, ideal duration) of every row that has both."""
-    it, n = run["iterations"], run["n"]
-    nan = np.full(n, np.nan)
-    dur = np.asarray(it.get("t_end", nan), float) - np.asarray(it.get("t_start", nan), float)
-    ideal = dur - np.asarray(it.get("wait_s", nan), float) + \
-        np.asarray(it.get("ideal_s", nan), float)
-    ok = np.isfinite(dur) & np.isfinite(ideal) & (ideal > 0)
-    return dur[ok], ideal[ok]
-
-
-def totals(run) -> tuple[float, float]:
-    """(T, T_ideal) of a run, seconds (NaN without ``ideal_s``)."""
-    run = runs.read_run(run)
-    dur, ideal = _rows(run)
-    if not dur.size:
-        return math.nan, math.nan
-    return float(dur.sum()), float(ideal.sum())
-
-
-def slowdown(run) -> float:
-    """``S = T / T_ideal`` (NaN when the log has no ``ideal_s``)."""
-    t, ti = totals(run)
-    return t / ti if ti > 0 else math.nan
+# T, T_ideal and S of a run are sums over its rows, which the run's summary (its S) computes
+# (mpicode.analysis.runs); the names here are the ones the report and the studies use
+totals, slowdown = runs.ideal_totals, runs.ideal_slowdown
 
 
 def removed(s: float, s_uncoded: float) -> float:

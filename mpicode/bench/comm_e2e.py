@@ -57,7 +57,7 @@ def _inner(argv) -> int:
             cs = np.array([r["comm_s"] for r in h])
             loss = np.array([r["loss"] for r in h])
             hit = np.flatnonzero(loss <= target)
-            part = coord.uplink.sched.participation()
+            part = coord.trainer.uplink.sched.participation()
             res[f"{scheme} / {sched}"] = {
                 "mean_comm_s": float(np.nanmean(cs)),
                 "p95_comm_s": float(np.nanpercentile(cs, 95)),

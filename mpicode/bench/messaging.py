@@ -22,17 +22,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpicode.bench import launch_inner
-from mpicode.bench.schemes import base_config
+from mpicode.engine.clock import WallClock
+from mpicode.engine.events import Inbox
 from mpicode.engine.rows import IterationInfo
 from mpicode.schemes.base import Task
 from mpicode.wire import RESULT_HEADER, result_header
 
 SIZES = (1_000, 100_000, 1_000_000, 4_000_000)  # float64 elements of a gradient
-
-
-class _Problem:
-    def __init__(self, dim):
-        self.dim = dim
 
 
 def _pingpong(comm, n: int, reps: int) -> float:
@@ -68,25 +64,25 @@ def _runtime(comm, n: int, reps: int) -> float:
         comm.Barrier()
         return 0.0
     comm.Barrier()
-    cfg = base_config(1, True)
-    coord = runtime.Coordinator(comm, _Problem(dim), scheme=None, stragglers=None, cfg=cfg)
     # the reps results are tasks of one iteration, as the coordinator would have planned them
-    coord.scheme = SimpleNamespace(tasks={k: Task(k, 0, 1, np.zeros(1, np.int64))
-                                          for k in range(reps)})
-    coord._t_start = 0.0
+    # (worker 0 is rank 1)
+    scheme = SimpleNamespace(tasks={k: Task(k, 0, 1, np.zeros(1, np.int64))
+                                    for k in range(reps)})
+    clock = WallClock(time.perf_counter)
+    coord = runtime.Coordinator(comm, dim, scheme, events_clock=clock, inbox=Inbox())
     info = IterationInfo(1)
-    status = runtime.MPI.Status()
+    coord.expect(0, info)
     backoff = runtime.Backoff()
     t0 = time.perf_counter()
     got = 0
     while got < reps:
-        r = coord.receive(0, info, status)
-        if r is None:
-            backoff.sleep()
-        else:
+        if coord.receive():
             backoff.reset()
             got += 1
-            coord.release(info.msgs.pop(r[1])[0])  # decoded: its buffer is free again
+            for tid in list(info.msgs):  # decoded: its buffer is free again
+                coord.release(info.msgs.pop(tid)[0])
+        else:
+            backoff.sleep()
     dt = time.perf_counter() - t0
     comm.Barrier()
     return 8 * n * reps / dt

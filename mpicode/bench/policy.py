@@ -41,9 +41,10 @@ import numpy as np
 
 from mpicode import registry
 from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.engine.costs import run_partition_cost
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.schemes import make_scheme
-from mpicode.simulator import Simulator, _partition_cost
+from mpicode.simulator import Simulator
 
 NS = (64, 1024, 10_000, 100_000)
 EVENT_METHODS = ("on_result", "on_tick", "next_deadline", "done")
@@ -122,7 +123,7 @@ def _iterations(cfg, N: int, first: int, count: int, budget_s: float, row: dict,
     the proxy's (cpu, calls) before and after each. ``seed_history``: the scheme starts with
     the straggler model's rates of iteration 0 as its speed estimates."""
     K = cfg.partitions
-    cost = _partition_cost(cfg, None, K)
+    cost = run_partition_cost(cfg, None, K)
     c0 = time.thread_time()
     scheme = make_scheme(cfg, N, K)
     model = make_straggler_model(cfg, N, K)

@@ -37,14 +37,14 @@ import numpy as np
 
 from mpicode import analysis
 from mpicode.bench import launch_inner
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import CostModel, model_partition_cost
 from mpicode.io import safefile
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.numerics import kernels
 from mpicode.numerics.problem import Problem
 from mpicode.profile import load_profile, render_profile
 from mpicode.schemes import SCHEMES, make_scheme
-from mpicode.simulator import Simulator, model_partition_cost
+from mpicode.simulator import Simulator
 from mpicode.wire import result_bytes
 
 STRAGGLERS = {

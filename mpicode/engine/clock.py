@@ -1,4 +1,5 @@
-"""How time passes in the event loop: virtual (jump to the next event) or wall (wait for it).
+"""The run's one clock (docs/design.md §2.4), and how time passes in the event loop:
+virtual (jump to the next event) or wall (wait for it).
 
 Pure: the wall clock polls a callable (the MPI receiver) and sleeps with an exponential
 backoff, mpi4py.futures style, so a waiting rank 0 gives its core to the workers.
@@ -48,6 +49,40 @@ class Backoff:
         self.slept += time.perf_counter() - t0
 
 
+class RunClock:
+    """Seconds of training so far: virtual (``vt``, advanced by the run loop with each
+    iteration's modelled time) or wall (``wall()`` since :meth:`start`, plus ``t_offset``,
+    the wall time spent before a resume). Built first, so that everything that reads the
+    run's time (the coordinator, the event loop's wall clock, the run loop, its hooks) is
+    handed it at construction.
+
+    Parameters
+    ----------
+    wall : callable or None
+        Seconds of a monotonic clock (``time.perf_counter``), or None for virtual time.
+    """
+
+    def __init__(self, wall=None):
+        self.wall = wall
+        self.vt = 0.0          # virtual time
+        self.t_offset = 0.0    # wall time of the run before a resume
+        self.clock0 = time.perf_counter()
+
+    @property
+    def virtual(self) -> bool:
+        return self.wall is None
+
+    def start(self) -> None:
+        """Training starts (again) now: the wall clock counts from here."""
+        self.clock0 = time.perf_counter()
+
+    def now(self) -> float:
+        """Seconds of training so far on the run's clock (virtual or wall)."""
+        if self.wall is None:
+            return self.vt
+        return self.wall() - self.clock0 + self.t_offset
+
+
 class VirtualClock:
     """Time is what the models say: the loop jumps to the next event at once."""
 
@@ -56,21 +91,22 @@ class VirtualClock:
     def start(self, t0: float) -> None:
         self.t0 = t0
 
-    def wait_until(self, t_next: float) -> float:
+    def wait_until(self, t_next: float, poll=None) -> float:
         if t_next == math.inf:
             raise RuntimeError("cannot decode and nothing is pending")
         return t_next
 
 
 class WallClock:
-    """Seconds since the iteration began on the run's wall clock. ``poll()`` handles every
+    """Seconds since the iteration began on the run's wall clock (``now``: the run clock's).
+    The event loop hands :meth:`wait_until` its receiver's ``poll()``, which handles every
     waiting message and returns True if there was one; ``stop()`` returns True when a stop
     was requested (the loop then raises)."""
 
     virtual = False
 
-    def __init__(self, now, poll, stop=lambda: False):
-        self.now_abs, self.poll, self.stop = now, poll, stop
+    def __init__(self, now, stop=lambda: False):
+        self.now_abs, self.stop = now, stop
         self.backoff = Backoff()
         self.t0 = 0.0
 
@@ -81,12 +117,12 @@ class WallClock:
     def now(self) -> float:
         return self.now_abs() - self.t0
 
-    def wait_until(self, t_next: float) -> float:
-        """Return the time now, once a message came in or ``t_next`` is reached (whichever
-        first); sleeps at most until ``t_next``."""
+    def wait_until(self, t_next: float, poll=None) -> float:
+        """Return the time now, once a message came in (``poll()`` True) or ``t_next`` is
+        reached (whichever first); sleeps at most until ``t_next``."""
         if self.stop():
             raise Interrupted
-        if self.poll():
+        if poll is not None and poll():
             self.backoff.reset()
             return self.now()
         t = self.now()

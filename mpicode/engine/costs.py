@@ -1,4 +1,12 @@
-"""The simulator's model of what the MPI runtime costs besides compute and delays (pure).
+"""The cost model: every constant and formula for what a run costs in virtual time (pure).
+
+A task's compute is ``n * partition_cost + delay`` (the delay from the straggler model);
+the partition cost is ``--partition-cost``, or the kernel's constant model
+(:func:`model_partition_cost`: :data:`KERNEL_OVERHEAD_S` + rows x features /
+:data:`KERNEL_ELEMENTS_PER_S`, or a profile's ``kernel_elements_per_s``), or a measurement
+(:func:`measure_partition_cost`); :func:`run_partition_cost` picks one for a run.
+
+Besides compute and delays, the MPI runtime's costs:
 
 Used by the event loop in virtual time (``mpicode simulate`` and ``train --delay-mode
 virtual``), so a calibrated simulation is the twin of a real run on this machine:
@@ -33,11 +41,76 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, fields
+
+import numpy as np
 
 from mpicode.engine import rank0_reference
 from mpicode.engine.clock import BACKOFF_GROWTH, BACKOFF_HI, BACKOFF_LO
 from mpicode.profile import CALLS, FEATURES  # noqa: F401  (the cost model's vocabulary)
+
+# ---- compute: the partition cost -----------------------------------------------------------
+#
+# The default partition cost: a documented constant model of the fused kernel (fitted on the
+# project's 2-core machine for data that fits in cache), so that two runs with the same options
+# are bit-identical anywhere. ``--measure-partition-cost`` times the kernel instead; a profile's
+# ``kernel_elements_per_s`` (mpicode calibrate, which fits it against the same overhead)
+# replaces the rate.
+KERNEL_OVERHEAD_S = 1e-6
+KERNEL_ELEMENTS_PER_S = 2e9
+
+
+def model_partition_cost(rows: float, features: int,
+                         elements_per_s: float | None = None) -> float:
+    """Seconds for one partition of ``rows x features``: the constant model, or a calibrated
+    profile's ``kernel_elements_per_s``."""
+    return KERNEL_OVERHEAD_S + rows * features / (elements_per_s or KERNEL_ELEMENTS_PER_S)
+
+
+def measure_partition_cost(rows: int, features: int, repeats: int = 20) -> float:
+    """Seconds the fused kernel takes for one partition of this shape (median, warmed up)."""
+    from mpicode.numerics import kernels  # lazy: numba (~1 s) only to measure
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((max(1, rows), features))
+    y = (rng.random(max(1, rows)) < 0.5).astype(float)
+    w = np.zeros(features)
+    g = np.zeros(features)
+    kernels.logistic_grad(X, y, w, g, 1.0)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        kernels.logistic_grad(X, y, w, g, 1.0)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def run_partition_cost(cfg, problem, K: int) -> float:
+    """A simulation's partition cost: ``--partition-cost``, else the MLP's own measured cost,
+    else the kernel model (or a measurement, with ``--measure-partition-cost``) for the
+    partition's shape (``problem``'s, or ``--samples``/``--features`` without one)."""
+    if cfg.partition_cost is not None:
+        return cfg.partition_cost
+    if problem is not None and problem.model == "mlp":  # the MLP's own cost model
+        return problem.partition_cost()
+    if problem is not None:
+        rows, feats = problem.n / K, problem.dim
+    else:
+        rows, feats = max(1.0, cfg.samples / K), cfg.features
+    if cfg.measure_partition_cost:
+        return measure_partition_cost(int(round(rows)), feats)
+    return model_partition_cost(rows, feats, cfg.kernel_elements_per_s)
+
+
+def virtual_partition_cost(cfg, problem, K: int) -> float:
+    """``train --delay-mode virtual``'s partition cost: ``--partition-cost``, else the kernel
+    model when a profile gives the kernel's rate, else 0 (the real compute is the workers')."""
+    if cfg.partition_cost is not None:
+        return cfg.partition_cost
+    if cfg.kernel_elements_per_s is not None:
+        return model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
+    return 0.0
+
 
 # ---- rank 0 as a server (docs/design.md §2.6) ---------------------------------------------------
 #

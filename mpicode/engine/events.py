@@ -26,7 +26,15 @@ The driver's hooks (all optional):
 * ``computed(task)``: the task's compute finished in virtual time: MPI waits for the worker's
   RESULT (ideal) or READY (uplink); the simulator computes the message;
 * ``grant(grant)``: MPI sends GRANT; ``delivered(task)``: MPI waits for the last chunk;
-* ``present(task_id)``: is the delivered message really here (MPI, real time)? default True.
+* ``present(task_id)``: is the delivered message really here (MPI, real time)? default True;
+* ``poll()``: file every message waiting (MPI, real time), True if there was one: the wall
+  clock calls it while it waits.
+
+Results that arrived wait in an :class:`Inbox`, which the loop and the driver's hooks are both
+given at construction (the MPI receiver files what comes in; the loop takes it out, earliest
+first). What a scheme returns is checked where the loop receives it (a task for a worker that
+does not exist): a plugin that breaks the contract is named in one line
+(:func:`mpicode.registry.misbehaved`), never a failure deep in the engine.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import heapq
 import itertools
 import math
 
+from mpicode import registry
 from mpicode.engine.clock import VirtualClock
 from mpicode.engine.costs import ZERO, Work
 from mpicode.engine.rank0 import Rank0
@@ -46,10 +55,28 @@ INF = math.inf
 HEARTBEAT_EVENTS = 2048  # virtual time: events between two heartbeats (~ms of wall time)
 
 
+class Inbox:
+    """Results that arrived and wait for rank 0: a heap of (time since the iteration began,
+    seq, task id), earliest first, ties first come first served. Filed by the MPI receiver
+    in real time (:meth:`arrived`) and by the event loop in virtual time (a message whose
+    modelled cost has passed); taken out by the event loop."""
+
+    def __init__(self):
+        self.heap: list = []
+        self._seq = itertools.count()
+
+    def arrived(self, tid: int, t: float) -> None:
+        """The result of task ``tid`` is here at ``t``."""
+        heapq.heappush(self.heap, (t, next(self._seq), tid))
+
+    def clear(self) -> None:
+        self.heap.clear()
+
+
 class EventLoop:
     def __init__(self, scheme, stragglers, *, partition_cost: float = 0.0, uplink=None,
                  msg_bytes: int = 8, vworkers=None, clock=None, hooks=None, costs=None,
-                 rank0=None):
+                 rank0=None, inbox: Inbox | None = None, max_wait: float | None = None):
         self.scheme = scheme
         self.stragglers = stragglers
         self.cost = float(partition_cost)
@@ -63,12 +90,13 @@ class EventLoop:
         self.rank0 = rank0 or Rank0(self.costs.rank0, scheme.N, virtual=vworkers is not None)
         # --max-wait (wall seconds) for a scheme that cannot give up by itself: an iteration
         # that waits longer raises Stalled, naming the silent workers (real time only)
-        self.max_wait: float | None = None
+        self.max_wait = max_wait
         self.t_event = 0.0              # rank 0's last event (virtual time: its backoff)
         self.busy = 0.0                 # virtual time: rank 0 is busy until then
-        self.arrivals: list = []        # heap of (time, seq, task id) of results that arrived
+        self.inbox = inbox if inbox is not None else Inbox()  # results that arrived
         self.effects: list = []         # heap of (time, seq, Actions, first): decisions made
         self._seq = itertools.count()   # ties: first come, first served
+        self.N = scheme.N
 
     def _hook(self, name, *a):
         f = getattr(self.hooks, name, None)
@@ -97,16 +125,38 @@ class EventLoop:
 
     def cancel(self, it, tasks, t) -> None:
         for task in tasks:
+            self._hook("cancel", task)  # (before the model forgets it: a test driver's
+            # hook may still see when it would have finished)
             if self.vw is not None:
                 self.vw.cancel(task.task_id, t)
             if self.uplink is not None:  # its message, if on the way, is no longer needed
                 self.uplink.drop({(it, task.task_id)})
-            self._hook("cancel", task)
+
+    def check(self, acts, callback: str):
+        """``acts``, a scheme's answer to ``callback``, if the loop can carry it out: an
+        ``Actions`` whose tasks go to workers 0..N-1; else the error that names the scheme
+        (a plugin's one line)."""
+        try:
+            dispatch, cancel = acts.dispatch, acts.cancel
+        except AttributeError:
+            raise registry.misbehaved(self.scheme, callback, f"returned {type(acts).__name__}"
+                                      ", not Actions(dispatch, cancel)") from None
+        N = self.N
+        for task in dispatch:
+            if not 0 <= task.worker < N:
+                raise registry.misbehaved(self.scheme, callback, f"dispatched task "
+                                          f"{task.task_id} to worker {task.worker} (the "
+                                          f"workers are 0..{N - 1})")
+        for task in cancel:
+            if task.state == "pending":
+                raise registry.misbehaved(self.scheme, callback, f"cancelled task "
+                                          f"{task.task_id} but left it pending")
+        return acts
 
     # ---- events -------------------------------------------------------------------------------
     def arrived(self, tid: int, t: float) -> None:
         """The receiver's report (real time): the result of ``tid`` is here at ``t``."""
-        heapq.heappush(self.arrivals, (t, next(self._seq), tid))
+        self.inbox.arrived(tid, t)
 
     def _present(self):
         """The hooks' ``present(tid)`` (MPI in real time: the last chunk is here), if any."""
@@ -121,8 +171,8 @@ class EventLoop:
         busy = self.busy if self.rank0.charging else -INF
         t_del = up.next_delivery(self._present()) - self.t0 if up is not None else INF
         t_arr = INF
-        if self.arrivals:
-            t_arr = self.arrivals[0][0]
+        if self.inbox.heap:
+            t_arr = self.inbox.heap[0][0]
             if self.vw is not None:  # virtual time: seen at rank 0's next poll
                 t_arr = self.costs.noticed(self.t_event, t_arr)
         ev = self.vw.peek() if self.vw is not None else None
@@ -153,17 +203,18 @@ class EventLoop:
         may show progress and raise :class:`~mpicode.engine.signals.Interrupted` on a stop
         request (the wall clock's waits check the stop flag themselves)."""
         scheme, clock, r0 = self.scheme, self.clock, self.rank0
+        poll = getattr(self.hooks, "poll", None)  # the MPI receiver (real time)
         n_events = 0
         self.t0 = t0
         if self.vw is not None:
             self.vw.reset()
-        self.arrivals.clear()
+        self.inbox.clear()
         self.effects.clear()
         if self.uplink is not None:
             self.uplink.new_iteration(it)
         clock.start(t0)
         acts, c = r0.act(scheme.name, "begin", scheme.begin, it, sends=scheme.N)  # + MODEL
-        self._decided(it, acts, c, 0.0, info, first=True)
+        self._decided(it, self.check(acts, "begin"), c, 0.0, info, first=True)
         t = 0.0
         self.t_event = self.busy
         while not scheme.done():
@@ -171,7 +222,7 @@ class EventLoop:
             if t_next == INF and clock.virtual:
                 raise RuntimeError(f"iteration {it}: scheme {scheme.name} cannot decode and "
                                    "nothing is pending")
-            now = clock.wait_until(t_next)
+            now = clock.wait_until(t_next, poll)
             if self.max_wait is not None and now > self.max_wait:
                 raise stalled(scheme, it, self.max_wait)
             if now < t_next:
@@ -187,7 +238,7 @@ class EventLoop:
             if kind == 0:
                 self._deliver(it, self.uplink.pop_delivery(self._present()), t, info)
             elif kind == 1:
-                _, _, tid = heapq.heappop(self.arrivals)
+                _, _, tid = heapq.heappop(self.inbox.heap)
                 self._deliver(it, tid, t, info, hook=False)  # (the message is here)
             elif kind == 2:
                 self._computed(it, t, info)
@@ -199,7 +250,7 @@ class EventLoop:
                     self._hook("grant", g)
             else:
                 acts, c = r0.act(scheme.name, "tick", scheme.on_tick, t)
-                self._decided(it, acts, c, t, info)
+                self._decided(it, self.check(acts, "on_tick"), c, t, info)
             if kind != 2:  # rank 0's backoff restarts at what it sees (not a worker's compute)
                 self.t_event = max(t, self.busy) if r0.charging else t
         while self.effects:  # the last decision (its cancels) takes effect
@@ -221,7 +272,7 @@ class EventLoop:
             msg_s = self.costs.message_s(self.msg_bytes)
             if msg_s > 0 or self.costs.poll_s > 0 or self.rank0.charging:
                 # on its way (the worker is free); rank 0 sees it when it polls and is free
-                heapq.heappush(self.arrivals, (t + msg_s, next(self._seq), tid))
+                self.inbox.arrived(tid, t + msg_s)
             else:
                 self._deliver(it, tid, t, info)
         elif task.state == "pending":
@@ -241,7 +292,7 @@ class EventLoop:
         args = (tid, t, comp + dl) if cut is None else (tid, t, comp + dl, cut)
         acts, c = self.rank0.act(self.scheme.name, "result", self.scheme.on_result, *args,
                                  recvs=1)
-        self._decided(it, acts, c, t, info)
+        self._decided(it, self.check(acts, "on_result"), c, t, info)
 
 
 def _slot_work(grants) -> dict:

@@ -32,10 +32,7 @@ import math
 
 import numpy as np
 
-from mpicode.engine.clock import VirtualClock
-from mpicode.engine.events import EventLoop
 from mpicode.engine.rows import IterationInfo
-from mpicode.engine.vworkers import VirtualWorkers
 
 log = logging.getLogger("mpicode")
 
@@ -62,19 +59,21 @@ def _frozen(state: dict) -> dict:
 class IdealReplay:
     """Replays iterations of a run without straggler delays (module docstring).
 
-    ``events`` is the run's event loop (its straggler model, cost model, message size and
-    partition cost are reused). Call :meth:`before` when an iteration begins (it takes the
-    scheme's state) and :meth:`wait` after it; the replay never touches the live scheme."""
+    ``stragglers`` is the run's straggler model; ``loop(scheme, delays, partition_cost)``
+    builds the replay's event loop (the assembly's: the run's cost model and message size,
+    virtual workers, a virtual clock, no uplink, no hooks). Call :meth:`before` when an
+    iteration begins (it takes the scheme's state) and :meth:`wait` after it; the replay
+    never touches the live scheme."""
 
-    def __init__(self, events, n_workers: int, delays=None):
-        self.events = events
+    def __init__(self, stragglers, n_workers: int, loop, delays=None):
+        self.loop = loop
         self.N = int(n_workers)
         self._shadow = None
         self._state: dict | None = None
         self.broken: str | None = None   # why there is no replay (a scheme not copyable)
         # the replay's delay model: the run's straggler-free twin (``delays`` replaces it: a
         # test replays with the real delays and must get the real iteration back)
-        self.no_delay = delays if delays is not None else _Nominal(events.stragglers)
+        self.no_delay = delays if delays is not None else _Nominal(stragglers)
 
     def before(self, scheme) -> None:
         """The iteration is about to begin: remember the scheme's state."""
@@ -101,10 +100,7 @@ class IdealReplay:
             return math.nan
         shadow = self._shadow
         shadow.load_state_dict(_frozen(self._state))
-        ev = self.events
-        loop = EventLoop(shadow, self.no_delay, partition_cost=partition_cost, uplink=None,
-                         msg_bytes=ev.msg_bytes, vworkers=VirtualWorkers(self.N),
-                         clock=VirtualClock(), hooks=None, costs=ev.costs)
+        loop = self.loop(shadow, self.no_delay, partition_cost)
         try:
             return float(loop.run(it, IterationInfo(self.N), 0.0))
         except RuntimeError:  # a scheme that cannot decode without a message it never gets

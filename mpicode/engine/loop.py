@@ -1,7 +1,8 @@
 """The run loop of every driver (MPI coordinator, simulator): iterations with decoding, the
-model update, evaluation, logging, progress, checkpoints, ``--dead-after`` and clean
-interruption. Pure: what is real (MPI messages, computed gradients) comes in through the
-backend's hooks and the event loop's sources.
+model update and clean interruption; evaluation, the run log, progress, checkpoints and
+``--dead-after`` are hooks on it (:mod:`mpicode.engine.hooks`), handed in at construction.
+Pure: what is real (MPI messages, computed gradients) comes in through the backend's hooks
+and the event loop's sources.
 
 One iteration::
 
@@ -19,22 +20,22 @@ and consecutive rows tile training time with no gap.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import numpy as np
 
 from mpicode.engine import faults
+from mpicode.engine.clock import RunClock
 from mpicode.engine.divergence import DivergenceWatch
-from mpicode.engine.ideal import IdealReplay
-from mpicode.engine.liveness import DeadWorkers
+from mpicode.engine.hooks import RunFailed, runtime_state
 from mpicode.engine.rows import IterationInfo, collect_rows, combine
 from mpicode.engine.signals import Interrupted, Stalled, stop_requested, write_error
+from mpicode.errors import PluginError
 from mpicode.io import checkpoint
-from mpicode.io.runlog import DiskFull
 from mpicode.models.oracle import measured_partition_cost, oracle_row
 from mpicode.numerics.optim import GD
+from mpicode.registry import misbehaved, plugin_failure
 
 # re-exported: drivers and tests import these from here
 __all__ = ["Trainer", "Interrupted", "Stalled", "stop_requested", "write_error", "STOP"]
@@ -44,35 +45,45 @@ from mpicode.engine.signals import STOP  # noqa: E402  (re-exported)
 class Trainer:
     """Runs iterations of ``scheme`` through ``events`` (an :class:`EventLoop`).
 
-    ``now`` is the wall clock (seconds, a callable) or None for virtual time; ``problem`` may
-    be None (timing-only simulation: no model)."""
+    Parameters
+    ----------
+    clock : RunClock
+        The run's one clock (virtual, the default, or wall); the event loop's wall clock
+        and the MPI coordinator read the same one.
+    problem : Problem or None
+        None: a timing-only simulation (no model).
+    backend : object
+        The driver's side: ``begin(it, w, info)`` (MPI: broadcast the model) and
+        ``after_decode(info)``, both optional.
+    hooks : sequence of Hook
+        The handlers on the loop, called in this order at every point
+        (:mod:`mpicode.engine.hooks`).
+    ideal : IdealReplay or None
+        The straggler-free replay of every iteration (``ideal_s``,
+        :mod:`mpicode.engine.ideal`); None: ``ideal_s`` is NaN.
+    """
 
     status = "complete"
     error: str | None = None
+    exc: BaseException | None = None  # a plugin's exception (its traceback, for --verbose)
     log_broken = False  # a write to the run log failed half-way: write nothing more
 
     def __init__(self, scheme, events, *, n_workers: int, problem=None, lr: float = 0.0,
-                 backend=None, now=None, runlog=None, progress=None, eval_every: int = 1,
-                 checkpoint_every: int = 0, dead_after: int = 0, log=None, optimizer=None):
+                 backend=None, clock: RunClock | None = None, hooks=(), optimizer=None,
+                 ideal=None):
         self.scheme, self.events, self.backend = scheme, events, backend
         self.uplink = events.uplink
         self.N = n_workers
         self.problem = problem
         self.dim = problem.dim if problem is not None else 0
         self.lr = lr
-        self.clock = now
-        self.runlog, self.progress, self.log = runlog, progress, log
-        self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
-        self.dead = DeadWorkers(n_workers, dead_after)
+        self.clock = clock if clock is not None else RunClock()
+        self.hooks = tuple(hooks)
         self.w = problem.initial_w() if problem is not None else np.zeros(0)
         if optimizer is None:
             optimizer = GD(lr)
         self.optimizer = optimizer  # rank 0's update rule (its state is checkpointed)
-        self.vt = 0.0          # virtual clock
-        self.t_offset = 0.0    # wall time of the run before a resume
-        self.clock0 = time.perf_counter()
         self.history: list[dict] = []
-        self.snap: dict | None = None
         self._t_mark = 0.0     # wall clock: where the next row's interval begins
         self._bufs: list[np.ndarray] | None = None
         self._grad_norm = math.nan
@@ -80,22 +91,29 @@ class Trainer:
         self._last_tasks = 0   # tasks of the last iteration (the work of its bookkeeping)
         self._log_charge = 0.0  # virtual time: the model's cost of that bookkeeping
         self._busy = 0.0       # rank 0's busy seconds in the current row (coord_busy)
-        self.ideal = IdealReplay(events, n_workers)  # ideal_s: the straggler-free what-if
+        self.ideal = ideal  # ideal_s: the straggler-free what-if (None: not logged, NaN)
 
     # ---- clocks -------------------------------------------------------------------------------
     def now(self) -> float:
         """Seconds of training so far on the run's clock (virtual or wall)."""
-        if self.clock is None:
-            return self.vt
-        return self.clock() - self.clock0 + self.t_offset
+        return self.clock.now()
 
-    def _hook(self, name, *a):
+    @property
+    def vt(self) -> float:
+        """Virtual seconds so far (the run clock's)."""
+        return self.clock.vt
+
+    @vt.setter
+    def vt(self, value: float) -> None:
+        self.clock.vt = value
+
+    def _backend(self, name, *a):
         f = getattr(self.backend, name, None)
         return None if f is None else f(*a)
 
     # ---- one iteration ------------------------------------------------------------------------
     def iteration(self, it: int) -> dict:
-        scheme, wall = self.scheme, self.clock is not None
+        scheme, wall = self.scheme, not self.clock.virtual
         info = IterationInfo(self.N, msg_bytes=self.events.msg_bytes)
         costs, r0 = self.events.costs, self.events.rank0
         r0.new_iteration()
@@ -105,17 +123,18 @@ class Trainer:
             r0.busy_s += self._log_charge
             self.vt += costs.coord_log_s + self._log_charge
         a = self.now()  # the previous row's bookkeeping ends here
-        self.ideal.before(scheme)
-        self._hook("begin", it, self.w, info)
+        if self.ideal is not None:
+            self.ideal.before(scheme)
+        self._backend("begin", it, self.w, info)
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
-        dec, c_dec = r0.act(scheme.name, "decode", scheme.decode, count=_decode_work)
+        dec, c_dec = r0.act(scheme.name, "decode", self._decode, count=_decode_work)
         gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
                 if self.problem is not None else None)
         # virtual time charges the cost model's decode, not the measured one: the file is a
         # function of the seed and the trace (bench scale measures the decode)
         decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s + c_dec
-        self._hook("after_decode", info)
+        self._backend("after_decode", info)
 
         def close():  # cancel the late tasks, learn, summarise
             late = scheme.outstanding(t_wait)
@@ -135,7 +154,7 @@ class Trainer:
         # the same iteration replayed without straggler delays (docs/design.md §8.1): an
         # observer of the run, not charged to rank 0 in virtual time (on the wall clock it is
         # real time, in update_s)
-        ideal_s = self.ideal.wait(it, cost)
+        ideal_s = self.ideal.wait(it, cost) if self.ideal is not None else math.nan
 
         def rows():
             # the clairvoyant oracle of this iteration's draws, and the replay's ideal_s
@@ -170,14 +189,31 @@ class Trainer:
                       + costs.coord_update_s)
         return out
 
+    def _decode(self):
+        """The scheme's decode, if the loop can use it: a ``Decoding`` whose weights name
+        tasks of this iteration that arrived (else the error naming the scheme)."""
+        scheme = self.scheme
+        dec = scheme.decode()
+        weights = getattr(dec, "weights", None)
+        if not isinstance(weights, dict):
+            raise misbehaved(scheme, "decode", f"returned {type(dec).__name__}, not a "
+                             "Decoding with a dict of weights")
+        tasks = scheme.tasks
+        for tid in weights:
+            task = tasks.get(tid)
+            if task is None or task.state != "done":
+                raise misbehaved(scheme, "decode", f"weighted task {tid}, which "
+                                 + ("does not exist" if task is None else
+                                    f"did not arrive (it is {task.state})"))
+        return dec
+
     def _heartbeat(self, it: int, events: int) -> None:
-        """Inside a long iteration: honour a stop request within moments, and let the
-        progress display say the iteration is still running."""
+        """Inside a long iteration: honour a stop request within moments, and let the hooks
+        (the progress display) say the iteration is still running."""
         if stop_requested():
             raise Interrupted
-        beat = getattr(self.progress, "heartbeat", None)
-        if beat is not None:
-            beat(it, events)
+        for h in self.hooks:
+            h.heartbeat(it, events)
 
     def _idle(self) -> float:
         """Seconds rank 0 slept in the wall clock's waits so far (0 in virtual time)."""
@@ -202,46 +238,30 @@ class Trainer:
             bufs[2] = self.w if self.w.shape == w.shape else np.empty(self.dim)
         self.w = w
 
-    def _evaluate(self, it: int, last: int, row: dict) -> None:
-        self._evaluate_due(it, last, row)
-        # rank 0 was busy for its actions and the evaluation; the rest of the row it waited
-        span = row["t_end"] - row["t_start"]
-        busy = self._busy + row["eval_s"]
-        row["coord_busy"] = min(1.0, max(0.0, busy / span)) if span > 0 else 0.0
-
-    def _evaluate_due(self, it: int, last: int, row: dict) -> None:
-        due = (it + 1) % self.eval_every == 0 or it == last
-        row["eval_s"] = 0.0
-        if self.clock is None and due and self.events.costs.coord_eval_s:
-            # virtual time: the model's cost of the evaluation the real run would do
-            self.vt += self.events.costs.coord_eval_s
-            row["eval_s"], row["t_end"] = self.events.costs.coord_eval_s, self.vt
-        if self.problem is None or not due:
-            return
-        row.update(self.problem.evaluate(self.w))
-        self.divergence.check(it, row)
-        if self.clock is not None:  # evaluation is part of the row's time
-            t_end = self.now()
-            row["eval_s"] = t_end - row["t_end"]
-            row["t_end"] = t_end
-
-    def _mark_dead(self, it: int, out: dict) -> None:
-        gone = self.dead.update(it, out, self.scheme.active)
-        for w in gone:
-            if self.log is not None:
-                self.log.warning("iteration %d: worker %d (rank %d) missed %d iterations in a "
-                                 "row: left out of planning", it, w, w + 1,
-                                 int(self.dead.missed[w]))
-        if gone and self.runlog is not None:
-            self.runlog.set_attrs(dead_workers=json.dumps(self.dead.left))
-
     # ---- the run ------------------------------------------------------------------------------
     def run(self, iterations: int, start: int = 0) -> np.ndarray:
-        self.clock0 = time.perf_counter()
-        self.divergence = DivergenceWatch(self.problem, self.w)  # warns once, says why
-        self.snap = self.take_snapshot(start)
+        """Run iterations ``start .. start + iterations - 1`` (fewer if the run stops);
+        returns a copy of the model. The outcome is :attr:`status` (``complete``,
+        ``interrupted``, ``failed``) and :attr:`error`. A plugin's exception ends the run
+        ``failed`` with its one line (:func:`mpicode.registry.plugin_failure`); the original
+        is :attr:`exc`."""
+        self.clock.start()
+        last = start + iterations - 1
+        for h in self.hooks:
+            h.start(self, start, last)
         self._t_mark = self.now()
-        for it in range(start, start + iterations):
+        try:
+            self._loop(start, last)
+        except Exception as e:  # one try around the run: free while nothing raises
+            line = str(e) if isinstance(e, PluginError) else plugin_failure(e)
+            if line is None:  # mpicode's own bug: a traceback
+                raise
+            self.status, self.error, self.exc = "failed", line, e
+        self._each("end")
+        return self.w.copy()  # (the trainer reuses its buffers: the caller gets its own)
+
+    def _loop(self, start: int, last: int) -> None:
+        for it in range(start, last + 1):
             faults.kill_at(it)
             if stop_requested():
                 self.status = "interrupted"
@@ -256,79 +276,70 @@ class Trainer:
                 self.status, self.error = "failed", str(e)
                 break
             row = out["row"]
-            self._evaluate(it, start + iterations - 1, row)
+            row["eval_s"] = 0.0  # (the evaluation hook's, when one is due)
+            for h in self.hooks:
+                h.complete_row(self, it, out)
+            # rank 0 was busy for its actions and the evaluation; the rest of the row it waited
+            span = row["t_end"] - row["t_start"]
+            busy = self._busy + row["eval_s"]
+            row["coord_busy"] = min(1.0, max(0.0, busy / span)) if span > 0 else 0.0
             if self.problem is not None and diverged(self.w, row):
-                self.status, self.error = "failed", divergence_error(it, self.lr,
-                                                                     self.divergence.hint())
+                hint = DivergenceWatch(self.problem, self.w).hint()
+                self.status, self.error = "failed", divergence_error(it, self.lr, hint)
                 break
             self._t_mark = row["t_end"]
-            self._mark_dead(it, out)
+            for h in self.hooks:
+                h.post_step(self, it, out)
             self.history.append(row)
             if not self._bookkeeping(it, out):
                 break
-        if not self.log_broken:  # after a clean stop (even a full disk) a checkpoint may fit
-            self.write_checkpoint()
-        return self.w.copy()  # (the trainer reuses its buffers: the caller gets its own)
 
     def _bookkeeping(self, it: int, out: dict) -> bool:
-        """Log the iteration, show progress, snapshot and checkpoint; False: stop now."""
+        """The hooks' bookkeeping (run log, progress), rank 0's ``log`` action, then their
+        snapshot and checkpoint; False: stop now."""
         _, self._log_charge = self.events.rank0.act(
-            "engine", "log", self._log_row, out, policy_call=False, tasks=self._last_tasks)
+            "engine", "log", self._each, "log", it, out, policy_call=False,
+            tasks=self._last_tasks)
         if self.status == "failed":
             return False
-        self.snap = self.take_snapshot(it + 1)
-        if (self.runlog is not None and self.checkpoint_every
-                and (it + 1) % self.checkpoint_every == 0):
-            self.write_checkpoint()
+        self._each("post_log", it)
         return True
 
-    def _log_row(self, out: dict) -> None:
-        """Append the iteration's rows to the run log (a failed write stops the run) and
-        show progress: rank 0's bookkeeping, charged to the next row (its ``log_s``)."""
-        if self.runlog is not None:
-            try:
-                self.runlog.add_notes(out["row"]["iteration"], out.get("notes", ()))
-                self.runlog.append(out["row"], out["workers"], out["tasks"])  # (n_done last)
-            except (OSError, RuntimeError) as e:  # disk full, quota: stop cleanly
-                self.status, self.error = "failed", write_error(e)
-                self.log_broken = not isinstance(e, DiskFull)
-                return
-        if self.progress is not None:
-            self.progress.update(out["row"])
+    def _each(self, point: str, *args) -> None:
+        """Call every hook's ``point``; a hook that cannot go on (:class:`RunFailed`) fails
+        the run (the first line stays) and the others of this point are skipped."""
+        try:
+            for h in self.hooks:
+                getattr(h, point)(self, *args)
+        except RunFailed as e:
+            self.status, self.error = "failed", self.error or str(e)
+            self.log_broken = self.log_broken or e.broken
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def take_snapshot(self, next_iteration: int) -> dict:
+    def take_snapshot(self, next_iteration: int, n_tasks: int = 0) -> dict:
+        """The run's state before ``next_iteration`` (``n_tasks``: task rows logged so far),
+        for a checkpoint; the hooks' state is its ``runtime`` part."""
         # the model into a reused buffer (at 10^6 parameters a fresh copy costs ms a row)
         if self._snap_w is None or self._snap_w.shape != self.w.shape:
             self._snap_w = np.empty(self.w.shape)
         np.copyto(self._snap_w, self.w)
         return checkpoint.snapshot(
-            w=self._snap_w, copy_w=False, iteration=next_iteration,
-            n_tasks=self.runlog.n_tasks if self.runlog is not None else 0, vt=self.vt,
-            t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
-            runtime={**self.dead.state_dict(), "log_charge": np.float64(self._log_charge)},
+            w=self._snap_w, copy_w=False, iteration=next_iteration, n_tasks=n_tasks,
+            vt=self.vt, t_offset=self.now(), scheme=self.scheme, uplink=self.uplink,
+            runtime={**runtime_state(self.hooks), "log_charge": np.float64(self._log_charge)},
             optimizer=self.optimizer)
 
     def restore(self, snap: dict) -> int:
         """Continue from a checkpoint; returns the iteration to start at."""
         self.w = np.array(snap["w"], dtype=float)
-        self.vt = float(snap["vt"])
-        self.t_offset = float(snap["t_offset"])
+        self.clock.vt = float(snap["vt"])
+        self.clock.t_offset = float(snap["t_offset"])
         checkpoint.restore(snap, scheme=self.scheme, uplink=self.uplink, optimizer=self.optimizer)
         runtime = snap.get("runtime", {})
-        self.dead.load_state_dict(runtime)
+        for h in self.hooks:
+            h.load_state_dict(runtime)
         self._log_charge = float(runtime.get("log_charge", 0.0))
         return int(snap["iteration"])
-
-    def write_checkpoint(self) -> None:
-        if self.runlog is None or self.snap is None:
-            return
-        faults.pause("checkpoint")  # fault tests: a signal during a checkpoint
-        try:
-            self.runlog.checkpoint(self.snap)
-        except (OSError, RuntimeError) as e:
-            self.status = "failed"
-            self.error = self.error or write_error(e)
 
 
 def diverged(w: np.ndarray, row: dict) -> bool:

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m mpicode.experiments                 # full suite -> results/, README "Results"
+    python -m mpicode.experiments                 # full suite -> results/, results/README.md
     python -m mpicode.experiments --quick --out /tmp/r --no-readme   # < 1 min, for tests
 
 Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
@@ -15,8 +15,9 @@ scheme comparison (:mod:`~mpicode.experiments.study`) and the MLP on digits
 (:mod:`~mpicode.experiments.comm_study`: virtual time and one more MPI job); the scale sweep in
 the simulator; then metrics, the verdict of each claim by the rules of
 :mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
-``OUT/summary.json`` and the README section between ``<!-- results:start -->`` and
-``<!-- results:end -->``. ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
+``OUT/summary.json`` and the sections of ``OUT/README.md`` (``--readme FILE``: another file)
+between ``<!-- results:start -->`` and ``<!-- results:end -->`` (and the simulator studies'
+markers). ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--quick", action="store_true", help="a tiny suite (4 workers), for tests")
-    p.add_argument("--readme", default="README.md", help="README to update (default README.md)")
+    p.add_argument("--readme", default=None,
+                   help="the Markdown file whose generated sections to update (default "
+                        "OUT/README.md: results/README.md, which the project README links)")
     p.add_argument("--no-readme", action="store_true", help="do not touch the README")
     p.add_argument("--analyse-only", action="store_true",
                    help="skip the runs: analyse the HDF5 runs already in --out")
@@ -133,6 +136,8 @@ def main(argv=None) -> int:
     suite = Suite.make(a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.readme is None:
+        a.readme = str(out / "README.md")
     data_dir = out / "datasets"
     load_at_start = machine("")["loadavg"]
     mpi_s = 0.0

@@ -18,6 +18,7 @@ import math
 import sys
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
+from mpicode.engine.hooks import Hook
 from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,
     config,
@@ -26,10 +27,25 @@ from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old na
     run_mpi,
     target_iteration,
 )
-from mpicode.mpi import bounds  # lazy: importing mpi4py initialises MPI
 from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
-from mpicode.mpi.launch import build, execute  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
+
+
+class LinkTimes(Hook):
+    """A hook on rank 0's run loop: each iteration's link time (it needs the iteration's
+    tasks, which the scheme forgets at the next; NaN without an uplink), after the row is
+    final; then ``after(it)``, if given (the cluster study throttles a link there)."""
+
+    def __init__(self, after=None):
+        self.times: list[float] = []
+        self.after = after
+
+    def post_step(self, trainer, it, out):
+        self.times.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"])
+                          if trainer.uplink is not None else math.nan)
+        if self.after is not None:
+            self.after(it)
 
 
 def run_series(opts: dict, comm, cache: dict, after=None) -> tuple | None:
@@ -43,24 +59,11 @@ def run_series(opts: dict, comm, cache: dict, after=None) -> tuple | None:
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None
-    trainer, coord = build(cfg, comm, problem)
-    links: list[float] = []
-    plain = trainer.iteration
-
-    def iteration(it):  # the link time needs the iteration's tasks (gone after the next)
-        out = plain(it)
-        links.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"])
-                     if trainer.uplink is not None else math.nan)
-        if after is not None:
-            after(it)
-        return out
-
-    trainer.iteration = iteration
-    trainer.run(cfg.iterations)
-    coord.stop(cfg.stop_timeout, bounds.exit_code(trainer.status, trainer.error))
+    links = LinkTimes(after)
+    trainer = execute(cfg, comm, problem, hooks=[links]).trainer
     h = trainer.history
     per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
-           "comm_s": [r["comm_s"] for r in h], "link_s": links[:len(h)],
+           "comm_s": [r["comm_s"] for r in h], "link_s": links.times[:len(h)],
            "loss": [r.get("loss", math.nan) for r in h]}
     return trainer, per
 

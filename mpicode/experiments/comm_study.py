@@ -45,14 +45,14 @@ import numpy as np
 
 from mpicode import launcher
 from mpicode.config import Config, defaults, validate_for_size
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import CostModel, model_partition_cost
 from mpicode.engine.uplink import make_uplink
 from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
 from mpicode.experiments.verdicts import JAIN_MIN
 from mpicode.io import safefile
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.schemes import make_scheme
-from mpicode.simulator import Simulator, model_partition_cost
+from mpicode.simulator import Simulator
 from mpicode.stats import ci_dict as _ci
 from mpicode.stats import jain
 from mpicode.wire import result_bytes

@@ -1,8 +1,9 @@
-"""Markdown tables, the JSON summary and the README's generated "Results" section.
+"""Markdown tables, the JSON summary and the generated "Results" section of the results
+README (``results/README.md``, which the project README links).
 
 Everything written here comes from the numbers of one suite run: nothing is hand-edited. The
-README section lives between :data:`START` and :data:`END`; the rest of the README is left as
-it is (the section is appended, with its heading, the first time).
+section lives between :data:`START` and :data:`END`; the rest of the file is left as it is
+(the section is appended, with its heading, the first time).
 """
 
 from __future__ import annotations

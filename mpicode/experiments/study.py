@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from mpicode.config import Config, defaults, validate_for_size
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import CostModel, model_partition_cost
 from mpicode.experiments.shipped import locate
 from mpicode.io import safefile
 from mpicode.io.traces import read_trace
@@ -51,7 +51,7 @@ from mpicode.models.stragglers import make_straggler_model
 from mpicode.models.trace_replay import ImportedTrace
 from mpicode.schemes import SCHEMES as REGISTERED
 from mpicode.schemes import make_scheme
-from mpicode.simulator import Simulator, model_partition_cost
+from mpicode.simulator import Simulator
 from mpicode.stats import ci_dict as _ci
 
 SCENARIOS: dict[str, dict] = {

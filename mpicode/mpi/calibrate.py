@@ -80,8 +80,8 @@ def logged_run(cfg, comm, cache: dict, attrs: dict | None = None, record: list |
     attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
              "dim": problem.dim, "n_ranks": comm.size, **(attrs or {})}
     session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs)
-    code = execute(cfg, comm, problem, session, record=record)
-    return code, session.trainer
+    out = execute(cfg, comm, problem, session, record=record)
+    return out.code, out.trainer
 
 
 def columns(path: str) -> dict:

@@ -58,32 +58,52 @@ class Partial:
 
 
 class Coordinator:
-    def __init__(self, comm: MPI.Comm, dim: int, now):
+    """Rank 0's side of the wire for one run of ``scheme`` on ``comm``.
+
+    Built by the assembly (:func:`mpicode.engine.assembly.build`) with what it needs: the
+    run's clock (``clock.now``: seconds of training, the uplink's time base), the event
+    loop's clock (``events_clock``: seconds since the iteration began, when a result
+    arrived), the ``inbox`` the receiver files arrivals in, the ``uplink`` (or None) and
+    the delay mode (``virtual``); it builds its own hooks for the event loop
+    (:attr:`hooks`: :class:`VirtualTime` or :class:`RealTime`). ``max_wait``: ``--max-wait``
+    while it waits for the real message of a virtual event (virtual time only)."""
+
+    def __init__(self, comm: MPI.Comm, dim: int, scheme=None, *, clock=None,
+                 events_clock=None, inbox=None, uplink=None, virtual: bool = False,
+                 max_wait: float | None = None, real_link: bool = False):
         self.comm = comm
         self.N = comm.size - 1
         self.dim = dim
         self.size = RESULT_HEADER + dim      # elements of a RESULT message
-        self.now = now                       # the run's wall clock (seconds)
+        self.now = clock.now if clock is not None else time.perf_counter  # run clock (s)
         self.sends = SendPool()
         self.free: list[np.ndarray] = []     # result buffers to reuse (no page faults)
         self.status = MPI.Status()
-        self.mode = None                     # RealTime | VirtualTime, set by attach()
-        self.scheme = None
+        self.scheme = scheme
         self.it = -1
         self.info = None
         self.partial: dict[int, Partial] = {}
-        self.max_wait: float | None = None   # --max-wait of a scheme without its own
+        self.max_wait = max_wait             # --max-wait of a scheme without its own
         self.now_wall = time.perf_counter
         self.t_begin = 0.0
+        # the event loop's hooks, by delay mode (the receiver reports to them)
+        self.mode = (VirtualTime(self, uplink=uplink) if virtual
+                     else RealTime(self, events_clock, inbox, uplink, real_link=real_link))
 
-    def attach(self, scheme, mode) -> None:
-        self.scheme, self.mode = scheme, mode
+    @property
+    def hooks(self):
+        """The event loop's hooks of this coordinator (its delay mode)."""
+        return self.mode
 
     # ---- the run loop's backend ---------------------------------------------------------------
-    def begin(self, it: int, w: np.ndarray, info) -> None:
-        """A new iteration: send the model to every worker."""
+    def expect(self, it: int, info) -> None:
+        """Iteration ``it`` begins: its messages are filed in ``info``, others are stale."""
         self.it, self.info, self.partial = it, info, {}
         self.t_begin = self.now_wall()
+
+    def begin(self, it: int, w: np.ndarray, info) -> None:
+        """A new iteration: send the model to every worker."""
+        self.expect(it, info)
         model = encode_model(it, w)  # a new buffer: the last one may still be in flight
         for r in range(1, self.N + 1):
             self.sends.isend(self.comm, model, r, TAG_MODEL)
@@ -201,13 +221,18 @@ class Coordinator:
 
 class RealTime:
     """Hooks of ``--delay-mode sleep``: tasks carry their delay (the worker sleeps it); a
-    result is an event when it arrives; with an uplink, READY offers the message at once.
-    With ``real_link`` (``--link-timing real``) a granted message is an event when its last
-    chunk arrives, whatever the slot clock says: the real network's time."""
+    result is an event when it arrives (filed in the event loop's ``inbox`` at the time of
+    ``clock``, seconds since the iteration began); with an uplink, READY offers the message
+    at once. With ``real_link`` (``--link-timing real``) a granted message is an event when
+    its last chunk arrives, whatever the slot clock says: the real network's time."""
 
-    def __init__(self, coord: Coordinator, events, uplink=None, real_link: bool = False):
-        self.c, self.events, self.uplink = coord, events, uplink
+    def __init__(self, coord: Coordinator, clock=None, inbox=None, uplink=None,
+                 real_link: bool = False):
+        self.c, self.clock, self.inbox, self.uplink = coord, clock, inbox, uplink
         self.real_link = real_link
+
+    def poll(self) -> bool:
+        return self.c.poll()
 
     def dispatch(self, task, delay):
         self.c.send_task(task, delay)
@@ -222,14 +247,14 @@ class RealTime:
         return tid in self.c.info.msgs
 
     def _measured(self, task, compute_s, delay_s) -> float:
-        t = self.events.clock.now()
+        t = self.clock.now()
         self.c.info.measured[task.task_id] = (compute_s, delay_s)
         self.c.info.ready[task.task_id] = t
         return t
 
     def result(self, task, buf):
         t = self._measured(task, float(buf[Result.COMPUTE_S]), float(buf[Result.DELAY_S]))
-        self.events.arrived(task.task_id, t)
+        self.inbox.arrived(task.task_id, t)
 
     def ready(self, task, ready):
         self._measured(task, ready.compute_s, ready.delay_s)
@@ -241,7 +266,7 @@ class RealTime:
         """The last chunk of ``task``'s result is here: with a real link, that is its
         delivery (with an emulated one, the end of its last slot is)."""
         if self.real_link:
-            self.events.arrived(task.task_id, self.events.clock.now())
+            self.inbox.arrived(task.task_id, self.clock.now())
 
 
 class VirtualTime(RealTime):
@@ -249,6 +274,11 @@ class VirtualTime(RealTime):
     delay to sleep); an event waits for the worker's real message before the scheme sees it,
     and the times are the models' (not the messages'). A task with a time limit goes out as
     the prefix of partitions the model says the limit leaves, with no limit of its own."""
+
+    def __init__(self, coord: Coordinator, uplink=None):
+        super().__init__(coord, None, None, uplink)
+
+    poll = None  # the virtual clock does not poll: it waits in computed() and delivered()
 
     def dispatch(self, task, delay):
         self.c.send_task(task, 0.0, self.c.info.cut.get(task.task_id), math.inf)

@@ -14,38 +14,27 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mpicode import mpi as runtime
 from mpicode.config import Config, merge_resumed, validate_for_size
-from mpicode.engine import budget
-from mpicode.engine.clock import WallClock
-from mpicode.engine.costs import CostModel
-from mpicode.engine.events import EventLoop
+from mpicode.engine import assembly, budget
 from mpicode.engine.loop import Trainer
-from mpicode.engine.rank0 import Rank0
 from mpicode.engine.session import EXIT_INTERRUPTED, EXIT_OK, Session
-from mpicode.engine.signals import install_stop_handlers, stop_requested
-from mpicode.engine.uplink import make_uplink
-from mpicode.engine.vworkers import VirtualWorkers
+from mpicode.engine.signals import install_stop_handlers
 from mpicode.errors import UsageError
-from mpicode.io import checkpoint
 from mpicode.io.runlog import check_output, read_checkpoint
-from mpicode.models.stragglers import make_straggler_model
 from mpicode.mpi import bounds
-from mpicode.mpi.coordinator import Coordinator, RealTime, VirtualTime
+from mpicode.mpi.coordinator import Coordinator
 from mpicode.mpi.deathwatch import DeathWatch
 from mpicode.mpi.startup import Startup
 from mpicode.mpi.worker import Worker
 from mpicode.numerics import kernels, mlp
 from mpicode.numerics.batches import epochs_note, with_epochs
-from mpicode.numerics.optim import make_optimizer
 from mpicode.numerics.problem import Problem
-from mpicode.schemes import make_scheme
-from mpicode.simulator import model_partition_cost
-from mpicode.wire import result_bytes
 
 log = logging.getLogger("mpicode")
 
@@ -110,17 +99,12 @@ def prepare(cfg: Config, st: Startup, snap: dict | None = None):
         if comm.rank == 0:
             if Path(cfg.out).parent.is_dir():  # read-only then: fail early, before loading
                 check_output(cfg.out, cfg.force)
-            budget.check_run(cfg, N, budget.local_ranks(comm.size))  # before any allocation
+            # before any allocation
+            cfg = assembly.check(cfg, N, budget.local_ranks(comm.size))
             # the problem and the policies, built once here so that their own checks fail
-            # before training
+            # before training; a dry restore refuses a checkpoint that does not fit them
             problem = Problem.from_config(cfg, cfg.partitions)
-            scheme = make_scheme(cfg, N, cfg.partitions)
-            make_straggler_model(cfg, N, cfg.partitions)
-            uplink = make_uplink(cfg, N)  # channel traces, scheduler parameters
-            if snap is not None:  # a dry restore: a checkpoint that does not fit is refused
-                bad = checkpoint.check(snap, dim=problem.dim, scheme=scheme, uplink=uplink)
-                if bad:
-                    raise UsageError(f"--resume {cfg.resume}: {bad}")
+            assembly.check_policies(cfg, N, dim=problem.dim, snap=snap)
     except (UsageError, ValueError) as e:
         error = str(e)
     _agree(st, error, "rank 0 checks the input")
@@ -194,7 +178,7 @@ def run(cfg: Config) -> int:
         runtime.finalize()
         return EXIT_INTERRUPTED
     if rank != 0:
-        code = execute(cfg, comm, problem)  # the job's exit code, sent with STOP
+        code = execute(cfg, comm, problem).code  # the job's exit code, sent with STOP
         if code:
             runtime.finalize()  # exit with the code, not an MPI_Abort
         return code
@@ -203,7 +187,7 @@ def run(cfg: Config) -> int:
     session = Session(cfg, mode="mpi", n_workers=size - 1, attrs=attrs, snap=snap)
     watch = DeathWatch(st.same_host_pids(), (cfg.resume or cfg.out).removesuffix(".part")).start()
     try:
-        code = execute(cfg, comm, problem, session, watch=watch)
+        code = execute(cfg, comm, problem, session, watch=watch).code
     finally:
         watch.disarm()  # (already, before STOP; again here if the run raised)
     if session.shutdown:  # a worker never ACKed STOP: MPI_Finalize would hang
@@ -218,56 +202,56 @@ def run(cfg: Config) -> int:
     return 0
 
 
-def build(cfg: Config, comm, problem, record: list | None = None):
-    """Rank 0's trainer and its MPI backend for ``cfg`` on ``comm``. ``record``: a list to
-    which rank 0's actions are appended (``mpicode calibrate``; docs/design.md §2.6)."""
-    N, K = comm.size - 1, cfg.partitions
-    scheme = make_scheme(cfg, N, K)
-    virtual = cfg.delay_mode == "virtual"
-    real_link = cfg.link_timing == "real" and not virtual
-    uplink = make_uplink(cfg, N, scheme, real_link=real_link)
-    coord = Coordinator(comm, problem.dim, now=None)
-    cost = cfg.partition_cost or 0.0
-    if virtual and cfg.partition_cost is None and cfg.kernel_elements_per_s is not None:
-        cost = model_partition_cost(problem.n / K, problem.dim, cfg.kernel_elements_per_s)
-    # the cost model is virtual time's: with real delays the costs are real (and measured)
-    costs = CostModel.from_config(cfg) if virtual else CostModel()
-    events = EventLoop(scheme, make_straggler_model(cfg, N, K), uplink=uplink,
-                       partition_cost=cost, msg_bytes=result_bytes(problem.dim),
-                       vworkers=VirtualWorkers(N) if virtual else None, costs=costs,
-                       rank0=Rank0(costs.rank0, N, virtual=virtual, record=record))
-    trainer = Trainer(scheme, events, n_workers=N, problem=problem, lr=cfg.lr, backend=coord,
-                      optimizer=make_optimizer(cfg, problem.dim),
-                      now=None if virtual else time.perf_counter, eval_every=cfg.eval_every,
-                      checkpoint_every=cfg.checkpoint_every, dead_after=cfg.dead_after, log=log)
-    coord.now = trainer.now
-    events.hooks = (VirtualTime(coord, events, uplink) if virtual
-                    else RealTime(coord, events, uplink, real_link=real_link))
-    if not virtual:
-        events.clock = WallClock(trainer.now, coord.poll, stop_requested)
-    coord.attach(scheme, events.hooks)
-    # --max-wait for the schemes that cannot give up by themselves (two-stage's is its own)
-    limit = getattr(cfg, "max_wait", None) if getattr(scheme, "max_wait", None) is None else None
-    if virtual:
-        coord.max_wait = limit   # waiting for the real message of a virtual event
-    else:
-        events.max_wait = limit
-    return trainer, coord
+@dataclass
+class Outcome:
+    """What :func:`execute` returns on every rank: the exit code (rank 0's decision, which
+    the workers exit with) and, on rank 0, the trainer (its ``history``, ``w``, ...)."""
+
+    code: int
+    trainer: Trainer | None = None
+
+    @property
+    def history(self) -> list[dict]:
+        return self.trainer.history
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.trainer.w
+
+
+def build(cfg: Config, comm, problem, record: list | None = None, session=None, hooks=()):
+    """Rank 0's run of ``cfg`` on ``comm`` (:class:`mpicode.engine.assembly.Run`), its
+    backend the MPI :class:`Coordinator`. ``session``: an opened session (its hooks: the run
+    log, progress, checkpoints); ``hooks``: the caller's own hooks on the run loop;
+    ``record``: a list to which rank 0's actions are appended (``mpicode calibrate``;
+    docs/design.md §2.6)."""
+    def coordinator(**parts):
+        return Coordinator(comm, problem.dim, parts["scheme"], clock=parts["clock"],
+                           events_clock=parts["events_clock"], inbox=parts["inbox"],
+                           uplink=parts["uplink"], virtual=parts["virtual"],
+                           max_wait=parts["max_wait"],
+                           real_link=assembly.real_link(cfg, "train"))
+
+    return assembly.assemble(cfg, n_workers=comm.size - 1, problem=problem, driver="train",
+                             backend=coordinator, session=session, hooks=hooks,
+                             record=record)
 
 
 def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
-            record: list | None = None, watch=None):
-    """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given) and
-    returns the exit code, or the trainer when there is no session; the other ranks work and
-    return their exit code (rank 0's decision, sent with STOP). STOP/ACK on the way out,
-    bounded by ``--stop-timeout``. ``record``: rank 0's per-action log (as ``build``);
-    ``watch`` (a :class:`~mpicode.mpi.deathwatch.DeathWatch`) is disarmed before the workers
-    are told to stop."""
+            record: list | None = None, hooks=(), watch=None) -> Outcome:
+    """Run the job on ``comm``: rank 0 coordinates (logged by ``session``, if given; the
+    assembly opens it), the other ranks work. Every rank returns an
+    :class:`Outcome`: the exit code (the workers', rank 0's decision sent with STOP) and,
+    on rank 0, the trainer. STOP/ACK on the way out, bounded by ``--stop-timeout``.
+    ``record``: rank 0's per-action log (as ``build``); ``hooks``: the caller's hooks on
+    the run loop; ``watch`` (a :class:`~mpicode.mpi.deathwatch.DeathWatch`) is disarmed
+    before the workers are told to stop."""
     if comm.rank != 0:
         worker = Worker(comm, problem, uplink=cfg.channel != "ideal")
         worker.loop()
-        return worker.exit_code
-    trainer, coord = build(cfg, comm, problem, record)
+        return Outcome(worker.exit_code)
+    run = build(cfg, comm, problem, record, session, hooks)
+    trainer, coord = run.trainer, run.backend
 
     def stop() -> str | None:
         if watch is not None:
@@ -278,5 +262,5 @@ def execute(cfg: Config, comm, problem: Problem, session: Session | None = None,
     if session is None:
         trainer.run(cfg.iterations)
         stop()
-        return trainer
-    return session.run(trainer, after_loop=stop)
+        return Outcome(bounds.exit_code(trainer.status, trainer.error), trainer)
+    return Outcome(session.run(trainer, after_loop=stop), trainer)

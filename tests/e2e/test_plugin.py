@@ -157,3 +157,113 @@ def test_a_straggler_model_plugin_is_listed_checked_and_simulated(weibull_site, 
     assert bad.returncode == 2
     assert bad.stderr.strip() == "mpicode: error: --weibull-shape: -1.0 must be > 0"
 
+
+
+# ---- a misbehaving plugin: one line, the run file failed, exit 1 on every rank --------------
+MISBEHAVING = '''
+"""Plugins that break the contract, each in one way."""
+import math
+
+from mpicode.models.stragglers import StragglerModel
+from mpicode.schemes.base import Decoding
+from mpicode.schemes.uncoded import Uncoded
+
+
+class Raises(Uncoded):
+    """Its result handler raises in iteration 2."""
+    name = "raises"
+
+    def on_result(self, task_id, t, duration=math.nan):
+        if self.iteration == 2:
+            raise KeyError("no such bucket")
+        return super().on_result(task_id, t, duration)
+
+
+class Ghost(Uncoded):
+    """Its decode weights a task that does not exist."""
+    name = "ghost"
+
+    def decode(self):
+        dec = super().decode()
+        dec.weights[999] = 1.0
+        return dec
+
+
+class Shapeless(Uncoded):
+    """Its decode returns a list, not a Decoding."""
+    name = "shapeless"
+
+    def decode(self):
+        return list(super().decode().weights)
+
+
+class BrokenSlow(StragglerModel):
+    """Its delay raises."""
+    name = "broken-slow"
+
+    def delay(self, iteration, worker, task_index, n_partitions):
+        return 1.0 / (iteration - iteration)
+'''
+
+
+@pytest.fixture(scope="module")
+def bad_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("bad-site")
+    (site / "mpicode_misbehave.py").write_text(MISBEHAVING)
+    _dist(site, "mpicode_misbehave",
+          "[mpicode.schemes]\nraises = mpicode_misbehave:Raises\n"
+          "ghost = mpicode_misbehave:Ghost\nshapeless = mpicode_misbehave:Shapeless\n"
+          "[mpicode.straggler_models]\nbroken-slow = mpicode_misbehave:BrokenSlow\n")
+    return site
+
+
+ORIGIN = "(entry point mpicode.{group} '{name} = mpicode_misbehave:{cls}' of " \
+         "mpicode_misbehave 0.1)"
+BAD = {  # option -> (the line's plugin part, its callback and error, rows kept)
+    ("--scheme", "raises"): ("plugin scheme 'raises' " + ORIGIN.format(
+        group="schemes", name="raises", cls="Raises"),
+        "failed in Raises.on_result: KeyError: 'no such bucket'", 2),
+    ("--scheme", "ghost"): ("plugin scheme 'ghost' " + ORIGIN.format(
+        group="schemes", name="ghost", cls="Ghost"),
+        "failed in Ghost.decode: ValueError: weighted task 999, which does not exist", 0),
+    ("--scheme", "shapeless"): ("plugin scheme 'shapeless' " + ORIGIN.format(
+        group="schemes", name="shapeless", cls="Shapeless"),
+        "failed in Shapeless.decode: ValueError: returned list, not a Decoding with a dict "
+        "of weights", 0),
+    ("--stragglers", "broken-slow"): ("plugin straggler model 'broken-slow' " + ORIGIN.format(
+        group="straggler_models", name="broken-slow", cls="BrokenSlow"),
+        "failed in BrokenSlow.delay: ZeroDivisionError: float division by zero", 0),
+}
+
+
+def _one_failed_line(r, out, plugin, what, kept):
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 1, r.stderr
+    assert lines == [f"mpicode: error: {plugin} {what}; {out}: {kept} iterations readable "
+                     f"and a checkpoint at iteration {kept} (--resume continues from there)"]
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed" and f.attrs["n_done"] == kept
+        assert "checkpoint" in f  # resumable from the last complete iteration
+
+
+@pytest.mark.parametrize("opt", list(BAD), ids=[v for _, v in BAD])
+def test_a_misbehaving_plugin_fails_the_simulation_in_one_line(bad_site, tmp_path, opt):
+    out = tmp_path / "bad.h5"
+    r = mpicode(["simulate", "--workers", 4, *opt, "--out", out, *COMMON], env=_env(bad_site))
+    _one_failed_line(r, out, *BAD[opt])
+    if opt[1] == "raises":  # --verbose: the plugin's traceback too, after the one line
+        r = mpicode(["simulate", "--workers", 4, *opt, "--out", out, "--force", "--verbose",
+                     *COMMON], env=_env(bad_site))
+        assert r.returncode == 1
+        assert "Traceback (most recent call last)" in r.stderr
+        assert 'mpicode_misbehave.py", line' in r.stderr and "KeyError" in r.stderr
+
+
+@pytest.mark.parametrize("opt", [("--scheme", "raises"), ("--scheme", "ghost")],
+                         ids=["raises", "ghost"])
+def test_a_misbehaving_plugin_fails_training_on_every_rank(bad_site, tmp_path, opt):
+    out = tmp_path / "bad.h5"
+    r = mpirun(5, ["train", *opt, "--out", out, *COMMON], env=_env(bad_site))
+    # one line from rank 0; the workers stopped (STOP with exit code 1) and exit 1 too: no
+    # abort, no traceback
+    _one_failed_line(r, out, *BAD[opt])

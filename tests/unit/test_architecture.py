@@ -7,7 +7,10 @@
 * no import cycle at module level anywhere in ``mpicode/`` (the failure shows the circle);
 * an import of mpicode inside a function says why it is there (``# lazy: REASON``);
 * size follows cohesion: a module over 400 lines or a function over 60 is listed below with
-  the reason it is one concept.
+  the reason it is one concept;
+* one assembly (docs/design.md §2.1): the event loop and the run loop are built in
+  ``engine/assembly.py`` only, and no part of a run is wired by assigning another to its
+  attributes afterwards (collaborators are handed in at construction; hooks, not patches).
 """
 
 from __future__ import annotations
@@ -264,6 +267,47 @@ def test_known_exceptions_still_exist():
         assert left, f"{rel} needs no exception any more ({why}): remove its entry"
 
 
+# the parts only the assembly builds, and the attributes no module sets on another object
+ASSEMBLED = ("EventLoop", "Trainer")
+ASSEMBLY = "engine/assembly.py"
+WIRED = ("hooks", "clock", "runlog", "progress", "now", "max_wait", "iteration", "mode",
+         "scheme", "events", "backend", "uplink", "trainer", "inbox", "stragglers")
+
+
+def _constructions(tree, names) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and (
+        (isinstance(n.func, ast.Name) and n.func.id in names)
+        or (isinstance(n.func, ast.Attribute) and n.func.attr in names))]
+
+
+def _wirings(tree) -> list[ast.Attribute]:
+    """Assignments ``x.ATTR = ...`` (x not ``self``) of an attribute in :data:`WIRED`."""
+    out = []
+    for n in ast.walk(tree):
+        targets = n.targets if isinstance(n, ast.Assign) else (
+            [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else [])
+        for t in targets:
+            for a in ast.walk(t):
+                if isinstance(a, ast.Attribute) and a.attr in WIRED and not (
+                        isinstance(a.value, ast.Name) and a.value.id in ("self", "cls")):
+                    out.append(a)
+    return out
+
+
+def test_the_run_is_assembled_in_one_place():
+    bad = [f"{_rel(m)}:{c.lineno}: {ast.unparse(c.func)}(...)" for m, p in MODULES.items()
+           if _rel(m) != ASSEMBLY
+           for c in _constructions(ast.parse(p.read_text()), ASSEMBLED)]
+    assert not bad, f"built outside {ASSEMBLY} (use engine.assembly.build/assemble): {bad}"
+
+
+def test_no_part_of_a_run_is_wired_by_assignment():
+    bad = [f"{_rel(m)}:{a.lineno}: {ast.unparse(a)} = ..." for m, p in MODULES.items()
+           for a in _wirings(ast.parse(p.read_text()))]
+    assert not bad, ("collaborators assigned after construction (hand them in at "
+                     f"construction; observe the loop with a hook): {bad}")
+
+
 # ---- the scanner itself ------------------------------------------------------------------
 def test_the_cycle_finder_reports_the_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
@@ -280,6 +324,12 @@ def test_the_scanner_is_not_vacuous(tmp_path):
     g = _graph()
     assert "mpicode.registry" in g["mpicode.config"]            # a real arrow is seen
     assert "mpicode.config" not in g["mpicode.registry"]        # ... and the layers hold
+    wired = ast.parse("trainer.iteration = f\nself.clock = c\nevents.hooks.x = 1\n"
+                      "sim.runlog = log\nrow['t'] = 1\nrun = Trainer(s, e)\n"
+                      "ev = events.EventLoop(s)\n")
+    assert [ast.unparse(a) for a in _wirings(wired)] == ["trainer.iteration", "events.hooks",
+                                                          "sim.runlog"]
+    assert len(_constructions(wired, ASSEMBLED)) == 2
 
 
 def test_the_design_module_map_names_every_module():

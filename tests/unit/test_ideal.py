@@ -15,7 +15,6 @@ import pytest
 
 from mpicode import registry
 from mpicode.config import defaults, validate_for_size
-from mpicode.engine.ideal import IdealReplay
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.schemes import make_scheme
 from mpicode.simulator import Simulator, simulate
@@ -29,9 +28,8 @@ def sim_rows(scheme, stragglers, iterations=6, real_delays=False, **kw):
                                                stragglers_tolerated=1, **kw), N)
     sc = make_scheme(cfg, N, cfg.partitions)
     model = make_straggler_model(cfg, N, cfg.partitions)
-    sim = Simulator(sc, model, n_workers=N, partition_cost=1e-4)
-    if real_delays:
-        sim.ideal = IdealReplay(sim.events, N, delays=model)
+    sim = Simulator(sc, model, n_workers=N, partition_cost=1e-4,
+                    ideal_delays=model if real_delays else None)
     return [sim.iteration(it)["row"] for it in range(iterations)]
 
 

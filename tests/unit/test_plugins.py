@@ -327,3 +327,41 @@ def test_builtin_errors_are_not_blamed_on_plugins(fake_plugin):
     assert registry.plugin_failure(e.value, m, "delay") is None
     with pytest.raises(IndexError), registry.blame(m, "delay"):
         m.delay(0, 5, 0, 1)
+
+
+def test_a_plugin_that_raises_mid_run_fails_it_in_one_line(fake_plugin, tmp_path, capsys):
+    # the engine's one try around the run: the plugin's line, status failed, exit 1, the
+    # rows before it and a checkpoint kept; the original exception for --verbose
+    from mpicode import simulator
+    out = tmp_path / "r.h5"
+    cfg = resolve(cli.parse(["simulate", "--scheme", "fake-toy", "--workers", "4",
+                             "--iterations", "4", "--compute", "none", "--quiet",
+                             "--out", str(out)]))
+    assert simulator.simulate(cfg) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mpicode: error: plugin scheme 'fake-toy' (entry point mpicode.schemes "
+                   f"'fake-toy = mpicode_fakeplugin:FakeToy' of fake-dist 1.2) failed in "
+                   f"FakeToy.plan: ValueError: boom in plan; {out}: 1 iterations readable "
+                   f"and a checkpoint at iteration 1 (--resume continues from there)"]
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed" and f.attrs["n_done"] == 1
+        assert int(f["checkpoint/iteration"][()]) == 1
+
+
+def test_a_scheme_answer_the_engine_cannot_use_names_the_plugin(fake_plugin):
+    # what a plugin returns is checked where the engine receives it
+    from mpicode.engine.events import EventLoop
+    from mpicode.engine.rows import IterationInfo
+    from mpicode.engine.vworkers import VirtualWorkers
+    from mpicode.schemes.base import Actions
+    cls = registry.scheme("fake-toy")
+    sc = cls(4, 8)
+    ev = EventLoop(sc, make_straggler_model(defaults(), 4, 8), vworkers=VirtualWorkers(4))
+    sc.begin = lambda it: Actions(dispatch=[sc.new_task(7, 1, [0])])  # worker 7 of 4
+    with pytest.raises(PluginError, match=r"^plugin scheme 'fake-toy' .* failed in "
+                       r"FakeToy.begin: ValueError: dispatched task 0 to worker 7 \(the "
+                       r"workers are 0..3\)$"):
+        ev.run(0, IterationInfo(4))
+    sc.begin = lambda it: None
+    with pytest.raises(PluginError, match="FakeToy.begin: ValueError: returned NoneType"):
+        ev.run(0, IterationInfo(4))

@@ -31,12 +31,12 @@ def _table(**calls):
     return {"default": row, "engine": row}
 
 
-def _sim(cfg, N, rank0cost, cost=1e-3, iterations=4, record=None):
+def _sim(cfg, N, rank0cost, cost=1e-3, iterations=4, record=None, hooks=()):
     K = cfg.partitions
     costs = CostModel(rank0=rank0cost)
     sim = Simulator(make_scheme(cfg, N, K), make_straggler_model(cfg, N, K), n_workers=N,
                     partition_cost=cost, msg_bytes=8000, costs=costs,
-                    rank0=Rank0(rank0cost, N, virtual=True, record=record))
+                    rank0=Rank0(rank0cost, N, virtual=True, record=record), hooks=hooks)
     sim.run(iterations)
     return sim
 
@@ -188,16 +188,16 @@ def test_a_stop_request_ends_a_long_simulated_iteration(monkeypatch):
     from mpicode.engine import events, signals
     N = 64
     cfg = _cfg(N, scheme="two-stage", stragglers="shifted-exp", seed=1)
+    from mpicode.engine.hooks import Hook
     monkeypatch.setattr(events, "HEARTBEAT_EVENTS", 8)
-    sim = _sim(cfg, N, rank0_cost("model"), iterations=0)
     beats = []
 
-    class Beat:
+    class Beat(Hook):
         def heartbeat(self, it, n):
             beats.append(n)
             signals.STOP["signal"] = 15
 
-    sim.progress = Beat()
+    sim = _sim(cfg, N, rank0_cost("model"), iterations=0, hooks=[Beat()])
     try:
         sim.run(3)
     finally:

@@ -72,12 +72,14 @@ def test_trainer_model_and_snapshot_survive_buffer_swaps():
     cfg = validate_for_size(Config(v), N)
     K = cfg.partitions
     problem = Problem(synthetic(200, 5, 1), K)
+    from mpicode.engine.hooks import Checkpoints
+    ck = Checkpoints()  # (no run log: it keeps the last snapshot)
     sim = Simulator(make_scheme(cfg, N, K), make_straggler_model(cfg, N, K), n_workers=N,
-                    partition_cost=1e-3, problem=problem, lr=lr)
+                    partition_cost=1e-3, problem=problem, lr=lr, hooks=[ck])
     w = sim.run(iters)
     np.testing.assert_allclose(w, reference_gd(problem, lr, iters)[-1], rtol=1e-10, atol=1e-13)
-    np.testing.assert_array_equal(sim.snap["w"], w)
-    assert sim.snap["w"] is not w
+    np.testing.assert_array_equal(ck.snap["w"], w)
+    assert ck.snap["w"] is not w
     losses = [r["loss"] for r in sim.history]
     assert all(np.diff(losses) < 0)  # each row evaluated its own w
 

@@ -191,9 +191,32 @@ class Forgetful(Uncoded):
         super().load_state_dict({k: v for k, v in state.items() if k != "tau"})
 
 
+class StrayWorker(Uncoded):
+    """Broken on purpose: its plan sends a task to worker N, which does not exist."""
+    name = "stray-worker"
+
+    def plan(self):
+        tasks = super().plan()
+        tasks[-1].worker = self.N
+        return tasks
+
+
+class TicksForever(Uncoded):
+    """Broken on purpose: a deadline that never moves (the event loop would never end)."""
+    name = "ticks-forever"
+
+    def next_deadline(self):
+        return 0.0
+
+    def done(self):
+        return False
+
+
 @pytest.mark.parametrize("cls, why", [(DoubleCount, "counted exactly once|off the true sum"),
                                       (GivesUp, "cannot finish|did not finish"),
-                                      (Forgetful, "same state back")])
+                                      (Forgetful, "same state back"),
+                                      (StrayWorker, "to worker \\d+ \\(the workers are 0"),
+                                      (TicksForever, "did not finish within 100000 events")])
 def test_check_scheme_catches_broken_schemes(cls, why):
     with pytest.raises(AssertionError, match=why):
         check_scheme(cls, trials=5)
@@ -257,8 +280,7 @@ def test_two_stage_summary_and_notes_reach_the_run_log(tmp_path):
     log = RunLog(cfg.out, config_json=cfg.to_json(), n_workers=4, n_partitions=cfg.partitions,
                  mode="simulated")
     sim = Simulator(sc, make_straggler_model(cfg, 4, cfg.partitions), n_workers=4,
-                    partition_cost=1e-3)
-    sim.runlog = log
+                    partition_cost=1e-3, runlog=log)
     sim.run(6)
     log.close()
     with h5py.File(cfg.out, "r") as f:
