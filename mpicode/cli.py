@@ -69,6 +69,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+REPORT_COLUMNS = """timing columns:
+  iter_s, p95_s         mean and 95th percentile of an iteration's time (mean_iter_s,
+                        p95_iter_s): t_end - t_start less rank 0's evaluation (eval_s),
+                        the same whatever --eval-every
+  vs_oracle             mean_iter_s over the clairvoyant oracle's mean time; '-' without
+                        oracle_s or when the oracle's time is under 5% of an iteration's
+  total_s               wall time of the run, evaluation and everything else included
+  loss (final_loss)     the last model's training loss: evaluated, else workers' train_loss
+"""
+
+
 def add_report_views(rp) -> None:
     """``report`` options of the table views and plots added with issue 17."""
     rp.add_argument("--wide", action="store_true",
@@ -137,13 +148,15 @@ def build_parser() -> Parser:
                         "discrete-event simulator")
     add_options(si)
 
-    rp = sub.add_parser("report", help="comparison table (and plots) of HDF5 runs")
+    rp = sub.add_parser(
+        "report", help="comparison table (and plots) of HDF5 runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=REPORT_COLUMNS)
     rp.add_argument("runs", nargs="+", metavar="RUN.h5",
                     help="run logs (RUN.h5.part, a run in progress, is read too)")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="output format (default: table; csv/json print notes on stderr)")
     rp.add_argument("--target-loss", type=float, default=None, metavar="X",
-                    help="also report the wall time at which the loss first reached X")
+                    help="also report when the loss (else train_loss) first reached X")
     rp.add_argument("--plots", metavar="DIR", default=None,
                     help="write PNG plots into DIR (needs matplotlib)")
     rp.add_argument("--gantt-run", metavar="RUN", default=None,

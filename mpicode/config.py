@@ -281,7 +281,8 @@ def show(cfg: Config) -> str:
             text = f"# {o.name} = (unset)"
         else:
             text = f"{o.name} = {json.dumps(v)}"
-        lines.append(f"{text:<48} # {cfg.source.get(o.name, 'default')}")
+        note = AUTO_NOTES.get(o.name, "") if v == "auto" else ""
+        lines.append(f"{text:<48} # {cfg.source.get(o.name, 'default')}{note}")
     return "\n".join(lines)
 
 
@@ -317,3 +318,12 @@ def reference() -> str:
     out.append(REFERENCE_END)
     return "\n".join(out)
 
+
+
+# what an option's ``auto`` means, printed by ``config show`` beside it
+AUTO_NOTES = {
+    "eval_every": "; auto: evaluate the first iteration, time 3 more, then every E "
+                  "iterations so evaluation takes <= 5% of the time, and the last (E is "
+                  "logged and stored as the run-log attribute eval_every_auto; in virtual "
+                  "time E = 1 unless the cost model charges coord_eval_s)",
+}

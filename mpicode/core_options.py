@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from mpicode.options import (
     Option,
+    _auto_or_int,
     _bool,
     _finite_float,
     _is_pos_float,
     _optional_float,
     _optional_int,
+    auto_or_positive,
     dataset_file,
     hidden_sizes,
     nonneg,
@@ -79,7 +81,11 @@ OPTIONS: list[Option] = [
     Option("progress", str, "auto", "stderr progress: auto (a bar on a terminal, else a line "
            "every few seconds)", choices=("auto", "bar", "lines", "none")),
     Option("verbose", _bool, False, "debug logging, on every rank", flag_only=True),
-    Option("eval_every", int, 1, "evaluate train/test loss every E iterations", check=positive),
+    Option("eval_every", _auto_or_int, "auto",
+           "rank 0 evaluates train/test loss every E iterations and at the last; auto: E "
+           "chosen after the first iterations so evaluation takes at most 5 percent of the "
+           "time (the workers report the training loss of every iteration: train_loss)",
+           check=auto_or_positive, metavar="E|auto"),
     # --- stragglers (docs/design.md §5) ------------------------------------------------
     Option("stragglers", str, "none",  # help and check: the registry (its names)
            "straggler model: NAME or trace:RUN.h5 (a recorded run) | trace:TRACE.h5 "

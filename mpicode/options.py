@@ -98,6 +98,19 @@ def _optional_int(s):
     return int(s)
 
 
+def _auto_or_int(s):
+    """``auto`` or a whole number (``--eval-every``)."""
+    if isinstance(s, str) and s.strip().lower() == "auto":
+        return "auto"
+    if isinstance(s, bool) or (isinstance(s, float) and s != int(s)):
+        raise ValueError(s)
+    return int(s)
+
+
+def auto_or_positive(x):
+    return None if x == "auto" or x > 0 else "must be auto or > 0"
+
+
 def _bool(s):
     if isinstance(s, bool):
         return s

@@ -61,14 +61,21 @@ class SimBackend:
     def computed(self, task) -> None:
         if self.problem is None:
             return
+        self.info.msgs[task.task_id] = self.message(task)
+
+    def message(self, task) -> tuple[np.ndarray, float, float]:
+        """The task's (gradient sum, loss sum, metric sum), each partition's weighted by its
+        coefficient: what its worker would send."""
         g = np.zeros(self.dim)
-        loss = 0.0
+        loss = metric = 0.0
         c = task.coeffs
         done = self.info.cut.get(task.task_id, task.n)  # a time limit: only the prefix
         for j, p in enumerate(task.partitions[:done]):
-            loss += self.problem.accumulate(int(p), self.w, g, 1.0 if c is None else float(c[j]),
-                                            it=self.it)
-        self.info.msgs[task.task_id] = (g, loss)
+            lo, me = self.problem.accumulate(int(p), self.w, g,
+                                             1.0 if c is None else float(c[j]), it=self.it)
+            loss += lo
+            metric += me
+        return g, loss, metric
 
 
 def Simulator(scheme, stragglers, *, n_workers: int, partition_cost: float, problem=None,

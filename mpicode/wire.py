@@ -16,10 +16,12 @@ fields are named once, and their offsets, the header's size and every message si
   task its time limit cut short: its message sums the first ``n_done`` partitions. (MPI keeps
   the order of two messages between the same pair of ranks, so it is always there first.)
 * ``CANCEL`` 0 -> i: ``[it, task_id]`` (``task_id = -1``: every task of ``it``).
-* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, g...]`` (``ideal`` channel).
+* ``RESULT`` i -> 0: ``[it, task_id, compute_s, delay_s, loss, metric, g...]`` (``ideal``
+  channel): ``loss``, ``metric`` and ``g`` are the task's sums (each partition's weighted by
+  its coefficient), so rank 0 decodes all three with the same weights.
 * With an emulated uplink (``--channel`` not ideal) a finished task is announced instead:
-  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss]``; rank 0 runs the slot
-  clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
+  ``READY`` i -> 0 ``[it, task_id, nbytes, compute_s, delay_s, loss, metric]``; rank 0 runs
+  the slot clock and the scheduler and answers ``GRANT`` 0 -> i ``[it, task_id, offset, nbytes,
   last]``; the worker sends exactly that byte range of its RESULT buffer as ``CHUNK`` i -> 0
   ``[it, task_id, first_element, elements...]``. A result counts as arrived when its last
   chunk is here and the slot that carried it has ended.
@@ -71,19 +73,20 @@ class Layout:
         return f"Layout({self.kind!r}, {', '.join(map(repr, self.fields))})"
 
 
+# What a worker reports of a finished task, in RESULT's header and in READY alike (one
+# definition: adding a field here adds it to both messages, to ``Ready`` and to every size)
+REPORT = ("compute_s", "delay_s", "loss", "metric")
+
 # RESULT: the gradient follows the header
-Result = Layout("RESULT", "it", "task", "compute_s", "delay_s", "loss")
+Result = Layout("RESULT", "it", "task", *REPORT)
+# READY: header only (the RESULT buffer's size, then the report)
+ReadyLayout = Layout("READY", "it", "task", "nbytes", *REPORT)
 # TASK: then n partitions, then (if HAS_COEFFS) n coefficients
 Task = Layout("TASK", "it", "task", "stage", "n", "has_coeffs", "delay_s", "time_limit_s")
 
-
-class Ready(NamedTuple):
-    it: int
-    task_id: int
-    nbytes: int
-    compute_s: float
-    delay_s: float
-    loss: float
+# A decoded READY, field for field in ReadyLayout's order
+Ready = NamedTuple("Ready", [("it", int), ("task_id", int), ("nbytes", int)]
+                   + [(f, float) for f in REPORT])
 
 
 class Grant(NamedTuple):
@@ -108,18 +111,22 @@ def result_bytes(dim: int) -> int:
 
 
 def result_header(out: np.ndarray, it: int, task_id: int, compute_s: float, delay_s: float,
-                  loss: float) -> None:
+                  loss: float, metric: float) -> None:
     """Fill the header of a RESULT buffer (the gradient is already in ``out[HEADER:]``)."""
-    Result.write(out, it=it, task=task_id, compute_s=compute_s, delay_s=delay_s, loss=loss)
+    Result.write(out, it=it, task=task_id, compute_s=compute_s, delay_s=delay_s, loss=loss,
+                 metric=metric)
 
 
 def encode_ready(r: Ready) -> np.ndarray:
-    return np.array(r, dtype=float)
+    out = np.empty(ReadyLayout.HEADER)
+    out[:] = r
+    return out
 
 
 def decode_ready(buf: np.ndarray) -> Ready:
-    it, tid, nbytes, comp, dl, loss = buf[:6]
-    return Ready(int(it), int(tid), int(nbytes), float(comp), float(dl), float(loss))
+    v = buf[:ReadyLayout.HEADER]
+    return Ready(int(v[IT]), int(v[TASK]), int(v[ReadyLayout.NBYTES]),
+                 *(float(v[getattr(ReadyLayout, f.upper())]) for f in REPORT))
 
 
 def encode_grant(g: Grant) -> np.ndarray:

@@ -148,7 +148,7 @@ SLOW = {
     "test_report_views.py::test_no_text_runs_off_any_figure[True]",
     # numba compilations of kernels no other unit test compiles
     "test_batches.py::test_batch_gradient_is_the_exact_gradient_of_the_sampled_rows[mlp]",
-    "test_kernels.py::test_polynomial_link_of_the_float32_kernel_matches_libm",
+    "test_kernels.py::test_vectorized_link_matches_libm_to_float64_precision",
 }
 
 

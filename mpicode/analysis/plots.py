@@ -143,6 +143,8 @@ def band(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _field(run: dict, name: str) -> np.ndarray | None:
+    if name == "loss" and "loss" in run["iterations"]:  # evaluated, else the workers' loss
+        return analysis.loss_after_step(run)
     v = run["iterations"].get(name)
     return None if v is None else np.asarray(v, float)
 

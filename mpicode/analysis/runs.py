@@ -25,13 +25,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpicode.analysis.series import iteration_seconds, loss_after_step
 from mpicode.errors import UsageError
 from mpicode.io.runlog import ITERATION_FIELDS, TASK_FIELDS, WORKER_FIELDS
 from mpicode.options import file_kind
 from mpicode.stats import jain
 
 __all__ = ["read_run", "iterations", "workers", "tasks", "slots", "summary", "jain",
-           "fairness", "time_to_loss", "resolve_path", "per_worker_total",
+           "fairness", "time_to_loss", "loss_after_step", "iteration_seconds",
+           "resolve_path", "per_worker_total",
            "participation_jain", "config"]
 
 
@@ -283,15 +285,16 @@ def fairness(run) -> tuple[float, str]:
 
 
 def time_to_loss(run, target: float | None) -> float:
-    """Seconds (``t_end``) at the end of the first iteration whose loss is <= target; inf if
-    never reached, NaN without a target or a loss field."""
+    """Seconds (``t_end``) at the end of the first iteration whose model's loss is <=
+    target (:func:`loss_after_step`: rank 0's evaluation, else the workers' training loss of
+    that model, so the answer does not depend on ``--eval-every``); inf if never reached,
+    NaN without a target or a loss field."""
     run = read_run(run)
     if target is None:
         return math.nan
-    loss = run["iterations"].get("loss")
-    if loss is None or "t_end" not in run["iterations"]:
+    if "loss" not in run["iterations"] or "t_end" not in run["iterations"]:
         return math.nan
-    hit = np.flatnonzero(loss <= target)
+    hit = np.flatnonzero(loss_after_step(run) <= target)
     return float(run["iterations"]["t_end"][hit[0]]) if hit.size else math.inf
 
 
@@ -316,11 +319,21 @@ def participation_jain(run) -> float:
     return float(jain(np.asarray(p[-1], float)))
 
 
+# vs_oracle is left out (NaN, shown ``-``) when the oracle's mean time is below this
+# fraction of the mean iteration time: the work the oracle splits is then a sliver of the
+# iteration (no stragglers, tiny partitions), and the ratio measures rank 0's fixed costs,
+# not the scheme (a no-straggler run printed vs_oracle 64.64)
+ORACLE_MIN_SHARE = 0.05
+
+
 def _ratio(durations: np.ndarray, oracle: np.ndarray) -> float:
-    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs)."""
+    """mean iteration time / mean oracle time (NaN without an oracle, e.g. older runs, or
+    when the oracle's time is under :data:`ORACLE_MIN_SHARE` of the iteration's)."""
     o = np.asarray(oracle, float)
     o = o[np.isfinite(o)]
     if not durations.size or not o.size or o.mean() <= 0:
+        return math.nan
+    if o.mean() < ORACLE_MIN_SHARE * durations.mean():
         return math.nan
     return float(durations.mean() / o.mean())
 
@@ -330,8 +343,8 @@ def summary(run, target_loss: float | None = None) -> dict:
     run = read_run(run)
     a, it, n = run["attrs"], run["iterations"], run["n"]
     nan = np.full(n, np.nan)
-    t0, t1 = it.get("t_start", nan), it.get("t_end", nan)
-    dur = t1 - t0
+    t1 = it.get("t_end", nan)
+    dur = iteration_seconds(run)  # rank 0's evaluation left out (total_s keeps it)
     fin = dur[np.isfinite(dur)]
     jf, basis = fairness(run)
     delivered = per_worker_total(run, "delivered")
@@ -339,7 +352,7 @@ def summary(run, target_loss: float | None = None) -> dict:
         "run": run["path"], "status": run["status"],
         "scheme": str(a.get("scheme", "?")), "stragglers": str(a.get("stragglers", "?")),
         "N": int(a.get("n_workers", 0)), "iterations": n,
-        "final_loss": _last_finite(it.get("loss", nan)),
+        "final_loss": _last_finite(loss_after_step(run)) if n else math.nan,
         "test_accuracy": _last_finite(it.get("accuracy", nan)),
         "mean_iter_s": float(fin.mean()) if fin.size else math.nan,
         "p95_iter_s": float(np.percentile(fin, 95)) if fin.size else math.nan,

@@ -1,9 +1,11 @@
 """What-if view of runs: the slowdown against a clairvoyant oracle, and per-worker straggler
 scores (``mpicode report --workers``, ``straggler_scores.png``).
 
-* ``vs_oracle`` of a run: its mean iteration time over the mean of ``/iterations/oracle_s``
-  (the time a perfect split of the iteration's work, knowing every worker's realised speed,
-  would have taken). NaN (shown ``-``) when the log has no ``oracle_s``.
+* ``vs_oracle`` of a run: its mean iteration time (rank 0's evaluation, ``eval_s``, left
+  out) over the mean of ``/iterations/oracle_s`` (the time a perfect split of the
+  iteration's work, knowing every worker's realised speed, would have taken). NaN (shown
+  ``-``) when the log has no ``oracle_s``, or when the oracle's time is under 5% of the
+  iteration's (``runs.ORACLE_MIN_SHARE``: then the ratio measures fixed costs).
 * straggler score of a worker: the mean over iterations of its time per partition divided by
   the median of that iteration's workers. 1 is a typical worker, 3 one that took three times
   the median. The time of a worker in an iteration is, per task, ``compute_s + delay_s``
@@ -29,7 +31,7 @@ def vs_oracle(run) -> float:
     it = run["iterations"]
     if "oracle_s" not in it or "t_end" not in it or "t_start" not in it:
         return math.nan
-    dur = np.asarray(it["t_end"], float) - np.asarray(it["t_start"], float)
+    dur = runs.iteration_seconds(run)  # rank 0's evaluation left out
     return runs._ratio(dur[np.isfinite(dur)], it["oracle_s"])
 
 

@@ -1,17 +1,20 @@
-"""Kernel benchmark: the fused logistic kernel against numpy's two passes and the read-once
-floor, and the fused MLP kernel against a numpy matmul reference (``mpicode bench kernels``;
+"""Kernel benchmark: the fused logistic pass against numpy's two passes and the read-once
+floor, and the fused MLP pass against a numpy matmul reference (``mpicode bench kernels``;
 also ``python -m mpicode.bench.kernels [--json] [--quick]``).
 
-For each shape and dtype: the fused kernel (loss + gradient in one pass), numpy's two passes
-(``z = X @ w``, then ``X.T @ r``), and the floor: one sequential numba pass that sums X (a
-kernel must read X at least once). Times are medians of repeats of the calling thread's CPU
-time (``time.thread_time``: everything runs in that one thread, and CPU time does not count
-the time other processes hold the core); numba compile time is measured once and reported
-apart. Run it on a quiet machine: other processes on the
-same cores or memory channels inflate every figure and the ratios less.
+For each shape and dtype: the fused pass (gradient, loss and metric sums in one read of X:
+:func:`mpicode.numerics.kernels.logistic_pass`, what a worker runs), numpy's two passes
+(``z = X @ w``, then ``X.T @ r``: the gradient only), and the floor: one sequential numba
+pass that sums X (a kernel must read X at least once). The roofline columns say what bounds
+a row: its bytes (``d * itemsize``) against the floor's bandwidth, and its flops (``4 d``:
+the dot product and the update, two per element each). Times are medians of repeats of the
+calling thread's CPU time (``time.thread_time``: everything runs in that one thread, and CPU
+time does not count the time other processes hold the core); numba compile time is measured
+once and reported apart. Run it on a quiet machine: other processes on the same cores or
+memory channels inflate every figure and the ratios less.
 
-MLP rows (``mlp``): one forward + backward pass (loss and gradient sums) of
-``mlp.mlp_grad`` against the same computation in numpy matmuls in the data's dtype, with
+MLP rows (``mlp``): one forward + backward pass (gradient, loss and correct-count sums) of
+``mlp.mlp_pass`` against the same computation in numpy matmuls in the data's dtype, with
 GFLOP/s counting the matrix products only (forward, weight gradients, input deltas).
 """
 
@@ -97,7 +100,7 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                 return X.T @ r
 
             def fused(X=X, y=y, w=w, g=g):
-                return kernels.logistic_grad(X, y, w, g, 1.0)
+                return kernels.logistic_pass(X, y, w, g, 1.0)
 
             def floor(X=X):
                 return kernels.read_once(X)
@@ -113,12 +116,19 @@ def run(as_json: bool = False, quick: bool = False, out=None) -> dict:
                 "fused_s": t_fused, "numpy_s": t_numpy, "floor_s": t_floor,
                 "fused_GBps": gb / t_fused, "numpy_GBps": gb / t_numpy, "floor_GBps": gb / t_floor,
                 "fused_over_floor": t_fused / t_floor, "numpy_over_floor": t_numpy / t_floor,
-                "speedup_vs_numpy": t_numpy / t_fused,
-            })
+                "speedup_vs_numpy": t_numpy / t_fused, **_roofline(n, d, X.itemsize,
+                                                                   t_fused, t_floor)})
     res = {"compile_s": compile_s, "compile_cold_s": compile_cold_s, "repeats": repeats,
            "quick": quick, "threads": 1, "rows": rows, "mlp": _mlp_rows(quick, repeats)}
     _print(res, as_json, out)
     return res
+
+
+def _roofline(n: int, d: int, itemsize: int, t_fused: float, t_floor: float) -> dict:
+    """What a row costs: its bytes (read once), its flops (dot product and update, two per
+    element each) and its time at the floor's bandwidth and in the fused pass."""
+    return {"bytes_per_row": int(d * itemsize), "flops_per_row": 4 * d,
+            "floor_ns_per_row": t_floor / n * 1e9, "fused_ns_per_row": t_fused / n * 1e9}
 
 
 def _numpy_mlp(X, y, Ws, bs):
@@ -169,7 +179,7 @@ def _mlp_rows(quick: bool, repeats: int) -> list[dict]:
             ws = mlp.workspace(sizes, dt)
 
             def fused(X=X, y=y, w=w, g=g, ws=ws, sizes=sizes):
-                return mlp.mlp_grad(X, y, w, g, 1.0, sizes, mlp.RELU, *ws)
+                return mlp.mlp_pass(X, y, w, g, 1.0, sizes, mlp.RELU, *ws)
 
             def numpy_ref(X=X, yi=yi, Ws=Ws, bs=bs):
                 return _numpy_mlp(X, yi, Ws, bs)
@@ -214,15 +224,20 @@ def _print(res: dict, as_json: bool, out) -> None:
         print(f"numba warm-up (all kernels, float64+float32): {compile_s:.2f} s here"
               + (f", {cold:.2f} s with an empty cache" if cold is not None else "")
               + f" (excluded); medians of {repeats}; 1 thread", file=out)
+        print("fused: gradient, loss and metric in one pass; numpy: gradient in two passes; "
+              "floor: one read of X", file=out)
         print(f"{'shape':>13} {'dtype':>7} {'fused ms':>9} {'numpy ms':>9} {'floor ms':>9} "
               f"{'GB/s f/n/fl':>16} {'fused/floor':>11} {'numpy/floor':>11} "
-              f"{'vs numpy':>8}", file=out)
+              f"{'vs numpy':>8} {'B/row':>6} {'flop/row':>8} {'ns/row f/fl':>12}", file=out)
         for r in rows:
             print(f"{r['n']:>6}x{r['d']:<6} {r['dtype']:>7} {r['fused_s'] * 1e3:9.2f} "
                   f"{r['numpy_s'] * 1e3:9.2f} {r['floor_s'] * 1e3:9.2f} "
                   f"{r['fused_GBps']:5.0f}/{r['numpy_GBps']:4.0f}/{r['floor_GBps']:4.0f} "
                   f"{r['fused_over_floor']:10.2f}x {r['numpy_over_floor']:10.2f}x "
-                  f"{r['speedup_vs_numpy']:7.2f}x", file=out)
+                  f"{r['speedup_vs_numpy']:7.2f}x {r.get('bytes_per_row', 0):6d} "
+                  f"{r.get('flops_per_row', 0):8d} "
+                  f"{r.get('fused_ns_per_row', 0):6.1f}/{r.get('floor_ns_per_row', 0):<5.1f}",
+                  file=out)
         if res.get("mlp"):
             print(f"\nmlp (ReLU, softmax; forward + backward; GFLOP/s of the matmuls)\n"
                   f"{'shape':>22} {'dtype':>7} {'fused ms':>9} {'numpy ms':>9} "

@@ -55,7 +55,7 @@ def _runtime(comm, n: int, reps: int) -> float:
         # results as a worker holds them when its compute is done (filled before timing)
         outs = [np.ones(RESULT_HEADER + dim) for _ in range(reps)]
         for k, out in enumerate(outs):
-            result_header(out, 0, k, 0.0, 0.0, 0.0)
+            result_header(out, 0, k, 0.0, 0.0, 0.0, 0.0)
         comm.Barrier()
         pool = runtime.SendPool()
         for out in outs:

@@ -32,6 +32,7 @@ from mpicode.config import validate_for_size
 from mpicode.engine import budget
 from mpicode.engine.clock import RunClock, VirtualClock, WallClock
 from mpicode.engine.costs import CostModel, run_partition_cost, virtual_partition_cost
+from mpicode.engine.evaluation import EvalSchedule
 from mpicode.engine.events import EventLoop, Inbox
 from mpicode.engine.hooks import DeadWorkerWatch, Evaluation, Every
 from mpicode.engine.ideal import IdealReplay
@@ -44,6 +45,7 @@ from mpicode.errors import UsageError
 from mpicode.io import checkpoint
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.numerics.optim import make_optimizer
+from mpicode.options import _auto_or_int
 from mpicode.schemes import make_scheme
 from mpicode.wire import result_bytes
 
@@ -122,7 +124,9 @@ def check_policies(cfg, n_workers: int, *, dim: int, snap=None) -> Policies:
 def standard_hooks(cfg, n_workers: int, *, runlog=None, log=log) -> list:
     """The run loop's hooks every run has, before the caller's and the session's: the
     evaluation (``--eval-every``, and the last iteration) and ``--dead-after``."""
-    return [Evaluation(Every(getattr(cfg, "eval_every", 1), last=True)),
+    every = _auto_or_int(getattr(cfg, "eval_every", 1))
+    schedule = EvalSchedule(every) if every == "auto" else Every(every, last=True)
+    return [Evaluation(schedule, runlog=runlog, log=log),
             DeadWorkerWatch(n_workers, getattr(cfg, "dead_after", 0), runlog=runlog, log=log)]
 
 

@@ -23,9 +23,18 @@ class DivergenceWatch:
         self.base: float | None = None
         self.warned = False
 
+    def prepare(self) -> None:
+        """Evaluate the zero model's loss now (the reference of :meth:`check`) rather than
+        at the first check, inside a timed row."""
+        if self.base is None and self.w0 is not None:
+            self.base = float(self.problem.evaluate(self.w0)["loss"])
+
     def check(self, it: int, row: dict) -> str | None:
-        """The warning (also printed to stderr) the first time the loss diverges, else None."""
+        """The warning (also printed to stderr) the first time the loss diverges, else None.
+        The loss is rank 0's evaluation, else (not evaluated) the workers' ``train_loss``."""
         loss = row.get("loss")
+        if loss is None or (isinstance(loss, float) and math.isnan(loss)):
+            loss = row.get("train_loss")
         if self.warned or loss is None or self.w0 is None:
             return None
         loss = float(loss)

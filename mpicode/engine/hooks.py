@@ -148,19 +148,37 @@ class Evaluation(Hook):
     (``begin``, ``due``, and ``observe(it, row)`` for every finished row, ``state_dict``:
     what ``--eval-every auto`` needs)."""
 
-    def __init__(self, schedule):
+    def __init__(self, schedule, *, runlog=None, log=None):
         self.schedule = schedule
+        self.runlog, self.logger = runlog, log
         self.divergence: DivergenceWatch | None = None
 
     def start(self, trainer, first, last):
+        bind = getattr(self.schedule, "bind", None)
+        if bind is not None:  # auto: in virtual time the cost is the clock's charge
+            bind(trainer.events.costs.coord_eval_s if trainer.clock.virtual else None)
         super().start(trainer, first, last)
         self.divergence = DivergenceWatch(trainer.problem, trainer.w)  # warns once, says why
+        # its one evaluation (the zero model's loss) now, not inside the first row's eval_s,
+        # which --eval-every auto takes as the cost of an evaluation
+        self.divergence.prepare()
 
     def complete_row(self, trainer, it, out):
         self._evaluate(trainer, it, out)
         observe = getattr(self.schedule, "observe", None)
         if observe is not None:  # an adaptive schedule learns from every finished row
-            observe(it, out["row"])
+            self._chosen(observe(it, out["row"]))
+
+    def _chosen(self, every) -> None:
+        """``--eval-every auto`` has just chosen its interval: say so (log, run log)."""
+        if every is None:
+            return
+        if self.logger is not None and every > 1:
+            self.logger.info("--eval-every auto: evaluating every %d iterations (evaluation "
+                             "%.3g s, an iteration %.3g s)", every, self.schedule.eval_cost,
+                             self.schedule.iteration_cost)
+        if self.runlog is not None:
+            self.runlog.set_attrs(eval_every_auto=every)
 
     def state_dict(self):  # an adaptive schedule's choice survives a resume
         f = getattr(self.schedule, "state_dict", None)
@@ -173,6 +191,8 @@ class Evaluation(Hook):
 
     def _evaluate(self, trainer, it, out):
         if not self.due(it):
+            if trainer.problem is not None:
+                self.divergence.check(it, out["row"])  # on the workers' train_loss
             return
         row, clock = out["row"], trainer.clock
         eval_s = trainer.events.costs.coord_eval_s

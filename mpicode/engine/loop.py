@@ -129,8 +129,9 @@ class Trainer:
         t_wait = self.events.run(it, info, a, heartbeat=self._heartbeat)
         t0 = time.perf_counter()
         dec, c_dec = r0.act(scheme.name, "decode", self._decode, count=_decode_work)
-        gsum = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])[0]
+        sums = (combine(dec, info.msgs, self.dim, *self._buffers()[:2])
                 if self.problem is not None else None)
+        gsum = sums[0] if sums is not None else None
         # virtual time charges the cost model's decode, not the measured one: the file is a
         # function of the seed and the trace (bench scale measures the decode)
         decode_s = time.perf_counter() - t0 if wall else costs.coord_decode_s + c_dec
@@ -145,6 +146,9 @@ class Trainer:
         self.events.cancel(it, late, t_wait)
         info.cancelled += len(late)
         grad_norm = math.nan
+        # issue 25: the workers' loss and metric of the broadcast model (self.w, before the
+        # update replaces it), decoded with the gradient's weights: no pass over the data here
+        train = self.problem.decoded(sums[1], sums[2], self.w) if sums is not None else {}
         if gsum is not None:
             self._update(gsum)
             grad_norm = self._grad_norm
@@ -168,6 +172,7 @@ class Trainer:
         out, c_rows = r0.act("engine", "rows", rows, policy_call=False,
                              tasks=self._last_tasks)
         row = out["row"]
+        row.update(train)
         if not wall:
             update_s = c_end + costs.coord_update_s + c_rows
             self.vt += t_wait + decode_s + update_s
@@ -344,7 +349,8 @@ class Trainer:
 
 def diverged(w: np.ndarray, row: dict) -> bool:
     """The model or its loss is no longer finite (a too large learning rate)."""
-    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0)))
+    return not (np.isfinite(w).all() and math.isfinite(row.get("loss", 0.0))
+                and math.isfinite(row.get("train_loss", 0.0)))
 
 
 def divergence_error(it: int, lr: float, hint: str = "") -> str:

@@ -40,7 +40,8 @@ def _metric(row: dict) -> tuple[str, float] | None:
 
 class LineProgress:
     """One line every ``interval`` seconds of ``clock`` (and a last one at ``close`` once any
-    was printed). The loss and metric shown are the latest finite ones (``--eval-every``).
+    was printed). The loss and metric shown are the latest finite ones (``--eval-every``); the
+loss is rank 0's evaluation, else the workers' ``train_loss``.
     ``desc`` is not printed: the line stays the same for every run."""
 
     def __init__(self, total: int, desc: str = "", initial: int = 0, *, stream=None,
@@ -58,6 +59,8 @@ class LineProgress:
     def update(self, row: dict) -> None:
         self.n += 1
         loss = row.get("loss")
+        if loss is None or not math.isfinite(loss):  # not evaluated: the workers' loss
+            loss = row.get("train_loss")
         if loss is not None and math.isfinite(loss):
             self.loss = float(loss)
         self.metric = _metric(row) or self.metric
@@ -110,7 +113,10 @@ class BarProgress:
     def update(self, row: dict) -> None:
         self.bar.update(1)
         it_s = row.get("t_end", math.nan) - row.get("t_start", math.nan)
-        self.bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}",
+        loss = row.get("loss", math.nan)
+        if not math.isfinite(loss):  # not evaluated: the workers' loss
+            loss = row.get("train_loss", math.nan)
+        self.bar.set_postfix(loss=f"{loss:.4g}",
                              cov=f"{row.get('coverage', math.nan):.2f}", it_s=f"{it_s:.3f}",
                              refresh=False)
 

@@ -19,7 +19,7 @@ class IterationInfo:
     task_index: np.ndarray = None          # tasks dispatched so far, per worker
     delay: dict = field(default_factory=dict)      # tid -> injected delay drawn (s)
     measured: dict = field(default_factory=dict)   # tid -> (compute_s, delay_s) reported
-    msgs: dict = field(default_factory=dict)       # tid -> (gradient sum, loss sum)
+    msgs: dict = field(default_factory=dict)       # tid -> (gradient, loss, metric sums)
     ready: dict = field(default_factory=dict)      # tid -> time its message was ready to go
     cut: dict = field(default_factory=dict)        # tid -> partitions done, if a limit cut it
     stale: int = 0
@@ -38,17 +38,20 @@ class IterationInfo:
 
 
 def combine(dec, msgs: dict, dim: int, out: np.ndarray | None = None,
-            scratch: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Decoded gradient sum and loss sum: sum over chosen tasks of weight * message.
+            scratch: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """Decoded gradient sum, loss sum and metric sum: sum over chosen tasks of weight *
+    message, the same weights for all three (a message is ``(g, loss, metric)``; one without
+    a metric, ``(g, loss)``, decodes to a NaN metric).
 
     ``out`` and ``scratch`` (``dim``-vectors) are reused instead of allocated: at 10^6
     parameters the temporaries' page faults cost more than the sums. The values are those of
     ``zeros(dim) + w1 g1 + w2 g2 + ...`` in that order, bit for bit (0 + x is x)."""
     gsum = np.zeros(dim) if out is None else out
-    lsum = 0.0
+    lsum = msum = 0.0
     first = True
     for tid, wgt in dec.weights.items():
-        g, loss = msgs[tid]
+        msg = msgs[tid]
+        g = msg[0]
         if first:
             np.multiply(g, wgt, out=gsum)
             first = False
@@ -57,10 +60,11 @@ def combine(dec, msgs: dict, dim: int, out: np.ndarray | None = None,
         else:
             tmp = np.empty(dim) if scratch is None else scratch
             gsum += np.multiply(g, wgt, out=tmp)
-        lsum += wgt * loss
+        lsum += wgt * msg[1]
+        msum += wgt * (msg[2] if len(msg) > 2 else math.nan)
     if first and out is not None:
         gsum.fill(0.0)
-    return gsum, lsum
+    return gsum, lsum, msum
 
 
 def _bytes_up(scheme, info: IterationInfo) -> int:

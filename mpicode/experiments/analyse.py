@@ -48,7 +48,7 @@ def run_metrics(run: dict) -> dict:
     dur = t1 - t0
     comm = _arr(it, "comm_s", n)
     m = {"iterations": n, "final_acc": _last(_arr(it, "accuracy", n)),
-         "final_loss": _last(_arr(it, "loss", n)),
+         "final_loss": _last(analysis.loss_after_step(run)) if n else math.nan,
          "mean_iter_s": float(np.nanmean(dur)) if n else math.nan,
          "p95_iter_s": float(np.nanpercentile(dur, 95)) if n else math.nan,
          "total_s": _last(t1), "mean_load": float(np.nanmean(_arr(it, "load", n))),
@@ -82,7 +82,9 @@ def series(run: dict) -> dict:
     it, n = run["iterations"], run["n"]
     dur = _arr(it, "t_end", n) - _arr(it, "t_start", n)
     return {"t": np.cumsum(np.nan_to_num(dur)), "acc": _arr(it, "accuracy", n),
-            "loss": _arr(it, "loss", n), "load": _arr(it, "load", n),
+            # the model's loss after each step, evaluated or from the workers' train_loss
+            "loss": analysis.loss_after_step(run) if n else _arr(it, "loss", n),
+            "load": _arr(it, "load", n),
             "comm_s": _arr(it, "comm_s", n)}
 
 

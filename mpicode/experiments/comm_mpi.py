@@ -64,7 +64,7 @@ def run_series(opts: dict, comm, cache: dict, after=None) -> tuple | None:
     h = trainer.history
     per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
            "comm_s": [r["comm_s"] for r in h], "link_s": links.times[:len(h)],
-           "loss": [r.get("loss", math.nan) for r in h]}
+           "loss": [_loss_after(h, k) for k in range(len(h))]}
     return trainer, per
 
 
@@ -77,9 +77,18 @@ def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
     h = trainer.history
     k = target_iteration(opts["iterations"])
     res = cell_metrics(per, trainer.events.uplink.sched, k)
-    res["loss_at_target"] = float(h[min(k, len(h) - 1)].get("loss", math.nan))
+    res["loss_at_target"] = _loss_after(h, min(k, len(h) - 1))
     res["iterations_done"] = len(h)
     return res
+
+
+def _loss_after(h: list[dict], k: int) -> float:
+    """The training loss after row k's step: rank 0's evaluation, else (``--eval-every``
+    skipped it) the workers' ``train_loss`` of the next row, the same model."""
+    loss = float(h[k].get("loss", math.nan)) if h else math.nan
+    if not math.isfinite(loss) and k + 1 < len(h):
+        loss = float(h[k + 1].get("train_loss", math.nan))
+    return loss
 
 
 def _inner(argv) -> int:

@@ -13,7 +13,7 @@ is interrupted (SIGTERM/SIGUSR1). It holds:
 * ``scheduler/*``, ``uplink/*``: ``state_dict()`` of the scheduler (queues ``Q``, ``Z``,
   ``P``, counters, the round-robin pointer, the per-slot rows ``slot_rows``, ...) and of the
   uplink (the slot clock),
-* ``runtime/*``: the dead-worker counters.
+* ``runtime/*``: the dead-worker counters, ``--eval-every auto``'s chosen interval.
 
 Random numbers need no state: every draw (delays, channel samples, codes) is a function of
 (seed, iteration, worker, task index) or (seed, slot). Values are plain arrays and scalars:

@@ -18,6 +18,9 @@ ITERATION_FIELDS: dict[str, str] = {
     # (measured on the wall clock, charged in virtual time) and the fraction of the row it
     # was busy
     "policy_s": "f8", "coord_busy": "f8",
+    # the workers' loss and metric of the iteration's broadcast model, decoded like the
+    # gradient (issue 25)
+    "train_loss": "f8", "train_metric": "f8",
 }
 WORKER_FIELDS: dict[str, str] = {
     "stage": "i1", "partitions": "i4", "compute_s": "f8", "delay_s": "f8", "finish_s": "f8",

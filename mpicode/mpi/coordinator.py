@@ -55,6 +55,7 @@ class Partial:
     buf: np.ndarray
     missing: int     # elements still to come
     loss: float
+    metric: float
 
 
 class Coordinator:
@@ -109,8 +110,8 @@ class Coordinator:
             self.sends.isend(self.comm, model, r, TAG_MODEL)
 
     def after_decode(self, info) -> None:
-        for g, _ in info.msgs.values():
-            self.release(g)
+        for msg in info.msgs.values():
+            self.release(msg[0])
         self.sends.prune()
 
     # ---- messages out -------------------------------------------------------------------------
@@ -156,11 +157,13 @@ class Coordinator:
             if task.state != "pending" or tid in info.msgs:
                 self._stale(None)
             else:
-                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[Result.LOSS]))
+                info.msgs[tid] = (buf[RESULT_HEADER:], float(buf[Result.LOSS]),
+                                  float(buf[Result.METRIC]))
                 self.mode.result(task, buf)
         elif tag == TAG_READY:
             ready = decode_ready(buf)
-            self.partial[tid] = Partial(np.empty(self.size), self.size, ready.loss)
+            self.partial[tid] = Partial(np.empty(self.size), self.size, ready.loss,
+                                        ready.metric)
             self.mode.ready(task, ready)
         elif tag == TAG_CHUNK:
             self._chunk(tid, buf, count)
@@ -180,7 +183,7 @@ class Coordinator:
         p.missing -= n
         if p.missing == 0:
             del self.partial[tid]
-            self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss)
+            self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss, p.metric)
             self.mode.assembled(self.scheme.tasks[tid])
 
     def _stale(self, buf) -> None:

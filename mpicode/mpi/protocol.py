@@ -5,6 +5,7 @@ from mpicode.wire import *  # noqa: F401,F403
 from mpicode.wire import (  # noqa: F401
     CHUNK_HEADER,
     IT,
+    REPORT,
     RESULT_HEADER,
     TAG_ACK,
     TAG_CANCEL,
@@ -22,6 +23,7 @@ from mpicode.wire import (  # noqa: F401
     Grant,
     Layout,
     Ready,
+    ReadyLayout,
     Result,
     Task,
 )

@@ -157,7 +157,7 @@ class Worker:
         n = len(parts)
         out = self._result_buffer()
         g = out[RESULT_HEADER:]
-        loss = 0.0
+        loss = metric = 0.0
         compute = 0.0
         slept = 0.0
         per_part = task["delay"] / max(1, n)
@@ -169,9 +169,11 @@ class Worker:
             if j and t0 - t_task >= limit:  # no partition starts past the budget
                 n_done = j
                 break
-            loss += self.problem.accumulate(int(parts[j]), self.w, g,
-                                            1.0 if coeffs is None else float(coeffs[j]),
-                                            it=task["it"])
+            lo, me = self.problem.accumulate(int(parts[j]), self.w, g,
+                                             1.0 if coeffs is None else float(coeffs[j]),
+                                             it=task["it"])
+            loss += lo
+            metric += me
             t1 = time.perf_counter()
             compute += t1 - t0
             self.poll()
@@ -186,13 +188,13 @@ class Worker:
         if self.cancel_current:
             self._spend(out, None)
             return
-        result_header(out, task["it"], task["task_id"], compute, slept, loss)
+        result_header(out, task["it"], task["task_id"], compute, slept, loss, metric)
         if n_done < n:  # cut short: say how much the sum covers, before the result itself
             self.sends.isend(self.comm, encode_partial(task["it"], task["task_id"], n_done),
                              0, TAG_PARTIAL)
         if self.uplink:
             self.outbox[(task["it"], task["task_id"])] = out
-            ready = Ready(task["it"], task["task_id"], out.nbytes, compute, slept, loss)
+            ready = Ready(task["it"], task["task_id"], out.nbytes, compute, slept, loss, metric)
             self.sends.isend(self.comm, encode_ready(ready), 0, TAG_READY)
         else:
             self._spend(out, self.sends.isend(self.comm, out, 0, TAG_RESULT))

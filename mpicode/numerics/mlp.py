@@ -7,8 +7,9 @@ hidden layers (ReLU or tanh) to ``C`` logits with a softmax cross-entropy loss (
 layer after layer: ``W_l`` (``sizes[l] x sizes[l+1]``, C order) then ``b_l``
 (``sizes[l+1]``).
 
-:func:`mlp_grad` follows the convention of :mod:`mpicode.numerics.kernels`: it *accumulates*
-``scale * gradient-sum`` into the float64 ``g`` and returns ``scale * loss-sum``. It runs
+:func:`mlp_pass` follows the convention of :mod:`mpicode.numerics.kernels`: it *accumulates*
+``scale * gradient-sum`` into the float64 ``g`` and returns ``(scale * loss-sum, scale *
+correct predictions)``. It runs
 over the rows in blocks (``block`` rows, set by the size of the workspace): forward, softmax
 and backward of a block while its activations are still in cache, the matrix products going
 to BLAS (numba calls scipy's ``?gemm``). Pass ``w`` in the data's dtype (float64 or
@@ -163,9 +164,10 @@ def _backward(Xb, w, g, scale, sizes, kind, A, D, T, block):
 
 
 @numba.njit(cache=True)
-def mlp_grad(X, y, w, g, scale, sizes, kind, A, D, T):
+def mlp_pass(X, y, w, g, scale, sizes, kind, A, D, T):
     """``g += scale * gradient-sum`` of the softmax cross-entropy over the rows of ``X``;
-    returns ``scale * loss-sum``. ``A, D, T`` from :func:`workspace`; ``kind`` RELU/TANH."""
+    returns ``(scale * loss-sum, scale * correct predictions)`` (arg-max class), all from
+    the one forward pass. ``A, D, T`` from :func:`workspace`; ``kind`` RELU/TANH."""
     n = X.shape[0]
     width = 0
     for lay in range(1, sizes.shape[0]):
@@ -174,16 +176,24 @@ def mlp_grad(X, y, w, g, scale, sizes, kind, A, D, T):
     C = sizes[sizes.shape[0] - 1]
     zo = block * (width - C)  # offset of the logits in A and of the output deltas in D
     loss = 0.0
+    correct = 0
     for i0 in range(0, n, block):
         nb = min(block, n - i0)
         Xb = X[i0:i0 + nb]
         _forward(Xb, w, sizes, kind, A, block)
         Z = A[zo:zo + nb * C].reshape((nb, C))
         Dz = D[zo:zo + nb * C].reshape((nb, C))
-        lo, _ = _softmax_block(Z, y, i0, Dz)
+        lo, k = _softmax_block(Z, y, i0, Dz)
         loss += lo
+        correct += k
         _backward(Xb, w, g, scale, sizes, kind, A, D, T, block)
-    return scale * loss
+    return scale * loss, scale * correct
+
+
+@numba.njit(cache=True)
+def mlp_grad(X, y, w, g, scale, sizes, kind, A, D, T):
+    """:func:`mlp_pass` returning ``scale * loss-sum`` only (the older signature)."""
+    return mlp_pass(X, y, w, g, scale, sizes, kind, A, D, T)[0]
 
 
 @numba.njit(cache=True)
@@ -251,5 +261,6 @@ def warmup():
             g = np.zeros(w.size)
             A, D, T = workspace(sizes, dt, 4)
             for kind in (RELU, TANH):
+                mlp_pass(X, y, w, g, 1.0, sizes, kind, A, D, T)
                 mlp_grad(X, y, w, g, 1.0, sizes, kind, A, D, T)
                 mlp_eval(X, y, w, sizes, kind, A)

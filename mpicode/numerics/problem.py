@@ -17,6 +17,8 @@ every partition, drawn from (seed, iteration, partition) (:mod:`mpicode.numerics
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mpicode.errors import UsageError
@@ -82,7 +84,7 @@ class Problem:
         if model == "mlp":
             self._setup_mlp(hidden, activation)
         else:
-            self._grad = kernels.GRAD[model]
+            self._pass = kernels.PASS[model]
             self._eval = kernels.EVAL[model]
         # the model in the data's dtype, refilled per call (no allocation per partition)
         self._wcast = np.empty(self.dim, self.dtype)
@@ -97,7 +99,7 @@ class Problem:
         kind = mlp.ACTIVATIONS[activation]
         ws = mlp.workspace(self.sizes, self.dtype)  # kept: every call reuses it
         sizes = self.sizes
-        self._grad = lambda X, y, w, g, scale: mlp.mlp_grad(X, y, w, g, scale, sizes, kind, *ws)
+        self._pass = lambda X, y, w, g, scale: mlp.mlp_pass(X, y, w, g, scale, sizes, kind, *ws)
         self._eval = lambda X, y, w: mlp.mlp_eval(X, y, w, sizes, kind, ws[0])
 
     def _setup_batches(self, batch_size: int | None) -> None:
@@ -162,11 +164,13 @@ class Problem:
         return int(self.rows[k].size)
 
     def accumulate(self, k: int, w: np.ndarray, g: np.ndarray, scale: float = 1.0,
-                   it: int | None = None) -> float:
-        """``g += scale * grad-sum of partition k``; returns ``scale * loss-sum``.
+                   it: int | None = None) -> tuple[float, float]:
+        """``g += scale * grad-sum of partition k``; returns ``(scale * loss-sum, scale *
+        metric-sum)`` from the same pass over the data (metric: correct predictions for the
+        classifiers, squared errors for least squares).
 
         ``g`` is float64 of length :attr:`dim`; ``w`` any float dtype (cast to the data's).
-        With mini-batches, the sum runs over the rows of iteration ``it``'s batch (default:
+        With mini-batches, the sums run over the rows of iteration ``it``'s batch (default:
         the one :meth:`begin_iteration` set).
         """
         X, y = self.part(k)
@@ -179,10 +183,26 @@ class Problem:
             np.copyto(self._wcast, w, casting="same_kind")
             w = self._wcast
         try:
-            return float(self._grad(X, y, w, g, scale))
+            loss, metric = self._pass(X, y, w, g, scale)
         except ZeroDivisionError:  # fastmath kernels on a diverged model (inf - inf = NaN)
             g[:] = np.nan
-            return float("nan")
+            return float("nan"), float("nan")
+        return float(loss), float(metric)
+
+    def decoded(self, loss_sum: float, metric_sum: float, w: np.ndarray) -> dict:
+        """``train_loss`` and ``train_metric`` of the model ``w`` the workers computed at,
+        from the decoded sums of their messages: the objective ``loss_sum / B + l2/2 |w|^2``
+        and the metric over the same B rows (accuracy, or RMSE for least squares), with
+        ``B`` the rows one iteration's gradient sums (:attr:`batch_total`). For an exact
+        decode these are the values :meth:`evaluate` gives on the training set (of the
+        iteration's batch with mini-batches)."""
+        B = self.batch_total
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged w: NaN, no warning
+            reg = 0.5 * self.l2 * float(w @ w)
+            m = metric_sum / B
+            if self.metric == "rmse":
+                m = math.sqrt(m) if m >= 0 else math.nan
+        return {"train_loss": loss_sum / B + reg, "train_metric": float(m)}
 
     def partition_cost(self, repeats: int = 20) -> float:
         """Median seconds of :meth:`accumulate` on partition 0 (warmed up), at w_0."""

@@ -27,9 +27,15 @@ def test_demo_run_and_report(tmp_path):
     for k in ("format_version", "mpicode_version", "created", "config", "scheme", "n_workers",
               "n_partitions", "seed", "mpi_library", "status", "n_done"):
         assert k in run["attrs"], k
-    for k in ("iteration", "t_start", "t_end", "loss", "test_loss", "accuracy", "coverage",
+    for k in ("iteration", "t_start", "t_end", "train_loss", "train_metric", "coverage",
               "load", "decode_s"):
         assert np.all(np.isfinite(run["iterations"][k])), k
+    # --eval-every auto: rank 0 evaluated the first and the last iteration at least; between
+    # its evaluations the workers' train_loss gives the loss of every model
+    for k in ("loss", "test_loss", "accuracy"):
+        assert np.all(np.isfinite(run["iterations"][k][[0, -1]])), k
+    from mpicode.analysis import loss_after_step
+    assert np.all(np.isfinite(loss_after_step(run)))
     assert run["workers"]["finish_s"].shape == (8, 4)
     assert not (tmp_path / "demo.h5.part").exists()
     table = render([str(out)])
@@ -99,7 +105,7 @@ def test_sigkill_leaves_readable_rows(tmp_path, kill_after):
             assert d.shape[0] >= n
         it = f["iterations/iteration"][:n]
         np.testing.assert_array_equal(it, np.arange(n))
-        for k in ("t_start", "t_end", "loss", "coverage", "load"):
+        for k in ("t_start", "t_end", "train_loss", "coverage", "load"):
             assert np.all(np.isfinite(f["iterations"][k][:n])), k
         assert np.all(np.diff(f["iterations/t_end"][:n]) > 0)
         assert f["workers/finish_s"][:n].shape == (n, 2)

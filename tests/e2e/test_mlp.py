@@ -19,7 +19,7 @@ EXACT = sorted(name for name, cls in SCHEMES.items() if cls.exact)
 MLP = ["--model", "mlp", "--hidden", "12,8", "--activation", "tanh", "--batch-size", 64,
        "--optimizer", "nesterov", "--lr", 0.1, "--samples", 600, "--features", 10,
        "--iterations", 20, "--seed", 4, "--stragglers", "shifted-exp",
-       "--stragglers-tolerated", 1, "--quiet"]
+       "--stragglers-tolerated", 1, "--quiet", "--eval-every", 1]
 
 
 def _losses(path):

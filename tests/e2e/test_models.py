@@ -29,7 +29,7 @@ def _run(driver: str, out, extra=()):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_under_every_driver(tmp_path, model, driver):
     out = tmp_path / "m.h5"
-    r = _run(driver, out, ["--model", model])
+    r = _run(driver, out, ["--model", model, "--eval-every", 1])  # every row's evaluation
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     with h5py.File(out, "r") as f:
@@ -37,6 +37,8 @@ def test_every_model_trains_under_every_driver(tmp_path, model, driver):
         assert f.attrs["model"] == model
         loss = f["iterations/loss"][:]
         assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
+        # the workers' loss of each broadcast model is rank 0's evaluation of it
+        np.testing.assert_allclose(f["iterations/train_loss"][1:], loss[:-1], rtol=1e-12)
         w = f["model/w"][:]
         assert np.all(np.isfinite(w)) and w.size == (5 * 4 if model == "softmax" else 5)
         rmse = f["iterations/rmse"][:]

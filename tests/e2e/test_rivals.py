@@ -26,14 +26,16 @@ def test_exact_rivals_follow_uncoded_at_9_ranks(tmp_path):
     """partial-gc and hetero-gc decode the exact gradient under real MPI timing: their loss
     trajectories equal uncoded's to 1e-9, every iteration's coverage is 1, and ideal_s is
     logged (S >= 1 up to the machine's noise is not asserted: no timing assertions)."""
-    ref = _train(tmp_path, "uncoded")["iterations"]["loss"]
+    # train_loss: the workers' decoded loss of every iteration's model, whatever
+    # --eval-every auto chose (rank 0's loss is NaN on the rows it did not evaluate)
+    ref = _train(tmp_path, "uncoded")["iterations"]["train_loss"]
     for scheme, extra in [("partial-gc", ["--stragglers-tolerated", "2"]),
                           ("partial-gc", ["--pgc-assignment", "random", "--pgc-order",
                                           "random"]),
                           ("hetero-gc", ["--stragglers-tolerated", "1"])]:
         run = _train(tmp_path, scheme, *extra, name=f"{scheme}{len(extra)}")
         it = run["iterations"]
-        np.testing.assert_allclose(it["loss"], ref, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(it["train_loss"], ref, rtol=1e-9, atol=0)
         assert np.all(it["coverage"] == 1.0)
         assert np.all(np.isfinite(it["ideal_s"]))
 
@@ -52,7 +54,7 @@ def test_dropcompute_at_9_ranks_real_time_and_uplink(tmp_path):
         assert np.all(it["coverage"][:3] == 1.0)
         tk = run["tasks"]
         np.testing.assert_array_equal(tk["n_computed"] <= tk["n_partitions"], True)
-        assert np.isfinite(it["loss"]).all()
+        assert np.isfinite(it["train_loss"]).all() and np.isfinite(it["loss"][-1])
 
 
 def test_dropcompute_train_virtual_equals_simulate(tmp_path):

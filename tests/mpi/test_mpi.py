@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _cfg(n_workers, **kw):
     v = dict(defaults().values)
-    v.update(samples=600, features=12, iterations=6, lr=0.5, seed=3, quiet=True)
+    v.update(samples=600, features=12, iterations=6, lr=0.5, seed=3, quiet=True, eval_every=1)
     v.update(kw)
     return validate_for_size(Config(v), n_workers)
 
@@ -174,3 +174,82 @@ def test_drain_pipe_waits_for_the_reader_and_is_bounded():
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("model", ["logistic", "softmax", "least-squares", "mlp"])
+def test_decoded_training_loss_is_rank0s_evaluation(model, dtype):
+    """Every exact scheme: the training loss and metric the workers report with their results,
+    decoded with the gradient's weights (train_loss of row it, model w_it), equal rank 0's
+    full evaluation of the same model (loss of row it-1) to 1e-12 relative: float64 and
+    float32 alike for the linear models (a row's margin is the same bits on a worker and on
+    rank 0); the float32 MLP to float32's precision (BLAS blocks its rows differently)."""
+    from mpi4py import MPI
+
+    from mpicode import registry
+    from mpicode.config import UsageError
+    from mpicode.mpi.launch import execute
+    comm = MPI.COMM_WORLD.Dup()
+    N = comm.size - 1
+    s = 1 if N % 2 == 0 else 0  # frc needs (s+1) | N
+    loose = model == "mlp" and dtype == "float32"
+    for scheme in registry.exact_schemes():
+        try:
+            cfg = _cfg(N, scheme=scheme, stragglers_tolerated=s, stragglers="shifted-exp",
+                       delay_unit=0.002, iterations=4, model=model, dtype=dtype, hidden="6",
+                       eval_every=1)
+        except UsageError:  # a size this scheme does not take (same verdict on every rank)
+            continue
+        problem = Problem.from_config(cfg, cfg.partitions,
+                                      synthetic(cfg.samples, cfg.features, cfg.seed))
+        comm.Barrier()
+        coord = execute(cfg, comm, problem)
+        if comm.rank == 0:
+            h = coord.history
+            assert all(r["coverage"] == 1.0 for r in h), scheme
+            dec = np.array([r["train_loss"] for r in h[1:]])
+            ev = np.array([r["loss"] for r in h[:-1]])
+            np.testing.assert_allclose(dec, ev, rtol=1e-5 if loose else 1e-12,
+                                       err_msg=f"{scheme} {model} {dtype}")
+            dm = np.array([r["train_metric"] for r in h[1:]])
+            em = np.array([r["train_accuracy"] for r in h[:-1]])
+            np.testing.assert_allclose(dm, em, rtol=0 if loose else 1e-12,
+                                       atol=2 / problem.n if loose else 0,
+                                       err_msg=f"{scheme} {model} {dtype} metric")
+    comm.Barrier()
+    comm.Free()
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.parametrize("channel", ["ideal", "rayleigh"])
+def test_a_stale_loss_and_metric_are_dropped(channel):
+    """A RESULT (ideal channel) or READY (uplink) of an iteration that never was, carrying an
+    absurd loss and metric, is counted stale and dropped: train_loss/train_metric stay the
+    decoded values of the current iteration's messages (= rank 0's evaluation)."""
+    from mpi4py import MPI
+
+    from mpicode import wire
+    comm = MPI.COMM_WORLD.Dup()
+    N = comm.size - 1
+    cfg = _cfg(N, scheme="uncoded", channel=channel, scheduler="lyapunov", bandwidth=2e6,
+               iterations=4)
+    comm.Barrier()
+    if comm.rank == 1:
+        if channel == "ideal":
+            stale = np.zeros(wire.Result.size(cfg.features))
+            wire.result_header(stale, -7, 0, 0.0, 0.0, 1e9, 1e9)
+            comm.Send(stale, dest=0, tag=wire.TAG_RESULT)
+        else:
+            ready = wire.Ready(-7, 0, wire.result_bytes(cfg.features), 0.0, 0.0, 1e9, 1e9)
+            comm.Send(wire.encode_ready(ready), dest=0, tag=wire.TAG_READY)
+    _, coord = _run(comm, cfg)
+    if comm.rank == 0:
+        h = coord.history
+        assert sum(r["n_stale"] for r in h) >= 1
+        np.testing.assert_allclose([r["train_loss"] for r in h[1:]],
+                                   [r["loss"] for r in h[:-1]], rtol=1e-12)
+        np.testing.assert_allclose([r["train_metric"] for r in h[1:]],
+                                   [r["train_accuracy"] for r in h[:-1]], rtol=1e-12)
+    comm.Barrier()
+    comm.Free()

@@ -279,6 +279,9 @@ def make(case: dict):
                **case["options"])
 
 
+RECORDED_MSG_BYTES = 40  # bytes of a message when the corpus was recorded (8 x 5 header)
+
+
 def run_case(case: dict, costs=None) -> dict:
     """The decisions of ``case`` made by the live code (``costs``: the simulator's cost model,
     None for the zero model)."""
@@ -289,8 +292,12 @@ def run_case(case: dict, costs=None) -> dict:
         from mpicode.simulator import Simulator
         model = make_straggler_model(SimpleNamespace(**case["model"]), case["N"], case["K"])
         kw = {} if costs is None else {"costs": costs}
+        # the message size is an input of the case, pinned: the corpus was recorded with a
+        # RESULT header of 5 float64 (no problem, no gradient), and a wire change (issue 25
+        # added METRIC) is not a decision change
         sim = Simulator(scheme, model, n_workers=case["N"],
-                        partition_cost=case["partition_cost"], **kw)
+                        partition_cost=case["partition_cost"],
+                        msg_bytes=case.get("msg_bytes", RECORDED_MSG_BYTES), **kw)
         for it in range(case["iterations"]):
             out = sim.iteration(it)
             its.append({"tasks": task_log(scheme), "notes": list(scheme.log_notes),

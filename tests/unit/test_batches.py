@@ -38,16 +38,17 @@ def test_batch_gradient_is_the_exact_gradient_of_the_sampled_rows(model):
     p = Problem(ds, K, model=model, l2=1e-2, seed=5, hidden="7", batch_size=B)
     w = p.initial_w() + 0.1 * np.random.default_rng(1).standard_normal(p.dim)
     g = np.zeros(p.dim)
-    loss = sum(p.accumulate(k, w, g, it=it) for k in range(K))
+    loss, metric = np.sum([p.accumulate(k, w, g, it=it) for k in range(K)], axis=0)
     rows = np.concatenate([p.rows[k][p.batch_rows(k, it)] for k in range(K)])
     assert rows.size == B and np.unique(rows).size == B
     full = Problem(Dataset("b", ds.X[rows], ds.y[rows], ds.X_test, ds.y_test, "multiclass", 3),
                    1, model=model, l2=1e-2, seed=5, hidden="7")
     g_ref = np.zeros(p.dim)
-    loss_ref = full.accumulate(0, w, g_ref)
+    loss_ref, metric_ref = full.accumulate(0, w, g_ref)
     np.testing.assert_allclose(p.gradient(g, w), full.gradient(g_ref, w), rtol=1e-12,
                                atol=1e-15)
     assert abs(loss - loss_ref) <= 1e-12 * abs(loss_ref)
+    assert metric == metric_ref  # correct predictions of the same sampled rows
     # begin_iteration sets the default iteration; another iteration samples other rows
     p.begin_iteration(it)
     g2 = np.zeros(p.dim)

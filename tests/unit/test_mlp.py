@@ -103,7 +103,7 @@ def test_problem_mlp_partitions_sum_to_the_full_gradient(hidden):
     p = _problem(hidden=hidden, activation="tanh")
     w = p.initial_w()
     g = np.zeros(p.dim)
-    loss = sum(p.accumulate(k, w, g) for k in range(p.K))
+    loss = sum(p.accumulate(k, w, g)[0] for k in range(p.K))
     ref_obj, ref_g = full_gradient(p, w)
     np.testing.assert_allclose(p.gradient(g, w), ref_g, rtol=1e-10, atol=1e-14)
     ev = p.evaluate(w)

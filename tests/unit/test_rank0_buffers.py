@@ -25,18 +25,19 @@ class _Dec:
 @given(st.integers(1, 6), st.integers(0, 5), st.data())
 def test_combine_into_buffers_is_bit_identical(dim, n_msgs, data):
     msgs = {t: (np.array(data.draw(st.lists(floats, min_size=dim, max_size=dim))),
-                data.draw(floats)) for t in range(n_msgs)}
+                data.draw(floats), data.draw(floats)) for t in range(n_msgs)}
     dec = _Dec({t: data.draw(weights) for t in msgs})
     ref = np.zeros(dim)
-    lref = 0.0
+    lref = mref = 0.0
     for t, wgt in dec.weights.items():  # the expression combine() used to evaluate
         ref += wgt * msgs[t][0]
         lref += wgt * msgs[t][1]
+        mref += wgt * msgs[t][2]  # the metric: the same weights as the gradient
     out, scratch = np.full(dim, np.nan), np.full(dim, np.nan)  # stale contents must not leak
-    g, loss = combine(dec, msgs, dim, out, scratch)
+    g, loss, metric = combine(dec, msgs, dim, out, scratch)
     assert g is out
     np.testing.assert_array_equal(g, ref)
-    assert loss == lref
+    assert loss == lref and metric == mref
     np.testing.assert_array_equal(combine(dec, msgs, dim)[0], ref)
 
 
