@@ -39,7 +39,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: help install docs run test test-banner test-fast test-unit-slow test-random test-e2e test-serial \
-	test-mpi test-faults test-openmpi bench lint data experiments clean
+	test-mpi test-cluster test-openmpi test-faults bench lint data experiments cluster-study clean
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -75,13 +75,15 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-unit-slow test-e2e test-mpi $(if $(filter mpich,$(MPI_KIND)),test-openmpi)  ## everything CI runs (~17 min on 2 quiet cores, ~35 loaded)
+test: install test-banner test-fast test-unit-slow test-e2e test-mpi test-cluster $(if $(filter mpich,$(MPI_KIND)),test-openmpi)  ## everything CI runs (~20 min on 2 quiet cores, ~40 loaded)
 
 test-banner:
 	@echo "make test: unit (~1.5 min with its slow tier), end-to-end (~11 min), MPI at 2, 3, 5 ranks (< 1 min):"
 	@echo "  about 13 min on 2 quiet cores, 30 or more on a loaded machine. As root, tests/e2e/test_slurm.py"
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
-	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true)."
+	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true). As root, tests/cluster"
+	@echo "  builds a 5-node virtual cluster of network namespaces (multi-node MPI, SLURM with a"
+	@echo "  slurmd per node, rate-limited links): ~2 min more; skipped with one line if not root."
 
 test-fast: install  ## unit tests but the slow tier: serial, no subprocess (~45 s, 2.5 min loaded)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
@@ -94,6 +96,25 @@ test-random: install  ## unit tests with fresh hypothesis draws (opt-in; CI is d
 
 test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocesses, timeouts)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/e2e
+
+# a virtual cluster of network namespaces (mpicode.vcluster): multi-node mpiexec, SLURM with a
+# slurmd per node, real rate-limited links; root only, skipped with one line otherwise. As
+# root on a clean Debian machine it first installs what it needs with apt-get: iproute2 here
+# (ip, tc), slurm-wlm and munge in tests/slurmlib.py (as tests/e2e/test_slurm.py does)
+test-cluster: install  ## multi-node MPI, SLURM and real links on a virtual cluster (root; ~2 min)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && ! { command -v ip && command -v tc; } >/dev/null; then \
+	  echo "test-cluster: installing iproute2 (ip, tc) with apt-get"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; \
+	fi
+	@why=$$($(PY) -c "from mpicode.vcluster import unavailable; print(unavailable() or '')"); \
+	if [ -n "$$why" ]; then \
+	  if [ "$${CI:-}" = true ]; then echo "test-cluster: cannot run in CI: $$why"; exit 1; fi; \
+	  echo "test-cluster: skipped: $$why"; \
+	else \
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/cluster; \
+	fi
 
 test-serial: test-fast test-unit-slow test-e2e
 
@@ -148,6 +169,11 @@ bench: install  ## every benchmark (run on a quiet machine)
 data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
 	$(PY) -m mpicode.experiments.shipped --data-dir data
+
+# the real-link study (root: a virtual cluster of network namespaces, ~15 min):
+# results/cluster_links.{md,json}; timings, hence under the benchmark lock
+cluster-study: install  ## uplink schedulers and a slow link on real rate-limited links (root)
+	flock /tmp/mpicode-bench.lock $(PY) -m mpicode.experiments.cluster_links --out results
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/, its README.md (the
 # generated sections; the project README links it)

@@ -240,6 +240,9 @@ def validate_for_size(cfg: Config, n_workers: int) -> Config:
     if cfg.batch_size is not None and cfg.batch_size < K:
         raise UsageError(f"--batch-size {cfg.batch_size} must be >= --partitions {K} "
                          f"(every partition gives B/K rows)")
+    if cfg.bottleneck is not None and cfg.access != "wired":
+        raise UsageError(f"--bottleneck {cfg.bottleneck:g} needs --access wired (the other "
+                         "access modes share one slot in time)")
     if cfg.epochs is not None and cfg.source.get("epochs") not in (None, "default", "resumed") \
             and cfg.source.get("iterations") not in (None, "default", "resumed"):
         raise UsageError("give --epochs or --iterations, not both")

@@ -111,8 +111,19 @@ OPTIONS += [
            group="comm"),  # choices: the registry
     Option("slot_ms", _finite_float, 2.0, "slot length tau_s in ms", check=positive,
            group="comm"),
-    Option("access", str, "tdma", "one worker per slot (tdma) or split among the top m (ofdma)",
-           choices=("tdma", "ofdma"), group="comm"),
+    Option("link_timing", str, "emulated",
+           "when a granted message counts as delivered: at the end of the emulated slot that "
+           "carried its last byte (emulated), or when its last chunk really reaches rank 0 "
+           "(real: a real, e.g. rate-limited, network decides; the scheduler still grants slot "
+           "by slot with the channel's rates). real needs train with --delay-mode sleep; "
+           "elsewhere it is emulated (the prediction)", choices=("emulated", "real"),
+           group="comm"),
+    Option("access", str, "tdma", "one worker per slot (tdma), split among the top m (ofdma), "
+           "or several at once, each at its own rate, sharing --bottleneck (wired)",
+           choices=("tdma", "ofdma", "wired"), group="comm"),
+    Option("bottleneck", _optional_float, None,
+           "wired access: bytes/s every worker's uplink shares into rank 0 (default: no shared "
+           "limit)", check=optional_positive, group="comm"),
     Option("log_slots", _bool, False, "record per-slot scheduler rows under /slots",
            flag_only=True, group="comm"),
     # --- simulator (docs/design.md §8) ---------------------------------------------------

@@ -174,3 +174,21 @@ def pytest_collection_modifyitems(config, items):
     for nodeid, item in ids.items():
         if nodeid in SLOW:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def vcluster():
+    """The virtual cluster of tests/cluster (:mod:`mpicode.vcluster`): 5 nodes on one bridge,
+    built once per session (leftovers of a killed earlier session removed first) and torn
+    down at its end, on SIGTERM/SIGHUP and at exit. Where it cannot be built (not root, no
+    ``ip``, no network namespaces) every test that uses it skips with one line saying why;
+    with ``CI=true`` it fails instead."""
+    from mpicode.vcluster import VirtualCluster, cleanup_stale, unavailable
+    why = unavailable()
+    if why:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the virtual cluster cannot run in CI: {why}")
+        pytest.skip(f"no virtual cluster: {why}")
+    cleanup_stale()
+    with VirtualCluster(5) as vc:
+        yield vc

@@ -64,13 +64,15 @@ class Policies:
     stragglers: object
 
     @classmethod
-    def from_config(cls, cfg, n_workers: int, n_partitions: int | None = None) -> Policies:
+    def from_config(cls, cfg, n_workers: int, n_partitions: int | None = None,
+                    real_link: bool = False) -> Policies:
         """Built by their registered classes; a value a class refuses (``ValueError``) is a
-        usage error."""
+        usage error. ``real_link``: the uplink grants but does not deliver (``--link-timing
+        real`` in the MPI runtime: the network delivers)."""
         K = cfg.partitions if n_partitions is None else n_partitions
         try:
             scheme = make_scheme(cfg, n_workers, K)
-            uplink = make_uplink(cfg, n_workers, scheme)
+            uplink = make_uplink(cfg, n_workers, scheme, real_link=real_link)
         except ValueError as e:
             raise UsageError(str(e)) from None
         return cls(scheme, uplink, make_straggler_model(cfg, n_workers, K))
@@ -202,6 +204,13 @@ def _shadow_loop(events: EventLoop, n_workers: int):
     return loop
 
 
+def real_link(cfg, driver: str) -> bool:
+    """``--link-timing real`` applies: the MPI runtime in real time (the network delivers a
+    granted message, not the slot clock)."""
+    return (driver == "train" and cfg.delay_mode != "virtual"
+            and getattr(cfg, "link_timing", "emulated") == "real")
+
+
 def assemble(cfg, *, n_workers: int, problem=None, policies: Policies | None = None,
              driver: str = "simulate", backend=None, session=None, hooks=(),
              record: list | None = None) -> Run:
@@ -214,7 +223,7 @@ def assemble(cfg, *, n_workers: int, problem=None, policies: Policies | None = N
     :class:`~mpicode.engine.session.Session` (opened here, creating the run log, unless it
     is already) whose hooks (run log, progress, checkpoints) go last; ``hooks``: the
     caller's own, between the standard ones and the session's."""
-    pol = policies or Policies.from_config(cfg, n_workers)
+    pol = policies or Policies.from_config(cfg, n_workers, real_link=real_link(cfg, driver))
     if session is not None and session.runlog is None:
         session.open()
     scheme = pol.scheme

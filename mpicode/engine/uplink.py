@@ -27,9 +27,14 @@ BYTE_COUNTERS = ("offered", "admitted", "delivered", "deferred", "dropped")
 
 
 class Uplink:
-    def __init__(self, scheduler, slot_s: float):
+    """The slot clock around ``scheduler``. With ``deliver=False`` (``--link-timing real``)
+    it only grants: a message is delivered when its last chunk really arrives (the MPI
+    receiver reports it), not at the end of the slot that carried its last byte."""
+
+    def __init__(self, scheduler, slot_s: float, deliver: bool = True):
         self.sched = scheduler
         self.slot_s = float(slot_s)
+        self.deliver = bool(deliver)
         self.next_slot = 0
         self._last = {k: np.zeros(scheduler.N, np.int64) for k in BYTE_COUNTERS}
         self.iteration = -1
@@ -95,7 +100,7 @@ class Uplink:
         out = self.sched.step(s)
         self.next_slot = s + 1
         end = (s + 1) * self.slot_s
-        for (i, tid) in out.completed:
+        for (i, tid) in out.completed if self.deliver else ():
             if i == self.iteration:
                 heapq.heappush(self.deliveries, (end, tid))
         return out.grants
@@ -137,9 +142,11 @@ class Uplink:
         return out
 
 
-def make_uplink(cfg, n_workers: int, scheme=None):
+def make_uplink(cfg, n_workers: int, scheme=None, real_link: bool = False):
     """The uplink of a configuration, or None for the ``ideal`` channel (no emulation). With
-    a scheme, the scheduler's coding-aware admission asks it which messages are redundant."""
+    a scheme, the scheduler's coding-aware admission asks it which messages are redundant.
+    ``real_link`` (the MPI runtime in real time with ``--link-timing real``): the scheduler
+    grants, the real network delivers."""
     if cfg.channel == "ideal":
         return None
     channel = make_channel(cfg, n_workers)
@@ -149,4 +156,4 @@ def make_uplink(cfg, n_workers: int, scheme=None):
             it = scheme.iteration
             return scheme.decodable_with({tid for (i, tid) in ids if i == it})
         sched.set_decodable(decodable)
-    return Uplink(sched, cfg.slot_ms / 1000.0)
+    return Uplink(sched, cfg.slot_ms / 1000.0, deliver=not real_link)

@@ -34,33 +34,52 @@ from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks onl
 
 class LinkTimes(Hook):
     """A hook on rank 0's run loop: each iteration's link time (it needs the iteration's
-    tasks, which the scheme forgets at the next), after the row is final."""
+    tasks, which the scheme forgets at the next; NaN without an uplink), after the row is
+    final; then ``after(it)``, if given (the cluster study throttles a link there)."""
 
-    def __init__(self):
+    def __init__(self, after=None):
         self.times: list[float] = []
+        self.after = after
 
     def post_step(self, trainer, it, out):
-        self.times.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"]))
+        self.times.append(link_s(trainer.scheme, out["tasks"], out["row"]["wait_s"])
+                          if trainer.uplink is not None else math.nan)
+        if self.after is not None:
+            self.after(it)
 
 
-def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
-    """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
+def run_series(opts: dict, comm, cache: dict, after=None) -> tuple | None:
+    """Run one cell's options in the MPI runtime (every rank; real sleeps, the wall clock);
+    rank 0 returns ``(trainer, per)``: per-iteration lists ``iter_s``, ``t_end``, ``comm_s``,
+    ``link_s`` (NaN without an uplink) and ``loss``. ``after(it)`` is called on rank 0 after
+    each iteration (the cluster study throttles a link there)."""
     N = comm.size - 1
     cfg = config(opts, N, delay_mode="sleep")
     problem = cached_problem(cfg, comm, cache)
     if comm.rank != 0:
         execute(cfg, comm, problem)
         return None
-    links = LinkTimes()
+    links = LinkTimes(after)
     trainer = execute(cfg, comm, problem, hooks=[links]).trainer
     h = trainer.history
     per = {"iter_s": [r["t_end"] - r["t_start"] for r in h], "t_end": [r["t_end"] for r in h],
-           "comm_s": [r["comm_s"] for r in h], "link_s": links.times[:len(h)]}
-    k = target_iteration(cfg.iterations)
-    out = cell_metrics(per, trainer.events.uplink.sched, k)
-    out["loss_at_target"] = _loss_after(h, min(k, len(h) - 1))
-    out["iterations_done"] = len(h)
-    return out
+           "comm_s": [r["comm_s"] for r in h], "link_s": links.times[:len(h)],
+           "loss": [_loss_after(h, k) for k in range(len(h))]}
+    return trainer, per
+
+
+def _mpi_cell(opts: dict, comm, cache: dict) -> dict | None:
+    """One cell in the MPI runtime (every rank); rank 0 returns its metrics."""
+    out = run_series(opts, comm, cache)
+    if out is None:
+        return None
+    trainer, per = out
+    h = trainer.history
+    k = target_iteration(opts["iterations"])
+    res = cell_metrics(per, trainer.events.uplink.sched, k)
+    res["loss_at_target"] = _loss_after(h, min(k, len(h) - 1))
+    res["iterations_done"] = len(h)
+    return res
 
 
 def _loss_after(h: list[dict], k: int) -> float:

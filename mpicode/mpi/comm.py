@@ -98,8 +98,9 @@ def _done(req: MPI.Request) -> bool:
 
 
 def mpi_library() -> str:
-    # (Open MPI's string ends with a NUL, which an HDF5 attribute cannot hold)
-    return MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()
+    """The MPI library's first version line (the ``mpi_library`` run attribute). Open MPI's
+    string ends in a NUL, which an HDF5 string attribute cannot hold."""
+    return MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()
 
 
 def world() -> MPI.Comm:

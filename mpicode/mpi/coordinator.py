@@ -80,7 +80,7 @@ class Coordinator:
 
     def __init__(self, comm: MPI.Comm, dim: int, scheme=None, *, clock=None,
                  events_clock=None, inbox=None, uplink=None, virtual: bool = False,
-                 max_wait: float | None = None):
+                 max_wait: float | None = None, real_link: bool = False):
         self.comm = comm
         self.N = comm.size - 1
         self.dim = dim
@@ -102,7 +102,7 @@ class Coordinator:
         self.inbox, self.events_clock = inbox, events_clock
         # the event loop's hooks, by delay mode (the receiver reports to them)
         self.mode = (VirtualTime(self, uplink=uplink) if virtual
-                     else RealTime(self, events_clock, inbox, uplink))
+                     else RealTime(self, events_clock, inbox, uplink, real_link=real_link))
 
     @property
     def hooks(self):
@@ -232,6 +232,7 @@ class Coordinator:
         if p.missing == 0:
             del self.partial[tid]
             self.info.msgs[tid] = (p.buf[RESULT_HEADER:], p.loss, p.metric)
+            self.mode.assembled(self.scheme.tasks[tid])
 
     def _stale(self, buf) -> None:
         if self.info is not None:
@@ -274,10 +275,13 @@ class RealTime:
     """Hooks of ``--delay-mode sleep``: tasks carry their delay (the worker sleeps it); a
     result is an event when it arrives (filed in the event loop's ``inbox`` at the time of
     ``clock``, seconds since the iteration began); with an uplink, READY offers the message
-    at once."""
+    at once. With ``real_link`` (``--link-timing real``) a granted message is an event when
+    its last chunk arrives, whatever the slot clock says: the real network's time."""
 
-    def __init__(self, coord: Coordinator, clock=None, inbox=None, uplink=None):
+    def __init__(self, coord: Coordinator, clock=None, inbox=None, uplink=None,
+                 real_link: bool = False):
         self.c, self.clock, self.inbox, self.uplink = coord, clock, inbox, uplink
+        self.real_link = real_link
 
     def poll(self) -> bool:
         return self.c.poll()
@@ -313,6 +317,12 @@ class RealTime:
             self.uplink.offer(task.worker, (self.c.it, task.task_id), 8 * self.c.size,
                               self.c.now())
 
+    def assembled(self, task):
+        """The last chunk of ``task``'s result is here: with a real link, that is its
+        delivery (with an emulated one, the end of its last slot is)."""
+        if self.real_link:
+            self.inbox.arrived(task.task_id, self.clock.now())
+
 
 class VirtualTime(RealTime):
     """Hooks of ``--delay-mode virtual``: what is real are the messages (tasks go out with no
@@ -347,4 +357,7 @@ class VirtualTime(RealTime):
         pass
 
     def ready(self, task, ready):
+        pass
+
+    def assembled(self, task):
         pass

@@ -264,7 +264,8 @@ def build(cfg: Config, comm, problem, record: list | None = None, session=None, 
         return Coordinator(comm, problem.dim, parts["scheme"], clock=parts["clock"],
                            events_clock=parts["events_clock"], inbox=parts["inbox"],
                            uplink=parts["uplink"], virtual=parts["virtual"],
-                           max_wait=parts["max_wait"])
+                           max_wait=parts["max_wait"],
+                           real_link=assembly.real_link(cfg, "train"))
 
     return assembly.assemble(cfg, n_workers=comm.size - 1, problem=problem, driver="train",
                              backend=coordinator, session=session, hooks=hooks,

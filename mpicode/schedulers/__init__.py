@@ -31,8 +31,10 @@ SCHEDULERS = registry.View(registry.schedulers)  # name -> class, always current
 
 def scheduler_params(cfg) -> dict:
     """Keyword arguments of the scheduler a configuration names: the base ones (access,
-    record) and the class's own options."""
+    record, the wired bottleneck's capacity) and the class's own options."""
     kw = {"access": cfg.access, "record": bool(getattr(cfg, "log_slots", False))}
+    if cfg.access == "wired" and getattr(cfg, "bottleneck", None):
+        kw["capacity"] = cfg.bottleneck * cfg.slot_ms / 1000.0  # bytes per slot
     kw.update(registry.scheduler(cfg.scheduler).option_values(cfg))
     return kw
 

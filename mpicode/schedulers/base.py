@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mpicode.schedulers.sharing import share_airtime, share_wired
+
 MsgId = Hashable
 
 
@@ -87,13 +89,16 @@ class Scheduler:
     n_workers : int
     channel : mpicode.models.channels.Channel
         Gives ``rates(slot)`` (bytes/slot) and ``mean_rates()``.
-    access : {"tdma", "ofdma"}
-        ``tdma``: the slot goes to the first worker of the policy's order; time it cannot fill
-        (its queue is shorter than its rate) goes to the next (work-conserving). ``ofdma``: the
-        slot's band is split equally among the top ``m`` workers (each sends at R_i/m); shares
-        they cannot fill go, pooled, to the next workers in order.
+    access : {"tdma", "ofdma", "wired"}
+        How a slot is shared (:mod:`mpicode.schedulers.sharing`). ``tdma``: in time, the
+        first worker of the policy's order first, time it cannot fill to the next
+        (work-conserving). ``ofdma``: the band split equally among the top ``m``, unused shares
+        pooled to the next in order. ``wired``: every worker up to its own rate, all together
+        up to ``capacity`` (links into a shared bottleneck), in the policy's order.
     m : int
         OFDMA: number of workers a slot is split among (default min(4, N)).
+    capacity : float
+        Wired: bytes per slot all workers share (default: no shared limit).
     record : bool
         Keep one row per slot (:meth:`slot_log`) for ``/slots/``.
     """
@@ -110,12 +115,15 @@ class Scheduler:
         return {o.name: getattr(cfg, o.name, o.default) for o in cls.options}
 
     def __init__(self, n_workers: int, channel, *, access: str = "tdma", m: int | None = None,
-                 record: bool = False, **params):
-        if access not in ("tdma", "ofdma"):
-            raise ValueError(f"unknown access {access!r} (tdma, ofdma)")
+                 record: bool = False, capacity: float = math.inf, **params):
+        if access not in ("tdma", "ofdma", "wired"):
+            raise ValueError(f"unknown access {access!r} (tdma, ofdma, wired)")
+        if not capacity > 0:
+            raise ValueError(f"the wired capacity must be > 0 bytes per slot, not {capacity}")
         self.N = int(n_workers)
         self.channel = channel
         self.access = access
+        self.capacity = float(capacity)
         self.m = int(m) if m else min(4, self.N)
         self.record = bool(record)
         self.params = params
@@ -326,42 +334,13 @@ class Scheduler:
             self.deferred[msg.worker] += msg.nbytes
 
     def _serve(self, order: list[int], k: int, R: np.ndarray) -> np.ndarray:
-        """Bytes each worker sends: the first ``k`` eligible workers of ``order`` get 1/k of the
-        slot each; shares left unused (a queue shorter than its share) are pooled and go to the
-        next workers in order. A worker is eligible if it has data and a positive rate."""
-        sent = np.zeros(self.N)
-        Q = self.Q
-        elig = [i for i in order if Q[i] > 0 and R[i] > 0]
-        if not elig:
-            return sent
-        rem = {i: self.Q[i] for i in elig}
-
-        def take(i, share):  # bytes sent and slot fraction used by worker i given ``share``
-            if not math.isfinite(R[i]):
-                b = rem[i]
-                rem[i] = 0.0
-                return b, 0.0
-            cap = math.floor(share * R[i] + 1e-9)
-            if cap < 1:  # not even one byte fits: leave the time to the others
-                return 0, 0.0
-            b = min(rem[i], cap)
-            rem[i] -= b
-            return b, (b / R[i] if b < cap else share)
-
-        k = max(1, min(k, len(elig)))
-        pool = 0.0
-        for i in elig[:k]:
-            b, used = take(i, 1.0 / k)
-            sent[i] += b
-            pool += 1.0 / k - used
-        for i in elig:
-            if pool <= 1e-12:
-                break
-            if rem[i] > 0:
-                b, used = take(i, pool)
-                sent[i] += b
-                pool -= used
-        return sent
+        """Bytes each worker sends in this slot, by the access mode's sharing
+        (:mod:`mpicode.schedulers.sharing`) of the policy's ``order`` (its first ``k`` share
+        first). A worker is eligible if it has data and a positive rate."""
+        elig = [i for i in order if self.Q[i] > 0 and R[i] > 0]
+        if self.access == "wired":
+            return share_wired(elig, k, self.Q, R, self.capacity)
+        return share_airtime(elig, k, self.Q, R)
 
     def _transmit(self, sent: np.ndarray, out: SlotResult) -> None:
         for i in np.flatnonzero(sent):

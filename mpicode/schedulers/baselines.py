@@ -47,14 +47,14 @@ class RoundRobin(Scheduler):
 
     def _order(self, R):
         order = [(self.next + j) % self.N for j in range(self.N)]
-        k = 1 if self.access == "tdma" else self.m
+        k = 1 if self.access != "ofdma" else self.m
         return order, k
 
     def _after(self, R, out, sent):
         served = [i for i in [(self.next + j) % self.N for j in range(self.N)] if sent[i] > 0]
         if served:
             # the cycle moves on past the workers served first (k of them under ofdma)
-            k = 1 if self.access == "tdma" else self.m
+            k = 1 if self.access != "ofdma" else self.m
             self.next = (served[min(k, len(served)) - 1] + 1) % self.N
 
 
@@ -65,7 +65,7 @@ class MaxWeight(Scheduler):
     def _order(self, R):
         w = self.Q * R
         order = [int(i) for i in np.lexsort((np.arange(self.N), -w)) if self.Q[i] > 0]
-        return order, 1 if self.access == "tdma" else self.m
+        return order, 1 if self.access != "ofdma" else self.m
 
 
 @register_scheduler
@@ -83,7 +83,7 @@ class ProportionalFair(Scheduler):
             D = np.minimum(self.Q, R)
         metric = D / np.maximum(self.T, 1e-9)
         order = [int(i) for i in np.lexsort((np.arange(self.N), -metric)) if self.Q[i] > 0]
-        return order, 1 if self.access == "tdma" else self.m
+        return order, 1 if self.access != "ofdma" else self.m
 
     def _after(self, R, out, sent):
         a = 1.0 / self.window

@@ -204,7 +204,7 @@ class Lyapunov(Scheduler):
                 with np.errstate(invalid="ignore"):
                     fb = self.c[ir] * self.Q[ir] * R[ir]
                 order += ir[np.argsort(-fb, kind="stable")].tolist()
-        if self.access == "tdma":
+        if self.access != "ofdma":
             k = 1
         else:
             k = min(self.m, n_pos) if n_pos else self.m

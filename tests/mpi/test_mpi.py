@@ -115,14 +115,18 @@ def test_granted_chunks_deliver_bit_identical_gradients():
     # uncoded decodes the same messages in the same order whatever the timing, so the model
     # is bit-identical iff every chunked message is; two-stage with a reserve (rho 0.5)
     # leaves workers with nothing to send
-    for scheme, channel in (("uncoded", "ideal"), ("uncoded", "rayleigh"),
-                            ("two-stage", "rayleigh")):
+    # and the same over a "real" link (--link-timing real: delivered when the last chunk is
+    # here, not at its slot's end) with the wired slot model
+    real = {"link_timing": "real", "access": "wired", "bottleneck": 1e6}
+    for scheme, channel, extra in (("uncoded", "ideal", {}), ("uncoded", "rayleigh", {}),
+                                   ("two-stage", "rayleigh", {}),
+                                   ("uncoded", "rayleigh-real", real)):
         comm.Barrier()  # the previous run's STOP/ACK drain is over on every rank
         if channel == "rayleigh" and scheme == "uncoded" and comm.rank == 1:
             # a chunk of an iteration that never was: must be counted stale and dropped
             comm.Send(np.array([-7.0, 0.0, 0.0, 1.0]), dest=0, tag=runtime.TAG_CHUNK)
-        cfg = _cfg(N, scheme=scheme, rho=0.5, channel=channel, scheduler="lyapunov",
-                   features=300, bandwidth=2e6, iterations=5)
+        cfg = _cfg(N, scheme=scheme, rho=0.5, channel=channel.split("-")[0],
+                   scheduler="lyapunov", features=300, bandwidth=2e6, iterations=5, **extra)
         problem, coord = _run(comm, cfg)
         if comm.rank == 0:
             models[scheme, channel] = (coord.w.copy(), coord.history)
@@ -131,6 +135,8 @@ def test_granted_chunks_deliver_bit_identical_gradients():
         w1, h1 = models["uncoded", "rayleigh"]
         assert w0.tobytes() == w1.tobytes()
         assert [r["loss"] for r in h0] == [r["loss"] for r in h1]
+        w3, h3 = models["uncoded", "rayleigh-real"]
+        assert w0.tobytes() == w3.tobytes() and all(r["comm_s"] >= 0 for r in h3)
         assert sum(r["n_stale"] for r in h1) >= 1
         assert all(r["comm_s"] >= 0 for r in h1)
         ref = reference_gd(problem, 0.5, 5)[-1]
