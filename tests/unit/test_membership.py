@@ -246,3 +246,67 @@ def test_sigkill_and_sigstop_fault_items_parse_and_bad_ones_are_one_line(monkeyp
                 faults.check()
     finally:
         faults._items.cache_clear()
+
+
+# ---- where the membership lives in the assembled run (the merge onto issue 24's hooks) ----
+def test_a_death_left_in_the_inbox_is_learnt_at_the_start_of_the_next_iteration():
+    from mpicode.engine.events import Inbox
+    inbox = Inbox()
+    inbox.arrived(3, 0.5)
+    inbox.failed(2, 0.7)                      # the MPI receiver's report: time of death unknown
+    inbox.failed(4, 0.9, 0.8, "simulated")    # the model's, --detect-s later
+    inbox.clear()                             # the iteration ended first
+    assert inbox.heap == []
+    assert [(t, w, c) for t, _, w, _, c in sorted(inbox.fails)] == [
+        (0.0, 2, "failed"), (0.0, 4, "simulated")]
+    assert math.isnan(sorted(inbox.fails)[0][3])
+
+
+def _watch(virtual):
+    from mpicode.engine.hooks import DeadWorkerWatch
+    mem = Membership(4, mode="continue")
+    return DeadWorkerWatch(4, 0, membership=mem, virtual=virtual), mem
+
+
+class _Scheme:
+    active = np.ones(4, bool)
+
+    def __init__(self):
+        self.members_set = []
+
+    def set_members(self, alive):
+        self.members_set.append(np.array(alive))
+
+
+class _Trainer:
+    def __init__(self):
+        self.scheme = _Scheme()
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+def test_the_watch_checkpoints_the_membership_and_restores_it_in_virtual_time_only(virtual):
+    watch, mem = _watch(True)
+    mem.fail(2, 1, t_fail=0.1, t_detect=0.1, t0=0.0, cause="simulated")
+    state = watch.state_dict()
+    assert state["alive"].tolist() == [1, 0, 1, 1]
+    again, mem2 = _watch(virtual)
+    again.load_state_dict(state)
+    trainer = _Trainer()
+    again.start(trainer, 3, 9)
+    # virtual time: the failures are the model's, the run goes on without worker 1; the
+    # wall clock: a resumed train is a new job whose ranks are all alive
+    assert mem2.alive.tolist() == ([True, False, True, True] if virtual else [True] * 4)
+    assert [a.tolist() for a in trainer.scheme.members_set] == [mem2.alive.tolist()]
+
+
+def test_the_watch_logs_an_iterations_failures_and_replans():
+    watch, mem = _watch(True)
+    trainer = _Trainer()
+    watch.start(trainer, 0, 9)
+    assert trainer.scheme.members_set == []  # a fresh run: nothing to re-plan
+    mem.fail(0, 3, t_fail=0.2, t_detect=0.25, t0=0.0, cause="simulated")
+    out = {"row": {"wait_s": 0.5, "t_start": 0.0}, "workers": {}, "tasks": {}}
+    watch.post_step(trainer, 0, out)
+    assert out["row"]["n_alive"] == 3
+    assert [a.tolist() for a in trainer.scheme.members_set] == [[True, True, True, False]]
+    assert mem.take() == []  # taken by the watch (for /events)
