@@ -33,7 +33,8 @@ N = 6
 ITERATIONS = 14
 KILLS = ((2, 3), (4, 8))  # (rank, iteration)
 COMMON = ["--stragglers", "shifted-exp", "--delay-unit", "0.02", "--samples", "2400",
-          "--features", "20", "--seed", "5", "--quiet"]
+          "--features", "20", "--seed", "5", "--quiet",
+          "--eval-every", "1"]  # every row's loss (auto may skip rows: NaN) against uncoded's
 VARIANTS = {"uncoded": ["--scheme", "uncoded"], "speed-aware": ["--scheme", "speed-aware"],
             "frc": ["--scheme", "frc", "--stragglers-tolerated", "1"],
             "cyclic": ["--scheme", "cyclic", "--stragglers-tolerated", "1"],
