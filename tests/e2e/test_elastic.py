@@ -110,12 +110,19 @@ def test_two_workers_killed_mid_iteration_the_run_stays_exact(tmp_path, referenc
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "complete" and f.attrs["n_done"] == ITERS
         assert list(f["events/rank"][:]) == [2, 4]
-        assert list(f["events/iteration"][:]) == [2, 6]
+        its = [int(i) for i in f["events/iteration"][:]]
+        if scheme in ("partial-gc", "hetero-gc"):
+            # a tolerant scheme may decode the kill's iteration from the others before rank 0
+            # learns of the death: it is then filed in the next iteration (4 in 5 runs: 2, 6)
+            assert len(its) == 2, its
+            assert all(k <= i <= k + 1 for i, k in zip(its, [2, 6], strict=True)), its
+        else:
+            assert its == [2, 6]
         assert [c.decode() if isinstance(c, bytes) else c for c in f["events/cause"][:]] == \
             ["failed", "failed"]
         n_alive = f["iterations/n_alive"][:]
         N = workers
-        assert list(n_alive) == [N] * 2 + [N - 1] * 4 + [N - 2] * 4
+        assert list(n_alive) == [N - sum(i <= it for i in its) for it in range(ITERS)]
         assert (f["iterations/coverage"][:] == 1).all()
         loss = f["iterations/loss"][:]
     np.testing.assert_allclose(loss, reference, rtol=1e-9, atol=0, equal_nan=False)
