@@ -85,7 +85,8 @@ def section(cmp: list[dict], meta: dict, subject: str, rel: str) -> str:
          "comparison, `mpicode.experiments.study`); do not edit by hand._", "",
          f"{meta['seeds']} seeds (straggler realisations; for a replayed trace, a seeded "
          f"starting step and relabelling of its workers) per cell, {_its(meta['iterations'])}, "
-         f"timing-only simulation with the default costs (rank 0 charged for its decisions, docs/design.md §2.6); per cell the ratio of "
+         "timing-only simulation with the default costs (rank 0 charged for its decisions, "
+         f"docs/design.md §2.6); per cell the ratio of "
          f"{subject}'s mean iteration time to the best other exact scheme's (by mean over the "
          "seeds, among " + ", ".join(meta["others"]) + "), paired by seed, with its 95% "
          "Student-t interval; *faster* / *slower* only when the interval excludes 1. For exact "
