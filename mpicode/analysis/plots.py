@@ -182,15 +182,8 @@ def run_sets(runs: list[dict], groups) -> list[tuple[str, list[dict]]]:
 
 
 def loss_vs_iteration(runs, path, groups=None, log: bool = False, target_loss=None) -> str:
-    fig, (ax,) = _figure()
-    _curves(ax, run_sets(runs, groups), None, "loss", log)
-    if target_loss is not None:
-        ax.axhline(target_loss, color="0.4", ls=":", lw=1, label=f"target {target_loss:g}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss" + (" (log scale)" if log else ""))
-    ax.set_title("Loss per iteration (exact schemes share one curve)")
-    legend(ax, len(groups or runs), bool(groups))
-    return _save(fig, path)
+    return _loss_figure(runs, path, groups, log, target_loss, None, "iteration",
+                        "Loss per iteration (exact schemes share one curve)")
 
 
 def metric_vs_time(runs, path, groups=None) -> str:
@@ -359,13 +352,19 @@ def loss_vs_time(runs: list[dict], path: Path, target_loss: float | None = None,
                  groups=None, log: bool = False) -> str:
     """Training loss against wall time (end of each iteration), every run (or ``groups``:
     mean and 95% CI band per group) on one figure; ``log``: log-scale loss axis."""
+    return _loss_figure(runs, path, groups, log, target_loss, "t_end",
+                        "wall time since training began (s)", "Loss against wall time")
+
+
+def _loss_figure(runs, path, groups, log, target_loss, x, xlabel: str, title: str) -> str:
+    """The training loss against ``x`` (a column, None: the iteration), with the target."""
     fig, (ax,) = _figure()
-    _curves(ax, run_sets(runs, groups), "t_end", "loss", log)
+    _curves(ax, run_sets(runs, groups), x, "loss", log)
     if target_loss is not None:
         ax.axhline(target_loss, color="0.4", ls=":", lw=1, label=f"target {target_loss:g}")
-    ax.set_xlabel("wall time since training began (s)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("training loss" + (" (log scale)" if log else ""))
-    ax.set_title("Loss against wall time")
+    ax.set_title(title)
     legend(ax, len(groups or runs), bool(groups))
     return _save(fig, path)
 

@@ -189,12 +189,17 @@ def writing(path, *, replace: bool = True) -> Iterator:
             os.fsync(f.fileno())
         finally:
             f.close()
-        if replace and os.path.lexists(path):
-            _replace_ok(path)
-        link_into_place(tmp, path, replace=replace)
+        _into_place(tmp, path, replace)
     except BaseException as e:
         _failed(tmp, path, e)
         raise
+
+
+def _into_place(tmp: str, path: str, replace: bool) -> None:
+    """The complete ``tmp`` becomes ``path`` (an existing one replaced only if it may be)."""
+    if replace and os.path.lexists(path):
+        _replace_ok(path)
+    link_into_place(tmp, path, replace=replace)
 
 
 def _failed(tmp: str, path: str, e: BaseException) -> None:
@@ -226,9 +231,7 @@ def creating(path, *, replace: bool = True) -> Iterator[str]:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if replace and os.path.lexists(path):
-            _replace_ok(path)
-        link_into_place(tmp, path, replace=replace)
+        _into_place(tmp, path, replace)
     except BaseException as e:
         _failed(tmp, path, e)
         raise

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_schemes import SLOW, assert_exact  # the exactness check every scheme test uses
 
 from mpicode.schemes.partial_gc import (
     PartialGC,
@@ -23,21 +24,12 @@ from mpicode.schemes.partial_gc import (
     q_max_lower_bound,
     random_regular_assignment,
 )
-from mpicode.schemes.replay import GradientOracle, effective_coeffs, run_iteration
+from mpicode.schemes.replay import GradientOracle, run_iteration
 from mpicode.testing import check_scheme
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
-SLOW = 1e6
 
-
-def assert_exact(sc, out, oracle):
-    c = effective_coeffs(sc, out.decoding)
-    np.testing.assert_allclose(c, 1.0, rtol=0, atol=1e-9)
-    g, loss = oracle.combine(sc, out.decoding)
-    full_g, full_loss = oracle.full()
-    assert np.linalg.norm(g - full_g) <= 1e-9 * np.linalg.norm(full_g)
-    assert abs(loss - full_loss) <= 1e-9 * abs(full_loss)
 
 
 def assert_stopped_at_first_decodable(sc, out):
