@@ -74,22 +74,28 @@ def hostfile(vc: VirtualCluster, slots: list[tuple[str, int]], kind: str = "mpic
 
 
 def mpiexec_argv(vc: VirtualCluster, slots: list[tuple[str, int]], n: int | None = None,
-                 mpiexec: str | None = None) -> list[str]:
+                 mpiexec: str | None = None, ft: bool = False) -> list[str]:
     """The launcher's command line, run on the login node, for ``n`` ranks (default: one per
     slot) placed by a hostfile of ``slots``, ``[(node, ranks), ...]`` in rank order (append
     the program). ``mpiexec``: :func:`mpicode.launcher.mpiexec_path` by default (``$MPIEXEC``,
-    else the venv's); MPICH's Hydra or Open MPI."""
+    else the venv's); MPICH's Hydra or Open MPI. ``ft``: with fault tolerance (Open MPI's
+    ``--with-ft ulfm``; ValueError for MPICH, which has none)."""
     mpiexec = mpiexec or launcher.mpiexec_path()
     kind = mpi_kind(mpiexec)
     hf = str(hostfile(vc, slots, kind))
     n = sum(k for _, k in slots) if n is None else n
     shim = str(ssh_shim(vc))
+    if ft and kind != "openmpi":
+        raise ValueError("no fault-tolerant launch with MPICH's mpiexec: install Open MPI "
+                         "(make install MPI=openmpi)")
     if kind == "mpich":
         argv = [mpiexec, "-launcher", "ssh", "-launcher-exec", shim, "-f", hf, "-n", str(n)]
     else:
         argv = [mpiexec, "--mca", "plm_rsh_agent", shim, "--hostfile", hf, "-n", str(n)]
         if os.geteuid() == 0:
             argv.insert(1, "--allow-run-as-root")
+        if ft:
+            argv[1:1] = ["--with-ft", "ulfm"]
     return vc.head_argv(argv)
 
 
