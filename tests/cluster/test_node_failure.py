@@ -34,13 +34,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC, PY, ROOT, run_attr, wait_until
+from conftest import PY, openmpi_with_ulfm, run_attr, wait_until
 
 from mpicode import launcher
 from mpicode.vcluster import mpi_env, mpiexec_argv
@@ -53,18 +52,6 @@ KILL_AFTER = 3  # iterations logged before the node's workers are killed
 COMMON = ["--iterations", ITERS, "--stragglers", "shifted-exp", "--delay-unit", 0.05,
           "--seed", 3, "--eval-every", 1, "--flush-every", 0, "--quiet"]
 JOB_TIMEOUT = 240
-
-
-def openmpi_with_ulfm():
-    """``(python, mpiexec)`` of an Open MPI with ULFM: the suite's own MPI if it is one, else
-    ``.venv-openmpi``'s; or a one-line reason why there is none."""
-    venv = ROOT / ".venv-openmpi" / "bin"
-    for py, mpiexec in ((PY, MPIEXEC), (str(venv / "python"), str(venv / "mpiexec"))):
-        if (os.access(py, os.X_OK) and os.access(mpiexec, os.X_OK)
-                and launcher.family(mpiexec) == "openmpi"
-                and launcher.fault_tolerance_available(mpiexec)):
-            return py, mpiexec
-    return "no Open MPI with ULFM (make install MPI=openmpi creates .venv-openmpi)"
 
 
 @pytest.fixture(scope="module")
