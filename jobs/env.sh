@@ -18,8 +18,9 @@
 #   MPICODE_ELASTIC   1: the run survives a worker's death (train --on-failure continue, Open
 #                     MPI with ULFM: make install MPI=openmpi): the launcher keeps the step
 #                     alive when a task dies: Open MPI's mpiexec --with-ft ulfm (with
-#                     MPICODE_LAUNCHER=mpiexec, the tested way), or srun --no-kill
-#                     --kill-on-bad-exit=0; jobs/README.md "Elastic runs"
+#                     MPICODE_LAUNCHER=mpiexec: tested, a node's workers killed); srun
+#                     --no-kill --kill-on-bad-exit=0 starts the ranks but SLURM's PMIx plugin
+#                     kills the step at the first death; jobs/README.md "Elastic runs"
 #   MPICODE_REQUEUE   1 (default): a run stopped by SLURM's warning signal (exit code 3, a
 #                     checkpoint written) requeues its job, which then resumes it; 0: do not
 #   MPICODE_MAX_RESTARTS  requeue at most this many times (default 5)
@@ -72,8 +73,16 @@ mpicode_launch() {
         local mpi=() kill=(--kill-on-bad-exit=1)
         if [ -n "${MPICODE_SRUN_MPI-pmi2}" ]; then mpi=(--mpi="${MPICODE_SRUN_MPI-pmi2}"); fi
         # a task that dies must not end the step (--kill-on-bad-exit=0), nor a lost node the
-        # job (--no-kill)
-        if [ "$elastic" = 1 ]; then kill=(--no-kill --kill-on-bad-exit=0); fi
+        # job (--no-kill); ranks srun starts get Open MPI's ULFM switched on by the variable
+        # that mpiexec --with-ft ulfm would set (without it train refuses --on-failure continue).
+        # But SLURM's PMIx plugin SIGKILLs the whole step when a task dies (its error handler
+        # calls slurm_kill_job_step), whatever these flags say: docs/cluster.md "Elastic runs"
+        if [ "$elastic" = 1 ]; then
+            kill=(--no-kill --kill-on-bad-exit=0)
+            export OMPI_MCA_mpi_ft_enable=${OMPI_MCA_mpi_ft_enable:-1}
+            echo "mpicode job: warning: under srun a task's death ends the step (SLURM's PMIx" \
+                 "plugin kills it); MPICODE_LAUNCHER=mpiexec is the elastic launcher" >&2
+        fi
         cmd=(srun "${kill[@]}" "${mpi[@]}" "$@")
     fi
     "${cmd[@]}" &

@@ -178,6 +178,7 @@ def test_elastic_job_survives_a_nodes_workers_killed(slurm, vcluster, tmp_path):
     c, vc = slurm, vcluster
     runs = tmp_path / "runs"
     env = dict(_env(c, runs), MPICODE_PYTHON=py)
+    env.pop("MPICODE_LAUNCHER", None)  # the script's own default: mpiexec
     if os.geteuid() == 0:  # the jobs run as root here; Open MPI refuses that unless told
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     args = ["jobs/configs/demo.toml", *map(str, ELASTIC_ARGS)]
@@ -201,7 +202,7 @@ def test_elastic_job_survives_a_nodes_workers_killed(slurm, vcluster, tmp_path):
                           or c.job_states(job).get(job) in DONE, JOB_TIMEOUT, 0.05), c.logs()
         assert c.job_states(job).get(job) not in DONE, log.read_text(errors="replace")
         killed, daemons = kill_node_workers(vc, vc.nodes[2], out)
-        assert len(killed) == 2 and daemons, (killed, daemons)
+        assert len(killed) == 2 and daemons, (killed, daemons)  # PRRTE's prted stays
         states = c.wait_jobs([job], JOB_TIMEOUT)
     finally:
         c.cancel_all(_say)  # a failed assertion above must not leave the job running
@@ -220,5 +221,5 @@ def test_elastic_job_survives_a_nodes_workers_killed(slurm, vcluster, tmp_path):
     _say(f"elastic job {job}: ranks 4, 5 ({vc.nodes[2]}) killed, failures filed in iterations "
          f"{its}, {len(loss)}/{ELASTIC_ITERS} iterations, max rel. loss diff {rel:.1e}")
     np.testing.assert_allclose(loss, reference, rtol=1e-9, atol=0)
-    _say("job log:\n" + text[-2500:])
-    assert "failures" in text or "failed" in text  # the job's report shows them
+    assert "worker 4 (rank 5) failed" in text and "3 workers go on" in text, text[-3000:]
+    assert "failed in iteration" in text  # the job's report notes each failure

@@ -124,10 +124,13 @@ def test_elastic_launch_keeps_the_step_alive_when_a_task_dies(tmp_path):
     assert "ompi mpiexec --with-ft ulfm -n 3 python -m mpicode warmup" in r.stdout, r.stderr
     env = _env(tmp_path, MPICODE_ELASTIC="1", MPICODE_SRUN_MPI="pmix")
     env["PATH"] = f"{bin_}:{env['PATH']}"
-    (bin_ / "srun").write_text('#!/bin/bash\necho "srun $*"\n')
+    (bin_ / "srun").write_text('#!/bin/bash\necho "srun $* (ft=$OMPI_MCA_mpi_ft_enable)"\n')
     (bin_ / "srun").chmod(0o755)
     r = _bash("mpicode_launch python -m mpicode warmup", env)
     assert "srun --no-kill --kill-on-bad-exit=0 --mpi=pmix python" in r.stdout, r.stderr
+    # ULFM on for the ranks srun starts (mpiexec --with-ft ulfm's variable), and the warning
+    # that SLURM's PMIx plugin kills the step anyway (docs/cluster.md "Elastic runs")
+    assert "(ft=1)" in r.stdout and "MPICODE_LAUNCHER=mpiexec is the elastic launcher" in r.stderr
     text = (ROOT / "jobs" / "train-elastic.sbatch").read_text()
     assert "--on-failure continue" in text and "#SBATCH --no-kill\n" in text
 
