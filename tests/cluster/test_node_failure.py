@@ -39,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import PY, openmpi_with_ulfm, run_attr, wait_until
+from conftest import PY, require_openmpi_ulfm, run_attr, wait_until
 
 from mpicode import launcher
 from mpicode.vcluster import mpi_env, mpiexec_argv
@@ -56,12 +56,7 @@ JOB_TIMEOUT = 240
 
 @pytest.fixture(scope="module")
 def ompi(vcluster):
-    found = openmpi_with_ulfm()
-    if isinstance(found, str):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the node-failure tests cannot run in CI: {found}")
-        pytest.skip(found)
-    return found
+    return require_openmpi_ulfm("the node-failure tests")
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import PY, ROOT, run_attr, wait_until
+from conftest import PY, ROOT, require_openmpi_ulfm, run_attr, wait_until
 from slurmlib import DONE, Cluster, Node, cannot, ensure_slurm
+from test_node_failure import kill_node_workers
 
 from mpicode import launcher
 from mpicode.analysis.report import read_run
@@ -167,14 +168,7 @@ def test_elastic_job_survives_a_nodes_workers_killed(slurm, vcluster, tmp_path):
     per node through srun). Once 3 iterations are logged, both ranks of the third node are
     SIGKILLed (by pid, through its namespace): the job ends COMPLETED, the run complete, exact
     (the single-host uncoded run's losses to 1e-9), both failures in /events, n_alive 5 -> 3."""
-    from conftest import openmpi_with_ulfm
-    ompi = openmpi_with_ulfm()
-    if isinstance(ompi, str):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the elastic SLURM job cannot run in CI: {ompi}")
-        pytest.skip(ompi)
-    from test_node_failure import kill_node_workers
-    py, mpiexec = ompi
+    py, mpiexec = require_openmpi_ulfm("the elastic SLURM job")
     c, vc = slurm, vcluster
     runs = tmp_path / "runs"
     env = dict(_env(c, runs), MPICODE_PYTHON=py)
