@@ -17,9 +17,9 @@ import pytest
 
 from mpicode.config import UsageError, resolve, validate_for_size
 from mpicode.engine.uplink import make_uplink
-from mpicode.experiments import cluster_links as cl
-from mpicode.experiments.cluster_report import metrics
-from mpicode.experiments.suite import EXACT
+from studies import cluster_links as cl
+from studies.cluster_report import metrics
+from studies.suite import EXACT
 
 
 def _cfg():

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from mpicode.experiments import rivals, seeded
-from mpicode.experiments.suite import FIXED_PLACEMENT, SHARED_ONLY, Suite
+from studies import rivals, seeded
+from studies.suite import FIXED_PLACEMENT, SHARED_ONLY, Suite
 
 
 def test_simulator_half_runs_and_pairs_by_seed():

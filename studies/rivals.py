@@ -2,17 +2,17 @@
 
 ::
 
-    python -m mpicode.experiments.rivals --quick                  # N = 8, 2 seeds, seconds
-    python -m mpicode.experiments.rivals --n 64 256 --seeds 5 --json rivals.json
+    python -m studies.rivals --quick                  # N = 8, 2 seeds, seconds
+    python -m studies.rivals --n 64 256 --seeds 5 --json rivals.json
 
 The simulator half of the rivals' comparison (the MPI half, N = 8, is the suite's seeded
-comparison: :func:`mpicode.experiments.seeded.rivals`). Every cell is (scenario, N,
+comparison: :func:`studies.seeded.rivals`). Every cell is (scenario, N,
 placement, scheme, seed): a simulation that trains for real (logistic regression on the
 synthetic data set, 64 N samples, so that the inexact ``dropcompute`` has a time to the
 target too), with the rank-0 cost charged when the build has the cost model's coordinator
 option (``--coordinator-cost model``; otherwise the zero cost model, said in the output).
 Scenarios are the study's (five synthetic models and the two shipped real traces, realised
-per seed: :data:`mpicode.experiments.study.SCENARIOS`); a seed is one straggler realisation
+per seed: :data:`studies.study.SCENARIOS`); a seed is one straggler realisation
 that every scheme of the cell sees.
 
 Per cell and seed: the time to the loss target (the loss ``uncoded`` has after half of the
@@ -42,12 +42,12 @@ import numpy as np
 
 from mpicode.config import by_name
 from mpicode.engine.costs import CostModel
-from mpicode.experiments import study
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
 from mpicode.simulator import Simulator, model_partition_cost
 from mpicode.stats import ci_dict as _ci
 from mpicode.wire import result_bytes
+from studies import study
 
 SUBJECT = "two-stage"
 HEADLINE = "partial-gc"
@@ -263,7 +263,7 @@ def markdown(tab: list[dict], head: list[dict], meta: dict) -> str:
 
 
 def mpi_markdown(rows: list[dict], seeds: int, workers: int) -> str:
-    """The MPI half (the suite's seeded comparison, :func:`mpicode.experiments.seeded.rivals`)
+    """The MPI half (the suite's seeded comparison, :func:`studies.seeded.rivals`)
     as Markdown: per scenario and placement, every scheme against two-stage."""
     lines = [f"## MPI, N = {workers}: time to the loss target / two-stage's ({seeds} seeds, "
              "95% CI), S, removed, load, messages", "",
@@ -291,7 +291,7 @@ def suite(quick: bool, log=print) -> tuple[list[dict], list[dict], list[dict], d
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.rivals",
+    p = argparse.ArgumentParser(prog="python -m studies.rivals",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=FULL[0])
     p.add_argument("--seeds", type=int, default=FULL[1])

@@ -2,19 +2,19 @@
 
 ::
 
-    python -m mpicode.experiments                 # full suite -> results/, results/README.md
-    python -m mpicode.experiments --quick --out /tmp/r --no-readme   # < 1 min, for tests
+    python -m studies                 # full suite -> results/, results/README.md
+    python -m studies --quick --out /tmp/r --no-readme   # < 1 min, for tests
 
 Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
-``mpiexec -n N+1 python -m mpi4py -m mpicode.experiments.mpirun --inner`` job (straggler
+``mpiexec -n N+1 python -m mpi4py -m studies.mpirun --inner`` job (straggler
 traces first, then the scheme comparison (one seed, every dataset), the seeded MPI
 comparison (``Suite.seeds`` straggler realisations, both placements), the scheduler and non-IID
 comparisons, replaying them; one HDF5 run per cell in ``OUT/``); in the simulator, the seeded
-scheme comparison (:mod:`~mpicode.experiments.study`) and the MLP on digits
-(:mod:`~mpicode.experiments.mlp_study`); claim 2's seeded scheduler study
-(:mod:`~mpicode.experiments.comm_study`: virtual time and one more MPI job); the scale sweep in
+scheme comparison (:mod:`~studies.study`) and the MLP on digits
+(:mod:`~studies.mlp_study`); claim 2's seeded scheduler study
+(:mod:`~studies.comm_study`: virtual time and one more MPI job); the scale sweep in
 the simulator; then metrics, the verdict of each claim by the rules of
-:mod:`mpicode.experiments.verdicts`, PNG figures, ``OUT/results.md``,
+:mod:`studies.verdicts`, PNG figures, ``OUT/results.md``,
 ``OUT/summary.json`` and the sections of ``OUT/README.md`` (``--readme FILE``: another file)
 between ``<!-- results:start -->`` and ``<!-- results:end -->`` (and the simulator studies'
 markers). ``--analyse-only`` redoes the last steps from the runs in ``OUT``.
@@ -32,7 +32,9 @@ from pathlib import Path
 
 from mpicode import launcher
 from mpicode.analysis.runs import read_run
-from mpicode.experiments import (
+from mpicode.io import safefile
+from mpicode.io.shipped import build_datasets  # noqa: F401  (old name, here)
+from studies import (
     analyse,
     comm_study,
     figures,
@@ -47,14 +49,12 @@ from mpicode.experiments import (
     sweep,
     verdicts,
 )
-from mpicode.experiments.shipped import build_datasets  # noqa: F401  (old name, here)
-from mpicode.experiments.suite import SEED, SWEEP_SCHEMES, Suite
-from mpicode.io import safefile
+from studies.suite import SEED, SWEEP_SCHEMES, Suite
 
 
 def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
     """The MPI job, bounded by the launcher's timeout; its progress lines pass through."""
-    args = ["mpicode.experiments.mpirun", "--inner", "--out", str(out), "--data-dir",
+    args = ["studies.mpirun", "--inner", "--out", str(out), "--data-dir",
             str(data_dir)] + (["--quick"] if suite.quick else [])
     r = launcher.launch(args, suite.ranks, timeout_s=suite.mpiexec_timeout_s)
     if r.returncode:
@@ -79,7 +79,7 @@ def machine(mpi_library: str) -> dict:
 
 
 def comm_claim(quick: bool, out: Path, analyse_only: bool) -> list[dict]:
-    """Claim 2's seeded study (:mod:`mpicode.experiments.comm_study`, virtual time and an MPI
+    """Claim 2's seeded study (:mod:`studies.comm_study`, virtual time and an MPI
     block): run and saved in ``OUT/comm_study.{json,md}``, or read back with --analyse-only."""
     import json
 
@@ -116,7 +116,7 @@ def targets16(res: dict) -> list[dict]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m studies", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--quick", action="store_true", help="a tiny suite (4 workers), for tests")
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     claims = decide(res, suite.sweep_fit_min_n)
     res["targets16"] = targets16(res)
     first = read(suite.cells()[0].name)["attrs"]
-    meta = {"command": "python -m mpicode.experiments"
+    meta = {"command": "python -m studies"
             + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])),
             "date": started.isoformat(timespec="seconds"),
             "machine": dict(machine(" ".join(str(first.get("mpi_library", "?")).split())),

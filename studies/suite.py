@@ -2,8 +2,8 @@
 
 A *cell* is one run: a group, a file stem, the labels the analysis groups it by, and the
 configuration options it changes from the package defaults. The MPI job
-(:mod:`mpicode.experiments.mpirun`) runs the cells in this order; the analysis
-(:mod:`mpicode.experiments.analyse`) reads them back by the same list, so nothing is lost
+(:mod:`studies.mpirun`) runs the cells in this order; the analysis
+(:mod:`studies.analyse`) reads them back by the same list, so nothing is lost
 between the two.
 
 Groups (``Suite.cells``):
