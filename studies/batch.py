@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mpicode import mpi as runtime  # an MPI program: importing mpi4py initialises MPI
 from mpicode.config import Config, UsageError, defaults, validate_for_size
-from mpicode.mpi.calibrate import logged_run
+from mpicode.mpi.runs import logged_run
 from mpicode.numerics import kernels
 
 

@@ -19,8 +19,8 @@ import sys
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 from mpicode.engine.hooks import Hook
-from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
 from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.runs import cached_problem  # lazy: importing mpi4py initialises MPI
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 from studies.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,

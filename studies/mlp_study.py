@@ -37,7 +37,7 @@ from mpicode.config import Config, defaults
 from mpicode.io import safefile
 from mpicode.io.shipped import build_datasets, locate
 from mpicode.io.shipped import data_dir as repo_data
-from mpicode.io.traces import _write, read_trace
+from mpicode.io.traces import read_trace, write_trace
 from mpicode.schemes import SCHEMES as REGISTERED
 from mpicode.simulator import simulate
 from studies import study
@@ -83,7 +83,7 @@ def realised_trace(spec: str, seed: int, tmp: Path) -> str:
     out = tmp / f"{src.stem}-seed{seed}.h5"
     if not out.exists():
         r = study.realise(rel, seed)
-        _write(str(out), r * float(attrs.get("median_s", 1.0)), r,
+        write_trace(str(out), r * float(attrs.get("median_s", 1.0)), r,
                dict(attrs, description=f"{src.name} realised for seed {seed}"))
     return "trace:" + str(out)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 from mpicode.config import Config, defaults, validate_for_size
-from mpicode.mpi.calibrate import logged_run  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.runs import logged_run  # lazy: importing mpi4py initialises MPI
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 from studies.suite import Cell, Suite
 

@@ -41,10 +41,10 @@ import time
 import numpy as np
 
 from mpicode.config import by_name
-from mpicode.engine.costs import CostModel
+from mpicode.engine.costs import CostModel, model_partition_cost
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
-from mpicode.simulator import Simulator, model_partition_cost
+from mpicode.simulator import Simulator
 from mpicode.stats import ci_dict as _ci
 from mpicode.wire import result_bytes
 from studies import study

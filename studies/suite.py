@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 # The three straggler scenarios of the computing-phase benchmark (``mpicode bench schemes``).
 from mpicode import registry
-from mpicode.bench.schemes import SCENARIOS
+from mpicode.models.scenarios import SCENARIOS
 
 SEED = 7
 
