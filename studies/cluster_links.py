@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mpicode import launcher
 from mpicode.io import safefile
 from mpicode.vcluster import VirtualCluster, cleanup_stale, mpi_env, mpiexec_argv, unavailable
 from mpicode.vcluster import links as tc
@@ -185,8 +186,8 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=_say,
     spec = workdir / "cells.json"
     spec.write_text(json.dumps({k: {"opts": v["opts"], "throttle_at": v["throttle_at"]}
                                 for k, v in cells.items()}))
-    argv = mpiexec_argv(vc, [(node, 1) for node in vc.nodes[:n]]) + [
-        sys.executable, "-m", "mpi4py", "-m", "studies.cluster_job", str(spec)]
+    argv = mpiexec_argv(vc, [(node, 1) for node in vc.nodes[:n]]) + launcher.python_m(
+        "studies.cluster_job", spec)
     env = dict(mpi_env(), MPIEXEC_TIMEOUT=str(timeout_s))
     err = open(workdir / "job.stderr", "w")
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,

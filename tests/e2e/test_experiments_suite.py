@@ -8,6 +8,7 @@ import h5py
 import pytest
 from conftest import PY, ROOT
 
+from mpicode import launcher
 from studies import publish, verdicts
 from studies.suite import Suite
 
@@ -76,10 +77,8 @@ def test_quick_suite(tmp_path):
 def test_inner_job_at_the_wrong_size_exits_2_with_one_line(tmp_path):
     """The suite's MPI job launched with the wrong number of ranks: every rank exits 2, one
     line names the size (no MPI_Abort banner, nothing written)."""
-    import os
-
     from conftest import mpiexec_cmd
-    env = dict(os.environ, MPIEXEC_TIMEOUT="100", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = launcher.launch_env(timeout=100)
     r = subprocess.run([*mpiexec_cmd(2), PY, "-m", "mpi4py", "-m",
                         "studies.mpirun", "--inner", "--out", str(tmp_path / "o"),
                         "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
