@@ -87,7 +87,7 @@ def test_trace_realisations_keep_the_values_and_differ_by_seed():
 
 
 def test_trace_scenario_cells_run_on_the_shipped_trace_realised_per_seed():
-    from studies import shipped
+    from mpicode.io import shipped
     assert study.SCENARIOS["trace-SE"]["stragglers"] == "trace:data/trace-SE.h5"
     cfg = study.config(study.cell_options("uncoded", "trace-AR", "shared", 100), 8)
     path = cfg.stragglers[len("trace:"):]
@@ -123,7 +123,7 @@ def test_too_slow_cells_are_skipped_and_said_and_fixed_cells_run_once(monkeypatc
 def test_shipped_traces_are_built_like_make_data(tmp_path):
     from mpicode.config import UsageError
     from mpicode.io.traces import read_trace
-    from studies import shipped
+    from mpicode.io import shipped
     p = shipped.ensure("SE", tmp_path)
     rel, attrs = read_trace(str(p))
     assert rel.shape == (43, 32) and "Apache-2.0" in attrs["license"]
