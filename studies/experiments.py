@@ -4,6 +4,7 @@
 
     python -m studies                 # full suite -> results/, results/README.md
     python -m studies --quick --out /tmp/r --no-readme   # < 1 min, for tests
+    python -m studies --only rivals --out /tmp/rivals    # issue 29's comparison
 
 Steps: build the scikit-learn datasets (``OUT/datasets/``); run every MPI cell in ONE
 ``mpiexec -n N+1 python -m mpi4py -m studies.mpirun --inner`` job (straggler
@@ -52,10 +53,12 @@ from studies import (
 from studies.suite import SEED, SWEEP_SCHEMES, Suite
 
 
-def run_mpi(suite: Suite, out: Path, data_dir: Path) -> None:
-    """The MPI job, bounded by the launcher's timeout; its progress lines pass through."""
+def run_mpi(suite: Suite, out: Path, data_dir: Path, only: str | None = None) -> None:
+    """The MPI job (every cell, or those of ``--only``), bounded by the launcher's timeout;
+    its progress lines pass through."""
     args = ["studies.mpirun", "--inner", "--out", str(out), "--data-dir",
-            str(data_dir)] + (["--quick"] if suite.quick else [])
+            str(data_dir)] + (["--quick"] if suite.quick else []) + (
+            ["--only", only] if only else [])
     r = launcher.launch(args, suite.ranks, timeout_s=suite.mpiexec_timeout_s)
     if r.returncode:
         raise SystemExit(f"experiments: the MPI job failed (exit code {r.returncode})")
@@ -126,7 +129,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-readme", action="store_true", help="do not touch the README")
     p.add_argument("--analyse-only", action="store_true",
                    help="skip the runs: analyse the HDF5 runs already in --out")
+    p.add_argument("--only", choices=["rivals"], default=None,
+                   help="one part of the suite: 'rivals' runs the MPI cells of the seeded "
+                        "comparison and the rivals' simulator half, and writes only "
+                        "OUT/rivals.{json,md} (the README and the other results stay)")
     return p
+
+
+def rivals_only(suite: Suite, out: Path, analyse_only: bool) -> int:
+    """``--only rivals``: issue 29's comparison alone (the seeded MPI cells, then the
+    simulator half), without redoing the hour-long simulator study."""
+    if not analyse_only:
+        data_dir = out / "datasets"
+        build_datasets(data_dir)
+        cells = suite.cells_for("rivals")
+        print(f"experiments: {len(cells)} MPI cells of the seeded comparison on {suite.ranks} "
+              f"ranks -> {out}/", flush=True)
+        run_mpi(suite, out, data_dir, only="rivals")
+    cache: dict = {}
+
+    def read(name: str) -> dict:
+        if name not in cache:
+            cache[name] = read_run(str(out / f"{name}.h5"))
+        return cache[name]
+
+    rivals_claim(suite, out, {"seeded": seeded.analyse_all(suite, read)})
+    return 0
 
 
 def main(argv=None) -> int:
@@ -136,6 +164,8 @@ def main(argv=None) -> int:
     suite = Suite.make(a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.only == "rivals":
+        return rivals_only(suite, out, a.analyse_only)
     if a.readme is None:
         a.readme = str(out / "README.md")
     data_dir = out / "datasets"

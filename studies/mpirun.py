@@ -57,6 +57,7 @@ def _inner(argv) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default=None, choices=["rivals"])
     a = p.parse_args(argv)
 
     suite = Suite.make(a.quick)
@@ -68,7 +69,7 @@ def _inner(argv) -> int:
         comm.Free()
         runtime.finalize()  # every rank sees the same size: exit 2, no MPI_Abort
         return 2
-    cells = suite.cells()
+    cells = suite.cells_for(a.only)
     cache: dict = {}
     t_all = time.perf_counter()
     for k, cell in enumerate(cells):

@@ -213,6 +213,20 @@ class Suite:
         return out
 
 
+    def cells_for(self, only: str | None) -> list[Cell]:
+        """The MPI cells of ``--only``: every cell (None), or ``rivals``: those the seeded
+        comparison reads (its realisations' traces, the seeded dataset's one-seed cells and the
+        seeded cells), in run order."""
+        cells = self.cells()
+        if only is None:
+            return cells
+        if only != "rivals":
+            raise ValueError(f"unknown --only {only!r}")
+        traces = {self.trace_name(scen, k) for scen in SCENARIOS for k in range(self.seeds)}
+        return [c for c in cells
+                if (c.group == "traces" and c.name in traces) or c.group == "seeded"
+                or (c.group == "schemes" and c.labels["dataset"] == self.seeded_dataset)]
+
     # -- the seeded comparison -----------------------------------------------------------------
     @staticmethod
     def trace_name(scen: str, k: int) -> str:

@@ -138,6 +138,26 @@ def test_seeded_cells():
     assert s.workers == 8
 
 
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_only_rivals_runs_what_the_seeded_comparison_reads_and_nothing_else(quick):
+    """``--only rivals``: every run the seeded comparison reads is in the job, each after the
+    trace it replays; no scheduler, non-IID or other-dataset cell is."""
+    s = Suite.make(quick=quick)
+    job = s.cells_for("rivals")
+    order = {c.name: k for k, c in enumerate(job)}
+    assert [c.name for c in s.cells_for(None)] == [c.name for c in s.cells()]
+    for scen in SCENARIOS:
+        for k in range(s.seeds):
+            for label, pl in s.variants():
+                cell = job[order[s.seeded_name(scen, k, label, pl)]]
+                assert order[cell.trace] < order[cell.name]
+    assert {c.group for c in job} == {"traces", "schemes", "seeded"}
+    assert all(c.labels.get("dataset", s.seeded_dataset) == s.seeded_dataset for c in job)
+    assert "trace-comm" not in order and len(job) < len(s.cells())
+    with pytest.raises(ValueError):
+        s.cells_for("everything")
+
 def _sched(ly_comm, ly_bytes, jain):
     base = {"mean_comm_s": 0.1, "bytes_per_slot": 1000.0, "jain_participation": 1.0,
             "min_participation": 1.0}

@@ -122,8 +122,8 @@ def test_too_slow_cells_are_skipped_and_said_and_fixed_cells_run_once(monkeypatc
 
 def test_shipped_traces_are_built_like_make_data(tmp_path):
     from mpicode.config import UsageError
-    from mpicode.io.traces import read_trace
     from mpicode.io import shipped
+    from mpicode.io.traces import read_trace
     p = shipped.ensure("SE", tmp_path)
     rel, attrs = read_trace(str(p))
     assert rel.shape == (43, 32) and "Apache-2.0" in attrs["license"]
