@@ -336,6 +336,9 @@ def test_the_product_imports_nothing_of_the_studies():
                and ast.unparse(n.func).split(".")[-1] in DYNAMIC_IMPORTS and n.args
                and "studies" in ast.unparse(n.args[0])}
     assert not by_name, f"mpicode/ importing studies/ by name: {sorted(by_name)}"
+    # the old names are entry points only: a study added there would be a study in the product
+    assert {m for m in MODULES if m.startswith(SHIMS)} == {SHIMS, f"{SHIMS}.__main__"}, (
+        "mpicode/experiments/ holds the old names only: a study goes in studies/")
 
 
 def _public_name_uses(path: Path) -> list[str]:
