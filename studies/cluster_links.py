@@ -47,6 +47,7 @@ from mpicode import launcher
 from mpicode.io import safefile
 from mpicode.vcluster import VirtualCluster, cleanup_stale, mpi_env, mpiexec_argv, unavailable
 from mpicode.vcluster import links as tc
+from studies import ROOT
 from studies.cluster_report import write_report
 from studies.comm_study import BASELINES, SUBJECT, simulate
 from studies.suite import EXACT, SCHEMES
@@ -295,7 +296,7 @@ def write_traces(links: Links, out: Path) -> dict:
 def source_commit() -> str | None:
     """The git commit of the code that ran (``+dirty`` with uncommitted changes), or None
     outside a git checkout: which code produced a published table."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = ROOT  # the checkout studies/ sits in
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=30)
