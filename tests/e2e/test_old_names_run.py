@@ -2,12 +2,14 @@
 mpicode.experiments[.X]`` runs ``studies[.X]``; with mpicode but no checkout (as installed from
 the wheel, which ships ``mpicode`` only), one error line and exit 2."""
 
+import json
 import shutil
 import subprocess
 
 import pytest
 from conftest import PY, ROOT
 
+from mpicode import launcher
 from mpicode.experiments import NO_SUITE
 
 pytestmark = pytest.mark.timeout(200)
@@ -42,3 +44,14 @@ def test_without_the_checkout_one_line_and_exit_2(tmp_path):
     r = subprocess.run([PY, "-m", "mpicode.experiments.shipped", "--help"], env=env,
                        capture_output=True, text=True, timeout=60, cwd=tmp_path / "cwd")
     assert r.returncode == 0 and "mpicode.io.shipped" in r.stdout, r.stderr
+
+
+def test_an_old_name_runs_a_study_with_an_mpi_job_from_anywhere(tmp_path):
+    """The ranks of a study's MPI job import studies too, started outside the checkout (the
+    suite puts the checkout on their PYTHONPATH): the comm study's quick MPI block."""
+    out = tmp_path / "comm.json"
+    r = subprocess.run([PY, "-m", "mpicode.experiments.comm_study", "--quick", "--json",
+                        str(out)], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                       env=launcher.launch_env(timeout=120))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert {c["block"] for c in json.loads(out.read_text())["compare"]} == {"virtual", "mpi"}
