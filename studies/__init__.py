@@ -10,13 +10,20 @@ and uses mpicode as any user would: through its public names.
 ``python -m mpicode.experiments[.X]`` are the old names (:mod:`mpicode.experiments`).
 :mod:`studies.experiments` is the suite; the others are its studies and their parts.
 
-The MPI jobs a study starts run modules of ``studies`` on every rank, wherever they start
-(``mpiexec`` may not keep the working directory on another node): importing ``studies`` puts
-the checkout on ``PYTHONPATH`` for every process it launches.
+Importing ``studies`` (before any of its modules, which load numpy before mpicode) sets one
+thread per process, as ``import mpicode`` does, before numpy, numba or a BLAS loads
+(:func:`mpicode.launcher.one_thread_defaults`). The MPI jobs a study starts run modules of
+``studies`` on every rank, wherever they start (``mpiexec`` may not keep the working directory
+on another node): importing ``studies`` puts the checkout on ``PYTHONPATH`` for every process
+it launches.
 """
 
 import os
 from pathlib import Path
+
+from mpicode.launcher import one_thread_defaults
+
+one_thread_defaults()
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 _paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)

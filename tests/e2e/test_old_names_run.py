@@ -3,6 +3,7 @@ mpicode.experiments[.X]`` runs ``studies[.X]``; with mpicode but no checkout (as
 the wheel, which ships ``mpicode`` only), one error line and exit 2."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -55,3 +56,17 @@ def test_an_old_name_runs_a_study_with_an_mpi_job_from_anywhere(tmp_path):
                        env=launcher.launch_env(timeout=120))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert {c["block"] for c in json.loads(out.read_text())["compare"]} == {"virtual", "mpi"}
+
+
+def test_a_study_runs_one_thread_per_process(tmp_path):
+    """``python -m studies.X`` loads numpy before mpicode (third-party imports first), so
+    ``studies`` itself sets one thread per process before any of its modules runs; a user's
+    own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k not in launcher.THREAD_VARS}
+    env["OMP_NUM_THREADS"] = "3"
+    code = ("import os, sys, studies; assert 'numpy' not in sys.modules; "
+            "print(*(os.environ[v] for v in ('NUMBA_NUM_THREADS', 'OPENBLAS_NUM_THREADS', "
+            "'MKL_NUM_THREADS', 'OMP_NUM_THREADS')))")
+    r = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    assert (r.returncode, r.stdout.split()) == (0, ["1", "1", "1", "3"]), r.stderr
