@@ -235,6 +235,8 @@ def rivals_claim(suite, out: Path, res: dict) -> None:
     print("experiments: the rivals (partial-gc, hetero-gc, dropcompute) in the simulator",
           flush=True)
     rows, tab, head, meta = rivals.suite(suite.quick, log=lambda m: print(m, flush=True))
+    meta["command"] = "python -m studies" + "".join(f" {x}" for x in sys.argv[1:])
+    meta["loadavg"] = machine("")["loadavg"]
     mpi_rows = res["seeded"].get("rivals", [])
     safefile.write_text(out / "rivals.json", json.dumps(
         {"mpi": mpi_rows, "rows": rows, "table": tab, "headline": head, "meta": meta},
