@@ -82,12 +82,12 @@ def mpiexec_argv(vc: VirtualCluster, slots: list[tuple[str, int]], n: int | None
     ``--with-ft ulfm``; ValueError for MPICH, which has none)."""
     mpiexec = mpiexec or launcher.mpiexec_path()
     kind = mpi_kind(mpiexec)
-    hf = str(hostfile(vc, slots, kind))
-    n = sum(k for _, k in slots) if n is None else n
-    shim = str(ssh_shim(vc))
     if ft and kind != "openmpi":
         raise ValueError("no fault-tolerant launch with MPICH's mpiexec: install Open MPI "
                          "(make install MPI=openmpi)")
+    hf = str(hostfile(vc, slots, kind))
+    n = sum(k for _, k in slots) if n is None else n
+    shim = str(ssh_shim(vc))
     if kind == "mpich":
         argv = [mpiexec, "-launcher", "ssh", "-launcher-exec", shim, "-f", hf, "-n", str(n)]
     else:

@@ -45,6 +45,25 @@ def test_launch_line_and_hostfile_per_launcher(tmp_path, banner, kind):
     assert os.access(shim, os.X_OK) and "node-exec" in open(shim).read()
 
 
+def test_fault_tolerant_launch_is_open_mpis_only(tmp_path):
+    """ft=True: Open MPI's --with-ft ulfm before the agent and hostfile (tests/cluster's
+    node-failure runs); MPICH has no fault tolerance: ValueError, nothing written."""
+    vc = VirtualCluster(2)
+    vc.dir = tmp_path
+    layout = [(vc.nodes[0], 1), (vc.nodes[1], 2)]
+    ompi = _fake_mpiexec(tmp_path, "mpiexec (Open MPI) 5.0.11")
+    argv = mpiexec_argv(vc, layout, mpiexec=ompi, ft=True)
+    i = argv.index("--with-ft")
+    assert argv[i + 1] == "ulfm" and i < argv.index("--mca") and argv[-2:] == ["-n", "3"]
+    assert "--with-ft" not in mpiexec_argv(vc, layout, mpiexec=ompi)
+    (tmp_path / "hydra").mkdir()
+    vc.dir = tmp_path / "hydra"
+    hydra = _fake_mpiexec(vc.dir, "HYDRA build details:")
+    with pytest.raises(ValueError, match="make install MPI=openmpi"):
+        mpiexec_argv(vc, layout, mpiexec=hydra, ft=True)
+    assert sorted(p.name for p in vc.dir.iterdir()) == ["mpiexec"]  # no hostfile, no shim
+
+
 def test_names_carry_the_owner_pid():
     from mpicode.vcluster.netns import owner
     vc = VirtualCluster(2)
