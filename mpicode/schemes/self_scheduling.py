@@ -16,6 +16,16 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
+Workers that die (``--on-failure continue``, docs/design.md §2.7): a dead worker's running
+chunk (a worker runs one at a time) is an *orphan* when no other copy of it is still running:
+it goes, before anything is pulled or copied, to the fastest idle survivor that may take it
+(shared: any; replicated: a live holder of all of it, or, when every holder died, the
+survivors nearest its home block, which load it from the dataset file), now or at the next
+arrival that frees one. The first copy to arrive still wins, so the decode stays the sum of
+disjoint chunks covering every partition once. From the next iteration on the survivors pull
+as before; a home block whose every holder died is pulled by the nearest survivor
+(:meth:`SelfScheduling.on_members_changed`).
+
 Cost per decision (:mod:`mpicode.schemes.selfsched_index`): once the iteration has speed
 estimates, O(S log N) with S the number of distinct chunk sizes (heaps of the idle workers by
 rate and of the running chunks by expected finish); in the first iteration, without estimates,
@@ -78,6 +88,7 @@ class SelfScheduling(Scheme):
     """
 
     name = "self-scheduling"
+    elastic = True  # a dead worker's running chunk goes to a survivor (react_failure)
     options = Scheme.options + (
         Option("chunk", str, "guided",
                "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
@@ -115,6 +126,7 @@ class SelfScheduling(Scheme):
             # worker w holds blocks w-R+1 .. w; it is the last holder of w-R+1: that first
             self.order = [[(w - j) % self.N for j in range(R - 1, -1, -1)]
                           for w in range(self.N)]
+        self._order0 = [list(o) for o in self.order]
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +171,9 @@ class SelfScheduling(Scheme):
         self.rarr: np.ndarray | None = None
         self.rl: list[float] = []
         self.rate_version = 0
+        # chunks whose every copy was lost with its worker (--on-failure continue), in the
+        # order they were lost; per chunk the survivors that may take it
+        self.orphans: dict[int, list[int]] = {}
 
     # ---- planning ------------------------------------------------------------------------
     def plan(self):
@@ -169,7 +184,7 @@ class SelfScheduling(Scheme):
         if not self.placement.shared:
             held = np.zeros(self.N, bool)
             for w in live:
-                held[self.order[w]] = True
+                held[self.order[w]] = True  # (a loader's order has the blocks it adopted)
             if not all(held[b] for b in range(self.N) if self.hi[b] > self.lo0[b]):
                 b = next(b for b in range(self.N) if not held[b] and self.hi[b] > self.lo0[b])
                 raise RuntimeError(f"self-scheduling: partition {self.lo0[b]} has no live "
@@ -277,6 +292,10 @@ class SelfScheduling(Scheme):
         if self.done() or not self.n_idle:
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
         rule = self.backups or self.vectors  # with estimates: indexed; without: vectors
+        if self.orphans:  # (only after a failure: a lost chunk before any new work)
+            self._adopt(t, out)
+            if not self.n_idle:
+                return out
         if not self.placement.shared:
             # every idle worker that may get something, fastest first: pull, else a copy
             rule.note_dirty(t)
@@ -296,6 +315,86 @@ class SelfScheduling(Scheme):
                 break  # the fastest idle worker cannot help: nor can a slower one
             out.append(task)
         return out
+
+    def _adopt(self, t: float, out: list[Task]) -> None:
+        """Give every orphan chunk to the fastest idle worker that may take it (O(orphans x
+        takers) a call; there are orphans only after a failure, one per lost copy)."""
+        rate = self.rl if self.backups is not None else self.rates().tolist()
+        for x in list(self.orphans):
+            if self.winner[x] is not None or self.live[x]:
+                del self.orphans[x]  # (a copy of it arrived or runs after all)
+                continue
+            takers = self.orphans[x]
+            if not any(self.members[w] for w in takers):  # they died too: survivors load it
+                takers = self.orphans[x] = self._takers(x)
+            idle = [w for w in takers if self.idle[w] and self.members[w]]
+            if not idle:
+                continue  # its takers are busy: the next one freed takes it
+            w = min(idle, key=lambda v: (rate[v], v))
+            del self.orphans[x]
+            out.append(self._dispatch(w, x, 1, t))
+            self.log_notes.append(f"chunk {x} ({self.nsize[x]} partitions) of a failed worker "
+                                  f"re-issued to worker {w}")
+            if not self.n_idle:
+                return
+
+    def _takers(self, x: int) -> list[int]:
+        """The survivors that may compute chunk x: everyone alive (shared); its live holders,
+        or if every holder died the survivors nearest its home block (replicated)."""
+        if self.placement.shared:
+            return [int(w) for w in np.flatnonzero(self.members)]
+        return [int(w) for w in self.placement.survivors_for(self.chunks[x], self.members)]
+
+    def react_failure(self, worker, lost, t):
+        """``worker`` died (``Scheme.on_failure`` marked its pending copy lost): forget it,
+        and re-issue its chunk if no other copy of it runs (an orphan, taken by the fastest
+        idle survivor that may, now or when one is freed). O(N) once a failure."""
+        w = int(worker)
+        if self.idle[w]:
+            self.idle[w] = False
+            self.n_idle -= 1
+        self.n_active = max(1, self.n_active - 1)
+        self._vsum = None          # the weighted rule's total speed: without w now
+        self.vectors.settled = -1  # an idle worker refused before may get the orphan
+        for task in lost:
+            x = self.chunk_of.get(task.task_id)
+            if x is None:
+                continue
+            j = self.copy_of[task.task_id]
+            self.cpend[j] = False
+            if self.cur[w] == j:
+                self.cur[w] = -1
+            self.live[x] = [c for c in self.live[x] if self.cpend[c]]
+            if self.backups is not None:
+                self.backups.lost(x, j)
+            if self.winner[x] is None and not self.live[x]:
+                self.orphans[x] = self._takers(x)
+        if not self.placement.shared:  # its blocks' unpulled partitions: to a survivor
+            for v in self._adopt_blocks():
+                self.dirty.add(v)
+        return Actions(dispatch=self._feed(t))
+
+    def on_members_changed(self):
+        """Replicated placement: a home block whose every holder died is pulled by the
+        survivor nearest after it (it loads the partitions from the dataset file)."""
+        if not self.placement.shared:
+            self.order = [list(o) for o in self._order0]
+            self._adopt_blocks()
+
+    def _adopt_blocks(self) -> list[int]:
+        """Replicated: give every home block that no live worker pulls from to the survivor
+        nearest after it (:meth:`Placement.survivors_for`); the workers that got one.
+        O(N R)."""
+        pulled = np.zeros(self.N, bool)
+        for w in np.flatnonzero(self.members).tolist():
+            pulled[self.order[w]] = True
+        got = []
+        for b in np.flatnonzero(~pulled).tolist():
+            if self.hi[b] > self.lo0[b]:
+                w = int(self.placement.survivors_for([self.lo0[b]], self.members)[0])
+                self.order[w].append(b)
+                got.append(w)
+        return got
 
     def _now_idle(self, w: int) -> None:
         if not self.idle[w]:

@@ -198,7 +198,8 @@ class Placement:
 def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tuple[int, int]]:
     """Under replicated placement, add to the worker set ``s1`` (in place) the fastest live
     holder (earliest in ``order``, the live workers fastest first) of every partition that no
-    worker of ``s1`` holds; the (partition, worker) pairs added."""
+    worker of ``s1`` holds; the (partition, worker) pairs added. A partition with no live
+    holder (every one failed) is skipped: the caller gives it to a survivor that loads it."""
     rank = {w: i for i, w in enumerate(order)}
     added = []
     for k in range(placement.K):
@@ -207,7 +208,7 @@ def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tu
             continue
         live = [h for h in hs if h in rank]
         if not live:
-            raise RuntimeError(f"two-stage: partition {k} has no live holder")
+            continue
         h = min(live, key=rank.__getitem__)
         s1.add(h)
         added.append((k, h))

@@ -6,6 +6,15 @@ the predicted stage-1 time) the partitions of the stragglers, U, are re-issued t
 and the finished workers as a fractional-repetition code restricted to U, with r2 = s2 + 1
 groups. Decoding never solves anything: a coverage map records, for every stage-1 worker,
 whether its own message or one group's blocks (which tile its set exactly) arrived first.
+
+A worker that dies (``--on-failure continue``, docs/design.md §2.7) is a straggler that never
+returns: every set it leaves without a way to be covered (its own stage-1 sets, and the sets
+a group of which lost a block of it, when no other group of the set can still complete) gets
+a new group: the arrived blocks of its most advanced group plus the rest re-issued to the
+survivors that may load it (:meth:`TwoStage.react_failure`). The coverage-map decode is
+unchanged, so every partition still counts once. From the next iteration on, stage 1 plans
+over the survivors; under ``replicated:R`` a partition whose every holder died goes to the
+survivor nearest its home block, which loads it from the dataset file.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from mpicode.schemes.queues import WorkerQueues
 from mpicode.schemes.rates import Rates
 from mpicode.schemes.replanning import Replanner, replan_groups, replan_value
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
+from mpicode.schemes.slots import split
 from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealer
 
@@ -105,6 +115,7 @@ class TwoStage(Scheme):
     """
 
     name = "two-stage"
+    elastic = True  # a dead worker's uncovered sets get new groups (react_failure)
     options = Scheme.options + OPTIONS
     # the per-iteration summary of end(), logged as /iterations columns
     log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "steals": "i4",
@@ -273,6 +284,10 @@ class TwoStage(Scheme):
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
+        orphans = parts.pop(-1, [])
+        if orphans:  # every holder failed (--on-failure continue): a survivor loads them
+            parts = self._to_loaders(orphans, parts)
+            workers = sorted(parts)
         tasks = [x for w in workers if parts[w]
                  for x in self.stealer.chunked(w, parts[w], float(tau[w]))]
         for x in tasks:
@@ -282,6 +297,90 @@ class TwoStage(Scheme):
         self.n1 = len(tasks)
         self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
+
+    def _to_loaders(self, orphans: list[int], parts: dict) -> dict:
+        """Partitions none of whose holders lives, each to the live worker nearest after
+        its home block (it loads them from the dataset file, as every rank can)."""
+        live = self.active & self.members
+        for k in orphans:
+            w = int(self.placement.survivors_for([k], live)[0])
+            parts.setdefault(w, []).append(int(k))
+            self.log_notes.append(f"stage 1: every holder of partition {k} failed; worker "
+                                  f"{w} loads it")
+        return {w: sorted(p) for w, p in parts.items()}
+
+    # ---- workers that die (--on-failure continue) -----------------------------------------
+    def react_failure(self, worker, lost, t):
+        """``worker`` died; ``lost``: its pending tasks (``Scheme.on_failure`` cancelled
+        them). A set it leaves with no way to be covered (its own stage-1 task lost, and no
+        group whose blocks are all arrived or running on survivors) gets a new group
+        (:meth:`_regroup`). O(lost tasks + the sets they touch x their groups), and O(N
+        log N) per set re-issued: once a failure, at most N - 1 a run."""
+        cov, queues = self.coverage, self.queues
+        self.idle_pool.active = self.active  # (the base class may have rebound it)
+        self.idle_pool.discard(int(worker))
+        touched: dict[int, None] = {}
+        for x in lost:
+            queues.left(x)
+            if cov.s1.get(x.task_id) is x:
+                touched[x.task_id] = None
+                cov.touch(x.task_id)
+            for _, j in cov.owner.get(x.task_id, ()):
+                touched[j] = None
+                cov.touch(j)
+        self.changes.bump()
+        acts = Actions()
+        for j in touched:
+            if j in cov.s1 and j not in cov.cover and not self._coverable(j):
+                acts += self._regroup(j, t)
+        return acts
+
+    def _coverable(self, j: int) -> bool:
+        """Can stage-1 set j still be covered: its own task pending (on a live worker), or a
+        group with blocks all arrived or pending?"""
+        cov = self.coverage
+        if cov.s1[j].state == "pending":
+            return True
+        return any(g and all(b.state != "cancelled" for b in g) for g in cov.tiles[j])
+
+    def _regroup(self, j: int, t: float) -> Actions:
+        """A new group of set j: the arrived blocks of the group that has most of it, plus
+        the rest split among the survivors that may load it, in proportion to speed, the
+        least loaded first (:func:`mpicode.schemes.slots.split`), never across a home block
+        under ``replicated:R``."""
+        cov = self.coverage
+        x = cov.s1[j]
+        keep = max(([b for b in g if b.state == "done"] for g in cov.tiles[j]),
+                   key=lambda bs: sum(b.n for b in bs), default=[])
+        rest = x.partitions
+        if keep:
+            rest = np.setdiff1d(x.partitions, np.concatenate([b.partitions for b in keep]))
+        if not len(rest):  # (a group of arrived blocks covers it: block_arrived said so)
+            return Actions()
+        tau = self.speeds()
+        busy = np.zeros(self.N)  # partitions a survivor has pending: its piece waits for them
+        for w in np.flatnonzero(self.members).tolist():
+            busy[w] = sum(y.n for y in self.queues.pending(w))
+        runs = [rest] if self.placement.shared else np.split(
+            rest, np.flatnonzero(np.diff(rest * self.N // self.K)) + 1)
+        g2 = cov.new_group(j, keep)
+        for b in keep:
+            cov.owner[b.task_id].append((g2, j))
+        acts = Actions()
+        for run in runs:
+            hold = self.placement.survivors_for(run, self.members)
+            for w, sl in split(len(run), hold, tau, busy):
+                b = self.dispatch(w, 2, run[sl], t=t)
+                busy[w] += b.n
+                cov.owner[b.task_id] = [(g2, j)]
+                cov.add_block(j, g2, b)
+                acts.dispatch.append(b)
+        cov.missing[g2, j] = len(acts.dispatch)
+        cov.reissued += len(rest)
+        cov.extra_msgs += max(0, len(acts.dispatch) - 1)
+        self.log_notes.append(f"a worker failed: {len(rest)} partitions of stage-1 task {j} "
+                              f"re-issued to workers {[b.worker for b in acts.dispatch]}")
+        return acts
 
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):

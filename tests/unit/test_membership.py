@@ -79,7 +79,10 @@ def test_abort_raises_and_the_last_worker_is_never_lost():
 @pytest.mark.parametrize("scheme,extra", [
     ("uncoded", {}), ("speed-aware", {}), ("speed-aware", {"placement": "replicated:2"}),
     ("frc", {"stragglers_tolerated": 1}), ("cyclic", {"stragglers_tolerated": 1}),
-    ("cyclic", {"stragglers_tolerated": 2})])
+    ("cyclic", {"stragglers_tolerated": 2}),
+    # the dynamic schemes re-issue the dead worker's outstanding partitions
+    ("two-stage", {"stragglers_tolerated": 1}), ("two-stage", {"placement": "replicated:2"}),
+    ("self-scheduling", {}), ("self-scheduling", {"placement": "replicated:2"})])
 @pytest.mark.parametrize("fail", ["1@i2+0.003,4@i2+0.006", "0@i1,3@i6+0.01"])
 def test_failures_keep_every_exact_scheme_on_the_uninterrupted_trajectory(tmp_path, reference,
                                                                          scheme, extra, fail):
