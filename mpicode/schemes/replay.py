@@ -6,6 +6,8 @@ check a decode against the uncoded sum. Each partition k gets a random gradient 
 a task's message is sum_p coeff_p * g_p. A worker runs its tasks one after another, in the
 order they were dispatched; the ``duration`` callback gives each task's run time (all of its
 partitions; a task with a ``time_limit`` stops as the worker would, :func:`cut_short`).
+With ``failures`` (worker -> the time it dies) the scheme learns of each death at that time
+(``on_failure``, as with ``--on-failure continue``) and the dead worker's results never come.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def _run_time(task: Task, d: float, cut: dict) -> float:
 
 
 def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], float], *,
-                  deliver_cancelled: bool = False, max_events: int = 100_000) -> Outcome:
+                  deliver_cancelled: bool = False, max_events: int = 100_000,
+                  failures: dict[int, float] | None = None) -> Outcome:
     """Drive one iteration of ``scheme`` in virtual time.
 
     Parameters
@@ -91,6 +94,9 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
     deliver_cancelled : bool
         Still deliver the results of cancelled tasks (a CANCEL that raced with the send);
         the scheme must ignore them.
+    failures : dict, optional
+        Worker -> time it dies for good: ``on_failure(worker, t)`` then (before a result
+        due at the same time), and none of its results arrives.
     """
     heap: list[tuple[float, int, int]] = []
     free_at = np.zeros(scheme.N)
@@ -113,6 +119,9 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
         dispatch(acts.dispatch, t)
         out.cancelled += [(t, c) for c in acts.cancel]
 
+    dead: set[int] = set()
+    for w, tf in sorted((failures or {}).items(), key=lambda x: (x[1], x[0])):
+        heapq.heappush(heap, (tf, -1, -1 - w))  # (seq -1: before a result due then)
     t = 0.0
     dispatch(scheme.begin(iteration).dispatch, t)
     for _ in range(max_events):
@@ -128,7 +137,13 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
         if not heap:
             raise RuntimeError(f"{scheme.name}: stuck, nothing pending and not done")
         t, _, tid = heapq.heappop(heap)
+        if tid < 0:  # a worker dies
+            dead.add(-1 - tid)
+            apply(scheme.on_failure(-1 - tid, t), t)
+            continue
         task = scheme.tasks[tid]
+        if task.worker in dead:
+            continue
         if task.state == "cancelled" and not deliver_cancelled:
             continue
         out.arrivals.append(tid)

@@ -286,7 +286,7 @@ class TwoStage(Scheme):
         parts = assign(range(self.K), workers, counts, tau, self.placement)
         orphans = parts.pop(-1, [])
         if orphans:  # every holder failed (--on-failure continue): a survivor loads them
-            parts = self._to_loaders(orphans, parts)
+            parts = self._to_loaders(orphans, parts, tau)
             workers = sorted(parts)
         tasks = [x for w in workers if parts[w]
                  for x in self.stealer.chunked(w, parts[w], float(tau[w]))]
@@ -298,12 +298,14 @@ class TwoStage(Scheme):
         self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
 
-    def _to_loaders(self, orphans: list[int], parts: dict) -> dict:
-        """Partitions none of whose holders lives, each to the live worker nearest after
-        its home block (it loads them from the dataset file, as every rank can)."""
+    def _to_loaders(self, orphans: list[int], parts: dict, tau) -> dict:
+        """Partitions none of whose holders lives, each to the one of the R live workers
+        nearest after its home block that would finish first (it loads them from the
+        dataset file, as every rank can)."""
         live = self.active & self.members
         for k in orphans:
-            w = int(self.placement.survivors_for([k], live)[0])
+            cands = self.placement.survivors_for([k], live).tolist()
+            w = min(cands, key=lambda v: ((len(parts.get(v, ())) + 1) * tau[v], v))
             parts.setdefault(w, []).append(int(k))
             self.log_notes.append(f"stage 1: every holder of partition {k} failed; worker "
                                   f"{w} loads it")
@@ -312,10 +314,13 @@ class TwoStage(Scheme):
     # ---- workers that die (--on-failure continue) -----------------------------------------
     def react_failure(self, worker, lost, t):
         """``worker`` died; ``lost``: its pending tasks (``Scheme.on_failure`` cancelled
-        them). A set it leaves with no way to be covered (its own stage-1 task lost, and no
-        group whose blocks are all arrived or running on survivors) gets a new group
-        (:meth:`_regroup`). O(lost tasks + the sets they touch x their groups), and O(N
-        log N) per set re-issued: once a failure, at most N - 1 a run."""
+        them). A set it touched (its own stage-1 sets; the sets a block of it belonged to a
+        group of) that is uncovered and has no live group left (one whose blocks all
+        arrived or run on survivors; a set with no group at all: its own task pending)
+        gets a new group (:meth:`_regroup`). A set whose stage-2 group lost a block is
+        re-grouped even while its own stage-1 task runs: stage 2 gave up waiting for it.
+        O(lost tasks + the sets they touch x their groups), and O(tasks + N log N) per set
+        re-issued: once a failure, at most N - 1 a run (amortised over the run's events)."""
         cov, queues = self.coverage, self.queues
         self.idle_pool.active = self.active  # (the base class may have rebound it)
         self.idle_pool.discard(int(worker))
@@ -336,26 +341,27 @@ class TwoStage(Scheme):
         return acts
 
     def _coverable(self, j: int) -> bool:
-        """Can stage-1 set j still be covered: its own task pending (on a live worker), or a
-        group with blocks all arrived or pending?"""
+        """Has stage-1 set j a live group (blocks all arrived or pending), or, without any
+        group, its own task pending (on a live worker)?"""
         cov = self.coverage
-        if cov.s1[j].state == "pending":
-            return True
+        if j not in cov.grouped:
+            return cov.s1[j].state == "pending"
         return any(g and all(b.state != "cancelled" for b in g) for g in cov.tiles[j])
 
     def _regroup(self, j: int, t: float) -> Actions:
-        """A new group of set j: the arrived blocks of the group that has most of it, plus
-        the rest split among the survivors that may load it, in proportion to speed, the
+        """A new group of set j: the blocks, arrived or still running on survivors, of the
+        group that keeps most of it, plus the rest (the dead workers' share of it, or the
+        whole set) split among the survivors that may load it, in proportion to speed, the
         least loaded first (:func:`mpicode.schemes.slots.split`), never across a home block
         under ``replicated:R``."""
         cov = self.coverage
         x = cov.s1[j]
-        keep = max(([b for b in g if b.state == "done"] for g in cov.tiles[j]),
+        keep = max(([b for b in g if b.state != "cancelled"] for g in cov.tiles[j]),
                    key=lambda bs: sum(b.n for b in bs), default=[])
         rest = x.partitions
         if keep:
             rest = np.setdiff1d(x.partitions, np.concatenate([b.partitions for b in keep]))
-        if not len(rest):  # (a group of arrived blocks covers it: block_arrived said so)
+        if not len(rest):  # (a live group covers it all: nothing to re-issue)
             return Actions()
         tau = self.speeds()
         busy = np.zeros(self.N)  # partitions a survivor has pending: its piece waits for them
@@ -375,7 +381,7 @@ class TwoStage(Scheme):
                 cov.owner[b.task_id] = [(g2, j)]
                 cov.add_block(j, g2, b)
                 acts.dispatch.append(b)
-        cov.missing[g2, j] = len(acts.dispatch)
+        cov.missing[g2, j] = len(acts.dispatch) + sum(b.state == "pending" for b in keep)
         cov.reissued += len(rest)
         cov.extra_msgs += max(0, len(acts.dispatch) - 1)
         self.log_notes.append(f"a worker failed: {len(rest)} partitions of stage-1 task {j} "
