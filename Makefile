@@ -132,8 +132,10 @@ test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 #  * tests/mpi at 2, 3 and 5 ranks: the message layer and the protocol under a second MPI;
 #  * tests/e2e/test_elastic.py: what only Open MPI can test, real workers SIGKILLed or
 #    SIGSTOPped mid-iteration under --with-ft ulfm and --on-failure continue; of its
-#    SIGKILL variants the three whose MPI path differs: uncoded (re-issue), cyclic (decode
-#    around, then a new code), partial-gc (tolerant: re-issue nothing). speed-aware, frc and
+#    SIGKILL variants those whose recovery differs: uncoded (re-issue), cyclic (decode
+#    around, then a new code), partial-gc (tolerant: re-issue nothing), two-stage (a new
+#    group of the lost set), self-scheduling (an orphaned chunk; ~2 min more with their
+#    SIGSTOP and simulator-agreement variants, measured loaded). speed-aware, frc and
 #    hetero-gc take the same MPI path (the simulator's unit tests cover their recovery):
 #    OPENMPI_SELECT= runs them too (~75 s more).
 # The rest of tests/e2e stays with MPICH: its launcher contract (every rank exits 2 after one

@@ -92,7 +92,10 @@ def run(as_json: bool = False, quick: bool = False) -> list[dict]:
                 if SCHEMES.get(v[1]) is not None
                 and (SCHEMES[v[1]].elastic or SCHEMES[v[1]].tolerant)}
     if quick:
-        variants = {k: variants[k] for k in ("uncoded", "cyclic") if k in variants}
+        # one of each recovery: re-issue a block (uncoded), decode around then a new code
+        # (cyclic), a new group of the lost set (two-stage), an orphaned chunk (self-scheduling)
+        variants = {k: variants[k] for k in ("uncoded", "cyclic", "two-stage",
+                                             "self-scheduling") if k in variants}
         points = {"early": 1}
     rows = []
     if not as_json:
