@@ -16,15 +16,8 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
-Workers that die (``--on-failure continue``, docs/design.md §2.7): a dead worker's running
-chunk (a worker runs one at a time) is an *orphan* when no other copy of it is still running:
-it goes, before anything is pulled or copied, to the fastest idle survivor that may take it
-(shared: any; replicated: a live holder of all of it, or, when every holder died, the
-survivors nearest its home block, which load it from the dataset file), now or at the next
-arrival that frees one. The first copy to arrive still wins, so the decode stays the sum of
-disjoint chunks covering every partition once. From the next iteration on the survivors pull
-as before; a home block whose every holder died is pulled by the nearest survivor
-(:meth:`SelfScheduling.on_members_changed`).
+A worker that dies (``--on-failure continue``): its chunk goes to an idle survivor unless a backup
+copy runs, a home block without a live holder to the nearest one (:mod:`~.orphans`).
 
 Cost per decision (:mod:`mpicode.schemes.selfsched_index`): once the iteration has speed
 estimates, O(S log N) with S the number of distinct chunk sizes (heaps of the idle workers by
@@ -49,6 +42,7 @@ import numpy as np
 from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.orphans import Orphans, adopt_blocks
 from mpicode.schemes.selfsched_index import (
     GRACE,
     Backups,
@@ -171,9 +165,7 @@ class SelfScheduling(Scheme):
         self.rarr: np.ndarray | None = None
         self.rl: list[float] = []
         self.rate_version = 0
-        # chunks whose every copy was lost with its worker (--on-failure continue), in the
-        # order they were lost; per chunk the survivors that may take it
-        self.orphans: dict[int, list[int]] = {}
+        self.orphans = Orphans(self)  # chunks lost with their worker (--on-failure continue)
 
     # ---- planning ------------------------------------------------------------------------
     def plan(self):
@@ -293,7 +285,7 @@ class SelfScheduling(Scheme):
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
         rule = self.backups or self.vectors  # with estimates: indexed; without: vectors
         if self.orphans:  # (only after a failure: a lost chunk before any new work)
-            self._adopt(t, out)
+            self.orphans.adopt(t, out)
             if not self.n_idle:
                 return out
         if not self.placement.shared:
@@ -316,85 +308,13 @@ class SelfScheduling(Scheme):
             out.append(task)
         return out
 
-    def _adopt(self, t: float, out: list[Task]) -> None:
-        """Give every orphan chunk to the fastest idle worker that may take it (O(orphans x
-        takers) a call; there are orphans only after a failure, one per lost copy)."""
-        rate = self.rl if self.backups is not None else self.rates().tolist()
-        for x in list(self.orphans):
-            if self.winner[x] is not None or self.live[x]:
-                del self.orphans[x]  # (a copy of it arrived or runs after all)
-                continue
-            takers = self.orphans[x]
-            if not any(self.members[w] for w in takers):  # they died too: survivors load it
-                takers = self.orphans[x] = self._takers(x)
-            idle = [w for w in takers if self.idle[w] and self.members[w]]
-            if not idle:
-                continue  # its takers are busy: the next one freed takes it
-            w = min(idle, key=lambda v: (rate[v], v))
-            del self.orphans[x]
-            out.append(self._dispatch(w, x, 1, t))
-            self.log_notes.append(f"chunk {x} ({self.nsize[x]} partitions) of a failed worker "
-                                  f"re-issued to worker {w}")
-            if not self.n_idle:
-                return
-
-    def _takers(self, x: int) -> list[int]:
-        """The survivors that may compute chunk x: everyone alive (shared); its live holders,
-        or if every holder died the survivors nearest its home block (replicated)."""
-        if self.placement.shared:
-            return [int(w) for w in np.flatnonzero(self.members)]
-        return [int(w) for w in self.placement.survivors_for(self.chunks[x], self.members)]
-
     def react_failure(self, worker, lost, t):
-        """``worker`` died (``Scheme.on_failure`` marked its pending copy lost): forget it,
-        and re-issue its chunk if no other copy of it runs (an orphan, taken by the fastest
-        idle survivor that may, now or when one is freed). O(N) once a failure."""
-        w = int(worker)
-        if self.idle[w]:
-            self.idle[w] = False
-            self.n_idle -= 1
-        self.n_active = max(1, self.n_active - 1)
-        self._vsum = None          # the weighted rule's total speed: without w now
-        self.vectors.settled = -1  # an idle worker refused before may get the orphan
-        for task in lost:
-            x = self.chunk_of.get(task.task_id)
-            if x is None:
-                continue
-            j = self.copy_of[task.task_id]
-            self.cpend[j] = False
-            if self.cur[w] == j:
-                self.cur[w] = -1
-            self.live[x] = [c for c in self.live[x] if self.cpend[c]]
-            if self.backups is not None:
-                self.backups.lost(x, j)
-            if self.winner[x] is None and not self.live[x]:
-                self.orphans[x] = self._takers(x)
-        if not self.placement.shared:  # its blocks' unpulled partitions: to a survivor
-            for v in self._adopt_blocks():
-                self.dirty.add(v)
+        """A dead worker's chunk goes to a survivor (:class:`~.orphans.Orphans`)."""
+        self.orphans.failed(worker, lost)
         return Actions(dispatch=self._feed(t))
 
     def on_members_changed(self):
-        """Replicated placement: a home block whose every holder died is pulled by the
-        survivor nearest after it (it loads the partitions from the dataset file)."""
-        if not self.placement.shared:
-            self.order = [list(o) for o in self._order0]
-            self._adopt_blocks()
-
-    def _adopt_blocks(self) -> list[int]:
-        """Replicated: give every home block that no live worker pulls from to the survivor
-        nearest after it (:meth:`Placement.survivors_for`); the workers that got one.
-        O(N R)."""
-        pulled = np.zeros(self.N, bool)
-        for w in np.flatnonzero(self.members).tolist():
-            pulled[self.order[w]] = True
-        got = []
-        for b in np.flatnonzero(~pulled).tolist():
-            if self.hi[b] > self.lo0[b]:
-                w = int(self.placement.survivors_for([self.lo0[b]], self.members)[0])
-                self.order[w].append(b)
-                got.append(w)
-        return got
+        adopt_blocks(self, reset=True)  # replicated: blocks without a live holder
 
     def _now_idle(self, w: int) -> None:
         if not self.idle[w]:

@@ -215,6 +215,20 @@ def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tu
     return added
 
 
+def to_loaders(orphans, parts: dict, tau, placement: Placement, live, notes: list) -> dict:
+    """The partitions ``orphans`` (none of whose holders lives: they failed) added to the
+    assignment ``parts`` (worker -> partitions), each to the one of the R ``live`` workers
+    nearest after its home block that would finish first, ``(assigned + 1) * tau``: it
+    loads them from the dataset file, as every rank can (a line each in ``notes``). Returns
+    the assignment, each worker's partitions sorted."""
+    for k in orphans:
+        cands = placement.survivors_for([k], live).tolist()
+        w = min(cands, key=lambda v: ((len(parts.get(v, ())) + 1) * tau[v], v))
+        parts.setdefault(w, []).append(int(k))
+        notes.append(f"stage 1: every holder of partition {k} failed; worker {w} loads it")
+    return {w: sorted(p) for w, p in parts.items()}
+
+
 def assign(parts, workers, quotas, tau, placement: Placement) -> dict[int, list[int]]:
     """Give each partition of ``parts`` to one worker of ``workers`` that holds it.
 

@@ -7,14 +7,8 @@ and the finished workers as a fractional-repetition code restricted to U, with r
 groups. Decoding never solves anything: a coverage map records, for every stage-1 worker,
 whether its own message or one group's blocks (which tile its set exactly) arrived first.
 
-A worker that dies (``--on-failure continue``, docs/design.md §2.7) is a straggler that never
-returns: every set it leaves without a way to be covered (its own stage-1 sets, and the sets
-a group of which lost a block of it, when no other group of the set can still complete) gets
-a new group: the arrived blocks of its most advanced group plus the rest re-issued to the
-survivors that may load it (:meth:`TwoStage.react_failure`). The coverage-map decode is
-unchanged, so every partition still counts once. From the next iteration on, stage 1 plans
-over the survivors; under ``replicated:R`` a partition whose every holder died goes to the
-survivor nearest its home block, which loads it from the dataset file.
+A worker that dies (``--on-failure continue``) is a straggler that never returns: the sets it
+leaves without a live group get new ones on the survivors (:mod:`mpicode.schemes.regroup`).
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ from mpicode import options as cf
 from mpicode.errors import UsageError
 from mpicode.options import Option
 from mpicode.registry import register_scheme
-from mpicode.schemes import shares
+from mpicode.schemes import regroup, shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.coverage import SELF, Coverage
 from mpicode.schemes.idle_pool import IdlePool
@@ -36,7 +30,6 @@ from mpicode.schemes.queues import WorkerQueues
 from mpicode.schemes.rates import Rates
 from mpicode.schemes.replanning import Replanner, replan_groups, replan_value
 from mpicode.schemes.shares import PLACEMENT, Placement, assign, largest_remainder
-from mpicode.schemes.slots import split
 from mpicode.schemes.stage2 import Stage2
 from mpicode.schemes.stealing import Stealer
 
@@ -286,7 +279,8 @@ class TwoStage(Scheme):
         parts = assign(range(self.K), workers, counts, tau, self.placement)
         orphans = parts.pop(-1, [])
         if orphans:  # every holder failed (--on-failure continue): a survivor loads them
-            parts = self._to_loaders(orphans, parts, tau)
+            parts = shares.to_loaders(orphans, parts, tau, self.placement,
+                                      self.active & self.members, self.log_notes)
             workers = sorted(parts)
         tasks = [x for w in workers if parts[w]
                  for x in self.stealer.chunked(w, parts[w], float(tau[w]))]
@@ -298,95 +292,9 @@ class TwoStage(Scheme):
         self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
 
-    def _to_loaders(self, orphans: list[int], parts: dict, tau) -> dict:
-        """Partitions none of whose holders lives, each to the one of the R live workers
-        nearest after its home block that would finish first (it loads them from the
-        dataset file, as every rank can)."""
-        live = self.active & self.members
-        for k in orphans:
-            cands = self.placement.survivors_for([k], live).tolist()
-            w = min(cands, key=lambda v: ((len(parts.get(v, ())) + 1) * tau[v], v))
-            parts.setdefault(w, []).append(int(k))
-            self.log_notes.append(f"stage 1: every holder of partition {k} failed; worker "
-                                  f"{w} loads it")
-        return {w: sorted(p) for w, p in parts.items()}
-
-    # ---- workers that die (--on-failure continue) -----------------------------------------
     def react_failure(self, worker, lost, t):
-        """``worker`` died; ``lost``: its pending tasks (``Scheme.on_failure`` cancelled
-        them). A set it touched (its own stage-1 sets; the sets a block of it belonged to a
-        group of) that is uncovered and has no live group left (one whose blocks all
-        arrived or run on survivors; a set with no group at all: its own task pending)
-        gets a new group (:meth:`_regroup`). A set whose stage-2 group lost a block is
-        re-grouped even while its own stage-1 task runs: stage 2 gave up waiting for it.
-        O(lost tasks + the sets they touch x their groups), and O(tasks + N log N) per set
-        re-issued: once a failure, at most N - 1 a run (amortised over the run's events)."""
-        cov, queues = self.coverage, self.queues
-        self.idle_pool.active = self.active  # (the base class may have rebound it)
-        self.idle_pool.discard(int(worker))
-        touched: dict[int, None] = {}
-        for x in lost:
-            queues.left(x)
-            if cov.s1.get(x.task_id) is x:
-                touched[x.task_id] = None
-                cov.touch(x.task_id)
-            for _, j in cov.owner.get(x.task_id, ()):
-                touched[j] = None
-                cov.touch(j)
-        self.changes.bump()
-        acts = Actions()
-        for j in touched:
-            if j in cov.s1 and j not in cov.cover and not self._coverable(j):
-                acts += self._regroup(j, t)
-        return acts
-
-    def _coverable(self, j: int) -> bool:
-        """Has stage-1 set j a live group (blocks all arrived or pending), or, without any
-        group, its own task pending (on a live worker)?"""
-        cov = self.coverage
-        if j not in cov.grouped:
-            return cov.s1[j].state == "pending"
-        return any(g and all(b.state != "cancelled" for b in g) for g in cov.tiles[j])
-
-    def _regroup(self, j: int, t: float) -> Actions:
-        """A new group of set j: the blocks, arrived or still running on survivors, of the
-        group that keeps most of it, plus the rest (the dead workers' share of it, or the
-        whole set) split among the survivors that may load it, in proportion to speed, the
-        least loaded first (:func:`mpicode.schemes.slots.split`), never across a home block
-        under ``replicated:R``."""
-        cov = self.coverage
-        x = cov.s1[j]
-        keep = max(([b for b in g if b.state != "cancelled"] for g in cov.tiles[j]),
-                   key=lambda bs: sum(b.n for b in bs), default=[])
-        rest = x.partitions
-        if keep:
-            rest = np.setdiff1d(x.partitions, np.concatenate([b.partitions for b in keep]))
-        if not len(rest):  # (a live group covers it all: nothing to re-issue)
-            return Actions()
-        tau = self.speeds()
-        busy = np.zeros(self.N)  # partitions a survivor has pending: its piece waits for them
-        for w in np.flatnonzero(self.members).tolist():
-            busy[w] = sum(y.n for y in self.queues.pending(w))
-        runs = [rest] if self.placement.shared else np.split(
-            rest, np.flatnonzero(np.diff(rest * self.N // self.K)) + 1)
-        g2 = cov.new_group(j, keep)
-        for b in keep:
-            cov.owner[b.task_id].append((g2, j))
-        acts = Actions()
-        for run in runs:
-            hold = self.placement.survivors_for(run, self.members)
-            for w, sl in split(len(run), hold, tau, busy):
-                b = self.dispatch(w, 2, run[sl], t=t)
-                busy[w] += b.n
-                cov.owner[b.task_id] = [(g2, j)]
-                cov.add_block(j, g2, b)
-                acts.dispatch.append(b)
-        cov.missing[g2, j] = len(acts.dispatch) + sum(b.state == "pending" for b in keep)
-        cov.reissued += len(rest)
-        cov.extra_msgs += max(0, len(acts.dispatch) - 1)
-        self.log_notes.append(f"a worker failed: {len(rest)} partitions of stage-1 task {j} "
-                              f"re-issued to workers {[b.worker for b in acts.dispatch]}")
-        return acts
+        """A dead worker's sets left without a live group get new ones (:mod:`~.regroup`)."""
+        return regroup.failed(self, worker, lost, t)
 
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):
