@@ -113,9 +113,11 @@ def test_two_workers_killed_mid_iteration_the_run_stays_exact(tmp_path, referenc
         assert f.attrs["status"] == "complete" and f.attrs["n_done"] == ITERS
         assert list(f["events/rank"][:]) == [2, 4]
         its = [int(i) for i in f["events/iteration"][:]]
-        if scheme in ("partial-gc", "hetero-gc"):
+        if scheme in ("partial-gc", "hetero-gc", "two-stage", "self-scheduling"):
             # a tolerant scheme may decode the kill's iteration from the others before rank 0
-            # learns of the death: it is then filed in the next iteration (4 in 5 runs: 2, 6)
+            # learns of the death: it is then filed in the next iteration (4 in 5 runs: 2, 6);
+            # so may a dynamic one when a stage-2 block or a backup copy covered the dead
+            # worker's task
             assert len(its) == 2, its
             assert all(k <= i <= k + 1 for i, k in zip(its, [2, 6], strict=True)), its
         else:
