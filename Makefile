@@ -170,24 +170,24 @@ bench: install  ## every benchmark (run on a quiet machine)
 # data/diabetes.h5) and the two shipped real straggler traces (data/trace-SE.h5, data/trace-AR.h5)
 data: install  ## the bundled scikit-learn datasets and the shipped straggler traces into data/
 	$(PY) -m mpicode data bundled --out-dir data
-	$(PY) -m mpicode.experiments.shipped --data-dir data
+	$(PY) -m mpicode.io.shipped --data-dir data
 
 # the real-link study (root: a virtual cluster of network namespaces, ~15 min):
 # results/cluster_links.{md,json}; timings, hence under the benchmark lock
 cluster-study: install  ## uplink schedulers and a slow link on real rate-limited links (root)
-	flock /tmp/mpicode-bench.lock $(PY) -m mpicode.experiments.cluster_links --out results
+	flock /tmp/mpicode-bench.lock $(PY) -m studies.cluster_links --out results
 
 # the fixed, seeded experiment suite (< 15 min on 2 cores): results/, its README.md (the
 # generated sections; the project README links it)
 experiments: install  ## the seeded experiment suite: results/ and results/README.md
-	$(PY) -m mpicode.experiments
+	$(PY) -m studies
 
 # docs/user-guide.md's option reference, regenerated from the option tables
 docs: install  ## the user guide's option reference from the option tables
 	$(PY) -m mpicode config reference --write docs/user-guide.md
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check mpicode tests
+	$(VENV)/bin/ruff check mpicode studies tests
 
 clean:  ## remove runs/ and caches
 	rm -rf runs .pytest_cache

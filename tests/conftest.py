@@ -56,9 +56,8 @@ def run_attr(path, key):
 def mpirun(n, args, timeout=120, cwd=None, env=None, ft=False, **kw):
     """``mpiexec -n n python -m mpi4py -m mpicode ARGS`` with a hard timeout (``ft``: with
     fault tolerance, Open MPI's ULFM)."""
-    e = dict(os.environ)
+    e = launcher.launch_env()  # one thread per rank
     e.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
-    e["OMP_NUM_THREADS"] = e["NUMBA_NUM_THREADS"] = "1"
     e.update(env or {})
     cmd = [*mpiexec_cmd(n, ft), PY, "-m", "mpi4py", "-m", "mpicode", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,

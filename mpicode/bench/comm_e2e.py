@@ -11,7 +11,7 @@ a straggler's redundant message), it reports the mean and p95 communication time
 iteration (``comm_s``: from the moment the used messages were ready to decodability; not
 comparable across schedulers that use different messages, docs/design.md §4.4a), the
 iteration time, time to the loss uncoded+fifo reaches at 80% of the iterations, and the
-participation Jain index. One run per cell: ``python -m mpicode.experiments.comm_study`` has
+participation Jain index. One run per cell: ``python -m studies.comm_study`` has
 the seeded comparison with confidence intervals.
 """
 
@@ -87,7 +87,7 @@ def _inner(argv) -> int:
             print("  (one run per cell, in this order, on this machine: no intervals. comm s "
                   "counts from the last *used* message's readiness, so it is not comparable "
                   "across schedulers that use different messages; python -m "
-                  "mpicode.experiments.comm_study gives ratios with 95% intervals over seeds)")
+                  "studies.comm_study gives ratios with 95% intervals over seeds)")
     comm.Free()
     return 0
 

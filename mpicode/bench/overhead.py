@@ -63,12 +63,9 @@ def _plan(quick: bool, workers: str | None = None, only: str | None = None) -> d
 def cell(comm, d: str, label: str, features: int, samples: int, plan: dict, rep: int,
          cache: dict):
     """One run and one floor measurement (collective); rank 0 returns its figures."""
-    from mpicode.mpi.calibrate import (  # lazy: importing mpi4py initialises MPI
-        columns,
-        logged_run,
-        run_config,
-    )
+    from mpicode.mpi.calibrate import columns  # lazy: importing mpi4py initialises MPI
     from mpicode.mpi.floor import bcast_reduce  # lazy: importing mpi4py initialises MPI
+    from mpicode.mpi.runs import logged_run, run_config  # lazy: importing mpi4py initialises MPI
     N = comm.size - 1
     cfg = run_config(N, str(Path(d) / f"ovh-{N}-{label}-{rep}.h5"),
                      {"samples": samples, "features": features, "seed": 1}, plan["iterations"],

@@ -23,19 +23,11 @@ import numpy as np
 from mpicode import registry
 from mpicode.bench import inner_setup, launch_inner
 from mpicode.config import Config, UsageError, defaults, validate_for_size
+from mpicode.models.scenarios import SCENARIOS
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.numerics.problem import Problem
 from mpicode.schemes import make_scheme
 from mpicode.simulator import Simulator
-
-SCENARIOS = {
-    # i.i.d. per task: T = unit * (1 * load + Exp(mean = load))
-    "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},
-    # 25% of the workers persistently 5x slower
-    "bimodal": {"stragglers": "bimodal", "slow_fraction": 0.25, "slowdown": 5.0},
-    # one Exp(mean = 2 units) per worker and iteration, on its first task
-    "exp-per-iteration": {"stragglers": "exp-per-iteration", "delay_mean": 2.0},
-}
 
 EXACT_CLASSIC = ("uncoded", "frc s=1", "frc s=3", "cyclic s=1", "cyclic s=2", "cyclic s=3")
 

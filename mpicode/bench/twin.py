@@ -85,7 +85,8 @@ def _real_path(d: str, N: int, strag: str, scheme: str, rep: int) -> str:
 
 
 def _config(N, out, plan, strag, scheme, rep, **kw):
-    from mpicode.mpi.calibrate import DEMO, run_config  # lazy: importing mpi4py initialises MPI
+    from mpicode.mpi.calibrate import DEMO  # lazy: importing mpi4py initialises MPI
+    from mpicode.mpi.runs import run_config  # lazy: importing mpi4py initialises MPI
     size = dict(DEMO, seed=DEMO["seed"] + rep)
     return run_config(N, out, size, plan["iterations"], scheme=scheme,
                       delay_unit=plan["delay_unit"], **{**STRAGGLERS[strag], **kw})
@@ -94,11 +95,8 @@ def _config(N, out, plan, strag, scheme, rep, **kw):
 def _inner(argv) -> int:
     """The MPI job at one N: calibrate, then the real runs."""
     from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
-    from mpicode.mpi.calibrate import (  # lazy: importing mpi4py initialises MPI
-        header,
-        logged_run,
-        measure,
-    )
+    from mpicode.mpi.calibrate import header, measure  # lazy: importing mpi4py initialises MPI
+    from mpicode.mpi.runs import logged_run  # lazy: importing mpi4py initialises MPI
     p = argparse.ArgumentParser()
     p.add_argument("--dir", required=True)
     p.add_argument("--quick", action="store_true")

@@ -1,7 +1,8 @@
-import sys
+"""``python -m mpicode.experiments``: the old name of ``python -m studies`` (make experiments)."""
 
-# one thread per process, as in every MPI rank: `import mpicode` (the parent package, loaded
-# before this module) has set it, before numpy loads its BLAS
-from mpicode.experiments import main
+import runpy
 
-sys.exit(main())
+from mpicode.experiments import require_studies
+
+require_studies()
+runpy.run_module("studies", run_name="__main__", alter_sys=True)

@@ -361,7 +361,7 @@ def import_trace(source: str, out: str, *, fmt: str = "auto", layout: str = "aut
         attrs["description"] = description
     if license_file:  # the license travels inside the trace file
         attrs.update(license_file=Path(license_file).name, license_text=license_text)
-    _write(out, m, m / med, attrs, force)
+    write_trace(out, m, m / med, attrs, force)
     return attrs
 
 
@@ -383,8 +383,11 @@ def _read_license(path: str) -> str:
                          f"({getattr(e, 'strerror', None) or e})") from None
 
 
-def _write(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
-           force: bool = True) -> None:
+def write_trace(out: str, durations: np.ndarray, relative: np.ndarray, attrs: dict,
+                force: bool = True) -> None:
+    """Write a trace file ``out`` (HDF5, docs/hdf5-schema.md): ``durations`` and ``relative``
+    (T x N seconds, and relative to the median) with ``attrs`` (``format`` among them),
+    atomically (:mod:`mpicode.io.safefile`); ``force``: replace an existing file."""
     import h5py
 
     with safefile.output(out, force=force) as tmp:  # never half a file, never via a link

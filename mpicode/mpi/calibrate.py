@@ -28,16 +28,14 @@ from mpicode import analysis
 from mpicode import mpi as runtime
 from mpicode.analysis import rank0_fit
 from mpicode.analysis.calibration import fit_profile
-from mpicode.config import Config, defaults, validate_for_size
-from mpicode.engine.session import Session
 from mpicode.errors import UsageError
 from mpicode.io import safefile
-from mpicode.io.datasets import load
 from mpicode.mpi.comm import Backoff
 from mpicode.mpi.floor import barrier, pingpong, rank0_messages
-from mpicode.mpi.launch import execute
+
+# the run library (mpicode.mpi.runs): the old names here too
+from mpicode.mpi.runs import cached_problem, logged_run, run_config  # noqa: F401
 from mpicode.numerics import kernels
-from mpicode.numerics.problem import Problem
 from mpicode.profile import render_profile
 from mpicode.wire import result_bytes
 
@@ -45,43 +43,6 @@ SIZES = (8, 800, 8_000, 80_000, 800_000)
 QUICK_SIZES = (8, 8_000, 80_000)
 DEMO = {"samples": 8000, "features": 100, "seed": 1, "lr": 0.5}
 QUICK = {"samples": 2000, "features": 20, "seed": 1, "lr": 0.5}
-
-
-def run_config(N: int, out: str, size: dict, iterations: int, **kw):
-    """A validated configuration of one calibration (or benchmark) run on N workers."""
-    v = dict(defaults().values)  # every option, the registered schemes' too
-    v.update(size)
-    v.update(iterations=iterations, quiet=True, force=True, delay_mode="sleep",
-             stragglers="none", stragglers_tolerated=1, out=out)
-    v.update(kw)
-    return validate_for_size(Config(v), N)
-
-
-def cached_problem(cfg, comm, cache: dict):
-    """The run's problem on every rank, its dataset loaded once per job (``cache``); the ranks
-    leave together (a barrier), so no run starts before every rank has its data."""
-    key = (cfg.dataset, cfg.model, cfg.samples, cfg.features, cfg.seed)
-    if key not in cache:
-        cache[key] = load(cfg)
-    problem = Problem.from_config(cfg, cfg.partitions, data=cache[key])
-    comm.Barrier()
-    return problem
-
-
-def logged_run(cfg, comm, cache: dict, attrs: dict | None = None, record: list | None = None):
-    """Run ``cfg`` on ``comm`` (every rank), rank 0 logging it to ``cfg.out`` like ``train``
-    (with ``attrs`` besides the run's own); rank 0 returns (exit code, trainer), the others
-    None. ``cache`` keeps the loaded datasets between runs of one job; ``record``: a list
-    rank 0 appends its actions to (§2.6)."""
-    problem = cached_problem(cfg, comm, cache)
-    if comm.rank != 0:
-        execute(cfg, comm, problem)
-        return None
-    attrs = {"mpi_library": runtime.mpi_library(), "dataset": problem.data.name,
-             "dim": problem.dim, "n_ranks": comm.size, **(attrs or {})}
-    session = Session(cfg, mode="mpi", n_workers=comm.size - 1, attrs=attrs)
-    out = execute(cfg, comm, problem, session, record=record)
-    return out.code, out.trainer
 
 
 def columns(path: str) -> dict:

@@ -1,7 +1,7 @@
 """A small cluster on one Linux host: network namespaces as nodes, real rate-limited links.
 
 For the cluster tests (``make test-cluster``, ``tests/cluster/``) and the real-link study
-(:mod:`mpicode.experiments.cluster_links`); it needs root, ``ip`` and network namespaces
+(:mod:`studies.cluster_links`); it needs root, ``ip`` and network namespaces
 (:func:`unavailable` says why not, in one line). Nothing here imports MPI.
 
 * :mod:`~mpicode.vcluster.netns`: the nodes (one namespace each, its own hostname and a

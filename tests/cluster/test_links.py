@@ -1,5 +1,5 @@
 """Real links on the virtual cluster: the machinery of the real-link study
-(mpicode.experiments.cluster_links), small. One MPI job whose cells set their links between
+(studies.cluster_links), small. One MPI job whose cells set their links between
 cells: a scheduler granting on shaped links with ``--link-timing real``, the same on unshaped
 links with the emulated slot clock, no scheduler on shaped links, and a run whose worker link is
 throttled to a tenth mid-run (``tc qdisc change`` while the job runs). Every cell completes
@@ -12,9 +12,9 @@ the study's (``make cluster-study``), not a test's: no timing is asserted here.
 import numpy as np
 import pytest
 
-from mpicode.experiments import cluster_links as cl
-from mpicode.experiments.cluster_report import metrics, write_report
 from mpicode.vcluster import links
+from studies import cluster_links as cl
+from studies.cluster_report import metrics, write_report
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -4,7 +4,7 @@ Hydra through the ssh stand-in, with the bytes between nodes going over TCP on t
 
 * every exact scheme (the suite's EXACT: uncoded, speed-aware, frc, cyclic, two-stage, the
   paper's two-stage shape, self-scheduling) gives the loss trajectory of the single-host run
-  to 1e-9 relative (one batch job of all the schemes on each side, mpicode.experiments.batch);
+  to 1e-9 relative (one batch job of all the schemes on each side, studies.batch);
 * the results really crossed the links: the bytes node 0 received are at least every result
   rank 0 got (UCX would otherwise move them through shared memory, since every "node" is this
   one machine: ``UCX_TLS=tcp,self``, mpicode.vcluster.launcher);
@@ -27,9 +27,9 @@ import pytest
 from conftest import MPIEXEC, PY, mpicode
 
 from mpicode import launcher
-from mpicode.experiments.suite import EXACT, SCHEMES
 from mpicode.vcluster import links, mpi_env, mpiexec_argv
 from mpicode.vcluster.launcher import mpi_kind
+from studies.suite import EXACT, SCHEMES
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,7 +84,7 @@ def runs(vcluster, tmp_path_factory):
         spec = d / f"{where}.json"
         spec.write_text(json.dumps(
             {k: {**v, "dataset": str(path)} for k, v in cells.items()}))
-    prog = [PY, "-m", "mpi4py", "-m", "mpicode.experiments.batch"]
+    prog = [PY, "-m", "mpi4py", "-m", "studies.batch"]
     before = {n: links.counters(vc, n) for n in vc.nodes[:3]}
     r = subprocess.run(mpiexec_argv(vc, _layout(vc), mpiexec=MPIEXEC) + prog
                        + [d / "multi.json", d / "multi"], capture_output=True, text=True,

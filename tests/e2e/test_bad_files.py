@@ -27,6 +27,8 @@ import pytest
 from conftest import PY, ROOT, mpicode
 from test_bad_input import WRAPPER
 
+from mpicode import launcher
+
 LIMIT = 240  # seconds per case (subprocess timeout), generous for a loaded machine
 SIM = ["simulate", "--workers", 2, "--iterations", 2, "--samples", 200, "--features", 4,
        "--partition-cost", 1e-3, "--quiet"]
@@ -266,8 +268,7 @@ def launch(n: int, argv: list, codes: Path, cwd: Path) -> subprocess.CompletedPr
     """``mpiexec -n n python -m mpi4py WRAPPER ARGV``; each rank's code in codes/code.<rank>."""
     codes.mkdir(exist_ok=True)
     (codes / "wrapper.py").write_text(WRAPPER)
-    env = dict(os.environ, MPICODE_CODES=str(codes), MPIEXEC_TIMEOUT=str(LIMIT - 20),
-               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = launcher.launch_env(timeout=LIMIT - 20, MPICODE_CODES=str(codes))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     from conftest import mpiexec_cmd
     return subprocess.run([*mpiexec_cmd(n), PY, "-m", "mpi4py", str(codes / "wrapper.py"),

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from conftest import PY, ROOT, mpiexec_cmd, mpirun
 
+from mpicode import launcher
 from mpicode.io.datasets import Dataset, synthetic, write_dataset
 
 LIMIT = 240  # seconds: a subprocess timeout, generous for a loaded 2-core machine
@@ -391,8 +392,7 @@ def launch(n: int, args: list, codes: Path, cwd: Path, env: dict | None = None
     codes.mkdir(exist_ok=True)
     wrapper = codes / "wrapper.py"
     wrapper.write_text(WRAPPER)
-    env = dict(os.environ, MPICODE_CODES=str(codes), MPIEXEC_TIMEOUT=str(LIMIT),
-               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", **(env or {}))
+    env = launcher.launch_env(timeout=LIMIT, MPICODE_CODES=str(codes), **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [*mpiexec_cmd(n), PY, "-m", "mpi4py", str(wrapper), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT, cwd=cwd, env=env)

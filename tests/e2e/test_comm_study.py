@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(240)
 
 def test_quick_comm_study_with_mpi(tmp_path):
     out = tmp_path / "comm.json"
-    r = subprocess.run([PY, "-m", "mpicode.experiments.comm_study", "--quick", "--json",
+    r = subprocess.run([PY, "-m", "studies.comm_study", "--quick", "--json",
                         str(out)], capture_output=True, text=True, timeout=200, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     d = json.loads(out.read_text())

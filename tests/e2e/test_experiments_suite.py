@@ -8,8 +8,9 @@ import h5py
 import pytest
 from conftest import PY, ROOT
 
-from mpicode.experiments import publish, verdicts
-from mpicode.experiments.suite import Suite
+from mpicode import launcher
+from studies import publish, verdicts
+from studies.suite import Suite
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -24,7 +25,7 @@ def test_quick_suite(tmp_path):
     out = tmp_path / "results"
     readme = tmp_path / "README.md"
     readme.write_text("# project\n\nkept\n")
-    r = subprocess.run([PY, "-m", "mpicode.experiments", "--quick", "--out", str(out),
+    r = subprocess.run([PY, "-m", "studies", "--quick", "--out", str(out),
                         "--readme", str(readme)], capture_output=True, text=True,
                        timeout=360, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -76,12 +77,10 @@ def test_quick_suite(tmp_path):
 def test_inner_job_at_the_wrong_size_exits_2_with_one_line(tmp_path):
     """The suite's MPI job launched with the wrong number of ranks: every rank exits 2, one
     line names the size (no MPI_Abort banner, nothing written)."""
-    import os
-
     from conftest import mpiexec_cmd
-    env = dict(os.environ, MPIEXEC_TIMEOUT="100", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = launcher.launch_env(timeout=100)
     r = subprocess.run([*mpiexec_cmd(2), PY, "-m", "mpi4py", "-m",
-                        "mpicode.experiments.mpirun", "--inner", "--out", str(tmp_path / "o"),
+                        "studies.mpirun", "--inner", "--out", str(tmp_path / "o"),
                         "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
                        timeout=130, cwd=ROOT, env=env)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_mlp_study_quick(tmp_path):
     pytest.importorskip("sklearn", reason="digits comes from scikit-learn (mpicode[data])")
     out = tmp_path / "mlp.json"
-    r = subprocess.run([PY, "-m", "mpicode.experiments.mlp_study", "--quick", "--data-dir",
+    r = subprocess.run([PY, "-m", "studies.mlp_study", "--quick", "--data-dir",
                         str(tmp_path / "d"), "--json", str(out)], capture_output=True,
                        text=True, timeout=280, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -31,7 +31,7 @@ def test_mlp_study_quick(tmp_path):
     assert len(set(cells["trace-AR", "uncoded"]["mean_iter_s"])) == 2
     assert "| shifted-exp | ignore-stragglers |" in r.stdout
 
-    from mpicode.experiments import mlp_publish
+    from studies import mlp_publish
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{mlp_publish.START}\nold\n{mlp_publish.END}\nb\n")
     mlp_publish.write(tmp_path, readme, d["rows"], d["compare"], d["meta"], "two-stage")

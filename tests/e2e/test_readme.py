@@ -16,6 +16,8 @@ import h5py
 import pytest
 from conftest import BIN, PY, ROOT
 
+from mpicode import launcher
+
 pytestmark = pytest.mark.timeout(900)
 
 README = (ROOT / "README.md").read_text()
@@ -37,10 +39,9 @@ def blocks(section: str) -> list[str]:
 
 
 def _env() -> dict:
-    e = dict(os.environ)
+    e = launcher.launch_env()  # one thread per rank
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.setdefault("MPIEXEC_TIMEOUT", "300")
-    e["OMP_NUM_THREADS"] = e["NUMBA_NUM_THREADS"] = "1"
     return e
 
 

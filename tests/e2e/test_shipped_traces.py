@@ -1,4 +1,4 @@
-"""``python -m mpicode.experiments.shipped`` (what ``make data`` runs for the traces)."""
+"""``python -m mpicode.io.shipped`` (what ``make data`` runs for the traces)."""
 
 import subprocess
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_shipped_traces_cli_builds_both_and_keeps_them(tmp_path):
-    cmd = [PY, "-m", "mpicode.experiments.shipped", "--data-dir", str(tmp_path)]
+    cmd = [PY, "-m", "mpicode.io.shipped", "--data-dir", str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=100, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     shapes = {n: read_trace(str(tmp_path / f"trace-{n}.h5"))[0].shape for n in ("SE", "AR")}

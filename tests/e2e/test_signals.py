@@ -24,6 +24,8 @@ import h5py
 import pytest
 from conftest import PY, ROOT, mpicode, mpiexec_cmd, run_attr, wait_until
 
+from mpicode import launcher
+
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 LIMIT = 240  # seconds per MPI launch (subprocess timeout); MPIEXEC_TIMEOUT below it
@@ -71,10 +73,9 @@ class Job:
         self.codes.mkdir(exist_ok=True)
         (self.codes / "wrapper.py").write_text(WRAPPER)
         self.mark = tmp / "mark"
-        e = dict(os.environ, MPICODE_CODES=str(self.codes), MPIEXEC_TIMEOUT=str(LIMIT - 20),
-                 OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPICODE_FAULT_MARK=str(self.mark),
-                 MPICODE_TEST_FAULTS="1",
-                 **(env or {}))
+        e = launcher.launch_env(timeout=LIMIT - 20, MPICODE_CODES=str(self.codes),
+                                MPICODE_FAULT_MARK=str(self.mark), MPICODE_TEST_FAULTS="1",
+                                **(env or {}))
         e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
         self.before = md5s(self.work)
         cmd = [*mpiexec_cmd(n), PY, "-m", "mpi4py", str(self.codes / "wrapper.py"),

@@ -4,18 +4,19 @@ cell, and a failing one."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import h5py
 import pytest
 from conftest import PY, ROOT
 
+from mpicode import launcher
+
 TINY = "--iterations 4 --samples 400 --features 8 --checkpoint-every 2"
 
 
 def sweep(args, timeout=400):
-    env = dict(os.environ, MPIEXEC_TIMEOUT="150", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = launcher.launch_env(timeout=150)
     return subprocess.run([PY, "-m", "mpicode", "sweep", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 

@@ -2,11 +2,12 @@
 when it is installed, else the cells' code concatenated and run by this Python)."""
 
 import json
-import os
 import subprocess
 
 import pytest
 from conftest import PY, ROOT
+
+from mpicode import launcher
 
 pytestmark = pytest.mark.timeout(300)
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
@@ -21,8 +22,7 @@ def test_tutorial_notebook_is_valid_and_runs(tmp_path):
     assert nb["nbformat"] == 4 and code_cells(nb), "a v4 notebook with code cells"
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
         "commit the notebook without outputs"
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
+    env = launcher.launch_env(MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
     try:
         import nbclient  # noqa: F401
         import nbformat  # noqa: F401

@@ -42,7 +42,7 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "decisions"
 
-# the straggler scenarios of the corpus (the study's, mpicode.experiments.study.SCENARIOS,
+# the straggler scenarios of the corpus (the study's, studies.study.SCENARIOS,
 # written out: the corpus must not move when the study's scenarios do)
 SCENARIOS = {
     "shifted-exp": {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0},

@@ -8,6 +8,9 @@
 * an import of mpicode inside a function says why it is there (``# lazy: REASON``);
 * size follows cohesion: a module over 400 lines or a function over 60 is listed below with
   the reason it is one concept;
+* the research suite (``studies/``, beside the package) uses mpicode as a user would: the
+  product imports nothing of it (the old names in ``mpicode/experiments/`` find it by name,
+  only when asked), it imports only public names of mpicode, and it has no import cycle;
 * one assembly (docs/design.md §2.1): the event loop and the run loop are built in
   ``engine/assembly.py`` only, and no part of a run is wired by assigning another to its
   attributes afterwards (collaborators are handed in at construction; hooks, not patches).
@@ -19,6 +22,10 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "mpicode"
+STUDIES = PKG.parent / "studies"
+# the one place of the product that names studies (by string, when an old name is asked for)
+SHIMS = "mpicode.experiments"
+DYNAMIC_IMPORTS = ("import_module", "run_module", "find_spec", "__import__")
 
 # the leaf layer (docs/design.md §1.2): imports nothing of mpicode but itself
 LEAF = {"mpicode.errors", "mpicode.options", "mpicode.core_options", "mpicode.profile",
@@ -60,13 +67,13 @@ UNREASONED_LAZY: dict[str, str] = {
 }
 
 
-def _modules() -> dict[str, Path]:
-    """``mpicode.x.y`` -> path, every module of the package."""
+def _modules(pkg: Path = PKG) -> dict[str, Path]:
+    """``mpicode.x.y`` -> path, every module of the package (``pkg``: another one)."""
     out = {}
-    for p in sorted(PKG.rglob("*.py")):
+    for p in sorted(pkg.rglob("*.py")):
         if "__pycache__" in p.parts:
             continue
-        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        parts = list(p.relative_to(pkg.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         out[".".join(parts)] = p
@@ -74,6 +81,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+STUDY_MODULES = _modules(STUDIES)
 
 
 def _is_type_checking(node) -> bool:
@@ -95,8 +103,8 @@ def _imports(path: Path, name: str, *, in_functions: bool | None = False):
             pkg = name.split(".") if is_pkg else name.split(".")[:-1]
             pkg = pkg[:len(pkg) - node.level + 1]
             base = ".".join(pkg + ([base] if base else []))
-        return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
-                for a in node.names]
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES
+                or f"{base}.{a.name}" in STUDY_MODULES else base for a in node.names]
 
     def walk(node, in_fn):
         for ch in ast.iter_child_nodes(node):
@@ -318,6 +326,92 @@ def test_no_part_of_a_run_is_wired_by_assignment():
                      f"construction; observe the loop with a hook): {bad}")
 
 
+# ---- the research suite beside the product ------------------------------------------------
+def test_the_product_imports_nothing_of_the_studies():
+    bad = {_rel(m): sorted(t for t in _all_imported(m) if t == "studies"
+                           or t.startswith("studies.") or (t.startswith(SHIMS)
+                                                          and not m.startswith(SHIMS)))
+           for m in MODULES}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"mpicode/ importing the research suite (studies/): {bad}"
+    # nor by name (importlib, runpy), but in the old names, which are entry points only
+    by_name = {_rel(m) for m, p in MODULES.items() if not m.startswith(SHIMS)
+               for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Call)
+               and ast.unparse(n.func).split(".")[-1] in DYNAMIC_IMPORTS and n.args
+               and "studies" in ast.unparse(n.args[0])}
+    assert not by_name, f"mpicode/ importing studies/ by name: {sorted(by_name)}"
+    # the old names are entry points only: a study added there would be a study in the product
+    assert {m for m in MODULES if m.startswith(SHIMS)} == {SHIMS, f"{SHIMS}.__main__"}, (
+        "mpicode/experiments/ holds the old names only: a study goes in studies/")
+
+
+def _public_name_uses(path: Path) -> list[str]:
+    """What a studies module takes from mpicode that is not public: ``from mpicode.a import
+    _b``, ``mpicode.a._b`` (a module), or ``m._b`` on a name bound to mpicode."""
+    tree = ast.parse(path.read_text())
+    bound, bad = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mpicode"):
+            if any(part.startswith("_") for part in node.module.split(".")):
+                bad.append(f"{node.lineno}: {node.module}")
+            for a in node.names:
+                if a.name.startswith("_"):
+                    bad.append(f"{node.lineno}: {node.module}.{a.name}")
+                bound.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("mpicode"):
+                    if any(part.startswith("_") for part in a.name.split(".")):
+                        bad.append(f"{node.lineno}: {a.name}")
+                    bound.add((a.asname or a.name).split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and \
+                not node.attr.startswith("__") and isinstance(node.value, ast.Name) and \
+                node.value.id in bound:
+            bad.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_the_studies_use_only_public_names_of_mpicode():
+    bad = {str(p.relative_to(STUDIES.parent)): b for p in STUDY_MODULES.values()
+           if (b := _public_name_uses(p))}
+    assert not bad, f"studies/ using private names of mpicode (make them public): {bad}"
+
+
+def test_no_import_cycle_in_the_studies():
+    g: dict[str, set[str]] = {}
+    for m, p in STUDY_MODULES.items():
+        g[m] = set()
+        for _, targets in _imports(p, m):
+            for t in targets:
+                while t and t not in STUDY_MODULES:
+                    t = t.rpartition(".")[0]
+                if t and t != m and t != "studies":  # the package holds only ROOT
+                    g[m].add(t)
+    assert find_cycle(g) is None, "import cycle in studies/: " + " -> ".join(find_cycle(g))
+    assert g["studies.experiments"], "the scanner sees the suite's imports"
+
+
+def test_the_studies_run_in_no_function_imports_without_a_reason():
+    bad = []
+    for m, p in STUDY_MODULES.items():
+        lines = p.read_text().splitlines()
+        for node, targets in _imports(p, m, in_functions=True):
+            if any(t.startswith(("mpicode", "studies")) for t in targets) and \
+                    "# lazy:" not in "\n".join(lines[node.lineno - 1:node.end_lineno]):
+                bad.append(f"studies/{p.name}:{node.lineno}")
+    assert not bad, bad
+
+
+def test_the_public_name_rule_is_not_vacuous(tmp_path):
+    p = tmp_path / "s.py"
+    p.write_text("import mpicode.io.traces as tr\nfrom mpicode.io.traces import _write\n"
+                 "from mpicode import _x\nfrom mpicode.stats import ci_dict as _ci\n"
+                 "tr._read(1)\n_ci(1)\n")
+    assert _public_name_uses(p) == ["2: mpicode.io.traces._write", "3: mpicode._x",
+                                    "5: tr._read"]
+
+
 # ---- the scanner itself ------------------------------------------------------------------
 def test_the_cycle_finder_reports_the_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
@@ -348,3 +442,6 @@ def test_the_design_module_map_names_every_module():
     tree = text[text.index("### 1.1 The tree"):text.index("### 1.2")]
     missing = [_rel(m) for m, p in MODULES.items() if p.name not in tree]
     assert not missing, f"modules missing from docs/design.md §1.1: {missing}"
+    studies = text[text.index("### 1.1 The tree"):text.index("### 1.2")]
+    missing = [p.name for p in STUDY_MODULES.values() if p.name not in studies]
+    assert "studies/" in studies and not missing, f"studies/ modules missing: {missing}"

@@ -65,7 +65,8 @@ def test_no_pickle_eval_exec():
     """No pickle, eval or exec wherever files or messages are read; np.load only with
     allow_pickle=False; no pickle-based mpi4py call (start-up sends bytes: mpi/startup.py)."""
     bad = []
-    for p in sorted(PKG.rglob("*.py")):
+    # the research suite's MPI jobs too (studies/, beside the package)
+    for p in sorted([*PKG.rglob("*.py"), *(ROOT / "studies").rglob("*.py")]):
         rel = p.relative_to(ROOT)
         for i, code in _code_lines(p).items():
             for pat, what in FORBIDDEN:

@@ -17,9 +17,9 @@ import pytest
 
 from mpicode.config import UsageError, resolve, validate_for_size
 from mpicode.engine.uplink import make_uplink
-from mpicode.experiments import cluster_links as cl
-from mpicode.experiments.cluster_report import metrics
-from mpicode.experiments.suite import EXACT
+from studies import cluster_links as cl
+from studies.cluster_report import metrics
+from studies.suite import EXACT
 
 
 def _cfg():
@@ -97,7 +97,8 @@ def test_wired_needs_its_bottleneck_only_with_wired():
 def test_the_record_names_the_code_that_ran():
     """The study's record carries the commit that produced it (``+dirty`` when tracked files
     differ from it), so a published table can be traced to its code."""
-    root = Path(cl.__file__).resolve().parents[2]
+    root = Path(cl.__file__).resolve().parents[1]  # the checkout: studies/ beside mpicode/
+    assert (root / "studies").is_dir() and (root / "mpicode").is_dir()
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                           text=True, timeout=30)
     commit = cl.source_commit()

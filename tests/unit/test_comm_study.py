@@ -1,4 +1,4 @@
-"""Claim 2 with confidence intervals (mpicode.experiments.comm_study): the link time, the
+"""Claim 2 with confidence intervals (studies.comm_study): the link time, the
 verdict rule, lyapunov's airtime option through the configuration, and the quick study in
 virtual time."""
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpicode.experiments import comm_study as cs
+from studies import comm_study as cs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,7 +98,7 @@ def _cmp(block, scheme, base, lo, hi, jain=0.99, floor=True):
 
 
 def test_claim2_from_the_study():
-    from mpicode.experiments import verdicts
+    from studies import verdicts
     good = [_cmp("virtual", s, b, 0.7, 0.9) for s in ("a", "b") for b in ("fifo", "round-robin")]
     tie = [_cmp("virtual", "a", "max-weight", 0.95, 1.05)]
     c = verdicts.claim2({}, study=good + tie)

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from mpicode.experiments import publish, seeded, verdicts
-from mpicode.experiments.suite import EXACT, FIXED, NONIID, SCENARIOS, Suite
 from mpicode.stats import mean_ci
+from studies import publish, seeded, verdicts
+from studies.suite import EXACT, FIXED, NONIID, SCENARIOS, Suite
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -138,6 +138,26 @@ def test_seeded_cells():
     assert s.workers == 8
 
 
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_only_rivals_runs_what_the_seeded_comparison_reads_and_nothing_else(quick):
+    """``--only rivals``: every run the seeded comparison reads is in the job, each after the
+    trace it replays; no scheduler, non-IID or other-dataset cell is."""
+    s = Suite.make(quick=quick)
+    job = s.cells_for("rivals")
+    order = {c.name: k for k, c in enumerate(job)}
+    assert [c.name for c in s.cells_for(None)] == [c.name for c in s.cells()]
+    for scen in SCENARIOS:
+        for k in range(s.seeds):
+            for label, pl in s.variants():
+                cell = job[order[s.seeded_name(scen, k, label, pl)]]
+                assert order[cell.trace] < order[cell.name]
+    assert {c.group for c in job} == {"traces", "schemes", "seeded"}
+    assert all(c.labels.get("dataset", s.seeded_dataset) == s.seeded_dataset for c in job)
+    assert "trace-comm" not in order and len(job) < len(s.cells())
+    with pytest.raises(ValueError):
+        s.cells_for("everything")
+
 def _sched(ly_comm, ly_bytes, jain):
     base = {"mean_comm_s": 0.1, "bytes_per_slot": 1000.0, "jain_participation": 1.0,
             "min_participation": 1.0}
@@ -231,16 +251,16 @@ def test_seeded_tables_show_the_intervals():
 
 
 def test_header_says_where_the_mpi_runs_of_an_analyse_only_pass_came_from():
-    from mpicode.experiments import publish
+    from studies import publish
     machine = {"platform": "p", "cpu": "c", "cpus": 2, "loadavg": "0", "python": "3.11",
                "mpi": "MPICH"}
     base = {"machine": machine, "date": "2026-12-01T13:00:00", "wall_s": 120.0,
             "workers": 8, "seed": 7, "delay_unit": 0.02, "comm_delay_unit": 0.005}
-    full = publish.header_lines(dict(base, command="python -m mpicode.experiments",
+    full = publish.header_lines(dict(base, command="python -m studies",
                                      mpi_wall_s=600.0))[0]
     assert "of which the MPI job 10.0 min" in full
     again = publish.header_lines(dict(
-        base, command="python -m mpicode.experiments --analyse-only", mpi_wall_s=0.0,
+        base, command="python -m studies --analyse-only", mpi_wall_s=0.0,
         runs={"date": "2026-12-01T12:05:15", "mpi_wall_s": 516.8}))[0]
     assert "the MPI runs of 2026-12-01T12:05:15 (MPI job 8.6 min)" in again
     assert "of which the MPI job 0.0" not in again

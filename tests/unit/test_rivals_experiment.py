@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from mpicode.experiments import rivals, seeded
-from mpicode.experiments.suite import FIXED_PLACEMENT, SHARED_ONLY, Suite
+from studies import rivals, seeded
+from studies.suite import FIXED_PLACEMENT, SHARED_ONLY, Suite
 
 
 def test_simulator_half_runs_and_pairs_by_seed():
@@ -64,3 +64,22 @@ def test_mpi_half_table():
     assert math.isclose(pgc["removed"]["mean"], 0.75)
     text = rivals.mpi_markdown(out, 5, 8)
     assert "| bimodal | shared | partial-gc |" in text
+
+
+def test_the_mechanism_sentence_reads_the_cells_where_partial_gc_won():
+    """It says what the logs say: partial-gc's S and load against two-stage's, whose
+    straggler-free iteration is shorter, and whether uncoded too beat two-stage there."""
+    def cell(uncoded_vs_ts):
+        return {"scenario": "trace-AR", "N": 256, "placement": "shared",
+                "verdict": "partial-gc sooner", "S_pgc": 1.2, "S_ts": 1.0, "load_pgc": 2.0,
+                "load_ts": 1.2, "S_uncoded": 1.21, "uncoded_vs_ts": uncoded_vs_ts,
+                "ideal_iter_s_ts": 0.063, "ideal_iter_s_pgc": 0.030,
+                "msgs_per_worker_ts": 3.0, "msgs_per_worker_pgc": 1.0}
+    text = rivals.why_partial_gc_wins([cell(0.52)])
+    assert "S is 1.20 against two-stage's 1.00" in text
+    assert "63.0 ms against partial-gc's 30.0 ms" in text
+    assert "In 1 of these 1 cells uncoded too is sooner" in text
+    assert "uncoded too" not in rivals.why_partial_gc_wins([cell(1.3)])
+    rows = rivals.run([4], 2, 8, scenarios=["bimodal"], log=lambda s: None)
+    for h in rivals.headline(rows):
+        assert h["ideal_iter_s_ts"] > 0 and h["S_uncoded"] > 1

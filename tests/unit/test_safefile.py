@@ -179,7 +179,7 @@ def test_sweep_cell_log_replaces_a_link(tmp_path, victim):
 
 
 def test_results_json_replaces_a_link(tmp_path, victim):
-    from mpicode.experiments import publish
+    from studies import publish
     out = tmp_path / "summary.json"
     out.symlink_to(victim)
     publish.write_json(out, {"x": float("nan")})

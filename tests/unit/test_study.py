@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mpicode.experiments import study
+from studies import study
 
 
 def test_compare_pairs_by_seed_and_needs_the_interval_to_exclude_one():
@@ -32,7 +32,7 @@ def test_a_cell_runs_and_placement_applies_to_flexible_schemes_only():
 
 
 def test_publish_tables_and_readme_section(tmp_path):
-    from mpicode.experiments import study_publish as sp
+    from studies import study_publish as sp
     rows = study.run([4], 2, 2, scenarios=["bimodal"], placements=("shared",),
                      schemes={k: study.SCHEMES[k] for k in ("uncoded", "two-stage")},
                      log=lambda m: None)
@@ -87,7 +87,7 @@ def test_trace_realisations_keep_the_values_and_differ_by_seed():
 
 
 def test_trace_scenario_cells_run_on_the_shipped_trace_realised_per_seed():
-    from mpicode.experiments import shipped
+    from mpicode.io import shipped
     assert study.SCENARIOS["trace-SE"]["stragglers"] == "trace:data/trace-SE.h5"
     cfg = study.config(study.cell_options("uncoded", "trace-AR", "shared", 100), 8)
     path = cfg.stragglers[len("trace:"):]
@@ -122,7 +122,7 @@ def test_too_slow_cells_are_skipped_and_said_and_fixed_cells_run_once(monkeypatc
 
 def test_shipped_traces_are_built_like_make_data(tmp_path):
     from mpicode.config import UsageError
-    from mpicode.experiments import shipped
+    from mpicode.io import shipped
     from mpicode.io.traces import read_trace
     p = shipped.ensure("SE", tmp_path)
     rel, attrs = read_trace(str(p))

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m mpicode.experiments.failures --quick          # 2 seeds, a few seconds
-    python -m mpicode.experiments.failures --json results/failures.json \\
+    python -m studies.failures --quick          # 2 seeds, a few seconds
+    python -m studies.failures --json results/failures.json \\
         --md results/failures.md                             # the full run: 5 seeds
 
 Every cell is (approach, seed): ``mpicode simulate --compute real`` in-process (logistic
@@ -62,7 +62,7 @@ CHECKPOINT_EVERY = 10
 # seconds from a failure to the restarted job's first iteration (launch 9 ranks, numba warm-up
 # from the on-disk cache, load the data, agree on the input): the median of 5
 # `mpiexec -n 9 ... mpicode train --iterations 1` runs minus their training time on the
-# project's 2-core machine (python -m mpicode.experiments.failures --measure-restart); a
+# project's 2-core machine (python -m studies.failures --measure-restart); a
 # batch system's requeue adds its queue wait, not modelled
 RESTART_S = 4.0
 SCENARIO = {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0, "delay_unit": 0.02}
@@ -262,7 +262,7 @@ def table(summary: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.failures",
+    p = argparse.ArgumentParser(prog="python -m studies.failures",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 seeds")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 5; --quick 2)")
@@ -295,7 +295,7 @@ def _markdown(text: str, meta: dict) -> str:
     skipped = (f" Not elastic here (left out): {', '.join(meta['not_elastic'])}."
                if meta["not_elastic"] else "")
     return (f"# Failures: two workers die mid-run\n\n"
-            f"`python -m mpicode.experiments.failures` ({meta['seeds']} seeds, "
+            f"`python -m studies.failures` ({meta['seeds']} seeds, "
             f"{meta['wall_s']:.0f} s). Simulator, N = {meta['N']}, {meta['iterations']} "
             f"iterations, shifted-exp stragglers; per seed two workers die at two iterations "
             f"drawn from {list(KILL_RANGE)}, half a median iteration into them, detected "

@@ -3,7 +3,7 @@
 For the cluster tests and the real-link study, where starting a job (every rank importing
 numpy, numba and mpicode) costs more than a short run::
 
-    mpiexec -n 5 python -m mpi4py -m mpicode.experiments.batch CELLS.json OUT_DIR
+    mpiexec -n 5 python -m mpi4py -m studies.batch CELLS.json OUT_DIR
 
 ``CELLS.json`` maps a cell name to its ``mpicode train`` options (underscores, over the package
 defaults): ``{"uncoded": {"scheme": "uncoded", "iterations": 12}, ...}``. Rank 0 writes each
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mpicode import mpi as runtime  # an MPI program: importing mpi4py initialises MPI
 from mpicode.config import Config, UsageError, defaults, validate_for_size
-from mpicode.mpi.calibrate import logged_run
+from mpicode.mpi.runs import logged_run
 from mpicode.numerics import kernels
 
 
@@ -51,7 +51,7 @@ def load_cells(path: str, n_workers: int, out_dir: str) -> list:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m mpi4py -m mpicode.experiments.batch CELLS.json OUT_DIR",
+        print("usage: python -m mpi4py -m studies.batch CELLS.json OUT_DIR",
               file=sys.stderr)
         return 2
     comm = runtime.world()

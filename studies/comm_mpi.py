@@ -1,12 +1,12 @@
-"""The MPI block of the claim-2 study (:mod:`mpicode.experiments.comm_study`): its cells in
+"""The MPI block of the claim-2 study (:mod:`studies.comm_study`): its cells in
 ONE job, seed-major, the scheduler order rotated per seed. Launched by
-:func:`mpicode.experiments.comm_study.run_mpi` as::
+:func:`studies.comm_study.run_mpi` as::
 
-    mpiexec -n 9 python -m mpi4py -m mpicode.experiments.comm_mpi --inner --seeds 3 \\
+    mpiexec -n 9 python -m mpi4py -m studies.comm_mpi --inner --seeds 3 \\
         --iterations 15 --schemes cyclic two-stage --variants fifo ... lyapunov
 
 Rank 0 prints one ``CELL {json}`` line per cell (the metrics of
-:func:`mpicode.experiments.comm_study.cell_metrics`); injected delays are real sleeps and the
+:func:`studies.comm_study.cell_metrics`); injected delays are real sleeps and the
 slot clock is the wall clock.
 """
 
@@ -19,7 +19,10 @@ import sys
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 from mpicode.engine.hooks import Hook
-from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old name here)
+from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.runs import cached_problem  # lazy: importing mpi4py initialises MPI
+from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
+from studies.comm_study import (  # noqa: F401  (run_mpi: its old name here)
     cell_metrics,
     config,
     link_s,
@@ -27,9 +30,6 @@ from mpicode.experiments.comm_study import (  # noqa: F401  (run_mpi: its old na
     run_mpi,
     target_iteration,
 )
-from mpicode.mpi.calibrate import cached_problem  # lazy: importing mpi4py initialises MPI
-from mpicode.mpi.launch import execute  # lazy: importing mpi4py initialises MPI
-from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
 
 
 class LinkTimes(Hook):
@@ -118,4 +118,4 @@ def _inner(argv) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inner":
         sys.exit(_inner(sys.argv[2:]))
-    sys.exit("run through python -m mpicode.experiments.comm_study")
+    sys.exit("run through python -m studies.comm_study")

@@ -2,15 +2,15 @@
 
 ::
 
-    python -m mpicode.experiments.mlp_study --quick            # a few seconds
-    python -m mpicode.experiments.mlp_study --json mlp.json    # the full run: 5 seeds
+    python -m studies.mlp_study --quick            # a few seconds
+    python -m studies.mlp_study --json mlp.json    # the full run: 5 seeds
 
 Every cell is (scenario, scheme, seed): ``mpicode simulate --compute real`` (real numerics:
 the fused numba MLP, mini-batches, Adam on rank 0), in-process, on the bundled digits set
 (standardised, 20% held out) with ``--model mlp --hidden 64 --optimizer adam --lr 0.01
 --batch-size 128 --workers 4 --epochs 10``, ``--delay-unit 0.02`` and a fixed
 ``--partition-cost`` (:data:`PARTITION_COST_S`). The scenarios are the simulator study's
-(:data:`mpicode.experiments.study.SCENARIOS`, the replayed real traces included); a seed fixes
+(:data:`studies.study.SCENARIOS`, the replayed real traces included); a seed fixes
 the straggler draws, the model's initialisation and the mini-batches, shared by every scheme of
 that (scenario, seed), so the exact schemes train the same model and differ only in time.
 Per cell (mean and 95% Student-t interval over the seeds): virtual seconds to the test-accuracy
@@ -34,14 +34,14 @@ import numpy as np
 
 from mpicode.analysis.runs import read_run
 from mpicode.config import Config, defaults
-from mpicode.experiments import study
-from mpicode.experiments.mlp_publish import cell_table
-from mpicode.experiments.shipped import build_datasets, locate
-from mpicode.experiments.shipped import data_dir as repo_data
 from mpicode.io import safefile
-from mpicode.io.traces import _write, read_trace
+from mpicode.io.shipped import build_datasets, locate
+from mpicode.io.shipped import data_dir as repo_data
+from mpicode.io.traces import read_trace, write_trace
 from mpicode.schemes import SCHEMES as REGISTERED
 from mpicode.simulator import simulate
+from studies import study
+from studies.mlp_publish import cell_table
 
 MODEL = {"model": "mlp", "hidden": "64", "optimizer": "adam", "lr": 0.01, "batch_size": 128,
          "workers": 4, "epochs": 10}
@@ -77,13 +77,13 @@ def first_time(t_end: np.ndarray, ok: np.ndarray) -> float:
 
 def realised_trace(spec: str, seed: int, tmp: Path) -> str:
     """``trace:FILE`` for this seed: the trace realised as in the simulator study
-    (:func:`mpicode.experiments.study.realise`), written next to the run."""
+    (:func:`studies.study.realise`), written next to the run."""
     src = locate(spec[len("trace:"):])
     rel, attrs = read_trace(str(src))
     out = tmp / f"{src.stem}-seed{seed}.h5"
     if not out.exists():
         r = study.realise(rel, seed)
-        _write(str(out), r * float(attrs.get("median_s", 1.0)), r,
+        write_trace(str(out), r * float(attrs.get("median_s", 1.0)), r,
                dict(attrs, description=f"{src.name} realised for seed {seed}"))
     return "trace:" + str(out)
 
@@ -165,7 +165,7 @@ def suite(quick: bool, log=print, data_dir: Path | None = None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.mlp_study",
+    p = argparse.ArgumentParser(prog="python -m studies.mlp_study",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 scenarios, 3 schemes, 2 seeds")
     p.add_argument("--data-dir", default=None, help="where digits.h5 is (built if missing)")

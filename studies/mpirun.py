@@ -1,8 +1,8 @@
 """The MPI part of the suite: every cell in ONE job, one after the other, on one communicator.
 
-Launched by ``python -m mpicode.experiments`` as::
+Launched by ``python -m studies`` as::
 
-    mpiexec -n 9 python -m mpi4py -m mpicode.experiments.mpirun --inner --out results \\
+    mpiexec -n 9 python -m mpi4py -m studies.mpirun --inner --out results \\
         --data-dir results/datasets [--quick]
 
 Rank 0 coordinates every cell and writes its HDF5 run (``OUT/<cell>.h5``, the same layout as
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from mpicode import mpi as runtime  # lazy: importing mpi4py initialises MPI
 from mpicode.config import Config, defaults, validate_for_size
-from mpicode.experiments.suite import Cell, Suite
-from mpicode.mpi.calibrate import logged_run  # lazy: importing mpi4py initialises MPI
+from mpicode.mpi.runs import logged_run  # lazy: importing mpi4py initialises MPI
 from mpicode.numerics import kernels  # lazy: numba (~1 s), on the MPI ranks only
+from studies.suite import Cell, Suite
 
 
 def make_config(suite: Suite, cell: Cell, out_dir: str, data_dir: str):
@@ -57,6 +57,7 @@ def _inner(argv) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default=None, choices=["rivals"])
     a = p.parse_args(argv)
 
     suite = Suite.make(a.quick)
@@ -68,7 +69,7 @@ def _inner(argv) -> int:
         comm.Free()
         runtime.finalize()  # every rank sees the same size: exit 2, no MPI_Abort
         return 2
-    cells = suite.cells()
+    cells = suite.cells_for(a.only)
     cache: dict = {}
     t_all = time.perf_counter()
     for k, cell in enumerate(cells):
@@ -86,4 +87,4 @@ def _inner(argv) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inner":
         sys.exit(_inner(sys.argv[2:]))
-    sys.exit("run through python -m mpicode.experiments")
+    sys.exit("run through python -m studies")

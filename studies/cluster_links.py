@@ -2,8 +2,8 @@
 virtual cluster (:mod:`mpicode.vcluster`), against the emulated channel of the same rates.
 Root only (network namespaces)::
 
-    python -m mpicode.experiments.cluster_links                 # results/cluster_links.{md,json}
-    python -m mpicode.experiments.cluster_links --quick --out /tmp/cl    # ~1 min
+    python -m studies.cluster_links                 # results/cluster_links.{md,json}
+    python -m studies.cluster_links --quick --out /tmp/cl    # ~1 min
 
 The cluster: rank 0 alone on node 0, worker i alone on node i + 1. Node i + 1's uplink is a
 token bucket of ``uplinks[i]`` bytes/s and everything into node 0 shares one ``bottleneck``
@@ -13,7 +13,7 @@ same rates, in one of two models of the slot (:mod:`mpicode.schedulers.sharing`)
 ``tdma`` (R_i = min(uplink_i, B), one worker's slot at a time: the radio model the suite's
 comm study uses).
 
-Two blocks, each ONE MPI job (:mod:`mpicode.experiments.cluster_job`) whose cells set their
+Two blocks, each ONE MPI job (:mod:`studies.cluster_job`) whose cells set their
 links between cells:
 
 * ``schedulers``: per seed and scheme, every scheduler on the shaped links with
@@ -27,7 +27,7 @@ links between cells:
   uplink throttled to a tenth mid-run (``tc qdisc change``, after a third of the iterations).
 
 Writes ``OUT/cluster_links.json`` (every cell's series) and ``OUT/cluster_links.md`` (tables:
-:mod:`mpicode.experiments.cluster_report`). ``make cluster-study`` runs it under
+:mod:`studies.cluster_report`). ``make cluster-study`` runs it under
 ``flock /tmp/mpicode-bench.lock`` (every figure is a time).
 """
 
@@ -43,12 +43,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpicode.experiments.cluster_report import write_report
-from mpicode.experiments.comm_study import BASELINES, SUBJECT, simulate
-from mpicode.experiments.suite import EXACT, SCHEMES
+from mpicode import launcher
 from mpicode.io import safefile
 from mpicode.vcluster import VirtualCluster, cleanup_stale, mpi_env, mpiexec_argv, unavailable
 from mpicode.vcluster import links as tc
+from studies import ROOT
+from studies.cluster_report import write_report
+from studies.comm_study import BASELINES, SUBJECT, simulate
+from studies.suite import EXACT, SCHEMES
 
 SCHEDULERS = (*BASELINES, SUBJECT)
 SCHED_SCHEMES = ("cyclic", "two-stage")
@@ -185,8 +187,8 @@ def run_job(vc, cells: dict, links: Links, workdir: Path, log=_say,
     spec = workdir / "cells.json"
     spec.write_text(json.dumps({k: {"opts": v["opts"], "throttle_at": v["throttle_at"]}
                                 for k, v in cells.items()}))
-    argv = mpiexec_argv(vc, [(node, 1) for node in vc.nodes[:n]]) + [
-        sys.executable, "-m", "mpi4py", "-m", "mpicode.experiments.cluster_job", str(spec)]
+    argv = mpiexec_argv(vc, [(node, 1) for node in vc.nodes[:n]]) + launcher.python_m(
+        "studies.cluster_job", spec)
     env = dict(mpi_env(), MPIEXEC_TIMEOUT=str(timeout_s))
     err = open(workdir / "job.stderr", "w")
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -294,7 +296,7 @@ def write_traces(links: Links, out: Path) -> dict:
 def source_commit() -> str | None:
     """The git commit of the code that ran (``+dirty`` with uncommitted changes), or None
     outside a git checkout: which code produced a published table."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = ROOT  # the checkout studies/ sits in
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=30)
@@ -309,7 +311,7 @@ def source_commit() -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.cluster_links")
+    p = argparse.ArgumentParser(prog="python -m studies.cluster_links")
     p.add_argument("--out", default="results", help="writes OUT/cluster_links.{md,json}")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--blocks", default="schedulers,slowlink")

@@ -1,4 +1,4 @@
-"""The tables of the real-link study (:mod:`mpicode.experiments.cluster_links`): figures per
+"""The tables of the real-link study (:mod:`studies.cluster_links`): figures per
 cell, real against emulated against predicted, and the slow link.
 
 Per cell (from its per-iteration series, or the simulator's figures): the mean link time per
@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from mpicode.experiments.comm_study import target_iteration
-from mpicode.experiments.suite import EXACT
 from mpicode.io import safefile
 from mpicode.stats import mean_ci
+from studies.comm_study import target_iteration
+from studies.suite import EXACT
 
 TARGET = 0.15  # the real link time of the best scheduler within 15% of the prediction
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from mpicode.experiments.suite import NONIID_BIASED, NONIID_EXACT
-from mpicode.experiments.sweep import slope
+from studies.suite import NONIID_BIASED, NONIID_EXACT
+from studies.sweep import slope
 
 HOLDS, FAILS, MIXED = "holds", "does not hold", "mixed"
 
@@ -98,7 +98,7 @@ def _ci_txt(c: dict, digits: int = 2) -> str:
 
 
 def claim1(cmp: list[dict], variant: str = "two-stage") -> dict:
-    """``cmp``: :func:`mpicode.experiments.seeded.compare` rows of ``variant``: per (scenario,
+    """``cmp``: :func:`studies.seeded.compare` rows of ``variant``: per (scenario,
     placement) the ratio of its time to the loss target to the best other exact scheme's,
     paired by seed, with its 95% interval, and the loads."""
     checks = []
@@ -184,7 +184,7 @@ RULE2_CI = ("per coding scheme and block (virtual time: the simulator over 8 see
 
 
 def claim2_ci(cmp: list[dict]) -> dict:
-    """Claim 2 from :func:`mpicode.experiments.comm_study.compare` (ratios with CIs)."""
+    """Claim 2 from :func:`studies.comm_study.compare` (ratios with CIs)."""
     checks = []
     for c in cmp:
         t = c["time_to_target_s"]
@@ -215,7 +215,7 @@ def claim2_ci(cmp: list[dict]) -> dict:
 def claim2(cases: dict, study: list[dict] | None = None) -> dict:
     """``cases``: {scheme: {scheduler: {"mean_comm_s", "bytes_per_slot", "jain_participation",
     "min_participation"}}}: the one-seed MPI suite cells. With ``study`` (the comparisons of
-    :mod:`mpicode.experiments.comm_study`), the verdict is :func:`claim2_ci`'s instead."""
+    :mod:`studies.comm_study`), the verdict is :func:`claim2_ci`'s instead."""
     if study:
         return claim2_ci(study)
     checks = []

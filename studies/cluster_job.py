@@ -1,9 +1,9 @@
-"""The MPI job of the real-link study (:mod:`mpicode.experiments.cluster_links`): its cells in
+"""The MPI job of the real-link study (:mod:`studies.cluster_links`): its cells in
 ONE job on the virtual cluster, each cell's links set by the study between cells. Launched by
 the study on the cluster's login node as::
 
     mpiexec -launcher ssh -launcher-exec DIR/ssh -f HOSTFILE -n 5 \\
-        python -m mpi4py -m mpicode.experiments.cluster_job CELLS.json
+        python -m mpi4py -m studies.cluster_job CELLS.json
 
 ``CELLS.json``: ``{name: {"opts": {...train options...}, "throttle_at": IT or null}}``. The
 protocol with the study, over rank 0's stdout and stdin (Hydra forwards stdin to rank 0):
@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from mpicode import mpi as runtime  # an MPI program: importing mpi4py initialises MPI
-from mpicode.experiments.comm_mpi import run_series
 from mpicode.numerics import kernels
+from studies.comm_mpi import run_series
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m mpi4py -m mpicode.experiments.cluster_job CELLS.json",
+        print("usage: python -m mpi4py -m studies.cluster_job CELLS.json",
               file=sys.stderr)
         return 2
     comm = runtime.world()

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m mpicode.experiments.shipped              # data/trace-SE.h5, data/trace-AR.h5
-    python -m mpicode.experiments.shipped --data-dir /tmp/d
+    python -m mpicode.io.shipped              # data/trace-SE.h5, data/trace-AR.h5
+    python -m mpicode.io.shipped --data-dir /tmp/d
 
 ``make data`` runs this, and the experiments call :func:`ensure` before using the traces as
 scenarios, so both build the files the same way (same source, license and description);
@@ -76,7 +76,7 @@ def ensure_all(out_dir: Path | None = None) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.shipped",
+    p = argparse.ArgumentParser(prog="python -m mpicode.io.shipped",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None, help="where to write (default the repo's data/)")
     a = p.parse_args(argv)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 import mpicode.analysis as analysis
-from mpicode.experiments.suite import EXACT, NONIID, SCHEDULER_SCHEMES, SCHEDULERS, SCHEMES, slug
+from studies.suite import EXACT, NONIID, SCHEDULER_SCHEMES, SCHEDULERS, SCHEMES, slug
 
 ACC_TARGET_FRACTION = 0.98
 LOSS_TARGET_AT = 0.8

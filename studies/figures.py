@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mpicode.experiments.analyse import series
-from mpicode.experiments.suite import (
+from mpicode.io import safefile
+from studies.analyse import series
+from studies.suite import (
     NONIID,
     SCHEDULER_SCHEMES,
     SCHEDULERS,
@@ -28,7 +29,6 @@ from mpicode.experiments.suite import (
     SWEEP_SCHEMES,
     slug,
 )
-from mpicode.io import safefile
 
 PALETTE = ("#4c4c4c", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#3b75af", "#55a868",
            "#ef8636", "#8c8c8c", "#64b5cd")

@@ -2,10 +2,10 @@
 
 ::
 
-    python -m mpicode.experiments.comm_study --quick --no-mpi      # a few seconds
-    flock /tmp/mpicode-bench.lock python -m mpicode.experiments.comm_study --json comm.json
+    python -m studies.comm_study --quick --no-mpi      # a few seconds
+    flock /tmp/mpicode-bench.lock python -m studies.comm_study --json comm.json
 
-The MPI block is one job (:mod:`mpicode.experiments.comm_mpi`).
+The MPI block is one job (:mod:`studies.comm_mpi`).
 
 Every cell is (scheme, scheduler variant, seed) on the suite's uplink (``suite.CHANNEL``,
 near/far Rayleigh, 2 ms slots), gradients of the suite's ``comm_dataset`` (16 kB) and its
@@ -47,8 +47,6 @@ from mpicode import launcher
 from mpicode.config import Config, defaults, validate_for_size
 from mpicode.engine.costs import CostModel, model_partition_cost
 from mpicode.engine.uplink import make_uplink
-from mpicode.experiments.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
-from mpicode.experiments.verdicts import JAIN_MIN
 from mpicode.io import safefile
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.schemes import make_scheme
@@ -56,6 +54,8 @@ from mpicode.simulator import Simulator
 from mpicode.stats import ci_dict as _ci
 from mpicode.stats import jain
 from mpicode.wire import result_bytes
+from studies.suite import CHANNEL, SCHEDULER_SCHEMES, SCHEMES, Suite
+from studies.verdicts import JAIN_MIN
 
 SUBJECT = "lyapunov"
 BASELINES = ("fifo", "round-robin", "max-weight", "proportional-fair")
@@ -174,10 +174,10 @@ def run_virtual(schemes, variants, seeds: int, N: int, iterations: int, quick: b
 
 def run_mpi(schemes, variants, seeds: int, iterations: int, quick: bool, log=print,
             timeout_s: int = 600) -> list[dict]:
-    """The MPI block as one job (``N + 1`` ranks, :mod:`mpicode.experiments.comm_mpi`),
+    """The MPI block as one job (``N + 1`` ranks, :mod:`studies.comm_mpi`),
     rows like :func:`run_virtual`'s."""
     N = Suite.make(quick).workers
-    args = ["mpicode.experiments.comm_mpi", "--inner", "--seeds", str(seeds),
+    args = ["studies.comm_mpi", "--inner", "--seeds", str(seeds),
             "--iterations", str(iterations), "--schemes", *schemes, "--variants", *variants]
     r = launcher.launch(args + (["--quick"] if quick else []), N + 1, timeout_s=timeout_s,
                         capture=True)
@@ -330,7 +330,7 @@ def _fmt(ci: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mpicode.experiments.comm_study",
+    ap = argparse.ArgumentParser(prog="python -m studies.comm_study",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small grid, for tests")
     ap.add_argument("--no-mpi", action="store_true", help="virtual time only")

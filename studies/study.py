@@ -2,9 +2,9 @@
 
 ::
 
-    python -m mpicode.experiments.study --quick            # a small grid, a few seconds
-    python -m mpicode.experiments.study --n 8 64 --seeds 5 --json study.json
-    python -m mpicode.experiments.study --scenarios trace-SE trace-AR --n 64
+    python -m studies.study --quick            # a small grid, a few seconds
+    python -m studies.study --n 8 64 --seeds 5 --json study.json
+    python -m studies.study --scenarios trace-SE trace-AR --n 64
 
 Every cell is (scenario, N, placement, scheme, seed): a timing-only simulation
 (``--compute none``; for exact schemes the model and the loss trajectory do not depend on the
@@ -44,8 +44,8 @@ import numpy as np
 
 from mpicode.config import Config, defaults, validate_for_size
 from mpicode.engine.costs import CostModel, model_partition_cost
-from mpicode.experiments.shipped import locate
 from mpicode.io import safefile
+from mpicode.io.shipped import locate
 from mpicode.io.traces import read_trace
 from mpicode.models.stragglers import make_straggler_model
 from mpicode.models.trace_replay import ImportedTrace
@@ -282,7 +282,7 @@ def suite(quick: bool, log=print) -> tuple[list[dict], list[dict], dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mpicode.experiments.study",
+    p = argparse.ArgumentParser(prog="python -m studies.study",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[8, 64, 256])
     p.add_argument("--seeds", type=int, default=5)

@@ -2,8 +2,8 @@
 
 A *cell* is one run: a group, a file stem, the labels the analysis groups it by, and the
 configuration options it changes from the package defaults. The MPI job
-(:mod:`mpicode.experiments.mpirun`) runs the cells in this order; the analysis
-(:mod:`mpicode.experiments.analyse`) reads them back by the same list, so nothing is lost
+(:mod:`studies.mpirun`) runs the cells in this order; the analysis
+(:mod:`studies.analyse`) reads them back by the same list, so nothing is lost
 between the two.
 
 Groups (``Suite.cells``):
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 # The three straggler scenarios of the computing-phase benchmark (``mpicode bench schemes``).
 from mpicode import registry
-from mpicode.bench.schemes import SCENARIOS
+from mpicode.models.scenarios import SCENARIOS
 
 SEED = 7
 
@@ -212,6 +212,20 @@ class Suite:
                         trace="trace-bimodal"))
         return out
 
+
+    def cells_for(self, only: str | None) -> list[Cell]:
+        """The MPI cells of ``--only``: every cell (None), or ``rivals``: those the seeded
+        comparison reads (its realisations' traces, the seeded dataset's one-seed cells and the
+        seeded cells), in run order."""
+        cells = self.cells()
+        if only is None:
+            return cells
+        if only != "rivals":
+            raise ValueError(f"unknown --only {only!r}")
+        traces = {self.trace_name(scen, k) for scen in SCENARIOS for k in range(self.seeds)}
+        return [c for c in cells
+                if (c.group == "traces" and c.name in traces) or c.group == "seeded"
+                or (c.group == "schemes" and c.labels["dataset"] == self.seeded_dataset)]
 
     # -- the seeded comparison -----------------------------------------------------------------
     @staticmethod

@@ -10,8 +10,8 @@ rank 0 was busy) and the mean iteration time over iterations 1.. are recorded; t
 sizes around it (``> N_max`` when it never does; a scheme that cannot run at an N stops
 there, with the reason)::
 
-    python -m mpicode.experiments.saturation            # the full sweep, a table
-    python -m mpicode.experiments.saturation --quick
+    python -m studies.saturation            # the full sweep, a table
+    python -m studies.saturation --quick
 """
 
 from __future__ import annotations

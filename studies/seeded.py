@@ -2,7 +2,7 @@
 
 Input: the runs of the suite's seeded comparison (``Suite.seeded_name``: realisation 0 under
 the default placement is the one-seed ``schemes`` cell of the seeded dataset). Per (scenario,
-seed) the targets follow :data:`mpicode.experiments.analyse.TARGET_RULE` over that seed's
+seed) the targets follow :data:`studies.analyse.TARGET_RULE` over that seed's
 runs (all exact, so the loss trajectory is the same for every scheme and every run meets the
 loss target at the same iteration: time to it is that many iterations on the run's one clock).
 Per (scenario, placement) every exact scheme's per-seed values; frc, cyclic and uncoded have a
@@ -19,9 +19,9 @@ import math
 import numpy as np
 
 from mpicode.analysis import slowdown
-from mpicode.experiments import analyse
-from mpicode.experiments.suite import EXACT, FIXED, PLACEMENTS
 from mpicode.stats import ci_dict as ci
+from studies import analyse
+from studies.suite import EXACT, FIXED, PLACEMENTS
 
 METRICS = ("t_loss", "t_acc", "mean_iter_s", "p95_iter_s", "mean_load", "vs_oracle", "S",
            "msgs_per_worker")
