@@ -134,10 +134,10 @@ test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 #    SIGSTOPped mid-iteration under --with-ft ulfm and --on-failure continue; of its
 #    SIGKILL variants those whose recovery differs: uncoded (re-issue), cyclic (decode
 #    around, then a new code), partial-gc (tolerant: re-issue nothing), two-stage (a new
-#    group of the lost set), self-scheduling (an orphaned chunk; ~2 min more with their
-#    SIGSTOP and simulator-agreement variants, measured loaded). speed-aware, frc and
-#    hetero-gc take the same MPI path (the simulator's unit tests cover their recovery):
-#    OPENMPI_SELECT= runs them too (~75 s more).
+#    group of the lost set), self-scheduling (an orphaned chunk; their SIGKILL, SIGSTOP and
+#    simulator-agreement variants add ~67 s at load 7, where the whole file ran 155 s).
+#    speed-aware, frc and hetero-gc take the same MPI path (the simulator's unit tests
+#    cover their recovery): OPENMPI_SELECT= runs them too (~75 s more).
 # The rest of tests/e2e stays with MPICH: its launcher contract (every rank exits 2 after one
 # line; SIGTERM to mpiexec checkpoints) is MPICH's Hydra's; Open MPI's mpirun ends the job as
 # soon as one rank exits non-zero, adds its own banner and kills the ranks at once on SIGTERM

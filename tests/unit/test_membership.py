@@ -163,13 +163,24 @@ def test_quorum_drops_the_share_and_says_so(tmp_path):
     assert list(it["coverage"]) == [1, 1, 0.75, 0.75, 0.75, 0.75]
 
 
-def test_continue_refuses_a_scheme_that_does_not_survive_a_failure(tmp_path):
-    from mpicode.registry import schemes
-    plain = [n for n, c in schemes().items() if not (c.elastic or c.tolerant)]
-    if not plain:
-        pytest.skip("every registered scheme is elastic")
-    with pytest.raises(UsageError, match="does not survive"):
-        _sim(tmp_path, "x", workers=4, scheme=plain[0], on_failure="continue")
+def test_continue_refuses_a_scheme_that_does_not_survive_a_failure():
+    """Every built-in scheme is elastic or tolerant now (two-stage and self-scheduling since
+    they re-issue): a plugin that declares neither is refused with one line."""
+    from types import SimpleNamespace
+
+    from mpicode.models.failures import check_failure_options
+    from mpicode.schemes.uncoded import Uncoded
+
+    class Plain(Uncoded):
+        name = "plain"
+        elastic = False
+
+    cfg = SimpleNamespace(on_failure="continue", scheme="plain", fail="",
+                          failure_model="none", lifetime_mean=60.0)
+    with pytest.raises(UsageError, match="scheme plain does not survive"):
+        check_failure_options(cfg, Plain, 4)
+    check_failure_options(cfg, Uncoded, 4)
+    check_failure_options(SimpleNamespace(**{**vars(cfg), "on_failure": "abort"}), Plain, 4)
 
 
 def test_report_names_the_failures(tmp_path):
