@@ -136,10 +136,12 @@ test-mpi: install  ## pytest-mpi under mpiexec -n 2, 3 and 5
 #  * tests/mpi at 2, 3 and 5 ranks: the message layer and the protocol under a second MPI;
 #  * tests/e2e/test_elastic.py: what only Open MPI can test, real workers SIGKILLed or
 #    SIGSTOPped mid-iteration under --with-ft ulfm and --on-failure continue; of its
-#    SIGKILL variants the three whose MPI path differs: uncoded (re-issue), cyclic (decode
-#    around, then a new code), partial-gc (tolerant: re-issue nothing). speed-aware, frc and
-#    hetero-gc take the same MPI path (the simulator's unit tests cover their recovery):
-#    OPENMPI_SELECT= runs them too (~75 s more).
+#    SIGKILL variants those whose recovery differs: uncoded (re-issue), cyclic (decode
+#    around, then a new code), partial-gc (tolerant: re-issue nothing), two-stage (a new
+#    group of the lost set), self-scheduling (an orphaned chunk; their SIGKILL, SIGSTOP and
+#    simulator-agreement variants add ~67 s at load 7, where the whole file ran 155 s).
+#    speed-aware, frc and hetero-gc take the same MPI path (the simulator's unit tests
+#    cover their recovery): OPENMPI_SELECT= runs them too (~75 s more).
 # The rest of tests/e2e stays with MPICH: its launcher contract (every rank exits 2 after one
 # line; SIGTERM to mpiexec checkpoints) is MPICH's Hydra's; Open MPI's mpirun ends the job as
 # soon as one rank exits non-zero, adds its own banner and kills the ranks at once on SIGTERM

@@ -66,8 +66,8 @@ CHECKPOINT_EVERY = 10
 # batch system's requeue adds its queue wait, not modelled
 RESTART_S = 4.0
 SCENARIO = {"stragglers": "shifted-exp", "shift": 1.0, "mu": 1.0, "delay_unit": 0.02}
-# label -> options (with --on-failure continue); two-stage and self-scheduling join when
-# they are elastic (mpicode.schemes.base.Scheme.elastic)
+# label -> options (with --on-failure continue): every exact elastic scheme
+# (mpicode.schemes.base.Scheme.elastic; two-stage and self-scheduling re-issue)
 CONTINUE = {"uncoded": {"scheme": "uncoded"},
             "speed-aware": {"scheme": "speed-aware"},
             "frc": {"scheme": "frc", "stragglers_tolerated": 1},

@@ -10,8 +10,10 @@ run starts:
 * ``die:RANK:ITER``   worker RANK exits abruptly (os._exit) when iteration ITER begins,
 * ``stop:RANK``       worker RANK stops itself (SIGSTOP) at the first start-up step, as a
                       ``kill -STOP`` during start-up would,
-* ``sigkill:RANK:ITER[:P]`` worker RANK SIGKILLs itself in iteration ITER, mid-task: after
-                      computing P partitions (default 1) of a task of that iteration (the
+* ``sigkill:RANK:ITER[:P]`` worker RANK SIGKILLs itself in iteration ITER, mid-task: once
+                      it computed P partitions (default 1) in that iteration, counted over
+                      its tasks (one task: P partitions into it; a chunked scheme's: into
+                      the chunk that reaches P), before that task's result is sent (the
                       elastic tests: a worker killed mid-iteration, ``--on-failure``),
 * ``sigstop:RANK:ITER[:P]`` the same with SIGSTOP (a hung process), after writing its PID to
                       ``MPICODE_FAULT_MARK.RANK`` (if set), so that a test can SIGCONT it,
@@ -103,7 +105,8 @@ _SIGNALLED: set = set()  # the sigkill/sigstop items already carried out (each f
 
 def signal_mid_task(rank: int, iteration: int, done: int) -> None:
     """SIGKILL (SIGSTOP) this worker if a ``sigkill`` (``sigstop``) item says so, ``done``
-    partitions into a task of ``iteration``; once per item (a continued worker goes on)."""
+    partitions into ``iteration`` (counted over its tasks); once per item (a continued
+    worker goes on)."""
     for it in _items():
         if it[0] in ("sigkill", "sigstop") and int(it[1]) == rank and it not in _SIGNALLED \
                 and int(it[2]) == iteration and done >= (int(it[3]) if len(it) > 3 else 1):

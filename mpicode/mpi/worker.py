@@ -65,6 +65,7 @@ class Worker:
         # parameters a fresh 8 MB buffer costs its page faults on every task
         self.spent: list[tuple[np.ndarray, MPI.Request | None]] = []
         self._kills = any(f[0] in ("sigkill", "sigstop") for f in faults._items())  # (tests)
+        self._computed = (-1, 0)  # (iteration, partitions computed in it): for _kills
         self._handlers = {TAG_MODEL: self._on_model, TAG_TASK: self._on_task,
                           TAG_CANCEL: self._on_cancel, TAG_GRANT: self._on_grant,
                           TAG_STOP: self._on_stop}
@@ -179,8 +180,10 @@ class Worker:
             metric += me
             t1 = time.perf_counter()
             compute += t1 - t0
-            if self._kills:
-                faults.signal_mid_task(self.comm.rank, task["it"], j + 1)
+            if self._kills:  # (counted over the iteration's tasks: chunked schemes too)
+                it, k = self._computed
+                self._computed = (task["it"], (k if it == task["it"] else 0) + 1)
+                faults.signal_mid_task(self.comm.rank, task["it"], self._computed[1])
             self.poll()
             if self.cancel_current:
                 break

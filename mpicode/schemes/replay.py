@@ -6,6 +6,8 @@ check a decode against the uncoded sum. Each partition k gets a random gradient 
 a task's message is sum_p coeff_p * g_p. A worker runs its tasks one after another, in the
 order they were dispatched; the ``duration`` callback gives each task's run time (all of its
 partitions; a task with a ``time_limit`` stops as the worker would, :func:`cut_short`).
+With ``failures`` (worker -> the time it dies) the scheme learns of each death at that time
+(``on_failure``, as with ``--on-failure continue``) and the dead worker's results never come.
 """
 
 from __future__ import annotations
@@ -80,8 +82,37 @@ def _run_time(task: Task, d: float, cut: dict) -> float:
     return d
 
 
+class _Workers:
+    """Virtual workers running their tasks one after another: a heap of (time, seq, task
+    id) of the results to come, and of the deaths in ``failures`` (worker -> time) as task
+    id -1 - worker with seq -1 (before a result due at the same time)."""
+
+    def __init__(self, n_workers: int, duration, failures: dict[int, float] | None):
+        self.heap = sorted((tf, -1, -1 - w) for w, tf in (failures or {}).items())
+        self.free_at = np.zeros(n_workers)
+        self.seq = 0
+        self.duration = duration
+        self.out = Outcome(Decoding({}), {}, 0.0, [], [], [], [])
+        self.took, self.cut = {}, {}  # task id -> run time; -> partitions done (time limit)
+
+    def dispatch(self, tasks, t: float) -> None:
+        for task in tasks:
+            d = _run_time(task, float(self.duration(task)), self.cut)
+            start = max(t, self.free_at[task.worker])
+            self.free_at[task.worker] = start + d
+            self.took[task.task_id] = d
+            heapq.heappush(self.heap, (start + d, self.seq, task.task_id))
+            self.seq += 1
+            self.out.dispatched.append((t, task))
+
+    def apply(self, acts, t: float) -> None:
+        self.dispatch(acts.dispatch, t)
+        self.out.cancelled += [(t, c) for c in acts.cancel]
+
+
 def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], float], *,
-                  deliver_cancelled: bool = False, max_events: int = 100_000) -> Outcome:
+                  deliver_cancelled: bool = False, max_events: int = 100_000,
+                  failures: dict[int, float] | None = None) -> Outcome:
     """Drive one iteration of ``scheme`` in virtual time.
 
     Parameters
@@ -91,28 +122,12 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
     deliver_cancelled : bool
         Still deliver the results of cancelled tasks (a CANCEL that raced with the send);
         the scheme must ignore them.
+    failures : dict, optional
+        Worker -> time it dies: ``on_failure`` then; none of its results arrives.
     """
-    heap: list[tuple[float, int, int]] = []
-    free_at = np.zeros(scheme.N)
-    seq = 0
-    out = Outcome(Decoding({}), {}, 0.0, [], [], [], [])
-    took, cut = {}, {}   # task id -> run time; task id -> partitions done (a time limit)
-
-    def dispatch(tasks, t):
-        nonlocal seq
-        for task in tasks:
-            d = _run_time(task, float(duration(task)), cut)
-            start = max(t, free_at[task.worker])
-            free_at[task.worker] = start + d
-            took[task.task_id] = d
-            heapq.heappush(heap, (start + d, seq, task.task_id))
-            seq += 1
-            out.dispatched.append((t, task))
-
-    def apply(acts, t):
-        dispatch(acts.dispatch, t)
-        out.cancelled += [(t, c) for c in acts.cancel]
-
+    vw = _Workers(scheme.N, duration, failures)
+    out, heap, took, cut, dispatch = vw.out, vw.heap, vw.took, vw.cut, vw.dispatch
+    apply, dead = vw.apply, set()
     t = 0.0
     dispatch(scheme.begin(iteration).dispatch, t)
     for _ in range(max_events):
@@ -128,8 +143,12 @@ def run_iteration(scheme: Scheme, iteration: int, duration: Callable[[Task], flo
         if not heap:
             raise RuntimeError(f"{scheme.name}: stuck, nothing pending and not done")
         t, _, tid = heapq.heappop(heap)
+        if tid < 0:  # a worker dies
+            dead.add(-1 - tid)
+            apply(scheme.on_failure(-1 - tid, t), t)
+            continue
         task = scheme.tasks[tid]
-        if task.state == "cancelled" and not deliver_cancelled:
+        if task.worker in dead or task.state == "cancelled" and not deliver_cancelled:
             continue
         out.arrivals.append(tid)
         apply(scheme.on_result(tid, t, took[tid], n_done=cut.get(tid)), t)

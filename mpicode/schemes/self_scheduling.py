@@ -16,6 +16,9 @@ Placement (``--placement shared | replicated:R``) limits who may take what: unde
 ``replicated:R`` a worker pulls only partitions it holds (the last holder's blocks first, as in
 :func:`mpicode.schemes.shares.assign`) and copies only chunks it holds entirely.
 
+A worker that dies (``--on-failure continue``): its chunk goes to an idle survivor unless a backup
+copy runs, a home block without a live holder to the nearest one (:mod:`~.orphans`).
+
 Cost per decision (:mod:`mpicode.schemes.selfsched_index`): once the iteration has speed
 estimates, O(S log N) with S the number of distinct chunk sizes (heaps of the idle workers by
 rate and of the running chunks by expected finish); in the first iteration, without estimates,
@@ -39,6 +42,7 @@ import numpy as np
 from mpicode.options import Option, _bool
 from mpicode.registry import register_scheme
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
+from mpicode.schemes.orphans import Orphans, adopt_blocks
 from mpicode.schemes.selfsched_index import (
     GRACE,
     Backups,
@@ -78,6 +82,7 @@ class SelfScheduling(Scheme):
     """
 
     name = "self-scheduling"
+    elastic = True  # a dead worker's running chunk goes to a survivor (react_failure)
     options = Scheme.options + (
         Option("chunk", str, "guided",
                "self-scheduling: chunk size, guided (ceil(remaining/N)), weighted (guided "
@@ -115,6 +120,7 @@ class SelfScheduling(Scheme):
             # worker w holds blocks w-R+1 .. w; it is the last holder of w-R+1: that first
             self.order = [[(w - j) % self.N for j in range(R - 1, -1, -1)]
                           for w in range(self.N)]
+        self._order0 = [list(o) for o in self.order]
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +165,7 @@ class SelfScheduling(Scheme):
         self.rarr: np.ndarray | None = None
         self.rl: list[float] = []
         self.rate_version = 0
+        self.orphans = Orphans(self)  # chunks lost with their worker (--on-failure continue)
 
     # ---- planning ------------------------------------------------------------------------
     def plan(self):
@@ -169,7 +176,7 @@ class SelfScheduling(Scheme):
         if not self.placement.shared:
             held = np.zeros(self.N, bool)
             for w in live:
-                held[self.order[w]] = True
+                held[self.order[w]] = True  # (a loader's order has the blocks it adopted)
             if not all(held[b] for b in range(self.N) if self.hi[b] > self.lo0[b]):
                 b = next(b for b in range(self.N) if not held[b] and self.hi[b] > self.lo0[b])
                 raise RuntimeError(f"self-scheduling: partition {self.lo0[b]} has no live "
@@ -277,6 +284,10 @@ class SelfScheduling(Scheme):
         if self.done() or not self.n_idle:
             return out  # (changes meanwhile are still seen: Watch compares with its last look)
         rule = self.backups or self.vectors  # with estimates: indexed; without: vectors
+        if self.orphans:  # (only after a failure: a lost chunk before any new work)
+            self.orphans.adopt(t, out)
+            if not self.n_idle:
+                return out
         if not self.placement.shared:
             # every idle worker that may get something, fastest first: pull, else a copy
             rule.note_dirty(t)
@@ -296,6 +307,14 @@ class SelfScheduling(Scheme):
                 break  # the fastest idle worker cannot help: nor can a slower one
             out.append(task)
         return out
+
+    def react_failure(self, worker, lost, t):
+        """A dead worker's chunk goes to a survivor (:class:`~.orphans.Orphans`)."""
+        self.orphans.failed(worker, lost)
+        return Actions(dispatch=self._feed(t))
+
+    def on_members_changed(self):
+        adopt_blocks(self, reset=True)  # replicated: blocks without a live holder
 
     def _now_idle(self, w: int) -> None:
         if not self.idle[w]:

@@ -283,6 +283,13 @@ class Backups:
         for d in (self.size, self.first, self.on_time, self.E):
             d.pop(x, None)
 
+    def lost(self, x: int, j: int) -> None:
+        """Copy j of chunk x was lost with its worker (``--on-failure continue``): its
+        expected finish no longer counts (inf once no copy is on time)."""
+        if x in self.size:
+            self.on_time[x] = [(f, c) for f, c in self.on_time[x] if c != j]
+            self._key(x)
+
     def _key(self, x: int) -> None:
         ok = self.on_time[x]
         E = min(f for f, _ in ok) if ok else math.inf

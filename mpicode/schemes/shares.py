@@ -198,7 +198,8 @@ class Placement:
 def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tuple[int, int]]:
     """Under replicated placement, add to the worker set ``s1`` (in place) the fastest live
     holder (earliest in ``order``, the live workers fastest first) of every partition that no
-    worker of ``s1`` holds; the (partition, worker) pairs added."""
+    worker of ``s1`` holds; the (partition, worker) pairs added. A partition with no live
+    holder (every one failed) is skipped: the caller gives it to a survivor that loads it."""
     rank = {w: i for i, w in enumerate(order)}
     added = []
     for k in range(placement.K):
@@ -207,11 +208,25 @@ def add_holders(s1: set[int], order: list[int], placement: Placement) -> list[tu
             continue
         live = [h for h in hs if h in rank]
         if not live:
-            raise RuntimeError(f"two-stage: partition {k} has no live holder")
+            continue
         h = min(live, key=rank.__getitem__)
         s1.add(h)
         added.append((k, h))
     return added
+
+
+def to_loaders(orphans, parts: dict, tau, placement: Placement, live, notes: list) -> dict:
+    """The partitions ``orphans`` (none of whose holders lives: they failed) added to the
+    assignment ``parts`` (worker -> partitions), each to the one of the R ``live`` workers
+    nearest after its home block that would finish first, ``(assigned + 1) * tau``: it
+    loads them from the dataset file, as every rank can (a line each in ``notes``). Returns
+    the assignment, each worker's partitions sorted."""
+    for k in orphans:
+        cands = placement.survivors_for([k], live).tolist()
+        w = min(cands, key=lambda v: ((len(parts.get(v, ())) + 1) * tau[v], v))
+        parts.setdefault(w, []).append(int(k))
+        notes.append(f"stage 1: every holder of partition {k} failed; worker {w} loads it")
+    return {w: sorted(p) for w, p in parts.items()}
 
 
 def assign(parts, workers, quotas, tau, placement: Placement) -> dict[int, list[int]]:

@@ -6,6 +6,9 @@ the predicted stage-1 time) the partitions of the stragglers, U, are re-issued t
 and the finished workers as a fractional-repetition code restricted to U, with r2 = s2 + 1
 groups. Decoding never solves anything: a coverage map records, for every stage-1 worker,
 whether its own message or one group's blocks (which tile its set exactly) arrived first.
+
+A worker that dies (``--on-failure continue``) is a straggler that never returns: the sets it
+leaves without a live group get new ones on the survivors (:mod:`mpicode.schemes.regroup`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from mpicode import options as cf
 from mpicode.errors import UsageError
 from mpicode.options import Option
 from mpicode.registry import register_scheme
-from mpicode.schemes import shares
+from mpicode.schemes import regroup, shares
 from mpicode.schemes.base import Actions, Decoding, Scheme, Task
 from mpicode.schemes.coverage import SELF, Coverage
 from mpicode.schemes.idle_pool import IdlePool
@@ -105,6 +108,7 @@ class TwoStage(Scheme):
     """
 
     name = "two-stage"
+    elastic = True  # a dead worker's uncovered sets get new groups (react_failure)
     options = Scheme.options + OPTIONS
     # the per-iteration summary of end(), logged as /iterations columns
     log_fields = {"r2": "i4", "n1": "i4", "k1": "i4", "u": "i4", "replans": "i4", "steals": "i4",
@@ -273,6 +277,11 @@ class TwoStage(Scheme):
         workers = sorted(s1)  # contiguous ranges in worker order
         counts = largest_remainder(self.K, 1.0 / tau[workers], minimum=1)
         parts = assign(range(self.K), workers, counts, tau, self.placement)
+        orphans = parts.pop(-1, [])
+        if orphans:  # every holder failed (--on-failure continue): a survivor loads them
+            parts = shares.to_loaders(orphans, parts, tau, self.placement,
+                                      self.active & self.members, self.log_notes)
+            workers = sorted(parts)
         tasks = [x for w in workers if parts[w]
                  for x in self.stealer.chunked(w, parts[w], float(tau[w]))]
         for x in tasks:
@@ -282,6 +291,10 @@ class TwoStage(Scheme):
         self.n1 = len(tasks)
         self.stage2 = Stage2.planned(self, tasks, tau)
         return tasks
+
+    def react_failure(self, worker, lost, t):
+        """A dead worker's sets left without a live group get new ones (:mod:`~.regroup`)."""
+        return regroup.failed(self, worker, lost, t)
 
     # ---- events ------------------------------------------------------------------------------
     def react(self, task, t):

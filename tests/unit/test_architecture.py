@@ -46,6 +46,10 @@ LONG_MODULES: dict[str, str] = {
                    "points on demand), origins, option merging and listing",
     "testing.py": "one concept: check_scheme's simulated trials (with failures for the "
                   "schemes that survive them, §2.7) and the plugin kinds' conformance checks",
+    "schemes/two_stage.py": "one concept: two-stage's options, stage-1 plan, events and "
+                            "coverage-map decode; each collaborator is its own module "
+                            "(coverage, stage2, stealing, replanning, regroup: its recovery "
+                            "from a dead worker, §2.7)",
     "schemes/base.py": "one concept: the Scheme contract every driver calls, task "
                        "bookkeeping, speed estimates and the membership API (on_failure, "
                        "set_members, reissue; docs/design.md §2.7); the slots' bookkeeping "

@@ -79,7 +79,10 @@ def test_abort_raises_and_the_last_worker_is_never_lost():
 @pytest.mark.parametrize("scheme,extra", [
     ("uncoded", {}), ("speed-aware", {}), ("speed-aware", {"placement": "replicated:2"}),
     ("frc", {"stragglers_tolerated": 1}), ("cyclic", {"stragglers_tolerated": 1}),
-    ("cyclic", {"stragglers_tolerated": 2})])
+    ("cyclic", {"stragglers_tolerated": 2}),
+    # the dynamic schemes re-issue the dead worker's outstanding partitions
+    ("two-stage", {"stragglers_tolerated": 1}), ("two-stage", {"placement": "replicated:2"}),
+    ("self-scheduling", {}), ("self-scheduling", {"placement": "replicated:2"})])
 @pytest.mark.parametrize("fail", ["1@i2+0.003,4@i2+0.006", "0@i1,3@i6+0.01"])
 def test_failures_keep_every_exact_scheme_on_the_uninterrupted_trajectory(tmp_path, reference,
                                                                          scheme, extra, fail):
@@ -160,13 +163,24 @@ def test_quorum_drops_the_share_and_says_so(tmp_path):
     assert list(it["coverage"]) == [1, 1, 0.75, 0.75, 0.75, 0.75]
 
 
-def test_continue_refuses_a_scheme_that_does_not_survive_a_failure(tmp_path):
-    from mpicode.registry import schemes
-    plain = [n for n, c in schemes().items() if not (c.elastic or c.tolerant)]
-    if not plain:
-        pytest.skip("every registered scheme is elastic")
-    with pytest.raises(UsageError, match="does not survive"):
-        _sim(tmp_path, "x", workers=4, scheme=plain[0], on_failure="continue")
+def test_continue_refuses_a_scheme_that_does_not_survive_a_failure():
+    """Every built-in scheme is elastic or tolerant now (two-stage and self-scheduling since
+    they re-issue): a plugin that declares neither is refused with one line."""
+    from types import SimpleNamespace
+
+    from mpicode.models.failures import check_failure_options
+    from mpicode.schemes.uncoded import Uncoded
+
+    class Plain(Uncoded):
+        name = "plain"
+        elastic = False
+
+    cfg = SimpleNamespace(on_failure="continue", scheme="plain", fail="",
+                          failure_model="none", lifetime_mean=60.0)
+    with pytest.raises(UsageError, match="scheme plain does not survive"):
+        check_failure_options(cfg, Plain, 4)
+    check_failure_options(cfg, Uncoded, 4)
+    check_failure_options(SimpleNamespace(**{**vars(cfg), "on_failure": "abort"}), Plain, 4)
 
 
 def test_report_names_the_failures(tmp_path):
