@@ -17,7 +17,8 @@ alive, as after an OOM kill or a crash of the program. The run must then:
 * and the node's ``prted`` is still alive after its ranks died: ULFM keeps the job running.
 
 The schemes are the elastic ones: uncoded and speed-aware (re-issue), frc with s = 1 losing a
-whole group (re-issue beyond the tolerance), cyclic with s = 2 (decodes around both). What is
+whole group (re-issue beyond the tolerance), cyclic with s = 2 (decodes around both), two-stage
+(s = 1) and self-scheduling (their own recovery: the dead worker's work re-issued). What is
 NOT tested, because it does not survive: the node's ``prted`` dying too (a lost node, not lost
 processes): PRRTE 3.0 (Open MPI 5.0.11) then reports "lost communication with a remote daemon"
 and terminates the whole job (rank 0 stops with a checkpoint, status ``interrupted``; resume
@@ -126,7 +127,9 @@ def kill_node_workers(vc, node: str, out: Path) -> tuple[list[int], list[int]]:
 # (scheme, its options, the node whose workers die: 1 = ranks 1-2, 2 = ranks 3-4)
 CASES = [("uncoded", [], 1), ("speed-aware", [], 2),
          ("frc", ["--stragglers-tolerated", 1], 1),     # the whole group {1, 2}: re-issued
-         ("cyclic", ["--stragglers-tolerated", 2], 2)]  # within the tolerance: decoded around
+         ("cyclic", ["--stragglers-tolerated", 2], 2),  # within the tolerance: decoded around
+         ("two-stage", ["--stragglers-tolerated", 1], 1),  # stage 2 / re-issue by speed
+         ("self-scheduling", [], 2)]
 
 
 @pytest.mark.parametrize("scheme,extra,node_index", CASES, ids=[c[0] for c in CASES])
