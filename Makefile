@@ -75,7 +75,7 @@ run: install  ## demo: 4 workers + coordinator, then the report table
 	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m mpicode train --config jobs/configs/demo.toml --out runs/demo.h5 --force
 	$(PY) -m mpicode report runs/demo.h5
 
-test: install test-banner test-fast test-unit-slow test-e2e test-mpi $(if $(filter mpich,$(MPI_KIND)),test-openmpi) test-cluster  ## everything CI runs (19 min from a clean clone at load 1-4, ~35 loaded)
+test: install test-banner test-fast test-unit-slow test-e2e test-mpi $(if $(filter mpich,$(MPI_KIND)),test-openmpi) test-cluster  ## everything CI runs (22 min from a clean clone at load 2-6, ~35 loaded)
 
 test-banner:
 	@echo "make test: unit (~1.5 min with its slow tier), end-to-end (~11 min), MPI at 2, 3, 5 ranks (< 1 min):"
